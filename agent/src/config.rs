@@ -1,0 +1,236 @@
+//! `agent.toml`: where the collector is, the TLS files, where the spool lives, how
+//! often to sample. Parsed strictly (unknown keys refused) and checked, reporting
+//! every problem with file, line and column.
+//!
+//! ```toml
+//! collector_url = "https://collector.example.net:4443"   # required
+//! server_name = "collector.example.net"   # optional; defaults to the URL's host
+//! ca_cert = "ca.pem"                      # paths are relative to this file
+//! cert = "agent.pem"
+//! key = "agent.key"
+//! state_dir = "state"
+//! interval_secs = 10
+//! spool_max_bytes = 67108864
+//! ```
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub collector_url: String,
+    pub server_name: String,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub state_dir: PathBuf,
+    pub interval: Duration,
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    collector_url: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
+    ca_cert: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    interval_secs: Option<Spanned<i64>>,
+    spool_max_bytes: Option<Spanned<i64>>,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+/// Reads and validates an agent config file.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read: {e}", path.display())],
+    })?;
+    parse(path, &src)
+}
+
+/// The host part of an `https://host:port` URL (brackets of IPv6 removed).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().filter(|h| !h.is_empty());
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Validates config text; `path` names it in messages and anchors relative paths.
+pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
+    let raw: Raw = toml::from_str(src).map_err(|e| {
+        let problem = match e.span() {
+            Some(span) => {
+                let (l, c) = line_col(src, span.start);
+                format!("{}:{l}:{c}: {}", path.display(), e.message())
+            }
+            None => format!("{}: {}", path.display(), e.message()),
+        };
+        ConfigError {
+            problems: vec![problem],
+        }
+    })?;
+    let mut problems = Vec::new();
+    let mut at = |span: Range<usize>, msg: String| {
+        let (l, c) = line_col(src, span.start);
+        problems.push(format!("{}:{l}:{c}: {msg}", path.display()));
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let file = |v: &Option<Spanned<String>>, default: &str| {
+        base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()))
+    };
+
+    let collector_url = match &raw.collector_url {
+        None => {
+            at(
+                0..0,
+                "collector_url is required (e.g. \"https://collector.example.net:4443\")".into(),
+            );
+            String::new()
+        }
+        Some(s) => {
+            if url_host(s.get_ref()).is_none() {
+                at(
+                    s.span(),
+                    format!(
+                        "collector_url = {:?} is not an https://host:port URL",
+                        s.get_ref()
+                    ),
+                );
+            }
+            s.get_ref().clone()
+        }
+    };
+    let server_name = match &raw.server_name {
+        Some(s) if s.get_ref().is_empty() => {
+            at(s.span(), "server_name must not be empty".into());
+            String::new()
+        }
+        Some(s) => s.get_ref().clone(),
+        None => url_host(&collector_url).unwrap_or_default().to_owned(),
+    };
+    let interval = match &raw.interval_secs {
+        None => 10,
+        Some(s) if (1..=3600).contains(s.get_ref()) => *s.get_ref(),
+        Some(s) => {
+            at(
+                s.span(),
+                format!(
+                    "interval_secs = {} is out of range (allowed 1 to 3600)",
+                    s.get_ref()
+                ),
+            );
+            10
+        }
+    };
+    let spool_max_bytes = match &raw.spool_max_bytes {
+        None => 64 * 1024 * 1024,
+        Some(s) if *s.get_ref() >= 1024 * 1024 => *s.get_ref(),
+        Some(s) => {
+            at(
+                s.span(),
+                format!(
+                    "spool_max_bytes = {} is below the minimum of 1048576",
+                    s.get_ref()
+                ),
+            );
+            64 * 1024 * 1024
+        }
+    };
+    let cfg = AgentConfig {
+        collector_url,
+        server_name,
+        ca_cert: file(&raw.ca_cert, "ca.pem"),
+        cert: file(&raw.cert, "agent.pem"),
+        key: file(&raw.key, "agent.key"),
+        state_dir: file(&raw.state_dir, "state"),
+        interval: Duration::from_secs(interval as u64),
+        spool_max_bytes: spool_max_bytes as u64,
+    };
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(
+            Path::new("/etc/tandem/agent.toml"),
+            "collector_url = \"https://c.example:4443\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server_name, "c.example");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.cert, PathBuf::from("/etc/tandem/agent.pem"));
+        assert_eq!(c.state_dir, PathBuf::from("/etc/tandem/state"));
+    }
+
+    #[test]
+    fn reports_all_problems_with_positions() {
+        let e = parse(
+            Path::new("a.toml"),
+            "collector_url = \"http://x\"\ninterval_secs = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.problems[0].starts_with("a.toml:1:17:"), "{e}");
+        assert!(
+            e.problems[1].starts_with("a.toml:2:17: interval_secs = 0"),
+            "{e}"
+        );
+        let e = parse(Path::new("a.toml"), "interval_secs = 5\n").unwrap_err();
+        assert!(e.problems[0].contains("collector_url is required"), "{e}");
+        let e = parse(
+            Path::new("a.toml"),
+            "collector_url = \"https://x:1\"\nintervall = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("a.toml:2:1:"), "{e}");
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host("https://127.0.0.1:4443"), Some("127.0.0.1"));
+        assert_eq!(url_host("https://[::1]:4443"), Some("::1"));
+        assert_eq!(url_host("https://c.example"), Some("c.example"));
+        assert_eq!(url_host("http://c.example"), None);
+    }
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
+        load(&path).unwrap();
+    }
+}

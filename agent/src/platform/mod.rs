@@ -1,0 +1,22 @@
+//! The platform facade: the same signatures on every OS; `#[cfg]` appears only on the
+//! `mod` lines below, never in collection logic.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::*;
+
+#[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
+mod unsupported;
+#[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
+pub use unsupported::*;

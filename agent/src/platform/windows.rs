@@ -1,0 +1,13 @@
+//! Windows specifics.
+
+use tandem_proto::v1::OsFamily;
+
+pub const OS_FAMILY: OsFamily = OsFamily::Windows;
+/// Windows has no load average.
+pub const HAS_LOAD_AVERAGE: bool = false;
+
+/// Process count (not collected on Windows yet; the process module comes with the
+/// full health metrics).
+pub fn process_count() -> Option<usize> {
+    None
+}

@@ -1,0 +1,302 @@
+//! The stream to the collector: connect over mTLS, say Hello, learn what the
+//! collector already holds, send the spool in order with a bounded window, drop what
+//! is acknowledged, and reconnect with exponential backoff and jitter when anything
+//! goes wrong.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tandem_proto::REFUSED_SEQ_METADATA;
+use tandem_proto::v1::telemetry_client::TelemetryClient;
+use tandem_proto::v1::{AgentFrame, CollectorFrame, Hello, agent_frame, collector_frame};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::AgentConfig;
+use crate::spool::Spool;
+
+/// Frames sent but not yet acknowledged, at most. Keeps a reconnecting agent with a
+/// long backlog from pushing it all at once.
+const WINDOW: usize = 32;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long shutdown waits for outstanding acks.
+const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("cannot read {path}: {source}")]
+    Tls {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid collector url {url:?}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("collector refused the stream: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("collector broke the protocol: {0}")]
+    Protocol(&'static str),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("spool task failed")]
+    Join,
+}
+
+/// What the uplink shares with the rest of the agent.
+pub struct Shared {
+    pub spool: Arc<Mutex<Spool>>,
+    /// Woken when a new frame lands in the spool.
+    pub new_data: Arc<Notify>,
+    /// Sample interval pushed by the collector (zero: keep the configured one).
+    pub interval: watch::Sender<Duration>,
+}
+
+/// Builds the mTLS endpoint from the config's files.
+pub fn endpoint(cfg: &AgentConfig) -> Result<Endpoint, UplinkError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| UplinkError::Tls {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&cfg.ca_cert)?))
+        .identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?))
+        .domain_name(cfg.server_name.clone());
+    let url_err = |source| UplinkError::Url {
+        url: cfg.collector_url.clone(),
+        source,
+    };
+    Endpoint::from_shared(cfg.collector_url.clone())
+        .map_err(url_err)?
+        .tls_config(tls)
+        .map_err(url_err)
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
+        })
+}
+
+/// A gRPC client with Tandem's limits and compression.
+pub fn client(channel: Channel) -> TelemetryClient<Channel> {
+    TelemetryClient::new(channel)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+}
+
+/// The Hello this agent sends.
+pub fn hello() -> Hello {
+    Hello {
+        protocol_version: tandem_proto::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        os_family: crate::platform::OS_FAMILY as i32,
+        os_version: crate::collect::os_version(),
+        hostname: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        boot_time_unix: crate::collect::boot_time_unix(),
+        claimed_device_id: String::new(),
+    }
+}
+
+/// Runs the uplink until `shutdown`.
+pub async fn run(cfg: Arc<AgentConfig>, shared: Shared, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let result = session(&cfg, &shared, &shutdown, &mut backoff).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match result {
+            Ok(()) => tracing::info!("collector closed the stream; reconnecting"),
+            Err(err) => tracing::warn!(error = %err, "uplink failed"),
+        }
+        // Full jitter: a whole site reconnecting after an outage spreads out.
+        let wait = rand::rng().random_range(Duration::ZERO..=backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn with_spool<T: Send + 'static>(
+    spool: &Arc<Mutex<Spool>>,
+    f: impl FnOnce(&mut Spool) -> Result<T, crate::spool::SpoolError> + Send + 'static,
+) -> Result<T, UplinkError> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || {
+        // A poisoned lock means a spool operation panicked; the index is still
+        // consistent with the disk (every change is one remove or insert), so go on.
+        let mut guard = spool.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .map_err(|_| UplinkError::Join)?
+    .map_err(UplinkError::from)
+}
+
+async fn session(
+    cfg: &AgentConfig,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    backoff: &mut Duration,
+) -> Result<(), UplinkError> {
+    let channel = endpoint(cfg)?
+        .connect()
+        .await
+        .map_err(|source| UplinkError::Connect {
+            url: cfg.collector_url.clone(),
+            source,
+        })?;
+    let mut client = client(channel);
+    let (tx, rx) = mpsc::channel::<AgentFrame>(WINDOW + 1);
+    let hello = AgentFrame {
+        kind: Some(agent_frame::Kind::Hello(hello())),
+    };
+    tx.send(hello)
+        .await
+        .map_err(|_| UplinkError::Protocol("request stream closed"))?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let welcome = match inbound.message().await? {
+        Some(CollectorFrame {
+            kind: Some(collector_frame::Kind::Welcome(w)),
+        }) => w,
+        _ => return Err(UplinkError::Protocol("expected a welcome")),
+    };
+    let acked = welcome.acked_seq;
+    with_spool(&shared.spool, move |s| {
+        s.ack(acked)?;
+        s.ensure_seq_above(acked)
+    })
+    .await?;
+    if let Some(settings) = welcome.settings {
+        apply_interval(shared, settings.sample_interval_secs);
+    }
+    tracing::info!(device = %welcome.device_id, tenant = %welcome.tenant, acked_seq = acked, "connected to collector");
+    *backoff = BACKOFF_MIN;
+
+    let mut sent_upto = acked;
+    let mut acked_upto = acked;
+    loop {
+        // Fill the window from the spool.
+        loop {
+            let in_flight = {
+                let s = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
+                s.count_between(acked_upto, sent_upto)
+            };
+            if in_flight >= WINDOW {
+                break;
+            }
+            let after = sent_upto;
+            let Some((seq, frame)) =
+                with_spool(&shared.spool, move |s| s.next_after(after)).await?
+            else {
+                break;
+            };
+            if tx.send(frame).await.is_err() {
+                return Err(UplinkError::Protocol("request stream closed"));
+            }
+            sent_upto = seq;
+        }
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => {
+                drop(tx);
+                drain_acks(&mut inbound, shared, sent_upto).await;
+                return Ok(());
+            }
+            _ = shared.new_data.notified() => continue,
+            m = inbound.message() => m,
+        };
+        match msg {
+            Ok(Some(CollectorFrame {
+                kind: Some(collector_frame::Kind::Ack(ack)),
+            })) => {
+                if ack.seq > sent_upto {
+                    return Err(UplinkError::Protocol("ack for a seq that was never sent"));
+                }
+                acked_upto = acked_upto.max(ack.seq);
+                let upto = acked_upto;
+                with_spool(&shared.spool, move |s| s.ack(upto)).await?;
+            }
+            Ok(Some(CollectorFrame {
+                kind: Some(collector_frame::Kind::Settings(s)),
+            })) => {
+                apply_interval(shared, s.sample_interval_secs);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                if status.code() == tonic::Code::InvalidArgument {
+                    if let Some(seq) = refused_seq(&status) {
+                        // Resending a frame the collector judged malformed cannot
+                        // succeed and would block everything behind it.
+                        tracing::error!(
+                            seq,
+                            message = status.message(),
+                            "collector refused a spooled frame; dropping it"
+                        );
+                        with_spool(&shared.spool, move |s| s.discard(seq)).await?;
+                    }
+                }
+                return Err(UplinkError::Status(status));
+            }
+        }
+    }
+}
+
+fn refused_seq(status: &tonic::Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(REFUSED_SEQ_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn apply_interval(shared: &Shared, secs: u32) {
+    if secs > 0 {
+        let _ = shared.interval.send(Duration::from_secs(u64::from(secs)));
+    }
+}
+
+async fn drain_acks(
+    inbound: &mut tonic::Streaming<CollectorFrame>,
+    shared: &Shared,
+    sent_upto: u64,
+) {
+    let wait = async {
+        while let Ok(Some(frame)) = inbound.message().await {
+            if let Some(collector_frame::Kind::Ack(ack)) = frame.kind {
+                let upto = ack.seq;
+                let _ = with_spool(&shared.spool, move |s| s.ack(upto)).await;
+                if upto >= sent_upto {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(SHUTDOWN_ACK_WAIT, wait).await;
+}

@@ -1,0 +1,285 @@
+//! `collector.toml`: parsed into a raw serde form (unknown keys refused), then checked
+//! into [`Config`], reporting every problem at once with file, line and column.
+//!
+//! ```toml
+//! data_dir = "/var/lib/tandem"     # relative paths are relative to this file
+//! [telemetry]
+//! listen = "0.0.0.0:4443"
+//! sample_interval_secs = 0        # pushed to agents; 0 = each agent keeps its own
+//! max_clock_skew_secs = 300
+//! max_sample_age_secs = 2592000
+//! [store]
+//! write_queue = 4096
+//! max_group = 1024
+//! ```
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::grpc::validate::TimeLimits;
+use crate::store::writer::WriterConfig;
+
+/// The validated collector configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Sample interval pushed to agents; 0 leaves each agent its own.
+    pub sample_interval_secs: u32,
+    pub limits: TimeLimits,
+    pub writer: WriterConfig,
+}
+
+impl Config {
+    /// Defaults with a given data dir and listen address (used by `demo` and tests).
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            sample_interval_secs: 0,
+            limits: TimeLimits {
+                max_future_ms: 300_000,
+                max_age_ms: 30 * 86_400_000,
+            },
+            writer: WriterConfig::default(),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::DB_FILE)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    listen: Option<Spanned<String>>,
+    sample_interval_secs: Option<Spanned<i64>>,
+    max_clock_skew_secs: Option<Spanned<i64>>,
+    max_sample_age_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    write_queue: Option<Spanned<i64>>,
+    max_group: Option<Spanned<i64>>,
+}
+
+/// A configuration file that could not be used; lists every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Line and column (1-based) of a byte offset in `src`.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+struct Problems<'a> {
+    file: &'a Path,
+    src: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: Range<usize>, msg: String) {
+        let (l, c) = line_col(self.src, span.start);
+        self.list
+            .push(format!("{}:{l}:{c}: {msg}", self.file.display()));
+    }
+}
+
+fn ranged(
+    p: &mut Problems<'_>,
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> i64 {
+    match v {
+        None => default,
+        Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
+        Some(s) => {
+            p.at(
+                s.span(),
+                format!(
+                    "{key} = {} is out of range (allowed {min} to {max})",
+                    s.get_ref()
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read: {e}", path.display())],
+    })?;
+    parse(path, &src)
+}
+
+/// Validates config text; `path` is used for messages and to resolve relative paths.
+pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let msg = e.message().to_owned();
+        let problem = match e.span() {
+            Some(span) => {
+                let (l, c) = line_col(src, span.start);
+                format!("{}:{l}:{c}: {msg}", path.display())
+            }
+            None => format!("{}: {msg}", path.display()),
+        };
+        ConfigError {
+            problems: vec![problem],
+        }
+    })?;
+    let mut p = Problems {
+        file: path,
+        src,
+        list: Vec::new(),
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let data_dir = match &raw.data_dir {
+        None => PathBuf::from("/var/lib/tandem"),
+        Some(s) if s.get_ref().is_empty() => {
+            p.at(s.span(), "data_dir must not be empty".into());
+            PathBuf::new()
+        }
+        Some(s) => base.join(s.get_ref()),
+    };
+    let listen = match &raw.telemetry.listen {
+        None => SocketAddr::from(([0, 0, 0, 0], 4443)),
+        Some(s) => match s.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                p.at(
+                    s.span(),
+                    format!(
+                        "listen = {:?} is not an address:port such as \"0.0.0.0:4443\"",
+                        s.get_ref()
+                    ),
+                );
+                SocketAddr::from(([0, 0, 0, 0], 4443))
+            }
+        },
+    };
+    let t = &raw.telemetry;
+    let interval = ranged(
+        &mut p,
+        &t.sample_interval_secs,
+        "sample_interval_secs",
+        0,
+        3600,
+        0,
+    );
+    let skew = ranged(
+        &mut p,
+        &t.max_clock_skew_secs,
+        "max_clock_skew_secs",
+        1,
+        86_400,
+        300,
+    );
+    let age = ranged(
+        &mut p,
+        &t.max_sample_age_secs,
+        "max_sample_age_secs",
+        60,
+        366 * 86_400,
+        30 * 86_400,
+    );
+    let queue = ranged(
+        &mut p,
+        &raw.store.write_queue,
+        "write_queue",
+        1,
+        1_000_000,
+        4096,
+    );
+    let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 1024);
+    if !p.list.is_empty() {
+        return Err(ConfigError { problems: p.list });
+    }
+    Ok(Config {
+        data_dir,
+        listen,
+        sample_interval_secs: interval as u32,
+        limits: TimeLimits {
+            max_future_ms: skew * 1000,
+            max_age_ms: age * 1000,
+        },
+        writer: WriterConfig {
+            queue_len: queue as usize,
+            max_group: group as usize,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_everything_optional() {
+        let c = parse(
+            Path::new("/etc/tandem/collector.toml"),
+            "data_dir = \"data\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/tandem/data"));
+        assert_eq!(c.listen.port(), 4443);
+        assert_eq!(c.sample_interval_secs, 0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_column() {
+        let src =
+            "data_dir = \"d\"\n[telemetry]\nlisten = \"nonsense\"\nsample_interval_secs = -1\n";
+        let e = parse(Path::new("c.toml"), src).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.problems[0].starts_with("c.toml:3:10: listen"), "{e}");
+        assert!(
+            e.problems[1].starts_with("c.toml:4:24: sample_interval_secs = -1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_position() {
+        let e = parse(Path::new("c.toml"), "[telemetry]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:2:1:"), "{e}");
+        assert!(e.problems[0].contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/collector.toml");
+        load(&path).unwrap();
+    }
+}

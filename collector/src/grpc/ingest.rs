@@ -1,0 +1,287 @@
+//! The Telemetry service: one session per agent stream.
+//!
+//! A session learns the device from the client certificate, waits for Hello, answers
+//! with Welcome (the highest seq already stored), then checks each frame, queues it
+//! for the store writer, and acknowledges sequence numbers in order as their groups
+//! commit. A bad frame ends only its own stream, with a status that says what was
+//! wrong; batches acknowledged before it stay stored.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tandem_proto::v1::telemetry_server::Telemetry;
+use tandem_proto::v1::{
+    Ack, AgentFrame, CollectorFrame, Settings, Welcome, agent_frame, collector_frame,
+};
+use tandem_proto::{REFUSED_SEQ_METADATA, Refusal};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::validate::{self, Refused, TimeLimits};
+use crate::store::StoreError;
+use crate::store::writer::{DeviceIdentity, Pending, Writer};
+
+/// A stream that does not say Hello by then is closed.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Batches of one stream queued for commit but not yet acknowledged. Bounds what one
+/// agent can have in flight; beyond it the session stops reading its stream.
+const IN_FLIGHT_PER_STREAM: usize = 64;
+
+/// The ingest service.
+pub struct Ingest {
+    pub(crate) writer: Writer,
+    pub(crate) limits: TimeLimits,
+    pub(crate) settings: Settings,
+    /// Owns every session task, so shutdown can wait for their acks to flush.
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sessions: Arc<std::sync::atomic::AtomicI64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn refused_status(r: Refused, seq: Option<u64>) -> Status {
+    let mut status = r.reason.status(r.message);
+    if let Some(seq) = seq {
+        if let Ok(v) = seq.to_string().parse() {
+            status.metadata_mut().insert(REFUSED_SEQ_METADATA, v);
+        }
+    }
+    status
+}
+
+fn store_status(err: &StoreError) -> Status {
+    match err {
+        StoreError::TenantMismatch { .. } => {
+            Refusal::WrongIdentity.status("this device id is registered to another tenant")
+        }
+        // Internal detail stays in our log.
+        _ => Refusal::Unavailable.status("the collector cannot store data right now; retry later"),
+    }
+}
+
+/// The identity in the client certificate, or Unauthenticated.
+fn peer_identity<T>(req: &Request<T>) -> Result<DeviceIdentity, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let (tenant, device_id) = crate::pki::identity_from_der(leaf).ok_or_else(|| {
+        Status::unauthenticated("the client certificate carries no tandem device identity")
+    })?;
+    Ok(DeviceIdentity { tenant, device_id })
+}
+
+#[tonic::async_trait]
+impl Telemetry for Ingest {
+    type StreamStream = ReceiverStream<Result<CollectorFrame, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentFrame>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let who = peer_identity(&request)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(IN_FLIGHT_PER_STREAM + 4);
+        let session = Session {
+            who,
+            writer: self.writer.clone(),
+            limits: self.limits,
+            settings: self.settings,
+            shutdown: self.shutdown.clone(),
+            tx,
+        };
+        let sessions = self.sessions.clone();
+        self.tracker.spawn(async move {
+            sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            session.run(inbound).await;
+            sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    who: DeviceIdentity,
+    writer: Writer,
+    limits: TimeLimits,
+    settings: Settings,
+    shutdown: CancellationToken,
+    /// Frames to the agent; bounded, so an agent that stops reading stalls only itself.
+    tx: mpsc::Sender<Result<CollectorFrame, Status>>,
+}
+
+fn frame(kind: collector_frame::Kind) -> CollectorFrame {
+    CollectorFrame { kind: Some(kind) }
+}
+
+/// Maps an error tonic raised while decoding an inbound frame (malformed protobuf,
+/// message over the size limit) to a refusal the agent can read.
+fn decode_status(s: &Status) -> Status {
+    Refusal::BadInput.status(format!("malformed or oversized frame: {}", s.message()))
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<AgentFrame>) {
+        let device = self.who.device_id.clone();
+        let result = self.serve(&mut inbound).await;
+        match result {
+            Ok(()) => tracing::debug!(device = %device, "stream ended"),
+            Err(status) => {
+                tracing::warn!(device = %device, code = ?status.code(), message = status.message(), "stream refused");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    async fn serve(&self, inbound: &mut Streaming<AgentFrame>) -> Result<(), Status> {
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(
+                    Refusal::OutOfOrder.status("no hello within 30 s of opening the stream")
+                );
+            }
+            Ok(Err(s)) => return Err(decode_status(&s)),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(f))) => f,
+        };
+        let hello = match first.kind {
+            Some(agent_frame::Kind::Hello(h)) => h,
+            _ => {
+                return Err(
+                    Refusal::OutOfOrder.status("the first frame of a stream must be a hello")
+                );
+            }
+        };
+        let facts = validate::check_hello(&hello, &self.who.device_id)
+            .map_err(|r| refused_status(r, None))?;
+        let acked = self
+            .writer
+            .hello(self.who.clone(), facts.clone())
+            .await
+            .map_err(|e| {
+                tracing::warn!(device = %self.who.device_id, error = %e, "hello not stored");
+                store_status(&e)
+            })?;
+        tracing::info!(device = %self.who.device_id, tenant = %self.who.tenant, hostname = %facts.hostname,
+            agent_version = %facts.agent_version, acked_seq = acked, "agent connected");
+        let welcome = Welcome {
+            protocol_version: tandem_proto::PROTOCOL_VERSION,
+            acked_seq: acked,
+            device_id: self.who.device_id.clone(),
+            tenant: self.who.tenant.clone(),
+            settings: Some(self.settings),
+        };
+        if self
+            .tx
+            .send(Ok(frame(collector_frame::Kind::Welcome(welcome))))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+
+        // Acks go out in seq order from their own task, so reading the next frame
+        // overlaps with committing the previous ones.
+        let (pending_tx, pending_rx) = mpsc::channel::<(u64, Pending)>(IN_FLIGHT_PER_STREAM);
+        let acker = tokio::spawn(ack_in_order(
+            pending_rx,
+            self.tx.clone(),
+            self.who.device_id.clone(),
+        ));
+        let result = self.read_frames(inbound, pending_tx).await;
+        // Batches already queued are committed (or failed) whatever happened next:
+        // acknowledge them before the stream ends.
+        let ack_result = acker.await.unwrap_or(Ok(()));
+        result.and(ack_result)
+    }
+
+    async fn read_frames(
+        &self,
+        inbound: &mut Streaming<AgentFrame>,
+        pending: mpsc::Sender<(u64, Pending)>,
+    ) -> Result<(), Status> {
+        let mut last_seq: Option<u64> = None;
+        loop {
+            let msg = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                m = inbound.message() => m,
+            };
+            let frame = match msg {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(decode_status(&s)),
+            };
+            let (seq, queued) = match frame.kind {
+                Some(agent_frame::Kind::Batch(batch)) => {
+                    let seq = batch.seq;
+                    validate::check_batch(&batch, last_seq, now_ms(), self.limits)
+                        .map_err(|r| refused_status(r, Some(seq)))?;
+                    (
+                        seq,
+                        self.writer
+                            .submit_batch(self.who.device_id.clone(), batch)
+                            .await,
+                    )
+                }
+                Some(agent_frame::Kind::PatchReport(report)) => {
+                    let seq = report.seq;
+                    validate::check_patch(&report, last_seq, now_ms(), self.limits)
+                        .map_err(|r| refused_status(r, Some(seq)))?;
+                    (
+                        seq,
+                        self.writer
+                            .submit_patch(self.who.device_id.clone(), report)
+                            .await,
+                    )
+                }
+                Some(agent_frame::Kind::Hello(_)) => {
+                    return Err(Refusal::OutOfOrder.status("a stream may carry only one hello"));
+                }
+                None => {
+                    return Err(Refusal::BadInput.status(
+                        "frame of an unknown kind (empty, or from a newer protocol this collector does not speak)",
+                    ));
+                }
+            };
+            last_seq = Some(seq);
+            let queued = queued.map_err(|e| store_status(&e))?;
+            if pending.send((seq, queued)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn ack_in_order(
+    mut pending: mpsc::Receiver<(u64, Pending)>,
+    tx: mpsc::Sender<Result<CollectorFrame, Status>>,
+    device: String,
+) -> Result<(), Status> {
+    while let Some((seq, answer)) = pending.recv().await {
+        match answer.await {
+            Ok(Ok(_outcome)) => {
+                let ack = frame(collector_frame::Kind::Ack(Ack { seq }));
+                if tx.send(Ok(ack)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(device = %device, seq, error = %err, "batch not stored");
+                return Err(store_status(&err));
+            }
+            Err(_) => return Err(store_status(&StoreError::WriterGone)),
+        }
+    }
+    Ok(())
+}

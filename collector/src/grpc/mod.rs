@@ -1,0 +1,5 @@
+//! The telemetry gRPC listener: TLS acceptor, frame checks, ingest sessions.
+
+pub mod ingest;
+pub mod tls;
+pub mod validate;

@@ -1,0 +1,406 @@
+//! Checks of every frame an agent sends, as pure functions: no I/O, the clock passed
+//! in. A frame that fails is refused with a message that says what and where
+//! ("batch seq 12, sample 3: ..."), and nothing of it is stored.
+
+use tandem_proto::v1::{Hello, MetricBatch, OsFamily, PatchReport, UpdateClassification};
+use tandem_proto::{MAX_LABEL_BYTES, MAX_SAMPLES_PER_BATCH, MAX_SERIES_PER_BATCH, Refusal};
+
+use crate::store::writer::DeviceFacts;
+
+/// Most pending updates one patch report may list.
+pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
+/// Longest free-text field (hostname, OS version, error text) in bytes.
+const MAX_TEXT_BYTES: usize = 1024;
+
+/// How far sample timestamps may stray from the collector's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeLimits {
+    /// A sample stamped more than this ahead of now is refused (agent clock wrong).
+    pub max_future_ms: i64,
+    /// A sample older than this is refused (spool bound plus margin).
+    pub max_age_ms: i64,
+}
+
+/// A refused frame: the reason class and the message for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Refusal,
+    pub message: String,
+}
+
+fn bad(message: String) -> Refused {
+    Refused {
+        reason: Refusal::BadInput,
+        message,
+    }
+}
+
+fn text(field: &str, value: &str) -> Result<(), Refused> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(bad(format!(
+            "{field} is {} bytes, longer than the limit of {MAX_TEXT_BYTES}",
+            value.len()
+        )));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(bad(format!("{field} contains control characters")));
+    }
+    Ok(())
+}
+
+/// Checks a Hello against the identity from the certificate.
+pub fn check_hello(hello: &Hello, cert_device_id: &str) -> Result<DeviceFacts, Refused> {
+    if hello.protocol_version == 0 {
+        return Err(bad("hello: protocol_version is missing".into()));
+    }
+    let os = OsFamily::try_from(hello.os_family).map_err(|_| {
+        bad(format!(
+            "hello: unknown os_family value {}",
+            hello.os_family
+        ))
+    })?;
+    if !hello.claimed_device_id.is_empty() && hello.claimed_device_id != cert_device_id {
+        return Err(Refused {
+            reason: Refusal::WrongIdentity,
+            message: format!(
+                "hello: claims device {:?} but the client certificate is for device {:?}",
+                hello.claimed_device_id, cert_device_id
+            ),
+        });
+    }
+    text("hello: hostname", &hello.hostname)?;
+    text("hello: os_version", &hello.os_version)?;
+    text("hello: agent_version", &hello.agent_version)?;
+    let os_family = match os {
+        OsFamily::Unspecified => "",
+        OsFamily::Linux => "linux",
+        OsFamily::Windows => "windows",
+        OsFamily::Macos => "macos",
+        OsFamily::Other => "other",
+    };
+    Ok(DeviceFacts {
+        hostname: hello.hostname.clone(),
+        os_family: os_family.into(),
+        os_version: hello.os_version.clone(),
+        agent_version: hello.agent_version.clone(),
+        boot_time_unix: hello.boot_time_unix,
+    })
+}
+
+/// Checks that `seq` moves forward within one stream. Across reconnects a seq at or
+/// below the stored one is a replay, handled by the store's ledger, not an error.
+pub fn check_seq(what: &str, seq: u64, previous_in_stream: Option<u64>) -> Result<(), Refused> {
+    if seq == 0 {
+        return Err(bad(format!("{what}: seq must be 1 or more")));
+    }
+    if let Some(prev) = previous_in_stream {
+        if seq <= prev {
+            let how = if seq == prev {
+                "repeats"
+            } else {
+                "goes backwards from"
+            };
+            return Err(bad(format!(
+                "{what} seq {seq} {how} seq {prev} sent earlier on this stream"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_metric_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_LABEL_BYTES
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+fn check_time(where_: &str, t: i64, now_ms: i64, limits: TimeLimits) -> Result<(), Refused> {
+    if t > now_ms.saturating_add(limits.max_future_ms) {
+        return Err(bad(format!(
+            "{where_}: timestamp {t} ms is {} s ahead of the collector's clock (limit {} s)",
+            (t - now_ms) / 1000,
+            limits.max_future_ms / 1000
+        )));
+    }
+    if t < now_ms.saturating_sub(limits.max_age_ms) {
+        return Err(bad(format!(
+            "{where_}: timestamp {t} ms is {} s in the past (limit {} s)",
+            now_ms.saturating_sub(t) / 1000,
+            limits.max_age_ms / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a metric batch's shape and contents.
+pub fn check_batch(
+    batch: &MetricBatch,
+    previous_in_stream: Option<u64>,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
+    check_seq("batch", batch.seq, previous_in_stream)?;
+    let at = format!("batch seq {}", batch.seq);
+    if batch.series.is_empty() || batch.series.len() > MAX_SERIES_PER_BATCH {
+        return Err(bad(format!(
+            "{at}: declares {} series (allowed 1 to {MAX_SERIES_PER_BATCH})",
+            batch.series.len()
+        )));
+    }
+    if batch.samples.is_empty() || batch.samples.len() > MAX_SAMPLES_PER_BATCH {
+        return Err(bad(format!(
+            "{at}: carries {} samples (allowed 1 to {MAX_SAMPLES_PER_BATCH})",
+            batch.samples.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(batch.series.len());
+    for (i, key) in batch.series.iter().enumerate() {
+        if !is_metric_name(&key.name) {
+            return Err(bad(format!(
+                "{at}, series {i}: metric name {:?} is empty, too long, or has characters outside [A-Za-z0-9_.:-]",
+                truncate(&key.name)
+            )));
+        }
+        if key.dimension.len() > MAX_LABEL_BYTES || key.dimension.chars().any(|c| c.is_control()) {
+            return Err(bad(format!(
+                "{at}, series {i} ({}): dimension is longer than {MAX_LABEL_BYTES} bytes or has control characters",
+                key.name
+            )));
+        }
+        if !seen.insert((key.name.as_str(), key.dimension.as_str())) {
+            return Err(bad(format!(
+                "{at}, series {i}: {} {:?} is declared twice",
+                key.name, key.dimension
+            )));
+        }
+    }
+    let mut last_t = i64::MIN;
+    for (j, sample) in batch.samples.iter().enumerate() {
+        let where_ = format!("{at}, sample {j}");
+        if sample.values.len() != batch.series.len() {
+            return Err(bad(format!(
+                "{where_}: has {} values but the batch declares {} series",
+                sample.values.len(),
+                batch.series.len()
+            )));
+        }
+        if sample.time_unix_ms <= last_t {
+            return Err(bad(format!(
+                "{where_}: timestamps must increase within a batch"
+            )));
+        }
+        last_t = sample.time_unix_ms;
+        check_time(&where_, sample.time_unix_ms, now_ms, limits)?;
+        if let Some(i) = sample.values.iter().position(|v| v.is_infinite()) {
+            return Err(bad(format!(
+                "{where_}: value for series {i} ({}) is infinite",
+                batch.series[i].name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a patch report.
+pub fn check_patch(
+    report: &PatchReport,
+    previous_in_stream: Option<u64>,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
+    check_seq("patch report", report.seq, previous_in_stream)?;
+    let at = format!("patch report seq {}", report.seq);
+    check_time(&at, report.time_unix_ms, now_ms, limits)?;
+    text(&format!("{at}: source"), &report.source)?;
+    text(&format!("{at}: error"), &report.error)?;
+    if report.updates.len() > MAX_UPDATES_PER_REPORT {
+        return Err(bad(format!(
+            "{at}: lists {} updates (limit {MAX_UPDATES_PER_REPORT})",
+            report.updates.len()
+        )));
+    }
+    for (i, u) in report.updates.iter().enumerate() {
+        let w = format!("{at}, update {i}");
+        UpdateClassification::try_from(u.classification).map_err(|_| {
+            bad(format!(
+                "{w}: unknown classification value {}",
+                u.classification
+            ))
+        })?;
+        if u.name.is_empty() {
+            return Err(bad(format!("{w}: name is empty")));
+        }
+        for (f, v) in [
+            ("name", &u.name),
+            ("current_version", &u.current_version),
+            ("new_version", &u.new_version),
+            ("advisory_id", &u.advisory_id),
+        ] {
+            text(&format!("{w}: {f}"), v)?;
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_proto::v1::{PendingUpdate, Sample, SeriesKey};
+
+    const NOW: i64 = 1_800_000_000_000;
+    const LIM: TimeLimits = TimeLimits {
+        max_future_ms: 300_000,
+        max_age_ms: 30 * 86_400_000,
+    };
+
+    fn batch(seq: u64) -> MetricBatch {
+        MetricBatch {
+            seq,
+            series: vec![
+                SeriesKey {
+                    name: "cpu.percent".into(),
+                    dimension: String::new(),
+                },
+                SeriesKey {
+                    name: "fs.used.bytes".into(),
+                    dimension: "/".into(),
+                },
+            ],
+            samples: vec![Sample {
+                time_unix_ms: NOW,
+                values: vec![1.0, f64::NAN],
+            }],
+        }
+    }
+
+    fn refused(r: Result<(), Refused>) -> String {
+        let e = r.expect_err("should be refused");
+        assert_eq!(e.reason, Refusal::BadInput);
+        e.message
+    }
+
+    #[test]
+    fn a_good_batch_passes() {
+        check_batch(&batch(1), None, NOW, LIM).unwrap();
+        check_batch(&batch(8), Some(7), NOW, LIM).unwrap();
+    }
+
+    #[test]
+    fn seq_must_move_forward_within_a_stream() {
+        assert!(refused(check_batch(&batch(0), None, NOW, LIM)).contains("seq must be 1 or more"));
+        assert!(refused(check_batch(&batch(5), Some(5), NOW, LIM)).contains("seq 5 repeats seq 5"));
+        assert!(refused(check_batch(&batch(4), Some(5), NOW, LIM)).contains("goes backwards"));
+    }
+
+    #[test]
+    fn shape_errors_name_where() {
+        let mut b = batch(3);
+        b.samples[0].values.push(2.0);
+        assert!(
+            refused(check_batch(&b, None, NOW, LIM))
+                .contains("batch seq 3, sample 0: has 3 values")
+        );
+
+        let mut b = batch(3);
+        b.series[1].name = "bad name".into();
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("series 1"));
+
+        let mut b = batch(3);
+        b.series[1] = b.series[0].clone();
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("declared twice"));
+
+        let mut b = batch(3);
+        b.samples.push(b.samples[0].clone());
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("must increase"));
+
+        let mut b = batch(3);
+        b.samples[0].values[0] = f64::INFINITY;
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("infinite"));
+
+        let mut b = batch(3);
+        b.series.clear();
+        b.samples[0].values.clear();
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("declares 0 series"));
+
+        let mut b = batch(3);
+        b.samples.clear();
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("carries 0 samples"));
+    }
+
+    #[test]
+    fn timestamps_far_off_are_refused() {
+        let mut b = batch(1);
+        b.samples[0].time_unix_ms = NOW + 301_000;
+        assert!(
+            refused(check_batch(&b, None, NOW, LIM)).contains("ahead of the collector's clock")
+        );
+        b.samples[0].time_unix_ms = NOW + 299_000;
+        check_batch(&b, None, NOW, LIM).unwrap();
+        b.samples[0].time_unix_ms = NOW - 31 * 86_400_000;
+        assert!(refused(check_batch(&b, None, NOW, LIM)).contains("in the past"));
+    }
+
+    #[test]
+    fn hello_checks_enum_and_identity() {
+        let mut h = Hello {
+            protocol_version: 1,
+            os_family: OsFamily::Linux as i32,
+            hostname: "web-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(check_hello(&h, "d1").unwrap().os_family, "linux");
+        h.os_family = 42;
+        let e = check_hello(&h, "d1").unwrap_err();
+        assert_eq!(e.reason, Refusal::BadInput);
+        assert!(e.message.contains("unknown os_family value 42"));
+        h.os_family = 1;
+        h.claimed_device_id = "d2".into();
+        assert_eq!(
+            check_hello(&h, "d1").unwrap_err().reason,
+            Refusal::WrongIdentity
+        );
+        h.claimed_device_id = "d1".into();
+        check_hello(&h, "d1").unwrap();
+        h.protocol_version = 0;
+        assert!(
+            check_hello(&h, "d1")
+                .unwrap_err()
+                .message
+                .contains("protocol_version")
+        );
+        h.protocol_version = 1;
+        h.hostname = "a\u{0}b".into();
+        assert!(
+            check_hello(&h, "d1")
+                .unwrap_err()
+                .message
+                .contains("control characters")
+        );
+    }
+
+    #[test]
+    fn patch_report_checks_classification() {
+        let mut r = PatchReport {
+            seq: 2,
+            time_unix_ms: NOW,
+            source: "apt".into(),
+            updates: vec![PendingUpdate {
+                name: "openssl".into(),
+                classification: UpdateClassification::Security as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        check_patch(&r, Some(1), NOW, LIM).unwrap();
+        r.updates[0].classification = 9;
+        assert!(
+            refused(check_patch(&r, Some(1), NOW, LIM))
+                .contains("update 0: unknown classification value 9")
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! `tandem-collector`: authenticates agents by their certificates, stores what they
+//! send in SQLite, and acknowledges only what is durably committed.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod grpc;
+pub mod pki;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::Collector;

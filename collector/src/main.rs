@@ -1,0 +1,229 @@
+//! `tandem-collector` command line: parse arguments, set up logging, call the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tandem_collector::pki::{self, Validity};
+use tandem_collector::{Collector, config, demo, store};
+
+#[derive(Parser)]
+#[command(name = "tandem-collector", version, about = "Tandem central collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve agents: mTLS gRPC telemetry into SQLite.
+    Serve {
+        #[arg(long, default_value = "/etc/tandem/collector.toml")]
+        config: PathBuf,
+    },
+    /// Certificate authority commands.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Print devices and their latest values from the database.
+    Inspect {
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        /// Only this device (default: every device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a collector and an agent for this machine on loopback, with a throwaway CA.
+    Demo {
+        /// Where to keep the demo's files (default: a new folder under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:4443")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the collector CA and server certificate in the data dir.
+    Init {
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        /// Extra DNS names or IP addresses agents use to reach this collector.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+    /// Issue a client certificate for one device, for manual provisioning; writes
+    /// ca.pem, agent.pem, agent.key and agent.toml into --out.
+    IssueAgent {
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Device id (default: a new UUID).
+        #[arg(long)]
+        device: Option<String>,
+        /// The URL agents dial.
+        #[arg(long, default_value = "https://localhost:4443")]
+        collector_url: String,
+        /// Certificate lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One crypto provider for the whole process (see shared/TOOLCHAIN.md: two
+    // providers make rustls panic).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Pki {
+            command: PkiCommand::Init { data_dir, names },
+        } => {
+            let paths = pki::init(&data_dir, &names)?;
+            println!(
+                "CA and server certificate written to {}",
+                paths.dir.display()
+            );
+            Ok(())
+        }
+        Command::Pki {
+            command:
+                PkiCommand::IssueAgent {
+                    data_dir,
+                    tenant,
+                    out,
+                    device,
+                    collector_url,
+                    days,
+                },
+        } => {
+            let validity = Validity::starting_now(Duration::from_secs(days * 86_400));
+            let id = demo::write_agent_bundle(
+                &data_dir,
+                &tenant,
+                device.as_deref(),
+                &collector_url,
+                &out,
+                validity,
+            )?;
+            println!(
+                "device {id} (tenant {tenant}): ca.pem, agent.pem, agent.key, agent.toml written to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Inspect {
+            data_dir,
+            device,
+            json,
+        } => inspect(&data_dir, device.as_deref(), json),
+        Command::Demo { dir, listen } => {
+            runtime()?.block_on(demo::run(dir, listen, shutdown_signal()))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime()?.block_on(async move {
+        let collector = Collector::bind(cfg.clone()).await?;
+        // One line on stdout that scripts and tests can wait for.
+        println!(
+            "tandem-collector listening telemetry={} data_dir={}",
+            collector.local_addr(),
+            cfg.data_dir.display()
+        );
+        collector.run(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn inspect(data_dir: &Path, device: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
+    let devices = store::query::devices(&conn)?;
+    let mut out = Vec::new();
+    for d in devices
+        .into_iter()
+        .filter(|d| device.is_none_or(|id| id == d.id))
+    {
+        let latest = store::query::latest_values(&conn, &d.id)?;
+        out.push((d, latest));
+    }
+    if json {
+        let v: Vec<_> = out
+            .iter()
+            .map(|(d, latest)| {
+                serde_json::json!({
+                    "device": d,
+                    "latest": latest.iter().map(|(n, dim, ts, v)| serde_json::json!({"name": n, "dimension": dim, "ts_ms": ts, "value": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if out.is_empty() {
+        println!("no devices yet");
+    }
+    for (d, latest) in out {
+        println!(
+            "device {} tenant {} host {} ({} {}) agent {} acked_seq {}",
+            d.id, d.tenant, d.hostname, d.os_family, d.os_version, d.agent_version, d.acked_seq
+        );
+        for (name, dim, _ts, v) in latest {
+            let label = if dim.is_empty() {
+                name
+            } else {
+                format!("{name}{{{dim}}}")
+            };
+            println!("  {label:<40} {v}");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

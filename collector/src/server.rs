@@ -1,0 +1,178 @@
+//! Wires the collector together: store writer, TLS listener, gRPC service, and the
+//! shutdown order (stop intake → flush acks → commit → close the database).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tandem_proto::v1::Settings;
+use tandem_proto::v1::telemetry_server::TelemetryServer;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
+
+use crate::config::Config;
+use crate::grpc::ingest::Ingest;
+use crate::grpc::tls;
+use crate::pki::PkiPaths;
+use crate::store::writer::{Writer, WriterThread};
+use crate::store::{self, StoreError};
+
+/// How long shutdown waits for open streams to finish their acks.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tls setup: {0}")]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the store writer: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A collector bound to its port, not yet serving.
+pub struct Collector {
+    config: Config,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    writer: Writer,
+    writer_thread: WriterThread,
+}
+
+impl Collector {
+    /// Opens the store, loads the TLS material and binds the telemetry port.
+    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let paths = PkiPaths::new(&config.data_dir);
+        let tls = tls::server_config(&paths)?;
+        let db = config.db_path();
+        let conn = tokio::task::spawn_blocking(move || store::open(&db))
+            .await
+            .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        let (writer, writer_thread) =
+            Writer::spawn(conn, config.writer).map_err(ServeError::Thread)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self {
+            config,
+            listener,
+            tls,
+            writer,
+            writer_thread,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // Finished TLS handshakes waiting for tonic to pick them up.
+        let (conn_tx, conn_rx) = mpsc::channel(256);
+        let accept = tokio::spawn(tls::accept_loop(
+            self.listener,
+            self.tls,
+            conn_tx,
+            token.clone(),
+            tracker.clone(),
+        ));
+        let sessions = Arc::new(AtomicI64::new(0));
+        let ingest = Ingest {
+            writer: self.writer.clone(),
+            limits: self.config.limits,
+            settings: Settings {
+                sample_interval_secs: self.config.sample_interval_secs,
+            },
+            tracker: tracker.clone(),
+            shutdown: token.clone(),
+            sessions: sessions.clone(),
+        };
+        let svc = TelemetryServer::new(ingest)
+            .max_decoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let reporter = tokio::spawn(report_stats(self.writer.clone(), sessions, token.clone()));
+        drop(self.writer);
+
+        let stop = token.clone();
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+                stop.cancelled().await;
+            });
+        let mut server = std::pin::pin!(server);
+        let served = tokio::select! {
+            r = &mut server => r,
+            _ = shutdown => {
+                tracing::info!("shutting down: intake stopped, flushing acks");
+                token.cancel();
+                match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("streams did not finish in time; closing them");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        token.cancel();
+        let _ = accept.await;
+        let _ = reporter.await;
+        tracker.close();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await;
+        // The service (and its writer handle) is gone with the server future; once the
+        // sessions are done too, the writer commits what is queued and closes the db.
+        drop(server);
+        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        tracing::info!("collector stopped");
+        served.map_err(ServeError::from)
+    }
+}
+
+async fn report_stats(writer: Writer, sessions: Arc<AtomicI64>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let values = writer.stats.values_stored.load(Ordering::Relaxed);
+        tracing::info!(
+            streams = sessions.load(Ordering::Relaxed),
+            values_per_sec = (values - last) / 60,
+            batches = writer.stats.batches_stored.load(Ordering::Relaxed),
+            duplicates = writer.stats.batches_duplicate.load(Ordering::Relaxed),
+            commit_failures = writer.stats.commit_failures.load(Ordering::Relaxed),
+            queue = writer.queue_depth(),
+            "ingest"
+        );
+        last = values;
+    }
+}

@@ -1,0 +1,607 @@
+//! The single store writer: one thread owns the write connection and commits what
+//! ingest sends it in groups.
+//!
+//! Requests arrive on a bounded channel; the thread takes the first, drains up to
+//! `max_group - 1` more that are already waiting, applies each inside its own
+//! savepoint (so one bad request fails alone), commits once, and only then answers
+//! every request of the group. An answer of `Ok` therefore means "on disk": ingest
+//! acknowledges a sequence number to the agent only after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// Who a write is for: taken from the client certificate, never from a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub tenant: String,
+    pub device_id: String,
+}
+
+/// What the agent said about itself in its Hello.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFacts {
+    pub hostname: String,
+    pub os_family: String,
+    pub os_version: String,
+    pub agent_version: String,
+    pub boot_time_unix: i64,
+}
+
+/// The result of writing a batch or report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newly stored.
+    Stored,
+    /// This (device, seq) was stored before; nothing was written again.
+    Duplicate,
+}
+
+/// Counters about the writer, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub batches_stored: AtomicU64,
+    pub batches_duplicate: AtomicU64,
+    pub values_stored: AtomicU64,
+}
+
+/// Sizing of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Requests that may wait for the writer. When full, ingest waits (backpressure
+    /// reaches the agents through HTTP/2 flow control) instead of buffering without bound.
+    pub queue_len: usize,
+    /// Most requests committed in one transaction.
+    pub max_group: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_len: 4096,
+            max_group: 1024,
+        }
+    }
+}
+
+enum Request {
+    Hello {
+        who: DeviceIdentity,
+        facts: DeviceFacts,
+    },
+    Batch {
+        device_id: String,
+        batch: MetricBatch,
+    },
+    Patch {
+        device_id: String,
+        report: PatchReport,
+    },
+}
+
+enum Reply {
+    /// Answers a Hello with the device's highest committed seq.
+    Hello(oneshot::Sender<Result<u64, StoreError>>),
+    Write(oneshot::Sender<Result<Outcome, StoreError>>),
+}
+
+/// A cloneable handle that sends work to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    /// Bounded so a slow disk slows ingest down rather than growing memory.
+    tx: mpsc::Sender<(Request, Reply)>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// Owns the writer thread; joining it waits until every queued request is committed
+/// and the connection is closed.
+pub struct WriterThread {
+    join: JoinHandle<()>,
+}
+
+impl WriterThread {
+    /// Waits for the writer to finish. It finishes once every [`Writer`] is dropped.
+    pub fn join(self) {
+        if self.join.join().is_err() {
+            tracing::error!("store writer thread panicked");
+        }
+    }
+}
+
+/// A pending answer from the writer.
+pub type Pending = oneshot::Receiver<Result<Outcome, StoreError>>;
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn spawn(
+        conn: Connection,
+        config: WriterConfig,
+    ) -> std::io::Result<(Writer, WriterThread)> {
+        let (tx, rx) = mpsc::channel(config.queue_len.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let join = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx, config.max_group.max(1), &thread_stats))?;
+        Ok((Writer { tx, stats }, WriterThread { join }))
+    }
+
+    /// Records (or refreshes) a device and returns its highest committed seq.
+    pub async fn hello(&self, who: DeviceIdentity, facts: DeviceFacts) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((Request::Hello { who, facts }, Reply::Hello(reply)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues a batch; waits only for room in the queue. The returned receiver
+    /// resolves once the batch's group is committed.
+    pub async fn submit_batch(
+        &self,
+        device_id: String,
+        batch: MetricBatch,
+    ) -> Result<Pending, StoreError> {
+        self.submit(Request::Batch { device_id, batch }).await
+    }
+
+    /// Queues a patch report, like [`Writer::submit_batch`].
+    pub async fn submit_patch(
+        &self,
+        device_id: String,
+        report: PatchReport,
+    ) -> Result<Pending, StoreError> {
+        self.submit(Request::Patch { device_id, report }).await
+    }
+
+    async fn submit(&self, req: Request) -> Result<Pending, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((req, Reply::Write(reply)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Requests waiting for the writer right now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Series ids by (device, name, dimension), so ingest does not look them up per value.
+type SeriesCache = HashMap<(String, String, String), i64>;
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<(Request, Reply)>,
+    max_group: usize,
+    stats: &WriterStats,
+) {
+    let mut cache = SeriesCache::new();
+    let mut group = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, &mut cache, &mut group, stats);
+    }
+    // Every sender is gone: all queued work is committed. Closing the connection
+    // checkpoints the WAL.
+    if let Err((_, err)) = conn.close() {
+        tracing::warn!(error = %err, "closing the database failed");
+    }
+    tracing::info!("store writer stopped");
+}
+
+enum Answer {
+    Hello(Result<u64, StoreError>),
+    Write(Result<Outcome, StoreError>),
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    cache: &mut SeriesCache,
+    group: &mut Vec<(Request, Reply)>,
+    stats: &WriterStats,
+) {
+    let now = now_ms();
+    let mut answers = Vec::with_capacity(group.len());
+    let mut values_in_group = 0u64;
+    let result = (|| -> Result<(), rusqlite::Error> {
+        let tx = conn.transaction()?;
+        for (req, _) in group.iter() {
+            tx.execute_batch("SAVEPOINT req")?;
+            let answer = match req {
+                Request::Hello { who, facts } => Answer::Hello(write_hello(&tx, who, facts, now)),
+                Request::Batch { device_id, batch } => Answer::Write(
+                    write_batch(&tx, cache, device_id, batch, now).map(|(o, n)| {
+                        values_in_group += n;
+                        o
+                    }),
+                ),
+                Request::Patch { device_id, report } => {
+                    Answer::Write(write_patch(&tx, device_id, report, now))
+                }
+            };
+            let failed = matches!(answer, Answer::Hello(Err(_)) | Answer::Write(Err(_)));
+            if failed {
+                tx.execute_batch("ROLLBACK TO req; RELEASE req")?;
+                // The cache may hold ids of series rolled back just now.
+                cache.clear();
+            } else {
+                tx.execute_batch("RELEASE req")?;
+            }
+            answers.push(answer);
+        }
+        tx.commit()
+    })();
+
+    match result {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .values_stored
+                .fetch_add(values_in_group, Ordering::Relaxed);
+            for ((_, reply), answer) in group.drain(..).zip(answers) {
+                match (&answer, &reply) {
+                    (Answer::Write(Ok(Outcome::Stored)), _) => {
+                        stats.batches_stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Answer::Write(Ok(Outcome::Duplicate)), _) => {
+                        stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                send_answer(reply, answer);
+            }
+        }
+        Err(err) => {
+            // Nothing of this group is on disk (disk full, I/O error): every request
+            // fails and nothing is acknowledged; agents keep their data and retry.
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %err, requests = group.len(), "store commit failed");
+            cache.clear();
+            for (_, reply) in group.drain(..) {
+                let e = || StoreError::CommitFailed(err.to_string());
+                match reply {
+                    Reply::Hello(r) => {
+                        let _ = r.send(Err(e()));
+                    }
+                    Reply::Write(r) => {
+                        let _ = r.send(Err(e()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send_answer(reply: Reply, answer: Answer) {
+    // A dropped receiver means the stream ended meanwhile; the data is stored anyway
+    // and the agent learns its seq from the next Welcome.
+    match (reply, answer) {
+        (Reply::Hello(r), Answer::Hello(a)) => {
+            let _ = r.send(a);
+        }
+        (Reply::Write(r), Answer::Write(a)) => {
+            let _ = r.send(a);
+        }
+        (Reply::Hello(r), Answer::Write(_)) => {
+            let _ = r.send(Err(StoreError::WriterGone));
+        }
+        (Reply::Write(r), Answer::Hello(_)) => {
+            let _ = r.send(Err(StoreError::WriterGone));
+        }
+    }
+}
+
+fn write_hello(
+    tx: &rusqlite::Transaction<'_>,
+    who: &DeviceIdentity,
+    facts: &DeviceFacts,
+    now: i64,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "INSERT INTO tenants (name, created_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+        params![who.tenant, now],
+    )?;
+    let tenant_id: i64 = tx.query_row(
+        "SELECT id FROM tenants WHERE name = ?1",
+        params![who.tenant],
+        |r| r.get(0),
+    )?;
+    let existing: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT tenant_id, acked_seq FROM devices WHERE id = ?1",
+            params![who.device_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match existing {
+        Some((existing_tenant, acked)) => {
+            if existing_tenant != tenant_id {
+                return Err(StoreError::TenantMismatch {
+                    device_id: who.device_id.clone(),
+                });
+            }
+            tx.execute(
+                "UPDATE devices SET hostname = ?2, os_family = ?3, os_version = ?4, agent_version = ?5,
+                    boot_time_unix = ?6, last_seen_ms = ?7 WHERE id = ?1",
+                params![
+                    who.device_id,
+                    facts.hostname,
+                    facts.os_family,
+                    facts.os_version,
+                    facts.agent_version,
+                    facts.boot_time_unix,
+                    now
+                ],
+            )?;
+            Ok(acked.max(0) as u64)
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO devices (id, tenant_id, hostname, os_family, os_version, agent_version,
+                    boot_time_unix, first_seen_ms, last_seen_ms, acked_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0)",
+                params![
+                    who.device_id,
+                    tenant_id,
+                    facts.hostname,
+                    facts.os_family,
+                    facts.os_version,
+                    facts.agent_version,
+                    facts.boot_time_unix,
+                    now
+                ],
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+/// Claims `(device, seq)` in the ledger; false if it was claimed before.
+fn claim_seq(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    seq: u64,
+    n: u64,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO batches (device_id, seq, received_ms, n_values) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let inserted = stmt.execute(params![device_id, seq as i64, now, n as i64])?;
+    if inserted == 1 {
+        let mut bump = tx.prepare_cached(
+            "UPDATE devices SET acked_seq = MAX(acked_seq, ?2), last_seen_ms = ?3 WHERE id = ?1",
+        )?;
+        bump.execute(params![device_id, seq as i64, now])?;
+    }
+    Ok(inserted == 1)
+}
+
+fn write_batch(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut SeriesCache,
+    device_id: &str,
+    batch: &MetricBatch,
+    now: i64,
+) -> Result<(Outcome, u64), StoreError> {
+    let n_values = batch
+        .samples
+        .iter()
+        .flat_map(|s| s.values.iter())
+        .filter(|v| !v.is_nan())
+        .count() as u64;
+    if !claim_seq(tx, device_id, batch.seq, n_values, now)? {
+        return Ok((Outcome::Duplicate, 0));
+    }
+    let mut series_ids = Vec::with_capacity(batch.series.len());
+    for key in &batch.series {
+        series_ids.push(series_id(tx, cache, device_id, &key.name, &key.dimension)?);
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+    )?;
+    for sample in &batch.samples {
+        for (id, value) in series_ids.iter().zip(&sample.values) {
+            if !value.is_nan() {
+                insert.execute(params![id, sample.time_unix_ms, value])?;
+            }
+        }
+    }
+    Ok((Outcome::Stored, n_values))
+}
+
+fn series_id(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut SeriesCache,
+    device_id: &str,
+    name: &str,
+    dimension: &str,
+) -> rusqlite::Result<i64> {
+    let key = (device_id.to_owned(), name.to_owned(), dimension.to_owned());
+    if let Some(id) = cache.get(&key) {
+        return Ok(*id);
+    }
+    let mut find = tx.prepare_cached(
+        "SELECT id FROM series WHERE device_id = ?1 AND name = ?2 AND dimension = ?3",
+    )?;
+    let id = match find
+        .query_row(params![device_id, name, dimension], |r| r.get(0))
+        .optional()?
+    {
+        Some(id) => id,
+        None => {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO series (device_id, name, dimension) VALUES (?1, ?2, ?3)",
+            )?;
+            ins.execute(params![device_id, name, dimension])?;
+            tx.last_insert_rowid()
+        }
+    };
+    cache.insert(key, id);
+    Ok(id)
+}
+
+fn write_patch(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    report: &PatchReport,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    if !claim_seq(tx, device_id, report.seq, report.updates.len() as u64, now)? {
+        return Ok(Outcome::Duplicate);
+    }
+    tx.execute(
+        "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required,
+            reboot_since_ms, last_install_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            device_id,
+            report.seq as i64,
+            report.time_unix_ms,
+            report.source,
+            report.error,
+            report.reboot_required,
+            report.reboot_required_since_unix_ms,
+            report.last_install_unix_ms
+        ],
+    )?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version,
+            classification, advisory_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for u in &report.updates {
+        let class = match UpdateClassification::try_from(u.classification) {
+            Ok(UpdateClassification::Security) => "security",
+            Ok(UpdateClassification::Other) => "other",
+            _ => "unknown",
+        };
+        ins.execute(params![
+            device_id,
+            report.seq as i64,
+            u.name,
+            u.current_version,
+            u.new_version,
+            class,
+            u.advisory_id,
+            u.first_seen_unix_ms
+        ])?;
+    }
+    Ok(Outcome::Stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_proto::v1::{Sample, SeriesKey};
+
+    fn batch(seq: u64, t: i64) -> MetricBatch {
+        MetricBatch {
+            seq,
+            series: vec![
+                SeriesKey {
+                    name: "cpu.total.percent".into(),
+                    dimension: String::new(),
+                },
+                SeriesKey {
+                    name: "fs.used.bytes".into(),
+                    dimension: "/".into(),
+                },
+            ],
+            samples: vec![Sample {
+                time_unix_ms: t,
+                values: vec![12.5, f64::NAN],
+            }],
+        }
+    }
+
+    fn who() -> DeviceIdentity {
+        DeviceIdentity {
+            tenant: "acme".into(),
+            device_id: "d1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (w, t) =
+            Writer::spawn(super::super::open(&path).unwrap(), WriterConfig::default()).unwrap();
+        assert_eq!(w.hello(who(), DeviceFacts::default()).await.unwrap(), 0);
+        let a = w
+            .submit_batch("d1".into(), batch(1, 1000))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        let b = w
+            .submit_batch("d1".into(), batch(1, 1000))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((a, b), (Outcome::Stored, Outcome::Duplicate));
+        w.submit_batch("d1".into(), batch(2, 2000))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.hello(who(), DeviceFacts::default()).await.unwrap(), 2);
+        drop(w);
+        t.join();
+
+        let conn = super::super::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            n, 2,
+            "NaN values are not stored, the duplicate is not stored twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_cannot_move_to_another_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _t) = Writer::spawn(
+            super::super::open(&dir.path().join("t.db")).unwrap(),
+            WriterConfig::default(),
+        )
+        .unwrap();
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        let other = DeviceIdentity {
+            tenant: "globex".into(),
+            device_id: "d1".into(),
+        };
+        assert!(w.hello(other, DeviceFacts::default()).await.is_err());
+    }
+}
