@@ -46,29 +46,32 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .map_err(|_| AgentError::Join)??;
     let new_data = Arc::new(Notify::new());
     let (interval_tx, interval_rx) = watch::channel(cfg.interval);
-    let token = CancellationToken::new();
+    let stop_sampling = CancellationToken::new();
+    let stop_uplink = CancellationToken::new();
     tracing::info!(collector = %cfg.collector_url, interval_secs = cfg.interval.as_secs(), spooled = pending, "agent started");
 
     let cfg = Arc::new(cfg);
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sample_loop(
+    let sampling = tokio::spawn(sample_loop(
         sampler,
         spool.clone(),
         new_data.clone(),
         interval_rx,
-        token.clone(),
+        stop_sampling.clone(),
     ));
     let shared = uplink::Shared {
         spool,
         new_data,
         interval: interval_tx,
     };
-    tasks.spawn(uplink::run(cfg, shared, token.clone()));
+    let uplink = tokio::spawn(uplink::run(cfg, shared, stop_uplink.clone()));
 
     shutdown.await;
     tracing::info!("agent stopping");
-    token.cancel();
-    while tasks.join_next().await.is_some() {}
+    // Stop producing first, so the uplink's final flush sees the last sample.
+    stop_sampling.cancel();
+    let _ = sampling.await;
+    stop_uplink.cancel();
+    let _ = uplink.await;
     tracing::info!("agent stopped");
     Ok(())
 }

@@ -222,6 +222,16 @@ async fn session(
         }
         let msg = tokio::select! {
             _ = shutdown.cancelled() => {
+                // Flush up to one window of what is spooled but unsent, then wait
+                // briefly for the acks; anything left stays spooled for next start.
+                for _ in 0..WINDOW {
+                    let after = sent_upto;
+                    let Ok(Some((seq, frame))) = with_spool(&shared.spool, move |s| s.next_after(after)).await else { break };
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
+                    sent_upto = seq;
+                }
                 drop(tx);
                 drain_acks(&mut inbound, shared, sent_upto).await;
                 return Ok(());

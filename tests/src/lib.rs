@@ -1,1 +1,374 @@
+//! Shared pieces of Tandem's end-to-end tests and load generator: real binaries
+//! started as processes, real certificates from the collector's own PKI code, real
+//! mTLS gRPC clients on loopback, real SQLite files.
+//!
+//! Binaries are taken from the cargo target dir of this build (`target/debug`), so
+//! run `cargo build --workspace --bins` first (the README's test command does).
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use tandem_collector::pki::{self, Validity};
+use tandem_proto::v1::telemetry_client::TelemetryClient;
+use tandem_proto::v1::{
+    AgentFrame, CollectorFrame, Hello, MetricBatch, OsFamily, Sample, SeriesKey, Welcome,
+    agent_frame, collector_frame,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub mod raw;
+
+/// Path of a workspace binary built for this profile.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Polls `cond` every 50 ms until it is true or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A collector data dir with a CA made by `tandem-collector pki init`.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub async fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new(bin("tandem-collector"))
+            .args(["pki", "init", "--data-dir"])
+            .arg(dir.path().join("collector"))
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("pki init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("collector")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("tandem.db")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(pki::PkiPaths::new(&self.data_dir()).ca_cert).expect("ca.pem")
+    }
+
+    /// Issues a client certificate with the collector's own PKI code.
+    pub fn issue(&self, tenant: &str, device: &str) -> Creds {
+        self.issue_with(
+            tenant,
+            device,
+            Validity::starting_now(Duration::from_secs(86_400)),
+        )
+    }
+
+    pub fn issue_with(&self, tenant: &str, device: &str, validity: Validity) -> Creds {
+        let ca = pki::load_ca(&self.data_dir()).expect("load ca");
+        let issued = ca.issue_agent(tenant, device, validity).expect("issue");
+        Creds {
+            ca_pem: self.ca_pem(),
+            cert_pem: Some(issued.cert_pem),
+            key_pem: Some(issued.key_pem),
+        }
+    }
+
+    /// Starts `tandem-collector serve` on a free loopback port.
+    pub async fn start_collector(&self, extra_toml: &str) -> anyhow::Result<CollectorProc> {
+        let cfg = self.dir.path().join("collector.toml");
+        if !cfg.exists() || !extra_toml.is_empty() {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"
+                ),
+            )?;
+        }
+        CollectorProc::spawn(&cfg, &self.dir.path().join("collector.log")).await
+    }
+
+    /// A read-only connection to the collector's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_with_flags(
+            &self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open db");
+        c.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        c
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+}
+
+/// A running collector process.
+pub struct CollectorProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl CollectorProc {
+    async fn spawn(cfg: &Path, log: &Path) -> anyhow::Result<Self> {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut child = Command::new(bin("tandem-collector"))
+            .arg("serve")
+            .arg("--config")
+            .arg(cfg)
+            .env("RUST_LOG", "info,tandem_collector=debug")
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("collector did not report its address in 30 s")??
+            .with_context(|| {
+                format!(
+                    "collector exited; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("telemetry="))
+            .context("no telemetry= in the collector's first line")?
+            .parse()?;
+        Ok(Self {
+            child,
+            addr,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub async fn kill9(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub async fn terminate(mut self) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        matches!(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await, Ok(Ok(s)) if s.success())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// What a test client presents: the CA it trusts and (maybe) a client certificate.
+#[derive(Clone)]
+pub struct Creds {
+    pub ca_pem: String,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+}
+
+/// A tonic client over real mTLS.
+pub async fn client(addr: SocketAddr, creds: &Creds) -> anyhow::Result<TelemetryClient<Channel>> {
+    Ok(TelemetryClient::new(channel(addr, creds).await?)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
+/// A channel over real mTLS (TLS 1.3 negotiated by the server).
+pub async fn channel(addr: SocketAddr, creds: &Creds) -> anyhow::Result<Channel> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&creds.ca_pem))
+        .domain_name("localhost");
+    if let (Some(c), Some(k)) = (&creds.cert_pem, &creds.key_pem) {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await?)
+}
+
+/// An open Telemetry stream.
+pub struct Stream {
+    pub tx: mpsc::Sender<AgentFrame>,
+    pub rx: tonic::Streaming<CollectorFrame>,
+}
+
+pub fn hello_frame() -> AgentFrame {
+    AgentFrame {
+        kind: Some(agent_frame::Kind::Hello(Hello {
+            protocol_version: 1,
+            agent_version: "test".into(),
+            os_family: OsFamily::Linux as i32,
+            os_version: "test os".into(),
+            hostname: "test-host".into(),
+            boot_time_unix: 1,
+            claimed_device_id: String::new(),
+        })),
+    }
+}
+
+/// A batch of `n_series` series and one sample at `t`.
+pub fn batch(seq: u64, t: i64, n_series: usize) -> AgentFrame {
+    AgentFrame {
+        kind: Some(agent_frame::Kind::Batch(MetricBatch {
+            seq,
+            series: (0..n_series)
+                .map(|i| SeriesKey {
+                    name: format!("test.metric.{i}"),
+                    dimension: String::new(),
+                })
+                .collect(),
+            samples: vec![Sample {
+                time_unix_ms: t,
+                values: (0..n_series)
+                    .map(|i| (seq * 1000 + i as u64) as f64)
+                    .collect(),
+            }],
+        })),
+    }
+}
+
+impl Stream {
+    /// Opens a stream and sends `first` (normally a hello).
+    pub async fn open(
+        client: &mut TelemetryClient<Channel>,
+        first: AgentFrame,
+    ) -> Result<Self, tonic::Status> {
+        let (tx, rx) = mpsc::channel(128);
+        tx.send(first)
+            .await
+            .map_err(|_| tonic::Status::internal("send"))?;
+        let rx = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { tx, rx })
+    }
+
+    /// Opens a stream, says hello, returns the welcome.
+    pub async fn hello(client: &mut TelemetryClient<Channel>) -> anyhow::Result<(Self, Welcome)> {
+        let mut s = Self::open(client, hello_frame()).await?;
+        match s.rx.message().await? {
+            Some(CollectorFrame {
+                kind: Some(collector_frame::Kind::Welcome(w)),
+            }) => Ok((s, w)),
+            other => bail!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&self, frame: AgentFrame) -> anyhow::Result<()> {
+        self.tx
+            .send(frame)
+            .await
+            .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// The next ack's seq, or the status the stream ended with.
+    pub async fn next_ack(&mut self) -> Result<Option<u64>, tonic::Status> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), self.rx.message()).await {
+                Err(_) => return Err(tonic::Status::deadline_exceeded("no ack within 20 s")),
+                Ok(Err(s)) => return Err(s),
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Ok(Some(CollectorFrame {
+                    kind: Some(collector_frame::Kind::Ack(a)),
+                }))) => return Ok(Some(a.seq)),
+                Ok(Ok(Some(_))) => continue,
+            }
+        }
+    }
+
+    /// Reads until the stream ends; returns the final status (Ok for a clean end).
+    pub async fn outcome(&mut self) -> Result<(), tonic::Status> {
+        loop {
+            match self.next_ack().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(s),
+            }
+        }
+    }
+}
+
+/// Reads the VmRSS of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// User + system CPU seconds a process has used.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
