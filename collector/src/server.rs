@@ -125,7 +125,9 @@ impl Collector {
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
                 stop.cancelled().await;
             });
-        let mut server = std::pin::pin!(server);
+        // Boxed so it can be dropped (with the service and its writer handle) even
+        // when draining timed out.
+        let mut server = Box::pin(server);
         let served = tokio::select! {
             r = &mut server => r,
             _ = shutdown => {

@@ -30,6 +30,21 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// agent can have in flight; beyond it the session stops reading its stream.
 const IN_FLIGHT_PER_STREAM: usize = 64;
 
+/// An agent that reads none of our frames for this long is dropped, so a stuck
+/// peer cannot pin a session (and its writer handle) forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one frame to the agent; false if the stream is gone or stuck.
+async fn send_frame(
+    tx: &mpsc::Sender<Result<CollectorFrame, Status>>,
+    item: Result<CollectorFrame, Status>,
+) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, tx.send(item)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// The ingest service.
 pub struct Ingest {
     pub(crate) writer: Writer,
@@ -139,7 +154,7 @@ impl Session {
             Ok(()) => tracing::debug!(device = %device, "stream ended"),
             Err(status) => {
                 tracing::warn!(device = %device, code = ?status.code(), message = status.message(), "stream refused");
-                let _ = self.tx.send(Err(status)).await;
+                let _ = send_frame(&self.tx, Err(status)).await;
             }
         }
     }
@@ -182,12 +197,7 @@ impl Session {
             tenant: self.who.tenant.clone(),
             settings: Some(self.settings),
         };
-        if self
-            .tx
-            .send(Ok(frame(collector_frame::Kind::Welcome(welcome))))
-            .await
-            .is_err()
-        {
+        if !send_frame(&self.tx, Ok(frame(collector_frame::Kind::Welcome(welcome)))).await {
             return Ok(());
         }
 
@@ -256,7 +266,11 @@ impl Session {
             };
             last_seq = Some(seq);
             let queued = queued.map_err(|e| store_status(&e))?;
-            if pending.send((seq, queued)).await.is_err() {
+            let sent = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                r = pending.send((seq, queued)) => r,
+            };
+            if sent.is_err() {
                 return Ok(());
             }
         }
@@ -272,7 +286,7 @@ async fn ack_in_order(
         match answer.await {
             Ok(Ok(_outcome)) => {
                 let ack = frame(collector_frame::Kind::Ack(Ack { seq }));
-                if tx.send(Ok(ack)).await.is_err() {
+                if !send_frame(&tx, Ok(ack)).await {
                     return Ok(());
                 }
             }
