@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use tandem_proto::v1::AgentFrame;
+use tandem_proto::v1::{AgentFrame, agent_frame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -54,7 +54,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    fs::rename(&tmp, path).map_err(io(path))?;
+    // The rename itself must reach the disk too, or a power cut can undo it.
+    if let Some(dir) = path.parent() {
+        crate::platform::sync_dir(dir).map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 impl Spool {
@@ -164,14 +169,36 @@ impl Spool {
         self.remove(seq)
     }
 
-    /// Makes sure new frames get numbers above `seq` (the collector already holds
-    /// data up to it, e.g. after this machine's state dir was lost).
-    pub fn ensure_seq_above(&mut self, seq: u64) -> Result<(), SpoolError> {
-        if seq > self.last_seq {
-            write_atomic(&self.seq_file, seq.to_string().as_bytes())?;
-            self.last_seq = seq;
+    /// Applies the collector's Welcome: it holds everything of this device up to
+    /// `acked`. Normally that acknowledges spooled frames. If the collector holds
+    /// *more* than this spool ever numbered, this machine's state was lost or
+    /// restored from an old copy: then nothing here was acknowledged, and every
+    /// spooled frame is renumbered above `acked` (oldest first) instead of dropped.
+    /// Returns how many frames were renumbered.
+    pub fn reconcile(&mut self, acked: u64) -> Result<usize, SpoolError> {
+        if acked <= self.last_seq {
+            self.ack(acked)?;
+            return Ok(0);
         }
-        Ok(())
+        write_atomic(&self.seq_file, acked.to_string().as_bytes())?;
+        self.last_seq = acked;
+        let old: Vec<u64> = self.index.keys().copied().collect();
+        for seq in &old {
+            let path = self.path_of(*seq);
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            let mut frame = AgentFrame::decode(bytes.as_slice())
+                .map_err(|source| SpoolError::Corrupt { path, source })?;
+            self.remove(*seq)?;
+            self.push(move |new_seq| {
+                match frame.kind.as_mut() {
+                    Some(agent_frame::Kind::Batch(b)) => b.seq = new_seq,
+                    Some(agent_frame::Kind::PatchReport(r)) => r.seq = new_seq,
+                    _ => {}
+                }
+                frame
+            })?;
+        }
+        Ok(old.len())
     }
 
     /// The first spooled frame with seq > `after`.
@@ -210,7 +237,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_proto::v1::{MetricBatch, agent_frame};
+    use tandem_proto::v1::MetricBatch;
 
     fn frame(seq: u64) -> AgentFrame {
         AgentFrame {
@@ -236,8 +263,29 @@ mod tests {
             3,
             "acked seqs are not reused after restart"
         );
-        s.ensure_seq_above(10).unwrap();
-        assert_eq!(s.push(frame).unwrap(), 11);
+        assert_eq!(s.reconcile(3).unwrap(), 0);
+        assert!(s.is_empty(), "a normal welcome acknowledges");
+    }
+
+    #[test]
+    fn lost_state_renumbers_instead_of_dropping() {
+        // The collector holds seq 500 of this device, but the state dir is new:
+        // the two frames spooled before connecting were never acknowledged.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(frame).unwrap();
+        s.push(frame).unwrap();
+        assert_eq!(s.reconcile(500).unwrap(), 2);
+        assert_eq!(s.len(), 2, "nothing dropped");
+        let (seq, f) = s.next_after(500).unwrap().unwrap();
+        assert_eq!(seq, 501);
+        assert!(
+            matches!(f.kind, Some(agent_frame::Kind::Batch(b)) if b.seq == 501),
+            "the frame carries its new seq"
+        );
+        assert_eq!(s.push(frame).unwrap(), 503);
+        drop(s);
+        assert_eq!(Spool::open(dir.path(), 1 << 20).unwrap().last_seq(), 503);
     }
 
     #[test]

@@ -186,16 +186,21 @@ async fn session(
         _ => return Err(UplinkError::Protocol("expected a welcome")),
     };
     let acked = welcome.acked_seq;
-    with_spool(&shared.spool, move |s| {
-        s.ack(acked)?;
-        s.ensure_seq_above(acked)
-    })
-    .await?;
+    let renumbered = with_spool(&shared.spool, move |s| s.reconcile(acked)).await?;
+    if renumbered > 0 {
+        tracing::warn!(
+            renumbered,
+            acked_seq = acked,
+            "collector holds newer data than this agent's state: spooled frames renumbered"
+        );
+    }
     if let Some(settings) = welcome.settings {
         apply_interval(shared, settings.sample_interval_secs);
     }
     tracing::info!(device = %welcome.device_id, tenant = %welcome.tenant, acked_seq = acked, "connected to collector");
-    *backoff = BACKOFF_MIN;
+    // The backoff resets only once an ack shows real progress: a collector that
+    // welcomes and then refuses the same frame is retried at a slowing pace.
+    let mut progressed = false;
 
     let mut sent_upto = acked;
     let mut acked_upto = acked;
@@ -247,6 +252,10 @@ async fn session(
                     return Err(UplinkError::Protocol("ack for a seq that was never sent"));
                 }
                 acked_upto = acked_upto.max(ack.seq);
+                if !progressed {
+                    progressed = true;
+                    *backoff = BACKOFF_MIN;
+                }
                 let upto = acked_upto;
                 with_spool(&shared.spool, move |s| s.ack(upto)).await?;
             }
@@ -258,17 +267,17 @@ async fn session(
             Ok(Some(_)) => {}
             Ok(None) => return Ok(()),
             Err(status) => {
-                if status.code() == tonic::Code::InvalidArgument {
-                    if let Some(seq) = refused_seq(&status) {
-                        // Resending a frame the collector judged malformed cannot
-                        // succeed and would block everything behind it.
-                        tracing::error!(
-                            seq,
-                            message = status.message(),
-                            "collector refused a spooled frame; dropping it"
-                        );
-                        with_spool(&shared.spool, move |s| s.discard(seq)).await?;
-                    }
+                if status.code() == tonic::Code::InvalidArgument
+                    && let Some(seq) = refused_seq(&status)
+                {
+                    // Resending a frame the collector judged malformed cannot
+                    // succeed and would block everything behind it.
+                    tracing::error!(
+                        seq,
+                        message = status.message(),
+                        "collector refused a spooled frame; dropping it"
+                    );
+                    with_spool(&shared.spool, move |s| s.discard(seq)).await?;
                 }
                 return Err(UplinkError::Status(status));
             }

@@ -173,10 +173,10 @@ pub fn load_ca(data_dir: &Path) -> Result<Ca, PkiError> {
 impl Ca {
     fn issue_server(&self, names: &[String]) -> Result<Issued, PkiError> {
         let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        if let Ok(h) = hostname::get() {
-            if let Some(h) = h.to_str() {
-                all.push(h.to_owned());
-            }
+        if let Ok(h) = hostname::get()
+            && let Some(h) = h.to_str()
+        {
+            all.push(h.to_owned());
         }
         for n in names {
             if !all.contains(n) {
@@ -241,13 +241,13 @@ pub fn identity_from_der(der: &[u8]) -> Option<(String, String)> {
     let san = cert.subject_alternative_name().ok()??;
     let mut found = None;
     for name in &san.value.general_names {
-        if let x509_parser::extensions::GeneralName::URI(uri) = name {
-            if let Some((t, d)) = tandem_proto::parse_device_uri(uri) {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some((t.to_owned(), d.to_owned()));
+        if let x509_parser::extensions::GeneralName::URI(uri) = name
+            && let Some((t, d)) = tandem_proto::parse_device_uri(uri)
+        {
+            if found.is_some() {
+                return None;
             }
+            found = Some((t.to_owned(), d.to_owned()));
         }
     }
     found

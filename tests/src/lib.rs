@@ -135,7 +135,7 @@ impl Site {
     /// A read-only connection to the collector's database.
     pub fn db(&self) -> rusqlite::Connection {
         let c = rusqlite::Connection::open_with_flags(
-            &self.db_path(),
+            self.db_path(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("open db");

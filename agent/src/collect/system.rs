@@ -23,12 +23,12 @@ pub(super) fn sample(sys: &mut sysinfo::System, r: &mut Reading) {
     }
     r.push("swap.total.bytes", "", sys.total_swap() as f64);
     r.push("swap.used.bytes", "", sys.used_swap() as f64);
-    if crate::platform::HAS_LOAD_AVERAGE {
-        if let Ok(load) = sysinfo::System::load_average() {
-            r.push("load.1m", "", load.one);
-            r.push("load.5m", "", load.five);
-            r.push("load.15m", "", load.fifteen);
-        }
+    if crate::platform::HAS_LOAD_AVERAGE
+        && let Ok(load) = sysinfo::System::load_average()
+    {
+        r.push("load.1m", "", load.one);
+        r.push("load.5m", "", load.five);
+        r.push("load.15m", "", load.fifteen);
     }
     if let Ok(up) = sysinfo::System::uptime() {
         r.push("system.uptime.secs", "", up as f64);

@@ -19,3 +19,8 @@ pub fn process_count() -> Option<usize> {
             .count(),
     )
 }
+
+/// Flushes a directory's entries (a rename) to disk.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

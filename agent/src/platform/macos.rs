@@ -9,3 +9,8 @@ pub const HAS_LOAD_AVERAGE: bool = true;
 pub fn process_count() -> Option<usize> {
     None
 }
+
+/// Flushes a directory's entries (a rename) to disk.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -65,10 +65,10 @@ fn now_ms() -> i64 {
 
 fn refused_status(r: Refused, seq: Option<u64>) -> Status {
     let mut status = r.reason.status(r.message);
-    if let Some(seq) = seq {
-        if let Ok(v) = seq.to_string().parse() {
-            status.metadata_mut().insert(REFUSED_SEQ_METADATA, v);
-        }
+    if let Some(seq) = seq
+        && let Ok(v) = seq.to_string().parse()
+    {
+        status.metadata_mut().insert(REFUSED_SEQ_METADATA, v);
     }
     status
 }

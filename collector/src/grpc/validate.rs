@@ -93,17 +93,17 @@ pub fn check_seq(what: &str, seq: u64, previous_in_stream: Option<u64>) -> Resul
     if seq == 0 {
         return Err(bad(format!("{what}: seq must be 1 or more")));
     }
-    if let Some(prev) = previous_in_stream {
-        if seq <= prev {
-            let how = if seq == prev {
-                "repeats"
-            } else {
-                "goes backwards from"
-            };
-            return Err(bad(format!(
-                "{what} seq {seq} {how} seq {prev} sent earlier on this stream"
-            )));
-        }
+    if let Some(prev) = previous_in_stream
+        && seq <= prev
+    {
+        let how = if seq == prev {
+            "repeats"
+        } else {
+            "goes backwards from"
+        };
+        return Err(bad(format!(
+            "{what} seq {seq} {how} seq {prev} sent earlier on this stream"
+        )));
     }
     Ok(())
 }

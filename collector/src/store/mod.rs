@@ -48,6 +48,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("device {device_id} is registered to another tenant")]
     TenantMismatch { device_id: String },
+    #[error(
+        "device {device_id}: an earlier write failed; nothing more is stored until it reconnects"
+    )]
+    Halted { device_id: String },
     #[error("commit failed: {0}")]
     CommitFailed(String),
     #[error("the store writer has stopped")]

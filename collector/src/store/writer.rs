@@ -190,13 +190,33 @@ fn now_ms() -> i64 {
 /// Series ids by (device, name, dimension), so ingest does not look them up per value.
 type SeriesCache = HashMap<(String, String, String), i64>;
 
+/// What the writer thread remembers between groups.
+#[derive(Default)]
+struct State {
+    cache: SeriesCache,
+    /// Devices with a failed write since their last Hello. Nothing later of theirs is
+    /// written until they reconnect: the stored sequence high-water mark (what
+    /// Welcome reports) must never step over a batch that was not stored, or the
+    /// agent would drop that batch from its spool.
+    halted: std::collections::HashSet<String>,
+}
+
+impl Request {
+    fn device_id(&self) -> &str {
+        match self {
+            Request::Hello { who, .. } => &who.device_id,
+            Request::Batch { device_id, .. } | Request::Patch { device_id, .. } => device_id,
+        }
+    }
+}
+
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<(Request, Reply)>,
     max_group: usize,
     stats: &WriterStats,
 ) {
-    let mut cache = SeriesCache::new();
+    let mut state = State::default();
     let mut group = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -206,7 +226,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut cache, &mut group, stats);
+        commit_group(&mut conn, &mut state, &mut group, stats);
     }
     // Every sender is gone: all queued work is committed. Closing the connection
     // checkpoints the WAL.
@@ -223,7 +243,7 @@ enum Answer {
 
 fn commit_group(
     conn: &mut Connection,
-    cache: &mut SeriesCache,
+    state: &mut State,
     group: &mut Vec<(Request, Reply)>,
     stats: &WriterStats,
 ) {
@@ -233,7 +253,17 @@ fn commit_group(
     let result = (|| -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         for (req, _) in group.iter() {
+            let device = req.device_id();
+            if matches!(req, Request::Hello { .. }) {
+                state.halted.remove(device);
+            } else if state.halted.contains(device) {
+                answers.push(Answer::Write(Err(StoreError::Halted {
+                    device_id: device.to_owned(),
+                })));
+                continue;
+            }
             tx.execute_batch("SAVEPOINT req")?;
+            let cache = &mut state.cache;
             let answer = match req {
                 Request::Hello { who, facts } => Answer::Hello(write_hello(&tx, who, facts, now)),
                 Request::Batch { device_id, batch } => Answer::Write(
@@ -250,7 +280,8 @@ fn commit_group(
             if failed {
                 tx.execute_batch("ROLLBACK TO req; RELEASE req")?;
                 // The cache may hold ids of series rolled back just now.
-                cache.clear();
+                state.cache.clear();
+                state.halted.insert(device.to_owned());
             } else {
                 tx.execute_batch("RELEASE req")?;
             }
@@ -283,8 +314,9 @@ fn commit_group(
             // fails and nothing is acknowledged; agents keep their data and retry.
             stats.commit_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %err, requests = group.len(), "store commit failed");
-            cache.clear();
-            for (_, reply) in group.drain(..) {
+            state.cache.clear();
+            for (req, reply) in group.drain(..) {
+                state.halted.insert(req.device_id().to_owned());
                 let e = || StoreError::CommitFailed(err.to_string());
                 match reply {
                     Reply::Hello(r) => {
@@ -603,5 +635,33 @@ mod tests {
             device_id: "d1".into(),
         };
         assert!(w.hello(other, DeviceFacts::default()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_nothing_more_is_stored_until_hello() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (w, t) =
+            Writer::spawn(super::super::open(&path).unwrap(), WriterConfig::default()).unwrap();
+        // No Hello yet: the device row is missing, so the series insert fails its
+        // foreign key — a per-request failure inside an otherwise good group.
+        let first = w.submit_batch("d1".into(), batch(1, 1000)).await.unwrap();
+        let second = w.submit_batch("d1".into(), batch(2, 2000)).await.unwrap();
+        assert!(first.await.unwrap().is_err());
+        assert!(
+            matches!(second.await.unwrap(), Err(StoreError::Halted { .. })),
+            "seq 2 must not be stored past the failed seq 1"
+        );
+        // Reconnecting clears it; the agent resends 1 and 2.
+        assert_eq!(w.hello(who(), DeviceFacts::default()).await.unwrap(), 0);
+        for seq in [1, 2] {
+            let o = w
+                .submit_batch("d1".into(), batch(seq, seq as i64 * 1000))
+                .await
+                .unwrap();
+            assert_eq!(o.await.unwrap().unwrap(), Outcome::Stored);
+        }
+        drop(w);
+        t.join();
     }
 }
