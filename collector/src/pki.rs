@@ -282,6 +282,7 @@ mod tests {
     fn init_refuses_to_overwrite_and_keys_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let paths = init(dir.path(), &[]).unwrap();
+        assert!(paths.ca_key.exists() && paths.server_key.exists());
         assert!(matches!(init(dir.path(), &[]), Err(PkiError::Exists(_))));
         #[cfg(unix)]
         {
