@@ -11,6 +11,8 @@
 //! state_dir = "state"
 //! interval_secs = 10
 //! spool_max_bytes = 67108864
+//! spool_max_age_secs = 604800
+//! catchup_batches_per_sec = 20
 //! ```
 
 use std::ops::Range;
@@ -30,7 +32,13 @@ pub struct AgentConfig {
     pub key: PathBuf,
     pub state_dir: PathBuf,
     pub interval: Duration,
+    /// Bound of the spool's size; the oldest unacknowledged data goes first.
     pub spool_max_bytes: u64,
+    /// Bound of the spool's age; older unacknowledged data is dropped (and reported).
+    pub spool_max_age: Duration,
+    /// Backlog frames sent per second after an outage, so a whole site coming back
+    /// does not flatten the collector. Live data is not limited by it.
+    pub catchup_batches_per_sec: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +52,28 @@ struct Raw {
     state_dir: Option<Spanned<String>>,
     interval_secs: Option<Spanned<i64>>,
     spool_max_bytes: Option<Spanned<i64>>,
+    spool_max_age_secs: Option<Spanned<i64>>,
+    catchup_batches_per_sec: Option<Spanned<i64>>,
+}
+
+impl AgentConfig {
+    /// Whether `other` connects differently (collector, TLS files): a reload with
+    /// such a change needs a new connection.
+    pub fn connection_differs(&self, other: &AgentConfig) -> bool {
+        self.collector_url != other.collector_url
+            || self.server_name != other.server_name
+            || self.ca_cert != other.ca_cert
+            || self.cert != other.cert
+            || self.key != other.key
+    }
+
+    /// The spool bounds this config asks for.
+    pub fn spool_bounds(&self) -> crate::spool::Bounds {
+        crate::spool::Bounds {
+            max_bytes: self.spool_max_bytes,
+            max_age: self.spool_max_age,
+        }
+    }
 }
 
 /// Every problem found in a config file.
@@ -135,34 +165,43 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         Some(s) => s.get_ref().clone(),
         None => url_host(&collector_url).unwrap_or_default().to_owned(),
     };
-    let interval = match &raw.interval_secs {
-        None => 10,
-        Some(s) if (1..=3600).contains(s.get_ref()) => *s.get_ref(),
+    let mut ranged = |v: &Option<Spanned<i64>>, key: &str, min: i64, max: i64, default: i64| match v
+    {
+        None => default,
+        Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
         Some(s) => {
             at(
                 s.span(),
                 format!(
-                    "interval_secs = {} is out of range (allowed 1 to 3600)",
+                    "{key} = {} is out of range (allowed {min} to {max})",
                     s.get_ref()
                 ),
             );
-            10
+            default
         }
     };
-    let spool_max_bytes = match &raw.spool_max_bytes {
-        None => 64 * 1024 * 1024,
-        Some(s) if *s.get_ref() >= 1024 * 1024 => *s.get_ref(),
-        Some(s) => {
-            at(
-                s.span(),
-                format!(
-                    "spool_max_bytes = {} is below the minimum of 1048576",
-                    s.get_ref()
-                ),
-            );
-            64 * 1024 * 1024
-        }
-    };
+    let interval = ranged(&raw.interval_secs, "interval_secs", 1, 3600, 10);
+    let spool_max_bytes = ranged(
+        &raw.spool_max_bytes,
+        "spool_max_bytes",
+        16 * 1024,
+        1 << 40,
+        64 * 1024 * 1024,
+    );
+    let spool_max_age = ranged(
+        &raw.spool_max_age_secs,
+        "spool_max_age_secs",
+        1,
+        366 * 86_400,
+        7 * 86_400,
+    );
+    let catchup = ranged(
+        &raw.catchup_batches_per_sec,
+        "catchup_batches_per_sec",
+        1,
+        10_000,
+        20,
+    );
     let cfg = AgentConfig {
         collector_url,
         server_name,
@@ -172,6 +211,8 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         state_dir: file(&raw.state_dir, "state"),
         interval: Duration::from_secs(interval as u64),
         spool_max_bytes: spool_max_bytes as u64,
+        spool_max_age: Duration::from_secs(spool_max_age as u64),
+        catchup_batches_per_sec: catchup as u32,
     };
     if problems.is_empty() {
         Ok(cfg)
@@ -207,7 +248,7 @@ mod tests {
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.problems[0].starts_with("a.toml:1:17:"), "{e}");
         assert!(
-            e.problems[1].starts_with("a.toml:2:17: interval_secs = 0"),
+            e.problems[1].starts_with("a.toml:2:17: interval_secs = 0 is out of range"),
             "{e}"
         );
         let e = parse(Path::new("a.toml"), "interval_secs = 5\n").unwrap_err();

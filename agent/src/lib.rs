@@ -5,10 +5,12 @@
 pub mod collect;
 pub mod config;
 pub mod platform;
+pub mod reload;
 pub mod spool;
 pub mod uplink;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,13 +32,18 @@ pub enum AgentError {
     Join,
 }
 
-/// Runs the agent until `shutdown` resolves: sampling, spooling, streaming.
-pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+/// Runs the agent until `shutdown` resolves: sampling, spooling, streaming. With
+/// `config_path`, edits of that file apply without a restart (see [`reload`]).
+pub async fn run(
+    cfg: AgentConfig,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     // Fail early, with the file name, if the TLS files or URL are unusable.
     uplink::endpoint(&cfg)?;
     let state_dir = cfg.state_dir.clone();
-    let max = cfg.spool_max_bytes;
-    let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&state_dir, max))
+    let bounds = cfg.spool_bounds();
+    let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&state_dir, bounds))
         .await
         .map_err(|_| AgentError::Join)??;
     let pending = spool.len();
@@ -48,9 +55,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let (interval_tx, interval_rx) = watch::channel(cfg.interval);
     let stop_sampling = CancellationToken::new();
     let stop_uplink = CancellationToken::new();
+    let stop_reload = CancellationToken::new();
     tracing::info!(collector = %cfg.collector_url, interval_secs = cfg.interval.as_secs(), spooled = pending, "agent started");
 
-    let cfg = Arc::new(cfg);
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let watcher = match config_path {
+        Some(path) => match reload::watch(path, cfg_tx, stop_reload.clone()) {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch the config file; edits apply on restart only");
+                None
+            }
+        },
+        None => None,
+    };
+    let applier = tokio::spawn(apply_reloads(
+        cfg_rx.clone(),
+        spool.clone(),
+        interval_tx.clone(),
+        stop_reload.clone(),
+    ));
     let sampling = tokio::spawn(sample_loop(
         sampler,
         spool.clone(),
@@ -63,10 +87,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         new_data,
         interval: interval_tx,
     };
-    let uplink = tokio::spawn(uplink::run(cfg, shared, stop_uplink.clone()));
+    let uplink = tokio::spawn(uplink::run(cfg_rx, shared, stop_uplink.clone()));
 
     shutdown.await;
     tracing::info!("agent stopping");
+    stop_reload.cancel();
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let _ = applier.await;
     // Stop producing first, so the uplink's final flush sees the last sample.
     stop_sampling.cancel();
     let _ = sampling.await;
@@ -74,6 +103,49 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let _ = uplink.await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Applies the parts of a reloaded config that live outside the uplink: the sample
+/// interval and the spool bounds. (The uplink watches the config itself.)
+async fn apply_reloads(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: Arc<Mutex<spool::Spool>>,
+    interval: watch::Sender<Duration>,
+    stop: CancellationToken,
+) {
+    let mut current = cfg.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = cfg.changed() => if r.is_err() { return },
+        }
+        let new = cfg.borrow_and_update().clone();
+        if new.interval != current.interval {
+            let _ = interval.send(new.interval);
+        }
+        if new.spool_bounds() != current.spool_bounds() {
+            let spool = spool.clone();
+            let bounds = new.spool_bounds();
+            let r = tokio::task::spawn_blocking(move || {
+                spool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_bounds(bounds)
+            })
+            .await;
+            if let Ok(Err(err)) = r {
+                tracing::error!(error = %err, "applying new spool bounds failed");
+            }
+        }
+        if new.state_dir != current.state_dir {
+            tracing::warn!("state_dir changed: takes effect at the next restart");
+        }
+        tracing::info!(
+            interval_secs = new.interval.as_secs(),
+            "configuration reloaded"
+        );
+        current = new;
+    }
 }
 
 async fn sample_loop(

@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(tandem_agent::run(cfg, shutdown_signal()))?;
+            rt.block_on(tandem_agent::run(cfg, Some(config), shutdown_signal()))?;
             Ok(())
         }
     }

@@ -4,7 +4,7 @@
 //! goes wrong.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tandem_proto::REFUSED_SEQ_METADATA;
@@ -119,8 +119,13 @@ pub fn hello() -> Hello {
     }
 }
 
-/// Runs the uplink until `shutdown`.
-pub async fn run(cfg: Arc<AgentConfig>, shared: Shared, shutdown: CancellationToken) {
+/// Runs the uplink until `shutdown`. The config may change underneath (reload): a
+/// change of where or how to connect makes it reconnect.
+pub async fn run(
+    cfg: watch::Receiver<Arc<AgentConfig>>,
+    shared: Shared,
+    shutdown: CancellationToken,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let result = session(&cfg, &shared, &shutdown, &mut backoff).await;
@@ -157,12 +162,18 @@ async fn with_spool<T: Send + 'static>(
     .map_err(UplinkError::from)
 }
 
+/// Time between two backlog frames at the configured catch-up rate.
+fn pace(cfg: &AgentConfig) -> Duration {
+    Duration::from_secs_f64(1.0 / f64::from(cfg.catchup_batches_per_sec.max(1)))
+}
+
 async fn session(
-    cfg: &AgentConfig,
+    cfg_rx: &watch::Receiver<Arc<AgentConfig>>,
     shared: &Shared,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
 ) -> Result<(), UplinkError> {
+    let cfg: &AgentConfig = &cfg_rx.borrow().clone();
     let channel = endpoint(cfg)?
         .connect()
         .await
@@ -204,12 +215,22 @@ async fn session(
 
     let mut sent_upto = acked;
     let mut acked_upto = acked;
+    // The newest seq sent as a live copy ahead of the backlog.
+    let mut live_upto = acked;
+    // Backlog pacing: the next instant a backlog frame may go out.
+    let mut next_backlog_at = Instant::now();
+    let mut cfg_rx = cfg_rx.clone();
+    let mut per_frame = pace(&cfg_rx.borrow());
     loop {
-        // Fill the window from the spool.
+        // Report drops (spool bounds) as soon as there is someone to tell.
+        with_spool(&shared.spool, |s| s.flush_gaps()).await?;
+        // Fill the window from the spool, oldest first. The newest frame always
+        // goes at once; older ones (a backlog after an outage) at the catch-up pace.
+        let mut backlog_waiting = false;
         loop {
-            let in_flight = {
+            let (in_flight, newest) = {
                 let s = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
-                s.count_between(acked_upto, sent_upto)
+                (s.count_between(acked_upto, sent_upto), s.last_seq())
             };
             if in_flight >= WINDOW {
                 break;
@@ -220,12 +241,57 @@ async fn session(
             else {
                 break;
             };
+            if seq < newest {
+                let now = Instant::now();
+                if now < next_backlog_at {
+                    backlog_waiting = true;
+                    break;
+                }
+                next_backlog_at = next_backlog_at.max(now) + per_frame;
+            }
             if tx.send(frame).await.is_err() {
                 return Err(UplinkError::Protocol("request stream closed"));
             }
             sent_upto = seq;
         }
+        // While a backlog drains, the newest sample goes ahead as a live copy, so
+        // the collector (and its alerts) see the present at once.
+        let newest = shared
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_seq();
+        if newest > sent_upto && newest > live_upto {
+            if let Some((
+                seq,
+                AgentFrame {
+                    kind: Some(agent_frame::Kind::Batch(b)),
+                },
+            )) = with_spool(&shared.spool, |s| s.newest_batch()).await?
+            {
+                let live = AgentFrame {
+                    kind: Some(agent_frame::Kind::Live(b)),
+                };
+                if tx.send(live).await.is_err() {
+                    return Err(UplinkError::Protocol("request stream closed"));
+                }
+                live_upto = seq;
+            }
+        }
         let msg = tokio::select! {
+            _ = tokio::time::sleep_until(next_backlog_at.into()), if backlog_waiting => continue,
+            changed = cfg_rx.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let new = cfg_rx.borrow_and_update().clone();
+                if new.connection_differs(cfg) {
+                    tracing::info!("connection settings changed; reconnecting");
+                    return Ok(());
+                }
+                per_frame = pace(&new);
+                continue;
+            }
             _ = shutdown.cancelled() => {
                 // Flush up to one window of what is spooled but unsent, then wait
                 // briefly for the acks; anything left stays spooled for next start.
@@ -263,6 +329,14 @@ async fn session(
                 kind: Some(collector_frame::Kind::Settings(s)),
             })) => {
                 apply_interval(shared, s.sample_interval_secs);
+            }
+            Ok(Some(CollectorFrame {
+                kind: Some(collector_frame::Kind::SlowDown(s)),
+            })) => {
+                // The collector's write queue is filling: hold the backlog.
+                let pause = Duration::from_millis(u64::from(s.pause_ms.min(60_000)));
+                next_backlog_at = next_backlog_at.max(Instant::now() + pause);
+                tracing::debug!(pause_ms = s.pause_ms, "collector asked to slow down");
             }
             Ok(Some(_)) => {}
             Ok(None) => return Ok(()),

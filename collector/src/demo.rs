@@ -126,9 +126,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut agent_stop = stop_rx.clone();
     let mut collector_stop = stop_rx;
-    let agent = tokio::spawn(tandem_agent::run(agent_cfg, async move {
-        let _ = agent_stop.changed().await;
-    }));
+    let agent = tokio::spawn(tandem_agent::run(
+        agent_cfg,
+        Some(agent_toml.clone()),
+        async move {
+            let _ = agent_stop.changed().await;
+        },
+    ));
     let server = tokio::spawn(collector.run(async move {
         let _ = collector_stop.changed().await;
     }));

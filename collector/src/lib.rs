@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod grpc;
 pub mod pki;
+pub mod reload;
 pub mod server;
 pub mod store;
 

@@ -149,7 +149,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn serve(path: &Path) -> anyhow::Result<()> {
     let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime()?.block_on(async move {
-        let collector = Collector::bind(cfg.clone()).await?;
+        let collector = Collector::bind(cfg.clone())
+            .await?
+            .watch_config(path.to_owned());
         // One line on stdout that scripts and tests can wait for.
         println!(
             "tandem-collector listening telemetry={} data_dir={}",

@@ -10,16 +10,17 @@ use std::time::Duration;
 use tandem_proto::v1::Settings;
 use tandem_proto::v1::telemetry_server::TelemetryServer;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
 use crate::config::Config;
-use crate::grpc::ingest::Ingest;
+use crate::grpc::ingest::{Ingest, LiveConfig};
 use crate::grpc::tls;
 use crate::pki::PkiPaths;
+use crate::reload;
 use crate::store::writer::{Writer, WriterThread};
 use crate::store::{self, StoreError};
 
@@ -44,9 +45,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What of `config` applies to open streams.
+pub(crate) fn live_config(config: &Config) -> LiveConfig {
+    LiveConfig {
+        limits: config.limits,
+        settings: Settings {
+            sample_interval_secs: config.sample_interval_secs,
+        },
+    }
+}
+
 /// A collector bound to its port, not yet serving.
 pub struct Collector {
     config: Config,
+    /// The file the config came from, watched for edits when set.
+    config_path: Option<std::path::PathBuf>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     writer: Writer,
@@ -73,11 +86,18 @@ impl Collector {
                 })?;
         Ok(Self {
             config,
+            config_path: None,
             listener,
             tls,
             writer,
             writer_thread,
         })
+    }
+
+    /// Watches `path` (the file `config` came from) and applies edits while serving.
+    pub fn watch_config(mut self, path: std::path::PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -99,12 +119,22 @@ impl Collector {
             tracker.clone(),
         ));
         let sessions = Arc::new(AtomicI64::new(0));
+        let (live_tx, live_rx) = watch::channel(live_config(&self.config));
+        let watcher = match &self.config_path {
+            Some(path) => {
+                match reload::watch(path.clone(), self.config.clone(), live_tx, token.clone()) {
+                    Ok(h) => Some(h),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot watch the config file; edits apply on restart only");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let ingest = Ingest {
             writer: self.writer.clone(),
-            limits: self.config.limits,
-            settings: Settings {
-                sample_interval_secs: self.config.sample_interval_secs,
-            },
+            live_config: live_rx,
             tracker: tracker.clone(),
             shutdown: token.clone(),
             sessions: sessions.clone(),
@@ -144,6 +174,9 @@ impl Collector {
         };
         token.cancel();
         let _ = accept.await;
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
         let _ = reporter.await;
         tracker.close();
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await;

@@ -7,14 +7,14 @@
 //! wrong; batches acknowledged before it stay stored.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_proto::v1::telemetry_server::Telemetry;
 use tandem_proto::v1::{
-    Ack, AgentFrame, CollectorFrame, Settings, Welcome, agent_frame, collector_frame,
+    Ack, AgentFrame, CollectorFrame, Settings, SlowDown, Welcome, agent_frame, collector_frame,
 };
 use tandem_proto::{REFUSED_SEQ_METADATA, Refusal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,11 +45,22 @@ async fn send_frame(
     )
 }
 
+/// How long an agent holds its backlog when asked to slow down.
+const SLOW_DOWN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The part of the configuration that applies to open streams at once when the
+/// config file is reloaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveConfig {
+    pub limits: TimeLimits,
+    pub settings: Settings,
+}
+
 /// The ingest service.
 pub struct Ingest {
     pub(crate) writer: Writer,
-    pub(crate) limits: TimeLimits,
-    pub(crate) settings: Settings,
+    /// What a config reload may change while streams are open.
+    pub(crate) live_config: watch::Receiver<LiveConfig>,
     /// Owns every session task, so shutdown can wait for their acks to flush.
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -111,8 +122,7 @@ impl Telemetry for Ingest {
         let session = Session {
             who,
             writer: self.writer.clone(),
-            limits: self.limits,
-            settings: self.settings,
+            live_config: self.live_config.clone(),
             shutdown: self.shutdown.clone(),
             tx,
         };
@@ -129,8 +139,7 @@ impl Telemetry for Ingest {
 struct Session {
     who: DeviceIdentity,
     writer: Writer,
-    limits: TimeLimits,
-    settings: Settings,
+    live_config: watch::Receiver<LiveConfig>,
     shutdown: CancellationToken,
     /// Frames to the agent; bounded, so an agent that stops reading stalls only itself.
     tx: mpsc::Sender<Result<CollectorFrame, Status>>,
@@ -147,6 +156,26 @@ fn decode_status(s: &Status) -> Status {
 }
 
 impl Session {
+    fn limits(&self) -> TimeLimits {
+        self.live_config.borrow().limits
+    }
+
+    /// Tells the agent to hold its backlog when the writer's queue is three quarters
+    /// full (at most once per pause). Best effort: if the agent's frame queue is full
+    /// it is not reading anyway.
+    fn maybe_slow_down(&self, slowed_at: &mut Option<Instant>) {
+        let (depth, capacity) = (self.writer.queue_depth(), self.writer.queue_capacity());
+        if depth * 4 < capacity * 3 || slowed_at.is_some_and(|t| t.elapsed() < SLOW_DOWN_PAUSE) {
+            return;
+        }
+        *slowed_at = Some(Instant::now());
+        let pause_ms = SLOW_DOWN_PAUSE.as_millis() as u32;
+        let frame = frame(collector_frame::Kind::SlowDown(SlowDown { pause_ms }));
+        if self.tx.try_send(Ok(frame)).is_ok() {
+            tracing::debug!(device = %self.who.device_id, depth, capacity, "asked agent to slow down");
+        }
+    }
+
     async fn run(self, mut inbound: Streaming<AgentFrame>) {
         let device = self.who.device_id.clone();
         let result = self.serve(&mut inbound).await;
@@ -195,7 +224,7 @@ impl Session {
             acked_seq: acked,
             device_id: self.who.device_id.clone(),
             tenant: self.who.tenant.clone(),
-            settings: Some(self.settings),
+            settings: Some(self.live_config.borrow().settings),
         };
         if !send_frame(&self.tx, Ok(frame(collector_frame::Kind::Welcome(welcome)))).await {
             return Ok(());
@@ -222,9 +251,20 @@ impl Session {
         pending: mpsc::Sender<(u64, Pending)>,
     ) -> Result<(), Status> {
         let mut last_seq: Option<u64> = None;
+        let mut slowed_at: Option<Instant> = None;
+        let mut live_config = self.live_config.clone();
+        live_config.mark_unchanged();
         loop {
             let msg = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
+                changed = live_config.changed() => {
+                    if changed.is_ok() {
+                        // Push reloaded settings to the agent now.
+                        let settings = live_config.borrow_and_update().settings;
+                        let _ = self.tx.try_send(Ok(frame(collector_frame::Kind::Settings(settings))));
+                    }
+                    continue;
+                }
                 m = inbound.message() => m,
             };
             let frame = match msg {
@@ -235,7 +275,7 @@ impl Session {
             let (seq, queued) = match frame.kind {
                 Some(agent_frame::Kind::Batch(batch)) => {
                     let seq = batch.seq;
-                    validate::check_batch(&batch, last_seq, now_ms(), self.limits)
+                    validate::check_batch(&batch, last_seq, now_ms(), self.limits())
                         .map_err(|r| refused_status(r, Some(seq)))?;
                     (
                         seq,
@@ -246,7 +286,7 @@ impl Session {
                 }
                 Some(agent_frame::Kind::PatchReport(report)) => {
                     let seq = report.seq;
-                    validate::check_patch(&report, last_seq, now_ms(), self.limits)
+                    validate::check_patch(&report, last_seq, now_ms(), self.limits())
                         .map_err(|r| refused_status(r, Some(seq)))?;
                     (
                         seq,
@@ -254,6 +294,31 @@ impl Session {
                             .submit_patch(self.who.device_id.clone(), report)
                             .await,
                     )
+                }
+                Some(agent_frame::Kind::Gap(gap)) => {
+                    let seq = gap.seq;
+                    validate::check_gap(&gap, last_seq, now_ms(), self.limits())
+                        .map_err(|r| refused_status(r, Some(seq)))?;
+                    (
+                        seq,
+                        self.writer
+                            .submit_gap(self.who.device_id.clone(), gap)
+                            .await,
+                    )
+                }
+                Some(agent_frame::Kind::Live(batch)) => {
+                    // Best effort and unacknowledged: the durable copy follows in
+                    // order. It does not move last_seq.
+                    validate::check_live(&batch, now_ms(), self.limits())
+                        .map_err(|r| refused_status(r, None))?;
+                    drop(
+                        self.writer
+                            .submit_live(self.who.device_id.clone(), batch)
+                            .await
+                            .map_err(|e| store_status(&e))?,
+                    );
+                    self.maybe_slow_down(&mut slowed_at);
+                    continue;
                 }
                 Some(agent_frame::Kind::Hello(_)) => {
                     return Err(Refusal::OutOfOrder.status("a stream may carry only one hello"));
@@ -266,6 +331,7 @@ impl Session {
             };
             last_seq = Some(seq);
             let queued = queued.map_err(|e| store_status(&e))?;
+            self.maybe_slow_down(&mut slowed_at);
             let sent = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 r = pending.send((seq, queued)) => r,

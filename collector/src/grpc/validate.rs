@@ -2,7 +2,9 @@
 //! in. A frame that fails is refused with a message that says what and where
 //! ("batch seq 12, sample 3: ..."), and nothing of it is stored.
 
-use tandem_proto::v1::{Hello, MetricBatch, OsFamily, PatchReport, UpdateClassification};
+use tandem_proto::v1::{
+    Gap, GapReason, Hello, MetricBatch, OsFamily, PatchReport, UpdateClassification,
+};
 use tandem_proto::{MAX_LABEL_BYTES, MAX_SAMPLES_PER_BATCH, MAX_SERIES_PER_BATCH, Refusal};
 
 use crate::store::writer::DeviceFacts;
@@ -13,7 +15,7 @@ pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
 const MAX_TEXT_BYTES: usize = 1024;
 
 /// How far sample timestamps may stray from the collector's clock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimits {
     /// A sample stamped more than this ahead of now is refused (agent clock wrong).
     pub max_future_ms: i64,
@@ -141,7 +143,49 @@ pub fn check_batch(
     limits: TimeLimits,
 ) -> Result<(), Refused> {
     check_seq("batch", batch.seq, previous_in_stream)?;
-    let at = format!("batch seq {}", batch.seq);
+    check_batch_body(&format!("batch seq {}", batch.seq), batch, now_ms, limits)
+}
+
+/// Checks a live copy of a batch: the same shape rules, no seq ordering (it is sent
+/// ahead of the backlog, so its seq is above frames still to come).
+pub fn check_live(batch: &MetricBatch, now_ms: i64, limits: TimeLimits) -> Result<(), Refused> {
+    check_batch_body(
+        &format!("live batch seq {}", batch.seq),
+        batch,
+        now_ms,
+        limits,
+    )
+}
+
+/// Checks a gap record.
+pub fn check_gap(
+    gap: &Gap,
+    previous_in_stream: Option<u64>,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
+    check_seq("gap", gap.seq, previous_in_stream)?;
+    let at = format!("gap seq {}", gap.seq);
+    GapReason::try_from(gap.reason)
+        .map_err(|_| bad(format!("{at}: unknown reason value {}", gap.reason)))?;
+    if gap.first_dropped_seq == 0
+        || gap.first_dropped_seq > gap.last_dropped_seq
+        || gap.last_dropped_seq >= gap.seq
+    {
+        return Err(bad(format!(
+            "{at}: dropped range {}..={} must be non-empty, start at 1 or more, and lie before the gap's own seq",
+            gap.first_dropped_seq, gap.last_dropped_seq
+        )));
+    }
+    check_time(&at, gap.time_unix_ms, now_ms, limits)
+}
+
+fn check_batch_body(
+    at: &str,
+    batch: &MetricBatch,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
     if batch.series.is_empty() || batch.series.len() > MAX_SERIES_PER_BATCH {
         return Err(bad(format!(
             "{at}: declares {} series (allowed 1 to {MAX_SERIES_PER_BATCH})",
@@ -343,6 +387,33 @@ mod tests {
         check_batch(&b, None, NOW, LIM).unwrap();
         b.samples[0].time_unix_ms = NOW - 31 * 86_400_000;
         assert!(refused(check_batch(&b, None, NOW, LIM)).contains("in the past"));
+    }
+
+    #[test]
+    fn live_copies_skip_seq_order_but_not_shape() {
+        check_live(&batch(3), NOW, LIM).unwrap();
+        let mut b = batch(3);
+        b.samples[0].time_unix_ms = NOW + 3_600_000;
+        assert!(refused(check_live(&b, NOW, LIM)).contains("live batch seq 3, sample 0"));
+    }
+
+    #[test]
+    fn gap_records_are_checked() {
+        let gap = Gap {
+            seq: 10,
+            first_dropped_seq: 2,
+            last_dropped_seq: 8,
+            reason: GapReason::SpoolFull as i32,
+            time_unix_ms: NOW,
+            ..Default::default()
+        };
+        check_gap(&gap, Some(1), NOW, LIM).unwrap();
+        let mut g = gap;
+        g.last_dropped_seq = 10;
+        assert!(refused(check_gap(&g, None, NOW, LIM)).contains("dropped range 2..=10"));
+        let mut g = gap;
+        g.reason = 99;
+        assert!(refused(check_gap(&g, None, NOW, LIM)).contains("unknown reason value 99"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
+use tandem_proto::v1::{Gap, GapReason, MetricBatch, PatchReport, UpdateClassification};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -86,6 +86,15 @@ enum Request {
     Patch {
         device_id: String,
         report: PatchReport,
+    },
+    Gap {
+        device_id: String,
+        gap: Gap,
+    },
+    /// A live copy of a batch: values only, no ledger, no acked_seq.
+    Live {
+        device_id: String,
+        batch: MetricBatch,
     },
 }
 
@@ -165,6 +174,21 @@ impl Writer {
         self.submit(Request::Patch { device_id, report }).await
     }
 
+    /// Queues a gap record, like [`Writer::submit_batch`].
+    pub async fn submit_gap(&self, device_id: String, gap: Gap) -> Result<Pending, StoreError> {
+        self.submit(Request::Gap { device_id, gap }).await
+    }
+
+    /// Queues a live copy of a batch: its values are stored (once per series and
+    /// instant), nothing else.
+    pub async fn submit_live(
+        &self,
+        device_id: String,
+        batch: MetricBatch,
+    ) -> Result<Pending, StoreError> {
+        self.submit(Request::Live { device_id, batch }).await
+    }
+
     async fn submit(&self, req: Request) -> Result<Pending, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -172,6 +196,11 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
+    }
+
+    /// Most requests that can wait for the writer.
+    pub fn queue_capacity(&self) -> usize {
+        self.tx.max_capacity()
     }
 
     /// Requests waiting for the writer right now.
@@ -205,7 +234,10 @@ impl Request {
     fn device_id(&self) -> &str {
         match self {
             Request::Hello { who, .. } => &who.device_id,
-            Request::Batch { device_id, .. } | Request::Patch { device_id, .. } => device_id,
+            Request::Batch { device_id, .. }
+            | Request::Patch { device_id, .. }
+            | Request::Gap { device_id, .. }
+            | Request::Live { device_id, .. } => device_id,
         }
     }
 }
@@ -274,6 +306,15 @@ fn commit_group(
                 ),
                 Request::Patch { device_id, report } => {
                     Answer::Write(write_patch(&tx, device_id, report, now))
+                }
+                Request::Gap { device_id, gap } => {
+                    Answer::Write(write_gap(&tx, device_id, gap, now))
+                }
+                Request::Live { device_id, batch } => {
+                    Answer::Write(write_values(&tx, cache, device_id, batch).map(|n| {
+                        values_in_group += n;
+                        Outcome::Stored
+                    }))
                 }
             };
             let failed = matches!(answer, Answer::Hello(Err(_)) | Answer::Write(Err(_)));
@@ -452,6 +493,19 @@ fn write_batch(
     if !claim_seq(tx, device_id, batch.seq, n_values, now)? {
         return Ok((Outcome::Duplicate, 0));
     }
+    let inserted = write_values(tx, cache, device_id, batch)?;
+    Ok((Outcome::Stored, inserted))
+}
+
+/// Inserts a batch's values; a value already stored for the same series and instant
+/// (a live copy sent earlier) is kept as it is. Returns the values newly inserted.
+fn write_values(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut SeriesCache,
+    device_id: &str,
+    batch: &MetricBatch,
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
     let mut series_ids = Vec::with_capacity(batch.series.len());
     for key in &batch.series {
         series_ids.push(series_id(tx, cache, device_id, &key.name, &key.dimension)?);
@@ -462,11 +516,11 @@ fn write_batch(
     for sample in &batch.samples {
         for (id, value) in series_ids.iter().zip(&sample.values) {
             if !value.is_nan() {
-                insert.execute(params![id, sample.time_unix_ms, value])?;
+                inserted += insert.execute(params![id, sample.time_unix_ms, value])? as u64;
             }
         }
     }
-    Ok((Outcome::Stored, n_values))
+    Ok(inserted)
 }
 
 fn series_id(
@@ -498,6 +552,39 @@ fn series_id(
     };
     cache.insert(key, id);
     Ok(id)
+}
+
+fn write_gap(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    gap: &Gap,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    if !claim_seq(tx, device_id, gap.seq, 0, now)? {
+        return Ok(Outcome::Duplicate);
+    }
+    let reason = match GapReason::try_from(gap.reason) {
+        Ok(GapReason::SpoolFull) => "spool_full",
+        Ok(GapReason::TooOld) => "too_old",
+        Ok(GapReason::Refused) => "refused",
+        _ => "unspecified",
+    };
+    tx.execute(
+        "INSERT INTO gaps (device_id, seq, first_dropped_seq, last_dropped_seq, oldest_ms,
+            newest_ms, reason, reported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            device_id,
+            gap.seq as i64,
+            gap.first_dropped_seq as i64,
+            gap.last_dropped_seq as i64,
+            gap.oldest_unix_ms,
+            gap.newest_unix_ms,
+            reason,
+            gap.time_unix_ms
+        ],
+    )?;
+    tracing::warn!(device = %device_id, first = gap.first_dropped_seq, last = gap.last_dropped_seq, reason, "agent reported a gap in its data");
+    Ok(Outcome::Stored)
 }
 
 fn write_patch(
