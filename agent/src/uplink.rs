@@ -261,22 +261,22 @@ async fn session(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .last_seq();
-        if newest > sent_upto && newest > live_upto {
-            if let Some((
+        if newest > sent_upto
+            && newest > live_upto
+            && let Some((
                 seq,
                 AgentFrame {
                     kind: Some(agent_frame::Kind::Batch(b)),
                 },
             )) = with_spool(&shared.spool, |s| s.newest_batch()).await?
-            {
-                let live = AgentFrame {
-                    kind: Some(agent_frame::Kind::Live(b)),
-                };
-                if tx.send(live).await.is_err() {
-                    return Err(UplinkError::Protocol("request stream closed"));
-                }
-                live_upto = seq;
+        {
+            let live = AgentFrame {
+                kind: Some(agent_frame::Kind::Live(b)),
+            };
+            if tx.send(live).await.is_err() {
+                return Err(UplinkError::Protocol("request stream closed"));
             }
+            live_upto = seq;
         }
         let msg = tokio::select! {
             _ = tokio::time::sleep_until(next_backlog_at.into()), if backlog_waiting => continue,
