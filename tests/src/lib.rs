@@ -149,6 +149,165 @@ impl Site {
     }
 }
 
+impl Site {
+    /// Makes later `start_collector("")` calls listen on `port` (restart in place).
+    pub fn pin_port(&self, port: u16, extra_toml: &str) {
+        std::fs::write(
+            self.dir.path().join("collector.toml"),
+            format!(
+                "data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{extra_toml}"
+            ),
+        )
+        .expect("write collector.toml");
+    }
+
+    /// Provisions an agent with the CLI (`pki issue-agent`) into `<site>/<name>/` and
+    /// writes its agent.toml with `extra_toml` appended (interval 1 s unless given).
+    pub async fn provision_agent(&self, name: &str, url: &str, extra_toml: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        let out = Command::new(bin("tandem-collector"))
+            .args([
+                "pki",
+                "issue-agent",
+                "--tenant",
+                "acme",
+                "--device",
+                name,
+                "--collector-url",
+                url,
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .await
+            .expect("run pki issue-agent");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let interval = if extra_toml.contains("interval_secs") {
+            ""
+        } else {
+            "interval_secs = 1\n"
+        };
+        std::fs::write(
+            dir.join("agent.toml"),
+            format!(
+                "collector_url = \"{url}\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\nstate_dir = \"state\"\n{interval}{extra_toml}"
+            ),
+        )
+        .expect("write agent.toml");
+        dir
+    }
+
+    /// Batch seqs stored for a device, ascending.
+    pub fn stored_seqs(&self, device: &str) -> Vec<u64> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT seq FROM batches WHERE device_id = ?1 ORDER BY seq")
+            .expect("prepare");
+        st.query_map([device], |r| r.get::<_, i64>(0))
+            .expect("query")
+            .map(|r| r.expect("row") as u64)
+            .collect()
+    }
+
+    pub fn acked_seq(&self, device: &str) -> u64 {
+        self.db()
+            .query_row(
+                "SELECT acked_seq FROM devices WHERE id = ?1",
+                [device],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0) as u64
+    }
+}
+
+/// A running `tandem-agent run` process.
+pub struct AgentProc {
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts the agent of a provisioned dir; its log goes to `<dir>/agent.log`.
+    pub async fn start(dir: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("log");
+        let child = Command::new(bin("tandem-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("agent.toml"))
+            .env("RUST_LOG", "info,tandem_agent=debug")
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent");
+        Self {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The highest seq the agent ever assigned (its `last_seq` file).
+    pub fn last_seq(&self) -> u64 {
+        last_seq(&self.dir)
+    }
+
+    pub async fn kill9(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM and wait; true if it exited 0.
+    pub async fn terminate(mut self) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        matches!(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await, Ok(Ok(s)) if s.success())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// The `last_seq` of an agent dir.
+pub fn last_seq(agent_dir: &Path) -> u64 {
+    std::fs::read_to_string(agent_dir.join("state/last_seq"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Files in an agent's spool: (data frames, gap records, total bytes).
+pub fn spool_contents(agent_dir: &Path) -> (usize, usize, u64) {
+    let mut out = (0, 0, 0);
+    if let Ok(rd) = std::fs::read_dir(agent_dir.join("state/spool")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if name.ends_with(".frame") {
+                out.0 += 1;
+                out.2 += len;
+            } else if name.ends_with(".gap") {
+                out.1 += 1;
+                out.2 += len;
+            }
+        }
+    }
+    out
+}
+
 /// A running collector process.
 pub struct CollectorProc {
     pub child: Child,
@@ -259,6 +418,8 @@ pub async fn channel(addr: SocketAddr, creds: &Creds) -> anyhow::Result<Channel>
 pub struct Stream {
     pub tx: mpsc::Sender<AgentFrame>,
     pub rx: tonic::Streaming<CollectorFrame>,
+    /// SlowDown frames received so far.
+    pub slow_downs: u32,
 }
 
 pub fn hello_frame() -> AgentFrame {
@@ -307,7 +468,11 @@ impl Stream {
             .await
             .map_err(|_| tonic::Status::internal("send"))?;
         let rx = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-        Ok(Self { tx, rx })
+        Ok(Self {
+            tx,
+            rx,
+            slow_downs: 0,
+        })
     }
 
     /// Opens a stream, says hello, returns the welcome.
@@ -338,6 +503,11 @@ impl Stream {
                 Ok(Ok(Some(CollectorFrame {
                     kind: Some(collector_frame::Kind::Ack(a)),
                 }))) => return Ok(Some(a.seq)),
+                Ok(Ok(Some(CollectorFrame {
+                    kind: Some(collector_frame::Kind::SlowDown(_)),
+                }))) => {
+                    self.slow_downs += 1;
+                }
                 Ok(Ok(Some(_))) => continue,
             }
         }

@@ -233,12 +233,16 @@ impl Session {
         // Acks go out in seq order from their own task, so reading the next frame
         // overlaps with committing the previous ones.
         let (pending_tx, pending_rx) = mpsc::channel::<(u64, Pending)>(IN_FLIGHT_PER_STREAM);
+        // Set by the acker when a write failed: reading more is pointless then, and
+        // the agent must hear why without first sending another frame.
+        let failed = CancellationToken::new();
         let acker = tokio::spawn(ack_in_order(
             pending_rx,
             self.tx.clone(),
             self.who.device_id.clone(),
+            failed.clone(),
         ));
-        let result = self.read_frames(inbound, pending_tx).await;
+        let result = self.read_frames(inbound, pending_tx, &failed).await;
         // Batches already queued are committed (or failed) whatever happened next:
         // acknowledge them before the stream ends.
         let ack_result = acker.await.unwrap_or(Ok(()));
@@ -249,6 +253,7 @@ impl Session {
         &self,
         inbound: &mut Streaming<AgentFrame>,
         pending: mpsc::Sender<(u64, Pending)>,
+        failed: &CancellationToken,
     ) -> Result<(), Status> {
         let mut last_seq: Option<u64> = None;
         let mut slowed_at: Option<Instant> = None;
@@ -257,6 +262,7 @@ impl Session {
         loop {
             let msg = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
+                _ = failed.cancelled() => return Ok(()),
                 changed = live_config.changed() => {
                     if changed.is_ok() {
                         // Push reloaded settings to the agent now.
@@ -347,12 +353,25 @@ async fn ack_in_order(
     mut pending: mpsc::Receiver<(u64, Pending)>,
     tx: mpsc::Sender<Result<CollectorFrame, Status>>,
     device: String,
+    failed: CancellationToken,
+) -> Result<(), Status> {
+    let result = ack_each(&mut pending, &tx, &device).await;
+    if result.is_err() {
+        failed.cancel();
+    }
+    result
+}
+
+async fn ack_each(
+    pending: &mut mpsc::Receiver<(u64, Pending)>,
+    tx: &mpsc::Sender<Result<CollectorFrame, Status>>,
+    device: &str,
 ) -> Result<(), Status> {
     while let Some((seq, answer)) = pending.recv().await {
         match answer.await {
             Ok(Ok(_outcome)) => {
                 let ack = frame(collector_frame::Kind::Ack(Ack { seq }));
-                if !send_frame(&tx, Ok(ack)).await {
+                if !send_frame(tx, Ok(ack)).await {
                     return Ok(());
                 }
             }

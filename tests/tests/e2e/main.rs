@@ -5,6 +5,7 @@
 
 mod agent;
 mod crash;
+mod delivery;
 mod ingest;
 mod refusals;
 
