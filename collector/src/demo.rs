@@ -63,6 +63,8 @@ pub async fn run(
     }
     let mut config = Config::new(data_dir.clone(), listen);
     config.sample_interval_secs = 5;
+    // The demo's agent has its certificate already; enrollment stays on loopback.
+    config.enrollment.listen = SocketAddr::new(listen.ip(), 0);
     let collector = match Collector::bind(config.clone()).await {
         Ok(c) => c,
         Err(crate::server::ServeError::Bind { .. }) if listen.port() != 0 => {

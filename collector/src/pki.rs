@@ -4,6 +4,12 @@
 //!
 //! Files live in `<data_dir>/pki/`: `ca.pem`, `ca.key`, `server.pem`, `server.key`.
 //! Private keys are written with mode 0600 on unix. Keys are ECDSA P-256.
+//!
+//! Enrolled devices send a CSR: [`check_csr`] accepts only a well-formed request
+//! with a valid self-signature over an ECDSA P-256/P-384 or Ed25519 key, and
+//! [`Ca::sign_device`] uses nothing from it but the public key; the identity (URI
+//! SAN, subject, usages, lifetime) is always the collector's decision. Every issued
+//! certificate gets a random 128-bit serial, which is what revocation names.
 
 use std::fs;
 use std::io::Write;
@@ -44,6 +50,90 @@ pub enum PkiError {
     BadTenant(String),
     #[error("invalid device id {0:?}")]
     BadDevice(String),
+    #[error("{0}: not a PEM certificate")]
+    BadCaCert(PathBuf),
+}
+
+/// Why a certificate signing request was refused. The text goes to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsrError {
+    #[error("the CSR is empty")]
+    Empty,
+    #[error("the CSR is {0} bytes, more than the limit of {MAX_CSR_BYTES}")]
+    TooLarge(usize),
+    #[error("the CSR is not a valid PKCS#10 request or its signature does not verify")]
+    Invalid,
+    #[error("the CSR's key algorithm is not accepted (use ECDSA P-256, ECDSA P-384 or Ed25519)")]
+    Algorithm,
+}
+
+/// Largest CSR accepted; a P-256 request is about 250 bytes.
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// Checks a DER CSR: size, structure, self-signature, key algorithm.
+pub fn check_csr(der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, CsrError> {
+    if der.is_empty() {
+        return Err(CsrError::Empty);
+    }
+    if der.len() > MAX_CSR_BYTES {
+        return Err(CsrError::TooLarge(der.len()));
+    }
+    let csr = rcgen::CertificateSigningRequestParams::from_der(&der.to_vec().into())
+        .map_err(|_| CsrError::Invalid)?;
+    let alg = csr.public_key.algorithm();
+    let accepted = [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &rcgen::PKCS_ED25519,
+    ];
+    if !accepted.contains(&alg) {
+        return Err(CsrError::Algorithm);
+    }
+    Ok(csr)
+}
+
+/// The raw public key bits of a CSR (for "the renewal must use a new key").
+pub fn csr_key_bits(csr: &rcgen::CertificateSigningRequestParams) -> Vec<u8> {
+    use rcgen::PublicKeyData;
+    csr.public_key.der_bytes().to_vec()
+}
+
+/// The raw public key bits of a DER certificate.
+pub fn cert_key_bits(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(
+        cert.tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec(),
+    )
+}
+
+/// Lowercase hex of a DER certificate's serial number.
+pub fn cert_serial_hex(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(tandem_proto::token::hex(cert.raw_serial()))
+}
+
+/// A random positive 128-bit serial (the top bit cleared keeps it positive in DER).
+fn random_serial() -> Result<Vec<u8>, PkiError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| PkiError::Rcgen(rcgen::Error::RingUnspecified))?;
+    b[0] = (b[0] & 0x7f) | 0x01;
+    Ok(b.to_vec())
+}
+
+/// The DER of the first certificate in a PEM string.
+pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 /// Paths of the PKI files in a data dir.
@@ -79,6 +169,7 @@ pub struct Ca {
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
+    pub serial_hex: String,
 }
 
 /// Validity window for an issued certificate.
@@ -96,6 +187,23 @@ impl Validity {
             not_before: now - BACKDATE,
             not_after: now + lifetime,
         }
+    }
+
+    /// For short-lived device certificates: backdated by a tenth of the lifetime (at
+    /// most 5 minutes), so the agent's "renew at two thirds" lands near two thirds
+    /// of the real lifetime while small clock differences are still tolerated.
+    pub fn device(lifetime: Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let back = (lifetime / 10).min(Duration::from_secs(300));
+        Self {
+            not_before: now - back,
+            not_after: now + lifetime,
+        }
+    }
+
+    /// `not_after` in ms since the Unix epoch.
+    pub fn not_after_ms(&self) -> i64 {
+        (self.not_after.unix_timestamp_nanos() / 1_000_000) as i64
     }
 }
 
@@ -197,17 +305,22 @@ impl Ca {
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial_hex: String::new(),
         })
     }
 
-    /// Issues a client certificate for `device_id` of `tenant`, with a key made here
-    /// (manual provisioning; token enrollment signs a CSR instead).
-    pub fn issue_agent(
-        &self,
+    /// The SHA-256 fingerprint of this CA's public key, as enrollment tokens carry it.
+    pub fn fingerprint(&self) -> Result<[u8; 32], PkiError> {
+        first_cert_der(&self.cert_pem)
+            .and_then(|der| tandem_proto::token::spki_fingerprint(&der))
+            .ok_or_else(|| PkiError::BadCaCert(PathBuf::from("ca.pem")))
+    }
+
+    fn device_params(
         tenant: &str,
         device_id: &str,
         validity: Validity,
-    ) -> Result<Issued, PkiError> {
+    ) -> Result<(CertificateParams, String), PkiError> {
         if !tandem_proto::is_valid_name(tenant) {
             return Err(PkiError::BadTenant(tenant.to_owned()));
         }
@@ -225,11 +338,41 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
+        let serial = random_serial()?;
+        let serial_hex = tandem_proto::token::hex(&serial);
+        params.serial_number = Some(serial.into());
+        Ok((params, serial_hex))
+    }
+
+    /// Signs a device certificate for the public key of a checked CSR. Nothing else
+    /// of the CSR is used.
+    pub fn sign_device(
+        &self,
+        csr: &rcgen::CertificateSigningRequestParams,
+        tenant: &str,
+        device_id: &str,
+        validity: Validity,
+    ) -> Result<(String, String), PkiError> {
+        let (params, serial_hex) = Self::device_params(tenant, device_id, validity)?;
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        Ok((cert.pem(), serial_hex))
+    }
+
+    /// Issues a client certificate for `device_id` of `tenant`, with a key made here
+    /// (manual provisioning; token enrollment signs a CSR instead).
+    pub fn issue_agent(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        validity: Validity,
+    ) -> Result<Issued, PkiError> {
+        let (params, serial_hex) = Self::device_params(tenant, device_id, validity)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial_hex,
         })
     }
 }
@@ -290,6 +433,73 @@ mod tests {
             let mode = fs::metadata(&paths.ca_key).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    fn csr_der(key: &KeyPair, sans: Vec<String>) -> Vec<u8> {
+        let params = CertificateParams::new(sans).unwrap();
+        params.serialize_request(key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn signs_only_the_csr_key_with_the_collectors_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &[]).unwrap();
+        let ca = load_ca(dir.path()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        // The CSR asks for another device's identity; it must not get it.
+        let der = csr_der(&key, vec![tandem_proto::device_uri("evil", "someone-else")]);
+        let csr = check_csr(&der).unwrap();
+        let (pem, serial) = ca
+            .sign_device(
+                &csr,
+                "acme",
+                "dev-2",
+                Validity::device(DEFAULT_AGENT_VALIDITY),
+            )
+            .unwrap();
+        let cert = first_cert_der(&pem).unwrap();
+        assert_eq!(
+            identity_from_der(&cert),
+            Some(("acme".to_owned(), "dev-2".to_owned()))
+        );
+        assert_eq!(cert_serial_hex(&cert).unwrap(), serial);
+        assert_eq!(serial.len(), 32, "128-bit serial");
+        assert_eq!(cert_key_bits(&cert).unwrap(), csr_key_bits(&csr));
+    }
+
+    #[test]
+    fn csr_checks_say_what_is_wrong() {
+        assert_eq!(check_csr(&[]).unwrap_err(), CsrError::Empty);
+        assert_eq!(
+            check_csr(&vec![0u8; MAX_CSR_BYTES + 1]).unwrap_err(),
+            CsrError::TooLarge(MAX_CSR_BYTES + 1)
+        );
+        assert_eq!(check_csr(b"not a csr").unwrap_err(), CsrError::Invalid);
+        let key = KeyPair::generate().unwrap();
+        let mut der = csr_der(&key, vec![]);
+        // Flip a bit of the signature (the last bytes): the self-signature fails.
+        let n = der.len();
+        der[n - 3] ^= 0x01;
+        assert_eq!(check_csr(&der).unwrap_err(), CsrError::Invalid);
+        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        assert!(check_csr(&csr_der(&ed, vec![])).is_ok());
+    }
+
+    #[test]
+    fn fingerprint_is_the_sha256_of_the_ca_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &[]).unwrap();
+        let ca = load_ca(dir.path()).unwrap();
+        let der = first_cert_der(&ca.cert_pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let spki = cert.tbs_certificate.subject_pki.raw;
+        assert_eq!(ca.fingerprint().unwrap(), tandem_proto::token::sha256(spki));
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), &[]).unwrap();
+        assert_ne!(
+            load_ca(other.path()).unwrap().fingerprint().unwrap(),
+            ca.fingerprint().unwrap()
+        );
     }
 
     #[test]
