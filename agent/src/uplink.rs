@@ -64,6 +64,8 @@ pub struct Shared {
     pub new_data: Arc<Notify>,
     /// Sample interval pushed by the collector (zero: keep the configured one).
     pub interval: watch::Sender<Duration>,
+    /// Notified when the collector asks for a certificate renewal now.
+    pub renew_now: Arc<Notify>,
 }
 
 /// Builds the mTLS endpoint from the config's files.
@@ -196,6 +198,7 @@ async fn session(
     }
     if let Some(settings) = welcome.settings {
         apply_interval(shared, settings.sample_interval_secs);
+        apply_renew(shared, settings.renew_now);
     }
     tracing::info!(device = %welcome.device_id, tenant = %welcome.tenant, acked_seq = acked, "connected to collector");
     // The backoff resets only once an ack shows real progress: a collector that
@@ -263,6 +266,7 @@ async fn session(
                 kind: Some(collector_frame::Kind::Settings(s)),
             })) => {
                 apply_interval(shared, s.sample_interval_secs);
+                apply_renew(shared, s.renew_now);
             }
             Ok(Some(_)) => {}
             Ok(None) => return Ok(()),
@@ -298,6 +302,12 @@ fn refused_seq(status: &tonic::Status) -> Option<u64> {
 fn apply_interval(shared: &Shared, secs: u32) {
     if secs > 0 {
         let _ = shared.interval.send(Duration::from_secs(u64::from(secs)));
+    }
+}
+
+fn apply_renew(shared: &Shared, renew_now: bool) {
+    if renew_now {
+        shared.renew_now.notify_one();
     }
 }
 

@@ -17,3 +17,15 @@ pub fn process_count() -> Option<usize> {
 pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Writes `contents` to `path` atomically (temp file, rename).
+///
+/// **Gap (named plainly):** on Windows this does not yet restrict the file's ACL to
+/// SYSTEM and Administrators; the key file inherits the ACL of its folder. Install
+/// the agent's config folder under a directory only SYSTEM/Administrators can read
+/// (as the MSI will) until this sets an explicit DACL.
+pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
