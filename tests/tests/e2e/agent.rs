@@ -131,7 +131,9 @@ async fn agent_samples_survive_a_collector_crash_and_arrive_exactly_once() {
     .unwrap();
     std::fs::write(
         site.dir.path().join("collector.toml"),
-        format!("data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .unwrap();
     let collector = site.start_collector("").await.unwrap();

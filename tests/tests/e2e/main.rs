@@ -5,6 +5,7 @@
 
 mod agent;
 mod crash;
+mod enroll;
 mod ingest;
 mod refusals;
 
