@@ -624,3 +624,99 @@ async fn certificates_renew_themselves_and_the_agent_outlives_its_first_certific
     stop(run).await;
     assert!(collector.terminate().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalling_is_a_new_device_unless_the_operator_replaces_one() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let collector = site.start_collector("").await.unwrap();
+    site.cli_ok(&["tenant", "create", "acme"]).await;
+    site.cli_ok(&["tenant", "create", "globex"]).await;
+    let old = AgentDir::new(&site, "old");
+    let device = old
+        .enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    let old_creds = old.creds();
+    let mut c = client(collector.addr, &old_creds).await.unwrap();
+    let (mut s, _) = Stream::hello(&mut c).await.unwrap();
+    for seq in 1..=3 {
+        s.send(batch(seq, now_ms() + seq as i64, 1)).await.unwrap();
+        assert_eq!(s.next_ack().await.unwrap(), Some(seq));
+    }
+    drop(s);
+
+    // Enrolling again, as a reinstalled machine does, is a new device.
+    let again = AgentDir::new(&site, "again");
+    let fresh = again
+        .enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    assert_ne!(fresh, device, "history is never merged silently");
+
+    // The operator may choose to replace: only within the device's tenant, single use.
+    let (ok, _, err) = site
+        .cli(&[
+            "token",
+            "create",
+            "--address",
+            "127.0.0.1:1",
+            "--tenant",
+            "globex",
+            "--replace",
+            &device,
+        ])
+        .await;
+    assert!(!ok && err.contains("belongs to tenant \"acme\""), "{err}");
+    let (ok, _, err) = site
+        .cli(&[
+            "token",
+            "create",
+            "--address",
+            "127.0.0.1:1",
+            "--tenant",
+            "acme",
+            "--replace",
+            &device,
+            "--uses",
+            "2",
+        ])
+        .await;
+    assert!(!ok && err.contains("single-use"), "{err}");
+    let replace = token(
+        &site,
+        &collector,
+        &["--tenant", "acme", "--replace", &device],
+    )
+    .await;
+    let new = AgentDir::new(&site, "reinstalled");
+    assert_eq!(
+        new.enroll_ok(&replace).await,
+        device,
+        "same id, same history"
+    );
+    // The old installation's certificate stops working (within the 1 s poll).
+    wait_for(
+        Duration::from_secs(10),
+        "the old certificate to be refused",
+        || {
+            let creds = old_creds.clone();
+            let addr = collector.addr;
+            async move {
+                let attempt = async {
+                    let mut c = client(addr, &creds).await?;
+                    Stream::hello(&mut c).await
+                };
+                attempt.await.is_err()
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // The new one streams on, after the history.
+    let mut c = client(collector.addr, &new.creds()).await.unwrap();
+    let (mut s, w) = Stream::hello(&mut c).await.unwrap();
+    assert_eq!(w.acked_seq, 3, "the replacement sees the device's history");
+    s.send(batch(4, now_ms() + 10, 1)).await.unwrap();
+    assert_eq!(s.next_ack().await.unwrap(), Some(4));
+    assert_eq!(batches_of(&site, &device), 4);
+    assert!(collector.terminate().await);
+}
