@@ -248,11 +248,14 @@ pub async fn enroll(cfg: &AgentConfig, token_text: &str) -> Result<Enrolled, Enr
         })?
         .into_inner();
 
-    // The CA we store must be the one we pinned.
-    let ca_der = first_der(&resp.ca_pem).ok_or(EnrollError::BadAnswer("CA certificate"))?;
-    if spki_fingerprint(&ca_der) != Some(token.ca_fingerprint) {
+    // The CA bundle we store must hold the CA we pinned (during a CA rotation it
+    // also holds the new CA, first).
+    let pinned_in_bundle = all_ders(&resp.ca_pem)
+        .iter()
+        .any(|der| spki_fingerprint(der) == Some(token.ca_fingerprint));
+    if !pinned_in_bundle {
         return Err(EnrollError::BadAnswer(
-            "CA certificate (it does not match the token's fingerprint)",
+            "CA bundle (it does not hold the CA the token pins)",
         ));
     }
     if first_der(&resp.cert_pem).is_none() {
@@ -286,6 +289,14 @@ async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{address} resolves to no address")))
+}
+
+fn all_ders(pem: &str) -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 fn first_der(pem: &str) -> Option<Vec<u8>> {

@@ -10,7 +10,9 @@
 //! calls `Identity.Renew` over mTLS with its current certificate. On failure it
 //! retries with exponential backoff and keeps using the old certificate, which stays
 //! valid until it expires. The uplink reads the files at every connect, so the new
-//! certificate is used from the next connection on.
+//! certificate is used from the next connection on. A renewal also brings the
+//! collector's CA bundle, which is how agents learn a new CA during a rotation
+//! (docs/SECURITY.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,7 +169,27 @@ pub async fn renew_once(cfg: &AgentConfig) -> Result<(), String> {
         .await
         .map_err(|s| format!("collector refused the renewal: {}", s.message()))?
         .into_inner();
-    store(cfg, &key_pem, &resp.cert_pem, None).map_err(|e| e.to_string())
+    // The CA bundle replaces ours only if it still holds a CA we trust now, so a
+    // renewal answer cannot swap our trust for an unrelated CA.
+    let ca = (!resp.ca_pem.is_empty() && bundle_overlaps(&cfg.ca_cert, &resp.ca_pem))
+        .then_some(resp.ca_pem.as_str());
+    store(cfg, &key_pem, &resp.cert_pem, ca).map_err(|e| e.to_string())
+}
+
+/// Whether `new_pem` contains at least one certificate of the bundle at `current`.
+fn bundle_overlaps(current: &Path, new_pem: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let ders = |pem: &[u8]| -> Vec<Vec<u8>> {
+        rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect()
+    };
+    let Ok(cur) = std::fs::read(current) else {
+        return false;
+    };
+    let cur = ders(&cur);
+    ders(new_pem.as_bytes()).iter().any(|c| cur.contains(c))
 }
 
 /// Keeps the certificate fresh until `stop`: renews at two thirds of its lifetime

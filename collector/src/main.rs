@@ -176,7 +176,30 @@ enum DeviceCommand {
 }
 
 #[derive(Subcommand)]
+enum RotateStep {
+    /// Make a new issuing CA; the old one stays trusted and keeps serving.
+    Begin {
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Re-issue the server certificate with the new CA and retire the old one.
+    Finish {
+        /// Finish although some devices have not renewed since `begin` (they will
+        /// be cut off and must re-enroll).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
 enum PkiCommand {
+    /// Rotate the collector CA in two steps (see docs/SECURITY.md).
+    RotateCa {
+        #[command(subcommand)]
+        step: RotateStep,
+    },
     /// Create the collector CA and server certificate in the data dir.
     Init {
         #[arg(long, default_value = "/var/lib/tandem")]
@@ -220,6 +243,9 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Pki {
+            command: PkiCommand::RotateCa { step },
+        } => rotate_ca(step),
         Command::Pki {
             command: PkiCommand::Init { data_dir, names },
         } => {
@@ -330,6 +356,42 @@ fn open_db(db: &DataDir) -> anyhow::Result<rusqlite::Connection> {
     Ok(store::open(&db.data_dir.join(store::DB_FILE))?)
 }
 
+fn rotate_ca(step: RotateStep) -> anyhow::Result<()> {
+    match step {
+        RotateStep::Begin { db } => {
+            pki::rotate_begin(&db.data_dir, now_ms())?;
+            println!(
+                "new issuing CA made; the old CA stays trusted. Next: restart the collector, run \
+                 `tandem-collector device renew ID` for every device (or wait for their renewals), \
+                 then `tandem-collector pki rotate-ca finish`"
+            );
+        }
+        RotateStep::Finish { force, db } => {
+            let started = pki::rotation_started(&db.data_dir)?.ok_or(pki::PkiError::NoRotation)?;
+            let behind: Vec<_> = admin::list_devices(&open_db(&db)?)?
+                .into_iter()
+                .filter(|d| d.revoked_ms.is_none())
+                .filter(|d| d.cert_issued_ms.is_none_or(|t| t < started))
+                .map(|d| d.id)
+                .collect();
+            if !behind.is_empty() && !force {
+                anyhow::bail!(
+                    "{} device(s) have no certificate from the new CA yet and would be cut off: {}; \
+                     renew them (`tandem-collector device renew ID`) or pass --force",
+                    behind.len(),
+                    behind.join(", ")
+                );
+            }
+            pki::rotate_finish(&db.data_dir)?;
+            println!(
+                "server certificate re-issued by the new CA; the old CA is retired. Restart the \
+                 collector. Enrollment tokens made before now pin the old CA: make new ones"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
     match cmd {
         TenantCommand::Create { name, db } => {
@@ -404,7 +466,7 @@ fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                     "--address {address:?} is not host:port (e.g. collector.example.net:4444)"
                 );
             }
-            let ca = pki::load_ca(&db.data_dir)?;
+            let fingerprint = pki::serving_fingerprint(&db.data_dir)?;
             let rng = ring::rand::SystemRandom::new();
             let mut id = [0u8; 8];
             let mut secret = [0u8; 32];
@@ -413,7 +475,7 @@ fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
             let token = EnrollToken {
                 address,
-                ca_fingerprint: ca.fingerprint()?,
+                ca_fingerprint: fingerprint,
                 id,
                 secret,
             };

@@ -52,6 +52,14 @@ pub enum PkiError {
     BadDevice(String),
     #[error("{0}: not a PEM certificate")]
     BadCaCert(PathBuf),
+    #[error(
+        "a CA rotation is already in progress (since {0}); finish it with `tandem-collector pki rotate-ca finish`"
+    )]
+    RotationInProgress(String),
+    #[error("no CA rotation is in progress; start one with `tandem-collector pki rotate-ca begin`")]
+    NoRotation,
+    #[error("{0}: no CA in ca.pem signed the server certificate")]
+    NoServingCa(PathBuf),
 }
 
 /// Why a certificate signing request was refused. The text goes to the agent.
@@ -137,6 +145,10 @@ pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// Paths of the PKI files in a data dir.
+///
+/// `ca.pem` is the trust bundle: the issuing CA first (its key is `ca.key`), then,
+/// during a CA rotation, the previous CA. Client certificates chaining to any of
+/// them are accepted, and agents receive the whole bundle.
 #[derive(Debug, Clone)]
 pub struct PkiPaths {
     pub dir: PathBuf,
@@ -144,6 +156,8 @@ pub struct PkiPaths {
     pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// Present while a CA rotation is in progress; holds its start (ms since epoch).
+    pub rotation: PathBuf,
 }
 
 impl PkiPaths {
@@ -154,6 +168,7 @@ impl PkiPaths {
             ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
+            rotation: dir.join("rotation-started"),
             dir,
         }
     }
@@ -244,18 +259,8 @@ pub fn init(data_dir: &Path, server_names: &[String]) -> Result<PkiPaths, PkiErr
     if paths.ca_key.exists() {
         return Err(PkiError::Exists(paths.ca_key));
     }
-    let ca_key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Tandem collector CA");
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let v = Validity::starting_now(CA_VALIDITY);
-    params.not_before = v.not_before;
-    params.not_after = v.not_after;
-    let ca_cert = params.self_signed(&ca_key)?;
-    write_file(&paths.ca_cert, &ca_cert.pem(), false)?;
+    let (ca_key, ca_cert) = new_ca("Tandem collector CA")?;
+    write_file(&paths.ca_cert, &ca_cert, false)?;
     write_file(&paths.ca_key, &ca_key.serialize_pem(), true)?;
 
     let ca = load_ca(data_dir)?;
@@ -263,6 +268,148 @@ pub fn init(data_dir: &Path, server_names: &[String]) -> Result<PkiPaths, PkiErr
     write_file(&paths.server_cert, &server.cert_pem, false)?;
     write_file(&paths.server_key, &server.key_pem, true)?;
     Ok(paths)
+}
+
+fn new_ca(common_name: &str) -> Result<(KeyPair, String), PkiError> {
+    let ca_key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let v = Validity::starting_now(CA_VALIDITY);
+    params.not_before = v.not_before;
+    params.not_after = v.not_after;
+    let ca_cert = params.self_signed(&ca_key)?;
+    Ok((ca_key, ca_cert.pem()))
+}
+
+fn all_cert_ders(pem: &str) -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// When the CA rotation in progress started (ms since epoch), if one is.
+pub fn rotation_started(data_dir: &Path) -> Result<Option<i64>, PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    match fs::read_to_string(&paths.rotation) {
+        Ok(s) => Ok(Some(s.trim().parse().unwrap_or(0))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&paths.rotation)(e)),
+    }
+}
+
+/// Step 1 of a CA rotation: a new CA becomes the issuing CA (first in `ca.pem`,
+/// key in `ca.key`); the old CA stays in the bundle, so every certificate it issued
+/// keeps working, and the server certificate (old CA) stays, so agents that know
+/// only the old CA still connect. The old key is kept as `ca.key.retired-<ms>`.
+/// Restart the collector afterwards, then have every device renew.
+pub fn rotate_begin(data_dir: &Path, now_ms: i64) -> Result<(), PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    if let Some(started) = rotation_started(data_dir)? {
+        return Err(PkiError::RotationInProgress(started.to_string()));
+    }
+    load_ca(data_dir)?;
+    let old_bundle = fs::read_to_string(&paths.ca_cert).map_err(io_err(&paths.ca_cert))?;
+    let old_key = fs::read_to_string(&paths.ca_key).map_err(io_err(&paths.ca_key))?;
+    let (key, cert) = new_ca(&format!("Tandem collector CA {}", now_ms / 1000))?;
+    write_file(
+        &paths.dir.join(format!("ca.key.retired-{now_ms}")),
+        &old_key,
+        true,
+    )?;
+    // Only the current issuing CA of the old bundle is kept: a rotation retires
+    // what an earlier rotation had kept.
+    let old_issuing =
+        pem_of_first(&old_bundle).ok_or_else(|| PkiError::BadCaCert(paths.ca_cert.clone()))?;
+    write_file(&paths.ca_cert, &format!("{cert}{old_issuing}"), false)?;
+    write_file(&paths.ca_key, &key.serialize_pem(), true)?;
+    write_file(&paths.rotation, &now_ms.to_string(), false)?;
+    Ok(())
+}
+
+/// The first PEM block of `pem`, as PEM text.
+fn pem_of_first(pem: &str) -> Option<String> {
+    let start = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let end_marker = "-----END CERTIFICATE-----";
+    let end = pem[start..].find(end_marker)? + start + end_marker.len();
+    Some(format!("{}\n", &pem[start..end]))
+}
+
+/// Step 2 of a CA rotation, once every device has renewed: the server certificate
+/// is re-issued by the new CA (same names) and the old CA leaves the bundle, so
+/// certificates it issued stop working. Restart the collector afterwards.
+pub fn rotate_finish(data_dir: &Path) -> Result<(), PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    if rotation_started(data_dir)?.is_none() {
+        return Err(PkiError::NoRotation);
+    }
+    let ca = load_ca(data_dir)?;
+    let server_pem = fs::read_to_string(&paths.server_cert).map_err(io_err(&paths.server_cert))?;
+    let names = first_cert_der(&server_pem)
+        .map(|der| server_names(&der))
+        .unwrap_or_default();
+    let server = ca.issue_server(&names)?;
+    let issuing =
+        pem_of_first(&ca.cert_pem).ok_or_else(|| PkiError::BadCaCert(paths.ca_cert.clone()))?;
+    write_file(&paths.server_key, &server.key_pem, true)?;
+    write_file(&paths.server_cert, &server.cert_pem, false)?;
+    write_file(&paths.ca_cert, &issuing, false)?;
+    fs::remove_file(&paths.rotation).map_err(io_err(&paths.rotation))?;
+    Ok(())
+}
+
+/// DNS names and IP addresses in a certificate's SAN, as text.
+fn server_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            GeneralName::IPAddress(b) if b.len() == 4 => {
+                Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string())
+            }
+            GeneralName::IPAddress(b) if b.len() == 16 => <[u8; 16]>::try_from(*b)
+                .ok()
+                .map(|a| std::net::Ipv6Addr::from(a).to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fingerprint new enrollment tokens pin: that of the CA in the bundle that
+/// signed the server certificate (the enrollment listener presents that one, so the
+/// agent can verify the server against the pinned CA). Outside a rotation it is the
+/// issuing CA; during one, still the old CA until `rotate-ca finish`.
+pub fn serving_fingerprint(data_dir: &Path) -> Result<[u8; 32], PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    let bundle = fs::read_to_string(&paths.ca_cert).map_err(io_err(&paths.ca_cert))?;
+    let server_pem = fs::read_to_string(&paths.server_cert).map_err(io_err(&paths.server_cert))?;
+    let server_der = first_cert_der(&server_pem)
+        .ok_or_else(|| PkiError::BadCaCert(paths.server_cert.clone()))?;
+    let (_, server) = x509_parser::parse_x509_certificate(&server_der)
+        .map_err(|_| PkiError::BadCaCert(paths.server_cert.clone()))?;
+    for der in all_cert_ders(&bundle) {
+        if let Ok((_, ca)) = x509_parser::parse_x509_certificate(&der)
+            && server.verify_signature(Some(ca.public_key())).is_ok()
+        {
+            return Ok(tandem_proto::token::sha256(
+                ca.tbs_certificate.subject_pki.raw,
+            ));
+        }
+    }
+    Err(PkiError::NoServingCa(paths.ca_cert))
 }
 
 /// Loads the CA from `data_dir/pki`.
@@ -500,6 +647,42 @@ mod tests {
             load_ca(other.path()).unwrap().fingerprint().unwrap(),
             ca.fingerprint().unwrap()
         );
+    }
+
+    #[test]
+    fn ca_rotation_keeps_old_certificates_valid_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path(), &["collector.example.net".to_owned()]).unwrap();
+        let old_fp = load_ca(dir.path()).unwrap().fingerprint().unwrap();
+        assert_eq!(serving_fingerprint(dir.path()).unwrap(), old_fp);
+        assert!(matches!(
+            rotate_finish(dir.path()),
+            Err(PkiError::NoRotation)
+        ));
+        rotate_begin(dir.path(), 1_000).unwrap();
+        assert!(matches!(
+            rotate_begin(dir.path(), 2_000),
+            Err(PkiError::RotationInProgress(_))
+        ));
+        let ca = load_ca(dir.path()).unwrap();
+        let new_fp = ca.fingerprint().unwrap();
+        assert_ne!(new_fp, old_fp, "a new issuing CA");
+        assert_eq!(all_cert_ders(&ca.cert_pem).len(), 2, "bundle: new + old");
+        // The server certificate is still the old CA's, and tokens pin that.
+        assert_eq!(serving_fingerprint(dir.path()).unwrap(), old_fp);
+        assert!(paths.dir.join("ca.key.retired-1000").exists());
+        rotate_finish(dir.path()).unwrap();
+        let ca = load_ca(dir.path()).unwrap();
+        assert_eq!(all_cert_ders(&ca.cert_pem).len(), 1, "old CA retired");
+        assert_eq!(serving_fingerprint(dir.path()).unwrap(), new_fp);
+        let server = fs::read_to_string(&paths.server_cert).unwrap();
+        let names = server_names(&first_cert_der(&server).unwrap());
+        assert!(
+            names.contains(&"collector.example.net".to_owned()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"127.0.0.1".to_owned()), "{names:?}");
+        assert_eq!(rotation_started(dir.path()).unwrap(), None);
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl Identity for RenewService {
         tracing::info!(device = %device, serial = %cert.serial_hex, "certificate renewed");
         Ok(Response::new(RenewResponse {
             cert_pem: cert.cert_pem,
+            ca_pem: self.issuing.ca.cert_pem.clone(),
         }))
     }
 }

@@ -607,6 +607,8 @@ pub struct DeviceListRow {
     pub agent_version: String,
     /// Expiry of the newest certificate the collector knows it issued.
     pub cert_not_after_ms: Option<i64>,
+    /// When the newest certificate the collector knows it issued was issued.
+    pub cert_issued_ms: Option<i64>,
     pub last_seen_ms: i64,
     pub revoked_ms: Option<i64>,
 }
@@ -615,7 +617,8 @@ pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError>
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version, d.agent_version,
                 (SELECT max(c.not_after_ms) FROM certificates c WHERE c.device_id = d.id),
-                d.last_seen_ms, d.revoked_ms
+                d.last_seen_ms, d.revoked_ms,
+                (SELECT max(c.issued_ms) FROM certificates c WHERE c.device_id = d.id)
          FROM devices d JOIN tenants t ON t.id = d.tenant_id LEFT JOIN sites s ON s.id = d.site_id
          ORDER BY t.name, d.hostname, d.id",
     )?;
@@ -631,6 +634,7 @@ pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError>
             cert_not_after_ms: r.get(7)?,
             last_seen_ms: r.get(8)?,
             revoked_ms: r.get(9)?,
+            cert_issued_ms: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

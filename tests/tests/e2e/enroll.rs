@@ -720,3 +720,129 @@ async fn reinstalling_is_a_new_device_unless_the_operator_replaces_one() {
     assert_eq!(batches_of(&site, &device), 4);
     assert!(collector.terminate().await);
 }
+
+/// Stops the collector and starts it again on the same ports (agents know the
+/// telemetry port from their enrollment, tokens carry the enrollment port).
+async fn restart(site: &Site, collector: CollectorProc) -> CollectorProc {
+    let port = collector.addr.port();
+    let enroll_port = collector.enroll_addr.port();
+    assert!(collector.terminate().await, "clean stop");
+    std::fs::write(
+        site.dir.path().join("collector.toml"),
+        format!(
+            "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:{enroll_port}\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let c = site.start_collector("").await.unwrap();
+    assert_eq!((c.addr.port(), c.enroll_addr.port()), (port, enroll_port));
+    c
+}
+
+fn certs_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches("BEGIN CERTIFICATE")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_rotates_without_cutting_off_renewed_devices() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let collector = site.start_collector("").await.unwrap();
+    site.cli_ok(&["tenant", "create", "acme"]).await;
+    let unused_old_token = token(&site, &collector, &["--tenant", "acme"]).await;
+    let agent = AgentDir::new(&site, "agent");
+    let device = agent
+        .enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    let idle = AgentDir::new(&site, "idle");
+    let idle_device = idle
+        .enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    let run = agent.spawn("agent.log");
+    wait_for(Duration::from_secs(30), "streaming", || {
+        let n = batches_of(&site, &device);
+        async move { n >= 2 }
+    })
+    .await
+    .unwrap();
+
+    // Step 1: a new issuing CA; the old one keeps serving.
+    site.cli_ok(&["pki", "rotate-ca", "begin"]).await;
+    let (ok, _, err) = site.cli(&["pki", "rotate-ca", "begin"]).await;
+    assert!(!ok && err.contains("already in progress"), "{err}");
+    let collector = restart(&site, collector).await;
+    // Enrollment goes on during the rotation, and brings both CAs.
+    let mid = AgentDir::new(&site, "mid");
+    mid.enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    assert_eq!(certs_in(&mid.dir.join("ca.pem")), 2, "new + old CA");
+    // Renewal hands the running agent a new-CA certificate and both CAs.
+    let serial = agent.cert_serial();
+    site.cli_ok(&["device", "renew", &device]).await;
+    wait_for(
+        Duration::from_secs(30),
+        "renewal during the rotation",
+        || {
+            let s = agent.cert_serial();
+            let old = serial.clone();
+            async move { s != old }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log("agent.log")));
+    assert_eq!(
+        certs_in(&agent.dir.join("ca.pem")),
+        2,
+        "agent trusts both CAs"
+    );
+
+    // Step 2 refuses while a device would be cut off, names it, and goes on with --force.
+    let (ok, _, err) = site.cli(&["pki", "rotate-ca", "finish"]).await;
+    assert!(!ok && err.contains(&idle_device), "{err}");
+    assert!(!err.contains(&device), "the renewed device is ready: {err}");
+    site.cli_ok(&["pki", "rotate-ca", "finish", "--force"])
+        .await;
+    let collector = restart(&site, collector).await;
+
+    // The renewed agent reconnects to the new server certificate and streams on.
+    let before = batches_of(&site, &device);
+    wait_for(
+        Duration::from_secs(60),
+        "streaming after the rotation",
+        || {
+            let n = batches_of(&site, &device);
+            async move { n >= before + 3 }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nagent log:\n{}\ncollector log:\n{}",
+            agent.log("agent.log"),
+            collector.log()
+        )
+    });
+    // The device that never renewed holds an old-CA certificate: refused.
+    let idle_creds = Creds {
+        ca_pem: std::fs::read_to_string(agent.dir.join("ca.pem")).unwrap(),
+        ..idle.creds()
+    };
+    let attempt = async {
+        let mut c = client(collector.addr, &idle_creds).await?;
+        Stream::hello(&mut c).await
+    };
+    assert!(attempt.await.is_err(), "old-CA certificates stop working");
+    // Tokens made before pin the old CA and are refused as such; new ones work.
+    let err = AgentDir::new(&site, "late")
+        .enroll_refused(&unused_old_token)
+        .await;
+    assert!(err.contains("is not the one the token names"), "{err}");
+    AgentDir::new(&site, "new")
+        .enroll_ok(&token(&site, &collector, &["--tenant", "acme"]).await)
+        .await;
+    stop(run).await;
+    assert!(collector.terminate().await);
+}
