@@ -83,14 +83,15 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", config.display()))?;
             }
             let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if !force
-                && cfg.cert.exists()
-                && let Ok(Some(e)) = tandem_agent::identity::Enrollment::load(&cfg.state_dir)
-            {
+            if !force && cfg.cert.exists() {
+                let who = match tandem_agent::identity::Enrollment::load(&cfg.state_dir) {
+                    Ok(Some(e)) => {
+                        format!("enrolled as device {} (tenant {})", e.device_id, e.tenant)
+                    }
+                    _ => format!("has a certificate at {}", cfg.cert.display()),
+                };
                 anyhow::bail!(
-                    "already enrolled as device {} (tenant {}); pass --force to enroll again",
-                    e.device_id,
-                    e.tenant
+                    "this device already {who}; pass --force to enroll again (it becomes a new device unless the token replaces one)"
                 );
             }
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

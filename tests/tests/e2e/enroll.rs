@@ -170,6 +170,15 @@ async fn enroll_stream_renew_revoke_refused() {
     let uri = tandem_proto::device_uri("acme", &device);
     assert!(uri.starts_with("spiffe://tandem/tenant/acme/device/"));
 
+    // Enrolling again by mistake is refused and changes nothing.
+    let again = token(&site, &collector, &["--tenant", "acme"]).await;
+    let (ok, _, err) = agent.enroll(&again).await;
+    assert!(
+        !ok && err.contains(&format!("already enrolled as device {device}")),
+        "{err}"
+    );
+    assert_eq!(agent.identity(), Some(("acme".to_owned(), device.clone())));
+
     // Stream.
     let run = agent.spawn("agent.log");
     wait_for(
@@ -593,7 +602,16 @@ async fn certificates_renew_themselves_and_the_agent_outlives_its_first_certific
 
     // Wait until the first certificate has expired, crash the collector, bring it
     // back on the same port: the agent reconnects with the renewed certificate.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let first_expiry: i64 = site
+        .db()
+        .query_row(
+            "SELECT not_after_ms FROM certificates WHERE device_id = ?1 AND how = 'enroll'",
+            [device.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let left = (first_expiry + 1_000 - now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(left)).await;
     collector.kill9().await;
     std::fs::write(
         site.dir.path().join("collector.toml"),
