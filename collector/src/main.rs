@@ -276,25 +276,6 @@ fn main() -> anyhow::Result<()> {
                 &out,
                 validity,
             )?;
-            // Recorded so `device list` shows its expiry and `--replace` revokes it.
-            let pem = std::fs::read_to_string(out.join("agent.pem"))?;
-            let serial = pki::first_cert_der(&pem)
-                .and_then(|d| pki::cert_serial_hex(&d))
-                .context("the certificate just written cannot be read back")?;
-            let cert = admin::IssuedCert {
-                cert_pem: pem,
-                serial_hex: serial,
-                not_after_ms: validity.not_after_ms(),
-            };
-            admin::record_certificate(
-                &open_db(&DataDir {
-                    data_dir: data_dir.clone(),
-                })?,
-                &id,
-                &cert,
-                "manual",
-                now_ms(),
-            )?;
             println!(
                 "device {id} (tenant {tenant}): ca.pem, agent.pem, agent.key, agent.toml written to {}",
                 out.display()
