@@ -283,6 +283,25 @@ mod tests {
         assert!(err.contains("enrollment.toml"), "{err}");
     }
 
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_renewal_bundle_is_adopted_only_if_it_keeps_a_trusted_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("ca.pem");
+        let (old, new, stranger) = (ca_pem(), ca_pem(), ca_pem());
+        std::fs::write(&current, &old).unwrap();
+        assert!(bundle_overlaps(&current, &format!("{new}{old}")));
+        assert!(!bundle_overlaps(&current, &stranger));
+        assert!(!bundle_overlaps(&current, "not pem"));
+        assert!(!bundle_overlaps(&dir.path().join("missing.pem"), &old));
+    }
+
     #[cfg(unix)]
     #[test]
     fn the_key_file_is_private() {
