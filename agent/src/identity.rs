@@ -115,20 +115,35 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-/// Writes the key (private), the certificate and, if given, the CA.
+/// Writes the key (private), the certificate and, if given, the CA. The
+/// certificate and CA are staged first, so the key and the certificate change
+/// within microseconds of each other; an uplink that reads them in between fails
+/// one connection attempt and retries.
 pub fn store(
     cfg: &AgentConfig,
     key_pem: &str,
     cert_pem: &str,
     ca_pem: Option<&str>,
 ) -> Result<(), IdentityError> {
-    if let Some(dir) = cfg.key.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for p in [&cfg.key, &cfg.cert, &cfg.ca_cert] {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+    }
+    let staged = |p: &Path| p.with_extension("new");
+    let stage = |p: &Path, text: &str| -> Result<(), IdentityError> {
+        let tmp = staged(p);
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))
+    };
+    stage(&cfg.cert, cert_pem)?;
+    if let Some(ca) = ca_pem {
+        stage(&cfg.ca_cert, ca)?;
     }
     crate::platform::write_private_file(&cfg.key, key_pem.as_bytes()).map_err(io_err(&cfg.key))?;
-    write_atomic(&cfg.cert, cert_pem.as_bytes())?;
-    if let Some(ca) = ca_pem {
-        write_atomic(&cfg.ca_cert, ca.as_bytes())?;
+    let commit = |p: &Path| std::fs::rename(staged(p), p).map_err(io_err(p));
+    commit(&cfg.cert)?;
+    if ca_pem.is_some() {
+        commit(&cfg.ca_cert)?;
     }
     Ok(())
 }

@@ -283,6 +283,14 @@ async fn enroll_stream_renew_revoke_refused() {
     };
     assert!(renew.await.is_err(), "a revoked device cannot renew");
     stop(run).await;
+    // A restarted collector knows the revocation from its first handshake on.
+    assert!(collector.terminate().await);
+    let collector = site.start_collector("").await.unwrap();
+    let refused = async {
+        let mut c = client(collector.addr, &creds).await?;
+        Stream::hello(&mut c).await
+    };
+    assert!(refused.await.is_err(), "still refused after a restart");
     assert!(collector.terminate().await);
 }
 
