@@ -2,7 +2,10 @@
 //! no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/tandem/v1/telemetry.proto"];
+    let files = [
+        "proto/tandem/v1/telemetry.proto",
+        "proto/tandem/v1/enroll.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -2,8 +2,13 @@
 //! often to sample. Parsed strictly (unknown keys refused) and checked, reporting
 //! every problem with file, line and column.
 //!
+//! An enrolled agent needs no `collector_url`: enrollment writes it to
+//! `<state_dir>/enrollment.toml`. `enroll_token` (or the environment variable
+//! `TANDEM_ENROLL_TOKEN`) makes the first `run` enroll.
+//!
 //! ```toml
-//! collector_url = "https://collector.example.net:4443"   # required
+//! collector_url = "https://collector.example.net:4443"   # optional once enrolled
+//! enroll_token = "tdm1_…"                 # optional; used only while not enrolled
 //! server_name = "collector.example.net"   # optional; defaults to the URL's host
 //! ca_cert = "ca.pem"                      # paths are relative to this file
 //! cert = "agent.pem"
@@ -22,10 +27,23 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A secret that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// Empty when the config does not say; then enrollment's file does.
     pub collector_url: String,
+    /// A token to enroll with when the device has no identity yet.
+    pub enroll_token: Option<Secret>,
     pub server_name: String,
     pub ca_cert: PathBuf,
     pub cert: PathBuf,
@@ -45,6 +63,7 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields)]
 struct Raw {
     collector_url: Option<Spanned<String>>,
+    enroll_token: Option<Spanned<String>>,
     server_name: Option<Spanned<String>>,
     ca_cert: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
@@ -137,13 +156,7 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
     };
 
     let collector_url = match &raw.collector_url {
-        None => {
-            at(
-                0..0,
-                "collector_url is required (e.g. \"https://collector.example.net:4443\")".into(),
-            );
-            String::new()
-        }
+        None => String::new(),
         Some(s) => {
             if url_host(s.get_ref()).is_none() {
                 at(
@@ -164,6 +177,16 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         }
         Some(s) => s.get_ref().clone(),
         None => url_host(&collector_url).unwrap_or_default().to_owned(),
+    };
+    let enroll_token = match &raw.enroll_token {
+        None => None,
+        Some(s) => match tandem_proto::token::EnrollToken::parse(s.get_ref()) {
+            Ok(_) => Some(Secret(s.get_ref().trim().to_owned())),
+            Err(e) => {
+                at(s.span(), format!("enroll_token: {e}"));
+                None
+            }
+        },
     };
     let mut ranged = |v: &Option<Spanned<i64>>, key: &str, min: i64, max: i64, default: i64| match v
     {
@@ -204,6 +227,7 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
     );
     let cfg = AgentConfig {
         collector_url,
+        enroll_token,
         server_name,
         ca_cert: file(&raw.ca_cert, "ca.pem"),
         cert: file(&raw.cert, "agent.pem"),
@@ -251,14 +275,38 @@ mod tests {
             e.problems[1].starts_with("a.toml:2:17: interval_secs = 0 is out of range"),
             "{e}"
         );
-        let e = parse(Path::new("a.toml"), "interval_secs = 5\n").unwrap_err();
-        assert!(e.problems[0].contains("collector_url is required"), "{e}");
+        let e = parse(Path::new("a.toml"), "enroll_token = \"tdm1_xyz\"\n").unwrap_err();
+        assert!(
+            e.problems[0].starts_with("a.toml:1:16: enroll_token:"),
+            "{e}"
+        );
+        assert!(e.problems[0].contains("damaged"), "{e}");
         let e = parse(
             Path::new("a.toml"),
             "collector_url = \"https://x:1\"\nintervall = 3\n",
         )
         .unwrap_err();
         assert!(e.problems[0].starts_with("a.toml:2:1:"), "{e}");
+    }
+
+    #[test]
+    fn an_enrolled_agent_needs_no_url_and_the_token_stays_secret() {
+        let c = parse(Path::new("/etc/tandem/agent.toml"), "").unwrap();
+        assert_eq!(c.collector_url, "");
+        let token = tandem_proto::token::EnrollToken {
+            address: "c.example:4444".into(),
+            ca_fingerprint: [1; 32],
+            id: [2; 8],
+            secret: [3; 32],
+        }
+        .encode();
+        let c = parse(
+            Path::new("a.toml"),
+            &format!("enroll_token = \"{token}\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.enroll_token, Some(Secret(token.clone())));
+        assert!(!format!("{c:?}").contains(&token));
     }
 
     #[test]

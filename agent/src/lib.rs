@@ -4,6 +4,8 @@
 
 pub mod collect;
 pub mod config;
+pub mod enroll;
+pub mod identity;
 pub mod platform;
 pub mod reload;
 pub mod spool;
@@ -30,6 +32,59 @@ pub enum AgentError {
     Sampler(#[from] collect::SamplerError),
     #[error("background task failed")]
     Join,
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(
+        "this device has no identity yet ({} is missing): run `tandem-agent enroll --token TOKEN`, or set enroll_token in the config or TANDEM_ENROLL_TOKEN",
+        .0.display()
+    )]
+    NotEnrolled(std::path::PathBuf),
+    #[error(
+        "no collector to stream to: collector_url is not set in the config and {} does not exist",
+        .0.display()
+    )]
+    NoCollector(std::path::PathBuf),
+}
+
+/// Environment variable that may hold an enrollment token for the first `run`.
+pub const TOKEN_ENV: &str = "TANDEM_ENROLL_TOKEN";
+
+/// Makes `cfg` ready to stream: enrolls first if the device has no certificate and
+/// a token is at hand (config or `TANDEM_ENROLL_TOKEN`), then fills the collector
+/// address from `enrollment.toml` where the config does not give one.
+pub async fn prepare(cfg: AgentConfig) -> Result<AgentConfig, AgentError> {
+    let has_identity = cfg.cert.exists() && cfg.key.exists();
+    if !has_identity {
+        let token = cfg.enroll_token.as_ref().map(|s| s.0.clone()).or_else(|| {
+            std::env::var(TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+        });
+        let Some(token) = token else {
+            return Err(AgentError::NotEnrolled(cfg.cert.clone()));
+        };
+        let done = enroll::enroll(&cfg, &token).await?;
+        tracing::info!(device = %done.enrollment.device_id, tenant = %done.enrollment.tenant, "enrolled");
+    }
+    complete(cfg)
+}
+
+/// Fills what an enrolled agent's config may leave out (the collector address, from
+/// `enrollment.toml`). Used at start and on every config reload.
+pub fn complete(mut cfg: AgentConfig) -> Result<AgentConfig, AgentError> {
+    if cfg.collector_url.is_empty() {
+        let e = identity::Enrollment::load(&cfg.state_dir)?
+            .ok_or_else(|| AgentError::NoCollector(identity::Enrollment::path(&cfg.state_dir)))?;
+        cfg.collector_url = e.collector_url;
+    }
+    if cfg.server_name.is_empty() {
+        cfg.server_name = config::url_host(&cfg.collector_url)
+            .unwrap_or_default()
+            .to_owned();
+    }
+    Ok(cfg)
 }
 
 /// Runs the agent until `shutdown` resolves: sampling, spooling, streaming. With
@@ -39,6 +94,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let cfg = prepare(cfg).await?;
     // Fail early, with the file name, if the TLS files or URL are unusable.
     uplink::endpoint(&cfg)?;
     let state_dir = cfg.state_dir.clone();
@@ -58,7 +114,8 @@ pub async fn run(
     let stop_reload = CancellationToken::new();
     tracing::info!(collector = %cfg.collector_url, interval_secs = cfg.interval.as_secs(), spooled = pending, "agent started");
 
-    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let cfg = Arc::new(cfg);
+    let (cfg_tx, cfg_rx) = watch::channel(cfg.clone());
     let watcher = match config_path {
         Some(path) => match reload::watch(path, cfg_tx, stop_reload.clone()) {
             Ok(handle) => Some(handle),
@@ -82,10 +139,18 @@ pub async fn run(
         interval_rx,
         stop_sampling.clone(),
     ));
+    let renew_now = Arc::new(Notify::new());
+    let stop_renewal = CancellationToken::new();
+    let renewal = tokio::spawn(identity::renew_loop(
+        cfg.clone(),
+        renew_now.clone(),
+        stop_renewal.clone(),
+    ));
     let shared = uplink::Shared {
         spool,
         new_data,
         interval: interval_tx,
+        renew_now,
     };
     let uplink = tokio::spawn(uplink::run(cfg_rx, shared, stop_uplink.clone()));
 
@@ -101,6 +166,8 @@ pub async fn run(
     let _ = sampling.await;
     stop_uplink.cancel();
     let _ = uplink.await;
+    stop_renewal.cancel();
+    let _ = renewal.await;
     tracing::info!("agent stopped");
     Ok(())
 }

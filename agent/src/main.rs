@@ -21,6 +21,20 @@ enum Command {
         #[arg(long, default_value = "/etc/tandem/agent.toml")]
         config: PathBuf,
     },
+    /// Enroll this device with a token from `tandem-collector token create`: makes
+    /// the private key here, gets a certificate, writes them next to the config.
+    Enroll {
+        /// The token (default: the TANDEM_ENROLL_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+        /// Path to agent.toml (created with defaults if missing).
+        #[arg(long, default_value = "/etc/tandem/agent.toml")]
+        config: PathBuf,
+        /// Enroll again although this device is enrolled (it becomes a new device
+        /// unless the token was made with `--replace`).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print one sample as JSON and exit.
     Collect {
         /// Take one sample (the only mode for now).
@@ -45,6 +59,58 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(300));
             let reading = sampler.sample();
             println!("{}", serde_json::to_string_pretty(&reading)?);
+            Ok(())
+        }
+        Command::Enroll {
+            token,
+            config,
+            force,
+        } => {
+            let token = token
+                .or_else(|| std::env::var(tandem_agent::TOKEN_ENV).ok())
+                .filter(|t| !t.trim().is_empty())
+                .context("no token: pass --token or set TANDEM_ENROLL_TOKEN")?;
+            if !config.exists() {
+                if let Some(dir) = config.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                std::fs::write(
+                    &config,
+                    "# Written by `tandem-agent enroll`; every key is optional (see deploy/agent.toml).\n\
+                     # The collector's address is in <state_dir>/enrollment.toml.\n",
+                )
+                .with_context(|| format!("cannot write {}", config.display()))?;
+            }
+            let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !force && cfg.cert.exists() {
+                let who = match tandem_agent::identity::Enrollment::load(&cfg.state_dir) {
+                    Ok(Some(e)) => {
+                        format!("enrolled as device {} (tenant {})", e.device_id, e.tenant)
+                    }
+                    _ => format!("has a certificate at {}", cfg.cert.display()),
+                };
+                anyhow::bail!(
+                    "this device already {who}; pass --force to enroll again (it becomes a new device unless the token replaces one)"
+                );
+            }
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let done = rt
+                .block_on(tandem_agent::enroll::enroll(&cfg, &token))
+                .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
+            println!(
+                "enrolled as device {} (tenant {}{}); collector {}; key {} (private), certificate {}",
+                done.enrollment.device_id,
+                done.enrollment.tenant,
+                if done.enrollment.site.is_empty() {
+                    String::new()
+                } else {
+                    format!(", site {}", done.enrollment.site)
+                },
+                done.enrollment.collector_url,
+                done.key.display(),
+                done.cert.display()
+            );
             Ok(())
         }
         Command::Run { config } => {

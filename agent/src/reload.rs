@@ -56,7 +56,12 @@ pub fn watch(
             }
             while ev_rx.try_recv().is_ok() {}
             let p = path.clone();
-            let parsed = tokio::task::spawn_blocking(move || config::load(&p)).await;
+            let parsed = tokio::task::spawn_blocking(move || {
+                config::load(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| crate::complete(c).map_err(|e| e.to_string()))
+            })
+            .await;
             match parsed {
                 Ok(Ok(new)) => {
                     let changed = {

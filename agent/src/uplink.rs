@@ -64,6 +64,8 @@ pub struct Shared {
     pub new_data: Arc<Notify>,
     /// Sample interval pushed by the collector (zero: keep the configured one).
     pub interval: watch::Sender<Duration>,
+    /// Notified when the collector asks for a certificate renewal now.
+    pub renew_now: Arc<Notify>,
 }
 
 /// Builds the mTLS endpoint from the config's files.
@@ -207,6 +209,7 @@ async fn session(
     }
     if let Some(settings) = welcome.settings {
         apply_interval(shared, settings.sample_interval_secs);
+        apply_renew(shared, settings.renew_now);
     }
     tracing::info!(device = %welcome.device_id, tenant = %welcome.tenant, acked_seq = acked, "connected to collector");
     // The backoff resets only once an ack shows real progress: a collector that
@@ -221,6 +224,7 @@ async fn session(
     let mut next_backlog_at = Instant::now();
     let mut cfg_rx = cfg_rx.clone();
     let mut per_frame = pace(&cfg_rx.borrow());
+    let mut cfg_open = true;
     loop {
         // Report drops (spool bounds) as soon as there is someone to tell.
         with_spool(&shared.spool, |s| s.flush_gaps()).await?;
@@ -280,9 +284,12 @@ async fn session(
         }
         let msg = tokio::select! {
             _ = tokio::time::sleep_until(next_backlog_at.into()), if backlog_waiting => continue,
-            changed = cfg_rx.changed() => {
+            changed = cfg_rx.changed(), if cfg_open => {
                 if changed.is_err() {
-                    return Ok(());
+                    // Nobody publishes config changes any more (the watcher stopped,
+                    // e.g. at shutdown): keep going with what we have.
+                    cfg_open = false;
+                    continue;
                 }
                 let new = cfg_rx.borrow_and_update().clone();
                 if new.connection_differs(cfg) {
@@ -329,6 +336,7 @@ async fn session(
                 kind: Some(collector_frame::Kind::Settings(s)),
             })) => {
                 apply_interval(shared, s.sample_interval_secs);
+                apply_renew(shared, s.renew_now);
             }
             Ok(Some(CollectorFrame {
                 kind: Some(collector_frame::Kind::SlowDown(s)),
@@ -372,6 +380,12 @@ fn refused_seq(status: &tonic::Status) -> Option<u64> {
 fn apply_interval(shared: &Shared, secs: u32) {
     if secs > 0 {
         let _ = shared.interval.send(Duration::from_secs(u64::from(secs)));
+    }
+}
+
+fn apply_renew(shared: &Shared, renew_now: bool) {
+    if renew_now {
+        shared.renew_now.notify_one();
     }
 }
 

@@ -11,6 +11,10 @@
 //! [store]
 //! write_queue = 4096
 //! max_group = 1024
+//! [enrollment]
+//! listen = "0.0.0.0:4444"          # server-authenticated TLS, no client certificate
+//! cert_lifetime_secs = 2592000     # 30 days; agents renew at two thirds
+//! attempts_per_minute = 10         # per source address
 //! ```
 
 use std::net::SocketAddr;
@@ -32,6 +36,29 @@ pub struct Config {
     pub sample_interval_secs: u32,
     pub limits: TimeLimits,
     pub writer: WriterConfig,
+    pub enrollment: EnrollmentConfig,
+}
+
+/// The enrollment listener and the certificates it issues.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollmentConfig {
+    /// Where agents enroll with a token (its own port and TLS configuration).
+    pub listen: SocketAddr,
+    /// Lifetime of enrolled and renewed device certificates.
+    pub cert_lifetime: std::time::Duration,
+    /// Enrollment attempts allowed per source address per minute (a token secret
+    /// is 256 bits, so this is about load and log noise more than guessing).
+    pub attempts_per_minute: u32,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4444)),
+            cert_lifetime: std::time::Duration::from_secs(30 * 86_400),
+            attempts_per_minute: 10,
+        }
+    }
 }
 
 impl Config {
@@ -46,6 +73,7 @@ impl Config {
                 max_age_ms: 30 * 86_400_000,
             },
             writer: WriterConfig::default(),
+            enrollment: EnrollmentConfig::default(),
         }
     }
 
@@ -62,6 +90,16 @@ struct RawConfig {
     telemetry: RawTelemetry,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    enrollment: RawEnrollment,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    listen: Option<Spanned<String>>,
+    cert_lifetime_secs: Option<Spanned<i64>>,
+    attempts_per_minute: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,22 +211,25 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         }
         Some(s) => base.join(s.get_ref()),
     };
-    let listen = match &raw.telemetry.listen {
-        None => SocketAddr::from(([0, 0, 0, 0], 4443)),
-        Some(s) => match s.get_ref().parse() {
-            Ok(a) => a,
-            Err(_) => {
-                p.at(
-                    s.span(),
-                    format!(
-                        "listen = {:?} is not an address:port such as \"0.0.0.0:4443\"",
-                        s.get_ref()
-                    ),
-                );
-                SocketAddr::from(([0, 0, 0, 0], 4443))
-            }
-        },
-    };
+    let listen = address(&mut p, &raw.telemetry.listen, 4443);
+    let enroll_listen = address(&mut p, &raw.enrollment.listen, 4444);
+    let e = &raw.enrollment;
+    let lifetime = ranged(
+        &mut p,
+        &e.cert_lifetime_secs,
+        "cert_lifetime_secs",
+        10,
+        366 * 86_400,
+        30 * 86_400,
+    );
+    let attempts = ranged(
+        &mut p,
+        &e.attempts_per_minute,
+        "attempts_per_minute",
+        1,
+        100_000,
+        10,
+    );
     let t = &raw.telemetry;
     let interval = ranged(
         &mut p,
@@ -238,7 +279,32 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
             queue_len: queue as usize,
             max_group: group as usize,
         },
+        enrollment: EnrollmentConfig {
+            listen: enroll_listen,
+            cert_lifetime: std::time::Duration::from_secs(lifetime as u64),
+            attempts_per_minute: attempts as u32,
+        },
     })
+}
+
+fn address(p: &mut Problems<'_>, v: &Option<Spanned<String>>, default_port: u16) -> SocketAddr {
+    let default = SocketAddr::from(([0, 0, 0, 0], default_port));
+    match v {
+        None => default,
+        Some(s) => match s.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                p.at(
+                    s.span(),
+                    format!(
+                        "listen = {:?} is not an address:port such as \"0.0.0.0:{default_port}\"",
+                        s.get_ref()
+                    ),
+                );
+                default
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +321,18 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/tandem/data"));
         assert_eq!(c.listen.port(), 4443);
         assert_eq!(c.sample_interval_secs, 0);
+        assert_eq!(c.enrollment.listen.port(), 4444);
+        assert_eq!(c.enrollment.cert_lifetime.as_secs(), 30 * 86_400);
+    }
+
+    #[test]
+    fn enrollment_section_is_checked() {
+        let src = "[enrollment]\nlisten = \"x\"\ncert_lifetime_secs = 1\nattempts_per_minute = 0\n";
+        let e = parse(Path::new("c.toml"), src).unwrap_err();
+        assert_eq!(e.problems.len(), 3, "{e}");
+        assert!(e.problems[0].starts_with("c.toml:2:10: listen"), "{e}");
+        assert!(e.problems[1].contains("cert_lifetime_secs = 1"), "{e}");
+        assert!(e.problems[2].contains("attempts_per_minute = 0"), "{e}");
     }
 
     #[test]

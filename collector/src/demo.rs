@@ -15,8 +15,8 @@ use crate::server::Collector;
 /// The tenant the demo's agent belongs to.
 pub const DEMO_TENANT: &str = "demo";
 
-/// Writes an agent's certificate, key, CA and a ready `agent.toml` into `out`.
-/// Returns the device id.
+/// Writes an agent's certificate, key, CA and a ready `agent.toml` into `out`, and
+/// records the certificate in the database. Returns the device id.
 pub fn write_agent_bundle(
     data_dir: &Path,
     tenant: &str,
@@ -28,6 +28,21 @@ pub fn write_agent_bundle(
     let ca = pki::load_ca(data_dir)?;
     let device_id = device_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let issued = ca.issue_agent(tenant, &device_id, validity)?;
+    // Recorded so `device list` shows its expiry and `--replace` can revoke it.
+    let conn = crate::store::open(&data_dir.join(crate::store::DB_FILE))?;
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    crate::store::admin::record_certificate(
+        &conn,
+        &device_id,
+        &crate::store::admin::IssuedCert {
+            cert_pem: issued.cert_pem.clone(),
+            serial_hex: issued.serial_hex.clone(),
+            not_after_ms: validity.not_after_ms(),
+        },
+        "manual",
+        now_ms,
+    )?;
+    drop(conn);
     pki::write_file(&out.join("ca.pem"), &ca.cert_pem, false)?;
     pki::write_file(&out.join("agent.pem"), &issued.cert_pem, false)?;
     pki::write_file(&out.join("agent.key"), &issued.key_pem, true)?;
@@ -63,6 +78,8 @@ pub async fn run(
     }
     let mut config = Config::new(data_dir.clone(), listen);
     config.sample_interval_secs = 5;
+    // The demo's agent has its certificate already; enrollment stays on loopback.
+    config.enrollment.listen = SocketAddr::new(listen.ip(), 0);
     let collector = match Collector::bind(config.clone()).await {
         Ok(c) => c,
         Err(crate::server::ServeError::Bind { .. }) if listen.port() != 0 => {

@@ -2,11 +2,13 @@
 //! send in SQLite, and acknowledges only what is durably committed.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod grpc;
 pub mod pki;
 pub mod reload;
+pub mod revocation;
 pub mod server;
 pub mod store;
 

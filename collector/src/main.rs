@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use tandem_collector::cli::{format_ms, parse_duration};
 use tandem_collector::pki::{self, Validity};
+use tandem_collector::store::admin;
 use tandem_collector::{Collector, config, demo, store};
 
 #[derive(Parser)]
@@ -40,6 +42,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tenants: the organisations whose devices this collector watches.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Sites: optional places within a tenant (an office, a branch).
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Enrollment tokens: what a new agent needs to enroll, in one string.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enrolled and connected devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Run a collector and an agent for this machine on loopback, with a throwaway CA.
     Demo {
         /// Where to keep the demo's files (default: a new folder under the temp dir).
@@ -50,8 +72,134 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct DataDir {
+    /// The collector's data dir (database and CA).
+    #[arg(long, default_value = "/var/lib/tandem")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Create a site in a tenant.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// List sites (of one tenant, or all).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an enrollment token and print it (the only time its secret is shown).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        site: Option<String>,
+        /// How long the token can be used: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Re-enroll a reinstalled machine as this existing device (keeps its id
+        /// and history; its old certificates are revoked). Single use.
+        #[arg(long)]
+        replace: Option<String>,
+        /// host:port of the enrollment listener as agents reach it.
+        #[arg(long)]
+        address: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Revoke a token: it can no longer be used.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List devices: tenant, site, host, OS, agent, certificate expiry, last seen.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Revoke a device: its certificates stop working at once (a running collector
+    /// closes its streams within a second).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Ask a device to renew its certificate now.
+    Renew {
+        id: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum RotateStep {
+    /// Make a new issuing CA; the old one stays trusted and keeps serving.
+    Begin {
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Re-issue the server certificate with the new CA and retire the old one.
+    Finish {
+        /// Finish although some devices have not renewed since `begin` (they will
+        /// be cut off and must re-enroll).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DataDir,
+    },
+}
+
 #[derive(Subcommand)]
 enum PkiCommand {
+    /// Rotate the collector CA in two steps (see docs/SECURITY.md).
+    RotateCa {
+        #[command(subcommand)]
+        step: RotateStep,
+    },
     /// Create the collector CA and server certificate in the data dir.
     Init {
         #[arg(long, default_value = "/var/lib/tandem")]
@@ -96,6 +244,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Pki {
+            command: PkiCommand::RotateCa { step },
+        } => rotate_ca(step),
+        Command::Pki {
             command: PkiCommand::Init { data_dir, names },
         } => {
             let paths = pki::init(&data_dir, &names)?;
@@ -136,6 +287,10 @@ fn main() -> anyhow::Result<()> {
             device,
             json,
         } => inspect(&data_dir, device.as_deref(), json),
+        Command::Tenant { command } => tenant(command),
+        Command::Site { command } => site(command),
+        Command::Token { command } => token(command),
+        Command::Device { command } => device(command),
         Command::Demo { dir, listen } => {
             runtime()?.block_on(demo::run(dir, listen, shutdown_signal()))
         }
@@ -154,13 +309,255 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             .watch_config(path.to_owned());
         // One line on stdout that scripts and tests can wait for.
         println!(
-            "tandem-collector listening telemetry={} data_dir={}",
+            "tandem-collector listening telemetry={} enroll={} data_dir={}",
             collector.local_addr(),
+            collector.enroll_addr(),
             cfg.data_dir.display()
         );
         collector.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens the database for an administrative command (applying migrations, so a
+/// fresh data dir works before the first `serve`).
+fn open_db(db: &DataDir) -> anyhow::Result<rusqlite::Connection> {
+    if !db.data_dir.is_dir() {
+        anyhow::bail!(
+            "{}: no such data dir (run `tandem-collector pki init --data-dir {}` first)",
+            db.data_dir.display(),
+            db.data_dir.display()
+        );
+    }
+    Ok(store::open(&db.data_dir.join(store::DB_FILE))?)
+}
+
+fn rotate_ca(step: RotateStep) -> anyhow::Result<()> {
+    match step {
+        RotateStep::Begin { db } => {
+            pki::rotate_begin(&db.data_dir, now_ms())?;
+            println!(
+                "new issuing CA made; the old CA stays trusted. Next: restart the collector, run \
+                 `tandem-collector device renew ID` for every device (or wait for their renewals), \
+                 then `tandem-collector pki rotate-ca finish`"
+            );
+        }
+        RotateStep::Finish { force, db } => {
+            let started = pki::rotation_started(&db.data_dir)?.ok_or(pki::PkiError::NoRotation)?;
+            let behind: Vec<_> = admin::list_devices(&open_db(&db)?)?
+                .into_iter()
+                .filter(|d| d.revoked_ms.is_none())
+                .filter(|d| d.cert_issued_ms.is_none_or(|t| t < started))
+                .map(|d| d.id)
+                .collect();
+            if !behind.is_empty() && !force {
+                anyhow::bail!(
+                    "{} device(s) have no certificate from the new CA yet and would be cut off: {}; \
+                     renew them (`tandem-collector device renew ID`) or pass --force",
+                    behind.len(),
+                    behind.join(", ")
+                );
+            }
+            pki::rotate_finish(&db.data_dir)?;
+            println!(
+                "server certificate re-issued by the new CA; the old CA is retired. Restart the \
+                 collector. Enrollment tokens made before now pin the old CA: make new ones"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
+    match cmd {
+        TenantCommand::Create { name, db } => {
+            admin::create_tenant(&open_db(&db)?, &name, now_ms())?;
+            println!("tenant {name} created");
+        }
+        TenantCommand::List { db } => {
+            let rows = admin::list_tenants(&open_db(&db)?)?;
+            println!("{:<24} {:>6} {:>8}  CREATED", "TENANT", "SITES", "DEVICES");
+            for t in rows {
+                println!(
+                    "{:<24} {:>6} {:>8}  {}",
+                    t.name,
+                    t.sites,
+                    t.devices,
+                    format_ms(t.created_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn site(cmd: SiteCommand) -> anyhow::Result<()> {
+    match cmd {
+        SiteCommand::Create { tenant, name, db } => {
+            admin::create_site(&open_db(&db)?, &tenant, &name, now_ms())?;
+            println!("site {name} created in tenant {tenant}");
+        }
+        SiteCommand::List { tenant, db } => {
+            let rows = admin::list_sites(&open_db(&db)?, tenant.as_deref())?;
+            println!("{:<24} {:<24} {:>8}  CREATED", "TENANT", "SITE", "DEVICES");
+            for s in rows {
+                println!(
+                    "{:<24} {:<24} {:>8}  {}",
+                    s.tenant,
+                    s.name,
+                    s.devices,
+                    format_ms(s.created_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use ring::rand::SecureRandom;
+    use tandem_proto::token::EnrollToken;
+    match cmd {
+        TokenCommand::Create {
+            tenant,
+            site,
+            expires,
+            uses,
+            replace,
+            address,
+            db,
+        } => {
+            let lifetime =
+                parse_duration(&expires).map_err(|e| anyhow::anyhow!("--expires {e}"))?;
+            if uses == 0 {
+                anyhow::bail!("--uses must be 1 or more");
+            }
+            if replace.is_some() && uses != 1 {
+                anyhow::bail!("--replace makes a single-use token; drop --uses");
+            }
+            if tandem_proto::token::split_address(&address).is_none()
+                || address.len() > tandem_proto::token::MAX_ADDRESS_BYTES
+            {
+                anyhow::bail!(
+                    "--address {address:?} is not host:port (e.g. collector.example.net:4444)"
+                );
+            }
+            let fingerprint = pki::serving_fingerprint(&db.data_dir)?;
+            let rng = ring::rand::SystemRandom::new();
+            let mut id = [0u8; 8];
+            let mut secret = [0u8; 32];
+            rng.fill(&mut id)
+                .and_then(|()| rng.fill(&mut secret))
+                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+            let token = EnrollToken {
+                address,
+                ca_fingerprint: fingerprint,
+                id,
+                secret,
+            };
+            let now = now_ms();
+            let expires_ms = now + lifetime.as_millis() as i64;
+            admin::insert_token(
+                &open_db(&db)?,
+                &admin::NewToken {
+                    id_hex: token.id_hex(),
+                    secret_sha256: token.secret_hash(),
+                    tenant: tenant.clone(),
+                    site: site.clone(),
+                    replace_device_id: replace.clone(),
+                    expires_ms,
+                    max_uses: uses,
+                },
+                now,
+            )?;
+            eprintln!(
+                "token {} for tenant {tenant}{}{}: {uses} use(s), expires {}",
+                token.id_hex(),
+                site.map(|s| format!(", site {s}")).unwrap_or_default(),
+                replace
+                    .map(|d| format!(", replaces device {d}"))
+                    .unwrap_or_default(),
+                format_ms(expires_ms)
+            );
+            eprintln!("on the device: tandem-agent enroll --token <the line below>");
+            println!("{}", token.encode());
+        }
+        TokenCommand::List { db } => {
+            let now = now_ms();
+            let rows = admin::list_tokens(&open_db(&db)?)?;
+            println!(
+                "{:<16}  {:<16} {:<16} {:>5}  {:<8} {:<18} REPLACES",
+                "ID", "TENANT", "SITE", "USES", "STATE", "EXPIRES"
+            );
+            for t in rows {
+                println!(
+                    "{:<16}  {:<16} {:<16} {:>5}  {:<8} {:<18} {}",
+                    t.id,
+                    t.tenant,
+                    t.site.as_deref().unwrap_or("-"),
+                    format!("{}/{}", t.uses, t.max_uses),
+                    t.state(now),
+                    format_ms(t.expires_ms),
+                    t.replace_device_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        TokenCommand::Revoke { id, db } => {
+            admin::revoke_token(&open_db(&db)?, &id, now_ms())?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCommand::List { json, db } => {
+            let rows = admin::list_devices(&open_db(&db)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} STATE",
+                "DEVICE", "TENANT", "SITE", "HOST", "OS", "AGENT", "CERT EXPIRES", "LAST SEEN"
+            );
+            for d in rows {
+                println!(
+                    "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {}",
+                    d.id,
+                    d.tenant,
+                    d.site.as_deref().unwrap_or("-"),
+                    d.hostname,
+                    format!("{} {}", d.os_family, d.os_version).trim(),
+                    d.agent_version,
+                    d.cert_not_after_ms.map_or("-".into(), format_ms),
+                    format_ms(d.last_seen_ms),
+                    if d.revoked_ms.is_some() {
+                        "revoked"
+                    } else {
+                        "ok"
+                    }
+                );
+            }
+        }
+        DeviceCommand::Revoke { id, db } => {
+            admin::revoke_device(&mut open_db(&db)?, &id, now_ms())?;
+            println!("device {id} revoked");
+        }
+        DeviceCommand::Renew { id, db } => {
+            admin::request_renew(&open_db(&db)?, &id, now_ms())?;
+            println!("device {id} asked to renew its certificate");
+        }
+    }
+    Ok(())
 }
 
 fn inspect(data_dir: &Path, device: Option<&str>, json: bool) -> anyhow::Result<()> {

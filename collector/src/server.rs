@@ -1,5 +1,7 @@
-//! Wires the collector together: store writer, TLS listener, gRPC service, and the
-//! shutdown order (stop intake → flush acks → commit → close the database).
+//! Wires the collector together: store writer, the telemetry listener (mTLS:
+//! ingest and certificate renewal), the enrollment listener (server-only TLS), the
+//! revocation poller, and the shutdown order (stop intake → flush acks → commit →
+//! close the database).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,6 +10,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tandem_proto::v1::Settings;
+use tandem_proto::v1::enrollment_server::EnrollmentServer;
+use tandem_proto::v1::identity_server::IdentityServer;
 use tandem_proto::v1::telemetry_server::TelemetryServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -17,10 +21,13 @@ use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
 use crate::config::Config;
+use crate::grpc::enroll::{EnrollService, Issuing, RenewService};
 use crate::grpc::ingest::{Ingest, LiveConfig};
+use crate::grpc::ratelimit::RateLimiter;
 use crate::grpc::tls;
-use crate::pki::PkiPaths;
+use crate::pki::{self, PkiError, PkiPaths};
 use crate::reload;
+use crate::revocation::{self, Revocations};
 use crate::store::writer::{Writer, WriterThread};
 use crate::store::{self, StoreError};
 
@@ -43,6 +50,10 @@ pub enum ServeError {
     Thread(#[source] std::io::Error),
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("cannot load revocations: {0}")]
+    Revocations(#[from] crate::store::admin::AdminError),
 }
 
 /// What of `config` applies to open streams.
@@ -51,6 +62,7 @@ pub(crate) fn live_config(config: &Config) -> LiveConfig {
         limits: config.limits,
         settings: Settings {
             sample_interval_secs: config.sample_interval_secs,
+            renew_now: false,
         },
     }
 }
@@ -62,6 +74,11 @@ pub struct Collector {
     config_path: Option<std::path::PathBuf>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    enroll_listener: TcpListener,
+    enroll_tls: Arc<rustls::ServerConfig>,
+    issuing: Arc<Issuing>,
+    revocations: Arc<Revocations>,
+    cursor: revocation::Cursor,
     writer: Writer,
     writer_thread: WriterThread,
 }
@@ -70,11 +87,22 @@ impl Collector {
     /// Opens the store, loads the TLS material and binds the telemetry port.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
         let paths = PkiPaths::new(&config.data_dir);
-        let tls = tls::server_config(&paths)?;
         let db = config.db_path();
         let conn = tokio::task::spawn_blocking(move || store::open(&db))
             .await
             .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        // Every revocation is known before the first handshake.
+        let revocations = Arc::new(Revocations::default());
+        let mut cursor = revocation::Cursor::default();
+        revocation::load_new(&conn, &revocations, &mut cursor)?;
+        let tls = tls::server_config(&paths, revocations.clone())?;
+        let enroll_tls = tls::enroll_server_config(&paths)?;
+        let issuing = Arc::new(Issuing {
+            ca: pki::load_ca(&config.data_dir)?,
+            db: std::sync::Mutex::new(None),
+            db_path: config.db_path(),
+            lifetime: config.enrollment.cert_lifetime,
+        });
         let (writer, writer_thread) =
             Writer::spawn(conn, config.writer).map_err(ServeError::Thread)?;
         let listener =
@@ -84,11 +112,24 @@ impl Collector {
                     addr: config.listen,
                     source,
                 })?;
+        let enroll_addr = config.enrollment.listen;
+        let enroll_listener =
+            TcpListener::bind(enroll_addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: enroll_addr,
+                    source,
+                })?;
         Ok(Self {
             config,
             config_path: None,
             listener,
             tls,
+            enroll_listener,
+            enroll_tls,
+            issuing,
+            revocations,
+            cursor,
             writer,
             writer_thread,
         })
@@ -100,6 +141,13 @@ impl Collector {
         self
     }
 
+    /// The address the enrollment listener actually bound.
+    pub fn enroll_addr(&self) -> SocketAddr {
+        self.enroll_listener
+            .local_addr()
+            .unwrap_or(self.config.enrollment.listen)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.config.listen)
@@ -107,6 +155,7 @@ impl Collector {
 
     /// Serves until `shutdown` resolves, then drains and closes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let telemetry_port = self.local_addr().port();
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         // Finished TLS handshakes waiting for tonic to pick them up.
@@ -117,6 +166,20 @@ impl Collector {
             conn_tx,
             token.clone(),
             tracker.clone(),
+        ));
+        let (enroll_tx, enroll_rx) = mpsc::channel(64);
+        let enroll_accept = tokio::spawn(tls::accept_loop(
+            self.enroll_listener,
+            self.enroll_tls,
+            enroll_tx,
+            token.clone(),
+            tracker.clone(),
+        ));
+        let poller = tokio::spawn(revocation::poll(
+            self.config.db_path(),
+            self.revocations.clone(),
+            self.cursor,
+            token.clone(),
         ));
         let sessions = Arc::new(AtomicI64::new(0));
         let (live_tx, live_rx) = watch::channel(live_config(&self.config));
@@ -138,7 +201,28 @@ impl Collector {
             tracker: tracker.clone(),
             shutdown: token.clone(),
             sessions: sessions.clone(),
+            revocations: self.revocations.clone(),
         };
+        let renew = IdentityServer::new(RenewService {
+            issuing: self.issuing.clone(),
+            revocations: self.revocations.clone(),
+        });
+        let enroll = EnrollmentServer::new(EnrollService {
+            issuing: self.issuing.clone(),
+            limiter: std::sync::Mutex::new(RateLimiter::new(
+                self.config.enrollment.attempts_per_minute,
+            )),
+            telemetry_port,
+        });
+        let enroll_stop = token.clone();
+        let enroll_server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .timeout(Duration::from_secs(30))
+                .add_service(enroll)
+                .serve_with_incoming_shutdown(ReceiverStream::new(enroll_rx), async move {
+                    enroll_stop.cancelled().await;
+                }),
+        );
         let svc = TelemetryServer::new(ingest)
             .max_decoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
@@ -152,6 +236,7 @@ impl Collector {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(svc)
+            .add_service(renew)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
                 stop.cancelled().await;
             });
@@ -177,6 +262,9 @@ impl Collector {
         if let Some(w) = watcher {
             let _ = w.await;
         }
+        let _ = enroll_accept.await;
+        let _ = poller.await;
+        let _ = enroll_server.await;
         let _ = reporter.await;
         tracker.close();
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await;

@@ -10,6 +10,8 @@ pub mod v1 {
     tonic::include_proto!("tandem.v1");
 }
 
+pub mod token;
+
 /// The protocol revision spoken by this build (see docs/PROTOCOL.md).
 pub const PROTOCOL_VERSION: u32 = 1;
 

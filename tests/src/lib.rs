@@ -118,18 +118,52 @@ impl Site {
         }
     }
 
-    /// Starts `tandem-collector serve` on a free loopback port.
+    /// Starts `tandem-collector serve` on free loopback ports (telemetry and
+    /// enrollment). `extra_toml` continues the `[telemetry]` table.
     pub async fn start_collector(&self, extra_toml: &str) -> anyhow::Result<CollectorProc> {
+        self.start_collector_with(extra_toml, "").await
+    }
+
+    /// Like [`Site::start_collector`], with extra keys for the `[enrollment]` table.
+    pub async fn start_collector_with(
+        &self,
+        extra_toml: &str,
+        enrollment_toml: &str,
+    ) -> anyhow::Result<CollectorProc> {
         let cfg = self.dir.path().join("collector.toml");
-        if !cfg.exists() || !extra_toml.is_empty() {
+        if !cfg.exists() || !extra_toml.is_empty() || !enrollment_toml.is_empty() {
             std::fs::write(
                 &cfg,
                 format!(
-                    "data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"
+                    "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n{enrollment_toml}\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"
                 ),
             )?;
         }
         CollectorProc::spawn(&cfg, &self.dir.path().join("collector.log")).await
+    }
+
+    /// Runs `tandem-collector ARGS --data-dir <this site>`; returns (success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin("tandem-collector"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .await
+            .expect("run tandem-collector");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub async fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args).await;
+        assert!(ok, "tandem-collector {args:?} failed:\n{err}");
+        out
     }
 
     /// A read-only connection to the collector's database.
@@ -155,7 +189,7 @@ impl Site {
         std::fs::write(
             self.dir.path().join("collector.toml"),
             format!(
-                "data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{extra_toml}"
+                "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{extra_toml}"
             ),
         )
         .expect("write collector.toml");
@@ -312,6 +346,8 @@ pub fn spool_contents(agent_dir: &Path) -> (usize, usize, u64) {
 pub struct CollectorProc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The enrollment listener.
+    pub enroll_addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -346,9 +382,15 @@ impl CollectorProc {
             .find_map(|w| w.strip_prefix("telemetry="))
             .context("no telemetry= in the collector's first line")?
             .parse()?;
+        let enroll_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("enroll="))
+            .context("no enroll= in the collector's first line")?
+            .parse()?;
         Ok(Self {
             child,
             addr,
+            enroll_addr,
             log: log.to_owned(),
         })
     }

@@ -1,5 +1,8 @@
 //! The platform facade: the same signatures on every OS; `#[cfg]` appears only on the
 //! `mod` lines below, never in collection logic.
+//!
+//! `write_private_file` (the agent's private key) is shared by every unix in
+//! `unix_files.rs`; Windows and unknown platforms have their own.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -20,3 +23,8 @@ pub use macos::*;
 mod unsupported;
 #[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
 pub use unsupported::*;
+
+#[cfg(unix)]
+mod unix_files;
+#[cfg(unix)]
+pub use unix_files::write_private_file;

@@ -14,3 +14,11 @@ pub fn process_count() -> Option<usize> {
 pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Writes `contents` to `path` atomically (temp file, rename). No permission
+/// restriction is applied on platforms Tandem does not know.
+pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}

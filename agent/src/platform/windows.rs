@@ -17,3 +17,50 @@ pub fn process_count() -> Option<usize> {
 pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Writes `contents` to `path` atomically, readable only by SYSTEM, Administrators
+/// and the account running the agent.
+///
+/// The temp file is created empty, its ACL is replaced (inheritance removed) with
+/// `icacls` before any secret is written, then it is filled and renamed over `path`
+/// (a rename on one volume keeps the ACL). `icacls` ships with every supported
+/// Windows; if it fails, nothing is written (fail closed).
+///
+/// Not yet exercised on a real Windows machine: CI only type-checks this file.
+pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let mut grants = vec![
+        "*S-1-5-18:F".to_owned(),     // SYSTEM
+        "*S-1-5-32-544:F".to_owned(), // Administrators
+    ];
+    if let Ok(user) = std::env::var("USERNAME")
+        && !user.is_empty()
+    {
+        grants.push(format!("{user}:F"));
+    }
+    let mut cmd = std::process::Command::new("icacls");
+    cmd.arg(&tmp)
+        .arg("/inheritance:r")
+        .arg("/grant:r")
+        .args(&grants);
+    let out = cmd.output()?;
+    if !out.status.success() {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(std::io::Error::other(format!(
+            "icacls could not restrict {}: {}",
+            tmp.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        )));
+    }
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}

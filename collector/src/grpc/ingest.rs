@@ -4,7 +4,8 @@
 //! with Welcome (the highest seq already stored), then checks each frame, queues it
 //! for the store writer, and acknowledges sequence numbers in order as their groups
 //! commit. A bad frame ends only its own stream, with a status that says what was
-//! wrong; batches acknowledged before it stay stored.
+//! wrong; batches acknowledged before it stay stored. Each session registers with
+//! [`Revocations`], which ends it when its device or certificate is revoked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::validate::{self, Refused, TimeLimits};
+use crate::revocation::Revocations;
 use crate::store::StoreError;
 use crate::store::writer::{DeviceIdentity, Pending, Writer};
 
@@ -65,7 +67,11 @@ pub struct Ingest {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: Arc<std::sync::atomic::AtomicI64>,
+    /// Revoked devices and certificates; open sessions register here.
+    pub(crate) revocations: Arc<Revocations>,
 }
+
+const REVOKED: &str = "the certificate of this device has been revoked";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -94,8 +100,8 @@ fn store_status(err: &StoreError) -> Status {
     }
 }
 
-/// The identity in the client certificate, or Unauthenticated.
-fn peer_identity<T>(req: &Request<T>) -> Result<DeviceIdentity, Status> {
+/// The identity and serial in the client certificate, or Unauthenticated.
+fn peer_identity<T>(req: &Request<T>) -> Result<(DeviceIdentity, String), Status> {
     let certs = req
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
@@ -105,7 +111,8 @@ fn peer_identity<T>(req: &Request<T>) -> Result<DeviceIdentity, Status> {
     let (tenant, device_id) = crate::pki::identity_from_der(leaf).ok_or_else(|| {
         Status::unauthenticated("the client certificate carries no tandem device identity")
     })?;
-    Ok(DeviceIdentity { tenant, device_id })
+    let serial = crate::pki::cert_serial_hex(leaf).unwrap_or_default();
+    Ok((DeviceIdentity { tenant, device_id }, serial))
 }
 
 #[tonic::async_trait]
@@ -116,7 +123,12 @@ impl Telemetry for Ingest {
         &self,
         request: Request<Streaming<AgentFrame>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let who = peer_identity(&request)?;
+        let (who, serial) = peer_identity(&request)?;
+        // The handshake checked too; this catches a revocation that arrived while the
+        // connection stayed open.
+        if self.revocations.is_revoked(&who.device_id, &serial) {
+            return Err(Refusal::WrongIdentity.status(REVOKED));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(IN_FLIGHT_PER_STREAM + 4);
         let session = Session {
@@ -125,6 +137,8 @@ impl Telemetry for Ingest {
             live_config: self.live_config.clone(),
             shutdown: self.shutdown.clone(),
             tx,
+            serial,
+            revocations: self.revocations.clone(),
         };
         let sessions = self.sessions.clone();
         self.tracker.spawn(async move {
@@ -143,6 +157,9 @@ struct Session {
     shutdown: CancellationToken,
     /// Frames to the agent; bounded, so an agent that stops reading stalls only itself.
     tx: mpsc::Sender<Result<CollectorFrame, Status>>,
+    /// Serial of the client certificate, for revocation of single certificates.
+    serial: String,
+    revocations: Arc<Revocations>,
 }
 
 fn frame(kind: collector_frame::Kind) -> CollectorFrame {
@@ -219,12 +236,19 @@ impl Session {
             })?;
         tracing::info!(device = %self.who.device_id, tenant = %self.who.tenant, hostname = %facts.hostname,
             agent_version = %facts.agent_version, acked_seq = acked, "agent connected");
+        let guard = self
+            .revocations
+            .register(&self.who.device_id, &self.serial, self.tx.clone());
+        let settings = Settings {
+            renew_now: self.revocations.renew_pending(&self.who.device_id),
+            ..self.live_config.borrow().settings
+        };
         let welcome = Welcome {
             protocol_version: tandem_proto::PROTOCOL_VERSION,
             acked_seq: acked,
             device_id: self.who.device_id.clone(),
             tenant: self.who.tenant.clone(),
-            settings: Some(self.live_config.borrow().settings),
+            settings: Some(settings),
         };
         if !send_frame(&self.tx, Ok(frame(collector_frame::Kind::Welcome(welcome)))).await {
             return Ok(());
@@ -242,7 +266,13 @@ impl Session {
             self.who.device_id.clone(),
             failed.clone(),
         ));
-        let result = self.read_frames(inbound, pending_tx, &failed).await;
+        let result = tokio::select! {
+            r = self.read_frames(inbound, pending_tx, &failed) => r,
+            _ = guard.cancel.cancelled() => {
+                tracing::info!(device = %self.who.device_id, "stream of a revoked certificate closed");
+                Err(Refusal::WrongIdentity.status(REVOKED))
+            }
+        };
         // Batches already queued are committed (or failed) whatever happened next:
         // acknowledge them before the stream ends.
         let ack_result = acker.await.unwrap_or(Ok(()));
@@ -259,15 +289,19 @@ impl Session {
         let mut slowed_at: Option<Instant> = None;
         let mut live_config = self.live_config.clone();
         live_config.mark_unchanged();
+        let mut config_open = true;
         loop {
             let msg = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = failed.cancelled() => return Ok(()),
-                changed = live_config.changed() => {
+                changed = live_config.changed(), if config_open => {
                     if changed.is_ok() {
                         // Push reloaded settings to the agent now.
                         let settings = live_config.borrow_and_update().settings;
                         let _ = self.tx.try_send(Ok(frame(collector_frame::Kind::Settings(settings))));
+                    } else {
+                        // No config watcher (demo, or it stopped): nothing will change.
+                        config_open = false;
                     }
                     continue;
                 }

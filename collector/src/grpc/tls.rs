@@ -1,10 +1,16 @@
-//! The telemetry listener's TLS: TLS 1.3 only, a client certificate from the
-//! collector's CA required at the handshake.
+//! The collector's two TLS listeners.
+//!
+//! - Telemetry: TLS 1.3 only, a client certificate from the collector's CA required
+//!   at the handshake, and refused if the device or the certificate's serial is
+//!   revoked ([`RevocationCheck`] wraps rustls' `WebPkiClientVerifier`).
+//! - Enrollment: TLS 1.3 only, no client certificate (a new agent has none yet). It
+//!   sends the chain `[server certificate, CA certificate]`, so the agent can pin the
+//!   CA by the fingerprint in its token. The two share no configuration.
 //!
 //! We run our own tokio-rustls acceptor instead of tonic's `ServerTlsConfig` because
-//! that one cannot restrict protocol versions and takes no custom verifier (revocation
-//! will plug in here). The accepted `TlsStream<TcpStream>` keeps tonic's
-//! `Request::peer_certs()` working.
+//! that one cannot restrict protocol versions and takes no custom verifier. The
+//! accepted `TlsStream<TcpStream>` keeps tonic's `Request::peer_certs()` and
+//! `remote_addr()` working.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +19,8 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls_pki_types::UnixTime;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::pki::PkiPaths;
+use crate::revocation::Revocations;
 
 /// A handshake that has not finished by then is dropped, so a client that opens a
 /// socket and says nothing cannot hold a slot.
@@ -44,16 +53,93 @@ pub enum TlsSetupError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-/// Builds the server-side TLS configuration from the PKI files.
-pub fn server_config(paths: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+/// The client-certificate verifier of the telemetry listener: rustls' WebPKI checks
+/// (chain to our CA, validity, ClientAuth usage), then the revocation set.
+#[derive(Debug)]
+pub struct RevocationCheck {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<Revocations>,
+}
+
+impl ClientCertVerifier for RevocationCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        // A certificate of our CA without a device identity or serial cannot be
+        // checked against revocations; ingest refuses it anyway, refuse it here.
+        let serial = crate::pki::cert_serial_hex(end_entity);
+        let identity = crate::pki::identity_from_der(end_entity);
+        match (identity, serial) {
+            (Some((_, device)), Some(serial)) if !self.revoked.is_revoked(&device, &serial) => {
+                Ok(verified)
+            }
+            (Some((_, device)), Some(serial)) => {
+                tracing::info!(device = %device, serial = %serial, "handshake with a revoked certificate refused");
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Revoked,
+                ))
+            }
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Builds the telemetry listener's TLS configuration from the PKI files.
+pub fn server_config(
+    paths: &PkiPaths,
+    revoked: Arc<Revocations>,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca = load_certs(&paths.ca_cert)?;
     let mut roots = RootCertStore::empty();
     for c in ca {
         roots.add(c)?;
     }
-    let verifier =
+    let inner =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = Arc::new(RevocationCheck { inner, revoked });
     let chain = load_certs(&paths.server_cert)?;
     let key =
         PrivateKeyDer::from_pem_file(&paths.server_key).map_err(|source| TlsSetupError::Pem {
@@ -63,6 +149,25 @@ pub fn server_config(paths: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, TlsS
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Builds the enrollment listener's TLS configuration: no client certificate; the
+/// chain carries the CA so a new agent can check it against its token's pin.
+pub fn enroll_server_config(paths: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut chain = load_certs(&paths.server_cert)?;
+    chain.extend(load_certs(&paths.ca_cert)?);
+    let key =
+        PrivateKeyDer::from_pem_file(&paths.server_key).map_err(|source| TlsSetupError::Pem {
+            path: paths.server_key.display().to_string(),
+            source,
+        })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
         .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))

@@ -1,7 +1,10 @@
 //! The collector's SQLite store: schema and migrations, the single writer, and reads.
 //!
 //! Invariants:
-//! - one process writes, through [`writer::Writer`] only (one thread, group commit);
+//! - ingest writes go through [`writer::Writer`] only (one thread, group commit);
+//!   the rare administrative writes (CLI commands, enrollment, renewal: see
+//!   [`admin`]) run on their own connection in short `BEGIN IMMEDIATE`
+//!   transactions, which SQLite serialises with the writer (5 s busy timeout);
 //! - the database runs in WAL mode with `synchronous = FULL`, so a commit that returned
 //!   survives a process or OS crash — and only committed batches are ever acknowledged;
 //! - schema changes are numbered SQL files in `migrations/`, applied in order and
@@ -10,6 +13,7 @@
 //! Everything outside this module talks to the store through the narrow types below,
 //! so a second backend (PostgreSQL) can be added behind the same interface later.
 
+pub mod admin;
 pub mod query;
 pub mod writer;
 
@@ -21,6 +25,10 @@ use rusqlite::Connection;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/0001_init.sql")),
     ("0002_gaps", include_str!("migrations/0002_gaps.sql")),
+    (
+        "0003_enrollment",
+        include_str!("migrations/0003_enrollment.sql"),
+    ),
 ];
 
 /// File name of the database inside the data dir.

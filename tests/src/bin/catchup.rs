@@ -47,9 +47,15 @@ fn backlog_batch(seq: u64, t: i64, series: usize) -> AgentFrame {
         kind: Some(agent_frame::Kind::Batch(MetricBatch {
             seq,
             series: (0..series)
-                .map(|i| SeriesKey { name: format!("bench.metric.{i}"), dimension: String::new() })
+                .map(|i| SeriesKey {
+                    name: format!("bench.metric.{i}"),
+                    dimension: String::new(),
+                })
                 .collect(),
-            samples: vec![Sample { time_unix_ms: t, values: (0..series).map(|i| (seq + i as u64) as f64).collect() }],
+            samples: vec![Sample {
+                time_unix_ms: t,
+                values: (0..series).map(|i| (seq + i as u64) as f64).collect(),
+            }],
         })),
     }
 }
@@ -57,7 +63,10 @@ fn backlog_batch(seq: u64, t: i64, series: usize) -> AgentFrame {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
 }
 
 fn agent_config(dir: &Path, url: &str, catchup: u32) -> anyhow::Result<tandem_agent::AgentConfig> {
@@ -79,17 +88,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pid = collector.pid();
     let url = collector.url();
 
-    eprintln!("spooling {} batches for each of {} agents…", args.backlog, args.agents);
+    eprintln!(
+        "spooling {} batches for each of {} agents…",
+        args.backlog, args.agents
+    );
     let now = now_ms();
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let adir = site.dir.path().join(format!("agent-{i:04}"));
-        let issued = ca.issue_agent("bench", &format!("bench-{i:04}"), Validity::starting_now(Duration::from_secs(86_400)))?;
+        let issued = ca.issue_agent(
+            "bench",
+            &format!("bench-{i:04}"),
+            Validity::starting_now(Duration::from_secs(86_400)),
+        )?;
         pki::write_file(&adir.join("ca.pem"), &ca.cert_pem, false)?;
         pki::write_file(&adir.join("agent.pem"), &issued.cert_pem, false)?;
         pki::write_file(&adir.join("agent.key"), &issued.key_pem, true)?;
         let cfg = agent_config(&adir, &url, args.catchup)?;
-        let mut spool = Spool::open(&cfg.state_dir, Bounds { max_bytes: 1 << 30, max_age: Duration::from_secs(30 * 86_400) })?;
+        let mut spool = Spool::open(
+            &cfg.state_dir,
+            Bounds {
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(30 * 86_400),
+            },
+        )?;
         for k in 0..args.backlog {
             // Ten seconds apart, ending now: an outage of backlog x 10 s.
             let t = now - (args.backlog - k) as i64 * 10_000;
@@ -107,7 +129,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (cfg, spool) in agents {
         let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
         let (interval, _interval_rx) = watch::channel(Duration::from_secs(10));
-        let shared = tandem_agent::uplink::Shared { spool, new_data: Arc::new(Notify::new()), interval };
+        let shared = tandem_agent::uplink::Shared {
+            spool,
+            new_data: Arc::new(Notify::new()),
+            interval,
+            renew_now: Arc::new(Notify::new()),
+        };
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             // Keep the config sender alive for the uplink's lifetime.
@@ -122,9 +149,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let caught_up = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         peak_rss = peak_rss.max(tandem_tests::rss_bytes(pid).unwrap_or(0));
-        let left: usize = spools.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum();
+        let left: usize = spools
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum();
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("  {:>6.1} s: {left} batches still spooled", start.elapsed().as_secs_f64());
+            eprintln!(
+                "  {:>6.1} s: {left} batches still spooled",
+                start.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         if left == 0 {
@@ -137,7 +170,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cpu = cpu_secs(pid).unwrap_or(0.0) - cpu0;
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024;
     stop.cancel();
@@ -151,19 +188,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     println!(
         "catchup: {} agents x {} spooled batches x {} values ({} batches, {} values), catch-up pace {}/s per agent",
-        args.agents, args.backlog, args.series, total, total * args.series as u64, args.catchup
+        args.agents,
+        args.backlog,
+        args.series,
+        total,
+        total * args.series as u64,
+        args.catchup
     );
     match caught_up {
         Some(d) => {
             let secs = d.as_secs_f64();
             println!("  all agents current after   {secs:>8.1} s");
-            println!("  ingest meanwhile           {:>8.0} batches/s, {:.0} values/s", total as f64 / secs, (total * args.series as u64) as f64 / secs);
+            println!(
+                "  ingest meanwhile           {:>8.0} batches/s, {:.0} values/s",
+                total as f64 / secs,
+                (total * args.series as u64) as f64 / secs
+            );
         }
         None => println!("  NOT current after {} s", args.timeout_secs),
     }
     println!("  batches in the database    {stored:>8}");
-    println!("  collector peak RSS         {:>8.1} MiB (VmHWM {:.1} MiB)", peak_rss as f64 / 1048576.0, hwm as f64 / 1048576.0);
+    println!(
+        "  collector peak RSS         {:>8.1} MiB (VmHWM {:.1} MiB)",
+        peak_rss as f64 / 1048576.0,
+        hwm as f64 / 1048576.0
+    );
     println!("  collector CPU              {cpu:>8.1} s");
-    println!("  slow-down requests logged  {slowdowns:>8} (debug level; 0 when the log level hides them)");
+    println!(
+        "  slow-down requests logged  {slowdowns:>8} (debug level; 0 when the log level hides them)"
+    );
     Ok(())
 }

@@ -131,7 +131,9 @@ async fn agent_samples_survive_a_collector_crash_and_arrive_exactly_once() {
     .unwrap();
     std::fs::write(
         site.dir.path().join("collector.toml"),
-        format!("data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .unwrap();
     let collector = site.start_collector("").await.unwrap();
@@ -166,6 +168,11 @@ async fn agent_samples_survive_a_collector_crash_and_arrive_exactly_once() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
+    eprintln!(
+        "agent log:\n{}\ncollector log:\n{}",
+        std::fs::read_to_string(site.dir.path().join("agent.log")).unwrap_or_default(),
+        collector.log()
+    );
     assert_eq!((min, max), (1, last), "from the first sample to the last");
     assert_eq!(n, last, "no gap, nothing twice");
     let left = std::fs::read_dir(state.join("spool")).unwrap().count();

@@ -6,6 +6,7 @@
 mod agent;
 mod crash;
 mod delivery;
+mod enroll;
 mod ingest;
 mod refusals;
 

@@ -1,0 +1,257 @@
+//! Enrollment (a token and a CSR in, a device certificate out) and renewal (a CSR
+//! in over mTLS, a new certificate for the same identity out).
+//!
+//! `Enrollment` runs on its own listener with server-only TLS; `Identity` runs on
+//! the telemetry listener, so the caller is authenticated by its current client
+//! certificate, which must not be revoked. Both sign only the CSR's public key: the
+//! identity in the certificate comes from the token (tenant, site, new or replaced
+//! device id) or from the presented certificate (renewal).
+//!
+//! Refusals tell the agent which check failed (unknown token, secret mismatch,
+//! revoked, expired, used up, bad CSR, rate limit); internal errors are logged here
+//! and reach the agent only as "retry later".
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tandem_proto::v1::enrollment_server::Enrollment;
+use tandem_proto::v1::identity_server::Identity;
+use tandem_proto::v1::{EnrollRequest, EnrollResponse, RenewRequest, RenewResponse};
+use tonic::{Request, Response, Status};
+
+use super::ratelimit::RateLimiter;
+use crate::pki::{self, Ca, Validity};
+use crate::revocation::Revocations;
+use crate::store::admin::{self, AdminError, EnrollFailure, IssuedCert};
+
+/// Longest hostname an enrolling agent may report.
+const MAX_HOSTNAME_BYTES: usize = 1024;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What both services need to sign and record certificates.
+pub struct Issuing {
+    pub ca: Ca,
+    /// The database, opened on first use by an admin connection of its own; a std
+    /// mutex because it is only used inside `spawn_blocking`.
+    pub db: Mutex<Option<rusqlite::Connection>>,
+    pub db_path: PathBuf,
+    pub lifetime: Duration,
+}
+
+impl Issuing {
+    /// Runs `f` on the admin connection on a blocking thread.
+    async fn with_db<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut rusqlite::Connection, &Issuing) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = me.db.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                match crate::store::open(&me.db_path) {
+                    Ok(c) => *guard = Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open the database for enrollment");
+                        return Err(unavailable());
+                    }
+                }
+            }
+            let conn = guard.as_mut().ok_or_else(unavailable)?;
+            Ok(f(conn, &me))
+        })
+        .await
+        .map_err(|_| unavailable())?
+    }
+
+    fn sign(
+        &self,
+        csr: &rcgen::CertificateSigningRequestParams,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<IssuedCert, String> {
+        let validity = Validity::device(self.lifetime);
+        let (cert_pem, serial_hex) = self
+            .ca
+            .sign_device(csr, tenant, device_id, validity)
+            .map_err(|e| e.to_string())?;
+        Ok(IssuedCert {
+            cert_pem,
+            serial_hex,
+            not_after_ms: validity.not_after_ms(),
+        })
+    }
+}
+
+fn unavailable() -> Status {
+    Status::unavailable("the collector cannot issue certificates right now; retry later")
+}
+
+/// The `Enrollment` service (enrollment listener).
+pub struct EnrollService {
+    pub issuing: Arc<Issuing>,
+    /// Per source address; a std mutex held only for one bucket update.
+    pub limiter: Mutex<RateLimiter>,
+    /// Told to the agent, which dials the enrollment host at this port for telemetry.
+    pub telemetry_port: u16,
+}
+
+fn check_hostname(h: &str) -> Result<(), Status> {
+    if h.len() > MAX_HOSTNAME_BYTES || h.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "hostname is longer than {MAX_HOSTNAME_BYTES} bytes or has control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Enrollment for EnrollService {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let limited = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(peer, Instant::now());
+        if let Err(wait) = limited {
+            tracing::warn!(%peer, "enrollment attempt rate-limited");
+            return Err(Status::resource_exhausted(format!(
+                "too many enrollment attempts from {peer}; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let req = request.into_inner();
+        let id_ok = req.token_id.len() == 16 && req.token_id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !id_ok || req.token_secret.len() != 32 {
+            return Err(Status::invalid_argument(
+                "the enrollment token is malformed (token id or secret has the wrong length)",
+            ));
+        }
+        check_hostname(&req.hostname)?;
+        let csr = pki::check_csr(&req.csr_der)
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let secret_hash = tandem_proto::token::sha256(&req.token_secret);
+        let token_id = req.token_id.to_ascii_lowercase();
+        let hostname = req.hostname.clone();
+        let result = self
+            .issuing
+            .with_db(move |conn, issuing| {
+                admin::enroll(conn, &token_id, &secret_hash, &hostname, now_ms(), |g| {
+                    issuing.sign(&csr, &g.tenant, &g.device_id)
+                })
+                .map(|(g, c)| (g, c, token_id))
+            })
+            .await?;
+        match result {
+            Ok((grant, cert, token_id)) => {
+                tracing::info!(device = %grant.device_id, tenant = %grant.tenant,
+                    site = grant.site.as_deref().unwrap_or(""), token = %token_id,
+                    replaced = grant.replaces, %peer, hostname = %req.hostname, "device enrolled");
+                Ok(Response::new(EnrollResponse {
+                    device_id: grant.device_id,
+                    tenant: grant.tenant,
+                    site: grant.site.unwrap_or_default(),
+                    cert_pem: cert.cert_pem,
+                    ca_pem: self.issuing.ca.cert_pem.clone(),
+                    telemetry_port: u32::from(self.telemetry_port),
+                }))
+            }
+            Err(EnrollFailure::Refused(r)) => {
+                tracing::warn!(%peer, token = %req.token_id, reason = %r.message(), "enrollment refused");
+                Err(Status::permission_denied(r.message()))
+            }
+            Err(err) => {
+                tracing::error!(%peer, error = %err, "enrollment failed");
+                Err(unavailable())
+            }
+        }
+    }
+}
+
+/// The `Identity` service (telemetry listener, mTLS).
+pub struct RenewService {
+    pub issuing: Arc<Issuing>,
+    pub revocations: Arc<Revocations>,
+}
+
+#[tonic::async_trait]
+impl Identity for RenewService {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let leaf = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.to_vec()))
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let (tenant, device) = pki::identity_from_der(&leaf).ok_or_else(|| {
+            Status::unauthenticated("the client certificate carries no tandem device identity")
+        })?;
+        let serial = pki::cert_serial_hex(&leaf).unwrap_or_default();
+        if self.revocations.is_revoked(&device, &serial) {
+            return Err(Status::permission_denied(
+                "the certificate of this device has been revoked",
+            ));
+        }
+        let req = request.into_inner();
+        let csr = pki::check_csr(&req.csr_der)
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        if pki::cert_key_bits(&leaf).is_some_and(|k| k == pki::csr_key_bits(&csr)) {
+            return Err(Status::invalid_argument(
+                "csr: a renewal must use a new key, not the current certificate's",
+            ));
+        }
+        let dev = device.clone();
+        let result = self
+            .issuing
+            .with_db(move |conn, issuing| -> Result<IssuedCert, Status> {
+                match admin::device_in_good_standing(conn, &dev) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Status::permission_denied(
+                            "the certificate of this device has been revoked",
+                        ));
+                    }
+                    Err(AdminError::NoDevice(_)) => {
+                        return Err(Status::failed_precondition(
+                            "this device is not registered yet; stream once before renewing",
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(device = %dev, error = %e, "renewal: database error");
+                        return Err(unavailable());
+                    }
+                }
+                let cert = issuing.sign(&csr, &tenant, &dev).map_err(|e| {
+                    tracing::error!(device = %dev, error = %e, "renewal: cannot sign");
+                    unavailable()
+                })?;
+                admin::record_certificate(conn, &dev, &cert, "renew", now_ms()).map_err(|e| {
+                    tracing::error!(device = %dev, error = %e, "renewal: cannot record");
+                    unavailable()
+                })?;
+                Ok(cert)
+            })
+            .await?;
+        let cert = result?;
+        self.revocations.renewed(&device);
+        tracing::info!(device = %device, serial = %cert.serial_hex, "certificate renewed");
+        Ok(Response::new(RenewResponse {
+            cert_pem: cert.cert_pem,
+            ca_pem: self.issuing.ca.cert_pem.clone(),
+        }))
+    }
+}
