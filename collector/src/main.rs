@@ -561,6 +561,25 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
 }
 
 fn inspect(data_dir: &Path, device: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match inspect_to(&mut out, data_dir, device, json) {
+        // `inspect | head` closing the pipe early is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn inspect_to(
+    w: &mut impl std::io::Write,
+    data_dir: &Path,
+    device: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
     let devices = store::query::devices(&conn)?;
     let mut out = Vec::new();
@@ -581,24 +600,25 @@ fn inspect(data_dir: &Path, device: Option<&str>, json: bool) -> anyhow::Result<
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     if out.is_empty() {
-        println!("no devices yet");
+        writeln!(w, "no devices yet")?;
     }
     for (d, latest) in out {
-        println!(
+        writeln!(
+            w,
             "device {} tenant {} host {} ({} {}) agent {} acked_seq {}",
             d.id, d.tenant, d.hostname, d.os_family, d.os_version, d.agent_version, d.acked_seq
-        );
+        )?;
         for (name, dim, _ts, v) in latest {
             let label = if dim.is_empty() {
                 name
             } else {
                 format!("{name}{{{dim}}}")
             };
-            println!("  {label:<40} {v}");
+            writeln!(w, "  {label:<40} {v}")?;
         }
     }
     Ok(())
