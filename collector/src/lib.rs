@@ -2,6 +2,7 @@
 //! send in SQLite, and acknowledges only what is durably committed.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod config;
 pub mod demo;
 pub mod grpc;

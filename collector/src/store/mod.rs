@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 /// The migrations, in order. Index `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    ("0002_alerts", include_str!("migrations/0002_alerts.sql")),
+];
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "tandem.db";

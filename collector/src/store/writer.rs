@@ -118,6 +118,35 @@ impl WriterThread {
     }
 }
 
+/// What one group commit made durable, handed on (to the alert engine) only after
+/// `commit()` returned: nothing is evaluated that could still be rolled back.
+pub struct CommittedGroup {
+    pub committed_ms: i64,
+    /// When the commit returned, to measure commit-to-transition latency.
+    pub committed_at: std::time::Instant,
+    pub items: Vec<Committed>,
+}
+
+/// One committed request. Duplicates and failed requests are not included.
+pub enum Committed {
+    Hello {
+        who: DeviceIdentity,
+        facts: DeviceFacts,
+    },
+    Batch {
+        device_id: String,
+        batch: MetricBatch,
+    },
+    Patch {
+        device_id: String,
+        report: PatchReport,
+    },
+}
+
+/// Where committed groups go. Bounded: when the engine falls behind, the writer
+/// waits, and ingest backpressure reaches the agents, rather than alerts being lost.
+pub type CommitSink = std::sync::mpsc::SyncSender<CommittedGroup>;
+
 /// A pending answer from the writer.
 pub type Pending = oneshot::Receiver<Result<Outcome, StoreError>>;
 
@@ -127,12 +156,29 @@ impl Writer {
         conn: Connection,
         config: WriterConfig,
     ) -> std::io::Result<(Writer, WriterThread)> {
+        Self::spawn_with_sink(conn, config, None)
+    }
+
+    /// Starts the writer thread; after each commit, what was stored goes to `sink`.
+    pub fn spawn_with_sink(
+        conn: Connection,
+        config: WriterConfig,
+        sink: Option<CommitSink>,
+    ) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::channel(config.queue_len.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let join = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, config.max_group.max(1), &thread_stats))?;
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    config.max_group.max(1),
+                    &thread_stats,
+                    sink.as_ref(),
+                )
+            })?;
         Ok((Writer { tx, stats }, WriterThread { join }))
     }
 
@@ -202,6 +248,14 @@ struct State {
 }
 
 impl Request {
+    fn into_committed(self) -> Committed {
+        match self {
+            Request::Hello { who, facts } => Committed::Hello { who, facts },
+            Request::Batch { device_id, batch } => Committed::Batch { device_id, batch },
+            Request::Patch { device_id, report } => Committed::Patch { device_id, report },
+        }
+    }
+
     fn device_id(&self) -> &str {
         match self {
             Request::Hello { who, .. } => &who.device_id,
@@ -215,6 +269,7 @@ fn run(
     mut rx: mpsc::Receiver<(Request, Reply)>,
     max_group: usize,
     stats: &WriterStats,
+    sink: Option<&CommitSink>,
 ) {
     let mut state = State::default();
     let mut group = Vec::with_capacity(max_group);
@@ -226,7 +281,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut state, &mut group, stats);
+        commit_group(&mut conn, &mut state, &mut group, stats, sink);
     }
     // Every sender is gone: all queued work is committed. Closing the connection
     // checkpoints the WAL.
@@ -246,6 +301,7 @@ fn commit_group(
     state: &mut State,
     group: &mut Vec<(Request, Reply)>,
     stats: &WriterStats,
+    sink: Option<&CommitSink>,
 ) {
     let now = now_ms();
     let mut answers = Vec::with_capacity(group.len());
@@ -296,7 +352,16 @@ fn commit_group(
             stats
                 .values_stored
                 .fetch_add(values_in_group, Ordering::Relaxed);
-            for ((_, reply), answer) in group.drain(..).zip(answers) {
+            let mut committed = Vec::new();
+            for ((req, reply), answer) in group.drain(..).zip(answers) {
+                if sink.is_some()
+                    && matches!(
+                        answer,
+                        Answer::Hello(Ok(_)) | Answer::Write(Ok(Outcome::Stored))
+                    )
+                {
+                    committed.push(req.into_committed());
+                }
                 match (&answer, &reply) {
                     (Answer::Write(Ok(Outcome::Stored)), _) => {
                         stats.batches_stored.fetch_add(1, Ordering::Relaxed);
@@ -307,6 +372,16 @@ fn commit_group(
                     _ => {}
                 }
                 send_answer(reply, answer);
+            }
+            if let (Some(sink), false) = (sink, committed.is_empty()) {
+                let group = CommittedGroup {
+                    committed_ms: now,
+                    committed_at: std::time::Instant::now(),
+                    items: committed,
+                };
+                if sink.send(group).is_err() {
+                    tracing::warn!("alert engine stopped; committed data is not evaluated");
+                }
             }
         }
         Err(err) => {
