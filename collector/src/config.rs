@@ -11,11 +11,15 @@
 //! [store]
 //! write_queue = 4096
 //! max_group = 1024
+//! [alerts]                         # optional: no rules_dir, no alert engine
+//! rules_dir = "rules"
+//! tick_secs = 5
 //! ```
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -32,6 +36,16 @@ pub struct Config {
     pub sample_interval_secs: u32,
     pub limits: TimeLimits,
     pub writer: WriterConfig,
+    /// The alert engine; `None` when no rules directory is configured.
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// Where the alert rules are and how often time-based conditions are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    pub rules_dir: PathBuf,
+    /// The coarse timer for offline, `for` and `clear_for`.
+    pub tick: Duration,
 }
 
 impl Config {
@@ -46,6 +60,7 @@ impl Config {
                 max_age_ms: 30 * 86_400_000,
             },
             writer: WriterConfig::default(),
+            alerts: None,
         }
     }
 
@@ -62,6 +77,15 @@ struct RawConfig {
     telemetry: RawTelemetry,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    rules_dir: Option<Spanned<String>>,
+    tick_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +247,21 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         4096,
     );
     let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 1024);
+    let tick = ranged(&mut p, &raw.alerts.tick_secs, "tick_secs", 1, 300, 5);
+    let alerts = match &raw.alerts.rules_dir {
+        None => None,
+        Some(s) if s.get_ref().is_empty() => {
+            p.at(
+                s.span(),
+                "rules_dir must not be empty (leave it out to run without alerts)".into(),
+            );
+            None
+        }
+        Some(s) => Some(AlertsConfig {
+            rules_dir: base.join(s.get_ref()),
+            tick: Duration::from_secs(tick as u64),
+        }),
+    };
     if !p.list.is_empty() {
         return Err(ConfigError { problems: p.list });
     }
@@ -238,6 +277,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
             queue_len: queue as usize,
             max_group: group as usize,
         },
+        alerts,
     })
 }
 
@@ -280,6 +320,30 @@ mod tests {
     #[test]
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/collector.toml");
-        load(&path).unwrap();
+        let c = load(&path).unwrap();
+        let alerts = c.alerts.expect("the example enables the alert engine");
+        assert_eq!(alerts.rules_dir, path.parent().unwrap().join("rules"));
+        assert!(
+            alerts.rules_dir.is_dir(),
+            "the example points at deploy/rules"
+        );
+        assert_eq!(alerts.tick, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn alerts_are_optional_and_checked() {
+        let c = parse(Path::new("/etc/tandem/c.toml"), "").unwrap();
+        assert_eq!(c.alerts, None);
+        let e = parse(
+            Path::new("c.toml"),
+            "[alerts]\nrules_dir = \"\"\ntick_secs = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(
+            e.problems[0].starts_with("c.toml:3:13: tick_secs = 0"),
+            "{e}"
+        );
+        assert!(e.problems[1].starts_with("c.toml:2:13: rules_dir"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
-//! Wires the collector together: store writer, TLS listener, gRPC service, and the
-//! shutdown order (stop intake → flush acks → commit → close the database).
+//! Wires the collector together: store writer, alert engine, TLS listener, gRPC
+//! service, and the shutdown order (stop intake → flush acks → commit → evaluate
+//! what was committed → close the database).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
+use crate::alerts::rules::{self, RulesError};
+use crate::alerts::service::{AlertService, ServiceError};
 use crate::config::Config;
 use crate::grpc::ingest::Ingest;
 use crate::grpc::tls;
@@ -42,6 +45,10 @@ pub enum ServeError {
     Thread(#[source] std::io::Error),
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("alert rules:\n{0}")]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Alerts(#[from] ServiceError),
 }
 
 /// A collector bound to its port, not yet serving.
@@ -51,6 +58,8 @@ pub struct Collector {
     tls: Arc<rustls::ServerConfig>,
     writer: Writer,
     writer_thread: WriterThread,
+    /// Evaluates what the writer committed; stops after the writer (its only feeder).
+    alerts: Option<AlertService>,
 }
 
 impl Collector {
@@ -59,11 +68,26 @@ impl Collector {
         let paths = PkiPaths::new(&config.data_dir);
         let tls = tls::server_config(&paths)?;
         let db = config.db_path();
-        let conn = tokio::task::spawn_blocking(move || store::open(&db))
-            .await
-            .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        let alerts_cfg = config.alerts.clone();
+        let (conn, alerts) = tokio::task::spawn_blocking(move || {
+            let conn = store::open(&db)?;
+            let alerts = match alerts_cfg {
+                None => None,
+                Some(a) => {
+                    let set = rules::load_dir(&a.rules_dir)?;
+                    Some(AlertService::spawn(store::open(&db)?, set, a.tick)?)
+                }
+            };
+            Ok::<_, ServeError>((conn, alerts))
+        })
+        .await
+        .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        let (sink, alerts) = match alerts {
+            Some((sink, service)) => (Some(sink), Some(service)),
+            None => (None, None),
+        };
         let (writer, writer_thread) =
-            Writer::spawn(conn, config.writer).map_err(ServeError::Thread)?;
+            Writer::spawn_with_sink(conn, config.writer, sink).map_err(ServeError::Thread)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -77,6 +101,7 @@ impl Collector {
             tls,
             writer,
             writer_thread,
+            alerts,
         })
     }
 
@@ -150,7 +175,16 @@ impl Collector {
         // The service (and its writer handle) is gone with the server future; once the
         // sessions are done too, the writer commits what is queued and closes the db.
         drop(server);
-        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        let alerts = self.alerts;
+        let _ = tokio::task::spawn_blocking(move || {
+            self.writer_thread.join();
+            // The writer held the engine's only sink: the engine now saves what is
+            // left and stops.
+            if let Some(a) = alerts {
+                a.join();
+            }
+        })
+        .await;
         tracing::info!("collector stopped");
         served.map_err(ServeError::from)
     }

@@ -18,3 +18,31 @@ pub mod persist;
 pub mod rules;
 pub mod ruletest;
 pub mod service;
+
+/// The default rule pack (deploy/rules), built in so `demo` runs with it anywhere.
+pub const DEFAULT_PACK: &[(&str, &str)] = &[
+    (
+        "system.toml",
+        include_str!("../../../deploy/rules/system.toml"),
+    ),
+    (
+        "disks.toml",
+        include_str!("../../../deploy/rules/disks.toml"),
+    ),
+    (
+        "fleet.toml",
+        include_str!("../../../deploy/rules/fleet.toml"),
+    ),
+];
+
+/// Writes the default pack into `dir` (files that exist are left as they are).
+pub fn write_default_pack(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in DEFAULT_PACK {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(path, text)?;
+        }
+    }
+    Ok(())
+}
