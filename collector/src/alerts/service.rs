@@ -38,6 +38,8 @@ pub enum ServiceError {
 /// Counters of the engine thread, for logs and the benchmark.
 #[derive(Debug, Default)]
 pub struct AlertStats {
+    /// Committed groups applied to the engine.
+    pub groups: AtomicU64,
     pub evaluations: AtomicU64,
     /// Time spent evaluating (not persisting), in nanoseconds.
     pub eval_nanos: AtomicU64,
@@ -117,7 +119,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn apply(engine: &mut Engine, g: CommittedGroup) {
+fn apply(engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
+    stats.groups.fetch_add(1, Ordering::Relaxed);
     for item in g.items {
         match item {
             Committed::Hello { who, facts } => engine.on_hello(
@@ -160,12 +163,12 @@ fn run(
         let mut oldest: Option<Instant> = None;
         if let Some(g) = first {
             oldest = Some(g.committed_at);
-            apply(engine, g);
+            apply(engine, g, stats);
             for _ in 1..MAX_ROUND_GROUPS {
                 match rx.try_recv() {
                     Ok(g) => {
                         oldest = Some(oldest.map_or(g.committed_at, |o| o.min(g.committed_at)));
-                        apply(engine, g);
+                        apply(engine, g, stats);
                     }
                     Err(_) => break,
                 }
