@@ -179,6 +179,9 @@ pub struct Engine {
     by_metric: Arc<HashMap<String, Vec<usize>>>,
     devices: HashMap<String, Device>,
     instances: HashMap<Key, Tracked>,
+    /// Instances per device: a healthy sample of a device with none needs no key
+    /// built and no map lookup (the hot path of evaluation).
+    per_device: HashMap<String, usize>,
     points: HashMap<(usize, String, String), Points>,
     dirty: HashMap<Key, Vec<Record>>,
     /// Devices with an active offline alert: their other alerts are inhibited.
@@ -212,6 +215,7 @@ impl Engine {
             by_metric: Arc::new(by_metric),
             devices: HashMap::new(),
             instances: HashMap::new(),
+            per_device: HashMap::new(),
             points: HashMap::new(),
             dirty: HashMap::new(),
             offline: HashSet::new(),
@@ -235,6 +239,7 @@ impl Engine {
     pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance) {
         if self.by_name.contains_key(&key.rule) {
             let persisted_sample_ms = inst.last_sample_ms;
+            *self.per_device.entry(key.device_id.clone()).or_default() += 1;
             self.instances.insert(
                 key,
                 Tracked {
@@ -367,14 +372,20 @@ impl Engine {
         let rules = &self.rules;
         let by_name = &self.by_name;
         let dirty = &self.dirty;
+        let per_device = &mut self.per_device;
         self.instances.retain(|k, t| {
             let window = by_name
                 .get(&k.rule)
                 .map_or(0, |&i| rules[i].params.flap_window_ms);
-            !(t.inst.is_quiet()
+            let forget = t.inst.is_quiet()
                 && !dirty.contains_key(k)
-                && t.inst.changes.last().is_none_or(|c| now_ms - c >= window))
+                && t.inst.changes.last().is_none_or(|c| now_ms - c >= window);
+            if forget && let Some(n) = per_device.get_mut(&k.device_id) {
+                *n = n.saturating_sub(1);
+            }
+            !forget
         });
+        self.per_device.retain(|_, n| *n > 0);
         self.eval_offline(now_ms);
         let ids: Vec<String> = self
             .devices
@@ -623,6 +634,9 @@ impl Engine {
         verdict: Verdict,
         now_ms: i64,
     ) {
+        if !matches!(verdict, Verdict::Breach(_)) && !self.per_device.contains_key(device_id) {
+            return;
+        }
         let key = Key {
             rule: self.rules[ri].name.clone(),
             device_id: device_id.to_owned(),
@@ -645,6 +659,7 @@ impl Engine {
                     persisted_sample_ms: i64::MIN,
                 },
             );
+            *self.per_device.entry(key.device_id.clone()).or_default() += 1;
         }
         let params = self.rules[ri].params;
         let Some(t) = self.instances.get_mut(&key) else {
@@ -993,6 +1008,11 @@ mod tests {
         );
         e.tick(80 * S);
         assert!(e.instance(&key("cpu", "d", "")).is_none());
+        // Forgotten cleanly: healthy samples create nothing, a breach starts afresh.
+        e.on_batch("d", &batch("cpu", "", 90 * S, 1.0), 90 * S);
+        assert!(e.take_changes().is_empty());
+        e.on_batch("d", &batch("cpu", "", 100 * S, 99.0), 100 * S);
+        assert_eq!(state(&e, &key("cpu", "d", "")), State::Firing);
     }
 
     #[test]

@@ -495,6 +495,68 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_mid_for_resumes_the_timer_from_the_database() {
+        use crate::alerts::engine::Engine;
+        use crate::alerts::rules::parse_file;
+        use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
+        let rules = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\nfor_secs = 300\nmin_samples = 2\n";
+        let set = parse_file(std::path::Path::new("r.toml"), rules).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let batch = |t: i64| MetricBatch {
+            seq: 1,
+            series: vec![SeriesKey {
+                name: "cpu".into(),
+                dimension: String::new(),
+            }],
+            samples: vec![Sample {
+                time_unix_ms: t,
+                values: vec![99.0],
+            }],
+        };
+        let mut e = Engine::new(set.clone());
+        e.on_hello("d1", "acme", "linux", "", 0);
+        for t in [0, 60_000, 120_000] {
+            e.on_batch("d1", &batch(t), t);
+        }
+        save(&mut conn, &e.take_changes(), 120_000).unwrap();
+        drop(e);
+
+        // A new engine from what the database holds: 3 of 5 minutes already held.
+        let mut e = Engine::new(set);
+        e.restore_device(
+            "d1".into(),
+            Device {
+                tenant: "acme".into(),
+                os_family: "linux".into(),
+                last_seen_ms: 120_000,
+                ..Device::default()
+            },
+        );
+        for (k, tenant, inst) in load_instances(&conn).unwrap() {
+            e.restore_instance(k, tenant, inst);
+        }
+        let key = Key {
+            rule: "cpu".into(),
+            device_id: "d1".into(),
+            dimension: String::new(),
+        };
+        e.on_batch("d1", &batch(240_000), 240_000);
+        e.tick(299_999);
+        assert_eq!(e.instance(&key).map(|i| i.state), Some(State::Pending));
+        e.tick(300_000);
+        assert_eq!(
+            e.instance(&key).map(|i| i.state),
+            Some(State::Firing),
+            "fires 300 s after the first breach, across the restart"
+        );
+        save(&mut conn, &e.take_changes(), 300_000).unwrap();
+        let h = history(&conn, Some("d1")).unwrap();
+        let got: Vec<_> = h.iter().map(|r| (r.at_ms, r.to_state.as_str())).collect();
+        assert_eq!(got, vec![(0, "pending"), (300_000, "firing")]);
+    }
+
+    #[test]
     fn devices_load_with_their_latest_good_patch_report() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("t.db")).unwrap();

@@ -92,8 +92,13 @@ impl AlertService {
             .name("alert-engine".into())
             .spawn(move || {
                 // The connection only writes alert tables; a busy telemetry writer
-                // makes it wait, not fail.
-                let _ = conn.busy_timeout(Duration::from_secs(30));
+                // makes it wait, not fail. Under full ingest the store writer is in a
+                // transaction almost all the time, and SQLite's default busy handler
+                // sleeps up to 100 ms between tries, missing the short gaps between
+                // its commits; retrying every 0.5 ms catches them.
+                if let Err(e) = conn.busy_handler(Some(retry_soon)) {
+                    tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
+                }
                 run(&mut conn, &mut engine, &rx, tick, &st);
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the alert connection failed");
@@ -110,6 +115,12 @@ impl AlertService {
             tracing::error!("alert engine thread panicked");
         }
     }
+}
+
+/// SQLite busy handler: try again in 0.5 ms, for up to 30 s.
+fn retry_soon(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(500));
+    attempt < 60_000
 }
 
 fn now_ms() -> i64 {

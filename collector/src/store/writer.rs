@@ -697,6 +697,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_what_was_committed_reaches_the_alert_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, committed) = std::sync::mpsc::sync_channel(16);
+        let (w, t) = Writer::spawn_with_sink(
+            super::super::open(&dir.path().join("t.db")).unwrap(),
+            WriterConfig::default(),
+            Some(sink),
+        )
+        .unwrap();
+        // Before the Hello the batch fails (no device row): nothing is handed on.
+        let failed = w.submit_batch("d1".into(), batch(1, 1000)).await.unwrap();
+        assert!(failed.await.unwrap().is_err());
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        for _ in 0..2 {
+            // The second is a duplicate: stored once, handed on once.
+            let p = w.submit_batch("d1".into(), batch(1, 1000)).await.unwrap();
+            p.await.unwrap().unwrap();
+        }
+        drop(w);
+        t.join();
+        let kinds: Vec<&str> = committed
+            .try_iter()
+            .flat_map(|g| g.items)
+            .map(|c| match c {
+                Committed::Hello { .. } => "hello",
+                Committed::Batch { .. } => "batch",
+                Committed::Patch { .. } => "patch",
+            })
+            .collect();
+        assert_eq!(kinds, ["hello", "batch"]);
+    }
+
+    #[tokio::test]
     async fn a_device_cannot_move_to_another_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let (w, _t) = Writer::spawn(

@@ -43,6 +43,10 @@ struct Args {
     /// Batches each device may have queued at the writer.
     #[arg(long, default_value_t = 2)]
     window: usize,
+    /// Batches per second over all devices; 0 = as fast as the writer commits (the
+    /// full ingest rate). A real fleet of 1000 agents sampling every 10 s sends 100.
+    #[arg(long, default_value_t = 0.0)]
+    batches_per_sec: f64,
 }
 
 struct Run {
@@ -77,8 +81,17 @@ fn main() -> anyhow::Result<()> {
         lat[i] as f64 / 1000.0
     };
     println!(
-        "alertbench: {} devices, {} rules, {} series/batch, flip every {} batches, {} s per run",
-        args.devices, args.rules, args.series, args.flip_every, args.secs
+        "alertbench: {} devices, {} rules, {} series/batch, flip every {} batches, {} s per run, {}",
+        args.devices,
+        args.rules,
+        args.series,
+        args.flip_every,
+        args.secs,
+        if args.batches_per_sec > 0.0 {
+            format!("paced at {} batches/s", args.batches_per_sec)
+        } else {
+            "unpaced (full ingest rate)".into()
+        }
     );
     println!(
         "  writer alone           {:>12.0} values/s ({:.1} s writer CPU over {:.1} s)",
@@ -148,8 +161,9 @@ fn thread_cpu(name: &str) -> f64 {
     f64::NAN
 }
 
-fn batch(args: &Args, device: usize, seq: u64, t0: i64) -> MetricBatch {
-    let high = (seq / args.flip_every + device as u64).is_multiple_of(2);
+fn batch(args: &Args, device: usize, seq: u64) -> MetricBatch {
+    // Devices flip at staggered phases, so transitions are spread over time.
+    let high = ((seq + device as u64 * 7) / args.flip_every).is_multiple_of(2);
     MetricBatch {
         seq,
         series: (0..args.series)
@@ -159,8 +173,9 @@ fn batch(args: &Args, device: usize, seq: u64, t0: i64) -> MetricBatch {
             })
             .collect(),
         samples: vec![Sample {
-            // 10 s apart, as real agents sample.
-            time_unix_ms: t0 + seq as i64 * 10_000,
+            // Stamped now, as a live agent does: the engine's timer compares sample
+            // times with the clock (older samples would go stale between ticks).
+            time_unix_ms: jiff::Timestamp::now().as_millisecond(),
             values: (0..args.series)
                 .map(|i| if high { 90.0 + (i % 10) as f64 } else { 20.0 })
                 .collect(),
@@ -199,8 +214,6 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
             )
             .await?;
     }
-    // Hours back, so every sample is in the past and in order.
-    let t0 = jiff::Timestamp::now().as_millisecond() - 10 * 86_400_000;
     let mut seq = 0u64;
     let start = Instant::now();
     let cpu_w0 = thread_cpu("store-writer");
@@ -214,7 +227,7 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
             for d in 0..args.devices {
                 pending.push(
                     writer
-                        .submit_batch(format!("dev-{d:05}"), batch(args, d, seq, t0))
+                        .submit_batch(format!("dev-{d:05}"), batch(args, d, seq))
                         .await?,
                 );
             }
@@ -222,6 +235,13 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
         for p in pending {
             p.await.context("writer gone")??;
             values += args.series as u64;
+        }
+        if args.batches_per_sec > 0.0 {
+            let due = start
+                + Duration::from_secs_f64(
+                    values as f64 / args.series as f64 / args.batches_per_sec,
+                );
+            tokio::time::sleep_until(due.into()).await;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
