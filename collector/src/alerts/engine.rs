@@ -251,8 +251,39 @@ impl Engine {
         }
     }
 
-    pub fn knows_device(&self, id: &str) -> bool {
-        self.devices.contains_key(id)
+    /// After a (re)start: the collector's own downtime is not the devices' silence.
+    /// Every device without an active offline alert is treated as seen at `now_ms`,
+    /// so agents get their offline window to reconnect instead of all "going offline"
+    /// at the first tick; devices already alerting keep their real last-seen time.
+    pub fn start_grace(&mut self, now_ms: i64) {
+        let alerting: HashSet<&str> = self
+            .instances
+            .iter()
+            .filter(|(k, t)| {
+                t.inst.state != State::Ok
+                    && self
+                        .by_name
+                        .get(&k.rule)
+                        .is_some_and(|&i| matches!(self.rules[i].kind, Kind::Offline { .. }))
+            })
+            .map(|(k, _)| k.device_id.as_str())
+            .collect();
+        for (id, d) in &mut self.devices {
+            if !alerting.contains(id.as_str()) {
+                d.last_seen_ms = d.last_seen_ms.max(now_ms);
+            }
+        }
+    }
+
+    /// Puts changes whose saving failed back, to be saved with the next round (their
+    /// instances' current state is saved then; the records are kept in order).
+    pub fn requeue(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            let later = self.dirty.remove(&c.key).unwrap_or_default();
+            let mut records = c.records;
+            records.extend(later);
+            self.dirty.insert(c.key, records);
+        }
     }
 
     /// A device said hello (or was refreshed).
@@ -440,6 +471,9 @@ impl Engine {
 
     /// A device reported: its offline instances see age 0.
     fn heartbeat(&mut self, device_id: &str, now_ms: i64) {
+        if !self.per_device.contains_key(device_id) {
+            return; // no instance at all, so no offline instance to resolve
+        }
         let Some(tenant) = self.devices.get(device_id).map(|d| d.tenant.clone()) else {
             return;
         };
@@ -1013,6 +1047,84 @@ mod tests {
         assert!(e.take_changes().is_empty());
         e.on_batch("d", &batch("cpu", "", 100 * S, 99.0), 100 * S);
         assert_eq!(state(&e, &key("cpu", "d", "")), State::Firing);
+    }
+
+    #[test]
+    fn a_restart_gives_devices_their_offline_window_but_keeps_active_offline_alerts() {
+        let mut e = engine(OFFLINE);
+        e.on_hello("quiet", "acme", "linux", "", 0);
+        e.on_hello("dark", "acme", "linux", "", 0);
+        e.on_batch("quiet", &batch("cpu", "", 20 * S, 1.0), 20 * S);
+        e.tick(21 * S);
+        assert_eq!(state(&e, &key("off", "dark", "")), State::Firing);
+        assert!(e.instance(&key("off", "quiet", "")).is_none());
+        // Restart an hour later, from what was saved.
+        let changes = e.take_changes();
+        let mut r = engine(OFFLINE);
+        r.restore_device(
+            "quiet".into(),
+            Device {
+                tenant: "acme".into(),
+                os_family: "linux".into(),
+                last_seen_ms: 21 * S,
+                ..Device::default()
+            },
+        );
+        r.restore_device(
+            "dark".into(),
+            Device {
+                tenant: "acme".into(),
+                os_family: "linux".into(),
+                last_seen_ms: 0,
+                ..Device::default()
+            },
+        );
+        for c in changes {
+            r.restore_instance(c.key, c.tenant, c.instance);
+        }
+        let restart = 3600 * S;
+        r.start_grace(restart);
+        r.tick(restart + 5 * S);
+        assert!(
+            r.instance(&key("off", "quiet", "")).is_none(),
+            "not offline because the collector was down"
+        );
+        assert_eq!(
+            state(&r, &key("off", "dark", "")),
+            State::Firing,
+            "still offline, not resolved by the restart"
+        );
+        r.tick(restart + 21 * S);
+        assert_eq!(
+            state(&r, &key("off", "quiet", "")),
+            State::Firing,
+            "silent for its window after the restart"
+        );
+    }
+
+    #[test]
+    fn requeued_changes_are_handed_out_again_in_order() {
+        let mut e = engine(CPU);
+        e.on_hello("d", "t", "linux", "", 0);
+        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        let failed = e.take_changes();
+        e.on_batch("d", &batch("cpu", "", 10 * S, 1.0), 10 * S);
+        e.requeue(failed);
+        let again = e.take_changes();
+        assert_eq!(again.len(), 1);
+        let to: Vec<State> = again[0]
+            .records
+            .iter()
+            .filter_map(|r| match r.event {
+                Event::Transition { to, .. } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            to,
+            [State::Pending, State::Firing, State::Recovering, State::Ok]
+        );
+        assert_eq!(again[0].instance.state, State::Ok);
     }
 
     #[test]

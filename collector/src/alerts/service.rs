@@ -74,6 +74,7 @@ impl AlertService {
         for (k, tenant, inst) in instances {
             engine.restore_instance(k, tenant, inst);
         }
+        engine.start_grace(now_ms());
         for r in &engine.rule_set().rules {
             if !r.kind.is_fed() {
                 tracing::info!(rule = %r.name, "rule kind has no data source yet; not evaluated");
@@ -202,10 +203,11 @@ fn run(
         let persist_start = Instant::now();
         let n: usize = changes.iter().map(|c| c.records.len()).sum();
         if let Err(e) = persist::save(conn, &changes, now_ms()) {
-            // The in-memory state is right; the rows are written again with the next
-            // change of each instance, but these history records are lost.
+            // Nothing of the round is stored (one transaction): keep it for the next
+            // round rather than lose history.
             stats.persist_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, records = n, "saving alert transitions failed");
+            tracing::error!(error = %e, records = n, "saving alert transitions failed; retrying next round");
+            engine.requeue(changes);
             continue;
         }
         stats
