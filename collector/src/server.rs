@@ -75,7 +75,12 @@ impl Collector {
                 None => None,
                 Some(a) => {
                     let set = rules::load_dir(&a.rules_dir)?;
-                    Some(AlertService::spawn(store::open(&db)?, set, a.tick)?)
+                    Some(AlertService::spawn(
+                        store::open(&db)?,
+                        set,
+                        a.tick,
+                        Some(a.rules_dir),
+                    )?)
                 }
             };
             Ok::<_, ServeError>((conn, alerts))

@@ -234,21 +234,74 @@ impl Engine {
         self.devices.insert(id, device);
     }
 
-    /// Restores a persisted instance; instances of rules no longer defined are
-    /// ignored (their rows stay as history).
-    pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance) {
-        if self.by_name.contains_key(&key.rule) {
-            let persisted_sample_ms = inst.last_sample_ms;
-            *self.per_device.entry(key.device_id.clone()).or_default() += 1;
-            self.instances.insert(
-                key,
-                Tracked {
-                    tenant,
-                    inst,
-                    persisted_sample_ms,
-                },
-            );
+    /// Restores a persisted instance. One of a rule no longer defined is retired
+    /// (see [`Engine::replace_rules`]).
+    pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance, now_ms: i64) {
+        let persisted_sample_ms = inst.last_sample_ms;
+        *self.per_device.entry(key.device_id.clone()).or_default() += 1;
+        let retire = !self.by_name.contains_key(&key.rule);
+        self.instances.insert(
+            key.clone(),
+            Tracked {
+                tenant,
+                inst,
+                persisted_sample_ms,
+            },
+        );
+        if retire {
+            self.retire(&key, now_ms);
         }
+    }
+
+    /// Runs a new rule set (a reload). Instances of rules that keep their name keep
+    /// their state; those of rules that are gone are retired: an active one goes to
+    /// OK with a history record, so it does not stay "firing" in the store forever.
+    /// Rate and forecast windows start afresh.
+    pub fn replace_rules(&mut self, set: RuleSet, now_ms: i64) {
+        let fresh = Engine::new(set);
+        self.rules = fresh.rules;
+        self.set = fresh.set;
+        self.by_name = fresh.by_name;
+        self.by_metric = fresh.by_metric;
+        self.points.clear();
+        self.dark_tenants.clear();
+        let gone: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|k| !self.by_name.contains_key(&k.rule))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.retire(&k, now_ms);
+        }
+    }
+
+    fn retire(&mut self, key: &Key, now_ms: i64) {
+        let Some(t) = self.instances.get_mut(key) else {
+            return;
+        };
+        if t.inst.state == State::Ok {
+            return;
+        }
+        let from = t.inst.state;
+        t.inst.state = State::Ok;
+        t.inst.severity = None;
+        t.inst.since_ms = now_ms;
+        t.inst.breach_samples = 0;
+        t.inst.stale = false;
+        t.inst.flapping = false;
+        let record = Record {
+            at_ms: now_ms,
+            event: super::machine::Event::Transition {
+                from,
+                to: State::Ok,
+            },
+            state: State::Ok,
+            severity: None,
+            value: t.inst.last_value,
+            suppressed: t.inst.suppressed,
+        };
+        self.dirty.entry(key.clone()).or_default().push(record);
     }
 
     /// After a (re)start: the collector's own downtime is not the devices' silence.
@@ -1080,7 +1133,7 @@ mod tests {
             },
         );
         for c in changes {
-            r.restore_instance(c.key, c.tenant, c.instance);
+            r.restore_instance(c.key, c.tenant, c.instance, 3600 * S);
         }
         let restart = 3600 * S;
         r.start_grace(restart);
@@ -1099,6 +1152,45 @@ mod tests {
             state(&r, &key("off", "quiet", "")),
             State::Firing,
             "silent for its window after the restart"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_instances_of_kept_rules_and_retires_the_others() {
+        let mut e = engine(&format!(
+            "{CPU}[[rule]]\nname = \"mem\"\nkind = \"threshold\"\nmetric = \"mem\"\nwarning = {{ above = 90 }}\n"
+        ));
+        e.on_hello("d", "t", "linux", "", 0);
+        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("mem", "", 0, 99.0), 0);
+        e.take_changes();
+        // "mem" removed, "cpu" kept with a stricter threshold.
+        e.replace_rules(
+            parse_file(Path::new("t.toml"), "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 99.5 }\n").unwrap(),
+            10 * S,
+        );
+        let ch = e.take_changes();
+        assert_eq!(ch.len(), 1);
+        assert_eq!(
+            (ch[0].key.rule.as_str(), ch[0].instance.state),
+            ("mem", State::Ok)
+        );
+        assert_eq!(
+            state(&e, &key("cpu", "d", "")),
+            State::Firing,
+            "kept its state"
+        );
+        e.on_batch("d", &batch("cpu", "", 20 * S, 99.0), 20 * S);
+        assert_eq!(
+            state(&e, &key("cpu", "d", "")),
+            State::Ok,
+            "recovered under the new threshold"
+        );
+        e.on_batch("d", &batch("mem", "", 20 * S, 99.0), 20 * S);
+        assert_eq!(
+            state(&e, &key("mem", "d", "")),
+            State::Ok,
+            "no rule, no evaluation"
         );
     }
 

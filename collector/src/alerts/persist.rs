@@ -534,7 +534,7 @@ mod tests {
             },
         );
         for (k, tenant, inst) in load_instances(&conn).unwrap() {
-            e.restore_instance(k, tenant, inst);
+            e.restore_instance(k, tenant, inst, 240_000);
         }
         let key = Key {
             rule: "cpu".into(),

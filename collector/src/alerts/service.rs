@@ -6,7 +6,13 @@
 //! writer stays the only writer of telemetry, and SQLite serialises the two (WAL,
 //! busy timeout). Rounds batch whatever is queued, so under load one transaction
 //! carries many transitions.
+//!
+//! Rule files are watched (polled on each tick: names, sizes and modification times
+//! of `*.toml` in the directory). A changed directory is loaded and checked in full;
+//! only a clean load replaces the running rules, a bad edit is logged with file,
+//! line and column and the running set stays.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -17,7 +23,7 @@ use rusqlite::Connection;
 
 use super::engine::Engine;
 use super::persist::{self, PersistError};
-use super::rules::RuleSet;
+use super::rules::{self, RuleSet};
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 
 /// Committed groups that may wait for the engine before the writer waits.
@@ -59,11 +65,13 @@ pub struct AlertService {
 }
 
 impl AlertService {
-    /// Loads devices and instance state from `conn`, then starts the thread.
+    /// Loads devices and instance state from `conn`, then starts the thread. With
+    /// `watch`, the rules are reloaded when files in that directory change.
     pub fn spawn(
         mut conn: Connection,
         rules: RuleSet,
         tick: Duration,
+        watch: Option<PathBuf>,
     ) -> Result<(CommitSink, AlertService), ServiceError> {
         let mut engine = Engine::new(rules);
         for (id, d) in persist::load_devices(&conn)? {
@@ -71,10 +79,15 @@ impl AlertService {
         }
         let instances = persist::load_instances(&conn)?;
         let resumed = instances.len();
+        let now = now_ms();
         for (k, tenant, inst) in instances {
-            engine.restore_instance(k, tenant, inst);
+            engine.restore_instance(k, tenant, inst, now);
         }
-        engine.start_grace(now_ms());
+        engine.start_grace(now);
+        let watch = watch.map(|dir| RulesWatch {
+            stamp: stamp(&dir),
+            dir,
+        });
         for r in &engine.rule_set().rules {
             if !r.kind.is_fed() {
                 tracing::info!(rule = %r.name, "rule kind has no data source yet; not evaluated");
@@ -100,7 +113,7 @@ impl AlertService {
                 if let Err(e) = conn.busy_handler(Some(retry_soon)) {
                     tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
                 }
-                run(&mut conn, &mut engine, &rx, tick, &st);
+                run(&mut conn, &mut engine, &rx, tick, &st, watch);
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the alert connection failed");
                 }
@@ -152,12 +165,65 @@ fn apply(engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
     }
 }
 
+/// The rules directory and what it looked like when last loaded.
+struct RulesWatch {
+    dir: PathBuf,
+    stamp: Vec<(PathBuf, u64, Option<SystemTime>)>,
+}
+
+/// Names, sizes and modification times of the rule files: cheap to take each tick.
+fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.path(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
+    let now = stamp(&w.dir);
+    if now == w.stamp {
+        return;
+    }
+    // Remembered even when the load fails: a bad edit is reported once, not per tick.
+    w.stamp = now;
+    match rules::load_dir(&w.dir) {
+        Ok(set) => {
+            tracing::info!(
+                dir = %w.dir.display(),
+                rules = set.rules.len(),
+                windows = set.windows.len(),
+                "alert rules reloaded"
+            );
+            engine.replace_rules(set, now_ms());
+        }
+        Err(e) => {
+            for p in &e.problems {
+                tracing::error!(problem = %p, "rule file problem; the running rules stay");
+            }
+        }
+    }
+}
+
 fn run(
     conn: &mut Connection,
     engine: &mut Engine,
     rx: &mpsc::Receiver<CommittedGroup>,
     tick: Duration,
     stats: &AlertStats,
+    mut watch: Option<RulesWatch>,
 ) {
     let mut next_tick = Instant::now();
     let mut open = true;
@@ -187,6 +253,9 @@ fn run(
             }
         }
         if Instant::now() >= next_tick || !open {
+            if let Some(w) = watch.as_mut() {
+                reload_if_changed(w, engine);
+            }
             engine.tick(now_ms());
             next_tick = Instant::now() + tick;
         }

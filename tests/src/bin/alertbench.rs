@@ -194,6 +194,7 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
             tandem_collector::store::open(&db)?,
             set,
             Duration::from_secs(5),
+            None,
         )?;
         (Some(sink), Some(svc))
     } else {

@@ -325,3 +325,61 @@ async fn killing_the_agent_raises_offline_within_its_window_and_nothing_else() {
     assert!(ok && out.contains("suppressed"), "{out}");
     assert!(collector.terminate().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let rules = write_rules(&site, 0.01);
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let mut agent = start_agent(&site, &collector, "agent-c").await;
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-c",
+        "firing",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A bad edit: reported with file, line and column; the running rule stays.
+    std::fs::write(
+        rules.join("test.toml"),
+        "[[rule]]\nname = \"mem-low-threshold\"\nkind = \"threshold\"\nmetric = \"mem.used.percent\"\nwarning = { above = \"high\" }\n",
+    )
+    .unwrap();
+    let r = wait_for(
+        Duration::from_secs(15),
+        "the bad edit to be reported",
+        || {
+            let log = collector.log();
+            async move { log.contains("test.toml:5:") && log.contains("the running rules stay") }
+        },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; collector log:\n{}", collector.log());
+    }
+    assert_eq!(
+        state_of(&site, "mem-low-threshold", "agent-c").map(|(s, _)| s),
+        Some("firing".to_string())
+    );
+
+    // A good edit raises the threshold out of reach: reloaded, and the alert resolves
+    // without a restart.
+    write_rules(&site, 1000.0);
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-c",
+        "ok",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(collector.log().contains("alert rules reloaded"));
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    assert!(collector.terminate().await);
+}
