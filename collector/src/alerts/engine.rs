@@ -305,6 +305,7 @@ impl Engine {
     }
 
     /// After a (re)start: the collector's own downtime is not the devices' silence.
+    /// Call after restoring devices and instances.
     /// Every device without an active offline alert is treated as seen at `now_ms`,
     /// so agents get their offline window to reconnect instead of all "going offline"
     /// at the first tick; devices already alerting keep their real last-seen time.
@@ -324,6 +325,13 @@ impl Engine {
         for (id, d) in &mut self.devices {
             if !alerting.contains(id.as_str()) {
                 d.last_seen_ms = d.last_seen_ms.max(now_ms);
+            }
+        }
+        // Likewise for data: a pending breach survives the downtime (the downtime
+        // does not count towards `for`), and nothing is stale until new silence.
+        for t in self.instances.values_mut() {
+            if t.inst.last_arrival_ms != i64::MIN {
+                t.inst.last_arrival_ms = t.inst.last_arrival_ms.max(now_ms);
             }
         }
     }
@@ -753,7 +761,8 @@ impl Engine {
             return;
         };
         let before = (t.inst.state, t.inst.breach_samples);
-        t.inst.observe(&params, at_ms, value, verdict, &mut out);
+        t.inst
+            .observe_at(&params, at_ms, now_ms, value, verdict, &mut out);
         let moved = before != (t.inst.state, t.inst.breach_samples)
             || t.inst.last_sample_ms.saturating_sub(t.persisted_sample_ms)
                 > params.nodata_after_ms / 2;

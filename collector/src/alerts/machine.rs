@@ -11,6 +11,10 @@
 //! - `PENDING → FIRING` needs the breach held for `for` *and* at least `min_samples`
 //!   breaching samples: one sample from a laptop that slept for an hour is no evidence;
 //! - a gap in the data longer than `nodata_after` breaks a pending breach (back to OK);
+//! - two clocks, never mixed: spans of evidence are measured on the device's sample
+//!   timestamps (differences cancel its clock skew), and "how long since evidence
+//!   arrived" on the collector's clock, so an agent whose clock is minutes off
+//!   neither goes stale on every tick nor fires early;
 //! - `RECOVERING → FIRING` is silent (the record is there, a notifier skips it) and
 //!   counts towards flapping.
 
@@ -127,6 +131,8 @@ pub struct Instance {
     /// First recovering sample of the current recovery.
     pub recover_start_ms: i64,
     pub last_sample_ms: i64,
+    /// Collector time at which the last sample arrived.
+    pub last_arrival_ms: i64,
     pub last_value: f64,
     pub stale: bool,
     pub flapping: bool,
@@ -145,6 +151,7 @@ impl Default for Instance {
             breach_samples: 0,
             recover_start_ms: 0,
             last_sample_ms: i64::MIN,
+            last_arrival_ms: i64::MIN,
             last_value: 0.0,
             stale: false,
             flapping: false,
@@ -160,12 +167,26 @@ impl Instance {
         self.state == State::Ok && !self.flapping && !self.suppressed && !self.stale
     }
 
-    /// Feeds one sample taken at `at_ms`. Samples older than the last one seen are
-    /// ignored (a late replay must not rewind the timers).
+    /// Feeds one sample taken at `at_ms` that arrives at `at_ms` (one clock).
     pub fn observe(
         &mut self,
         p: &Params,
         at_ms: i64,
+        value: f64,
+        verdict: Verdict,
+        out: &mut Vec<Record>,
+    ) {
+        self.observe_at(p, at_ms, at_ms, value, verdict, out);
+    }
+
+    /// Feeds one sample taken at `at_ms` (device clock) that arrived at `arrival_ms`
+    /// (collector clock). Samples older than the last one seen are ignored (a late
+    /// replay must not rewind the timers).
+    pub fn observe_at(
+        &mut self,
+        p: &Params,
+        at_ms: i64,
+        arrival_ms: i64,
         value: f64,
         verdict: Verdict,
         out: &mut Vec<Record>,
@@ -176,6 +197,7 @@ impl Instance {
         let gap =
             self.last_sample_ms != i64::MIN && at_ms - self.last_sample_ms > p.nodata_after_ms;
         self.last_sample_ms = at_ms;
+        self.last_arrival_ms = self.last_arrival_ms.max(arrival_ms);
         self.last_value = value;
         if self.stale {
             self.stale = false;
@@ -191,13 +213,13 @@ impl Instance {
                 self.breach_start_ms = at_ms;
                 self.breach_samples = 1;
                 self.goto(p, State::Pending, at_ms, out);
-                self.try_fire(p, at_ms, out);
+                self.try_fire(p, 0, at_ms, out);
             }
             (State::Ok, _) => {}
             (State::Pending, Verdict::Breach(s)) => {
                 self.severity = Some(s);
                 self.breach_samples = self.breach_samples.saturating_add(1);
-                self.try_fire(p, at_ms, out);
+                self.try_fire(p, at_ms - self.breach_start_ms, at_ms, out);
             }
             (State::Pending, _) => {
                 self.goto(p, State::Ok, at_ms, out);
@@ -206,10 +228,12 @@ impl Instance {
             (State::Firing, Verdict::Recover) => {
                 self.recover_start_ms = at_ms;
                 self.goto(p, State::Recovering, at_ms, out);
-                self.try_clear(p, at_ms, out);
+                self.try_clear(p, 0, at_ms, out);
             }
             (State::Firing, Verdict::Hold) => {}
-            (State::Recovering, Verdict::Recover) => self.try_clear(p, at_ms, out),
+            (State::Recovering, Verdict::Recover) => {
+                self.try_clear(p, at_ms - self.recover_start_ms, at_ms, out)
+            }
             (State::Recovering, Verdict::Breach(s)) => {
                 self.goto(p, State::Firing, at_ms, out);
                 self.set_severity(s, at_ms, out);
@@ -221,16 +245,25 @@ impl Instance {
     /// Moves time-based conditions on to `now_ms`: `for`, `clear_for`, staleness and
     /// the end of flapping.
     pub fn tick(&mut self, p: &Params, now_ms: i64, out: &mut Vec<Record>) {
-        let silent =
-            self.last_sample_ms == i64::MIN || now_ms - self.last_sample_ms > p.nodata_after_ms;
+        // Time since the last evidence arrived, on the collector's clock.
+        let since = if self.last_arrival_ms == i64::MIN {
+            i64::MAX
+        } else {
+            (now_ms - self.last_arrival_ms).max(0)
+        };
+        let silent = since > p.nodata_after_ms;
         if silent && self.state != State::Ok && !self.stale {
             self.stale = true;
             self.record(now_ms, Event::Stale(true), out);
         }
+        // Held = the span of evidence (device clock) + the time since it arrived.
+        let held = |start: i64| (self.last_sample_ms - start).saturating_add(since);
         match self.state {
             State::Pending if silent => self.goto(p, State::Ok, now_ms, out),
-            State::Pending => self.try_fire(p, now_ms, out),
-            State::Recovering if !silent => self.try_clear(p, now_ms, out),
+            State::Pending => self.try_fire(p, held(self.breach_start_ms), now_ms, out),
+            State::Recovering if !silent => {
+                self.try_clear(p, held(self.recover_start_ms), now_ms, out)
+            }
             _ => {}
         }
         if self.flapping
@@ -253,18 +286,20 @@ impl Instance {
         }
     }
 
-    fn try_fire(&mut self, p: &Params, now_ms: i64, out: &mut Vec<Record>) {
+    /// Fires if the breach, held for `held_ms`, is long and seen enough.
+    fn try_fire(&mut self, p: &Params, held_ms: i64, at_ms: i64, out: &mut Vec<Record>) {
         if self.state == State::Pending
             && self.breach_samples >= p.min_samples
-            && now_ms - self.breach_start_ms >= p.for_ms
+            && held_ms >= p.for_ms
         {
-            self.goto(p, State::Firing, now_ms, out);
+            self.goto(p, State::Firing, at_ms, out);
         }
     }
 
-    fn try_clear(&mut self, p: &Params, now_ms: i64, out: &mut Vec<Record>) {
-        if self.state == State::Recovering && now_ms - self.recover_start_ms >= p.clear_for_ms {
-            self.goto(p, State::Ok, now_ms, out);
+    /// Clears if the recover condition has held for `held_ms` ≥ `clear_for`.
+    fn try_clear(&mut self, p: &Params, held_ms: i64, at_ms: i64, out: &mut Vec<Record>) {
+        if self.state == State::Recovering && held_ms >= p.clear_for_ms {
+            self.goto(p, State::Ok, at_ms, out);
         }
     }
 
@@ -751,6 +786,37 @@ mod tests {
         // Setting the same flag again records nothing.
         i.set_suppressed(false, 3, &mut out);
         assert_eq!(out.last().copied(), last);
+    }
+
+    #[test]
+    fn an_agent_clock_minutes_behind_neither_goes_stale_nor_fires_early() {
+        // Samples stamped 10 min behind the collector (nodata_after is 5 min),
+        // arriving every minute: for = 5 min, min_samples = 3.
+        let p = params();
+        let skew = 10 * MIN;
+        let mut i = Instance::default();
+        let mut out = Vec::new();
+        for k in 0..=5 {
+            let arrival = 100 * MIN + k * MIN;
+            i.observe_at(&p, arrival - skew, arrival, 99.0, Breach(Warning), &mut out);
+            i.tick(&p, arrival + 30 * S, &mut out);
+        }
+        assert!(!i.stale);
+        assert_eq!(
+            transitions(&out),
+            vec![(90 * MIN, Ok, Pending), (95 * MIN, Pending, Firing)],
+            "fires after 5 min of evidence, not at the first tick"
+        );
+        // And a timer-driven fire happens 5 min after the first arrival, collector time.
+        let mut j = Instance::default();
+        let mut out = Vec::new();
+        j.observe_at(&p, 90 * MIN, 100 * MIN, 99.0, Breach(Warning), &mut out);
+        j.observe_at(&p, 91 * MIN, 101 * MIN, 99.0, Breach(Warning), &mut out);
+        j.observe_at(&p, 94 * MIN, 104 * MIN, 99.0, Breach(Warning), &mut out);
+        j.tick(&p, 105 * MIN - 1, &mut out);
+        assert_eq!(j.state, Pending);
+        j.tick(&p, 105 * MIN, &mut out);
+        assert_eq!(j.state, Firing);
     }
 
     #[test]

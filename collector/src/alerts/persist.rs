@@ -34,13 +34,14 @@ pub fn save(conn: &mut Connection, changes: &[Change], now_ms: i64) -> Result<()
         let mut upsert = tx.prepare_cached(
             "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity,
                 since_ms, breach_start_ms, breach_samples, recover_start_ms, last_sample_ms,
-                last_value, stale, flapping, suppressed, changes, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                last_value, stale, flapping, suppressed, changes, updated_ms, last_arrival_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT (rule, device_id, dimension) DO UPDATE SET
                 tenant = excluded.tenant, state = excluded.state, severity = excluded.severity,
                 since_ms = excluded.since_ms, breach_start_ms = excluded.breach_start_ms,
                 breach_samples = excluded.breach_samples, recover_start_ms = excluded.recover_start_ms,
-                last_sample_ms = excluded.last_sample_ms, last_value = excluded.last_value,
+                last_sample_ms = excluded.last_sample_ms, last_arrival_ms = excluded.last_arrival_ms,
+                last_value = excluded.last_value,
                 stale = excluded.stale, flapping = excluded.flapping, suppressed = excluded.suppressed,
                 changes = excluded.changes, updated_ms = excluded.updated_ms,
                 acked_ms = CASE WHEN excluded.state = 'ok' THEN NULL ELSE acked_ms END,
@@ -72,7 +73,8 @@ pub fn save(conn: &mut Connection, changes: &[Change], now_ms: i64) -> Result<()
                     flag(i.flapping),
                     flag(i.suppressed),
                     changes_json,
-                    now_ms
+                    now_ms,
+                    i.last_arrival_ms
                 ],
                 |r| r.get(0),
             )?;
@@ -169,7 +171,7 @@ pub fn load_instances(conn: &Connection) -> Result<Vec<(Key, String, Instance)>,
     let mut stmt = conn.prepare(
         "SELECT id, rule, device_id, dimension, tenant, state, severity, since_ms, breach_start_ms,
                 breach_samples, recover_start_ms, last_sample_ms, last_value, stale, flapping,
-                suppressed, changes
+                suppressed, changes, last_arrival_ms
          FROM alert_instances",
     )?;
     let mut rows = stmt.query([])?;
@@ -202,6 +204,7 @@ pub fn load_instances(conn: &Connection) -> Result<Vec<(Key, String, Instance)>,
                 breach_samples: r.get(9)?,
                 recover_start_ms: r.get(10)?,
                 last_sample_ms: r.get(11)?,
+                last_arrival_ms: r.get(17)?,
                 last_value: r.get(12)?,
                 stale: r.get(13)?,
                 flapping: r.get(14)?,
@@ -387,6 +390,7 @@ mod tests {
                 breach_samples: 3,
                 recover_start_ms: 0,
                 last_sample_ms: 5,
+                last_arrival_ms: 6,
                 last_value: f64::INFINITY,
                 stale: false,
                 flapping: true,

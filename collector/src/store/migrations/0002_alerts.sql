@@ -15,7 +15,8 @@ CREATE TABLE alert_instances (
     breach_start_ms   INTEGER NOT NULL,
     breach_samples    INTEGER NOT NULL,
     recover_start_ms  INTEGER NOT NULL,
-    last_sample_ms    INTEGER NOT NULL,
+    last_sample_ms    INTEGER NOT NULL,         -- device clock
+    last_arrival_ms   INTEGER NOT NULL,         -- collector clock: when that sample arrived
     last_value        REAL NOT NULL,
     stale             INTEGER NOT NULL,
     flapping          INTEGER NOT NULL,
