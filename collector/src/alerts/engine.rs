@@ -280,35 +280,18 @@ impl Engine {
         let Some(t) = self.instances.get_mut(key) else {
             return;
         };
-        if t.inst.state == State::Ok {
-            return;
+        let mut out = Vec::new();
+        t.inst.close(now_ms, &mut out);
+        if !out.is_empty() {
+            self.dirty.entry(key.clone()).or_default().extend(out);
         }
-        let from = t.inst.state;
-        t.inst.state = State::Ok;
-        t.inst.severity = None;
-        t.inst.since_ms = now_ms;
-        t.inst.breach_samples = 0;
-        t.inst.stale = false;
-        t.inst.flapping = false;
-        let record = Record {
-            at_ms: now_ms,
-            event: super::machine::Event::Transition {
-                from,
-                to: State::Ok,
-            },
-            state: State::Ok,
-            severity: None,
-            value: t.inst.last_value,
-            suppressed: t.inst.suppressed,
-        };
-        self.dirty.entry(key.clone()).or_default().push(record);
     }
 
     /// After a (re)start: the collector's own downtime is not the devices' silence.
-    /// Call after restoring devices and instances.
     /// Every device without an active offline alert is treated as seen at `now_ms`,
     /// so agents get their offline window to reconnect instead of all "going offline"
     /// at the first tick; devices already alerting keep their real last-seen time.
+    /// Call after restoring devices and instances.
     pub fn start_grace(&mut self, now_ms: i64) {
         let alerting: HashSet<&str> = self
             .instances
@@ -390,14 +373,7 @@ impl Engine {
                 {
                     continue;
                 }
-                let target = Target {
-                    tenant: &tenant,
-                    device_id,
-                    os_family: &os,
-                    site: None,
-                    tags: &[],
-                    rule: &rule.name,
-                };
+                let target = Target::device(&tenant, device_id, &os, &rule.name);
                 if !rule.scope.matches(&target) {
                     continue;
                 }
@@ -577,14 +553,7 @@ impl Engine {
             let mut per_tenant: HashMap<String, (usize, usize)> = HashMap::new();
             let mut verdicts = Vec::new();
             for (id, d) in &self.devices {
-                let target = Target {
-                    tenant: &d.tenant,
-                    device_id: id,
-                    os_family: &d.os_family,
-                    site: None,
-                    tags: &[],
-                    rule: &self.rules[ri].name,
-                };
+                let target = Target::device(&d.tenant, id, &d.os_family, &self.rules[ri].name);
                 if !self.rules[ri].scope.matches(&target) {
                     continue;
                 }
@@ -663,14 +632,7 @@ impl Engine {
                 Kind::RebootPending => p.reboot_since_ms,
                 _ => continue,
             };
-            let target = Target {
-                tenant: &tenant,
-                device_id,
-                os_family: &os,
-                site: None,
-                tags: &[],
-                rule: &self.rules[ri].name,
-            };
+            let target = Target::device(&tenant, device_id, &os, &self.rules[ri].name);
             if !self.rules[ri].scope.matches(&target) {
                 continue;
             }
@@ -694,14 +656,8 @@ impl Engine {
             .map(|d| d.tenant.as_str())
             .or_else(|| key.dimension.strip_prefix("tenant:"))
             .unwrap_or("");
-        let target = Target {
-            tenant,
-            device_id: &key.device_id,
-            os_family: dev.map_or("", |d| d.os_family.as_str()),
-            site: None,
-            tags: &[],
-            rule: &rule.name,
-        };
+        let os = dev.map_or("", |d| d.os_family.as_str());
+        let target = Target::device(tenant, &key.device_id, os, &rule.name);
         if self
             .set
             .windows

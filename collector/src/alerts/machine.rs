@@ -278,6 +278,28 @@ impl Instance {
         }
     }
 
+    /// Closes an active instance whose rule is gone: straight to OK, one record.
+    pub fn close(&mut self, now_ms: i64, out: &mut Vec<Record>) {
+        if self.state == State::Ok {
+            return;
+        }
+        let from = self.state;
+        self.state = State::Ok;
+        self.since_ms = now_ms;
+        self.breach_samples = 0;
+        self.stale = false;
+        self.flapping = false;
+        self.record(
+            now_ms,
+            Event::Transition {
+                from,
+                to: State::Ok,
+            },
+            out,
+        );
+        self.severity = None;
+    }
+
     /// Sets the suppressed flag (maintenance, silence or inhibition).
     pub fn set_suppressed(&mut self, on: bool, now_ms: i64, out: &mut Vec<Record>) {
         if self.suppressed != on {
@@ -817,6 +839,24 @@ mod tests {
         assert_eq!(j.state, Pending);
         j.tick(&p, 105 * MIN, &mut out);
         assert_eq!(j.state, Firing);
+    }
+
+    #[test]
+    fn closing_records_one_transition_and_is_idempotent() {
+        let p = params();
+        let mut i = Instance::default();
+        let mut out = Vec::new();
+        feed(&mut i, &p, 0, MIN, &[Breach(Critical); 6], &mut out);
+        out.clear();
+        i.close(7 * MIN, &mut out);
+        i.close(8 * MIN, &mut out);
+        assert_eq!(transitions(&out), vec![(7 * MIN, Firing, Ok)]);
+        assert_eq!(
+            out[0].severity,
+            Some(Critical),
+            "the record says what ended"
+        );
+        assert!(i.is_quiet());
     }
 
     #[test]

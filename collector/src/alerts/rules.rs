@@ -84,6 +84,20 @@ pub struct Target<'a> {
     pub rule: &'a str,
 }
 
+impl<'a> Target<'a> {
+    /// A device as the store knows it today: no site, no tags.
+    pub fn device(tenant: &'a str, device_id: &'a str, os_family: &'a str, rule: &'a str) -> Self {
+        Target {
+            tenant,
+            device_id,
+            os_family,
+            site: None,
+            tags: &[],
+            rule,
+        }
+    }
+}
+
 impl Scope {
     pub fn matches(&self, t: &Target<'_>) -> bool {
         fn any_or(list: &[String], v: &str) -> bool {
