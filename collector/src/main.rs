@@ -381,7 +381,12 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AlertsCommand::Ack { id, data_dir, by } => {
-            let mut conn = store::open(&data_dir.join(store::DB_FILE))?;
+            let db = data_dir.join(store::DB_FILE);
+            // store::open would create an empty database at a mistyped path.
+            if !db.is_file() {
+                anyhow::bail!("no database at {} (check --data-dir)", db.display());
+            }
+            let mut conn = store::open(&db)?;
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "cli".into());

@@ -1047,6 +1047,36 @@ mod tests {
     }
 
     #[test]
+    fn a_weekly_window_suppresses_at_local_time_on_both_sides_of_a_dst_change() {
+        // Sundays 01:00–04:00 Berlin. 2026-03-22 is CET (UTC+1), 2026-03-29 is the
+        // spring-forward day: 01:00 CET to 04:00 CEST, i.e. 00:00Z to 02:00Z.
+        let mut e = engine(&format!(
+            "{CPU}[[maintenance]]\nname = \"sunday\"\ntz = \"Europe/Berlin\"\nweekdays = [\"sun\"]\nfrom = \"01:00\"\nto = \"04:00\"\n"
+        ));
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        e.on_hello("d", "t", "linux", "", 0);
+        let k = key("cpu", "d", "");
+        let at = |e: &mut Engine, when: &str| {
+            let t = ms(when);
+            e.on_batch("d", &batch("cpu", "", t, 99.0), t);
+            e.tick(t);
+            e.instance(&k).unwrap().suppressed
+        };
+        assert!(at(&mut e, "2026-03-22T02:59:00Z"), "03:59 CET: inside");
+        assert!(!at(&mut e, "2026-03-22T03:00:00Z"), "04:00 CET: after");
+        assert!(
+            !at(&mut e, "2026-03-28T23:59:00Z"),
+            "Saturday 00:59 CET: before"
+        );
+        assert!(at(&mut e, "2026-03-29T00:00:00Z"), "01:00 CET: starts");
+        assert!(at(&mut e, "2026-03-29T01:59:00Z"), "03:59 CEST: inside");
+        assert!(
+            !at(&mut e, "2026-03-29T02:00:00Z"),
+            "04:00 CEST: ends an hour earlier in UTC"
+        );
+    }
+
+    #[test]
     fn quiet_instances_are_forgotten_after_their_flap_window() {
         let mut e = engine(&format!("{CPU}flap_window_secs = 60\n"));
         e.on_hello("d", "t", "linux", "", 0);
