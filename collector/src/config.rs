@@ -15,11 +15,15 @@
 //! listen = "0.0.0.0:4444"          # server-authenticated TLS, no client certificate
 //! cert_lifetime_secs = 2592000     # 30 days; agents renew at two thirds
 //! attempts_per_minute = 10         # per source address
+//! [alerts]                         # optional: no rules_dir, no alert engine
+//! rules_dir = "rules"
+//! tick_secs = 5
 //! ```
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -37,6 +41,8 @@ pub struct Config {
     pub limits: TimeLimits,
     pub writer: WriterConfig,
     pub enrollment: EnrollmentConfig,
+    /// The alert engine; `None` when no rules directory is configured.
+    pub alerts: Option<AlertsConfig>,
 }
 
 /// The enrollment listener and the certificates it issues.
@@ -61,6 +67,14 @@ impl Default for EnrollmentConfig {
     }
 }
 
+/// Where the alert rules are and how often time-based conditions are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    pub rules_dir: PathBuf,
+    /// The coarse timer for offline, `for` and `clear_for`.
+    pub tick: Duration,
+}
+
 impl Config {
     /// Defaults with a given data dir and listen address (used by `demo` and tests).
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
@@ -74,6 +88,7 @@ impl Config {
             },
             writer: WriterConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            alerts: None,
         }
     }
 
@@ -92,6 +107,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     enrollment: RawEnrollment,
+    #[serde(default)]
+    alerts: RawAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +117,13 @@ struct RawEnrollment {
     listen: Option<Spanned<String>>,
     cert_lifetime_secs: Option<Spanned<i64>>,
     attempts_per_minute: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    rules_dir: Option<Spanned<String>>,
+    tick_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +288,21 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         4096,
     );
     let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 1024);
+    let tick = ranged(&mut p, &raw.alerts.tick_secs, "tick_secs", 1, 300, 5);
+    let alerts = match &raw.alerts.rules_dir {
+        None => None,
+        Some(s) if s.get_ref().is_empty() => {
+            p.at(
+                s.span(),
+                "rules_dir must not be empty (leave it out to run without alerts)".into(),
+            );
+            None
+        }
+        Some(s) => Some(AlertsConfig {
+            rules_dir: base.join(s.get_ref()),
+            tick: Duration::from_secs(tick as u64),
+        }),
+    };
     if !p.list.is_empty() {
         return Err(ConfigError { problems: p.list });
     }
@@ -284,6 +323,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
             cert_lifetime: std::time::Duration::from_secs(lifetime as u64),
             attempts_per_minute: attempts as u32,
         },
+        alerts,
     })
 }
 
@@ -358,6 +398,30 @@ mod tests {
     #[test]
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/collector.toml");
-        load(&path).unwrap();
+        let c = load(&path).unwrap();
+        let alerts = c.alerts.expect("the example enables the alert engine");
+        assert_eq!(alerts.rules_dir, path.parent().unwrap().join("rules"));
+        assert!(
+            alerts.rules_dir.is_dir(),
+            "the example points at deploy/rules"
+        );
+        assert_eq!(alerts.tick, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn alerts_are_optional_and_checked() {
+        let c = parse(Path::new("/etc/tandem/c.toml"), "").unwrap();
+        assert_eq!(c.alerts, None);
+        let e = parse(
+            Path::new("c.toml"),
+            "[alerts]\nrules_dir = \"\"\ntick_secs = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(
+            e.problems[0].starts_with("c.toml:3:13: tick_secs = 0"),
+            "{e}"
+        );
+        assert!(e.problems[1].starts_with("c.toml:2:13: rules_dir"), "{e}");
     }
 }

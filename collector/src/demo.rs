@@ -1,6 +1,7 @@
 //! `tandem-collector demo`: the whole path on this machine with no setup. Makes a
 //! throwaway data dir and CA, starts the collector on loopback, starts an agent for
-//! this machine in the same process, and prints where everything is.
+//! this machine in the same process, and prints where everything is. The alert
+//! engine runs with the default rule pack, written to `<dir>/rules` to edit.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{AlertsConfig, Config};
 use crate::pki::{self, DEFAULT_AGENT_VALIDITY, Validity};
 use crate::server::Collector;
 
@@ -76,10 +77,17 @@ pub async fn run(
     if !pki::PkiPaths::new(&data_dir).ca_key.exists() {
         pki::init(&data_dir, &[])?;
     }
+    let rules_dir = root.join("rules");
+    crate::alerts::write_default_pack(&rules_dir)
+        .with_context(|| format!("cannot write the rule pack to {}", rules_dir.display()))?;
     let mut config = Config::new(data_dir.clone(), listen);
     config.sample_interval_secs = 5;
     // The demo's agent has its certificate already; enrollment stays on loopback.
     config.enrollment.listen = SocketAddr::new(listen.ip(), 0);
+    config.alerts = Some(AlertsConfig {
+        rules_dir: rules_dir.clone(),
+        tick: std::time::Duration::from_secs(5),
+    });
     let collector = match Collector::bind(config.clone()).await {
         Ok(c) => c,
         Err(crate::server::ServeError::Bind { .. }) if listen.port() != 0 => {
@@ -138,6 +146,10 @@ pub async fn run(
     println!("Look at the data:");
     println!("  {exe} inspect --data-dir {}", data_dir.display());
     println!("  sqlite3 {} 'SELECT count(*) FROM samples'", db.display());
+    println!();
+    println!("Alerts (default rule pack in {}):", rules_dir.display());
+    println!("  {exe} alerts list --data-dir {}", data_dir.display());
+    println!("  {exe} rules check {}", rules_dir.display());
     println!();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

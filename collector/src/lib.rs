@@ -2,6 +2,7 @@
 //! send in SQLite, and acknowledges only what is durably committed.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tandem_collector::alerts::machine::State;
+use tandem_collector::alerts::persist::{self, AckOutcome, ListFilter};
+use tandem_collector::alerts::{rules, ruletest};
 use tandem_collector::cli::{format_ms, parse_duration};
 use tandem_collector::pki::{self, Validity};
 use tandem_collector::store::admin;
@@ -61,6 +64,16 @@ enum Command {
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
+    },
+    /// Check and test alert rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// List, inspect and acknowledge alerts in the database.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
     },
     /// Run a collector and an agent for this machine on loopback, with a throwaway CA.
     Demo {
@@ -194,6 +207,53 @@ enum RotateStep {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// Check a rules directory (or one file): every problem with file, line and
+    /// column; exits non-zero if there is any.
+    Check { path: PathBuf },
+    /// Run a rule test file: synthetic samples in, expected transitions out.
+    Test { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Active alerts (not OK), most recent first.
+    List {
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_parser = ["ok", "pending", "firing", "recovering"])]
+        state: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        /// Include alerts that are back to OK.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an active alert by its id (from `alerts list`).
+    Ack {
+        id: i64,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        /// Who acknowledges (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Every transition and flag change (time, value), oldest first.
+    History {
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum PkiCommand {
     /// Rotate the collector CA in two steps (see docs/SECURITY.md).
     RotateCa {
@@ -291,6 +351,8 @@ fn main() -> anyhow::Result<()> {
         Command::Site { command } => site(command),
         Command::Token { command } => token(command),
         Command::Device { command } => device(command),
+        Command::Rules { command } => rules_cmd(command),
+        Command::Alerts { command } => alerts_cmd(command),
         Command::Demo { dir, listen } => {
             runtime()?.block_on(demo::run(dir, listen, shutdown_signal()))
         }
@@ -622,6 +684,177 @@ fn inspect_to(
         }
     }
     Ok(())
+}
+
+fn rules_cmd(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::Check { path } => {
+            let set = if path.is_dir() {
+                rules::load_dir(&path)
+            } else {
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+                    .map(|src| rules::parse_file(&path, &src))?
+            };
+            match set {
+                Ok(set) => {
+                    for r in set.rules.iter().filter(|r| !r.kind.is_fed()) {
+                        println!(
+                            "note: {}: rule {:?} has no data source yet and is not evaluated",
+                            r.origin, r.name
+                        );
+                    }
+                    println!(
+                        "{}: {} rules, {} maintenance windows, no problems",
+                        path.display(),
+                        set.rules.len(),
+                        set.windows.len()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    anyhow::bail!("{} problem(s) in {}", e.problems.len(), path.display())
+                }
+            }
+        }
+        RulesCommand::Test { file } => {
+            let report = ruletest::run_file(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", report.text);
+            println!("{} passed, {} failed", report.passed, report.failed);
+            if report.failed > 0 {
+                anyhow::bail!("{} rule test(s) failed", report.failed);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
+    match command {
+        AlertsCommand::List {
+            data_dir,
+            tenant,
+            state,
+            device,
+            all,
+            json,
+        } => {
+            let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
+            let filter = ListFilter {
+                tenant: tenant.as_deref(),
+                state: state.as_deref().and_then(State::parse),
+                device: device.as_deref(),
+                all,
+            };
+            let rows = persist::list(&conn, &filter)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no alerts");
+            }
+            for r in rows {
+                let mut flags = Vec::new();
+                for (on, name) in [
+                    (r.stale, "stale"),
+                    (r.flapping, "flapping"),
+                    (r.suppressed, "suppressed"),
+                ] {
+                    if on {
+                        flags.push(name.to_owned());
+                    }
+                }
+                if let Some(by) = &r.acked_by {
+                    flags.push(format!("acked by {by}"));
+                }
+                let target = match (r.device_id.is_empty(), r.dimension.is_empty()) {
+                    (true, _) => r.dimension.clone(),
+                    (false, true) => format!("{} ({})", r.device_id, r.hostname),
+                    (false, false) => format!("{} ({}) {}", r.device_id, r.hostname, r.dimension),
+                };
+                println!(
+                    "#{:<5} {:<10} {:<8} {:<28} tenant {} {} since {} value {}{}",
+                    r.id,
+                    r.state,
+                    r.severity.as_deref().unwrap_or("-"),
+                    r.rule,
+                    r.tenant,
+                    target,
+                    fmt_ms(r.since_ms),
+                    r.last_value,
+                    if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", flags.join(", "))
+                    }
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Ack { id, data_dir, by } => {
+            let db = data_dir.join(store::DB_FILE);
+            // store::open would create an empty database at a mistyped path.
+            if !db.is_file() {
+                anyhow::bail!("no database at {} (check --data-dir)", db.display());
+            }
+            let mut conn = store::open(&db)?;
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".into());
+            let now = jiff::Timestamp::now().as_millisecond();
+            match persist::ack(&mut conn, id, &by, now)? {
+                AckOutcome::Acked => {
+                    println!("alert #{id} acknowledged by {by}");
+                    Ok(())
+                }
+                AckOutcome::AlreadyAcked => {
+                    println!("alert #{id} was already acknowledged");
+                    Ok(())
+                }
+                AckOutcome::NotActive => {
+                    anyhow::bail!("alert #{id} is back to OK; nothing to acknowledge")
+                }
+                AckOutcome::NoSuchAlert => anyhow::bail!("no alert #{id} (see `alerts list`)"),
+            }
+        }
+        AlertsCommand::History {
+            data_dir,
+            device,
+            json,
+        } => {
+            let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
+            let rows = persist::history(&conn, device.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            for h in rows {
+                println!(
+                    "{} #{} {} {} {} {:<12} {} -> {} {} value {}{}",
+                    fmt_ms(h.at_ms),
+                    h.instance_id,
+                    h.rule,
+                    h.device_id,
+                    h.dimension,
+                    h.event,
+                    h.from_state.as_deref().unwrap_or("-"),
+                    h.to_state,
+                    h.severity.as_deref().unwrap_or("-"),
+                    h.value.map_or("-".into(), |v| v.to_string()),
+                    if h.suppressed { " (suppressed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

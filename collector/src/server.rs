@@ -1,7 +1,8 @@
-//! Wires the collector together: store writer, the telemetry listener (mTLS:
-//! ingest and certificate renewal), the enrollment listener (server-only TLS), the
-//! revocation poller, and the shutdown order (stop intake → flush acks → commit →
-//! close the database).
+//! Wires the collector together: store writer, alert engine, the telemetry
+//! listener (mTLS: ingest and certificate renewal), the enrollment listener
+//! (server-only TLS), the revocation poller, config reload, and the shutdown order
+//! (stop intake → flush acks → commit → evaluate what was committed → close the
+//! database).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
+use crate::alerts::rules::{self, RulesError};
+use crate::alerts::service::{AlertService, ServiceError};
 use crate::config::Config;
 use crate::grpc::enroll::{EnrollService, Issuing, RenewService};
 use crate::grpc::ingest::{Ingest, LiveConfig};
@@ -50,6 +53,10 @@ pub enum ServeError {
     Thread(#[source] std::io::Error),
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("alert rules:\n{0}")]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Alerts(#[from] ServiceError),
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("cannot load revocations: {0}")]
@@ -81,6 +88,8 @@ pub struct Collector {
     cursor: revocation::Cursor,
     writer: Writer,
     writer_thread: WriterThread,
+    /// Evaluates what the writer committed; stops after the writer (its only feeder).
+    alerts: Option<AlertService>,
 }
 
 impl Collector {
@@ -88,9 +97,29 @@ impl Collector {
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
         let paths = PkiPaths::new(&config.data_dir);
         let db = config.db_path();
-        let conn = tokio::task::spawn_blocking(move || store::open(&db))
-            .await
-            .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        let alerts_cfg = config.alerts.clone();
+        let (conn, alerts) = tokio::task::spawn_blocking(move || {
+            let conn = store::open(&db)?;
+            let alerts = match alerts_cfg {
+                None => None,
+                Some(a) => {
+                    let set = rules::load_dir(&a.rules_dir)?;
+                    Some(AlertService::spawn(
+                        store::open(&db)?,
+                        set,
+                        a.tick,
+                        Some(a.rules_dir),
+                    )?)
+                }
+            };
+            Ok::<_, ServeError>((conn, alerts))
+        })
+        .await
+        .map_err(|e| ServeError::Thread(std::io::Error::other(e)))??;
+        let (sink, alerts) = match alerts {
+            Some((sink, service)) => (Some(sink), Some(service)),
+            None => (None, None),
+        };
         // Every revocation is known before the first handshake.
         let revocations = Arc::new(Revocations::default());
         let mut cursor = revocation::Cursor::default();
@@ -104,7 +133,7 @@ impl Collector {
             lifetime: config.enrollment.cert_lifetime,
         });
         let (writer, writer_thread) =
-            Writer::spawn(conn, config.writer).map_err(ServeError::Thread)?;
+            Writer::spawn_with_sink(conn, config.writer, sink).map_err(ServeError::Thread)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -132,6 +161,7 @@ impl Collector {
             cursor,
             writer,
             writer_thread,
+            alerts,
         })
     }
 
@@ -271,7 +301,16 @@ impl Collector {
         // The service (and its writer handle) is gone with the server future; once the
         // sessions are done too, the writer commits what is queued and closes the db.
         drop(server);
-        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        let alerts = self.alerts;
+        let _ = tokio::task::spawn_blocking(move || {
+            self.writer_thread.join();
+            // The writer held the engine's only sink: the engine now saves what is
+            // left and stops.
+            if let Some(a) = alerts {
+                a.join();
+            }
+        })
+        .await;
         tracing::info!("collector stopped");
         served.map_err(ServeError::from)
     }

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_enrollment",
         include_str!("migrations/0003_enrollment.sql"),
     ),
+    ("0004_alerts", include_str!("migrations/0004_alerts.sql")),
 ];
 
 /// File name of the database inside the data dir.

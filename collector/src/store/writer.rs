@@ -127,6 +127,35 @@ impl WriterThread {
     }
 }
 
+/// What one group commit made durable, handed on (to the alert engine) only after
+/// `commit()` returned: nothing is evaluated that could still be rolled back.
+pub struct CommittedGroup {
+    pub committed_ms: i64,
+    /// When the commit returned, to measure commit-to-transition latency.
+    pub committed_at: std::time::Instant,
+    pub items: Vec<Committed>,
+}
+
+/// One committed request. Duplicates and failed requests are not included.
+pub enum Committed {
+    Hello {
+        who: DeviceIdentity,
+        facts: DeviceFacts,
+    },
+    Batch {
+        device_id: String,
+        batch: MetricBatch,
+    },
+    Patch {
+        device_id: String,
+        report: PatchReport,
+    },
+}
+
+/// Where committed groups go. Bounded: when the engine falls behind, the writer
+/// waits, and ingest backpressure reaches the agents, rather than alerts being lost.
+pub type CommitSink = std::sync::mpsc::SyncSender<CommittedGroup>;
+
 /// A pending answer from the writer.
 pub type Pending = oneshot::Receiver<Result<Outcome, StoreError>>;
 
@@ -136,12 +165,29 @@ impl Writer {
         conn: Connection,
         config: WriterConfig,
     ) -> std::io::Result<(Writer, WriterThread)> {
+        Self::spawn_with_sink(conn, config, None)
+    }
+
+    /// Starts the writer thread; after each commit, what was stored goes to `sink`.
+    pub fn spawn_with_sink(
+        conn: Connection,
+        config: WriterConfig,
+        sink: Option<CommitSink>,
+    ) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::channel(config.queue_len.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let join = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, config.max_group.max(1), &thread_stats))?;
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    config.max_group.max(1),
+                    &thread_stats,
+                    sink.as_ref(),
+                )
+            })?;
         Ok((Writer { tx, stats }, WriterThread { join }))
     }
 
@@ -231,6 +277,21 @@ struct State {
 }
 
 impl Request {
+    /// What the alert engine sees of a committed request. A live copy counts as a
+    /// batch (that is what makes alerts current while a backlog drains); when its
+    /// durable copy arrives later, the engine ignores the samples as older than what
+    /// it has seen. Gap records carry no samples.
+    fn into_committed(self) -> Option<Committed> {
+        match self {
+            Request::Hello { who, facts } => Some(Committed::Hello { who, facts }),
+            Request::Batch { device_id, batch } | Request::Live { device_id, batch } => {
+                Some(Committed::Batch { device_id, batch })
+            }
+            Request::Patch { device_id, report } => Some(Committed::Patch { device_id, report }),
+            Request::Gap { .. } => None,
+        }
+    }
+
     fn device_id(&self) -> &str {
         match self {
             Request::Hello { who, .. } => &who.device_id,
@@ -247,6 +308,7 @@ fn run(
     mut rx: mpsc::Receiver<(Request, Reply)>,
     max_group: usize,
     stats: &WriterStats,
+    sink: Option<&CommitSink>,
 ) {
     let mut state = State::default();
     let mut group = Vec::with_capacity(max_group);
@@ -258,7 +320,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut state, &mut group, stats);
+        commit_group(&mut conn, &mut state, &mut group, stats, sink);
     }
     // Every sender is gone: all queued work is committed. Closing the connection
     // checkpoints the WAL.
@@ -278,6 +340,7 @@ fn commit_group(
     state: &mut State,
     group: &mut Vec<(Request, Reply)>,
     stats: &WriterStats,
+    sink: Option<&CommitSink>,
 ) {
     let now = now_ms();
     let mut answers = Vec::with_capacity(group.len());
@@ -337,7 +400,16 @@ fn commit_group(
             stats
                 .values_stored
                 .fetch_add(values_in_group, Ordering::Relaxed);
-            for ((_, reply), answer) in group.drain(..).zip(answers) {
+            let mut committed = Vec::new();
+            for ((req, reply), answer) in group.drain(..).zip(answers) {
+                if sink.is_some()
+                    && matches!(
+                        answer,
+                        Answer::Hello(Ok(_)) | Answer::Write(Ok(Outcome::Stored))
+                    )
+                {
+                    committed.extend(req.into_committed());
+                }
                 match (&answer, &reply) {
                     (Answer::Write(Ok(Outcome::Stored)), _) => {
                         stats.batches_stored.fetch_add(1, Ordering::Relaxed);
@@ -348,6 +420,16 @@ fn commit_group(
                     _ => {}
                 }
                 send_answer(reply, answer);
+            }
+            if let (Some(sink), false) = (sink, committed.is_empty()) {
+                let group = CommittedGroup {
+                    committed_ms: now,
+                    committed_at: std::time::Instant::now(),
+                    items: committed,
+                };
+                if sink.send(group).is_err() {
+                    tracing::warn!("alert engine stopped; committed data is not evaluated");
+                }
             }
         }
         Err(err) => {
@@ -706,6 +788,39 @@ mod tests {
             n, 2,
             "NaN values are not stored, the duplicate is not stored twice"
         );
+    }
+
+    #[tokio::test]
+    async fn only_what_was_committed_reaches_the_alert_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, committed) = std::sync::mpsc::sync_channel(16);
+        let (w, t) = Writer::spawn_with_sink(
+            super::super::open(&dir.path().join("t.db")).unwrap(),
+            WriterConfig::default(),
+            Some(sink),
+        )
+        .unwrap();
+        // Before the Hello the batch fails (no device row): nothing is handed on.
+        let failed = w.submit_batch("d1".into(), batch(1, 1000)).await.unwrap();
+        assert!(failed.await.unwrap().is_err());
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        for _ in 0..2 {
+            // The second is a duplicate: stored once, handed on once.
+            let p = w.submit_batch("d1".into(), batch(1, 1000)).await.unwrap();
+            p.await.unwrap().unwrap();
+        }
+        drop(w);
+        t.join();
+        let kinds: Vec<&str> = committed
+            .try_iter()
+            .flat_map(|g| g.items)
+            .map(|c| match c {
+                Committed::Hello { .. } => "hello",
+                Committed::Batch { .. } => "batch",
+                Committed::Patch { .. } => "patch",
+            })
+            .collect();
+        assert_eq!(kinds, ["hello", "batch"]);
     }
 
     #[tokio::test]

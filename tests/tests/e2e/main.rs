@@ -4,6 +4,7 @@
 //! One test binary (as ripgrep does): failures print the collector's log.
 
 mod agent;
+mod alerts;
 mod crash;
 mod delivery;
 mod enroll;

@@ -1,0 +1,1224 @@
+//! Every alert instance of every rule, moved on by committed data and by a coarse
+//! timer. Pure apart from the times passed in: no clock, no I/O, so `rules test` and
+//! the unit tests drive it exactly as the engine thread does.
+//!
+//! - Committed metric batches move threshold, rate and forecast instances; patch
+//!   reports move patch-age instances; [`Engine::tick`] moves time-based conditions
+//!   (offline, patch age growing, `for`, `clear_for`, stale, flapping, maintenance).
+//! - An instance exists only once it has breached; a healthy series costs one rule
+//!   lookup and a comparison per sample.
+//! - A device whose offline alert is active inhibits (suppresses) its other alerts;
+//!   a tenant with `group_share` of its devices dark raises one group alert that
+//!   suppresses the per-device offline alerts. (Grouping is by tenant: devices have
+//!   no site yet.)
+//! - Changed instances and their history records are handed out by
+//!   [`Engine::take_changes`]; the caller commits them before anything else happens.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
+
+use super::machine::{Instance, Record, State, Verdict};
+use super::rules::{Kind, Rule, RuleSet, Target};
+
+/// Identity of an instance: rule × device × dimension. A group (tenant) alert has an
+/// empty device and the dimension `tenant:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub rule: String,
+    pub device_id: String,
+    pub dimension: String,
+}
+
+/// What the engine knows about a device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Device {
+    pub tenant: String,
+    pub os_family: String,
+    pub os_version: String,
+    pub last_seen_ms: i64,
+    pub patch: Option<PatchSummary>,
+}
+
+/// The part of a device's latest patch report the patch-age rules need.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PatchSummary {
+    /// When the oldest still-pending security update was first seen.
+    pub oldest_security_ms: Option<i64>,
+    /// Since when a reboot has been required.
+    pub reboot_since_ms: Option<i64>,
+}
+
+impl PatchSummary {
+    /// Summarises a report; `None` for a failed check (it says nothing new).
+    pub fn of(report: &PatchReport) -> Option<PatchSummary> {
+        if !report.error.is_empty() {
+            return None;
+        }
+        let oldest_security_ms = report
+            .updates
+            .iter()
+            .filter(|u| u.classification == UpdateClassification::Security as i32)
+            .map(|u| {
+                if u.first_seen_unix_ms > 0 {
+                    u.first_seen_unix_ms
+                } else {
+                    report.time_unix_ms
+                }
+            })
+            .min();
+        let since = report.reboot_required_since_unix_ms;
+        let reboot_since_ms = report.reboot_required.then_some(if since > 0 {
+            since
+        } else {
+            report.time_unix_ms
+        });
+        Some(PatchSummary {
+            oldest_security_ms,
+            reboot_since_ms,
+        })
+    }
+}
+
+/// Servers and workstations get different offline limits. Devices carry no role
+/// yet, so it is inferred: Linux and Windows Server are servers, the rest
+/// workstations.
+pub fn is_server(os_family: &str, os_version: &str) -> bool {
+    os_family == "linux" || (os_family == "windows" && os_version.contains("Server"))
+}
+
+/// One instance that changed, with the history records to append.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub key: Key,
+    pub tenant: String,
+    pub instance: Instance,
+    pub records: Vec<Record>,
+}
+
+struct Tracked {
+    tenant: String,
+    inst: Instance,
+    /// `last_sample_ms` as last handed out for persistence (persisting every sample
+    /// of a long-firing alert would cost a write per sample for nothing).
+    persisted_sample_ms: i64,
+}
+
+/// Per-series memory of rate and forecast rules.
+#[derive(Default)]
+struct Points {
+    pts: VecDeque<(i64, f64)>,
+}
+
+/// Seconds reported by a forecast that never reaches its target.
+pub const NEVER_SECS: f64 = 1e12;
+
+impl Points {
+    fn rate(&mut self, at: i64, v: f64, per_secs: f64) -> Option<f64> {
+        let prev = self.pts.back().copied();
+        self.pts.clear();
+        self.pts.push_back((at, v));
+        let (pt, pv) = prev?;
+        (at > pt).then(|| (v - pv) / ((at - pt) as f64 / 1000.0) * per_secs)
+    }
+
+    /// Seconds until a least-squares line over the window reaches `target`.
+    fn forecast(&mut self, at: i64, v: f64, window_ms: i64, target: f64) -> Option<f64> {
+        match self.pts.back() {
+            Some(&(t, _)) if at <= t => return None,
+            // Keep at most ~240 points per window: enough for a fit, bounded memory.
+            Some(&(t, _)) if at - t < window_ms / 240 => {
+                if let Some(last) = self.pts.back_mut() {
+                    *last = (at, v);
+                }
+            }
+            _ => self.pts.push_back((at, v)),
+        }
+        while self.pts.front().is_some_and(|&(t, _)| at - t > window_ms) {
+            self.pts.pop_front();
+        }
+        let n = self.pts.len();
+        let first = self.pts.front()?.0;
+        // A fit needs a few points spanning a tenth of the window.
+        if n < 3 || at - first < window_ms / 10 {
+            return None;
+        }
+        let xs = self.pts.iter().map(|&(t, _)| (t - first) as f64 / 1000.0);
+        let nf = n as f64;
+        let mx = xs.clone().sum::<f64>() / nf;
+        let my = self.pts.iter().map(|&(_, y)| y).sum::<f64>() / nf;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for (x, &(_, y)) in xs.zip(self.pts.iter()) {
+            sxy += (x - mx) * (y - my);
+            sxx += (x - mx) * (x - mx);
+        }
+        if sxx <= 0.0 {
+            return None;
+        }
+        let slope = sxy / sxx;
+        let now_x = (at - first) as f64 / 1000.0;
+        let fit_now = my + slope * (now_x - mx);
+        let gap = target - fit_now;
+        // Moving away from the target (or already past it: the threshold rules speak
+        // for a full disk) never reaches it.
+        Some(if slope != 0.0 && gap / slope >= 0.0 {
+            gap / slope
+        } else {
+            NEVER_SECS
+        })
+    }
+}
+
+/// All instances and what feeds them.
+pub struct Engine {
+    /// Shared so evaluation can hold a rule while feeding instances mutably.
+    rules: Arc<Vec<Rule>>,
+    set: RuleSet,
+    by_name: HashMap<String, usize>,
+    by_metric: Arc<HashMap<String, Vec<usize>>>,
+    devices: HashMap<String, Device>,
+    instances: HashMap<Key, Tracked>,
+    /// Instances per device: a healthy sample of a device with none needs no key
+    /// built and no map lookup (the hot path of evaluation).
+    per_device: HashMap<String, usize>,
+    points: HashMap<(usize, String, String), Points>,
+    dirty: HashMap<Key, Vec<Record>>,
+    /// Devices with an active offline alert: their other alerts are inhibited.
+    offline: HashSet<String>,
+    /// (offline rule, tenant) with an active group alert.
+    dark_tenants: HashSet<(usize, String)>,
+    /// Rule evaluations done (one per rule per value), for the benchmark.
+    pub evaluations: u64,
+}
+
+impl Engine {
+    pub fn new(set: RuleSet) -> Self {
+        let rules: Vec<Rule> = set
+            .rules
+            .iter()
+            .filter(|r| r.kind.is_fed())
+            .cloned()
+            .collect();
+        let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            by_name.insert(r.name.clone(), i);
+            if let Some(m) = r.kind.metric() {
+                by_metric.entry(m.to_owned()).or_default().push(i);
+            }
+        }
+        Self {
+            rules: Arc::new(rules),
+            set,
+            by_name,
+            by_metric: Arc::new(by_metric),
+            devices: HashMap::new(),
+            instances: HashMap::new(),
+            per_device: HashMap::new(),
+            points: HashMap::new(),
+            dirty: HashMap::new(),
+            offline: HashSet::new(),
+            dark_tenants: HashSet::new(),
+            evaluations: 0,
+        }
+    }
+
+    /// The rule set the engine runs.
+    pub fn rule_set(&self) -> &RuleSet {
+        &self.set
+    }
+
+    /// Restores a device (at startup, from the store).
+    pub fn restore_device(&mut self, id: String, device: Device) {
+        self.devices.insert(id, device);
+    }
+
+    /// Restores a persisted instance. One of a rule no longer defined is retired
+    /// (see [`Engine::replace_rules`]).
+    pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance, now_ms: i64) {
+        let persisted_sample_ms = inst.last_sample_ms;
+        *self.per_device.entry(key.device_id.clone()).or_default() += 1;
+        let retire = !self.by_name.contains_key(&key.rule);
+        self.instances.insert(
+            key.clone(),
+            Tracked {
+                tenant,
+                inst,
+                persisted_sample_ms,
+            },
+        );
+        if retire {
+            self.retire(&key, now_ms);
+        }
+    }
+
+    /// Runs a new rule set (a reload). Instances of rules that keep their name keep
+    /// their state; those of rules that are gone are retired: an active one goes to
+    /// OK with a history record, so it does not stay "firing" in the store forever.
+    /// Rate and forecast windows start afresh.
+    pub fn replace_rules(&mut self, set: RuleSet, now_ms: i64) {
+        let fresh = Engine::new(set);
+        self.rules = fresh.rules;
+        self.set = fresh.set;
+        self.by_name = fresh.by_name;
+        self.by_metric = fresh.by_metric;
+        self.points.clear();
+        self.dark_tenants.clear();
+        let gone: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|k| !self.by_name.contains_key(&k.rule))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.retire(&k, now_ms);
+        }
+    }
+
+    fn retire(&mut self, key: &Key, now_ms: i64) {
+        let Some(t) = self.instances.get_mut(key) else {
+            return;
+        };
+        let mut out = Vec::new();
+        t.inst.close(now_ms, &mut out);
+        if !out.is_empty() {
+            self.dirty.entry(key.clone()).or_default().extend(out);
+        }
+    }
+
+    /// After a (re)start: the collector's own downtime is not the devices' silence.
+    /// Every device without an active offline alert is treated as seen at `now_ms`,
+    /// so agents get their offline window to reconnect instead of all "going offline"
+    /// at the first tick; devices already alerting keep their real last-seen time.
+    /// Call after restoring devices and instances.
+    pub fn start_grace(&mut self, now_ms: i64) {
+        let alerting: HashSet<&str> = self
+            .instances
+            .iter()
+            .filter(|(k, t)| {
+                t.inst.state != State::Ok
+                    && self
+                        .by_name
+                        .get(&k.rule)
+                        .is_some_and(|&i| matches!(self.rules[i].kind, Kind::Offline { .. }))
+            })
+            .map(|(k, _)| k.device_id.as_str())
+            .collect();
+        for (id, d) in &mut self.devices {
+            if !alerting.contains(id.as_str()) {
+                d.last_seen_ms = d.last_seen_ms.max(now_ms);
+            }
+        }
+        // Likewise for data: a pending breach survives the downtime (the downtime
+        // does not count towards `for`), and nothing is stale until new silence.
+        for t in self.instances.values_mut() {
+            if t.inst.last_arrival_ms != i64::MIN {
+                t.inst.last_arrival_ms = t.inst.last_arrival_ms.max(now_ms);
+            }
+        }
+    }
+
+    /// Puts changes whose saving failed back, to be saved with the next round (their
+    /// instances' current state is saved then; the records are kept in order).
+    pub fn requeue(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            let later = self.dirty.remove(&c.key).unwrap_or_default();
+            let mut records = c.records;
+            records.extend(later);
+            self.dirty.insert(c.key, records);
+        }
+    }
+
+    /// A device said hello (or was refreshed).
+    pub fn on_hello(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        os_family: &str,
+        os_version: &str,
+        now_ms: i64,
+    ) {
+        let d = self.devices.entry(id.to_owned()).or_default();
+        d.tenant = tenant.to_owned();
+        d.os_family = os_family.to_owned();
+        d.os_version = os_version.to_owned();
+        d.last_seen_ms = d.last_seen_ms.max(now_ms);
+        self.heartbeat(id, now_ms);
+    }
+
+    /// A metric batch of `device` was committed at `now_ms`.
+    pub fn on_batch(&mut self, device_id: &str, batch: &MetricBatch, now_ms: i64) {
+        let Some(dev) = self.devices.get_mut(device_id) else {
+            return;
+        };
+        dev.last_seen_ms = dev.last_seen_ms.max(now_ms);
+        self.heartbeat(device_id, now_ms);
+        let Some(dev) = self.devices.get(device_id) else {
+            return;
+        };
+        let tenant = dev.tenant.clone();
+        let os = dev.os_family.clone();
+        let (rules, by_metric) = (self.rules.clone(), self.by_metric.clone());
+        for (i, series) in batch.series.iter().enumerate() {
+            let Some(rule_ids) = by_metric.get(&series.name) else {
+                continue;
+            };
+            for &ri in rule_ids {
+                let rule = &rules[ri];
+                if rule
+                    .dimension
+                    .as_ref()
+                    .is_some_and(|d| *d != series.dimension)
+                {
+                    continue;
+                }
+                let target = Target::device(&tenant, device_id, &os, &rule.name);
+                if !rule.scope.matches(&target) {
+                    continue;
+                }
+                for sample in &batch.samples {
+                    let Some(&v) = sample.values.get(i) else {
+                        continue;
+                    };
+                    if v.is_nan() {
+                        continue;
+                    }
+                    let at = sample.time_unix_ms;
+                    let value = match &rule.kind {
+                        Kind::Threshold { .. } => Some(v),
+                        Kind::Rate { per_secs, .. } => self
+                            .points
+                            .entry((ri, device_id.to_owned(), series.dimension.clone()))
+                            .or_default()
+                            .rate(at, v, *per_secs),
+                        Kind::Forecast {
+                            window_ms, target, ..
+                        } => self
+                            .points
+                            .entry((ri, device_id.to_owned(), series.dimension.clone()))
+                            .or_default()
+                            .forecast(at, v, *window_ms, *target),
+                        _ => None,
+                    };
+                    self.evaluations += 1;
+                    if let Some(value) = value {
+                        let verdict = rule.verdict(value);
+                        self.feed(
+                            ri,
+                            device_id,
+                            &series.dimension,
+                            &tenant,
+                            at,
+                            value,
+                            verdict,
+                            now_ms,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A patch report of `device` was committed at `now_ms`.
+    pub fn on_patch(&mut self, device_id: &str, report: &PatchReport, now_ms: i64) {
+        let Some(dev) = self.devices.get_mut(device_id) else {
+            return;
+        };
+        dev.last_seen_ms = dev.last_seen_ms.max(now_ms);
+        if let Some(summary) = PatchSummary::of(report) {
+            dev.patch = Some(summary);
+        }
+        self.heartbeat(device_id, now_ms);
+        self.eval_patch(device_id, now_ms);
+    }
+
+    /// Moves every time-based condition on to `now_ms`.
+    pub fn tick(&mut self, now_ms: i64) {
+        // Instances that are quiet and were persisted: forget them (an OK instance
+        // needs no memory once its flap window has passed).
+        let rules = &self.rules;
+        let by_name = &self.by_name;
+        let dirty = &self.dirty;
+        let per_device = &mut self.per_device;
+        self.instances.retain(|k, t| {
+            let window = by_name
+                .get(&k.rule)
+                .map_or(0, |&i| rules[i].params.flap_window_ms);
+            let forget = t.inst.is_quiet()
+                && !dirty.contains_key(k)
+                && t.inst.changes.last().is_none_or(|c| now_ms - c >= window);
+            if forget && let Some(n) = per_device.get_mut(&k.device_id) {
+                *n = n.saturating_sub(1);
+            }
+            !forget
+        });
+        self.per_device.retain(|_, n| *n > 0);
+        self.eval_offline(now_ms);
+        let ids: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.patch.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.eval_patch(&id, now_ms);
+        }
+        let keys: Vec<Key> = self.instances.keys().cloned().collect();
+        for key in keys {
+            let Some(&ri) = self.by_name.get(&key.rule) else {
+                continue;
+            };
+            let suppressed = self.suppressed(ri, &key, now_ms);
+            let params = self.rules[ri].params;
+            let Some(t) = self.instances.get_mut(&key) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            t.inst.tick(&params, now_ms, &mut out);
+            t.inst.set_suppressed(suppressed, now_ms, &mut out);
+            if !out.is_empty() {
+                self.dirty.entry(key).or_default().extend(out);
+            }
+        }
+    }
+
+    /// The instances changed since the last call, with their new history records.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut changes = Vec::with_capacity(self.dirty.len());
+        for (key, records) in self.dirty.drain() {
+            if let Some(t) = self.instances.get_mut(&key) {
+                t.persisted_sample_ms = t.inst.last_sample_ms;
+                changes.push(Change {
+                    key,
+                    tenant: t.tenant.clone(),
+                    instance: t.inst.clone(),
+                    records,
+                });
+            }
+        }
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        changes
+    }
+
+    /// Every instance currently tracked (for `rules test` and the tests).
+    pub fn instance(&self, key: &Key) -> Option<&Instance> {
+        self.instances.get(key).map(|t| &t.inst)
+    }
+
+    /// A device reported: its offline instances see age 0.
+    fn heartbeat(&mut self, device_id: &str, now_ms: i64) {
+        if !self.per_device.contains_key(device_id) {
+            return; // no instance at all, so no offline instance to resolve
+        }
+        let Some(tenant) = self.devices.get(device_id).map(|d| d.tenant.clone()) else {
+            return;
+        };
+        for ri in 0..self.rules.len() {
+            if matches!(self.rules[ri].kind, Kind::Offline { .. }) {
+                let key = Key {
+                    rule: self.rules[ri].name.clone(),
+                    device_id: device_id.to_owned(),
+                    dimension: String::new(),
+                };
+                if self.instances.contains_key(&key) {
+                    self.feed(
+                        ri,
+                        device_id,
+                        "",
+                        &tenant,
+                        now_ms,
+                        0.0,
+                        Verdict::Recover,
+                        now_ms,
+                    );
+                }
+            }
+        }
+    }
+
+    fn eval_offline(&mut self, now_ms: i64) {
+        for ri in 0..self.rules.len() {
+            let Kind::Offline {
+                after_ms,
+                server_after_ms,
+                workstation_after_ms,
+                group_share,
+                group_min_devices,
+            } = self.rules[ri].kind
+            else {
+                continue;
+            };
+            let severity = self.rules[ri].severity;
+            let mut per_tenant: HashMap<String, (usize, usize)> = HashMap::new();
+            let mut verdicts = Vec::new();
+            for (id, d) in &self.devices {
+                let target = Target::device(&d.tenant, id, &d.os_family, &self.rules[ri].name);
+                if !self.rules[ri].scope.matches(&target) {
+                    continue;
+                }
+                let limit = if is_server(&d.os_family, &d.os_version) {
+                    server_after_ms.unwrap_or(after_ms)
+                } else {
+                    workstation_after_ms.unwrap_or(after_ms)
+                };
+                let age = now_ms - d.last_seen_ms;
+                let dark = age > limit;
+                let e = per_tenant.entry(d.tenant.clone()).or_default();
+                e.0 += 1;
+                e.1 += usize::from(dark);
+                let verdict = if dark {
+                    Verdict::Breach(severity)
+                } else {
+                    Verdict::Recover
+                };
+                verdicts.push((id.clone(), d.tenant.clone(), age as f64 / 1000.0, verdict));
+            }
+            if let Some(share) = group_share {
+                for (tenant, (total, dark)) in per_tenant {
+                    let is_dark = total >= group_min_devices && dark as f64 >= share * total as f64;
+                    if is_dark {
+                        self.dark_tenants.insert((ri, tenant.clone()));
+                    } else {
+                        self.dark_tenants.remove(&(ri, tenant.clone()));
+                    }
+                    let verdict = if is_dark {
+                        Verdict::Breach(severity)
+                    } else {
+                        Verdict::Recover
+                    };
+                    let dim = format!("tenant:{tenant}");
+                    self.feed(
+                        ri,
+                        "",
+                        &dim,
+                        &tenant,
+                        now_ms,
+                        dark as f64 / total as f64,
+                        verdict,
+                        now_ms,
+                    );
+                }
+            }
+            for (id, tenant, age_secs, verdict) in verdicts {
+                self.feed(ri, &id, "", &tenant, now_ms, age_secs, verdict, now_ms);
+            }
+        }
+        self.offline = self
+            .instances
+            .iter()
+            .filter(|(k, t)| {
+                !k.device_id.is_empty()
+                    && matches!(t.inst.state, State::Firing | State::Recovering)
+                    && self
+                        .by_name
+                        .get(&k.rule)
+                        .is_some_and(|&i| matches!(self.rules[i].kind, Kind::Offline { .. }))
+            })
+            .map(|(k, _)| k.device_id.clone())
+            .collect();
+    }
+
+    fn eval_patch(&mut self, device_id: &str, now_ms: i64) {
+        let Some(d) = self.devices.get(device_id) else {
+            return;
+        };
+        let Some(p) = d.patch else { return };
+        let tenant = d.tenant.clone();
+        let os = d.os_family.clone();
+        for ri in 0..self.rules.len() {
+            let since = match self.rules[ri].kind {
+                Kind::SecurityUpdateAge => p.oldest_security_ms,
+                Kind::RebootPending => p.reboot_since_ms,
+                _ => continue,
+            };
+            let target = Target::device(&tenant, device_id, &os, &self.rules[ri].name);
+            if !self.rules[ri].scope.matches(&target) {
+                continue;
+            }
+            let days = since.map_or(0.0, |s| (now_ms - s).max(0) as f64 / 86_400_000.0);
+            let verdict = if since.is_some() {
+                self.rules[ri].verdict(days)
+            } else {
+                Verdict::Recover
+            };
+            self.evaluations += 1;
+            self.feed(ri, device_id, "", &tenant, now_ms, days, verdict, now_ms);
+        }
+    }
+
+    /// Whether an instance's notifications pause now: maintenance, or inhibited by
+    /// its device's offline alert, or (per-device offline) by its tenant's group alert.
+    fn suppressed(&self, ri: usize, key: &Key, now_ms: i64) -> bool {
+        let rule = &self.rules[ri];
+        let dev = self.devices.get(&key.device_id);
+        let tenant = dev
+            .map(|d| d.tenant.as_str())
+            .or_else(|| key.dimension.strip_prefix("tenant:"))
+            .unwrap_or("");
+        let os = dev.map_or("", |d| d.os_family.as_str());
+        let target = Target::device(tenant, &key.device_id, os, &rule.name);
+        if self
+            .set
+            .windows
+            .iter()
+            .any(|w| w.scope.matches(&target) && w.active_at(now_ms))
+        {
+            return true;
+        }
+        if matches!(rule.kind, Kind::Offline { .. }) {
+            !key.device_id.is_empty() && self.dark_tenants.contains(&(ri, tenant.to_owned()))
+        } else {
+            self.offline.contains(&key.device_id)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        ri: usize,
+        device_id: &str,
+        dimension: &str,
+        tenant: &str,
+        at_ms: i64,
+        value: f64,
+        verdict: Verdict,
+        now_ms: i64,
+    ) {
+        if !matches!(verdict, Verdict::Breach(_)) && !self.per_device.contains_key(device_id) {
+            return;
+        }
+        let key = Key {
+            rule: self.rules[ri].name.clone(),
+            device_id: device_id.to_owned(),
+            dimension: dimension.to_owned(),
+        };
+        let mut out = Vec::new();
+        if !self.instances.contains_key(&key) {
+            if !matches!(verdict, Verdict::Breach(_)) {
+                return;
+            }
+            let inst = Instance {
+                suppressed: self.suppressed(ri, &key, now_ms),
+                ..Instance::default()
+            };
+            self.instances.insert(
+                key.clone(),
+                Tracked {
+                    tenant: tenant.to_owned(),
+                    inst,
+                    persisted_sample_ms: i64::MIN,
+                },
+            );
+            *self.per_device.entry(key.device_id.clone()).or_default() += 1;
+        }
+        let params = self.rules[ri].params;
+        let Some(t) = self.instances.get_mut(&key) else {
+            return;
+        };
+        let before = (t.inst.state, t.inst.breach_samples);
+        t.inst
+            .observe_at(&params, at_ms, now_ms, value, verdict, &mut out);
+        let moved = before != (t.inst.state, t.inst.breach_samples)
+            || t.inst.last_sample_ms.saturating_sub(t.persisted_sample_ms)
+                > params.nodata_after_ms / 2;
+        if !out.is_empty() || moved {
+            self.dirty.entry(key).or_default().extend(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::machine::Event;
+    use crate::alerts::rules::{Severity, parse_file};
+    use std::path::Path;
+    use tandem_proto::v1::{PendingUpdate, Sample, SeriesKey};
+
+    const S: i64 = 1000;
+
+    fn engine(src: &str) -> Engine {
+        Engine::new(parse_file(Path::new("t.toml"), src).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn batch(name: &str, dim: &str, at: i64, v: f64) -> MetricBatch {
+        MetricBatch {
+            seq: 1,
+            series: vec![SeriesKey {
+                name: name.into(),
+                dimension: dim.into(),
+            }],
+            samples: vec![Sample {
+                time_unix_ms: at,
+                values: vec![v],
+            }],
+        }
+    }
+
+    fn key(rule: &str, dev: &str, dim: &str) -> Key {
+        Key {
+            rule: rule.into(),
+            device_id: dev.into(),
+            dimension: dim.into(),
+        }
+    }
+
+    fn state(e: &Engine, k: &Key) -> State {
+        e.instance(k).map_or(State::Ok, |i| i.state)
+    }
+
+    const CPU: &str = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\n";
+    const OFFLINE: &str =
+        "[[rule]]\nname = \"off\"\nkind = \"offline\"\nafter_secs = 60\nserver_after_secs = 20\n";
+
+    #[test]
+    fn each_dimension_is_its_own_instance_and_healthy_series_cost_no_instance() {
+        let mut e = engine(
+            "[[rule]]\nname = \"disk\"\nkind = \"threshold\"\nmetric = \"fs\"\nwarning = { above = 90 }\n",
+        );
+        e.on_hello("d1", "acme", "linux", "", 0);
+        e.on_batch("d1", &batch("fs", "/", 1000, 95.0), 1000);
+        e.on_batch("d1", &batch("fs", "/home", 1000, 10.0), 1000);
+        assert_eq!(state(&e, &key("disk", "d1", "/")), State::Firing);
+        assert!(e.instance(&key("disk", "d1", "/home")).is_none());
+        let ch = e.take_changes();
+        assert_eq!(ch.len(), 1);
+        assert_eq!(ch[0].records.len(), 2, "ok→pending→firing");
+        assert!(e.take_changes().is_empty(), "handed out once");
+    }
+
+    #[test]
+    fn scope_limits_rules_to_tenants_and_os() {
+        let mut e = engine(&format!(
+            "{CPU}[rule.scope]\ntenants = [\"acme\"]\nos = [\"windows\"]\n"
+        ));
+        e.on_hello("lin", "acme", "linux", "", 0);
+        e.on_hello("win", "acme", "windows", "", 0);
+        e.on_hello("other", "globex", "windows", "", 0);
+        for d in ["lin", "win", "other"] {
+            e.on_batch(d, &batch("cpu", "", 1, 99.0), 1);
+        }
+        assert_eq!(state(&e, &key("cpu", "win", "")), State::Firing);
+        assert!(e.instance(&key("cpu", "lin", "")).is_none());
+        assert!(e.instance(&key("cpu", "other", "")).is_none());
+    }
+
+    #[test]
+    fn offline_fires_once_per_device_and_inhibits_its_other_alerts() {
+        let mut e = engine(&format!("{CPU}{OFFLINE}"));
+        e.on_hello("srv", "acme", "linux", "", 0);
+        e.on_hello("ws", "acme", "windows", "Windows 11", 0);
+        e.on_batch("srv", &batch("cpu", "", 0, 99.0), 0);
+        e.tick(20 * S);
+        assert_eq!(
+            state(&e, &key("off", "srv", "")),
+            State::Ok,
+            "20 s is not over the limit"
+        );
+        e.tick(21 * S);
+        assert_eq!(
+            state(&e, &key("off", "srv", "")),
+            State::Firing,
+            "server limit: 20 s"
+        );
+        assert_eq!(
+            state(&e, &key("off", "ws", "")),
+            State::Ok,
+            "workstation limit: 60 s"
+        );
+        let cpu = e.instance(&key("cpu", "srv", "")).cloned().unwrap();
+        assert_eq!(cpu.state, State::Firing);
+        assert!(cpu.suppressed, "inhibited by the device's offline alert");
+        e.tick(61 * S);
+        assert_eq!(state(&e, &key("off", "ws", "")), State::Firing);
+        // It comes back: offline resolves, inhibition lifts.
+        e.on_batch("srv", &batch("cpu", "", 70 * S, 10.0), 70 * S);
+        assert_eq!(state(&e, &key("off", "srv", "")), State::Ok);
+        e.tick(71 * S);
+        assert!(
+            !e.instance(&key("cpu", "srv", ""))
+                .is_some_and(|i| i.suppressed)
+        );
+    }
+
+    #[test]
+    fn a_tenant_going_dark_together_raises_one_group_alert() {
+        let mut e = engine(&format!(
+            "{OFFLINE}group_share = 0.5\ngroup_min_devices = 3\n"
+        ));
+        for d in ["a", "b", "c", "d"] {
+            e.on_hello(d, "acme", "linux", "", 0);
+        }
+        e.on_hello("x", "globex", "linux", "", 0);
+        e.on_batch("c", &batch("cpu", "", 30 * S, 1.0), 30 * S);
+        e.on_batch("d", &batch("cpu", "", 30 * S, 1.0), 30 * S);
+        e.on_batch("x", &batch("cpu", "", 30 * S, 1.0), 30 * S);
+        e.tick(40 * S); // a and b are dark: 2 of 4 = 0.5
+        let group = key("off", "", "tenant:acme");
+        assert_eq!(state(&e, &group), State::Firing);
+        assert!(e.instance(&key("off", "a", "")).unwrap().suppressed);
+        assert!(!e.instance(&group).unwrap().suppressed);
+        assert!(e.instance(&key("off", "", "tenant:globex")).is_none());
+        // c and d report again later, a and b come back: the group clears.
+        for d in ["a", "b", "c", "d"] {
+            e.on_batch(d, &batch("cpu", "", 45 * S, 1.0), 45 * S);
+        }
+        e.tick(50 * S);
+        assert_eq!(state(&e, &group), State::Ok);
+    }
+
+    #[test]
+    fn rate_of_change() {
+        let mut e = engine(
+            "[[rule]]\nname = \"errs\"\nkind = \"rate\"\nmetric = \"net.rx.errors\"\nper_secs = 60\nwarning = { above = 10 }\n",
+        );
+        e.on_hello("d", "t", "linux", "", 0);
+        let k = key("errs", "d", "eth0");
+        e.on_batch("d", &batch("net.rx.errors", "eth0", 0, 100.0), 0);
+        e.on_batch("d", &batch("net.rx.errors", "eth0", 60 * S, 105.0), 60 * S);
+        assert!(e.instance(&k).is_none(), "5/min");
+        e.on_batch(
+            "d",
+            &batch("net.rx.errors", "eth0", 120 * S, 125.0),
+            120 * S,
+        );
+        assert_eq!(state(&e, &k), State::Firing, "20/min");
+        assert_eq!(e.instance(&k).unwrap().last_value, 20.0);
+    }
+
+    #[test]
+    fn forecast_time_until_full() {
+        let mut e = engine(
+            "[[rule]]\nname = \"fill\"\nkind = \"forecast\"\nmetric = \"fs.used.percent\"\ntarget = 100\nwindow_secs = 3600\nwarning = { below = 86400 }\n",
+        );
+        e.on_hello("d", "t", "linux", "", 0);
+        let k = key("fill", "d", "/");
+        // Filling 1 % per 10 min from 50 %: 100 % in 500 min from the start.
+        for i in 0..=30 {
+            let t = i * 60 * S;
+            e.on_batch(
+                "d",
+                &batch("fs.used.percent", "/", t, 50.0 + i as f64 / 10.0),
+                t,
+            );
+        }
+        let inst = e.instance(&k).unwrap();
+        assert_eq!(inst.state, State::Firing);
+        let want = (100.0 - 53.0) * 600.0;
+        assert!(
+            (inst.last_value - want).abs() < 1.0,
+            "{} vs {want}",
+            inst.last_value
+        );
+        // Flat, then shrinking: never full, recovers.
+        for i in 31..=200 {
+            let t = i * 60 * S;
+            e.on_batch("d", &batch("fs.used.percent", "/", t, 40.0), t);
+        }
+        assert_eq!(state(&e, &k), State::Ok);
+        assert_eq!(e.instance(&k).unwrap().last_value, NEVER_SECS);
+    }
+
+    #[test]
+    fn forecast_toward_a_lower_target() {
+        let mut p = Points::default();
+        // Free bytes dropping 10 per second from 1000: zero in 100 s from the start.
+        let mut last = None;
+        for i in 0..=10 {
+            last = p.forecast(i * S, 1000.0 - 10.0 * i as f64, 100 * S, 0.0);
+        }
+        assert!((last.unwrap() - 90.0).abs() < 1e-6, "{last:?}");
+        let mut q = Points::default();
+        for i in 0..=10 {
+            last = q.forecast(i * S, 1000.0 + 10.0 * i as f64, 100 * S, 0.0);
+        }
+        assert_eq!(last, Some(NEVER_SECS));
+    }
+
+    fn report(security_first_seen: &[i64], reboot_since: Option<i64>, at: i64) -> PatchReport {
+        PatchReport {
+            seq: 1,
+            time_unix_ms: at,
+            source: "apt".into(),
+            error: String::new(),
+            reboot_required: reboot_since.is_some(),
+            reboot_required_since_unix_ms: reboot_since.unwrap_or(0),
+            last_install_unix_ms: 0,
+            updates: security_first_seen
+                .iter()
+                .map(|&f| PendingUpdate {
+                    name: "openssl".into(),
+                    current_version: "1".into(),
+                    new_version: "2".into(),
+                    classification: UpdateClassification::Security as i32,
+                    advisory_id: String::new(),
+                    first_seen_unix_ms: f,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn patch_age_grows_with_the_clock_and_clears_with_a_new_report() {
+        let mut e = engine(
+            "[[rule]]\nname = \"sec\"\nkind = \"security_update_age\"\nwarning = { above = 14 }\ncritical = { above = 30 }\n\
+             [[rule]]\nname = \"reboot\"\nkind = \"reboot_pending\"\nwarning = { above = 7 }\n",
+        );
+        const DAY: i64 = 86_400_000;
+        e.on_hello("d", "t", "windows", "", 0);
+        e.on_patch("d", &report(&[0, 5 * DAY], Some(DAY), DAY), DAY);
+        e.tick(8 * DAY + 1);
+        assert_eq!(
+            state(&e, &key("reboot", "d", "")),
+            State::Firing,
+            "7 days and a bit"
+        );
+        assert!(e.instance(&key("sec", "d", "")).is_none());
+        // first_seen 0 means "unknown": the report's time (day 1) is used.
+        e.tick(15 * DAY);
+        assert!(
+            e.instance(&key("sec", "d", "")).is_none(),
+            "14 days exactly"
+        );
+        e.tick(15 * DAY + 1);
+        let sec = e.instance(&key("sec", "d", "")).unwrap();
+        assert_eq!(
+            (sec.state, sec.severity),
+            (State::Firing, Some(Severity::Warning))
+        );
+        e.tick(31 * DAY + 1);
+        assert_eq!(
+            e.instance(&key("sec", "d", "")).unwrap().severity,
+            Some(Severity::Critical)
+        );
+        // Updates installed, rebooted: a clean report clears both.
+        e.on_patch("d", &report(&[], None, 32 * DAY), 32 * DAY);
+        assert_eq!(state(&e, &key("sec", "d", "")), State::Ok);
+        assert_eq!(state(&e, &key("reboot", "d", "")), State::Ok);
+        // A failed check changes nothing.
+        let mut failed = report(&[0], Some(0), 33 * DAY);
+        failed.error = "apt locked".into();
+        e.on_patch("d", &failed, 33 * DAY);
+        e.tick(34 * DAY);
+        assert_eq!(state(&e, &key("sec", "d", "")), State::Ok);
+    }
+
+    #[test]
+    fn maintenance_suppresses_but_evaluation_goes_on() {
+        let mut e = engine(&format!(
+            "{CPU}for_secs = 60\n[[maintenance]]\nname = \"m\"\ntz = \"Europe/Berlin\"\nstart = \"1970-01-01T01:00:00\"\nend = \"1970-01-01T01:10:00\"\nscope = {{ rules = [\"cpu\"] }}\n"
+        ));
+        // Berlin was UTC+1 in 1970: the window is [0, 600 s) in Unix time.
+        e.on_hello("d", "t", "linux", "", 0);
+        let k = key("cpu", "d", "");
+        for i in 0..=10 {
+            e.on_batch("d", &batch("cpu", "", i * 10 * S, 99.0), i * 10 * S);
+            e.tick(i * 10 * S);
+        }
+        let inst = e.instance(&k).unwrap();
+        assert_eq!(inst.state, State::Firing, "evaluation goes on");
+        assert!(inst.suppressed);
+        e.tick(600 * S);
+        assert!(!e.instance(&k).unwrap().suppressed);
+        let recs: Vec<_> = e
+            .take_changes()
+            .into_iter()
+            .flat_map(|c| c.records)
+            .collect();
+        let firing = recs
+            .iter()
+            .find(|r| {
+                r.event
+                    == Event::Transition {
+                        from: State::Pending,
+                        to: State::Firing,
+                    }
+            })
+            .unwrap();
+        assert!(
+            firing.suppressed,
+            "fired inside the window: not notified then"
+        );
+        assert_eq!(
+            recs.last().map(|r| (r.event, r.suppressed)),
+            Some((Event::Suppressed(false), false))
+        );
+    }
+
+    #[test]
+    fn a_weekly_window_suppresses_at_local_time_on_both_sides_of_a_dst_change() {
+        // Sundays 01:00–04:00 Berlin. 2026-03-22 is CET (UTC+1), 2026-03-29 is the
+        // spring-forward day: 01:00 CET to 04:00 CEST, i.e. 00:00Z to 02:00Z.
+        let mut e = engine(&format!(
+            "{CPU}[[maintenance]]\nname = \"sunday\"\ntz = \"Europe/Berlin\"\nweekdays = [\"sun\"]\nfrom = \"01:00\"\nto = \"04:00\"\n"
+        ));
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        e.on_hello("d", "t", "linux", "", 0);
+        let k = key("cpu", "d", "");
+        let at = |e: &mut Engine, when: &str| {
+            let t = ms(when);
+            e.on_batch("d", &batch("cpu", "", t, 99.0), t);
+            e.tick(t);
+            e.instance(&k).unwrap().suppressed
+        };
+        assert!(at(&mut e, "2026-03-22T02:59:00Z"), "03:59 CET: inside");
+        assert!(!at(&mut e, "2026-03-22T03:00:00Z"), "04:00 CET: after");
+        assert!(
+            !at(&mut e, "2026-03-28T23:59:00Z"),
+            "Saturday 00:59 CET: before"
+        );
+        assert!(at(&mut e, "2026-03-29T00:00:00Z"), "01:00 CET: starts");
+        assert!(at(&mut e, "2026-03-29T01:59:00Z"), "03:59 CEST: inside");
+        assert!(
+            !at(&mut e, "2026-03-29T02:00:00Z"),
+            "04:00 CEST: ends an hour earlier in UTC"
+        );
+    }
+
+    #[test]
+    fn quiet_instances_are_forgotten_after_their_flap_window() {
+        let mut e = engine(&format!("{CPU}flap_window_secs = 60\n"));
+        e.on_hello("d", "t", "linux", "", 0);
+        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("cpu", "", 10 * S, 1.0), 10 * S);
+        e.take_changes();
+        e.tick(20 * S);
+        assert!(
+            e.instance(&key("cpu", "d", "")).is_some(),
+            "within the flap window"
+        );
+        e.tick(80 * S);
+        assert!(e.instance(&key("cpu", "d", "")).is_none());
+        // Forgotten cleanly: healthy samples create nothing, a breach starts afresh.
+        e.on_batch("d", &batch("cpu", "", 90 * S, 1.0), 90 * S);
+        assert!(e.take_changes().is_empty());
+        e.on_batch("d", &batch("cpu", "", 100 * S, 99.0), 100 * S);
+        assert_eq!(state(&e, &key("cpu", "d", "")), State::Firing);
+    }
+
+    #[test]
+    fn a_restart_gives_devices_their_offline_window_but_keeps_active_offline_alerts() {
+        let mut e = engine(OFFLINE);
+        e.on_hello("quiet", "acme", "linux", "", 0);
+        e.on_hello("dark", "acme", "linux", "", 0);
+        e.on_batch("quiet", &batch("cpu", "", 20 * S, 1.0), 20 * S);
+        e.tick(21 * S);
+        assert_eq!(state(&e, &key("off", "dark", "")), State::Firing);
+        assert!(e.instance(&key("off", "quiet", "")).is_none());
+        // Restart an hour later, from what was saved.
+        let changes = e.take_changes();
+        let mut r = engine(OFFLINE);
+        r.restore_device(
+            "quiet".into(),
+            Device {
+                tenant: "acme".into(),
+                os_family: "linux".into(),
+                last_seen_ms: 21 * S,
+                ..Device::default()
+            },
+        );
+        r.restore_device(
+            "dark".into(),
+            Device {
+                tenant: "acme".into(),
+                os_family: "linux".into(),
+                last_seen_ms: 0,
+                ..Device::default()
+            },
+        );
+        for c in changes {
+            r.restore_instance(c.key, c.tenant, c.instance, 3600 * S);
+        }
+        let restart = 3600 * S;
+        r.start_grace(restart);
+        r.tick(restart + 5 * S);
+        assert!(
+            r.instance(&key("off", "quiet", "")).is_none(),
+            "not offline because the collector was down"
+        );
+        assert_eq!(
+            state(&r, &key("off", "dark", "")),
+            State::Firing,
+            "still offline, not resolved by the restart"
+        );
+        r.tick(restart + 21 * S);
+        assert_eq!(
+            state(&r, &key("off", "quiet", "")),
+            State::Firing,
+            "silent for its window after the restart"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_instances_of_kept_rules_and_retires_the_others() {
+        let mut e = engine(&format!(
+            "{CPU}[[rule]]\nname = \"mem\"\nkind = \"threshold\"\nmetric = \"mem\"\nwarning = {{ above = 90 }}\n"
+        ));
+        e.on_hello("d", "t", "linux", "", 0);
+        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("mem", "", 0, 99.0), 0);
+        e.take_changes();
+        // "mem" removed, "cpu" kept with a stricter threshold.
+        e.replace_rules(
+            parse_file(Path::new("t.toml"), "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 99.5 }\n").unwrap(),
+            10 * S,
+        );
+        let ch = e.take_changes();
+        assert_eq!(ch.len(), 1);
+        assert_eq!(
+            (ch[0].key.rule.as_str(), ch[0].instance.state),
+            ("mem", State::Ok)
+        );
+        assert_eq!(
+            state(&e, &key("cpu", "d", "")),
+            State::Firing,
+            "kept its state"
+        );
+        e.on_batch("d", &batch("cpu", "", 20 * S, 99.0), 20 * S);
+        assert_eq!(
+            state(&e, &key("cpu", "d", "")),
+            State::Ok,
+            "recovered under the new threshold"
+        );
+        e.on_batch("d", &batch("mem", "", 20 * S, 99.0), 20 * S);
+        assert_eq!(
+            state(&e, &key("mem", "d", "")),
+            State::Ok,
+            "no rule, no evaluation"
+        );
+    }
+
+    #[test]
+    fn requeued_changes_are_handed_out_again_in_order() {
+        let mut e = engine(CPU);
+        e.on_hello("d", "t", "linux", "", 0);
+        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        let failed = e.take_changes();
+        e.on_batch("d", &batch("cpu", "", 10 * S, 1.0), 10 * S);
+        e.requeue(failed);
+        let again = e.take_changes();
+        assert_eq!(again.len(), 1);
+        let to: Vec<State> = again[0]
+            .records
+            .iter()
+            .filter_map(|r| match r.event {
+                Event::Transition { to, .. } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            to,
+            [State::Pending, State::Firing, State::Recovering, State::Ok]
+        );
+        assert_eq!(again[0].instance.state, State::Ok);
+    }
+
+    #[test]
+    fn servers_and_workstations() {
+        assert!(is_server("linux", "Debian 13"));
+        assert!(is_server("windows", "Windows Server 2022"));
+        assert!(!is_server("windows", "Windows 11 Pro"));
+        assert!(!is_server("macos", "15.1"));
+    }
+}

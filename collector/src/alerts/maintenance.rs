@@ -1,0 +1,202 @@
+//! Maintenance windows and silences: when an instance's notifications pause.
+//!
+//! A window is one-off (`start`..`end`) or weekly (`weekdays`, `from`..`to`, which may
+//! wrap past midnight), written in the civil time of a named IANA zone. Times are
+//! resolved to instants per occurrence with jiff's bundled tz database, so a weekly
+//! 22:00 window stays at 22:00 local time across a DST change, and a civil time
+//! that does not exist (spring forward) or exists twice (fall back) is resolved the
+//! "compatible" way (RFC 5545: later for a gap, earlier for a fold).
+//!
+//! Evaluation goes on inside a window; only the `suppressed` flag is set. RRULE is
+//! not supported (weekly by weekday only).
+
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::tz::TimeZone;
+
+use super::rules::Scope;
+
+/// When a window applies.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Once {
+        start: DateTime,
+        end: DateTime,
+    },
+    Weekly {
+        days: Vec<Weekday>,
+        from: Time,
+        to: Time,
+    },
+}
+
+/// A named maintenance window (or silence) with its scope.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub name: String,
+    pub tz: TimeZone,
+    pub schedule: Schedule,
+    pub scope: Scope,
+}
+
+fn instant(tz: &TimeZone, dt: DateTime) -> Option<i64> {
+    tz.to_ambiguous_zoned_datetime(dt)
+        .compatible()
+        .ok()
+        .map(|z| z.timestamp().as_millisecond())
+}
+
+impl Window {
+    /// Whether the window covers the instant `now_ms` (start inclusive, end exclusive).
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        match &self.schedule {
+            Schedule::Once { start, end } => {
+                match (instant(&self.tz, *start), instant(&self.tz, *end)) {
+                    (Some(s), Some(e)) => s <= now_ms && now_ms < e,
+                    _ => false,
+                }
+            }
+            Schedule::Weekly { days, from, to } => {
+                let Ok(ts) = Timestamp::from_millisecond(now_ms) else {
+                    return false;
+                };
+                let today = ts.to_zoned_datetime(self.tz.clone()).date();
+                // An occurrence starting yesterday may still run (wraps midnight).
+                [today.yesterday(), Ok(today)]
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| days.contains(&d.weekday()))
+                    .any(|d| self.occurrence_covers(d, *from, *to, now_ms))
+            }
+        }
+    }
+
+    fn occurrence_covers(&self, day: Date, from: Time, to: Time, now_ms: i64) -> bool {
+        let end_day = if to <= from { day.tomorrow() } else { Ok(day) };
+        let Ok(end_day) = end_day else { return false };
+        match (
+            instant(&self.tz, day.to_datetime(from)),
+            instant(&self.tz, end_day.to_datetime(to)),
+        ) {
+            (Some(s), Some(e)) => s <= now_ms && now_ms < e,
+            _ => false,
+        }
+    }
+}
+
+/// Parses a weekday name as written in rule files (`mon` or `monday`).
+pub fn parse_weekday(s: &str) -> Option<Weekday> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Weekday::Monday,
+        "tue" | "tuesday" => Weekday::Tuesday,
+        "wed" | "wednesday" => Weekday::Wednesday,
+        "thu" | "thursday" => Weekday::Thursday,
+        "fri" | "friday" => Weekday::Friday,
+        "sat" | "saturday" => Weekday::Saturday,
+        "sun" | "sunday" => Weekday::Sunday,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<Timestamp>().unwrap().as_millisecond()
+    }
+
+    fn weekly(tz: &str, days: &[Weekday], from: &str, to: &str) -> Window {
+        Window {
+            name: "w".into(),
+            tz: TimeZone::get(tz).unwrap(),
+            schedule: Schedule::Weekly {
+                days: days.to_vec(),
+                from: from.parse().unwrap(),
+                to: to.parse().unwrap(),
+            },
+            scope: Scope::default(),
+        }
+    }
+
+    #[test]
+    fn one_off_edges_are_start_inclusive_end_exclusive() {
+        let w = Window {
+            name: "w".into(),
+            tz: TimeZone::get("Europe/Berlin").unwrap(),
+            schedule: Schedule::Once {
+                start: "2026-06-01T10:00".parse().unwrap(),
+                end: "2026-06-01T12:00".parse().unwrap(),
+            },
+            scope: Scope::default(),
+        };
+        // Berlin is UTC+2 in June.
+        assert!(!w.active_at(ms("2026-06-01T07:59:59.999Z")));
+        assert!(w.active_at(ms("2026-06-01T08:00:00Z")));
+        assert!(w.active_at(ms("2026-06-01T09:59:59.999Z")));
+        assert!(!w.active_at(ms("2026-06-01T10:00:00Z")));
+    }
+
+    #[test]
+    fn weekly_window_keeps_local_time_across_dst() {
+        // Sundays 01:00–04:00 Berlin. 2026-03-29 is the spring-forward Sunday
+        // (02:00 → 03:00), so that occurrence lasts 2 real hours; a week before it
+        // was UTC+1, a week after UTC+2.
+        let w = weekly("Europe/Berlin", &[Weekday::Sunday], "01:00", "04:00");
+        assert!(w.active_at(ms("2026-03-22T00:00:00Z"))); // 01:00 CET
+        assert!(!w.active_at(ms("2026-03-22T03:00:00Z"))); // 04:00 CET
+        assert!(w.active_at(ms("2026-03-29T00:00:00Z"))); // 01:00 CET
+        assert!(w.active_at(ms("2026-03-29T01:59:59Z"))); // 03:59:59 CEST
+        assert!(!w.active_at(ms("2026-03-29T02:00:00Z"))); // 04:00 CEST
+        assert!(!w.active_at(ms("2026-04-05T02:00:00Z"))); // 04:00 CEST
+        assert!(
+            !w.active_at(ms("2026-04-05T23:30:00Z")),
+            "Monday is not Sunday"
+        );
+        assert!(w.active_at(ms("2026-04-04T23:00:00Z"))); // Sunday 01:00 CEST
+        assert!(!w.active_at(ms("2026-04-04T22:59:59Z")));
+    }
+
+    #[test]
+    fn a_start_inside_the_spring_forward_gap_moves_later() {
+        // 02:30 does not exist in Berlin on 2026-03-29; "compatible" makes it 03:30 CEST.
+        let w = weekly("Europe/Berlin", &[Weekday::Sunday], "02:30", "05:00");
+        assert!(!w.active_at(ms("2026-03-29T01:29:59Z")));
+        assert!(w.active_at(ms("2026-03-29T01:30:00Z")));
+        assert!(!w.active_at(ms("2026-03-29T03:00:00Z")));
+    }
+
+    #[test]
+    fn fall_back_fold_takes_the_earlier_instant() {
+        // 2026-10-25 Berlin: 03:00 CEST → 02:00 CET; 02:30 happens twice.
+        let w = weekly("Europe/Berlin", &[Weekday::Sunday], "02:30", "03:30");
+        assert!(
+            w.active_at(ms("2026-10-25T00:30:00Z")),
+            "first 02:30 (CEST)"
+        );
+        // 03:30 CET = 02:30Z: the window spans the whole repeated hour, 2 h real.
+        assert!(w.active_at(ms("2026-10-25T02:29:59Z")));
+        assert!(!w.active_at(ms("2026-10-25T02:30:00Z")));
+    }
+
+    #[test]
+    fn weekly_window_wraps_midnight_from_its_start_day() {
+        // Friday 22:00 → Saturday 02:00, New York.
+        let w = weekly("America/New_York", &[Weekday::Friday], "22:00", "02:00");
+        // 2026-11-06 is a Friday; EST (UTC-5) from Nov 1.
+        assert!(w.active_at(ms("2026-11-07T03:00:00Z"))); // Fri 22:00
+        assert!(w.active_at(ms("2026-11-07T06:59:59Z"))); // Sat 01:59:59
+        assert!(!w.active_at(ms("2026-11-07T07:00:00Z"))); // Sat 02:00
+        assert!(
+            !w.active_at(ms("2026-11-08T04:00:00Z")),
+            "Saturday night is not in it"
+        );
+    }
+
+    #[test]
+    fn weekday_names() {
+        assert_eq!(parse_weekday("Tue"), Some(Weekday::Tuesday));
+        assert_eq!(parse_weekday("sunday"), Some(Weekday::Sunday));
+        assert_eq!(parse_weekday("tues"), None);
+    }
+}

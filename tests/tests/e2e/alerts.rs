@@ -1,0 +1,385 @@
+//! The alert engine end to end: the real agent binary sampling this machine, the
+//! real collector with a rules directory, alert state read from the real SQLite file
+//! and through the `alerts` CLI.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tandem_tests::{CollectorProc, Site, bin, wait_for};
+use tokio::process::{Child, Command};
+
+/// Fires on any machine: some memory is always in use.
+const MEM_LOW: &str = r#"
+[[rule]]
+name = "mem-low-threshold"
+kind = "threshold"
+metric = "mem.used.percent"
+warning = { above = THRESHOLD }
+for_secs = 2
+min_samples = 2
+"#;
+
+const OFFLINE: &str = r#"
+[[rule]]
+name = "offline"
+kind = "offline"
+after_secs = 3
+"#;
+
+/// Never fires: no load average is that high.
+const QUIET: &str = r#"
+[[rule]]
+name = "load-absurd"
+kind = "threshold"
+metric = "load.1m"
+critical = { above = 1000000 }
+"#;
+
+fn write_rules(site: &Site, threshold: f64) -> PathBuf {
+    let dir = site.dir.path().join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("test.toml"),
+        MEM_LOW.replace("THRESHOLD", &threshold.to_string()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("fleet.toml"), format!("{OFFLINE}{QUIET}")).unwrap();
+    dir
+}
+
+const ALERTS_TOML: &str = "[alerts]\nrules_dir = \"rules\"\ntick_secs = 1\n";
+
+/// Provisions and starts a real agent sampling every second.
+async fn start_agent(site: &Site, collector: &CollectorProc, device: &str) -> Child {
+    let agent_dir = site.dir.path().join(device);
+    let out = Command::new(bin("tandem-collector"))
+        .args(["pki", "issue-agent", "--tenant", "acme", "--device", device])
+        .arg("--collector-url")
+        .arg(collector.url())
+        .arg("--data-dir")
+        .arg(site.data_dir())
+        .arg("--out")
+        .arg(&agent_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = agent_dir.join("agent.toml");
+    let cfg = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("interval_secs = 10", "interval_secs = 1");
+    std::fs::write(&toml, cfg).unwrap();
+    let log = std::fs::File::create(site.dir.path().join(format!("{device}.log"))).unwrap();
+    Command::new(bin("tandem-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&toml)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn state_of(site: &Site, rule: &str, device: &str) -> Option<(String, bool)> {
+    site.db()
+        .query_row(
+            "SELECT state, suppressed FROM alert_instances WHERE rule = ?1 AND device_id = ?2",
+            [rule, device],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+}
+
+async fn wait_state(
+    site: &Site,
+    collector: &CollectorProc,
+    rule: &str,
+    device: &str,
+    want: &str,
+    within: Duration,
+) {
+    let r = wait_for(within, &format!("{rule} on {device} to be {want}"), || {
+        let s = state_of(site, rule, device);
+        async move { s.is_some_and(|(s, _)| s == want) }
+    })
+    .await;
+    if let Err(e) = r {
+        panic!(
+            "{e}; state {:?}; collector log:\n{}",
+            state_of(site, rule, device),
+            collector.log()
+        );
+    }
+}
+
+async fn cli(args: &[&str], data_dir: &Path) -> (bool, String) {
+    let out = Command::new(bin("tandem-collector"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_threshold_fires_and_resolves_across_a_restart() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    write_rules(&site, 0.01);
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let port = collector.addr.port();
+    let mut agent = start_agent(&site, &collector, "agent-a").await;
+
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-a",
+        "firing",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (ok, out) = cli(
+        &["alerts", "list", "--state", "firing", "--tenant", "acme"],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("mem-low-threshold") && out.contains("agent-a"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["alerts", "list", "--tenant", "globex"], &site.data_dir()).await;
+    assert!(ok && out.contains("no alerts"), "{out}");
+
+    // Acknowledge it with the CLI (a second writer next to the running collector).
+    let id: i64 = site
+        .db()
+        .query_row(
+            "SELECT id FROM alert_instances WHERE rule = 'mem-low-threshold'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (ok, out) = cli(
+        &["alerts", "ack", &id.to_string(), "--by", "tester"],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["alerts", "ack", "999999"], &site.data_dir()).await;
+    assert!(!ok && out.contains("no alert #999999"), "{out}");
+
+    // Raise the threshold out of reach and restart: the persisted FIRING instance
+    // resumes, sees the recover condition, and resolves.
+    assert!(collector.terminate().await, "clean shutdown");
+    write_rules(&site, 1000.0);
+    std::fs::write(
+        site.dir.path().join("collector.toml"),
+        format!(
+            "data_dir = \"collector\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{ALERTS_TOML}"
+        ),
+    )
+    .unwrap();
+    let collector = site.start_collector("").await.unwrap();
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-a",
+        "ok",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let history: Vec<(String, String)> = {
+        let db = site.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT h.event, h.to_state FROM alert_history h JOIN alert_instances a ON a.id = h.instance_id
+                 WHERE a.rule = 'mem-low-threshold' ORDER BY h.id",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let transitions: Vec<&str> = history
+        .iter()
+        .filter(|(e, _)| e == "transition")
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(
+        transitions,
+        ["pending", "firing", "recovering", "ok"],
+        "{history:?}"
+    );
+    assert!(history.iter().any(|(e, _)| e == "ack"), "{history:?}");
+    let acked: Option<i64> = site
+        .db()
+        .query_row(
+            "SELECT acked_ms FROM alert_instances WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(acked, None, "the ack ends with the episode");
+    assert!(
+        state_of(&site, "load-absurd", "agent-a").is_none(),
+        "a quiet rule leaves no instance"
+    );
+
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    assert!(collector.terminate().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_agent_raises_offline_within_its_window_and_nothing_else() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    write_rules(&site, 0.01);
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let mut agent = start_agent(&site, &collector, "agent-b").await;
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-b",
+        "firing",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        state_of(&site, "offline", "agent-b").is_none(),
+        "reporting: not offline"
+    );
+
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    let killed = Instant::now();
+    wait_state(
+        &site,
+        &collector,
+        "offline",
+        "agent-b",
+        "firing",
+        Duration::from_secs(20),
+    )
+    .await;
+    // after_secs = 3 plus one 1 s tick, plus slack for a loaded CI machine.
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(8), "offline after {took:?}");
+
+    // Let a few more ticks pass, then: exactly one active, unsuppressed alert for the
+    // device — the offline one; the threshold alert is inhibited, not re-raised.
+    let ticks = Instant::now();
+    wait_for(
+        Duration::from_secs(10),
+        "the inhibition to be recorded",
+        || {
+            let s = state_of(&site, "mem-low-threshold", "agent-b");
+            let waited = ticks.elapsed() > Duration::from_secs(3);
+            async move { waited && s.is_some_and(|(_, suppressed)| suppressed) }
+        },
+    )
+    .await
+    .unwrap();
+    let active: Vec<(String, bool)> = {
+        let db = site.db();
+        let mut stmt = db
+            .prepare("SELECT rule, suppressed FROM alert_instances WHERE device_id = 'agent-b' AND state != 'ok' ORDER BY rule")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        active,
+        [
+            ("mem-low-threshold".to_string(), true),
+            ("offline".to_string(), false)
+        ],
+        "one offline alert; the device's other alert is suppressed"
+    );
+    let (ok, out) = cli(
+        &["alerts", "history", "--device", "agent-b"],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(ok && out.contains("suppressed"), "{out}");
+    assert!(collector.terminate().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let rules = write_rules(&site, 0.01);
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let mut agent = start_agent(&site, &collector, "agent-c").await;
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-c",
+        "firing",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A bad edit: reported with file, line and column; the running rule stays.
+    std::fs::write(
+        rules.join("test.toml"),
+        "[[rule]]\nname = \"mem-low-threshold\"\nkind = \"threshold\"\nmetric = \"mem.used.percent\"\nwarning = { above = \"high\" }\n",
+    )
+    .unwrap();
+    let r = wait_for(
+        Duration::from_secs(15),
+        "the bad edit to be reported",
+        || {
+            let log = collector.log();
+            async move { log.contains("test.toml:5:") && log.contains("the running rules stay") }
+        },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; collector log:\n{}", collector.log());
+    }
+    assert_eq!(
+        state_of(&site, "mem-low-threshold", "agent-c").map(|(s, _)| s),
+        Some("firing".to_string())
+    );
+
+    // A good edit raises the threshold out of reach: reloaded, and the alert resolves
+    // without a restart.
+    write_rules(&site, 1000.0);
+    wait_state(
+        &site,
+        &collector,
+        "mem-low-threshold",
+        "agent-c",
+        "ok",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(collector.log().contains("alert rules reloaded"));
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    assert!(collector.terminate().await);
+}
