@@ -146,8 +146,10 @@ async fn an_agent_killed_during_an_outage_replays_its_whole_spool() {
         Duration::from_secs(30),
         "spooling during the outage",
         || {
+            // last_seq is written just before its frame: wait one more so that
+            // three frames are surely on disk.
             let n = last_seq(&dir);
-            async move { n >= at_outage + 3 }
+            async move { n >= at_outage + 4 }
         },
     )
     .await
