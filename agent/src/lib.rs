@@ -6,6 +6,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod patches;
 pub mod platform;
 pub mod reload;
 pub mod spool;

@@ -22,3 +22,14 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
 }
+
+/// No package manager is known on this platform; the report says so.
+pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
+    crate::patches::Check {
+        source: "none",
+        updates: Err(crate::patches::PatchError::NotImplemented(
+            "patch status is not supported on this operating system",
+        )),
+        reboot: crate::patches::Reboot::default(),
+    }
+}
