@@ -140,6 +140,13 @@ pub async fn run(
         interval_rx,
         stop_sampling.clone(),
     ));
+    let stop_patches = CancellationToken::new();
+    let patching = tokio::spawn(patch_loop(
+        cfg_rx.clone(),
+        spool.clone(),
+        new_data.clone(),
+        stop_patches.clone(),
+    ));
     let renew_now = Arc::new(Notify::new());
     let stop_renewal = CancellationToken::new();
     let renewal = tokio::spawn(identity::renew_loop(
@@ -165,6 +172,8 @@ pub async fn run(
     // Stop producing first, so the uplink's final flush sees the last sample.
     stop_sampling.cancel();
     let _ = sampling.await;
+    stop_patches.cancel();
+    let _ = patching.await;
     stop_uplink.cancel();
     let _ = uplink.await;
     stop_renewal.cancel();
@@ -252,4 +261,97 @@ async fn sample_loop(
             _ = interval.changed() => {}
         }
     }
+}
+
+/// Checks the patch status at start and then every `patch_interval` (plus jitter),
+/// spooling each result as a `PatchReport` frame: it is then delivered and
+/// acknowledged like a batch, and survives an outage in the spool.
+///
+/// The check runs on a plain thread, not `spawn_blocking`: a package manager that
+/// hangs until its timeout must neither hold up the sampler nor make shutdown (which
+/// waits for blocking tasks) wait for it. At shutdown the loop stops waiting at once.
+async fn patch_loop(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: Arc<Mutex<spool::Spool>>,
+    new_data: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    use rand::Rng;
+    let state_dir = cfg.borrow().state_dir.clone();
+    let first_seen = {
+        let dir = state_dir.clone();
+        match tokio::task::spawn_blocking(move || patches::FirstSeen::load(&dir)).await {
+            Ok(f) => Arc::new(Mutex::new(f)),
+            Err(_) => return,
+        }
+    };
+    loop {
+        let timeout = cfg.borrow().patch_timeout;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("patch-check".into())
+            .spawn(move || {
+                let _ = tx.send(platform::check_patches(timeout));
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start the patch check");
+        } else {
+            let check = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = rx => c,
+            };
+            if let Ok(check) = check {
+                let first_seen = first_seen.clone();
+                let spool = spool.clone();
+                let pushed = tokio::task::spawn_blocking(move || {
+                    let mut fs = first_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let status = patches::Status::from_check(check, &mut fs, now_ms());
+                    if status.error.is_none()
+                        && let Err(err) = fs.save()
+                    {
+                        tracing::warn!(error = %err, "cannot record when updates were first seen; their ages restart with the agent");
+                    }
+                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                    let seq = spool.push(|seq| AgentFrame {
+                        kind: Some(agent_frame::Kind::PatchReport(status.to_report(seq))),
+                    })?;
+                    Ok::<_, spool::SpoolError>((seq, status))
+                })
+                .await;
+                match pushed {
+                    Ok(Ok((seq, status))) => {
+                        match &status.error {
+                            None => tracing::info!(
+                                seq,
+                                source = status.source,
+                                pending = status.updates.len(),
+                                reboot_required = status.reboot.required,
+                                "patch status spooled"
+                            ),
+                            Some(err) => {
+                                tracing::warn!(seq, source = status.source, error = %err, "patch source could not be read; reported as such")
+                            }
+                        }
+                        new_data.notify_one();
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "cannot write to the spool; patch report lost")
+                    }
+                    Err(_) => tracing::error!("patch report task failed"),
+                }
+            }
+        }
+        let base = cfg.borrow_and_update().patch_interval;
+        let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(base + jitter) => {}
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
