@@ -355,3 +355,66 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop's first check runs at once and lands in the spool as a patch report
+    /// that names its source; on this machine's real package manager or, where none
+    /// is known, with an error instead of an empty list.
+    #[tokio::test]
+    async fn patch_loop_spools_a_report_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config::parse(
+            &dir.path().join("agent.toml"),
+            "collector_url = \"https://c.example:4443\"\npatch_timeout_secs = 120\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let spool = spool::Spool::open(&cfg.state_dir, cfg.spool_bounds()).unwrap();
+        let spool = Arc::new(Mutex::new(spool));
+        let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(patch_loop(
+            cfg_rx,
+            spool.clone(),
+            Arc::new(Notify::new()),
+            stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+        while spool.lock().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no patch report within 150 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let (seq, frame) = spool.lock().unwrap().next_after(0).unwrap().unwrap();
+        let Some(agent_frame::Kind::PatchReport(r)) = frame.kind else {
+            panic!("not a patch report: {frame:?}");
+        };
+        assert_eq!(r.seq, seq);
+        assert!(!r.source.is_empty());
+        assert!(r.time_unix_ms > 0);
+        if r.error.is_empty() {
+            // Ages were recorded for the next start.
+            assert!(cfg.state_dir.join(patches::FirstSeen::FILE).exists());
+            assert!(
+                r.updates
+                    .iter()
+                    .all(|u| u.first_seen_unix_ms == r.time_unix_ms)
+            );
+        } else {
+            assert!(r.updates.is_empty());
+        }
+        eprintln!(
+            "source {} error {:?} pending {}",
+            r.source,
+            r.error,
+            r.updates.len()
+        );
+    }
+}
