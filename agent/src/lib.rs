@@ -10,6 +10,7 @@ pub mod patches;
 pub mod platform;
 pub mod reload;
 pub mod spool;
+pub mod tool;
 pub mod uplink;
 
 use std::future::Future;

@@ -5,7 +5,7 @@
 //! - the parsers (`apt`, `dnf`, `zypper`, `pacman`, `softwareupdate`, `windows_update`)
 //!   are pure functions from what a tool printed to [`Pending`] entries, tested on
 //!   fixtures under `agent/tests/fixtures/patches/`;
-//! - [`command`] runs a tool with a timeout on the calling (blocking) thread, so a
+//! - [`crate::tool`] runs a tool with a timeout on the calling (blocking) thread, so a
 //!   locked or hung package manager costs one patch check, never the metrics;
 //! - the platform facade (`crate::platform::check_patches`) decides which tool answers
 //!   on this OS and returns a [`Check`];
@@ -17,7 +17,6 @@
 //! set, never an empty list that would read as "0 pending" (issue 3, "Bad input").
 
 pub mod apt;
-pub mod command;
 pub mod dnf;
 pub mod pacman;
 pub mod softwareupdate;
@@ -54,22 +53,8 @@ pub struct Pending {
 /// Why a source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    #[error("{program} is not installed")]
-    NotFound { program: String },
-    #[error("cannot start {program}: {source}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} did not finish within {secs} s and was killed")]
-    TimedOut { program: String, secs: u64 },
-    #[error("{program} failed ({status}): {stderr}")]
-    Failed {
-        program: String,
-        status: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error("cannot parse {what} output, line {line}: {text:?}")]
     Parse {
         what: &'static str,
@@ -327,10 +312,10 @@ mod tests {
         let s = Status::from_check(
             Check {
                 source: "apt",
-                updates: Err(PatchError::TimedOut {
+                updates: Err(PatchError::Tool(crate::tool::ToolError::TimedOut {
                     program: "apt".into(),
                     secs: 120,
-                }),
+                })),
                 reboot: Reboot::default(),
             },
             &mut fs,

@@ -39,23 +39,27 @@ fn in_path(program: &str) -> bool {
 /// so results are as fresh as the last refresh the OS did (apt's daily timer,
 /// dnf's makecache, ...).
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{Check, PatchError, apt, command, dnf, pacman, zypper};
+    use crate::patches::{Check, PatchError, apt, dnf, pacman, zypper};
+    // stdout of a command whose exit code is one of `ok`.
+    let run = |program: &str, args: &[&str], ok: &[i32]| -> Result<String, PatchError> {
+        Ok(crate::tool::run(program, args, timeout)?
+            .accept(program, ok)?
+            .stdout)
+    };
     let reboot = reboot_required(std::path::Path::new("/var/run/reboot-required"));
     let (source, updates) = if in_path("apt-get") {
-        let r = command::run("apt-get", &["-s", "upgrade"], timeout)
-            .and_then(|o| o.accept("apt-get", &[0]))
-            .and_then(|o| apt::parse_simulated_upgrade(&o.stdout));
+        let r = run("apt-get", &["-s", "upgrade"], &[0])
+            .and_then(|out| apt::parse_simulated_upgrade(&out));
         ("apt", r)
     } else if in_path("dnf") || in_path("yum") {
         let prog = if in_path("dnf") { "dnf" } else { "yum" };
-        let r = command::run(prog, &["-q", "check-update"], timeout)
-            .and_then(|o| o.accept(prog, &[0, 100]))
-            .and_then(|o| dnf::parse_check_update(&o.stdout))
+        // Exit code 100: updates are pending.
+        let r = run(prog, &["-q", "check-update"], &[0, 100])
+            .and_then(|out| dnf::parse_check_update(&out))
             .map(|list| {
                 // Classification is a bonus: without it the list still stands.
-                match command::run(prog, &["-q", "updateinfo", "list", "--updates"], timeout)
-                    .and_then(|o| o.accept(prog, &[0]))
-                    .and_then(|o| dnf::parse_updateinfo(&o.stdout))
+                match run(prog, &["-q", "updateinfo", "list", "--updates"], &[0])
+                    .and_then(|out| dnf::parse_updateinfo(&out))
                 {
                     Ok(adv) => dnf::merge(list, &adv),
                     Err(err) => {
@@ -68,31 +72,33 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     } else if in_path("zypper") {
         // 100-103: updates, security updates, reboot needed, zypper itself updated.
         let ok = [0, 100, 101, 102, 103];
-        let run = |what| {
-            command::run("zypper", &["--non-interactive", "--xmlout", what], timeout)
-                .and_then(|o| o.accept("zypper", &ok))
-        };
-        let r = run("list-patches")
-            .and_then(|o| zypper::parse_list_patches(&o.stdout))
-            .and_then(|mut patches| {
-                let packages =
-                    run("list-updates").and_then(|o| zypper::parse_list_updates(&o.stdout))?;
-                patches.extend(packages);
-                Ok(patches)
-            });
+        let r = run(
+            "zypper",
+            &["--non-interactive", "--xmlout", "list-patches"],
+            &ok,
+        )
+        .and_then(|out| zypper::parse_list_patches(&out))
+        .and_then(|mut patches| {
+            let out = run(
+                "zypper",
+                &["--non-interactive", "--xmlout", "list-updates"],
+                &ok,
+            )?;
+            patches.extend(zypper::parse_list_updates(&out)?);
+            Ok(patches)
+        });
         ("zypper", r)
     } else if in_path("checkupdates") {
         // Exit code 2: nothing to update.
-        let r = command::run("checkupdates", &[], timeout)
-            .and_then(|o| o.accept("checkupdates", &[0, 2]))
-            .and_then(|o| pacman::parse(&o.stdout));
+        let r = run("checkupdates", &[], &[0, 2]).and_then(|out| pacman::parse(&out));
         ("pacman", r)
     } else if in_path("pacman") {
         // `pacman -Qu` exits 1, silently, when nothing is pending.
-        let r = command::run("pacman", &["-Qu"], timeout)
+        let r = crate::tool::run("pacman", &["-Qu"], timeout)
+            .map_err(PatchError::from)
             .and_then(|o| match o.code {
                 Some(1) if o.stdout.trim().is_empty() && o.stderr.trim().is_empty() => Ok(o),
-                _ => o.accept("pacman", &[0]),
+                _ => Ok(o.accept("pacman", &[0])?),
             })
             .and_then(|o| pacman::parse(&o.stdout));
         ("pacman", r)

@@ -18,9 +18,10 @@ pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Pending updates from `softwareupdate --list` (which asks Apple's servers, hence
 /// the timeout). The reboot state is not read yet (always "not required").
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{command, softwareupdate};
-    let updates = command::run("softwareupdate", &["--list"], timeout)
+    use crate::patches::{PatchError, softwareupdate};
+    let updates = crate::tool::run("softwareupdate", &["--list"], timeout)
         .and_then(|o| o.accept("softwareupdate", &[0]))
+        .map_err(PatchError::from)
         .and_then(|o| softwareupdate::parse(&format!("{}\n{}", o.stdout, o.stderr)));
     crate::patches::Check {
         source: "softwareupdate",

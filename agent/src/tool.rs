@@ -1,5 +1,6 @@
-//! Runs a package tool with a deadline. Blocking: call it from a blocking thread
-//! (`spawn_blocking`), never from the async runtime.
+//! Runs an external tool (package manager, `systemctl`) with a deadline. Blocking:
+//! call it from a thread of its own or `spawn_blocking`, never from the async
+//! runtime.
 //!
 //! Output is drained by two reader threads while the child runs, so a chatty tool
 //! cannot fill its pipe and stall; at the deadline the child is killed and the
@@ -11,7 +12,26 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::PatchError;
+/// Why a tool gave no usable output.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{program} is not installed")]
+    NotFound { program: String },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} did not finish within {secs} s and was killed")]
+    TimedOut { program: String, secs: u64 },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
 
 /// What a finished tool printed.
 #[derive(Debug)]
@@ -23,11 +43,11 @@ pub struct Output {
 }
 
 impl Output {
-    /// The output if the exit code is one of `ok`, else a [`PatchError::Failed`].
-    pub fn accept(self, program: &str, ok: &[i32]) -> Result<Output, PatchError> {
+    /// The output if the exit code is one of `ok`, else a [`ToolError::Failed`].
+    pub fn accept(self, program: &str, ok: &[i32]) -> Result<Output, ToolError> {
         match self.code {
             Some(c) if ok.contains(&c) => Ok(self),
-            code => Err(PatchError::Failed {
+            code => Err(ToolError::Failed {
                 program: program.to_owned(),
                 status: code.map_or("killed by a signal".into(), |c| format!("exit code {c}")),
                 stderr: last_lines(&self.stderr, 3),
@@ -43,7 +63,7 @@ fn last_lines(s: &str, n: usize) -> String {
 
 /// Runs `program args` with `LANG=C` (parsers expect English), no stdin, and kills it
 /// after `timeout`.
-pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, PatchError> {
+pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, ToolError> {
     let mut child = Command::new(program)
         .args(args)
         .env("LANG", "C")
@@ -53,10 +73,10 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, Pa
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => PatchError::NotFound {
+            std::io::ErrorKind::NotFound => ToolError::NotFound {
                 program: program.to_owned(),
             },
-            _ => PatchError::Spawn {
+            _ => ToolError::Spawn {
                 program: program.to_owned(),
                 source,
             },
@@ -91,7 +111,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, Pa
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(PatchError::TimedOut {
+                return Err(ToolError::TimedOut {
                     program: program.to_owned(),
                     secs: timeout.as_secs(),
                 });
@@ -99,7 +119,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, Pa
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(source) => {
                 let _ = child.kill();
-                return Err(PatchError::Spawn {
+                return Err(ToolError::Spawn {
                     program: program.to_owned(),
                     source,
                 });
@@ -121,7 +141,7 @@ mod tests {
     #[test]
     fn a_missing_program_is_not_found() {
         let e = run("tandem-no-such-tool", &[], Duration::from_secs(5)).unwrap_err();
-        assert!(matches!(e, PatchError::NotFound { .. }), "{e}");
+        assert!(matches!(e, ToolError::NotFound { .. }), "{e}");
     }
 
     #[cfg(unix)]
@@ -129,7 +149,7 @@ mod tests {
     fn a_slow_program_is_killed_at_the_deadline() {
         let started = Instant::now();
         let e = run("sleep", &["30"], Duration::from_millis(300)).unwrap_err();
-        assert!(matches!(e, PatchError::TimedOut { .. }), "{e}");
+        assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
