@@ -3,9 +3,10 @@
 //! runtime.
 //!
 //! Output is drained by two reader threads while the child runs, so a chatty tool
-//! cannot fill its pipe and stall; at the deadline the child is killed and the
-//! readers are given a short grace only (a grandchild may still hold the pipe open;
-//! its reader thread is then left to finish on its own rather than block us).
+//! cannot fill its pipe and stall. At the deadline the child's whole process tree is
+//! killed where the platform allows (`platform::kill_tree`). After a normal exit the
+//! readers get a short grace only: a daemon the tool left behind may hold the pipe
+//! open, and its reader thread is then left to finish on its own.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -64,7 +65,9 @@ fn last_lines(s: &str, n: usize) -> String {
 /// Runs `program args` with `LANG=C` (parsers expect English), no stdin, and kills it
 /// after `timeout`.
 pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, ToolError> {
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    crate::platform::isolate(&mut cmd);
+    let mut child = cmd
         .args(args)
         .env("LANG", "C")
         .env("LC_ALL", "C")
@@ -109,7 +112,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, To
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                crate::platform::kill_tree(&mut child);
                 let _ = child.wait();
                 return Err(ToolError::TimedOut {
                     program: program.to_owned(),
@@ -151,6 +154,30 @@ mod tests {
         let e = run("sleep", &["30"], Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_deadline_kills_grandchildren_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let e = run("sh", &["-c", &script], Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Gone, or a zombie waiting for a reaper (containers without an init).
+        while std::fs::read_to_string(&stat).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        }) {
+            assert!(Instant::now() < deadline, "grandchild {pid} still running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[cfg(unix)]

@@ -33,3 +33,12 @@ pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
         reboot: crate::patches::Reboot::default(),
     }
 }
+
+/// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
+pub fn isolate(_cmd: &mut std::process::Command) {}
+
+/// Kills the child. Its own children are not reached (a job object would; not
+/// done yet).
+pub fn kill_tree(child: &mut std::process::Child) {
+    let _ = child.kill();
+}
