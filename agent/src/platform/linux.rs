@@ -117,6 +117,25 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     }
 }
 
+/// Failed systemd units; `None` where `systemctl` is not installed. Blocking.
+pub fn failed_units(
+    timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    if !in_path("systemctl") {
+        return None;
+    }
+    Some(
+        crate::tool::run(
+            "systemctl",
+            &["list-units", "--state=failed", "--plain", "--no-legend"],
+            timeout,
+        )
+        .and_then(|o| o.accept("systemctl", &[0]))
+        .map_err(Into::into)
+        .and_then(|o| crate::collect::services::parse_failed_units(&o.stdout)),
+    )
+}
+
 /// Debian and Ubuntu flag a pending reboot with this file; its mtime says since when.
 fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
     match std::fs::metadata(flag) {

@@ -29,3 +29,10 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         reboot: crate::patches::Reboot::default(),
     }
 }
+
+/// Failed units are a systemd notion: not applicable here.
+pub fn failed_units(
+    _timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}

@@ -88,3 +88,10 @@ pub fn isolate(_cmd: &mut std::process::Command) {}
 pub fn kill_tree(child: &mut std::process::Child) {
     let _ = child.kill();
 }
+
+/// Failed units are a systemd notion: not applicable here.
+pub fn failed_units(
+    _timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}
