@@ -38,7 +38,12 @@ pub fn parse_failed_units(text: &str) -> Result<Vec<String>, ServiceError> {
         }
         let f: Vec<&str> = l.split_whitespace().collect();
         match f.as_slice() {
-            [unit, _load, _active, _sub, ..] if unit.contains('.') => out.push((*unit).to_owned()),
+            // The collector refuses a batch naming a series twice: list a unit once.
+            [unit, _load, _active, _sub, ..] if unit.contains('.') => {
+                if !out.iter().any(|u| u == unit) {
+                    out.push((*unit).to_owned())
+                }
+            }
             _ => {
                 return Err(ServiceError::Parse {
                     line: i + 1,
