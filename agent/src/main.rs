@@ -74,8 +74,7 @@ fn main() -> anyhow::Result<()> {
             let mut sampler = tandem_agent::collect::Sampler::new()?;
             std::thread::sleep(std::time::Duration::from_millis(300));
             let reading = sampler.sample();
-            let mut json = serde_json::to_value(&reading)?;
-            if patches {
+            let patches = patches.then(|| {
                 let check = tandem_agent::platform::check_patches(std::time::Duration::from_secs(
                     patch_timeout_secs,
                 ));
@@ -85,11 +84,20 @@ fn main() -> anyhow::Result<()> {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
-                let status = tandem_agent::patches::Status::from_check(check, &mut first_seen, now);
-                if let Some(obj) = json.as_object_mut() {
-                    obj.insert("patches".into(), serde_json::to_value(&status)?);
-                }
+                tandem_agent::patches::Status::from_check(check, &mut first_seen, now)
+            });
+            // The sample's fields as before, "patches" added only when asked for.
+            #[derive(serde::Serialize)]
+            struct Once<'a> {
+                #[serde(flatten)]
+                reading: &'a tandem_agent::collect::Reading,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                patches: Option<tandem_agent::patches::Status>,
             }
+            let json = Once {
+                reading: &reading,
+                patches,
+            };
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
         }
