@@ -32,8 +32,8 @@ fn in_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Pending updates from the first package manager found (apt, dnf, yum, zypper,
-/// pacman), each command bounded by `timeout`, plus the reboot flag. Blocking.
+/// Pending updates from the first package manager found (apt, apt-get, dnf, yum,
+/// zypper, pacman), each command bounded by `timeout`, plus the reboot flag. Blocking.
 ///
 /// No command changes the system: the agent never refreshes package lists itself,
 /// so results are as fresh as the last refresh the OS did (apt's daily timer,
@@ -47,7 +47,14 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
             .stdout)
     };
     let reboot = reboot_required(std::path::Path::new("/var/run/reboot-required"));
-    let (source, updates) = if in_path("apt-get") {
+    let (source, updates) = if in_path("apt") {
+        // `apt list --upgradable` costs about a third of the CPU of `apt-get -s
+        // upgrade` (≈ 0.9 s against 3 s here: it resolves no upgrade) and also lists
+        // held-back packages. apt warns that its CLI is not stable, on stderr only.
+        let r = run("apt", &["list", "--upgradable"], &[0])
+            .and_then(|out| apt::parse_list_upgradable(&out));
+        ("apt", r)
+    } else if in_path("apt-get") {
         let r = run("apt-get", &["-s", "upgrade"], &[0])
             .and_then(|out| apt::parse_simulated_upgrade(&out));
         ("apt", r)
@@ -106,7 +113,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         (
             "none",
             Err(PatchError::NoManager {
-                looked_for: "apt-get, dnf, yum, zypper, checkupdates, pacman",
+                looked_for: "apt, apt-get, dnf, yum, zypper, checkupdates, pacman",
             }),
         )
     };
