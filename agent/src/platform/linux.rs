@@ -162,23 +162,39 @@ fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
 mod tests {
     use super::*;
 
-    /// The real apt path on a Debian build machine: runs `apt-get -s upgrade`
-    /// (a simulation) and checks that it parsed. Skipped where apt is absent.
+    /// The real apt path on a Debian build machine: runs `apt list --upgradable`
+    /// (through `check_patches`) and `apt-get -s upgrade` (a simulation), checks
+    /// that both parse and agree. Skipped where apt is absent.
     #[test]
-    fn real_package_manager_answers_without_error() {
-        if !in_path("apt-get") {
-            eprintln!("no apt-get here; skipped");
+    fn real_apt_answers_without_error() {
+        if !in_path("apt") || !in_path("apt-get") {
+            eprintln!("no apt here; skipped");
             return;
         }
-        let check = check_patches(std::time::Duration::from_secs(120));
+        let timeout = std::time::Duration::from_secs(120);
+        let check = check_patches(timeout);
         assert_eq!(check.source, "apt");
-        let updates = check.updates.expect("apt-get -s upgrade parses");
-        eprintln!("{} pending updates", updates.len());
+        let listed = check.updates.expect("apt list --upgradable parses");
+        eprintln!("{} pending updates", listed.len());
         assert!(
-            updates
+            listed
                 .iter()
                 .all(|u| !u.name.is_empty() && !u.new_version.is_empty())
         );
+        let out = crate::tool::run("apt-get", &["-s", "upgrade"], timeout)
+            .and_then(|o| o.accept("apt-get", &[0]))
+            .expect("apt-get -s upgrade runs");
+        let simulated = crate::patches::apt::parse_simulated_upgrade(&out.stdout)
+            .expect("apt-get -s upgrade parses");
+        // apt-get upgrade leaves out held-back packages; apt list shows them.
+        for u in &simulated {
+            assert!(
+                listed.iter().any(|l| l.name == u.name
+                    && l.new_version == u.new_version
+                    && l.class == u.class),
+                "{u:?} simulated but not listed"
+            );
+        }
     }
 
     #[test]
