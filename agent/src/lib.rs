@@ -342,11 +342,18 @@ async fn patch_loop(
                 }
             }
         }
-        let base = cfg.borrow_and_update().patch_interval;
-        let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(base + jitter) => {}
+        // The next check is due one interval (plus jitter) after this one; a reloaded
+        // config with another interval moves the due time at once.
+        let checked = tokio::time::Instant::now();
+        let mut cfg_open = true;
+        loop {
+            let base = cfg.borrow_and_update().patch_interval;
+            let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(checked + base + jitter) => break,
+                r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
+            }
         }
     }
 }
@@ -365,7 +372,7 @@ mod tests {
     /// that names its source; on this machine's real package manager or, where none
     /// is known, with an error instead of an empty list.
     #[tokio::test]
-    async fn patch_loop_spools_a_report_at_start() {
+    async fn patch_loop_spools_a_report_at_start_and_follows_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config::parse(
             &dir.path().join("agent.toml"),
@@ -375,7 +382,7 @@ mod tests {
         std::fs::create_dir_all(&cfg.state_dir).unwrap();
         let spool = spool::Spool::open(&cfg.state_dir, cfg.spool_bounds()).unwrap();
         let spool = Arc::new(Mutex::new(spool));
-        let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(patch_loop(
             cfg_rx,
@@ -388,6 +395,18 @@ mod tests {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no patch report within 150 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A reload with a shorter interval brings the next check forward at once
+        // (the default is an hour).
+        let mut quick = cfg.clone();
+        quick.patch_interval = Duration::from_millis(50);
+        cfg_tx.send(Arc::new(quick)).unwrap();
+        while spool.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reloaded interval did not apply"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
