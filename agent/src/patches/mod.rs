@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 
 use tandem_proto::v1::{PatchReport, PendingUpdate, UpdateClassification};
 
+/// Most updates one report may carry: the collector's limit
+/// (`collector/src/grpc/validate.rs`, `MAX_UPDATES_PER_REPORT`).
+pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
+
 /// Whether an update fixes a security problem, as far as its source says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -222,16 +226,27 @@ impl Status {
         }
     }
 
-    /// The status as the wire's report with sequence number `seq`.
+    /// The status as the wire's report with sequence number `seq`. Past
+    /// [`MAX_UPDATES_PER_REPORT`] updates, security updates are kept first and the
+    /// rest is cut (the collector would refuse the whole report).
     pub fn to_report(&self, seq: u64) -> PatchReport {
+        let mut updates: Vec<&Aged> = self.updates.iter().collect();
+        if updates.len() > MAX_UPDATES_PER_REPORT {
+            tracing::warn!(
+                pending = updates.len(),
+                sent = MAX_UPDATES_PER_REPORT,
+                "too many pending updates for one report; security updates first, the rest left out"
+            );
+            updates.sort_by_key(|a| a.update.class != Class::Security);
+            updates.truncate(MAX_UPDATES_PER_REPORT);
+        }
         PatchReport {
             seq,
             time_unix_ms: self.time_unix_ms,
             source: self.source.to_owned(),
             error: self.error.as_deref().map(wire_text).unwrap_or_default(),
-            updates: self
-                .updates
-                .iter()
+            updates: updates
+                .into_iter()
                 .map(|a| PendingUpdate {
                     name: wire_text(&a.update.name),
                     current_version: wire_text(&a.update.current_version),
@@ -335,6 +350,30 @@ mod tests {
         std::fs::write(dir.path().join(FirstSeen::FILE), b"{not json").unwrap();
         let mut fs = FirstSeen::load(dir.path());
         assert_eq!(fs.stamp("apt", &[p("a", "1")], 3)[0].1, 3);
+    }
+
+    #[test]
+    fn an_oversized_report_keeps_security_updates() {
+        let mut updates: Vec<Pending> = (0..MAX_UPDATES_PER_REPORT + 5)
+            .map(|i| Pending {
+                class: Class::Other,
+                ..p(&format!("p{i}"), "2")
+            })
+            .collect();
+        updates.push(p("zz-security", "2"));
+        let dir = tempfile::tempdir().unwrap();
+        let s = Status::from_check(
+            Check {
+                source: "apt",
+                updates: Ok(updates),
+                reboot: Reboot::default(),
+            },
+            &mut FirstSeen::load(dir.path()),
+            1,
+        );
+        let r = s.to_report(1);
+        assert_eq!(r.updates.len(), MAX_UPDATES_PER_REPORT);
+        assert_eq!(r.updates[0].name, "zz-security");
     }
 
     #[test]
