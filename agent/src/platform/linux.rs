@@ -46,7 +46,16 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
             .accept(program, ok)?
             .stdout)
     };
-    let reboot = reboot_required(std::path::Path::new("/var/run/reboot-required"));
+    // Debian/Ubuntu write the first, SUSE (zypper since 2021) the second.
+    let reboot = [
+        "/var/run/reboot-required",
+        "/run/reboot-required",
+        "/run/reboot-needed",
+    ]
+    .iter()
+    .map(|f| reboot_required(std::path::Path::new(f)))
+    .find(|r| r.required)
+    .unwrap_or_default();
     let (source, updates) = if in_path("apt") {
         // `apt list --upgradable` costs about a third of the CPU of `apt-get -s
         // upgrade` (≈ 0.9 s against 3 s here: it resolves no upgrade) and also lists
@@ -143,7 +152,7 @@ pub fn failed_units(
     )
 }
 
-/// Debian and Ubuntu flag a pending reboot with this file; its mtime says since when.
+/// A flag file that exists while a reboot is pending; its mtime says since when.
 fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
     match std::fs::metadata(flag) {
         Ok(meta) => crate::patches::Reboot {
