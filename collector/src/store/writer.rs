@@ -74,7 +74,8 @@ impl Default for WriterConfig {
     }
 }
 
-enum Request {
+/// A write for the writer thread (and, once committed, for the alert engine).
+pub enum Request {
     Hello {
         who: DeviceIdentity,
         facts: DeviceFacts,
@@ -127,21 +128,9 @@ pub struct CommittedGroup {
     pub items: Vec<Committed>,
 }
 
-/// One committed request. Duplicates and failed requests are not included.
-pub enum Committed {
-    Hello {
-        who: DeviceIdentity,
-        facts: DeviceFacts,
-    },
-    Batch {
-        device_id: String,
-        batch: MetricBatch,
-    },
-    Patch {
-        device_id: String,
-        report: PatchReport,
-    },
-}
+/// One committed request, as it was queued. Duplicates and failed requests are not
+/// included.
+pub type Committed = Request;
 
 /// Where committed groups go. Bounded: when the engine falls behind, the writer
 /// waits, and ingest backpressure reaches the agents, rather than alerts being lost.
@@ -245,17 +234,11 @@ struct State {
     /// Welcome reports) must never step over a batch that was not stored, or the
     /// agent would drop that batch from its spool.
     halted: std::collections::HashSet<String>,
+    /// The alert engine stopped taking committed groups (said once, not per commit).
+    sink_gone: bool,
 }
 
 impl Request {
-    fn into_committed(self) -> Committed {
-        match self {
-            Request::Hello { who, facts } => Committed::Hello { who, facts },
-            Request::Batch { device_id, batch } => Committed::Batch { device_id, batch },
-            Request::Patch { device_id, report } => Committed::Patch { device_id, report },
-        }
-    }
-
     fn device_id(&self) -> &str {
         match self {
             Request::Hello { who, .. } => &who.device_id,
@@ -360,7 +343,7 @@ fn commit_group(
                         Answer::Hello(Ok(_)) | Answer::Write(Ok(Outcome::Stored))
                     )
                 {
-                    committed.push(req.into_committed());
+                    committed.push(req);
                 }
                 match (&answer, &reply) {
                     (Answer::Write(Ok(Outcome::Stored)), _) => {
@@ -373,14 +356,15 @@ fn commit_group(
                 }
                 send_answer(reply, answer);
             }
-            if let (Some(sink), false) = (sink, committed.is_empty()) {
+            if let (Some(sink), false) = (sink, committed.is_empty() || state.sink_gone) {
                 let group = CommittedGroup {
                     committed_ms: now,
                     committed_at: std::time::Instant::now(),
                     items: committed,
                 };
                 if sink.send(group).is_err() {
-                    tracing::warn!("alert engine stopped; committed data is not evaluated");
+                    state.sink_gone = true;
+                    tracing::error!("alert engine stopped; committed data is no longer evaluated");
                 }
             }
         }
