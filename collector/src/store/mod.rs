@@ -1,7 +1,10 @@
 //! The collector's SQLite store: schema and migrations, the single writer, and reads.
 //!
 //! Invariants:
-//! - one process writes, through [`writer::Writer`] only (one thread, group commit);
+//! - telemetry (devices, series, samples, batches, patch reports) is written through
+//!   [`writer::Writer`] only (one thread, group commit); the alert engine writes only
+//!   its own tables (`alert_*`) on its own connection, and `alerts ack` one row —
+//!   SQLite serialises them (WAL, busy timeouts);
 //! - the database runs in WAL mode with `synchronous = FULL`, so a commit that returned
 //!   survives a process or OS crash — and only committed batches are ever acknowledged;
 //! - schema changes are numbered SQL files in `migrations/`, applied in order and
