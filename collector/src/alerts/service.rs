@@ -161,6 +161,13 @@ fn apply(engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
             Committed::Patch { device_id, report } => {
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
+            // The writer hands live copies on as batches and keeps gap records back
+            // (`Request::for_engine`); should one arrive anyway it carries no samples
+            // the engine has not seen as a batch.
+            Committed::Live { device_id, batch } => {
+                engine.on_batch(&device_id, &batch, g.committed_ms)
+            }
+            Committed::Gap { .. } => {}
         }
     }
 }
