@@ -113,8 +113,9 @@ fn finite(v: f64) -> f64 {
 pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, d.os_family, d.os_version, d.last_seen_ms,
-                p.seq, p.time_ms, p.reboot_required, p.reboot_since_ms
+                p.seq, p.time_ms, p.reboot_required, p.reboot_since_ms, s.name
          FROM devices d JOIN tenants t ON t.id = d.tenant_id
+         LEFT JOIN sites s ON s.id = d.site_id
          LEFT JOIN patch_reports p ON p.device_id = d.id AND p.seq =
             (SELECT max(seq) FROM patch_reports WHERE device_id = d.id AND error = '')",
     )?;
@@ -134,11 +135,13 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, Option<bool>>(7)?,
                 r.get::<_, Option<i64>>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, tenant, os_family, os_version, last_seen_ms, seq, time_ms, reboot, since) in rows {
+    for (id, tenant, os_family, os_version, last_seen_ms, seq, time_ms, reboot, since, site) in rows
+    {
         let patch = match (seq, time_ms) {
             (Some(seq), Some(time_ms)) => {
                 let oldest_security_ms: Option<i64> =
@@ -156,6 +159,7 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
             id,
             Device {
                 tenant,
+                site,
                 os_family,
                 os_version,
                 last_seen_ms,

@@ -61,8 +61,8 @@ impl Bound {
 }
 
 /// Which devices (and, for maintenance, which rules) something applies to. An empty
-/// list means "any". `sites` and `tags` are parsed and kept, but devices carry no
-/// site or tags yet, so a non-empty `sites`/`tags` list matches no device today.
+/// list means "any". A device's site is the one it enrolled into; devices carry no
+/// tags yet, so a non-empty `tags` list matches no device today.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
     pub tenants: Vec<String>,

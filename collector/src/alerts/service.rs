@@ -144,17 +144,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn apply(engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
+/// The site a device enrolled into (`None` for none, or if it cannot be read:
+/// site-scoped rules then treat the device as site-less until the next hello).
+fn site_of(conn: &Connection, device_id: &str) -> Option<String> {
+    conn.query_row(
+        "SELECT s.name FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
     stats.groups.fetch_add(1, Ordering::Relaxed);
     for item in g.items {
         match item {
-            Committed::Hello { who, facts } => engine.on_hello(
-                &who.device_id,
-                &who.tenant,
-                &facts.os_family,
-                &facts.os_version,
-                g.committed_ms,
-            ),
+            Committed::Hello { who, facts } => {
+                engine.on_hello(
+                    &who.device_id,
+                    &who.tenant,
+                    &facts.os_family,
+                    &facts.os_version,
+                    g.committed_ms,
+                );
+                engine.set_site(&who.device_id, site_of(conn, &who.device_id));
+            }
             Committed::Batch { device_id, batch } => {
                 engine.on_batch(&device_id, &batch, g.committed_ms)
             }
@@ -248,12 +262,12 @@ fn run(
         let mut oldest: Option<Instant> = None;
         if let Some(g) = first {
             oldest = Some(g.committed_at);
-            apply(engine, g, stats);
+            apply(conn, engine, g, stats);
             for _ in 1..MAX_ROUND_GROUPS {
                 match rx.try_recv() {
                     Ok(g) => {
                         oldest = Some(oldest.map_or(g.committed_at, |o| o.min(g.committed_at)));
-                        apply(engine, g, stats);
+                        apply(conn, engine, g, stats);
                     }
                     Err(_) => break,
                 }
