@@ -41,6 +41,8 @@ pub struct Device {
     pub os_version: String,
     pub last_seen_ms: i64,
     pub patch: Option<PatchSummary>,
+    /// When the device's newest certificate expires (ms since the epoch).
+    pub cert_not_after_ms: Option<i64>,
 }
 
 /// The part of a device's latest patch report the patch-age rules need.
@@ -359,6 +361,13 @@ impl Engine {
         }
     }
 
+    /// Sets when a device's newest certificate expires (after enrollment or renewal).
+    pub fn set_cert_expiry(&mut self, id: &str, not_after_ms: Option<i64>) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.cert_not_after_ms = not_after_ms;
+        }
+    }
+
     /// Sets the site a device belongs to (from its enrollment; `None` for none).
     pub fn set_site(&mut self, id: &str, site: Option<String>) {
         if let Some(d) = self.devices.get_mut(id) {
@@ -501,6 +510,15 @@ impl Engine {
             .collect();
         for id in ids {
             self.eval_patch(&id, now_ms);
+        }
+        let ids: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.cert_not_after_ms.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.eval_cert(&id, now_ms);
         }
         let keys: Vec<Key> = self.instances.keys().cloned().collect();
         for key in keys {
@@ -682,6 +700,40 @@ impl Engine {
             };
             self.evaluations += 1;
             self.feed(ri, device_id, "", &tenant, now_ms, days, verdict, now_ms);
+        }
+    }
+
+    /// Certificate-expiry rules: days until the device's newest certificate expires
+    /// (negative once expired), judged like any value (`warning = { below = 14 }`).
+    fn eval_cert(&mut self, device_id: &str, now_ms: i64) {
+        let Some(d) = self.devices.get(device_id) else {
+            return;
+        };
+        let Some(not_after) = d.cert_not_after_ms else {
+            return;
+        };
+        let device = d.clone();
+        for ri in 0..self.rules.len() {
+            if !matches!(self.rules[ri].kind, Kind::CertExpiry) {
+                continue;
+            }
+            let target = device.target(device_id, &self.rules[ri].name);
+            if !self.rules[ri].scope.matches(&target) {
+                continue;
+            }
+            let days = (not_after - now_ms) as f64 / 86_400_000.0;
+            let verdict = self.rules[ri].verdict(days);
+            self.evaluations += 1;
+            self.feed(
+                ri,
+                device_id,
+                "",
+                &device.tenant,
+                now_ms,
+                days,
+                verdict,
+                now_ms,
+            );
         }
     }
 
@@ -972,6 +1024,24 @@ mod tests {
             e.instance(&key("cpu", "n", "")).is_none(),
             "no site, no match"
         );
+    }
+
+    #[test]
+    fn an_expiring_certificate_warns_and_a_renewal_clears_it() {
+        let mut e = engine(
+            "[[rule]]\nname = \"cert\"\nkind = \"cert_expiry\"\nwarning = { below = 14 }\ncritical = { below = 3 }\n",
+        );
+        let day = 86_400 * S;
+        e.on_hello("d", "acme", "linux", "", 0);
+        e.set_cert_expiry("d", Some(30 * day));
+        e.tick(S);
+        assert!(e.instance(&key("cert", "d", "")).is_none(), "30 days left");
+        e.tick(20 * day);
+        assert_eq!(state(&e, &key("cert", "d", "")), State::Firing);
+        // Renewed: a new certificate good for 30 more days.
+        e.set_cert_expiry("d", Some(50 * day));
+        e.tick(20 * day + S);
+        assert_ne!(state(&e, &key("cert", "d", "")), State::Firing);
     }
 
     #[test]

@@ -155,6 +155,17 @@ fn site_of(conn: &Connection, device_id: &str) -> Option<String> {
     .ok()
 }
 
+/// When the device's newest certificate expires (`None` if none is recorded).
+fn cert_expiry_of(conn: &Connection, device_id: &str) -> Option<i64> {
+    conn.query_row(
+        "SELECT max(not_after_ms) FROM certificates WHERE device_id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )
+    .ok()
+    .flatten()
+}
+
 fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
     stats.groups.fetch_add(1, Ordering::Relaxed);
     for item in g.items {
@@ -168,6 +179,7 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
                     g.committed_ms,
                 );
                 engine.set_site(&who.device_id, site_of(conn, &who.device_id));
+                engine.set_cert_expiry(&who.device_id, cert_expiry_of(conn, &who.device_id));
             }
             Committed::Batch { device_id, batch } => {
                 engine.on_batch(&device_id, &batch, g.committed_ms)
@@ -238,6 +250,20 @@ fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
     }
 }
 
+/// How often certificate expiry dates are re-read (renewals need no new hello).
+const CERT_REFRESH: Duration = Duration::from_secs(60);
+
+fn refresh_cert_expiries(conn: &Connection, engine: &mut Engine) {
+    match persist::load_cert_expiries(conn) {
+        Ok(rows) => {
+            for (device, not_after) in rows {
+                engine.set_cert_expiry(&device, Some(not_after));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read certificate expiry dates"),
+    }
+}
+
 fn run(
     conn: &mut Connection,
     engine: &mut Engine,
@@ -247,6 +273,7 @@ fn run(
     mut watch: Option<RulesWatch>,
 ) {
     let mut next_tick = Instant::now();
+    let mut next_cert_refresh = Instant::now() + CERT_REFRESH;
     let mut open = true;
     while open {
         let first = match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
@@ -276,6 +303,10 @@ fn run(
         if Instant::now() >= next_tick || !open {
             if let Some(w) = watch.as_mut() {
                 reload_if_changed(w, engine);
+            }
+            if Instant::now() >= next_cert_refresh {
+                refresh_cert_expiries(conn, engine);
+                next_cert_refresh = Instant::now() + CERT_REFRESH;
             }
             engine.tick(now_ms());
             next_tick = Instant::now() + tick;
