@@ -69,7 +69,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue_len: 4096,
-            max_group: 1024,
+            max_group: 256,
         }
     }
 }
