@@ -296,9 +296,10 @@ async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
         (1..=last).collect::<BTreeSet<_>>(),
         "no seq unaccounted for"
     );
+    // 20 samples were taken during the outage and at most `frames` of them fit.
     assert!(
-        dropped.len() >= 10,
-        "most of the outage was dropped: {}",
+        dropped.len() + frames >= 20,
+        "what did not fit was dropped: {} dropped, {frames} kept",
         dropped.len()
     );
     assert!(collector.terminate().await);
