@@ -10,7 +10,7 @@
 //! max_sample_age_secs = 2592000
 //! [store]
 //! write_queue = 4096
-//! max_group = 1024
+//! max_group = 256
 //! [enrollment]
 //! listen = "0.0.0.0:4444"          # server-authenticated TLS, no client certificate
 //! cert_lifetime_secs = 2592000     # 30 days; agents renew at two thirds
@@ -287,7 +287,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         1_000_000,
         4096,
     );
-    let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 1024);
+    let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 256);
     let tick = ranged(&mut p, &raw.alerts.tick_secs, "tick_secs", 1, 300, 5);
     let alerts = match &raw.alerts.rules_dir {
         None => None,

@@ -166,6 +166,52 @@ impl Site {
         out
     }
 
+    /// Provisions an agent exactly as an operator would, with `tandem-collector pki
+    /// issue-agent`, into `<site>/<device>/`, sampling every second. Returns the
+    /// path of its `agent.toml`.
+    pub async fn provision_agent_toml(
+        &self,
+        collector_url: &str,
+        tenant: &str,
+        device: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.path().join(device);
+        let out = Command::new(bin("tandem-collector"))
+            .args(["pki", "issue-agent", "--tenant", tenant, "--device", device])
+            .arg("--collector-url")
+            .arg(collector_url)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "pki issue-agent failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let toml = dir.join("agent.toml");
+        let cfg =
+            std::fs::read_to_string(&toml)?.replace("interval_secs = 10", "interval_secs = 1");
+        std::fs::write(&toml, cfg)?;
+        Ok(toml)
+    }
+
+    /// Starts `tandem-agent run --config <toml>`, logging to `<site>/<log_name>.log`;
+    /// killed when dropped.
+    pub fn spawn_agent(&self, toml: &Path, log_name: &str) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.dir.path().join(format!("{log_name}.log")))?;
+        Ok(Command::new(bin("tandem-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(toml)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?)
+    }
+
     /// A read-only connection to the collector's database.
     pub fn db(&self) -> rusqlite::Connection {
         let c = rusqlite::Connection::open_with_flags(

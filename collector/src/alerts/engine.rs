@@ -8,9 +8,9 @@
 //! - An instance exists only once it has breached; a healthy series costs one rule
 //!   lookup and a comparison per sample.
 //! - A device whose offline alert is active inhibits (suppresses) its other alerts;
-//!   a tenant with `group_share` of its devices dark raises one group alert that
-//!   suppresses the per-device offline alerts. (Grouping is by tenant: devices have
-//!   no site yet.)
+//!   a site (or, for devices enrolled without one, a tenant) with `group_share` of
+//!   its devices dark raises one group alert that suppresses those devices' offline
+//!   alerts.
 //! - Changed instances and their history records are handed out by
 //!   [`Engine::take_changes`]; the caller commits them before anything else happens.
 
@@ -35,10 +35,14 @@ pub struct Key {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Device {
     pub tenant: String,
+    /// The site the device enrolled into, if any (fixed by its enrollment token).
+    pub site: Option<String>,
     pub os_family: String,
     pub os_version: String,
     pub last_seen_ms: i64,
     pub patch: Option<PatchSummary>,
+    /// When the device's newest certificate expires (ms since the epoch).
+    pub cert_not_after_ms: Option<i64>,
 }
 
 /// The part of a device's latest patch report the patch-age rules need.
@@ -79,6 +83,33 @@ impl PatchSummary {
             reboot_since_ms,
         })
     }
+}
+
+impl Device {
+    /// The group a share of dark devices is counted in: the site, or the tenant for
+    /// devices without one.
+    fn group(&self) -> String {
+        match &self.site {
+            Some(site) => format!("site:{}/{site}", self.tenant),
+            None => format!("tenant:{}", self.tenant),
+        }
+    }
+
+    /// The scope target of this device for `rule`.
+    fn target<'a>(&'a self, device_id: &'a str, rule: &'a str) -> Target<'a> {
+        let mut t = Target::device(&self.tenant, device_id, &self.os_family, rule);
+        t.site = self.site.as_deref();
+        t
+    }
+}
+
+/// The tenant a group alert's dimension (`tenant:<t>` or `site:<t>/<s>`) belongs to.
+fn group_tenant(dimension: &str) -> Option<&str> {
+    dimension.strip_prefix("tenant:").or_else(|| {
+        dimension
+            .strip_prefix("site:")
+            .and_then(|r| r.split('/').next())
+    })
 }
 
 /// Servers and workstations get different offline limits. Devices carry no role
@@ -330,6 +361,20 @@ impl Engine {
         }
     }
 
+    /// Sets when a device's newest certificate expires (after enrollment or renewal).
+    pub fn set_cert_expiry(&mut self, id: &str, not_after_ms: Option<i64>) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.cert_not_after_ms = not_after_ms;
+        }
+    }
+
+    /// Sets the site a device belongs to (from its enrollment; `None` for none).
+    pub fn set_site(&mut self, id: &str, site: Option<String>) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.site = site;
+        }
+    }
+
     /// A device said hello (or was refreshed).
     pub fn on_hello(
         &mut self,
@@ -359,6 +404,7 @@ impl Engine {
         };
         let tenant = dev.tenant.clone();
         let os = dev.os_family.clone();
+        let site = dev.site.clone();
         let (rules, by_metric) = (self.rules.clone(), self.by_metric.clone());
         for (i, series) in batch.series.iter().enumerate() {
             let Some(rule_ids) = by_metric.get(&series.name) else {
@@ -373,7 +419,8 @@ impl Engine {
                 {
                     continue;
                 }
-                let target = Target::device(&tenant, device_id, &os, &rule.name);
+                let mut target = Target::device(&tenant, device_id, &os, &rule.name);
+                target.site = site.as_deref();
                 if !rule.scope.matches(&target) {
                     continue;
                 }
@@ -464,6 +511,15 @@ impl Engine {
         for id in ids {
             self.eval_patch(&id, now_ms);
         }
+        let ids: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.cert_not_after_ms.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.eval_cert(&id, now_ms);
+        }
         let keys: Vec<Key> = self.instances.keys().cloned().collect();
         for key in keys {
             let Some(&ri) = self.by_name.get(&key.rule) else {
@@ -550,10 +606,11 @@ impl Engine {
                 continue;
             };
             let severity = self.rules[ri].severity;
-            let mut per_tenant: HashMap<String, (usize, usize)> = HashMap::new();
+            // (tenant, group) -> (devices, dark devices)
+            let mut per_group: HashMap<(String, String), (usize, usize)> = HashMap::new();
             let mut verdicts = Vec::new();
             for (id, d) in &self.devices {
-                let target = Target::device(&d.tenant, id, &d.os_family, &self.rules[ri].name);
+                let target = d.target(id, &self.rules[ri].name);
                 if !self.rules[ri].scope.matches(&target) {
                     continue;
                 }
@@ -564,7 +621,7 @@ impl Engine {
                 };
                 let age = now_ms - d.last_seen_ms;
                 let dark = age > limit;
-                let e = per_tenant.entry(d.tenant.clone()).or_default();
+                let e = per_group.entry((d.tenant.clone(), d.group())).or_default();
                 e.0 += 1;
                 e.1 += usize::from(dark);
                 let verdict = if dark {
@@ -575,23 +632,22 @@ impl Engine {
                 verdicts.push((id.clone(), d.tenant.clone(), age as f64 / 1000.0, verdict));
             }
             if let Some(share) = group_share {
-                for (tenant, (total, dark)) in per_tenant {
+                for ((tenant, group), (total, dark)) in per_group {
                     let is_dark = total >= group_min_devices && dark as f64 >= share * total as f64;
                     if is_dark {
-                        self.dark_tenants.insert((ri, tenant.clone()));
+                        self.dark_tenants.insert((ri, group.clone()));
                     } else {
-                        self.dark_tenants.remove(&(ri, tenant.clone()));
+                        self.dark_tenants.remove(&(ri, group.clone()));
                     }
                     let verdict = if is_dark {
                         Verdict::Breach(severity)
                     } else {
                         Verdict::Recover
                     };
-                    let dim = format!("tenant:{tenant}");
                     self.feed(
                         ri,
                         "",
-                        &dim,
+                        &group,
                         &tenant,
                         now_ms,
                         dark as f64 / total as f64,
@@ -625,14 +681,14 @@ impl Engine {
         };
         let Some(p) = d.patch else { return };
         let tenant = d.tenant.clone();
-        let os = d.os_family.clone();
+        let device = d.clone();
         for ri in 0..self.rules.len() {
             let since = match self.rules[ri].kind {
                 Kind::SecurityUpdateAge => p.oldest_security_ms,
                 Kind::RebootPending => p.reboot_since_ms,
                 _ => continue,
             };
-            let target = Target::device(&tenant, device_id, &os, &self.rules[ri].name);
+            let target = device.target(device_id, &self.rules[ri].name);
             if !self.rules[ri].scope.matches(&target) {
                 continue;
             }
@@ -647,6 +703,40 @@ impl Engine {
         }
     }
 
+    /// Certificate-expiry rules: days until the device's newest certificate expires
+    /// (negative once expired), judged like any value (`warning = { below = 14 }`).
+    fn eval_cert(&mut self, device_id: &str, now_ms: i64) {
+        let Some(d) = self.devices.get(device_id) else {
+            return;
+        };
+        let Some(not_after) = d.cert_not_after_ms else {
+            return;
+        };
+        let device = d.clone();
+        for ri in 0..self.rules.len() {
+            if !matches!(self.rules[ri].kind, Kind::CertExpiry) {
+                continue;
+            }
+            let target = device.target(device_id, &self.rules[ri].name);
+            if !self.rules[ri].scope.matches(&target) {
+                continue;
+            }
+            let days = (not_after - now_ms) as f64 / 86_400_000.0;
+            let verdict = self.rules[ri].verdict(days);
+            self.evaluations += 1;
+            self.feed(
+                ri,
+                device_id,
+                "",
+                &device.tenant,
+                now_ms,
+                days,
+                verdict,
+                now_ms,
+            );
+        }
+    }
+
     /// Whether an instance's notifications pause now: maintenance, or inhibited by
     /// its device's offline alert, or (per-device offline) by its tenant's group alert.
     fn suppressed(&self, ri: usize, key: &Key, now_ms: i64) -> bool {
@@ -654,10 +744,12 @@ impl Engine {
         let dev = self.devices.get(&key.device_id);
         let tenant = dev
             .map(|d| d.tenant.as_str())
-            .or_else(|| key.dimension.strip_prefix("tenant:"))
+            .or_else(|| group_tenant(&key.dimension))
             .unwrap_or("");
-        let os = dev.map_or("", |d| d.os_family.as_str());
-        let target = Target::device(tenant, &key.device_id, os, &rule.name);
+        let target = match dev {
+            Some(d) => d.target(&key.device_id, &rule.name),
+            None => Target::device(tenant, &key.device_id, "", &rule.name),
+        };
         if self
             .set
             .windows
@@ -667,7 +759,9 @@ impl Engine {
             return true;
         }
         if matches!(rule.kind, Kind::Offline { .. }) {
-            !key.device_id.is_empty() && self.dark_tenants.contains(&(ri, tenant.to_owned()))
+            // A device in a dark group is covered by the group alert.
+            !key.device_id.is_empty()
+                && dev.is_some_and(|d| self.dark_tenants.contains(&(ri, d.group())))
         } else {
             self.offline.contains(&key.device_id)
         }
@@ -866,6 +960,88 @@ mod tests {
         }
         e.tick(50 * S);
         assert_eq!(state(&e, &group), State::Ok);
+    }
+
+    #[test]
+    fn a_site_going_dark_raises_one_site_alert_and_spares_the_other_sites() {
+        let mut e = engine(&format!(
+            "{OFFLINE}group_share = 0.5\ngroup_min_devices = 3\n"
+        ));
+        for (d, site) in [
+            ("h1", "hq"),
+            ("h2", "hq"),
+            ("h3", "hq"),
+            ("b1", "branch"),
+            ("b2", "branch"),
+            ("b3", "branch"),
+        ] {
+            e.on_hello(d, "acme", "linux", "", 0);
+            e.set_site(d, Some(site.into()));
+        }
+        // The whole branch goes dark; one hq device too (1 of 3: below the share).
+        for d in ["h1", "h2"] {
+            e.on_batch(d, &batch("cpu", "", 30 * S, 1.0), 30 * S);
+        }
+        e.tick(40 * S);
+        let branch = key("off", "", "site:acme/branch");
+        assert_eq!(state(&e, &branch), State::Firing);
+        assert!(
+            e.instance(&key("off", "", "site:acme/hq")).is_none(),
+            "hq is not dark as a site"
+        );
+        assert!(
+            e.instance(&key("off", "", "tenant:acme")).is_none(),
+            "sites group instead of the tenant"
+        );
+        assert!(
+            e.instance(&key("off", "b1", "")).unwrap().suppressed,
+            "covered by the site alert"
+        );
+        let h3 = e.instance(&key("off", "h3", "")).unwrap();
+        assert_eq!(h3.state, State::Firing);
+        assert!(
+            !h3.suppressed,
+            "a lone dark device at a healthy site is its own alert"
+        );
+    }
+
+    #[test]
+    fn rules_scoped_to_a_site_match_only_its_devices() {
+        let mut e = engine(
+            "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\nscope = { sites = [\"hq\"] }\n",
+        );
+        e.on_hello("h", "acme", "linux", "", 0);
+        e.set_site("h", Some("hq".into()));
+        e.on_hello("b", "acme", "linux", "", 0);
+        e.set_site("b", Some("branch".into()));
+        e.on_hello("n", "acme", "linux", "", 0);
+        for d in ["h", "b", "n"] {
+            e.on_batch(d, &batch("cpu", "", S, 99.0), S);
+        }
+        assert_eq!(state(&e, &key("cpu", "h", "")), State::Firing);
+        assert!(e.instance(&key("cpu", "b", "")).is_none());
+        assert!(
+            e.instance(&key("cpu", "n", "")).is_none(),
+            "no site, no match"
+        );
+    }
+
+    #[test]
+    fn an_expiring_certificate_warns_and_a_renewal_clears_it() {
+        let mut e = engine(
+            "[[rule]]\nname = \"cert\"\nkind = \"cert_expiry\"\nwarning = { below = 14 }\ncritical = { below = 3 }\n",
+        );
+        let day = 86_400 * S;
+        e.on_hello("d", "acme", "linux", "", 0);
+        e.set_cert_expiry("d", Some(30 * day));
+        e.tick(S);
+        assert!(e.instance(&key("cert", "d", "")).is_none(), "30 days left");
+        e.tick(20 * day);
+        assert_eq!(state(&e, &key("cert", "d", "")), State::Firing);
+        // Renewed: a new certificate good for 30 more days.
+        e.set_cert_expiry("d", Some(50 * day));
+        e.tick(20 * day + S);
+        assert_ne!(state(&e, &key("cert", "d", "")), State::Firing);
     }
 
     #[test]

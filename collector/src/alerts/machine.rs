@@ -287,8 +287,6 @@ impl Instance {
         self.state = State::Ok;
         self.since_ms = now_ms;
         self.breach_samples = 0;
-        self.stale = false;
-        self.flapping = false;
         self.record(
             now_ms,
             Event::Transition {
@@ -298,6 +296,16 @@ impl Instance {
             out,
         );
         self.severity = None;
+        // Flags end with the instance, each with its record.
+        if self.stale {
+            self.stale = false;
+            self.record(now_ms, Event::Stale(false), out);
+        }
+        if self.flapping {
+            self.flapping = false;
+            self.changes.clear();
+            self.record(now_ms, Event::Flapping(false), out);
+        }
     }
 
     /// Sets the suppressed flag (maintenance, silence or inhibition).
@@ -857,6 +865,26 @@ mod tests {
             "the record says what ended"
         );
         assert!(i.is_quiet());
+        // A stale instance closes with the flag's end recorded too.
+        let mut j = Instance::default();
+        let mut out = Vec::new();
+        feed(&mut j, &p, 0, MIN, &[Breach(Critical); 6], &mut out);
+        j.tick(&p, 60 * MIN, &mut out);
+        assert!(j.stale);
+        out.clear();
+        j.close(61 * MIN, &mut out);
+        let events: Vec<Event> = out.iter().map(|r| r.event).collect();
+        assert_eq!(
+            events,
+            [
+                Event::Transition {
+                    from: Firing,
+                    to: Ok
+                },
+                Event::Stale(false)
+            ]
+        );
+        assert!(j.is_quiet());
     }
 
     #[test]

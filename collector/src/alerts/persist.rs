@@ -109,12 +109,23 @@ fn finite(v: f64) -> f64 {
     }
 }
 
+/// When each device's newest certificate expires, for the periodic refresh of the
+/// certificate-expiry rules (renewals happen without a new hello).
+pub fn load_cert_expiries(conn: &Connection) -> Result<Vec<(String, i64)>, PersistError> {
+    let mut stmt =
+        conn.prepare("SELECT device_id, max(not_after_ms) FROM certificates GROUP BY device_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every device as the engine needs it, with its latest successful patch report.
 pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, d.os_family, d.os_version, d.last_seen_ms,
-                p.seq, p.time_ms, p.reboot_required, p.reboot_since_ms
+                p.seq, p.time_ms, p.reboot_required, p.reboot_since_ms, s.name,
+                (SELECT max(not_after_ms) FROM certificates c WHERE c.device_id = d.id)
          FROM devices d JOIN tenants t ON t.id = d.tenant_id
+         LEFT JOIN sites s ON s.id = d.site_id
          LEFT JOIN patch_reports p ON p.device_id = d.id AND p.seq =
             (SELECT max(seq) FROM patch_reports WHERE device_id = d.id AND error = '')",
     )?;
@@ -134,11 +145,26 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, Option<bool>>(7)?,
                 r.get::<_, Option<i64>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ))
         })?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, tenant, os_family, os_version, last_seen_ms, seq, time_ms, reboot, since) in rows {
+    for (
+        id,
+        tenant,
+        os_family,
+        os_version,
+        last_seen_ms,
+        seq,
+        time_ms,
+        reboot,
+        since,
+        site,
+        cert,
+    ) in rows
+    {
         let patch = match (seq, time_ms) {
             (Some(seq), Some(time_ms)) => {
                 let oldest_security_ms: Option<i64> =
@@ -156,6 +182,8 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
             id,
             Device {
                 tenant,
+                site,
+                cert_not_after_ms: cert,
                 os_family,
                 os_version,
                 last_seen_ms,

@@ -61,8 +61,8 @@ impl Bound {
 }
 
 /// Which devices (and, for maintenance, which rules) something applies to. An empty
-/// list means "any". `sites` and `tags` are parsed and kept, but devices carry no
-/// site or tags yet, so a non-empty `sites`/`tags` list matches no device today.
+/// list means "any". A device's site is the one it enrolled into; devices carry no
+/// tags yet, so a non-empty `tags` list matches no device today.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
     pub tenants: Vec<String>,
@@ -141,7 +141,8 @@ pub enum Kind {
     RebootPending,
     /// A service is not running. Parsed; not fed yet (agents send no service state).
     ServiceDown { service: String },
-    /// Days until the agent certificate expires. Parsed; not fed yet.
+    /// Days until the device's newest certificate expires (from the collector's
+    /// record of issued certificates).
     CertExpiry,
 }
 
@@ -157,7 +158,7 @@ impl Kind {
 
     /// Kinds with no data source yet: accepted, documented, never evaluated.
     pub fn is_fed(&self) -> bool {
-        !matches!(self, Kind::ServiceDown { .. } | Kind::CertExpiry)
+        !matches!(self, Kind::ServiceDown { .. })
     }
 }
 
@@ -1000,9 +1001,10 @@ to = "25:00"
     }
 
     #[test]
-    fn not_yet_fed_kinds_parse() {
+    fn service_down_parses_but_is_not_fed_and_cert_expiry_is() {
         let set = parse("[[rule]]\nname = \"svc\"\nkind = \"service_down\"\nservice = \"sshd\"\ncritical = { above = 0 }\n[[rule]]\nname = \"cert\"\nkind = \"cert_expiry\"\nwarning = { below = 14 }\n").unwrap();
-        assert!(set.rules.iter().all(|r| !r.kind.is_fed()));
+        assert!(!set.rules[0].kind.is_fed(), "no service data yet");
+        assert!(set.rules[1].kind.is_fed(), "fed from issued certificates");
     }
 
     #[test]

@@ -144,23 +144,56 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn apply(engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
+/// The site a device enrolled into (`None` for none, or if it cannot be read:
+/// site-scoped rules then treat the device as site-less until the next hello).
+fn site_of(conn: &Connection, device_id: &str) -> Option<String> {
+    conn.query_row(
+        "SELECT s.name FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// When the device's newest certificate expires (`None` if none is recorded).
+fn cert_expiry_of(conn: &Connection, device_id: &str) -> Option<i64> {
+    conn.query_row(
+        "SELECT max(not_after_ms) FROM certificates WHERE device_id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )
+    .ok()
+    .flatten()
+}
+
+fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
     stats.groups.fetch_add(1, Ordering::Relaxed);
     for item in g.items {
         match item {
-            Committed::Hello { who, facts } => engine.on_hello(
-                &who.device_id,
-                &who.tenant,
-                &facts.os_family,
-                &facts.os_version,
-                g.committed_ms,
-            ),
+            Committed::Hello { who, facts } => {
+                engine.on_hello(
+                    &who.device_id,
+                    &who.tenant,
+                    &facts.os_family,
+                    &facts.os_version,
+                    g.committed_ms,
+                );
+                engine.set_site(&who.device_id, site_of(conn, &who.device_id));
+                engine.set_cert_expiry(&who.device_id, cert_expiry_of(conn, &who.device_id));
+            }
             Committed::Batch { device_id, batch } => {
                 engine.on_batch(&device_id, &batch, g.committed_ms)
             }
             Committed::Patch { device_id, report } => {
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
+            // The writer hands live copies on as batches and keeps gap records back
+            // (`Request::for_engine`); should one arrive anyway it carries no samples
+            // the engine has not seen as a batch.
+            Committed::Live { device_id, batch } => {
+                engine.on_batch(&device_id, &batch, g.committed_ms)
+            }
+            Committed::Gap { .. } => {}
         }
     }
 }
@@ -217,6 +250,20 @@ fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
     }
 }
 
+/// How often certificate expiry dates are re-read (renewals need no new hello).
+const CERT_REFRESH: Duration = Duration::from_secs(60);
+
+fn refresh_cert_expiries(conn: &Connection, engine: &mut Engine) {
+    match persist::load_cert_expiries(conn) {
+        Ok(rows) => {
+            for (device, not_after) in rows {
+                engine.set_cert_expiry(&device, Some(not_after));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read certificate expiry dates"),
+    }
+}
+
 fn run(
     conn: &mut Connection,
     engine: &mut Engine,
@@ -226,6 +273,7 @@ fn run(
     mut watch: Option<RulesWatch>,
 ) {
     let mut next_tick = Instant::now();
+    let mut next_cert_refresh = Instant::now() + CERT_REFRESH;
     let mut open = true;
     while open {
         let first = match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
@@ -241,12 +289,12 @@ fn run(
         let mut oldest: Option<Instant> = None;
         if let Some(g) = first {
             oldest = Some(g.committed_at);
-            apply(engine, g, stats);
+            apply(conn, engine, g, stats);
             for _ in 1..MAX_ROUND_GROUPS {
                 match rx.try_recv() {
                     Ok(g) => {
                         oldest = Some(oldest.map_or(g.committed_at, |o| o.min(g.committed_at)));
-                        apply(engine, g, stats);
+                        apply(conn, engine, g, stats);
                     }
                     Err(_) => break,
                 }
@@ -255,6 +303,10 @@ fn run(
         if Instant::now() >= next_tick || !open {
             if let Some(w) = watch.as_mut() {
                 reload_if_changed(w, engine);
+            }
+            if Instant::now() >= next_cert_refresh {
+                refresh_cert_expiries(conn, engine);
+                next_cert_refresh = Instant::now() + CERT_REFRESH;
             }
             engine.tick(now_ms());
             next_tick = Instant::now() + tick;

@@ -5,6 +5,8 @@
 //!   the rare administrative writes (CLI commands, enrollment, renewal: see
 //!   [`admin`]) run on their own connection in short `BEGIN IMMEDIATE`
 //!   transactions, which SQLite serialises with the writer (5 s busy timeout);
+//! - the alert engine writes only its own tables (`alert_*`) on its own connection,
+//!   and `alerts ack` one row — SQLite serialises them too (WAL, busy timeouts);
 //! - the database runs in WAL mode with `synchronous = FULL`, so a commit that returned
 //!   survives a process or OS crash — and only committed batches are ever acknowledged;
 //! - schema changes are numbered SQL files in `migrations/`, applied in order and

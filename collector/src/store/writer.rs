@@ -69,12 +69,13 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue_len: 4096,
-            max_group: 1024,
+            max_group: 256,
         }
     }
 }
 
-enum Request {
+/// A write for the writer thread (and, once committed, for the alert engine).
+pub enum Request {
     Hello {
         who: DeviceIdentity,
         facts: DeviceFacts,
@@ -136,21 +137,9 @@ pub struct CommittedGroup {
     pub items: Vec<Committed>,
 }
 
-/// One committed request. Duplicates and failed requests are not included.
-pub enum Committed {
-    Hello {
-        who: DeviceIdentity,
-        facts: DeviceFacts,
-    },
-    Batch {
-        device_id: String,
-        batch: MetricBatch,
-    },
-    Patch {
-        device_id: String,
-        report: PatchReport,
-    },
-}
+/// One committed request, as it was queued. Duplicates and failed requests are not
+/// included.
+pub type Committed = Request;
 
 /// Where committed groups go. Bounded: when the engine falls behind, the writer
 /// waits, and ingest backpressure reaches the agents, rather than alerts being lost.
@@ -274,6 +263,8 @@ struct State {
     /// Welcome reports) must never step over a batch that was not stored, or the
     /// agent would drop that batch from its spool.
     halted: std::collections::HashSet<String>,
+    /// The alert engine stopped taking committed groups (said once, not per commit).
+    sink_gone: bool,
 }
 
 impl Request {
@@ -281,14 +272,11 @@ impl Request {
     /// batch (that is what makes alerts current while a backlog drains); when its
     /// durable copy arrives later, the engine ignores the samples as older than what
     /// it has seen. Gap records carry no samples.
-    fn into_committed(self) -> Option<Committed> {
+    fn for_engine(self) -> Option<Request> {
         match self {
-            Request::Hello { who, facts } => Some(Committed::Hello { who, facts }),
-            Request::Batch { device_id, batch } | Request::Live { device_id, batch } => {
-                Some(Committed::Batch { device_id, batch })
-            }
-            Request::Patch { device_id, report } => Some(Committed::Patch { device_id, report }),
+            Request::Live { device_id, batch } => Some(Request::Batch { device_id, batch }),
             Request::Gap { .. } => None,
+            other => Some(other),
         }
     }
 
@@ -408,7 +396,7 @@ fn commit_group(
                         Answer::Hello(Ok(_)) | Answer::Write(Ok(Outcome::Stored))
                     )
                 {
-                    committed.extend(req.into_committed());
+                    committed.extend(req.for_engine());
                 }
                 match (&answer, &reply) {
                     (Answer::Write(Ok(Outcome::Stored)), _) => {
@@ -421,14 +409,15 @@ fn commit_group(
                 }
                 send_answer(reply, answer);
             }
-            if let (Some(sink), false) = (sink, committed.is_empty()) {
+            if let (Some(sink), false) = (sink, committed.is_empty() || state.sink_gone) {
                 let group = CommittedGroup {
                     committed_ms: now,
                     committed_at: std::time::Instant::now(),
                     items: committed,
                 };
                 if sink.send(group).is_err() {
-                    tracing::warn!("alert engine stopped; committed data is not evaluated");
+                    state.sink_gone = true;
+                    tracing::error!("alert engine stopped; committed data is no longer evaluated");
                 }
             }
         }
@@ -818,6 +807,8 @@ mod tests {
                 Committed::Hello { .. } => "hello",
                 Committed::Batch { .. } => "batch",
                 Committed::Patch { .. } => "patch",
+                Committed::Live { .. } => "live",
+                Committed::Gap { .. } => "gap",
             })
             .collect();
         assert_eq!(kinds, ["hello", "batch"]);

@@ -47,6 +47,11 @@ struct Args {
     /// full ingest rate). A real fleet of 1000 agents sampling every 10 s sends 100.
     #[arg(long, default_value_t = 0.0)]
     batches_per_sec: f64,
+    /// The store writer's group size (`[store] max_group`): under full load the
+    /// engine's saves wait for the writer's current transaction, so this bounds the
+    /// commit-to-transition latency.
+    #[arg(long, default_value_t = 1024)]
+    max_group: usize,
 }
 
 struct Run {
@@ -81,12 +86,13 @@ fn main() -> anyhow::Result<()> {
         lat[i] as f64 / 1000.0
     };
     println!(
-        "alertbench: {} devices, {} rules, {} series/batch, flip every {} batches, {} s per run, {}",
+        "alertbench: {} devices, {} rules, {} series/batch, flip every {} batches, {} s per run, writer groups ≤ {}, {}",
         args.devices,
         args.rules,
         args.series,
         args.flip_every,
         args.secs,
+        args.max_group,
         if args.batches_per_sec > 0.0 {
             format!("paced at {} batches/s", args.batches_per_sec)
         } else {
@@ -200,7 +206,14 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
     } else {
         (None, None)
     };
-    let (writer, thread) = Writer::spawn_with_sink(conn, WriterConfig::default(), sink)?;
+    let (writer, thread) = Writer::spawn_with_sink(
+        conn,
+        WriterConfig {
+            max_group: args.max_group,
+            ..WriterConfig::default()
+        },
+        sink,
+    )?;
     for d in 0..args.devices {
         writer
             .hello(

@@ -57,45 +57,13 @@ async fn agent_samples_survive_a_collector_crash_and_arrive_exactly_once() {
     let site = Site::new().await.unwrap();
     let collector = site.start_collector("").await.unwrap();
     let port = collector.addr.port();
-    let agent_dir = site.dir.path().join("agent");
     // Provision the agent exactly as an operator would, with the CLI.
-    let out = Command::new(bin("tandem-collector"))
-        .args([
-            "pki",
-            "issue-agent",
-            "--tenant",
-            "acme",
-            "--device",
-            "agent-1",
-            "--collector-url",
-        ])
-        .arg(collector.url())
-        .arg("--data-dir")
-        .arg(site.data_dir())
-        .arg("--out")
-        .arg(&agent_dir)
-        .output()
+    let toml_path = site
+        .provision_agent_toml(&collector.url(), "acme", "agent-1")
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let toml_path = agent_dir.join("agent.toml");
-    let cfg = std::fs::read_to_string(&toml_path)
-        .unwrap()
-        .replace("interval_secs = 10", "interval_secs = 1");
-    std::fs::write(&toml_path, cfg).unwrap();
-    let log = std::fs::File::create(site.dir.path().join("agent.log")).unwrap();
-    let mut agent = Command::new(bin("tandem-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(&toml_path)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let agent_dir = toml_path.parent().unwrap().to_path_buf();
+    let mut agent = site.spawn_agent(&toml_path, "agent").unwrap();
 
     let stored =
         |site: &Site| site.count("SELECT count(*) FROM batches WHERE device_id = 'agent-1'");

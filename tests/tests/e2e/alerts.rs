@@ -51,37 +51,11 @@ const ALERTS_TOML: &str = "[alerts]\nrules_dir = \"rules\"\ntick_secs = 1\n";
 
 /// Provisions and starts a real agent sampling every second.
 async fn start_agent(site: &Site, collector: &CollectorProc, device: &str) -> Child {
-    let agent_dir = site.dir.path().join(device);
-    let out = Command::new(bin("tandem-collector"))
-        .args(["pki", "issue-agent", "--tenant", "acme", "--device", device])
-        .arg("--collector-url")
-        .arg(collector.url())
-        .arg("--data-dir")
-        .arg(site.data_dir())
-        .arg("--out")
-        .arg(&agent_dir)
-        .output()
+    let toml = site
+        .provision_agent_toml(&collector.url(), "acme", device)
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let toml = agent_dir.join("agent.toml");
-    let cfg = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("interval_secs = 10", "interval_secs = 1");
-    std::fs::write(&toml, cfg).unwrap();
-    let log = std::fs::File::create(site.dir.path().join(format!("{device}.log"))).unwrap();
-    Command::new(bin("tandem-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(&toml)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    site.spawn_agent(&toml, device).unwrap()
 }
 
 fn state_of(site: &Site, rule: &str, device: &str) -> Option<(String, bool)> {

@@ -59,13 +59,40 @@ fn assert_exactly_once(site: &Site, dir: &Path) {
         .db()
         .query_row(
             "SELECT (SELECT count(*) FROM samples v JOIN series s ON s.id = v.series_id WHERE s.device_id = ?1),
-                    (SELECT sum(n_values) FROM batches b WHERE device_id = ?1
-                       AND NOT EXISTS (SELECT 1 FROM patch_reports p
-                                       WHERE p.device_id = b.device_id AND p.seq = b.seq))",
+                    (SELECT coalesce(sum(n_values), 0) FROM batches WHERE device_id = ?1
+                       AND seq NOT IN (SELECT seq FROM patch_reports WHERE device_id = ?1)
+                       AND seq NOT IN (SELECT seq FROM gaps WHERE device_id = ?1))",
             [&name],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
+    if values != declared {
+        // Say which instants are short, to tell a lost batch from a collision.
+        let db = site.db();
+        let mut st = db
+            .prepare(
+                "SELECT v.ts_ms, count(*) FROM samples v JOIN series s ON s.id = v.series_id
+                 WHERE s.device_id = ?1 GROUP BY v.ts_ms ORDER BY v.ts_ms",
+            )
+            .unwrap();
+        let per_ts: Vec<(i64, i64)> = st
+            .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut st = db
+            .prepare(
+                "SELECT seq, n_values FROM batches WHERE device_id = ?1
+                 AND seq NOT IN (SELECT seq FROM patch_reports WHERE device_id = ?1) ORDER BY seq",
+            )
+            .unwrap();
+        let per_seq: Vec<(i64, i64)> = st
+            .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        eprintln!("{name}: values per instant {per_ts:?}\nvalues per seq {per_seq:?}");
+    }
     assert_eq!(
         values, declared,
         "{name}: every value of every batch stored, none twice"
@@ -271,9 +298,10 @@ async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
         (1..=last).collect::<BTreeSet<_>>(),
         "no seq unaccounted for"
     );
+    // 20 samples were taken during the outage and at most `frames` of them fit.
     assert!(
-        dropped.len() >= 10,
-        "most of the outage was dropped: {}",
+        dropped.len() + frames >= 20,
+        "what did not fit was dropped: {} dropped, {frames} kept",
         dropped.len()
     );
     assert!(collector.terminate().await);
