@@ -18,6 +18,8 @@
 //! spool_max_bytes = 67108864
 //! spool_max_age_secs = 604800
 //! catchup_batches_per_sec = 20
+//! patch_interval_secs = 3600
+//! patch_timeout_secs = 120
 //! ```
 
 use std::ops::Range;
@@ -57,6 +59,12 @@ pub struct AgentConfig {
     /// Backlog frames sent per second after an outage, so a whole site coming back
     /// does not flatten the collector. Live data is not limited by it.
     pub catchup_batches_per_sec: u32,
+    /// Time between patch checks (plus up to 10 % jitter, so a fleet started
+    /// together does not query its mirrors together). One check also runs at start.
+    pub patch_interval: Duration,
+    /// Deadline of each package-manager command; a slower one is killed and the
+    /// report carries the error.
+    pub patch_timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +81,8 @@ struct Raw {
     spool_max_bytes: Option<Spanned<i64>>,
     spool_max_age_secs: Option<Spanned<i64>>,
     catchup_batches_per_sec: Option<Spanned<i64>>,
+    patch_interval_secs: Option<Spanned<i64>>,
+    patch_timeout_secs: Option<Spanned<i64>>,
 }
 
 impl AgentConfig {
@@ -225,6 +235,14 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         10_000,
         20,
     );
+    let patch_interval = ranged(
+        &raw.patch_interval_secs,
+        "patch_interval_secs",
+        60,
+        7 * 86_400,
+        3600,
+    );
+    let patch_timeout = ranged(&raw.patch_timeout_secs, "patch_timeout_secs", 5, 3600, 120);
     let cfg = AgentConfig {
         collector_url,
         enroll_token,
@@ -237,6 +255,8 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         spool_max_bytes: spool_max_bytes as u64,
         spool_max_age: Duration::from_secs(spool_max_age as u64),
         catchup_batches_per_sec: catchup as u32,
+        patch_interval: Duration::from_secs(patch_interval as u64),
+        patch_timeout: Duration::from_secs(patch_timeout as u64),
     };
     if problems.is_empty() {
         Ok(cfg)
@@ -260,6 +280,13 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(10));
         assert_eq!(c.cert, PathBuf::from("/etc/tandem/agent.pem"));
         assert_eq!(c.state_dir, PathBuf::from("/etc/tandem/state"));
+        assert_eq!(c.patch_interval, Duration::from_secs(3600));
+        assert_eq!(c.patch_timeout, Duration::from_secs(120));
+        let e = parse(Path::new("a.toml"), "patch_interval_secs = 5\n").unwrap_err();
+        assert!(
+            e.problems[0].starts_with("a.toml:1:23: patch_interval_secs = 5 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod patches;
 pub mod platform;
 pub mod reload;
 pub mod spool;
+pub mod tool;
 pub mod uplink;
 
 use std::future::Future;
@@ -139,6 +141,13 @@ pub async fn run(
         interval_rx,
         stop_sampling.clone(),
     ));
+    let stop_patches = CancellationToken::new();
+    let patching = tokio::spawn(patch_loop(
+        cfg_rx.clone(),
+        spool.clone(),
+        new_data.clone(),
+        stop_patches.clone(),
+    ));
     let renew_now = Arc::new(Notify::new());
     let stop_renewal = CancellationToken::new();
     let renewal = tokio::spawn(identity::renew_loop(
@@ -164,6 +173,8 @@ pub async fn run(
     // Stop producing first, so the uplink's final flush sees the last sample.
     stop_sampling.cancel();
     let _ = sampling.await;
+    stop_patches.cancel();
+    let _ = patching.await;
     stop_uplink.cancel();
     let _ = uplink.await;
     stop_renewal.cancel();
@@ -250,5 +261,180 @@ async fn sample_loop(
             _ = tokio::time::sleep(period) => {}
             _ = interval.changed() => {}
         }
+    }
+}
+
+/// Checks the patch status at start and then every `patch_interval` (plus jitter),
+/// spooling each result as a `PatchReport` frame: it is then delivered and
+/// acknowledged like a batch, and survives an outage in the spool.
+///
+/// The check runs on a plain thread, not `spawn_blocking`: a package manager that
+/// hangs until its timeout must neither hold up the sampler nor make shutdown (which
+/// waits for blocking tasks) wait for it. At shutdown the loop stops waiting at once.
+async fn patch_loop(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: Arc<Mutex<spool::Spool>>,
+    new_data: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    use rand::Rng;
+    let state_dir = cfg.borrow().state_dir.clone();
+    let first_seen = {
+        let dir = state_dir.clone();
+        match tokio::task::spawn_blocking(move || patches::FirstSeen::load(&dir)).await {
+            Ok(f) => Arc::new(Mutex::new(f)),
+            Err(_) => return,
+        }
+    };
+    loop {
+        let timeout = cfg.borrow().patch_timeout;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("patch-check".into())
+            .spawn(move || {
+                let _ = tx.send(platform::check_patches(timeout));
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start the patch check");
+        } else {
+            let check = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = rx => c,
+            };
+            if let Ok(check) = check {
+                let first_seen = first_seen.clone();
+                let spool = spool.clone();
+                let pushed = tokio::task::spawn_blocking(move || {
+                    let mut fs = first_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let status = patches::Status::from_check(check, &mut fs, now_ms());
+                    if status.error.is_none()
+                        && let Err(err) = fs.save()
+                    {
+                        tracing::warn!(error = %err, "cannot record when updates were first seen; their ages restart with the agent");
+                    }
+                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                    let seq = spool.push(|seq| AgentFrame {
+                        kind: Some(agent_frame::Kind::PatchReport(status.to_report(seq))),
+                    })?;
+                    Ok::<_, spool::SpoolError>((seq, status))
+                })
+                .await;
+                match pushed {
+                    Ok(Ok((seq, status))) => {
+                        match &status.error {
+                            None => tracing::info!(
+                                seq,
+                                source = status.source,
+                                pending = status.updates.len(),
+                                reboot_required = status.reboot.required,
+                                "patch status spooled"
+                            ),
+                            Some(err) => {
+                                tracing::warn!(seq, source = status.source, error = %err, "patch source could not be read; reported as such")
+                            }
+                        }
+                        new_data.notify_one();
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "cannot write to the spool; patch report lost")
+                    }
+                    Err(_) => tracing::error!("patch report task failed"),
+                }
+            }
+        }
+        // The next check is due one interval (plus jitter) after this one; a reloaded
+        // config with another interval moves the due time at once.
+        let checked = tokio::time::Instant::now();
+        let mut cfg_open = true;
+        loop {
+            let base = cfg.borrow_and_update().patch_interval;
+            let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(checked + base + jitter) => break,
+                r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop's first check runs at once and lands in the spool as a patch report
+    /// that names its source; on this machine's real package manager or, where none
+    /// is known, with an error instead of an empty list.
+    #[tokio::test]
+    async fn patch_loop_spools_a_report_at_start_and_follows_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config::parse(
+            &dir.path().join("agent.toml"),
+            "collector_url = \"https://c.example:4443\"\npatch_timeout_secs = 120\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let spool = spool::Spool::open(&cfg.state_dir, cfg.spool_bounds()).unwrap();
+        let spool = Arc::new(Mutex::new(spool));
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(patch_loop(
+            cfg_rx,
+            spool.clone(),
+            Arc::new(Notify::new()),
+            stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+        while spool.lock().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no patch report within 150 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A reload with a shorter interval brings the next check forward at once
+        // (the default is an hour).
+        let mut quick = cfg.clone();
+        quick.patch_interval = Duration::from_millis(50);
+        cfg_tx.send(Arc::new(quick)).unwrap();
+        while spool.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reloaded interval did not apply"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let (seq, frame) = spool.lock().unwrap().next_after(0).unwrap().unwrap();
+        let Some(agent_frame::Kind::PatchReport(r)) = frame.kind else {
+            panic!("not a patch report: {frame:?}");
+        };
+        assert_eq!(r.seq, seq);
+        assert!(!r.source.is_empty());
+        assert!(r.time_unix_ms > 0);
+        if r.error.is_empty() {
+            // Ages were recorded for the next start.
+            assert!(cfg.state_dir.join(patches::FirstSeen::FILE).exists());
+            assert!(
+                r.updates
+                    .iter()
+                    .all(|u| u.first_seen_unix_ms == r.time_unix_ms)
+            );
+        } else {
+            assert!(r.updates.is_empty());
+        }
+        eprintln!(
+            "source {} error {:?} pending {}",
+            r.source,
+            r.error,
+            r.updates.len()
+        );
     }
 }

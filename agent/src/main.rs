@@ -40,6 +40,17 @@ enum Command {
         /// Take one sample (the only mode for now).
         #[arg(long)]
         once: bool,
+        /// Also check pending updates and reboot state (runs the package manager,
+        /// read-only, up to --patch-timeout-secs) and print them under "patches".
+        #[arg(long)]
+        patches: bool,
+        /// Deadline of each package-manager command with --patches.
+        #[arg(long, default_value_t = 120)]
+        patch_timeout_secs: u64,
+        /// Where the first-seen record of pending updates is read with --patches
+        /// (never written by `collect`); without it, every update is new.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -54,11 +65,40 @@ fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::Collect { .. } => {
+        Command::Collect {
+            patches,
+            patch_timeout_secs,
+            state_dir,
+            ..
+        } => {
             let mut sampler = tandem_agent::collect::Sampler::new()?;
             std::thread::sleep(std::time::Duration::from_millis(300));
             let reading = sampler.sample();
-            println!("{}", serde_json::to_string_pretty(&reading)?);
+            let patches = patches.then(|| {
+                let check = tandem_agent::platform::check_patches(std::time::Duration::from_secs(
+                    patch_timeout_secs,
+                ));
+                // Read-only: a missing dir gives an empty record and nothing is saved.
+                let dir = state_dir.unwrap_or_else(|| PathBuf::from("/nonexistent"));
+                let mut first_seen = tandem_agent::patches::FirstSeen::load(&dir);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                tandem_agent::patches::Status::from_check(check, &mut first_seen, now)
+            });
+            // The sample's fields as before, "patches" added only when asked for.
+            #[derive(serde::Serialize)]
+            struct Once<'a> {
+                #[serde(flatten)]
+                reading: &'a tandem_agent::collect::Reading,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                patches: Option<tandem_agent::patches::Status>,
+            }
+            let json = Once {
+                reading: &reading,
+                patches,
+            };
+            println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
         }
         Command::Enroll {

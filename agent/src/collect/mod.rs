@@ -9,6 +9,7 @@
 
 mod disks;
 mod network;
+pub mod services;
 mod system;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -72,6 +73,7 @@ pub struct Sampler {
     sys: sysinfo::System,
     disks: sysinfo::Disks,
     networks: sysinfo::Networks,
+    services: services::Services,
 }
 
 impl Sampler {
@@ -85,6 +87,7 @@ impl Sampler {
             sys,
             disks,
             networks,
+            services: services::Services::new(),
         })
     }
 
@@ -102,6 +105,7 @@ impl Sampler {
         system::sample(&mut self.sys, &mut r);
         disks::sample(&mut self.disks, &mut r);
         network::sample(&mut self.networks, &mut r);
+        self.services.sample(&mut r);
         r
     }
 }

@@ -24,3 +24,196 @@ pub fn process_count() -> Option<usize> {
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Whether `program` is an executable file in one of `PATH`'s directories.
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Pending updates from the first package manager found (apt, apt-get, dnf, yum,
+/// zypper, pacman), each command bounded by `timeout`, plus the reboot flag. Blocking.
+///
+/// No command changes the system: the agent never refreshes package lists itself,
+/// so results are as fresh as the last refresh the OS did (apt's daily timer,
+/// dnf's makecache, ...).
+pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
+    use crate::patches::{Check, PatchError, apt, dnf, pacman, zypper};
+    // stdout of a command whose exit code is one of `ok`.
+    let run = |program: &str, args: &[&str], ok: &[i32]| -> Result<String, PatchError> {
+        Ok(crate::tool::run(program, args, timeout)?
+            .accept(program, ok)?
+            .stdout)
+    };
+    // Debian/Ubuntu write the first, SUSE (zypper since 2021) the second.
+    let reboot = [
+        "/var/run/reboot-required",
+        "/run/reboot-required",
+        "/run/reboot-needed",
+    ]
+    .iter()
+    .map(|f| reboot_required(std::path::Path::new(f)))
+    .find(|r| r.required)
+    .unwrap_or_default();
+    let (source, updates) = if in_path("apt") {
+        // `apt list --upgradable` costs about a third of the CPU of `apt-get -s
+        // upgrade` (≈ 0.9 s against 3 s here: it resolves no upgrade) and also lists
+        // held-back packages. apt warns that its CLI is not stable, on stderr only.
+        let r = run("apt", &["list", "--upgradable"], &[0])
+            .and_then(|out| apt::parse_list_upgradable(&out));
+        ("apt", r)
+    } else if in_path("apt-get") {
+        let r = run("apt-get", &["-s", "upgrade"], &[0])
+            .and_then(|out| apt::parse_simulated_upgrade(&out));
+        ("apt", r)
+    } else if in_path("dnf") || in_path("yum") {
+        let prog = if in_path("dnf") { "dnf" } else { "yum" };
+        // Exit code 100: updates are pending.
+        let r = run(prog, &["-q", "check-update"], &[0, 100])
+            .and_then(|out| dnf::parse_check_update(&out))
+            .map(|list| {
+                // Classification is a bonus: without it the list still stands.
+                match run(prog, &["-q", "updateinfo", "list", "--updates"], &[0])
+                    .and_then(|out| dnf::parse_updateinfo(&out))
+                {
+                    Ok(adv) => dnf::merge(list, &adv),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot classify pending updates");
+                        list
+                    }
+                }
+            });
+        (if prog == "dnf" { "dnf" } else { "yum" }, r)
+    } else if in_path("zypper") {
+        // 100-103: updates, security updates, reboot needed, zypper itself updated.
+        let ok = [0, 100, 101, 102, 103];
+        let r = run(
+            "zypper",
+            &["--non-interactive", "--xmlout", "list-patches"],
+            &ok,
+        )
+        .and_then(|out| zypper::parse_list_patches(&out))
+        .and_then(|mut patches| {
+            let out = run(
+                "zypper",
+                &["--non-interactive", "--xmlout", "list-updates"],
+                &ok,
+            )?;
+            patches.extend(zypper::parse_list_updates(&out)?);
+            Ok(patches)
+        });
+        ("zypper", r)
+    } else if in_path("checkupdates") {
+        // Exit code 2: nothing to update.
+        let r = run("checkupdates", &[], &[0, 2]).and_then(|out| pacman::parse(&out));
+        ("pacman", r)
+    } else if in_path("pacman") {
+        // `pacman -Qu` exits 1, silently, when nothing is pending.
+        let r = crate::tool::run("pacman", &["-Qu"], timeout)
+            .map_err(PatchError::from)
+            .and_then(|o| match o.code {
+                Some(1) if o.stdout.trim().is_empty() && o.stderr.trim().is_empty() => Ok(o),
+                _ => Ok(o.accept("pacman", &[0])?),
+            })
+            .and_then(|o| pacman::parse(&o.stdout));
+        ("pacman", r)
+    } else {
+        (
+            "none",
+            Err(PatchError::NoManager {
+                looked_for: "apt, apt-get, dnf, yum, zypper, checkupdates, pacman",
+            }),
+        )
+    };
+    Check {
+        source,
+        updates,
+        reboot,
+    }
+}
+
+/// Failed systemd units; `None` where `systemctl` is not installed. Blocking.
+pub fn failed_units(
+    timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    if !in_path("systemctl") {
+        return None;
+    }
+    Some(
+        crate::tool::run(
+            "systemctl",
+            &["list-units", "--state=failed", "--plain", "--no-legend"],
+            timeout,
+        )
+        .and_then(|o| o.accept("systemctl", &[0]))
+        .map_err(Into::into)
+        .and_then(|o| crate::collect::services::parse_failed_units(&o.stdout)),
+    )
+}
+
+/// A flag file that exists while a reboot is pending; its mtime says since when.
+fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
+    match std::fs::metadata(flag) {
+        Ok(meta) => crate::patches::Reboot {
+            required: true,
+            since_unix_ms: meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64),
+        },
+        Err(_) => crate::patches::Reboot::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real apt path on a Debian build machine: runs `apt list --upgradable`
+    /// (through `check_patches`) and `apt-get -s upgrade` (a simulation), checks
+    /// that both parse and agree. Skipped where apt is absent.
+    #[test]
+    fn real_apt_answers_without_error() {
+        if !in_path("apt") || !in_path("apt-get") {
+            eprintln!("no apt here; skipped");
+            return;
+        }
+        let timeout = std::time::Duration::from_secs(120);
+        let check = check_patches(timeout);
+        assert_eq!(check.source, "apt");
+        let listed = check.updates.expect("apt list --upgradable parses");
+        eprintln!("{} pending updates", listed.len());
+        assert!(
+            listed
+                .iter()
+                .all(|u| !u.name.is_empty() && !u.new_version.is_empty())
+        );
+        let out = crate::tool::run("apt-get", &["-s", "upgrade"], timeout)
+            .and_then(|o| o.accept("apt-get", &[0]))
+            .expect("apt-get -s upgrade runs");
+        let simulated = crate::patches::apt::parse_simulated_upgrade(&out.stdout)
+            .expect("apt-get -s upgrade parses");
+        // apt-get upgrade leaves out held-back packages; apt list shows them.
+        for u in &simulated {
+            assert!(
+                listed.iter().any(|l| l.name == u.name
+                    && l.new_version == u.new_version
+                    && l.class == u.class),
+                "{u:?} simulated but not listed"
+            );
+        }
+    }
+
+    #[test]
+    fn reboot_flag_and_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("reboot-required");
+        assert!(!reboot_required(&flag).required);
+        std::fs::write(&flag, b"*** System restart required ***\n").unwrap();
+        let r = reboot_required(&flag);
+        assert!(r.required);
+        assert!(r.since_unix_ms > 1_600_000_000_000);
+    }
+}

@@ -14,3 +14,25 @@ pub fn process_count() -> Option<usize> {
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Pending updates from `softwareupdate --list` (which asks Apple's servers, hence
+/// the timeout). The reboot state is not read yet (always "not required").
+pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
+    use crate::patches::{PatchError, softwareupdate};
+    let updates = crate::tool::run("softwareupdate", &["--list"], timeout)
+        .and_then(|o| o.accept("softwareupdate", &[0]))
+        .map_err(PatchError::from)
+        .and_then(|o| softwareupdate::parse(&format!("{}\n{}", o.stdout, o.stderr)));
+    crate::patches::Check {
+        source: "softwareupdate",
+        updates,
+        reboot: crate::patches::Reboot::default(),
+    }
+}
+
+/// Failed units are a systemd notion: not applicable here.
+pub fn failed_units(
+    _timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}

@@ -2,7 +2,8 @@
 //! `mod` lines below, never in collection logic.
 //!
 //! `write_private_file` (the agent's private key) is shared by every unix in
-//! `unix_files.rs`; Windows and unknown platforms have their own.
+//! `unix_files.rs`, and `isolate`/`kill_tree` (external tools) in
+//! `unix_process.rs`; Windows and unknown platforms have their own.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -28,3 +29,8 @@ pub use unsupported::*;
 mod unix_files;
 #[cfg(unix)]
 pub use unix_files::write_private_file;
+
+#[cfg(unix)]
+mod unix_process;
+#[cfg(unix)]
+pub use unix_process::{isolate, kill_tree};

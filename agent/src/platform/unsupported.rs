@@ -22,3 +22,30 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
 }
+
+/// No package manager is known on this platform; the report says so.
+pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
+    crate::patches::Check {
+        source: "none",
+        updates: Err(crate::patches::PatchError::NotImplemented(
+            "patch status is not supported on this operating system",
+        )),
+        reboot: crate::patches::Reboot::default(),
+    }
+}
+
+/// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
+pub fn isolate(_cmd: &mut std::process::Command) {}
+
+/// Kills the child. Its own children are not reached (a job object would; not
+/// done yet).
+pub fn kill_tree(child: &mut std::process::Child) {
+    let _ = child.kill();
+}
+
+/// Failed units are a systemd notion: not applicable here.
+pub fn failed_units(
+    _timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}

@@ -64,3 +64,34 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
     drop(f);
     std::fs::rename(&tmp, path)
 }
+
+/// Pending updates. **Stub**: the Windows Update Agent search
+/// (`IUpdateSearcher.Search("IsInstalled=0 and IsHidden=0")` over COM) and the
+/// pending-reboot registry keys are not implemented yet; the report says so in its
+/// error instead of claiming nothing is pending. `patches::windows_update::parse`
+/// is the parser the search's serialized results will go through.
+pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
+    crate::patches::Check {
+        source: "windows_update",
+        updates: Err(crate::patches::PatchError::NotImplemented(
+            "the windows update search (IUpdateSearcher) is not implemented in this agent yet",
+        )),
+        reboot: crate::patches::Reboot::default(),
+    }
+}
+
+/// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
+pub fn isolate(_cmd: &mut std::process::Command) {}
+
+/// Kills the child. Its own children are not reached (a job object would; not
+/// done yet).
+pub fn kill_tree(child: &mut std::process::Child) {
+    let _ = child.kill();
+}
+
+/// Failed units are a systemd notion: not applicable here.
+pub fn failed_units(
+    _timeout: std::time::Duration,
+) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}

@@ -1,0 +1,146 @@
+//! SUSE/openSUSE: `zypper --xmlout list-patches` (SUSE's advisories, each with a
+//! category; `security` is security) and `zypper --xmlout list-updates` (packages,
+//! unclassified: Tumbleweed has no patches at all). zypper's XML is machine-written
+//! with one `<update …>` start tag per line, so a small attribute reader suffices
+//! and the agent carries no XML parser.
+
+use super::{Class, PatchError, Pending};
+
+const WHAT: &str = "zypper --xmlout";
+
+/// The value of attribute `name` in a start tag, entities decoded.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let mut rest = tag;
+    let pat = format!(" {name}=");
+    loop {
+        let at = rest.find(&pat)?;
+        rest = &rest[at + pat.len()..];
+        let quote = rest.chars().next()?;
+        if quote == '"' || quote == '\'' {
+            let end = rest[1..].find(quote)?;
+            return Some(unescape(&rest[1..1 + end]));
+        }
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The `<update …>` start tags, checked for the document's closing tag so a
+/// truncated or non-XML answer is an error rather than "0 pending".
+fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
+    if !text.contains("</stream>") || !text.contains("<update-status") {
+        return Err(PatchError::Malformed {
+            what: WHAT,
+            detail: "no <update-status> in a complete <stream> document".into(),
+        });
+    }
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("<update "))
+        .map(|(i, l)| (i + 1, l.trim()))
+        .collect())
+}
+
+/// Parses `zypper --xmlout list-patches`: needed patches only; name and advisory id
+/// are the patch id, `new_version` its edition.
+pub fn parse_list_patches(text: &str) -> Result<Vec<Pending>, PatchError> {
+    let mut out = Vec::new();
+    for (line, tag) in update_tags(text)? {
+        let get = |a| attr(tag, a).ok_or_else(|| PatchError::parse(WHAT, line, tag));
+        if get("kind")? != "patch" {
+            continue;
+        }
+        let status = attr(tag, "status").unwrap_or_default();
+        if !(status.is_empty() || status == "needed") {
+            continue;
+        }
+        let name = get("name")?;
+        out.push(Pending {
+            advisory_id: name.clone(),
+            name,
+            current_version: String::new(),
+            new_version: get("edition")?,
+            class: if get("category")? == "security" {
+                Class::Security
+            } else {
+                Class::Other
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `zypper --xmlout list-updates`: packages with `edition-old` → `edition`.
+pub fn parse_list_updates(text: &str) -> Result<Vec<Pending>, PatchError> {
+    let mut out = Vec::new();
+    for (line, tag) in update_tags(text)? {
+        let get = |a| attr(tag, a).ok_or_else(|| PatchError::parse(WHAT, line, tag));
+        if get("kind")? != "package" {
+            continue;
+        }
+        out.push(Pending {
+            name: get("name")?,
+            current_version: attr(tag, "edition-old").unwrap_or_default(),
+            new_version: get("edition")?,
+            class: Class::Unknown,
+            advisory_id: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/patches")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn patches() {
+        let p = parse_list_patches(&fixture("zypper-list-patches.sles15.xml")).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].name, "SUSE-SLE-Module-Basesystem-15-SP5-2024-812");
+        assert_eq!(p[0].advisory_id, p[0].name);
+        assert_eq!(p[0].class, Class::Security);
+        assert_eq!(p[1].class, Class::Other);
+        assert_eq!(p[2].new_version, "1");
+    }
+
+    #[test]
+    fn updates() {
+        let u = parse_list_updates(&fixture("zypper-list-updates.sles15.xml")).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1].name, "timezone");
+        assert_eq!(u[1].current_version, "2023c-150000.75.23.1");
+        assert_eq!(u[1].new_version, "2024a-150000.75.28.1");
+    }
+
+    #[test]
+    fn locked_or_truncated_is_an_error() {
+        let locked = "<?xml version='1.0'?>\n<stream>\n<message type=\"error\">System management is locked by the application with pid 4242 (zypper).</message>\n</stream>\n";
+        assert!(parse_list_patches(locked).is_err());
+        assert!(parse_list_updates("<?xml version='1.0'?>\n<stream>\n<update-status").is_err());
+        assert_eq!(
+            attr(r#"<update name="a&amp;b" kind='patch'>"#, "kind").as_deref(),
+            Some("patch")
+        );
+        assert_eq!(
+            attr(r#"<update name="a&amp;b">"#, "name").as_deref(),
+            Some("a&b")
+        );
+    }
+}
