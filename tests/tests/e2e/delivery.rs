@@ -288,7 +288,9 @@ async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
     let mut dropped = BTreeSet::new();
     for (a, b, _) in &gaps {
         for s in *a..=*b {
-            assert!(!stored.contains(&s), "seq {s} reported dropped but stored");
+            // A dropped seq may still be stored: the collector can commit a frame and
+            // die before its ack arrives, and the agent later drops its copy. The gap
+            // then names data that is in fact there: pessimistic, never a hidden loss.
             assert!(dropped.insert(s), "seq {s} reported dropped twice");
         }
     }
