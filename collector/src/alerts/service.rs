@@ -181,18 +181,16 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
                 engine.set_site(&who.device_id, site_of(conn, &who.device_id));
                 engine.set_cert_expiry(&who.device_id, cert_expiry_of(conn, &who.device_id));
             }
-            Committed::Batch { device_id, batch } => {
+            // A live copy counts as a batch: that is what keeps alerts current while a
+            // backlog drains. Its durable copy arrives later and the state machine
+            // ignores those samples as older than what it has seen.
+            Committed::Batch { device_id, batch } | Committed::Live { device_id, batch } => {
                 engine.on_batch(&device_id, &batch, g.committed_ms)
             }
             Committed::Patch { device_id, report } => {
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
-            // The writer hands live copies on as batches and keeps gap records back
-            // (`Request::for_engine`); should one arrive anyway it carries no samples
-            // the engine has not seen as a batch.
-            Committed::Live { device_id, batch } => {
-                engine.on_batch(&device_id, &batch, g.committed_ms)
-            }
+            // A gap record carries no samples.
             Committed::Gap { .. } => {}
         }
     }

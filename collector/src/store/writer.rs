@@ -268,18 +268,6 @@ struct State {
 }
 
 impl Request {
-    /// What the alert engine sees of a committed request. A live copy counts as a
-    /// batch (that is what makes alerts current while a backlog drains); when its
-    /// durable copy arrives later, the engine ignores the samples as older than what
-    /// it has seen. Gap records carry no samples.
-    fn for_engine(self) -> Option<Request> {
-        match self {
-            Request::Live { device_id, batch } => Some(Request::Batch { device_id, batch }),
-            Request::Gap { .. } => None,
-            other => Some(other),
-        }
-    }
-
     fn device_id(&self) -> &str {
         match self {
             Request::Hello { who, .. } => &who.device_id,
@@ -396,7 +384,7 @@ fn commit_group(
                         Answer::Hello(Ok(_)) | Answer::Write(Ok(Outcome::Stored))
                     )
                 {
-                    committed.extend(req.for_engine());
+                    committed.push(req);
                 }
                 match (&answer, &reply) {
                     (Answer::Write(Ok(Outcome::Stored)), _) => {
