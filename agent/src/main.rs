@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(name = "tandem-agent", version, about = "Tandem endpoint agent")]
@@ -54,15 +57,34 @@ enum Command {
     },
 }
 
+fn info_filter() -> Targets {
+    Targets::new().with_default(tracing::Level::INFO)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // RUST_LOG takes `level` and `target=level` items ("info,tandem_agent=debug"):
+    // a `Targets` filter, not an `EnvFilter`, whose regex engine would add a quarter
+    // of a MiB to the agent's resident code on every endpoint.
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info_filter(), Some(format!("RUST_LOG={v:?} ignored: {e}"))),
+        },
+        _ => (info_filter(), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only on a terminal, never in journald or a log file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
+        .with(filter)
         .init();
+    if let Some(msg) = bad_filter {
+        tracing::warn!("{msg}; logging at info");
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Collect {
@@ -155,7 +177,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            // One thread runs all the async work (a few sockets and timers); blocking
+            // reads go to tokio's blocking pool, kept alive across the sample interval
+            // so no thread is created and torn down per sample. A thread pool per core
+            // would cost memory on every endpoint for no gain.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_keep_alive(std::time::Duration::from_secs(120))
+                .build()
+                .context("cannot start the async runtime")?;
             rt.block_on(tandem_agent::run(cfg, Some(config), shutdown_signal()))?;
             Ok(())
         }

@@ -31,7 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 #[derive(Parser, Debug)]
-#[command(about = "Measure the agent's RSS, CPU and bytes per sample next to node_exporter and collectd")]
+#[command(
+    about = "Measure the agent's RSS, CPU and bytes per sample next to node_exporter and collectd"
+)]
 struct Args {
     /// Length of the measured window, seconds (the issue asks for at least 120).
     #[arg(long, default_value_t = 180)]
@@ -45,6 +47,9 @@ struct Args {
     /// Measure only the agent.
     #[arg(long)]
     no_peers: bool,
+    /// The agent binary to measure (default: the one built next to this program).
+    #[arg(long)]
+    agent: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,7 +114,10 @@ impl Watched {
             .with_context(|| format!("{} exited during the run", self.name))?;
         self.rss.sort_unstable();
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let med = mib(*self.rss.get(self.rss.len() / 2).context("no RSS readings")?);
+        let med = mib(*self
+            .rss
+            .get(self.rss.len() / 2)
+            .context("no RSS readings")?);
         let max = mib(*self.rss.last().context("no RSS readings")?);
         let per_min = (cpu1 - self.cpu0) * 1000.0 * 60.0 / window.as_secs_f64();
         Ok((med, max, per_min))
@@ -234,9 +242,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let up = Arc::new(AtomicU64::new(0));
     let url = relay(collector.addr, up.clone()).await?;
     let dir = site
-        .provision_agent("bench", &url, &format!("interval_secs = {}\n", args.interval))
+        .provision_agent(
+            "bench",
+            &url,
+            &format!("interval_secs = {}\n", args.interval),
+        )
         .await;
-    let agent_bin = bin("tandem-agent");
+    let agent_bin = args.agent.clone().unwrap_or_else(|| bin("tandem-agent"));
     let mut agent = Command::new(&agent_bin)
         .arg("run")
         .arg("--config")
@@ -388,7 +400,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         verdict(values >= 100.0),
         verdict(stripped_size.is_some_and(|s| mib(s) <= 8.0)),
     );
-    if !rows.iter().skip(1).all(|(_, (r, _, c))| a_rss < *r && a_cpu < *c) && !args.no_peers {
+    if !rows
+        .iter()
+        .skip(1)
+        .all(|(_, (r, _, c))| a_rss < *r && a_cpu < *c)
+        && !args.no_peers
+    {
         println!("targets: lower RSS and CPU than both peers MISSED");
     } else if !args.no_peers {
         println!("targets: lower RSS and CPU than both peers met");
