@@ -7,8 +7,9 @@
 //! submodule, and one that cannot read its source contributes nothing rather than
 //! failing the whole sample.
 
-mod disks;
-mod network;
+pub mod disks;
+pub mod network;
+mod rates;
 pub mod services;
 mod system;
 
@@ -33,14 +34,26 @@ pub struct Value {
 }
 
 impl Reading {
+    /// Adds a value; a non-finite one is left out (never sent as 0). The dimension is
+    /// made acceptable to the collector: control characters become `?` and it is cut
+    /// to [`tandem_proto::MAX_LABEL_BYTES`] at a character boundary (process names
+    /// and hardware labels come from outside the agent).
     fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
         if value.is_finite() {
             self.values.push(Value {
                 name,
-                dimension: dimension.into(),
+                dimension: clean_dimension(dimension.into()),
                 value,
             });
         }
+    }
+
+    /// Keeps the first value of each (name, dimension): the collector refuses a batch
+    /// that names a series twice, and one odd source must not cost the whole sample.
+    fn dedupe(&mut self) {
+        let mut seen = std::collections::HashSet::with_capacity(self.values.len());
+        self.values
+            .retain(|v| seen.insert((v.name, v.dimension.clone())));
     }
 
     /// The reading as a batch with sequence number `seq`.
@@ -63,6 +76,23 @@ impl Reading {
     }
 }
 
+fn clean_dimension(mut d: String) -> String {
+    if d.chars().any(char::is_control) {
+        d = d
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+    }
+    if d.len() > tandem_proto::MAX_LABEL_BYTES {
+        let mut end = tandem_proto::MAX_LABEL_BYTES;
+        while !d.is_char_boundary(end) {
+            end -= 1;
+        }
+        d.truncate(end);
+    }
+    d
+}
+
 /// Errors creating the sampler.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read system information: {0}")]
@@ -71,8 +101,8 @@ pub struct SamplerError(String);
 /// Owns the sysinfo state between samples.
 pub struct Sampler {
     sys: sysinfo::System,
-    disks: sysinfo::Disks,
-    networks: sysinfo::Networks,
+    disks: disks::DiskSampler,
+    networks: network::NetSampler,
     services: services::Services,
 }
 
@@ -85,8 +115,8 @@ impl Sampler {
         let networks = sysinfo::Networks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         Ok(Self {
             sys,
-            disks,
-            networks,
+            disks: disks::DiskSampler::new(disks),
+            networks: network::NetSampler::new(networks),
             services: services::Services::new(),
         })
     }
@@ -103,9 +133,10 @@ impl Sampler {
             values: Vec::with_capacity(64),
         };
         system::sample(&mut self.sys, &mut r);
-        disks::sample(&mut self.disks, &mut r);
-        network::sample(&mut self.networks, &mut r);
+        self.disks.sample(&mut r);
+        self.networks.sample(&mut r);
         self.services.sample(&mut r);
+        r.dedupe();
         r
     }
 }
@@ -118,4 +149,28 @@ pub fn boot_time_unix() -> i64 {
 /// "Debian GNU/Linux 12 (bookworm)" and the like.
 pub fn os_version() -> String {
     sysinfo::System::long_os_version().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dimensions_are_cleaned_and_series_deduplicated() {
+        let mut r = Reading {
+            time_unix_ms: 1,
+            values: Vec::new(),
+        };
+        r.push("a", "x\ny", 1.0);
+        r.push("a", "x?y", 2.0);
+        r.push("a", "é".repeat(200), 3.0);
+        r.push("b", "", f64::NAN);
+        r.dedupe();
+        assert_eq!(r.values.len(), 2);
+        assert_eq!(r.values[0].dimension, "x?y");
+        assert_eq!(r.values[0].value, 1.0);
+        assert_eq!(r.values[1].dimension.len(), 256);
+        let b = r.to_batch(7);
+        assert_eq!(b.series.len(), b.samples[0].values.len());
+    }
 }

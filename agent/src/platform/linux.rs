@@ -20,6 +20,18 @@ pub fn process_count() -> Option<usize> {
     )
 }
 
+/// I/O totals of every whole disk, from one read of `/proc/diskstats`.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+    Some(crate::collect::disks::parse_diskstats(&text))
+}
+
+/// Counters of every interface, from one read of `/proc/net/dev`.
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+    Some(crate::collect::network::parse_proc_net_dev(&text))
+}
+
 /// Flushes a directory's entries (a rename) to disk.
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

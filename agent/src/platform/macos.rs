@@ -10,6 +10,16 @@ pub fn process_count() -> Option<usize> {
     None
 }
 
+/// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    None
+}
+
+/// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
 /// Flushes a directory's entries (a rename) to disk.
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -12,6 +12,16 @@ pub fn process_count() -> Option<usize> {
     None
 }
 
+/// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    None
+}
+
+/// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
 /// Flushes a directory's entries to disk: NTFS journals renames itself, and a
 /// directory cannot be opened as a file here, so there is nothing to do.
 pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
