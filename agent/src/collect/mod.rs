@@ -7,13 +7,16 @@
 //! submodule, and one that cannot read its source contributes nothing rather than
 //! failing the whole sample.
 
+pub mod battery;
 pub mod disks;
 pub mod network;
+mod processes;
 mod rates;
 pub mod services;
 mod system;
+mod temps;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
 
@@ -38,7 +41,7 @@ impl Reading {
     /// made acceptable to the collector: control characters become `?` and it is cut
     /// to [`tandem_proto::MAX_LABEL_BYTES`] at a character boundary (process names
     /// and hardware labels come from outside the agent).
-    fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
+    pub(crate) fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
         if value.is_finite() {
             self.values.push(Value {
                 name,
@@ -46,6 +49,11 @@ impl Reading {
                 value,
             });
         }
+    }
+
+    /// Adds a value from outside the collectors (the agent's own metrics).
+    pub fn push_value(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
+        self.push(name, dimension, value);
     }
 
     /// Keeps the first value of each (name, dimension): the collector refuses a batch
@@ -98,12 +106,22 @@ fn clean_dimension(mut d: String) -> String {
 #[error("cannot read system information: {0}")]
 pub struct SamplerError(String);
 
+/// How often the optional, costlier collectors run: the top-process scan,
+/// temperatures and batteries.
+pub const SLOW_EVERY: Duration = Duration::from_secs(60);
+
 /// Owns the sysinfo state between samples.
 pub struct Sampler {
     sys: sysinfo::System,
     disks: disks::DiskSampler,
     networks: network::NetSampler,
     services: services::Services,
+    processes: processes::Processes,
+    temps: temps::Temps,
+    /// When the slow collectors last ran; `None`: at the next sample.
+    slow_last: Option<Instant>,
+    /// The agent is over its budget: the slow collectors are skipped.
+    shedding: bool,
 }
 
 impl Sampler {
@@ -118,7 +136,32 @@ impl Sampler {
             disks: disks::DiskSampler::new(disks),
             networks: network::NetSampler::new(networks),
             services: services::Services::new(),
+            processes: processes::Processes::new(),
+            temps: temps::Temps::new(),
+            slow_last: None,
+            shedding: false,
         })
+    }
+
+    /// The services to report as `service.up` (from the config; on every reload).
+    pub fn set_services(&mut self, names: &[String]) {
+        self.services.set_wanted(names);
+    }
+
+    /// Sheds (or resumes) optional work: the slow collectors stop and the process
+    /// table is freed; service checks slow down (see `crate::budget`).
+    pub fn set_shedding(&mut self, shedding: bool) {
+        if shedding && !self.shedding {
+            self.processes.forget();
+        }
+        self.shedding = shedding;
+        self.services.set_shedding(shedding);
+    }
+
+    /// Makes the next sample run the slow collectors whatever their cadence
+    /// (`collect --once`).
+    pub fn run_slow_next(&mut self) {
+        self.slow_last = None;
     }
 
     /// Takes one reading. Blocking (reads /proc and friends): call it off the async
@@ -136,6 +179,15 @@ impl Sampler {
         self.disks.sample(&mut r);
         self.networks.sample(&mut r);
         self.services.sample(&mut r);
+        let slow_due = self.slow_last.is_none_or(|t| t.elapsed() >= SLOW_EVERY);
+        if slow_due && !self.shedding {
+            self.slow_last = Some(Instant::now());
+            self.processes.sample(&mut r);
+            self.temps.sample(&mut r);
+            for b in crate::platform::batteries() {
+                b.push(&mut r);
+            }
+        }
         r.dedupe();
         r
     }
