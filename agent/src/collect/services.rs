@@ -335,7 +335,10 @@ fn record_up(
         Some(Ok(states)) => {
             st.last_up_error = None;
             for (name, state) in asked.iter().zip(&states) {
-                if *state == ServiceState::Missing && st.missing_logged.insert(name.clone()) {
+                if *state != ServiceState::Missing {
+                    // Installed now: should it vanish again, say so again.
+                    st.missing_logged.remove(name);
+                } else if st.missing_logged.insert(name.clone()) {
                     tracing::warn!(service = %name, "configured service does not exist on this machine; service.up is sent as 0");
                 }
             }
