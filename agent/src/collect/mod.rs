@@ -225,4 +225,22 @@ mod tests {
         let b = r.to_batch(7);
         assert_eq!(b.series.len(), b.samples[0].values.len());
     }
+
+    /// Shedding skips the slow collectors (here: the process scan, which every
+    /// machine has); resuming runs them again.
+    #[test]
+    fn shedding_skips_the_slow_collectors() {
+        let mut s = Sampler::new().unwrap();
+        s.set_shedding(true);
+        let r = s.sample();
+        assert!(!r.values.iter().any(|v| v.name.starts_with("process.top.")));
+        assert!(r.values.iter().any(|v| v.name == "mem.total.bytes"));
+        s.set_shedding(false);
+        s.run_slow_next();
+        let r = s.sample();
+        assert!(r.values.iter().any(|v| v.name == "process.top.mem.bytes"));
+        // Not again before SLOW_EVERY.
+        let r = s.sample();
+        assert!(!r.values.iter().any(|v| v.name.starts_with("process.top.")));
+    }
 }
