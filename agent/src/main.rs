@@ -87,11 +87,12 @@ fn main() -> anyhow::Result<()> {
                 return bench_samples(&mut sampler, n);
             }
             // A first sample primes the rates (disk, network, process CPU), the
-            // second one a second later shows everything; the service check started
-            // with the sampler has usually answered by then.
+            // second one a second later shows everything, including the answer of the
+            // service check (waited for: up to its own deadline).
             std::thread::sleep(std::time::Duration::from_millis(300));
             let _ = sampler.sample();
             std::thread::sleep(std::time::Duration::from_secs(1));
+            sampler.settle_services(tandem_agent::collect::services::TIMEOUT * 2);
             sampler.run_slow_next();
             let mut reading = sampler.sample();
             if let Some(u) = tandem_agent::platform::self_usage() {

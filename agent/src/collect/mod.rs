@@ -158,6 +158,12 @@ impl Sampler {
         self.services.set_shedding(shedding);
     }
 
+    /// Waits (up to `timeout`) for the service check with the current list to answer
+    /// (`collect --once`). Blocking.
+    pub fn settle_services(&self, timeout: Duration) {
+        self.services.settle(timeout);
+    }
+
     /// Makes the next sample run the slow collectors whatever their cadence
     /// (`collect --once`).
     pub fn run_slow_next(&mut self) {

@@ -22,7 +22,7 @@ const EVERY: Duration = Duration::from_secs(60);
 /// How often while the agent sheds optional work.
 const EVERY_SHEDDING: Duration = Duration::from_secs(300);
 /// Deadline of one `systemctl` call.
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the failed units are unknown.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +236,22 @@ impl Services {
             st.wanted_changed = true;
             let keep: Vec<_> = st.up.drain(..).filter(|(n, _)| names.contains(n)).collect();
             st.up = keep;
+        }
+    }
+
+    /// Waits (up to `timeout`) until a check with the current list has answered, for
+    /// `collect --once`, whose single sample must not race the first check. Blocking.
+    pub(super) fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            self.start_if_due();
+            {
+                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if !st.checking && !st.wanted_changed {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
