@@ -20,6 +20,11 @@
 //! catchup_batches_per_sec = 20
 //! patch_interval_secs = 3600
 //! patch_timeout_secs = 120
+//! services = ["ssh", "nginx"]             # service.up{name} = 1 running / 0 not
+//!
+//! [budget]                                # the agent's own footprint
+//! cpu_ms_per_min = 200                    # over it, optional work is shed
+//! rss_mib = 48
 //! ```
 
 use std::ops::Range;
@@ -65,7 +70,38 @@ pub struct AgentConfig {
     /// Deadline of each package-manager command; a slower one is killed and the
     /// report carries the error.
     pub patch_timeout: Duration,
+    /// Services whose state is sent as `service.up{name}` (unique, in file order):
+    /// systemd units on Linux (`.service` implied), service names on Windows, launchd
+    /// labels on macOS.
+    pub services: Vec<String>,
+    /// The agent's own footprint, above which it sheds optional work.
+    pub budget: Budget,
 }
+
+/// Limits on the agent's own resource use (see `crate::budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// CPU time (user + system) the agent may use per minute of wall time, in ms.
+    pub cpu_ms_per_min: u64,
+    /// Resident memory the agent may hold, in bytes.
+    pub rss_bytes: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            cpu_ms_per_min: DEFAULT_CPU_MS_PER_MIN as u64,
+            rss_bytes: DEFAULT_RSS_MIB as u64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Default CPU budget; see docs/METRICS.md for what the agent measured uses.
+const DEFAULT_CPU_MS_PER_MIN: i64 = 200;
+/// Default memory budget.
+const DEFAULT_RSS_MIB: i64 = 48;
+/// Most services one agent checks.
+pub const MAX_SERVICES: usize = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +119,15 @@ struct Raw {
     catchup_batches_per_sec: Option<Spanned<i64>>,
     patch_interval_secs: Option<Spanned<i64>>,
     patch_timeout_secs: Option<Spanned<i64>>,
+    services: Option<Spanned<Vec<Spanned<String>>>>,
+    budget: Option<RawBudget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    cpu_ms_per_min: Option<Spanned<i64>>,
+    rss_mib: Option<Spanned<i64>>,
 }
 
 impl AgentConfig {
@@ -243,6 +288,45 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         3600,
     );
     let patch_timeout = ranged(&raw.patch_timeout_secs, "patch_timeout_secs", 5, 3600, 120);
+    let raw_budget = raw.budget.as_ref();
+    let budget = Budget {
+        cpu_ms_per_min: ranged(
+            &raw_budget.and_then(|b| b.cpu_ms_per_min.clone()),
+            "budget.cpu_ms_per_min",
+            0,
+            60_000,
+            DEFAULT_CPU_MS_PER_MIN,
+        ) as u64,
+        rss_bytes: ranged(
+            &raw_budget.and_then(|b| b.rss_mib.clone()),
+            "budget.rss_mib",
+            0,
+            65_536,
+            DEFAULT_RSS_MIB,
+        ) as u64
+            * 1024
+            * 1024,
+    };
+    let mut services: Vec<String> = Vec::new();
+    if let Some(list) = &raw.services {
+        if list.get_ref().len() > MAX_SERVICES {
+            at(
+                list.span(),
+                format!(
+                    "services lists {} names (at most {MAX_SERVICES})",
+                    list.get_ref().len()
+                ),
+            );
+        }
+        for name in list.get_ref().iter().take(MAX_SERVICES) {
+            match service_name_problem(name.get_ref()) {
+                Some(why) => at(name.span(), format!("services: {:?} {why}", name.get_ref())),
+                // A name listed twice is checked and sent once.
+                None if services.contains(name.get_ref()) => {}
+                None => services.push(name.get_ref().clone()),
+            }
+        }
+    }
     let cfg = AgentConfig {
         collector_url,
         enroll_token,
@@ -257,11 +341,33 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         catchup_batches_per_sec: catchup as u32,
         patch_interval: Duration::from_secs(patch_interval as u64),
         patch_timeout: Duration::from_secs(patch_timeout as u64),
+        services,
+        budget,
     };
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigError { problems })
+    }
+}
+
+/// Why `name` cannot be a service name, if it cannot: it becomes a metric dimension
+/// and a command-line argument (`systemctl show NAME`, `launchctl`), so it must not
+/// look like an option or carry whitespace, control characters or path separators.
+fn service_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > tandem_proto::MAX_LABEL_BYTES {
+        Some("is too long (at most 256 bytes)")
+    } else if name.starts_with('-') {
+        Some("must not start with '-'")
+    } else if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\')
+    {
+        Some("must not contain whitespace, control characters, '/' or '\\'")
+    } else {
+        None
     }
 }
 
@@ -282,6 +388,8 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/etc/tandem/state"));
         assert_eq!(c.patch_interval, Duration::from_secs(3600));
         assert_eq!(c.patch_timeout, Duration::from_secs(120));
+        assert!(c.services.is_empty());
+        assert_eq!(c.budget, Budget::default());
         let e = parse(Path::new("a.toml"), "patch_interval_secs = 5\n").unwrap_err();
         assert!(
             e.problems[0].starts_with("a.toml:1:23: patch_interval_secs = 5 is out of range"),
@@ -334,6 +442,34 @@ mod tests {
         .unwrap();
         assert_eq!(c.enroll_token, Some(Secret(token.clone())));
         assert!(!format!("{c:?}").contains(&token));
+    }
+
+    #[test]
+    fn services_and_budget() {
+        let c = parse(
+            Path::new("a.toml"),
+            "services = [\"ssh\", \"nginx.service\", \"ssh\"]\n[budget]\ncpu_ms_per_min = 0\nrss_mib = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.services, ["ssh", "nginx.service"]);
+        assert_eq!(c.budget.cpu_ms_per_min, 0);
+        assert_eq!(c.budget.rss_bytes, 8 << 20);
+        let e = parse(
+            Path::new("a.toml"),
+            "services = [\"ok\", \"--all\", \"a b\", \"\"]\n[budget]\nrss_mib = -1\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 4, "{e}");
+        assert!(
+            e.problems[0].starts_with("a.toml:3:11: budget.rss_mib = -1"),
+            "{e}"
+        );
+        assert!(
+            e.problems[1].starts_with("a.toml:1:19: services: \"--all\""),
+            "{e}"
+        );
+        let e = parse(Path::new("a.toml"), "[budget]\ncpu_ms = 3\n").unwrap_err();
+        assert!(e.problems[0].starts_with("a.toml:2:1:"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `tandem-agent`: samples this machine's health, spools each sample to disk, and
 //! streams the spool to the collector over mutual-TLS gRPC.
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `platform::windows` alone allows it for Win32 calls.
+#![deny(unsafe_code)]
 
+pub mod budget;
 pub mod collect;
 pub mod config;
 pub mod enroll;
@@ -15,6 +17,7 @@ pub mod uplink;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,11 +137,15 @@ pub async fn run(
         interval_tx.clone(),
         stop_reload.clone(),
     ));
+    // Set by the sampler loop's budget governor, read by the patch loop.
+    let shedding = Arc::new(AtomicBool::new(false));
     let sampling = tokio::spawn(sample_loop(
         sampler,
         spool.clone(),
         new_data.clone(),
         interval_rx,
+        cfg_rx.clone(),
+        shedding.clone(),
         stop_sampling.clone(),
     ));
     let stop_patches = CancellationToken::new();
@@ -146,6 +153,7 @@ pub async fn run(
         cfg_rx.clone(),
         spool.clone(),
         new_data.clone(),
+        shedding,
         stop_patches.clone(),
     ));
     let renew_now = Arc::new(Notify::new());
@@ -226,21 +234,66 @@ async fn apply_reloads(
     }
 }
 
+/// Samples every interval and spools each reading. Before each sample it measures
+/// the agent's own footprint and lets the budget governor decide whether optional
+/// work is shed (published in `shedding` for the patch loop); the configured
+/// services and the budget follow config reloads.
 async fn sample_loop(
     sampler: collect::Sampler,
     spool: Arc<Mutex<spool::Spool>>,
     new_data: Arc<Notify>,
     mut interval: watch::Receiver<Duration>,
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    shedding: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    let sampler = Arc::new(Mutex::new(sampler));
+    let first = cfg.borrow_and_update().clone();
+    let mut sampler = sampler;
+    sampler.set_services(&first.services);
+    let governor = budget::Governor::new(first.budget);
+    let state = Arc::new(Mutex::new((sampler, governor)));
+    let started = std::time::Instant::now();
     // sysinfo needs a short gap between two CPU refreshes to compute usage.
     tokio::time::sleep(Duration::from_millis(500)).await;
     loop {
-        let sampler2 = sampler.clone();
+        let reloaded = cfg
+            .has_changed()
+            .unwrap_or(false)
+            .then(|| cfg.borrow_and_update().clone());
+        let state2 = state.clone();
         let spool2 = spool.clone();
+        let shedding2 = shedding.clone();
         let pushed = tokio::task::spawn_blocking(move || {
-            let reading = sampler2.lock().unwrap_or_else(|p| p.into_inner()).sample();
+            let mut guard = state2.lock().unwrap_or_else(|p| p.into_inner());
+            let (sampler, governor) = &mut *guard;
+            if let Some(c) = reloaded {
+                sampler.set_services(&c.services);
+                governor.set_budget(c.budget);
+            }
+            let verdict = platform::self_usage()
+                .map(|u| governor.observe(started.elapsed().as_millis() as u64, u));
+            if let Some(v) = &verdict {
+                match &v.change {
+                    Some(budget::Change::Started(why)) => {
+                        tracing::warn!(over = %why, shed = budget::SHED, "agent over its budget; shedding optional work")
+                    }
+                    Some(budget::Change::Stopped) => {
+                        tracing::info!("agent back under its budget; optional work resumed")
+                    }
+                    None => {}
+                }
+                sampler.set_shedding(v.shedding);
+                shedding2.store(v.shedding, Ordering::Relaxed);
+            }
+            let mut reading = sampler.sample();
+            if let Some(v) = verdict {
+                if let Some(c) = v.cpu_ms_per_min {
+                    reading.push("agent.cpu_ms_per_min", "", c);
+                }
+                reading.push("agent.rss_bytes", "", v.rss_bytes as f64);
+                reading.push("agent.shedding", "", f64::from(u8::from(v.shedding)));
+            }
+            drop(guard);
             let mut spool = spool2.lock().unwrap_or_else(|p| p.into_inner());
             spool.push(|seq| AgentFrame {
                 kind: Some(agent_frame::Kind::Batch(reading.to_batch(seq))),
@@ -271,10 +324,14 @@ async fn sample_loop(
 /// The check runs on a plain thread, not `spawn_blocking`: a package manager that
 /// hangs until its timeout must neither hold up the sampler nor make shutdown (which
 /// waits for blocking tasks) wait for it. At shutdown the loop stops waiting at once.
+///
+/// While the agent sheds work (over its budget), a due check waits until shedding
+/// stops, looking again each minute, but never longer than one more interval.
 async fn patch_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
     spool: Arc<Mutex<spool::Spool>>,
     new_data: Arc<Notify>,
+    shedding: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     use rand::Rng;
@@ -287,6 +344,16 @@ async fn patch_loop(
         }
     };
     loop {
+        if shedding.load(Ordering::Relaxed) {
+            let give_up = tokio::time::Instant::now() + cfg.borrow().patch_interval;
+            tracing::info!("patch check deferred: the agent is over its budget");
+            while shedding.load(Ordering::Relaxed) && tokio::time::Instant::now() < give_up {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+            }
+        }
         let timeout = cfg.borrow().patch_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -388,6 +455,7 @@ mod tests {
             cfg_rx,
             spool.clone(),
             Arc::new(Notify::new()),
+            Arc::new(AtomicBool::new(false)),
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(150);

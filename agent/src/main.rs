@@ -54,6 +54,14 @@ enum Command {
         /// (never written by `collect`); without it, every update is new.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Services to report as service.up (as `services` in agent.toml).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// Measure instead of printing a sample: take N samples 1 s apart (every
+        /// sixth with the slow collectors, as at a 10 s interval) and print the
+        /// agent's CPU time per sample and the values per sample.
+        #[arg(long, value_name = "N")]
+        bench: Option<u32>,
     },
 }
 
@@ -91,11 +99,27 @@ fn main() -> anyhow::Result<()> {
             patches,
             patch_timeout_secs,
             state_dir,
+            services,
+            bench,
             ..
         } => {
             let mut sampler = tandem_agent::collect::Sampler::new()?;
+            sampler.set_services(&services);
+            if let Some(n) = bench {
+                return bench_samples(&mut sampler, n);
+            }
+            // A first sample primes the rates (disk, network, process CPU), the
+            // second one a second later shows everything, including the answer of the
+            // service check (waited for: up to its own deadline).
             std::thread::sleep(std::time::Duration::from_millis(300));
-            let reading = sampler.sample();
+            let _ = sampler.sample();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            sampler.settle_services(tandem_agent::collect::services::TIMEOUT * 2);
+            sampler.run_slow_next();
+            let mut reading = sampler.sample();
+            if let Some(u) = tandem_agent::platform::self_usage() {
+                reading.push_value("agent.rss_bytes", "", u.rss_bytes as f64);
+            }
             let patches = patches.then(|| {
                 let check = tandem_agent::platform::check_patches(std::time::Duration::from_secs(
                     patch_timeout_secs,
@@ -190,6 +214,52 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `collect --bench N`: CPU time per sample, measured by the agent on itself.
+fn bench_samples(sampler: &mut tandem_agent::collect::Sampler, n: u32) -> anyhow::Result<()> {
+    use tandem_agent::platform::self_usage;
+    let cpu = || {
+        self_usage()
+            .map(|u| u.cpu_ms)
+            .context("cannot measure own CPU time")
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = sampler.sample();
+    let (mut plain_ms, mut plain_n, mut slow_ms, mut slow_n, mut values) = (0, 0, 0, 0, 0);
+    for i in 0..n {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let slow = i % 6 == 0;
+        if slow {
+            sampler.run_slow_next();
+        }
+        let before = cpu()?;
+        let r = sampler.sample();
+        let spent = cpu()? - before;
+        values = values.max(r.values.len());
+        if slow {
+            (slow_ms, slow_n) = (slow_ms + spent, slow_n + 1);
+        } else {
+            (plain_ms, plain_n) = (plain_ms + spent, plain_n + 1);
+        }
+    }
+    let per = |ms: u64, n: u64| if n == 0 { 0.0 } else { ms as f64 / n as f64 };
+    let plain = per(plain_ms, plain_n);
+    let slow = per(slow_ms, slow_n);
+    println!(
+        "{}",
+        serde_json::json!({
+            "samples": n,
+            "values_per_sample_max": values,
+            "cpu_ms_per_plain_sample": plain,
+            "cpu_ms_per_slow_sample": slow,
+            // At a 10 s interval: 6 samples a minute, one of them slow.
+            "cpu_ms_per_min_at_10s": 5.0 * plain + slow,
+            "rss_bytes": self_usage().map(|u| u.rss_bytes),
+            "note": "CPU time is read in 10 ms ticks on Linux: use N of 60 or more",
+        })
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -7,12 +7,16 @@
 //! submodule, and one that cannot read its source contributes nothing rather than
 //! failing the whole sample.
 
-mod disks;
-mod network;
+pub mod battery;
+pub mod disks;
+pub mod network;
+mod processes;
+mod rates;
 pub mod services;
 mod system;
+mod temps;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
 
@@ -33,14 +37,31 @@ pub struct Value {
 }
 
 impl Reading {
-    fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
+    /// Adds a value; a non-finite one is left out (never sent as 0). The dimension is
+    /// made acceptable to the collector: control characters become `?` and it is cut
+    /// to [`tandem_proto::MAX_LABEL_BYTES`] at a character boundary (process names
+    /// and hardware labels come from outside the agent).
+    pub(crate) fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
         if value.is_finite() {
             self.values.push(Value {
                 name,
-                dimension: dimension.into(),
+                dimension: clean_dimension(dimension.into()),
                 value,
             });
         }
+    }
+
+    /// Adds a value from outside the collectors (the agent's own metrics).
+    pub fn push_value(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
+        self.push(name, dimension, value);
+    }
+
+    /// Keeps the first value of each (name, dimension): the collector refuses a batch
+    /// that names a series twice, and one odd source must not cost the whole sample.
+    fn dedupe(&mut self) {
+        let mut seen = std::collections::HashSet::with_capacity(self.values.len());
+        self.values
+            .retain(|v| seen.insert((v.name, v.dimension.clone())));
     }
 
     /// The reading as a batch with sequence number `seq`.
@@ -63,17 +84,44 @@ impl Reading {
     }
 }
 
+fn clean_dimension(mut d: String) -> String {
+    if d.chars().any(char::is_control) {
+        d = d
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+    }
+    if d.len() > tandem_proto::MAX_LABEL_BYTES {
+        let mut end = tandem_proto::MAX_LABEL_BYTES;
+        while !d.is_char_boundary(end) {
+            end -= 1;
+        }
+        d.truncate(end);
+    }
+    d
+}
+
 /// Errors creating the sampler.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read system information: {0}")]
 pub struct SamplerError(String);
 
+/// How often the optional, costlier collectors run: the top-process scan,
+/// temperatures and batteries.
+pub const SLOW_EVERY: Duration = Duration::from_secs(60);
+
 /// Owns the sysinfo state between samples.
 pub struct Sampler {
     sys: sysinfo::System,
-    disks: sysinfo::Disks,
-    networks: sysinfo::Networks,
+    disks: disks::DiskSampler,
+    networks: network::NetSampler,
     services: services::Services,
+    processes: processes::Processes,
+    temps: temps::Temps,
+    /// When the slow collectors last ran; `None`: at the next sample.
+    slow_last: Option<Instant>,
+    /// The agent is over its budget: the slow collectors are skipped.
+    shedding: bool,
 }
 
 impl Sampler {
@@ -85,10 +133,41 @@ impl Sampler {
         let networks = sysinfo::Networks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         Ok(Self {
             sys,
-            disks,
-            networks,
+            disks: disks::DiskSampler::new(disks),
+            networks: network::NetSampler::new(networks),
             services: services::Services::new(),
+            processes: processes::Processes::new(),
+            temps: temps::Temps::new(),
+            slow_last: None,
+            shedding: false,
         })
+    }
+
+    /// The services to report as `service.up` (from the config; on every reload).
+    pub fn set_services(&mut self, names: &[String]) {
+        self.services.set_wanted(names);
+    }
+
+    /// Sheds (or resumes) optional work: the slow collectors stop and the process
+    /// table is freed; service checks slow down (see `crate::budget`).
+    pub fn set_shedding(&mut self, shedding: bool) {
+        if shedding && !self.shedding {
+            self.processes.forget();
+        }
+        self.shedding = shedding;
+        self.services.set_shedding(shedding);
+    }
+
+    /// Waits (up to `timeout`) for the service check with the current list to answer
+    /// (`collect --once`). Blocking.
+    pub fn settle_services(&self, timeout: Duration) {
+        self.services.settle(timeout);
+    }
+
+    /// Makes the next sample run the slow collectors whatever their cadence
+    /// (`collect --once`).
+    pub fn run_slow_next(&mut self) {
+        self.slow_last = None;
     }
 
     /// Takes one reading. Blocking (reads /proc and friends): call it off the async
@@ -103,9 +182,19 @@ impl Sampler {
             values: Vec::with_capacity(64),
         };
         system::sample(&mut self.sys, &mut r);
-        disks::sample(&mut self.disks, &mut r);
-        network::sample(&mut self.networks, &mut r);
+        self.disks.sample(&mut r);
+        self.networks.sample(&mut r);
         self.services.sample(&mut r);
+        let slow_due = self.slow_last.is_none_or(|t| t.elapsed() >= SLOW_EVERY);
+        if slow_due && !self.shedding {
+            self.slow_last = Some(Instant::now());
+            self.processes.sample(&mut r);
+            self.temps.sample(&mut r);
+            for b in crate::platform::batteries() {
+                b.push(&mut r);
+            }
+        }
+        r.dedupe();
         r
     }
 }
@@ -118,4 +207,46 @@ pub fn boot_time_unix() -> i64 {
 /// "Debian GNU/Linux 12 (bookworm)" and the like.
 pub fn os_version() -> String {
     sysinfo::System::long_os_version().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dimensions_are_cleaned_and_series_deduplicated() {
+        let mut r = Reading {
+            time_unix_ms: 1,
+            values: Vec::new(),
+        };
+        r.push("a", "x\ny", 1.0);
+        r.push("a", "x?y", 2.0);
+        r.push("a", "é".repeat(200), 3.0);
+        r.push("b", "", f64::NAN);
+        r.dedupe();
+        assert_eq!(r.values.len(), 2);
+        assert_eq!(r.values[0].dimension, "x?y");
+        assert_eq!(r.values[0].value, 1.0);
+        assert_eq!(r.values[1].dimension.len(), 256);
+        let b = r.to_batch(7);
+        assert_eq!(b.series.len(), b.samples[0].values.len());
+    }
+
+    /// Shedding skips the slow collectors (here: the process scan, which every
+    /// machine has); resuming runs them again.
+    #[test]
+    fn shedding_skips_the_slow_collectors() {
+        let mut s = Sampler::new().unwrap();
+        s.set_shedding(true);
+        let r = s.sample();
+        assert!(!r.values.iter().any(|v| v.name.starts_with("process.top.")));
+        assert!(r.values.iter().any(|v| v.name == "mem.total.bytes"));
+        s.set_shedding(false);
+        s.run_slow_next();
+        let r = s.sample();
+        assert!(r.values.iter().any(|v| v.name == "process.top.mem.bytes"));
+        // Not again before SLOW_EVERY.
+        let r = s.sample();
+        assert!(!r.values.iter().any(|v| v.name.starts_with("process.top.")));
+    }
 }

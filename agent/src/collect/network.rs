@@ -1,35 +1,149 @@
-//! Per-interface network counters (running totals since boot).
+//! Per-interface network counters (running totals since boot, as the collector
+//! derives rates from them) and byte rates computed here between two samples.
+//!
+//! On Linux all counters come from one read of `/proc/net/dev` (parsed by
+//! [`parse_proc_net_dev`]; sysinfo would read eight files per interface), drops
+//! included; elsewhere from sysinfo, which has no drop counters (not sent).
+
+use std::time::Instant;
 
 use super::Reading;
+use super::rates::Rates;
 
-pub(super) fn sample(networks: &mut sysinfo::Networks, r: &mut Reading) {
-    networks.refresh(true);
-    for (name, n) in networks.iter() {
-        let name = name.to_string_lossy().into_owned();
-        if name == "lo" || name.starts_with("lo0") {
-            continue;
+/// Running totals of one interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    /// `None` where the source does not count drops.
+    pub drops: Option<(u64, u64)>,
+}
+
+/// Parses `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets rx_errs
+/// rx_drop fifo frame compressed multicast tx_bytes tx_packets tx_errs tx_drop …`.
+/// Lines that do not parse are skipped.
+pub fn parse_proc_net_dev(text: &str) -> Vec<NetCounters> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            if v.len() < 12 {
+                return None;
+            }
+            Some(NetCounters {
+                name: name.trim().to_owned(),
+                rx_bytes: v[0],
+                rx_packets: v[1],
+                rx_errors: v[2],
+                tx_bytes: v[8],
+                tx_packets: v[9],
+                tx_errors: v[10],
+                drops: Some((v[3], v[11])),
+            })
+        })
+        .collect()
+}
+
+fn is_loopback(name: &str) -> bool {
+    name == "lo" || name.starts_with("lo0")
+}
+
+pub(super) struct NetSampler {
+    networks: sysinfo::Networks,
+    rates: Rates,
+}
+
+impl NetSampler {
+    pub(super) fn new(networks: sysinfo::Networks) -> Self {
+        NetSampler {
+            networks,
+            rates: Rates::new(),
         }
-        r.push("net.rx.bytes", name.clone(), n.total_received() as f64);
-        r.push("net.tx.bytes", name.clone(), n.total_transmitted() as f64);
-        r.push(
-            "net.rx.packets",
-            name.clone(),
-            n.total_packets_received() as f64,
+    }
+
+    pub(super) fn sample(&mut self, r: &mut Reading) {
+        let now = Instant::now();
+        let all = crate::platform::net_counters().unwrap_or_else(|| {
+            self.networks.refresh(true);
+            self.networks
+                .iter()
+                .map(|(name, n)| NetCounters {
+                    name: name.to_string_lossy().into_owned(),
+                    rx_bytes: n.total_received(),
+                    tx_bytes: n.total_transmitted(),
+                    rx_packets: n.total_packets_received(),
+                    tx_packets: n.total_packets_transmitted(),
+                    rx_errors: n.total_errors_on_received(),
+                    tx_errors: n.total_errors_on_transmitted(),
+                    drops: None,
+                })
+                .collect()
+        });
+        let mut bytes = Vec::with_capacity(all.len());
+        for n in all.into_iter().filter(|n| !is_loopback(&n.name)) {
+            let name = n.name;
+            r.push("net.rx.bytes", name.clone(), n.rx_bytes as f64);
+            r.push("net.tx.bytes", name.clone(), n.tx_bytes as f64);
+            r.push("net.rx.packets", name.clone(), n.rx_packets as f64);
+            r.push("net.tx.packets", name.clone(), n.tx_packets as f64);
+            r.push("net.rx.errors", name.clone(), n.rx_errors as f64);
+            r.push("net.tx.errors", name.clone(), n.tx_errors as f64);
+            if let Some((rx, tx)) = n.drops {
+                r.push("net.rx.drops", name.clone(), rx as f64);
+                r.push("net.tx.drops", name.clone(), tx as f64);
+            }
+            bytes.push((name, vec![n.rx_bytes, n.tx_bytes]));
+        }
+        for (name, rates) in self.rates.update(now, bytes) {
+            if let [Some(rx), Some(tx)] = rates[..] {
+                r.push("net.rx.bytes_per_sec", name.clone(), rx);
+                r.push("net.tx.bytes_per_sec", name, tx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_dev_captured_on_a_vm() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/proc/net-dev.debian12-vm.txt"),
+        )
+        .unwrap();
+        let all = parse_proc_net_dev(&text);
+        let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["lo", "ifb0", "ifb1", "eth0"]);
+        let eth0 = &all[3];
+        assert_eq!(eth0.rx_bytes, 292_440_684);
+        assert_eq!(eth0.rx_packets, 9458);
+        assert_eq!(eth0.tx_bytes, 518_222);
+        assert_eq!(eth0.tx_packets, 5531);
+        assert_eq!(eth0.drops, Some((0, 0)));
+    }
+
+    #[test]
+    fn columns_land_where_the_kernel_puts_them() {
+        let text =
+            "Inter-| x\n face | y\n  wlan0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\nbad: x y\n";
+        let n = &parse_proc_net_dev(text)[0];
+        assert_eq!(
+            (n.rx_bytes, n.rx_packets, n.rx_errors, n.drops),
+            (1, 2, 3, Some((4, 12)))
         );
-        r.push(
-            "net.tx.packets",
-            name.clone(),
-            n.total_packets_transmitted() as f64,
-        );
-        r.push(
-            "net.rx.errors",
-            name.clone(),
-            n.total_errors_on_received() as f64,
-        );
-        r.push(
-            "net.tx.errors",
-            name.clone(),
-            n.total_errors_on_transmitted() as f64,
-        );
+        assert_eq!((n.tx_bytes, n.tx_packets, n.tx_errors), (9, 10, 11));
+        assert_eq!(parse_proc_net_dev(text).len(), 1);
     }
 }

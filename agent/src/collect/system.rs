@@ -33,6 +33,9 @@ pub(super) fn sample(sys: &mut sysinfo::System, r: &mut Reading) {
     if let Ok(up) = sysinfo::System::uptime() {
         r.push("system.uptime.secs", "", up as f64);
     }
+    if let Ok(boot) = sysinfo::System::boot_time() {
+        r.push("system.boot.time.unix", "", boot as f64);
+    }
     if let Some(n) = crate::platform::process_count() {
         r.push("system.processes", "", n as f64);
     }

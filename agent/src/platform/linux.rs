@@ -20,6 +20,47 @@ pub fn process_count() -> Option<usize> {
     )
 }
 
+/// I/O totals of every whole disk, from one read of `/proc/diskstats`.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+    Some(crate::collect::disks::parse_diskstats(&text))
+}
+
+/// Counters of every interface, from one read of `/proc/net/dev`.
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+    Some(crate::collect::network::parse_proc_net_dev(&text))
+}
+
+/// The agent's own CPU time and resident memory, from `/proc/self/stat` and
+/// `/proc/self/status` (two small reads, no process spawned).
+pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(crate::budget::SelfUsage {
+        cpu_ms: crate::budget::parse_proc_stat_cpu_ms(&stat)?,
+        rss_bytes: crate::budget::parse_status_rss_bytes(&status)?,
+    })
+}
+
+/// System batteries, from each `/sys/class/power_supply/*/uevent` (mains adapters
+/// and device batteries left out by the parser).
+pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/power_supply") else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(e.path().join("uevent")).ok()?;
+            crate::collect::battery::parse_power_supply_uevent(&name, &text)
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// Flushes a directory's entries (a rename) to disk.
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -149,6 +190,27 @@ pub fn failed_units(
         .and_then(|o| o.accept("systemctl", &[0]))
         .map_err(Into::into)
         .and_then(|o| crate::collect::services::parse_failed_units(&o.stdout)),
+    )
+}
+
+/// States of the configured units, from one `systemctl show` call; `None` where
+/// `systemctl` is not installed. Blocking.
+pub fn service_states(
+    names: &[String],
+    timeout: std::time::Duration,
+) -> Option<
+    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+> {
+    if !in_path("systemctl") {
+        return None;
+    }
+    let mut args = vec!["show", "--property=Id,LoadState,ActiveState,SubState", "--"];
+    args.extend(names.iter().map(String::as_str));
+    Some(
+        crate::tool::run("systemctl", &args, timeout)
+            .and_then(|o| o.accept("systemctl", &[0]))
+            .map_err(Into::into)
+            .and_then(|o| crate::collect::services::parse_systemctl_show(&o.stdout, names.len())),
     )
 }
 

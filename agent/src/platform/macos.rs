@@ -10,6 +10,43 @@ pub fn process_count() -> Option<usize> {
     None
 }
 
+/// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    None
+}
+
+/// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
+/// The agent's own CPU time and resident memory, through sysinfo (which asks the
+/// kernel with `proc_pidinfo`): no unsafe code and no process spawned here.
+pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut sys = System::new().ok()?;
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_cpu().with_memory(),
+    );
+    let p = sys.process(pid)?;
+    Some(crate::budget::SelfUsage {
+        cpu_ms: p.accumulated_cpu_time(),
+        rss_bytes: p.memory(),
+    })
+}
+
+/// Batteries from `pmset -g batt` (2 s deadline: it answers in milliseconds, and
+/// this runs in the sample's path once a minute).
+pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+    crate::tool::run("pmset", &["-g", "batt"], std::time::Duration::from_secs(2))
+        .and_then(|o| o.accept("pmset", &[0]))
+        .map(|o| crate::collect::battery::parse_pmset_batt(&o.stdout))
+        .unwrap_or_default()
+}
+
 /// Flushes a directory's entries (a rename) to disk.
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -35,4 +72,20 @@ pub fn failed_units(
     _timeout: std::time::Duration,
 ) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
     None
+}
+
+/// States of the configured launchd jobs (labels), from one `launchctl list` (run as
+/// root, the agent sees the system domain). Blocking.
+pub fn service_states(
+    names: &[String],
+    timeout: std::time::Duration,
+) -> Option<
+    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+> {
+    Some(
+        crate::tool::run("launchctl", &["list"], timeout)
+            .and_then(|o| o.accept("launchctl", &[0]))
+            .map_err(Into::into)
+            .and_then(|o| crate::collect::services::parse_launchctl_list(&o.stdout, names)),
+    )
 }

@@ -10,7 +10,10 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
+// The Win32 calls (service manager, process times, power status) need unsafe code;
+// this is the one module where the agent allows it (the crate denies it elsewhere).
 #[cfg(windows)]
+#[allow(unsafe_code)]
 mod windows;
 #[cfg(windows)]
 pub use windows::*;

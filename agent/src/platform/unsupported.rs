@@ -9,6 +9,26 @@ pub fn process_count() -> Option<usize> {
     None
 }
 
+/// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
+pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+    None
+}
+
+/// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
+pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
+/// Not measured here: the budget is then not enforced (no `agent.*` metrics).
+pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+    None
+}
+
+/// No battery source known here.
+pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+    Vec::new()
+}
+
 /// Flushes a directory's entries to disk: NTFS journals renames itself, and a
 /// directory cannot be opened as a file here, so there is nothing to do.
 pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
@@ -47,5 +67,15 @@ pub fn kill_tree(child: &mut std::process::Child) {
 pub fn failed_units(
     _timeout: std::time::Duration,
 ) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+    None
+}
+
+/// No service manager is known here: configured services are not reported.
+pub fn service_states(
+    _names: &[String],
+    _timeout: std::time::Duration,
+) -> Option<
+    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+> {
     None
 }
