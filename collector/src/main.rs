@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tandem_collector::alerts::machine::State;
 use tandem_collector::alerts::persist::{self, AckOutcome, ListFilter};
-use tandem_collector::alerts::{rules, ruletest};
+use tandem_collector::alerts::{rules, ruletest, silence};
 use tandem_collector::cli::{format_ms, parse_duration};
 use tandem_collector::pki::{self, Validity};
 use tandem_collector::store::admin;
@@ -186,6 +186,24 @@ enum DeviceCommand {
         #[command(flatten)]
         db: DataDir,
     },
+    /// Add tags to a device (rule, maintenance and silence scopes match them; a
+    /// running collector picks them up within one alert tick).
+    Tag {
+        id: String,
+        /// Lowercase letters, digits and - _ . : = (e.g. server, env:prod).
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Remove tags from a device.
+    Untag {
+        id: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +259,55 @@ enum AlertsCommand {
         /// Who acknowledges (default: $USER).
         #[arg(long)]
         by: Option<String>,
+    },
+    /// Silence alerts for a while: notifications pause, evaluation goes on. At
+    /// least one matcher is needed; every one given must match. Prints the id.
+    Silence {
+        /// How long, from --start: 90s, 30m, 2h, 7d. Give this or --until.
+        #[arg(long = "for", conflicts_with = "until")]
+        for_: Option<String>,
+        /// When it ends (RFC 3339, e.g. 2026-11-28T06:00:00Z).
+        #[arg(long)]
+        until: Option<String>,
+        /// When it starts (RFC 3339; default now): schedule one ahead.
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// Why (required; shown in `alerts silences`).
+        #[arg(long)]
+        comment: String,
+        /// Who silences (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+    },
+    /// Active and upcoming silences (with --all also ended and removed ones).
+    Silences {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+    },
+    /// Lift a silence by its id (the record stays, marked removed).
+    Unsilence {
+        id: i64,
+        /// Who lifts it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
     },
     /// Every transition and flag change (time, value), oldest first.
     History {
@@ -588,12 +655,20 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} STATE",
-                "DEVICE", "TENANT", "SITE", "HOST", "OS", "AGENT", "CERT EXPIRES", "LAST SEEN"
+                "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {:<8} TAGS",
+                "DEVICE",
+                "TENANT",
+                "SITE",
+                "HOST",
+                "OS",
+                "AGENT",
+                "CERT EXPIRES",
+                "LAST SEEN",
+                "STATE"
             );
             for d in rows {
                 println!(
-                    "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {}",
+                    "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {:<8} {}",
                     d.id,
                     d.tenant,
                     d.site.as_deref().unwrap_or("-"),
@@ -606,6 +681,11 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                         "revoked"
                     } else {
                         "ok"
+                    },
+                    if d.tags.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        d.tags.join(",")
                     }
                 );
             }
@@ -617,6 +697,39 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Renew { id, db } => {
             admin::request_renew(&open_db(&db)?, &id, now_ms())?;
             println!("device {id} asked to renew its certificate");
+        }
+        DeviceCommand::Tag { id, tags, db } => {
+            let added = admin::tag_device(&mut open_db(&db)?, &id, &tags, now_ms())?;
+            let kept: Vec<&String> = tags.iter().filter(|t| !added.contains(t)).collect();
+            if !added.is_empty() {
+                println!("device {id} tagged {}", added.join(", "));
+            }
+            if !kept.is_empty() {
+                println!(
+                    "device {id} already had {}",
+                    kept.iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        DeviceCommand::Untag { id, tags, db } => {
+            let removed = admin::untag_device(&mut open_db(&db)?, &id, &tags)?;
+            let absent: Vec<&String> = tags.iter().filter(|t| !removed.contains(t)).collect();
+            if !removed.is_empty() {
+                println!("device {id} untagged {}", removed.join(", "));
+            }
+            if !absent.is_empty() {
+                println!(
+                    "device {id} did not have {}",
+                    absent
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
     }
     Ok(())
@@ -736,6 +849,22 @@ fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// Who runs a command that is recorded: `--by`, else $USER, else "cli".
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// Opens the database of a data dir that must already hold one (store::open would
+/// create an empty database at a mistyped path).
+fn open_existing_db(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let db = data_dir.join(store::DB_FILE);
+    if !db.is_file() {
+        anyhow::bail!("no database at {} (check --data-dir)", db.display());
+    }
+    Ok(store::open(&db)?)
+}
+
 fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
     match command {
         AlertsCommand::List {
@@ -800,15 +929,8 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AlertsCommand::Ack { id, data_dir, by } => {
-            let db = data_dir.join(store::DB_FILE);
-            // store::open would create an empty database at a mistyped path.
-            if !db.is_file() {
-                anyhow::bail!("no database at {} (check --data-dir)", db.display());
-            }
-            let mut conn = store::open(&db)?;
-            let by = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".into());
+            let mut conn = open_existing_db(&data_dir)?;
+            let by = who(by);
             let now = jiff::Timestamp::now().as_millisecond();
             match persist::ack(&mut conn, id, &by, now)? {
                 AckOutcome::Acked => {
@@ -823,6 +945,114 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
                     anyhow::bail!("alert #{id} is back to OK; nothing to acknowledge")
                 }
                 AckOutcome::NoSuchAlert => anyhow::bail!("no alert #{id} (see `alerts list`)"),
+            }
+        }
+        AlertsCommand::Silence {
+            for_,
+            until,
+            start,
+            tenant,
+            site,
+            tag,
+            device,
+            rule,
+            comment,
+            by,
+            data_dir,
+        } => {
+            let now = now_ms();
+            let instant = |flag: &str, v: &str| -> anyhow::Result<i64> {
+                v.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_millisecond())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{flag} {v:?} is not an RFC 3339 time such as 2026-11-28T06:00:00Z: {e}"
+                        )
+                    })
+            };
+            let starts_ms = match &start {
+                Some(s) => instant("--start", s)?,
+                None => now,
+            };
+            let ends_ms = match (&for_, &until) {
+                (Some(f), None) => {
+                    let d = parse_duration(f).map_err(|e| anyhow::anyhow!("--for {e}"))?;
+                    starts_ms + d.as_millis() as i64
+                }
+                (None, Some(u)) => instant("--until", u)?,
+                _ => anyhow::bail!("say how long: --for 2h or --until 2026-11-28T06:00:00Z"),
+            };
+            let mut conn = open_existing_db(&data_dir)?;
+            let id = silence::create(
+                &mut conn,
+                &silence::NewSilence {
+                    starts_ms,
+                    ends_ms,
+                    tenant,
+                    site,
+                    tag,
+                    device,
+                    rule,
+                    comment,
+                    by: who(by),
+                },
+                now,
+            )?;
+            eprintln!(
+                "silenced from {} until {}",
+                fmt_ms(starts_ms.max(now)),
+                fmt_ms(ends_ms)
+            );
+            println!("{id}");
+            Ok(())
+        }
+        AlertsCommand::Silences {
+            all,
+            json,
+            data_dir,
+        } => {
+            let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
+            let now = now_ms();
+            let rows = silence::list(&conn, now, all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no silences");
+            }
+            for r in rows {
+                println!(
+                    "#{:<5} {:<8} {} -> {}  {}  by {}: {}",
+                    r.id,
+                    r.status(now),
+                    fmt_ms(r.starts_ms),
+                    fmt_ms(r.ends_ms),
+                    r.matchers(),
+                    r.created_by,
+                    r.comment
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Unsilence { id, by, data_dir } => {
+            let conn = open_existing_db(&data_dir)?;
+            match silence::remove(&conn, id, &who(by), now_ms())? {
+                silence::RemoveOutcome::Removed => {
+                    println!("silence #{id} removed");
+                    Ok(())
+                }
+                silence::RemoveOutcome::AlreadyRemoved => {
+                    println!("silence #{id} was already removed");
+                    Ok(())
+                }
+                silence::RemoveOutcome::AlreadyEnded => {
+                    println!("silence #{id} had already ended");
+                    Ok(())
+                }
+                silence::RemoveOutcome::NoSuchSilence => {
+                    anyhow::bail!("no silence #{id} (see `alerts silences --all`)")
+                }
             }
         }
         AlertsCommand::History {

@@ -21,6 +21,7 @@ use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
 
 use super::machine::{Instance, Record, State, Verdict};
 use super::rules::{Kind, Rule, RuleSet, Target};
+use super::silence::Silence;
 
 /// Identity of an instance: rule × device × dimension. A group (tenant) alert has an
 /// empty device and the dimension `tenant:<name>`.
@@ -43,6 +44,9 @@ pub struct Device {
     pub patch: Option<PatchSummary>,
     /// When the device's newest certificate expires (ms since the epoch).
     pub cert_not_after_ms: Option<i64>,
+    /// The operator's tags (`device tag`), sorted. Shared: evaluation clones it per
+    /// batch.
+    pub tags: Arc<Vec<String>>,
 }
 
 /// The part of a device's latest patch report the patch-age rules need.
@@ -99,6 +103,7 @@ impl Device {
     fn target<'a>(&'a self, device_id: &'a str, rule: &'a str) -> Target<'a> {
         let mut t = Target::device(&self.tenant, device_id, &self.os_family, rule);
         t.site = self.site.as_deref();
+        t.tags = &self.tags;
         t
     }
 }
@@ -219,6 +224,8 @@ pub struct Engine {
     offline: HashSet<String>,
     /// (offline rule, tenant) with an active group alert.
     dark_tenants: HashSet<(usize, String)>,
+    /// Silences made with the CLI (active and upcoming), re-read by the service.
+    silences: Vec<Silence>,
     /// Rule evaluations done (one per rule per value), for the benchmark.
     pub evaluations: u64,
 }
@@ -251,6 +258,7 @@ impl Engine {
             dirty: HashMap::new(),
             offline: HashSet::new(),
             dark_tenants: HashSet::new(),
+            silences: Vec::new(),
             evaluations: 0,
         }
     }
@@ -368,6 +376,23 @@ impl Engine {
         }
     }
 
+    /// Sets every device's tags (devices not named have none). The next tick
+    /// applies them to suppression; rule scopes see them from the next sample.
+    pub fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>) {
+        for (id, d) in &mut self.devices {
+            let mut t = tags.remove(id).unwrap_or_default();
+            t.sort();
+            if *d.tags != t {
+                d.tags = Arc::new(t);
+            }
+        }
+    }
+
+    /// Replaces the silences (the next tick applies them).
+    pub fn set_silences(&mut self, silences: Vec<Silence>) {
+        self.silences = silences;
+    }
+
     /// Sets the site a device belongs to (from its enrollment; `None` for none).
     pub fn set_site(&mut self, id: &str, site: Option<String>) {
         if let Some(d) = self.devices.get_mut(id) {
@@ -405,6 +430,7 @@ impl Engine {
         let tenant = dev.tenant.clone();
         let os = dev.os_family.clone();
         let site = dev.site.clone();
+        let tags = dev.tags.clone();
         let (rules, by_metric) = (self.rules.clone(), self.by_metric.clone());
         for (i, series) in batch.series.iter().enumerate() {
             let Some(rule_ids) = by_metric.get(&series.name) else {
@@ -421,6 +447,7 @@ impl Engine {
                 }
                 let mut target = Target::device(&tenant, device_id, &os, &rule.name);
                 target.site = site.as_deref();
+                target.tags = &tags;
                 if !rule.scope.matches(&target) {
                     continue;
                 }
@@ -755,6 +782,7 @@ impl Engine {
             .windows
             .iter()
             .any(|w| w.scope.matches(&target) && w.active_at(now_ms))
+            || self.silences.iter().any(|s| s.covers(&target, now_ms))
         {
             return true;
         }
@@ -1388,6 +1416,89 @@ mod tests {
             [State::Pending, State::Firing, State::Recovering, State::Ok]
         );
         assert_eq!(again[0].instance.state, State::Ok);
+    }
+
+    #[test]
+    fn rule_scopes_and_windows_match_device_tags_as_they_change() {
+        let mut e = engine(&format!(
+            "{CPU}scope = {{ tags = [\"server\"] }}\n[[maintenance]]\nname = \"m\"\nstart = \"1970-01-01T00:00\"\nend = \"1970-01-02T00:00\"\nscope = {{ tags = [\"lab\"] }}\n"
+        ));
+        e.on_hello("a", "acme", "linux", "", 0);
+        e.on_hello("b", "acme", "linux", "", 0);
+        e.on_batch("a", &batch("cpu", "", S, 99.0), S);
+        assert!(e.instance(&key("cpu", "a", "")).is_none(), "untagged");
+        e.set_tags(HashMap::from([
+            ("a".to_string(), vec!["server".to_string()]),
+            (
+                "b".to_string(),
+                vec!["server".to_string(), "lab".to_string()],
+            ),
+        ]));
+        for d in ["a", "b"] {
+            e.on_batch(d, &batch("cpu", "", 2 * S, 99.0), 2 * S);
+        }
+        e.tick(3 * S);
+        assert_eq!(state(&e, &key("cpu", "a", "")), State::Firing);
+        assert!(!e.instance(&key("cpu", "a", "")).unwrap().suppressed);
+        assert!(
+            e.instance(&key("cpu", "b", "")).unwrap().suppressed,
+            "the lab window covers b by its tag"
+        );
+        // b loses its lab tag: the window no longer covers it at the next tick.
+        e.set_tags(HashMap::from([
+            ("a".to_string(), vec!["server".to_string()]),
+            ("b".to_string(), vec!["server".to_string()]),
+        ]));
+        e.tick(4 * S);
+        assert!(!e.instance(&key("cpu", "b", "")).unwrap().suppressed);
+        // a loses its server tag: the rule no longer evaluates it (its instance
+        // keeps its state; no new samples move it).
+        e.set_tags(HashMap::new());
+        e.on_batch("a", &batch("cpu", "", 5 * S, 1.0), 5 * S);
+        assert_eq!(state(&e, &key("cpu", "a", "")), State::Firing);
+    }
+
+    #[test]
+    fn a_silence_suppresses_what_it_matches_while_it_lasts_and_evaluation_goes_on() {
+        use crate::alerts::rules::Scope;
+        let mut e = engine(&format!("{CPU}for_secs = 30\n"));
+        e.on_hello("a", "acme", "linux", "", 0);
+        e.on_hello("b", "acme", "linux", "", 0);
+        e.set_silences(vec![Silence {
+            id: 1,
+            starts_ms: 10 * S,
+            ends_ms: 100 * S,
+            scope: Scope {
+                devices: vec!["a".into()],
+                rules: vec!["cpu".into()],
+                ..Scope::default()
+            },
+        }]);
+        for i in 0..=6 {
+            for d in ["a", "b"] {
+                e.on_batch(d, &batch("cpu", "", i * 10 * S, 99.0), i * 10 * S);
+            }
+            e.tick(i * 10 * S);
+        }
+        let a = e.instance(&key("cpu", "a", "")).unwrap();
+        assert_eq!(a.state, State::Firing, "evaluation goes on");
+        assert!(a.suppressed);
+        assert!(!e.instance(&key("cpu", "b", "")).unwrap().suppressed);
+        let recs: Vec<_> = e
+            .take_changes()
+            .into_iter()
+            .filter(|c| c.key.device_id == "a")
+            .flat_map(|c| c.records)
+            .collect();
+        assert!(
+            recs.iter()
+                .any(|r| r.state == State::Firing && r.suppressed),
+            "fired while silenced: {recs:?}"
+        );
+        // Lifted early (the CLI's unsilence): unsuppressed at the next tick.
+        e.set_silences(Vec::new());
+        e.tick(70 * S);
+        assert!(!e.instance(&key("cpu", "a", "")).unwrap().suppressed);
     }
 
     #[test]

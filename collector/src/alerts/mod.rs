@@ -9,6 +9,7 @@
 //! - [`engine`]: every instance of every rule, fed committed data and ticks, pure
 //!   apart from the time passed in;
 //! - [`persist`]: the SQLite side (instances, history, ack);
+//! - [`silence`]: silences made from the CLI, stored in SQLite;
 //! - [`service`]: the engine thread fed from the store writer's commit hook.
 
 pub mod engine;
@@ -18,6 +19,7 @@ pub mod persist;
 pub mod rules;
 pub mod ruletest;
 pub mod service;
+pub mod silence;
 
 /// The default rule pack (deploy/rules), built in so `demo` runs with it anywhere.
 pub const DEFAULT_PACK: &[(&str, &str)] = &[

@@ -61,8 +61,8 @@ impl Bound {
 }
 
 /// Which devices (and, for maintenance, which rules) something applies to. An empty
-/// list means "any". A device's site is the one it enrolled into; devices carry no
-/// tags yet, so a non-empty `tags` list matches no device today.
+/// list means "any". A device's site is the one it enrolled into; its tags are the
+/// ones an operator gave it (`device tag`); `tags` matches a device with any of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
     pub tenants: Vec<String>,
@@ -84,8 +84,33 @@ pub struct Target<'a> {
     pub rule: &'a str,
 }
 
+/// Checks a device tag's text: 1-63 characters of lowercase ASCII letters, digits
+/// and `- _ . : =`, starting with a letter or digit (e.g. `server`, `env:prod`).
+/// The error says what is wrong with it.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() || tag.len() > 63 {
+        return Err(format!("tag {tag:?} must be 1 to 63 characters"));
+    }
+    if let Some(c) = tag.chars().find(|c| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | ':' | '='))
+    }) {
+        let hint = if c.is_ascii_uppercase() {
+            " (tags are lowercase)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "tag {tag:?} contains {c:?}{hint}; use lowercase letters, digits and - _ . : ="
+        ));
+    }
+    if !tag.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("tag {tag:?} must start with a letter or digit"));
+    }
+    Ok(())
+}
+
 impl<'a> Target<'a> {
-    /// A device as the store knows it today: no site, no tags.
+    /// A device with no site and no tags (set them on the result if it has any).
     pub fn device(tenant: &'a str, device_id: &'a str, os_family: &'a str, rule: &'a str) -> Self {
         Target {
             tenant,
@@ -302,7 +327,7 @@ struct RawScope {
     #[serde(default)]
     sites: Vec<String>,
     #[serde(default)]
-    tags: Vec<String>,
+    tags: Vec<Str>,
     #[serde(default)]
     os: Vec<Str>,
     #[serde(default)]
@@ -402,6 +427,11 @@ impl Checker<'_> {
                 );
             }
         }
+        for tag in &raw.tags {
+            if let Err(e) = check_tag(tag.get_ref()) {
+                self.at(tag.span(), format!("{e} (no device could have it)"));
+            }
+        }
         if for_rules && !raw.rules.is_empty() {
             self.at(
                 span,
@@ -411,7 +441,7 @@ impl Checker<'_> {
         Scope {
             tenants: raw.tenants.clone(),
             sites: raw.sites.clone(),
-            tags: raw.tags.clone(),
+            tags: raw.tags.iter().map(|s| s.get_ref().clone()).collect(),
             os: raw.os.iter().map(|s| s.get_ref().clone()).collect(),
             devices: raw.devices.clone(),
             rules: raw.rules.clone(),

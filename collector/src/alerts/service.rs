@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use super::engine::Engine;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
+use super::silence;
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 
 /// Committed groups that may wait for the engine before the writer waits.
@@ -77,6 +78,7 @@ impl AlertService {
         for (id, d) in persist::load_devices(&conn)? {
             engine.restore_device(id, d);
         }
+        refresh_operator_state(&conn, &mut engine, now_ms());
         let instances = persist::load_instances(&conn)?;
         let resumed = instances.len();
         let now = now_ms();
@@ -248,6 +250,20 @@ fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
     }
 }
 
+/// Re-reads what operators change with the CLI while the collector runs: device
+/// tags and silences. Cheap (two small tables), so it runs on every tick; a failed
+/// read keeps what the engine had.
+fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
+    match persist::load_tags(conn) {
+        Ok(tags) => engine.set_tags(tags),
+        Err(e) => tracing::warn!(error = %e, "cannot read device tags; keeping the previous ones"),
+    }
+    match silence::load(conn, now_ms) {
+        Ok(s) => engine.set_silences(s),
+        Err(e) => tracing::warn!(error = %e, "cannot read silences; keeping the previous ones"),
+    }
+}
+
 /// How often certificate expiry dates are re-read (renewals need no new hello).
 const CERT_REFRESH: Duration = Duration::from_secs(60);
 
@@ -306,6 +322,7 @@ fn run(
                 refresh_cert_expiries(conn, engine);
                 next_cert_refresh = Instant::now() + CERT_REFRESH;
             }
+            refresh_operator_state(conn, engine, now_ms());
             engine.tick(now_ms());
             next_tick = Instant::now() + tick;
         }
