@@ -811,12 +811,6 @@ fn rules_cmd(command: RulesCommand) -> anyhow::Result<()> {
             };
             match set {
                 Ok(set) => {
-                    for r in set.rules.iter().filter(|r| !r.kind.is_fed()) {
-                        println!(
-                            "note: {}: rule {:?} has no data source yet and is not evaluated",
-                            r.origin, r.name
-                        );
-                    }
                     println!(
                         "{}: {} rules, {} maintenance windows, no problems",
                         path.display(),

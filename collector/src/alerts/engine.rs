@@ -232,17 +232,12 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(set: RuleSet) -> Self {
-        let rules: Vec<Rule> = set
-            .rules
-            .iter()
-            .filter(|r| r.kind.is_fed())
-            .cloned()
-            .collect();
+        let rules: Vec<Rule> = set.rules.clone();
         let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_name = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
             by_name.insert(r.name.clone(), i);
-            if let Some(m) = r.kind.metric() {
+            if let Some(m) = r.kind.source_metric() {
                 by_metric.entry(m.to_owned()).or_default().push(i);
             }
         }
@@ -445,6 +440,12 @@ impl Engine {
                 {
                     continue;
                 }
+                if let Kind::ServiceDown { services } = &rule.kind
+                    && !services.is_empty()
+                    && !services.contains(&series.dimension)
+                {
+                    continue;
+                }
                 let mut target = Target::device(&tenant, device_id, &os, &rule.name);
                 target.site = site.as_deref();
                 target.tags = &tags;
@@ -460,7 +461,7 @@ impl Engine {
                     }
                     let at = sample.time_unix_ms;
                     let value = match &rule.kind {
-                        Kind::Threshold { .. } => Some(v),
+                        Kind::Threshold { .. } | Kind::ServiceDown { .. } => Some(v),
                         Kind::Rate { per_secs, .. } => self
                             .points
                             .entry((ri, device_id.to_owned(), series.dimension.clone()))
@@ -477,7 +478,14 @@ impl Engine {
                     };
                     self.evaluations += 1;
                     if let Some(value) = value {
-                        let verdict = rule.verdict(value);
+                        let verdict = match rule.kind {
+                            // 1 = running, 0 = not; anything below a half is down.
+                            Kind::ServiceDown { .. } if value < 0.5 => {
+                                Verdict::Breach(rule.severity)
+                            }
+                            Kind::ServiceDown { .. } => Verdict::Recover,
+                            _ => rule.verdict(value),
+                        };
                         self.feed(
                             ri,
                             device_id,
@@ -1499,6 +1507,64 @@ mod tests {
         e.set_silences(Vec::new());
         e.tick(70 * S);
         assert!(!e.instance(&key("cpu", "a", "")).unwrap().suppressed);
+    }
+
+    #[test]
+    fn service_down_fires_per_service_after_for_and_recovers_when_it_runs_again() {
+        let mut e = engine(
+            "[[rule]]\nname = \"web\"\nkind = \"service_down\"\nservice = [\"nginx\", \"php-fpm\"]\nfor_secs = 60\n\
+             [[rule]]\nname = \"any\"\nkind = \"service_down\"\nservice = \"*\"\nseverity = \"warning\"\n",
+        );
+        e.on_hello("d", "acme", "linux", "", 0);
+        let up = |e: &mut Engine, at: i64, nginx: f64, php: f64, cron: f64| {
+            let b = MetricBatch {
+                seq: 1,
+                series: ["nginx", "php-fpm", "cron"]
+                    .iter()
+                    .map(|n| SeriesKey {
+                        name: "service.up".into(),
+                        dimension: (*n).into(),
+                    })
+                    .collect(),
+                samples: vec![Sample {
+                    time_unix_ms: at,
+                    values: vec![nginx, php, cron],
+                }],
+            };
+            e.on_batch("d", &b, at);
+            e.tick(at);
+        };
+        up(&mut e, 0, 1.0, 1.0, 1.0);
+        assert!(e.take_changes().is_empty(), "all running: no instance");
+        up(&mut e, 10 * S, 0.0, 1.0, 0.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Pending);
+        assert!(e.instance(&key("web", "d", "php-fpm")).is_none());
+        assert!(
+            e.instance(&key("web", "d", "cron")).is_none(),
+            "cron is not one of web's services"
+        );
+        let any = e.instance(&key("any", "d", "cron")).unwrap();
+        assert_eq!(
+            (any.state, any.severity),
+            (State::Firing, Some(Severity::Warning)),
+            "no for_secs: fires at once, at the rule's severity"
+        );
+        up(&mut e, 69 * S, 0.0, 1.0, 1.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Pending, "59 s");
+        e.tick(70 * S);
+        let web = e.instance(&key("web", "d", "nginx")).unwrap();
+        assert_eq!(
+            (web.state, web.severity, web.last_value),
+            (State::Firing, Some(Severity::Critical), 0.0)
+        );
+        assert_eq!(
+            state(&e, &key("any", "d", "cron")),
+            State::Ok,
+            "cron runs again"
+        );
+        up(&mut e, 80 * S, 1.0, 1.0, 1.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Ok);
+        assert_eq!(state(&e, &key("any", "d", "nginx")), State::Ok);
     }
 
     #[test]

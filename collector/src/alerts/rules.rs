@@ -164,8 +164,10 @@ pub enum Kind {
     SecurityUpdateAge,
     /// Days a required reboot has been pending.
     RebootPending,
-    /// A service is not running. Parsed; not fed yet (agents send no service state).
-    ServiceDown { service: String },
+    /// A service the agent watches is not running: the agent's `service.up{name}`
+    /// is 0 (1 when running). One instance per device × service. `services` empty =
+    /// every service the agent reports (`service = "*"`).
+    ServiceDown { services: Vec<String> },
     /// Days until the device's newest certificate expires (from the collector's
     /// record of issued certificates).
     CertExpiry,
@@ -181,10 +183,30 @@ impl Kind {
         }
     }
 
-    /// Kinds with no data source yet: accepted, documented, never evaluated.
-    pub fn is_fed(&self) -> bool {
-        !matches!(self, Kind::ServiceDown { .. })
+    /// The agent metric whose samples move this kind's instances, if any.
+    pub fn source_metric(&self) -> Option<&str> {
+        match self {
+            Kind::ServiceDown { .. } => Some(SERVICE_UP),
+            other => other.metric(),
+        }
     }
+
+    /// Kinds judged by a fixed severity (`severity`), not by a value ladder.
+    pub fn has_fixed_severity(&self) -> bool {
+        matches!(self, Kind::Offline { .. } | Kind::ServiceDown { .. })
+    }
+}
+
+/// The metric the agent sends per watched service: dimension = service name,
+/// 1 = running, 0 = not (the contract of `service_down` rules).
+pub const SERVICE_UP: &str = "service.up";
+
+/// `service = "sshd"` or `service = ["sshd", "nginx"]` in a rule file.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawServices {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A checked rule.
@@ -307,7 +329,7 @@ struct RawRule {
     workstation_after_secs: Option<Int>,
     group_share: Option<Num>,
     group_min_devices: Option<Int>,
-    service: Option<Str>,
+    service: Option<Spanned<RawServices>>,
     #[serde(default)]
     scope: RawScope,
 }
@@ -524,20 +546,32 @@ impl Checker<'_> {
             }
             "security_update_age" => Kind::SecurityUpdateAge,
             "reboot_pending" => Kind::RebootPending,
-            "service_down" => match &r.service {
-                Some(s) if !s.get_ref().is_empty() => Kind::ServiceDown {
-                    service: s.get_ref().clone(),
-                },
-                _ => {
-                    self.at(
+            "service_down" => {
+                let names: Vec<String> = match r.service.as_ref().map(|s| s.get_ref()) {
+                    Some(RawServices::One(s)) => vec![s.clone()],
+                    Some(RawServices::Many(v)) => v.clone(),
+                    None => Vec::new(),
+                };
+                match &r.service {
+                    None => self.at(
                         span.clone(),
-                        format!("rule {name:?}: kind \"service_down\" needs `service`"),
-                    );
-                    Kind::ServiceDown {
-                        service: String::new(),
+                        format!(
+                            "rule {name:?}: kind \"service_down\" needs `service` \
+                             (a name, a list of names, or \"*\" for every service)"
+                        ),
+                    ),
+                    Some(s) if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) => {
+                        self.at(s.span(), "service names must not be empty")
                     }
+                    Some(s) if names.len() > 1 && names.iter().any(|n| n == "*") => {
+                        self.at(s.span(), "\"*\" already means every service; give it alone")
+                    }
+                    _ => {}
                 }
-            },
+                Kind::ServiceDown {
+                    services: names.into_iter().filter(|n| n != "*").collect(),
+                }
+            }
             "cert_expiry" => Kind::CertExpiry,
             other => {
                 self.at(
@@ -561,8 +595,7 @@ impl Checker<'_> {
         let warning = self.bound(&r.warning, "warning");
         let critical = self.bound(&r.critical, "critical");
         let recover = self.bound(&r.recover, "recover");
-        let is_offline = matches!(kind, Kind::Offline { .. });
-        if is_offline {
+        if kind.has_fixed_severity() {
             for (b, k) in [
                 (&r.warning, "warning"),
                 (&r.critical, "critical"),
@@ -572,7 +605,8 @@ impl Checker<'_> {
                     self.at(
                         b.span(),
                         format!(
-                            "{k} does not apply to an offline rule (use after_secs and severity)"
+                            "{k} does not apply to kind {:?} (it fires at `severity`, default critical)",
+                            r.kind.get_ref()
                         ),
                     );
                 }
@@ -1031,10 +1065,49 @@ to = "25:00"
     }
 
     #[test]
-    fn service_down_parses_but_is_not_fed_and_cert_expiry_is() {
-        let set = parse("[[rule]]\nname = \"svc\"\nkind = \"service_down\"\nservice = \"sshd\"\ncritical = { above = 0 }\n[[rule]]\nname = \"cert\"\nkind = \"cert_expiry\"\nwarning = { below = 14 }\n").unwrap();
-        assert!(!set.rules[0].kind.is_fed(), "no service data yet");
-        assert!(set.rules[1].kind.is_fed(), "fed from issued certificates");
+    fn service_down_names_one_service_a_list_or_every_one() {
+        let set = parse(
+            "[[rule]]\nname = \"a\"\nkind = \"service_down\"\nservice = \"sshd\"\nfor_secs = 60\n\
+             [[rule]]\nname = \"b\"\nkind = \"service_down\"\nservice = [\"nginx\", \"php-fpm\"]\nseverity = \"warning\"\n\
+             [[rule]]\nname = \"c\"\nkind = \"service_down\"\nservice = \"*\"\n",
+        )
+        .unwrap();
+        let kinds: Vec<&Kind> = set.rules.iter().map(|r| &r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &Kind::ServiceDown {
+                    services: vec!["sshd".into()]
+                },
+                &Kind::ServiceDown {
+                    services: vec!["nginx".into(), "php-fpm".into()]
+                },
+                &Kind::ServiceDown { services: vec![] },
+            ]
+        );
+        assert_eq!(set.rules[0].severity, Severity::Critical);
+        assert_eq!(set.rules[1].severity, Severity::Warning);
+        assert_eq!(set.rules[0].kind.source_metric(), Some(SERVICE_UP));
+        let e =
+            parse("[[rule]]\nname = \"a\"\nkind = \"service_down\"\ncritical = { above = 0 }\n")
+                .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("r.toml:1:1: rule \"a\": kind \"service_down\" needs `service`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("r.toml:4:12: critical does not apply"),
+            "{text}"
+        );
+        let e =
+            parse("[[rule]]\nname = \"a\"\nkind = \"service_down\"\nservice = [\"*\", \"sshd\"]\n")
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.toml:4:11: \"*\" already means"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -90,11 +90,6 @@ impl AlertService {
             stamp: stamp(&dir),
             dir,
         });
-        for r in &engine.rule_set().rules {
-            if !r.kind.is_fed() {
-                tracing::info!(rule = %r.name, "rule kind has no data source yet; not evaluated");
-            }
-        }
         tracing::info!(
             rules = engine.rule_set().rules.len(),
             windows = engine.rule_set().windows.len(),

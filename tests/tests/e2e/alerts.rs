@@ -519,3 +519,107 @@ async fn tags_and_silences_from_the_cli_reach_a_running_collector() {
     drop(feeder);
     assert!(collector.terminate().await);
 }
+
+/// The agent's contract: `service.up{name}` = 1 running, 0 not.
+const SERVICE: &str = r#"
+[[rule]]
+name = "svc-down"
+kind = "service_down"
+service = ["nginx", "cron"]
+for_secs = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_fires_after_for_and_resolves_when_it_runs_again() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let dir = site.dir.path().join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("svc.toml"), SERVICE).unwrap();
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let feeder = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "web-1"),
+        Duration::from_millis(250),
+        &[
+            ("service.up", "nginx", 1.0),
+            ("service.up", "cron", 1.0),
+            ("service.up", "sshd", 1.0),
+        ],
+    )
+    .await
+    .unwrap();
+    let acked = feeder.acked.clone();
+    let acks = move || acked.load(std::sync::atomic::Ordering::SeqCst);
+    let a0 = acks();
+    wait_for(Duration::from_secs(20), "batches stored", || {
+        let n = acks();
+        async move { n >= a0 + 4 }
+    })
+    .await
+    .unwrap();
+    assert_eq!(state_of(&site, "svc-down", "web-1"), None, "all running");
+
+    // nginx stops; sshd too, but the rule does not watch it.
+    feeder.set(&[
+        ("service.up", "nginx", 0.0),
+        ("service.up", "cron", 1.0),
+        ("service.up", "sshd", 0.0),
+    ]);
+    let stopped = Instant::now();
+    let nginx = || {
+        site.db()
+            .query_row(
+                "SELECT state, severity FROM alert_instances WHERE rule = 'svc-down' AND device_id = 'web-1' AND dimension = 'nginx'",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .ok()
+    };
+    let r = wait_for(Duration::from_secs(20), "nginx down to fire", || {
+        let s = nginx();
+        async move { s.is_some_and(|(s, _)| s == "firing") }
+    })
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; {:?}; log:\n{}", nginx(), collector.log());
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "for_secs = 2 holds it pending first"
+    );
+    assert_eq!(nginx().and_then(|(_, s)| s).as_deref(), Some("critical"));
+    let dims: Vec<String> = {
+        let db = site.db();
+        let mut stmt = db
+            .prepare("SELECT dimension FROM alert_instances WHERE rule = 'svc-down' ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(dims, ["nginx"], "one instance per down service it watches");
+    let (ok, out) = cli(&["alerts", "list", "--state", "firing"], &site.data_dir()).await;
+    assert!(
+        ok && out.contains("svc-down") && out.contains("nginx"),
+        "{out}"
+    );
+
+    // Started again: resolves.
+    feeder.set(&[
+        ("service.up", "nginx", 1.0),
+        ("service.up", "cron", 1.0),
+        ("service.up", "sshd", 1.0),
+    ]);
+    let r = wait_for(Duration::from_secs(20), "nginx to resolve", || {
+        let s = nginx();
+        async move { s.is_some_and(|(s, _)| s == "ok") }
+    })
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; {:?}; log:\n{}", nginx(), collector.log());
+    }
+    drop(feeder);
+    assert!(collector.terminate().await);
+}
