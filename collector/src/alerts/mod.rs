@@ -5,7 +5,8 @@
 //! Layers, from pure to wired:
 //! - [`rules`]: rule files → checked [`rules::RuleSet`] (errors with file:line:col);
 //! - [`machine`]: one instance's state machine, pure, clock injected;
-//! - [`maintenance`]: windows in named IANA zones, pure;
+//! - [`maintenance`]: windows in named IANA zones, pure; [`rrule`]: their
+//!   recurrence rules (an RFC 5545 subset);
 //! - [`engine`]: every instance of every rule, fed committed data and ticks, pure
 //!   apart from the time passed in;
 //! - [`persist`]: the SQLite side (instances, history, ack);
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod machine;
 pub mod maintenance;
 pub mod persist;
+pub mod rrule;
 pub mod rules;
 pub mod ruletest;
 pub mod service;

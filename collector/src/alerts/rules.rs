@@ -370,6 +370,10 @@ struct RawWindow {
     weekdays: Vec<Str>,
     from: Option<Str>,
     to: Option<Str>,
+    /// RFC 5545 RRULE (subset); `start` is its DTSTART.
+    rrule: Option<Str>,
+    /// Length of each occurrence of a recurring window.
+    duration_secs: Option<Int>,
     #[serde(default)]
     scope: RawScope,
 }
@@ -753,7 +757,94 @@ impl Checker<'_> {
         };
         let once = w.start.is_some() || w.end.is_some();
         let weekly = !w.weekdays.is_empty() || w.from.is_some() || w.to.is_some();
-        let schedule = match (once, weekly) {
+        if w.rrule.is_none()
+            && let Some(d) = &w.duration_secs
+        {
+            self.at(
+                d.span(),
+                "duration_secs goes with rrule; a one-off window uses start and end",
+            );
+        }
+        let schedule = if let Some(rule) = &w.rrule {
+            if weekly {
+                self.at(
+                    span.clone(),
+                    "a window with rrule takes start and duration_secs, not weekdays, from or to",
+                );
+            }
+            if let Some(e) = &w.end {
+                self.at(
+                    e.span(),
+                    "with rrule, give duration_secs (each occurrence's length) instead of end",
+                );
+            }
+            let dtstart = match &w.start {
+                Some(s) => civil(self, s, "start"),
+                None => {
+                    self.at(
+                        span.clone(),
+                        "a recurring window needs start (its first occurrence, local time)",
+                    );
+                    None
+                }
+            };
+            let duration = match &w.duration_secs {
+                None => {
+                    self.at(
+                        span.clone(),
+                        "a recurring window needs duration_secs (each occurrence's length)",
+                    );
+                    None
+                }
+                Some(_) => Some(self.secs(
+                    &w.duration_secs,
+                    "duration_secs",
+                    1,
+                    super::rrule::MAX_DURATION_MS / 1000,
+                    3600,
+                )),
+            };
+            let parsed = match super::rrule::parse(rule.get_ref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // Past the opening quote; exact for strings without escapes.
+                    let at = rule.span().start + 1 + e.offset;
+                    self.at(at..at, format!("rrule: {}", e.message));
+                    None
+                }
+            };
+            match (parsed, dtstart, duration) {
+                (Some(r), Some(start), Some(secs)) => Some(Schedule::Recurring(
+                    super::rrule::Series::new(r, start, secs * 1000, &tz),
+                )),
+                _ => None,
+            }
+        } else {
+            self.fixed_schedule(w, once, weekly, span.clone(), civil, time)
+        };
+        let scope = self.scope(&w.scope, false, span);
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Window {
+            name: w.name.get_ref().clone(),
+            tz,
+            schedule: schedule?,
+            scope,
+        })
+    }
+
+    /// A one-off or weekly window's schedule.
+    fn fixed_schedule(
+        &mut self,
+        w: &RawWindow,
+        once: bool,
+        weekly: bool,
+        span: Range<usize>,
+        civil: impl Fn(&mut Self, &Str, &str) -> Option<DateTime>,
+        time: impl Fn(&mut Self, &Str, &str) -> Option<Time>,
+    ) -> Option<Schedule> {
+        match (once, weekly) {
             (true, true) => {
                 self.at(span.clone(), "a window is either one-off (start, end) or weekly (weekdays, from, to), not both");
                 None
@@ -821,17 +912,7 @@ impl Checker<'_> {
                     }
                 }
             }
-        };
-        let scope = self.scope(&w.scope, false, span);
-        if self.problems.len() > before {
-            return None;
         }
-        Some(Window {
-            name: w.name.get_ref().clone(),
-            tz,
-            schedule: schedule?,
-            scope,
-        })
     }
 }
 
@@ -1136,6 +1217,38 @@ end = "2026-03-29T04:00"
             e.to_string()
                 .starts_with("r.toml:4:7: end must be after start"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn recurring_windows_take_an_rrule_and_point_at_what_is_wrong() {
+        let set = parse(
+            "[[maintenance]]\nname = \"patch tuesday\"\ntz = \"America/New_York\"\nrrule = \"FREQ=MONTHLY;BYDAY=2TU\"\nstart = \"2026-01-13T22:00\"\nduration_secs = 14400\n",
+        )
+        .unwrap();
+        let w = &set.windows[0];
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        // 2026-03-10 is the second Tuesday; New York is on EDT (UTC-4) since Mar 8.
+        assert!(w.active_at(ms("2026-03-11T02:00:00Z")));
+        assert!(!w.active_at(ms("2026-03-11T01:59:59Z")));
+        assert!(!w.active_at(ms("2026-03-17T02:00:00Z")), "third Tuesday");
+        let e = parse(
+            "[[maintenance]]\nname = \"m\"\nrrule = \"FREQ=MONTHLY;BYSETPOS=2\"\nstart = \"2026-01-13T22:00\"\nend = \"2026-01-14T02:00\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert!(
+            text[0].starts_with("r.toml:5:7: with rrule, give duration_secs"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("r.toml:1:1: a recurring window needs duration_secs"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("r.toml:3:23: rrule: BYSETPOS is not supported"),
+            "{text:#?}"
         );
     }
 
