@@ -507,8 +507,10 @@ mod tests {
         let mut last = None;
         while t < ms(to) {
             let c = s.covering(tz, t);
-            if c.is_some() && c != last {
-                out.push(Timestamp::from_millisecond(c.unwrap()).unwrap().to_string());
+            if let Some(start) = c
+                && c != last
+            {
+                out.push(Timestamp::from_millisecond(start).unwrap().to_string());
             }
             last = c;
             t += 60_000;

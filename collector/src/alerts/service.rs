@@ -7,10 +7,12 @@
 //! busy timeout). Rounds batch whatever is queued, so under load one transaction
 //! carries many transitions.
 //!
-//! Rule files are watched (polled on each tick: names, sizes and modification times
-//! of `*.toml` in the directory). A changed directory is loaded and checked in full;
-//! only a clean load replaces the running rules, a bad edit is logged with file,
-//! line and column and the running set stays.
+//! Rule files are watched with `notify` (the directory, for `*.toml`; see
+//! [`crate::fswatch`]). Once edits settle, the directory is loaded and checked in
+//! full; only a clean load replaces the running rules, a bad edit is logged with
+//! file, line and column and the running set stays. Where no watch can be set up
+//! (inotify limits), the directory is polled on each tick instead (names, sizes and
+//! modification times), so edits are never silently ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,7 @@ use super::engine::Engine;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
 use super::silence;
+use crate::fswatch;
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 
 /// Committed groups that may wait for the engine before the writer waits.
@@ -86,10 +89,7 @@ impl AlertService {
             engine.restore_instance(k, tenant, inst, now);
         }
         engine.start_grace(now);
-        let watch = watch.map(|dir| RulesWatch {
-            stamp: stamp(&dir),
-            dir,
-        });
+        let watch = watch.map(RulesWatch::start);
         tracing::info!(
             rules = engine.rule_set().rules.len(),
             windows = engine.rule_set().windows.len(),
@@ -193,13 +193,98 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
     }
 }
 
-/// The rules directory and what it looked like when last loaded.
+/// The rules directory and how its edits are noticed.
 struct RulesWatch {
     dir: PathBuf,
-    stamp: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    how: Noticing,
 }
 
-/// Names, sizes and modification times of the rule files: cheap to take each tick.
+enum Noticing {
+    /// `notify` events (a bounded channel of one: a burst only needs one wake-up),
+    /// and when the last burst settles.
+    Events {
+        _watcher: notify::RecommendedWatcher,
+        events: mpsc::Receiver<()>,
+        due: Option<Instant>,
+    },
+    /// No watch possible: what the directory looked like when last loaded, compared
+    /// on each tick.
+    Polling(Vec<(PathBuf, u64, Option<SystemTime>)>),
+}
+
+/// How long the engine thread may sleep while a watch is active: it wakes to see
+/// rule-file events (they cannot wake it; only committed data and ticks do).
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+impl RulesWatch {
+    fn start(dir: PathBuf) -> RulesWatch {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let watcher = fswatch::watch_dir(
+            &dir,
+            |p| p.extension().is_some_and(|x| x == "toml"),
+            move || {
+                let _ = tx.try_send(());
+            },
+        );
+        let how = match watcher {
+            Ok(w) => Noticing::Events {
+                _watcher: w,
+                events: rx,
+                due: None,
+            },
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules directory; checking it on every tick instead");
+                Noticing::Polling(stamp(&dir))
+            }
+        };
+        RulesWatch { dir, how }
+    }
+
+    /// The longest the engine thread should sleep now.
+    fn max_sleep(&self) -> Option<Duration> {
+        match &self.how {
+            Noticing::Events { due: Some(d), .. } => {
+                Some(d.saturating_duration_since(Instant::now()))
+            }
+            Noticing::Events { .. } => Some(WATCH_POLL),
+            Noticing::Polling(_) => None,
+        }
+    }
+
+    /// Reloads if files changed and (for events) the edit has settled. `ticked`:
+    /// this round is a tick (polling compares the directory only then).
+    fn check(&mut self, engine: &mut Engine, ticked: bool) {
+        let changed = match &mut self.how {
+            Noticing::Events { events, due, .. } => {
+                while events.try_recv().is_ok() {
+                    *due = Some(Instant::now() + fswatch::SETTLE);
+                }
+                match *due {
+                    Some(d) if Instant::now() >= d => {
+                        *due = None;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Noticing::Polling(last) => {
+                if !ticked {
+                    return;
+                }
+                let now = stamp(&self.dir);
+                // Remembered even when the load fails: a bad edit is reported once.
+                let changed = now != *last;
+                *last = now;
+                changed
+            }
+        };
+        if changed {
+            reload(&self.dir, engine);
+        }
+    }
+}
+
+/// Names, sizes and modification times of the rule files (the polling fallback).
 fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -220,17 +305,11 @@ fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     v
 }
 
-fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
-    let now = stamp(&w.dir);
-    if now == w.stamp {
-        return;
-    }
-    // Remembered even when the load fails: a bad edit is reported once, not per tick.
-    w.stamp = now;
-    match rules::load_dir(&w.dir) {
+fn reload(dir: &Path, engine: &mut Engine) {
+    match rules::load_dir(dir) {
         Ok(set) => {
             tracing::info!(
-                dir = %w.dir.display(),
+                dir = %dir.display(),
                 rules = set.rules.len(),
                 windows = set.windows.len(),
                 "alert rules reloaded"
@@ -285,7 +364,11 @@ fn run(
     let mut next_cert_refresh = Instant::now() + CERT_REFRESH;
     let mut open = true;
     while open {
-        let first = match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+        let mut wait = next_tick.saturating_duration_since(Instant::now());
+        if let Some(max) = watch.as_ref().and_then(RulesWatch::max_sleep) {
+            wait = wait.min(max);
+        }
+        let first = match rx.recv_timeout(wait) {
             Ok(g) => Some(g),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
@@ -309,10 +392,11 @@ fn run(
                 }
             }
         }
-        if Instant::now() >= next_tick || !open {
-            if let Some(w) = watch.as_mut() {
-                reload_if_changed(w, engine);
-            }
+        let ticked = Instant::now() >= next_tick || !open;
+        if let Some(w) = watch.as_mut() {
+            w.check(engine, ticked);
+        }
+        if ticked {
             if Instant::now() >= next_cert_refresh {
                 refresh_cert_expiries(conn, engine);
                 next_cert_refresh = Instant::now() + CERT_REFRESH;

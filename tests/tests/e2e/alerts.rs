@@ -305,7 +305,11 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
     crate::crypto();
     let site = Site::new().await.unwrap();
     let rules = write_rules(&site, 0.01);
-    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    // A long tick: edits must be noticed by the file watch, not by the timer.
+    let collector = site
+        .start_collector("[alerts]\nrules_dir = \"rules\"\ntick_secs = 120\n")
+        .await
+        .unwrap();
     let mut agent = start_agent(&site, &collector, "agent-c").await;
     wait_state(
         &site,
@@ -324,7 +328,7 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
     )
     .unwrap();
     let r = wait_for(
-        Duration::from_secs(15),
+        Duration::from_secs(10),
         "the bad edit to be reported",
         || {
             let log = collector.log();
@@ -342,6 +346,7 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
 
     // A good edit raises the threshold out of reach: reloaded, and the alert resolves
     // without a restart.
+    let edited = Instant::now();
     write_rules(&site, 1000.0);
     wait_state(
         &site,
@@ -352,6 +357,11 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
         Duration::from_secs(30),
     )
     .await;
+    assert!(
+        edited.elapsed() < Duration::from_secs(10),
+        "reloaded {:?} after the edit: the watch, not the 120 s tick",
+        edited.elapsed()
+    );
     assert!(collector.log().contains("alert rules reloaded"));
     let _ = agent.start_kill();
     let _ = agent.wait().await;
