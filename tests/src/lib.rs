@@ -713,6 +713,27 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// User + system CPU seconds used by the threads of process `pid` named `name`
+/// (e.g. the collector's `alert-engine`), summed.
+pub fn thread_cpu_secs(pid: u32, name: &str) -> Option<f64> {
+    let mut total = None;
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let s = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        *total.get_or_insert(0.0) += ticks as f64 / 100.0;
+    }
+    total
+}
+
 /// User + system CPU seconds a process has used.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
 
-use super::machine::{Instance, Record, State, Verdict};
+use super::machine::{Event, Instance, Record, State, Verdict};
 use super::rules::{Kind, Rule, RuleSet, Target};
 use super::silence::Silence;
 
@@ -228,6 +228,9 @@ pub struct Engine {
     silences: Vec<Silence>,
     /// Rule evaluations done (one per rule per value), for the benchmark.
     pub evaluations: u64,
+    /// State transitions caused by samples and heartbeats (not by ticks), for the
+    /// commit-to-transition latency.
+    pub fed_transitions: u64,
 }
 
 impl Engine {
@@ -255,6 +258,7 @@ impl Engine {
             dark_tenants: HashSet::new(),
             silences: Vec::new(),
             evaluations: 0,
+            fed_transitions: 0,
         }
     }
 
@@ -849,6 +853,10 @@ impl Engine {
         let before = (t.inst.state, t.inst.breach_samples);
         t.inst
             .observe_at(&params, at_ms, now_ms, value, verdict, &mut out);
+        self.fed_transitions += out
+            .iter()
+            .filter(|r| matches!(r.event, Event::Transition { .. }))
+            .count() as u64;
         let moved = before != (t.inst.state, t.inst.breach_samples)
             || t.inst.last_sample_ms.saturating_sub(t.persisted_sample_ms)
                 > params.nodata_after_ms / 2;
@@ -861,7 +869,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::machine::Event;
     use crate::alerts::rules::{Severity, parse_file};
     use std::path::Path;
     use tandem_proto::v1::{PendingUpdate, Sample, SeriesKey};

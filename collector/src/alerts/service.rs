@@ -56,8 +56,9 @@ pub struct AlertStats {
     pub persist_nanos: AtomicU64,
     pub records: AtomicU64,
     pub persist_failures: AtomicU64,
-    /// Microseconds from a sample's commit to its transitions' commit, for rounds
-    /// that had transitions.
+    /// Microseconds from a sample's commit to the commit of the state transition it
+    /// caused: one entry per transition (the first [`MAX_LATENCIES`]). Transitions of
+    /// the timer (`for` expiring, offline) are not included: no sample caused them.
     pub latencies_us: Mutex<Vec<u64>>,
 }
 
@@ -111,6 +112,7 @@ impl AlertService {
                     tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
                 }
                 run(&mut conn, &mut engine, &rx, tick, &st, watch);
+                log_summary(&st);
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the alert connection failed");
                 }
@@ -126,6 +128,40 @@ impl AlertService {
             tracing::error!("alert engine thread panicked");
         }
     }
+}
+
+/// The percentile `p` (0–1] of sorted values (nearest rank).
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    Some(sorted[i])
+}
+
+/// One line at shutdown with what the engine did over the collector's life; the
+/// load generator (`loadgen --rules`) reads its latency figures from it.
+fn log_summary(stats: &AlertStats) {
+    let mut lat = stats
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let ms = |p: f64| percentile(&lat, p).map_or(-1.0, |us| us as f64 / 1000.0);
+    tracing::info!(
+        groups = stats.groups.load(Ordering::Relaxed),
+        evaluations = stats.evaluations.load(Ordering::Relaxed),
+        eval_ms = stats.eval_nanos.load(Ordering::Relaxed) / 1_000_000,
+        persist_ms = stats.persist_nanos.load(Ordering::Relaxed) / 1_000_000,
+        records = stats.records.load(Ordering::Relaxed),
+        persist_failures = stats.persist_failures.load(Ordering::Relaxed),
+        timed_transitions = lat.len(),
+        commit_to_transition_p50_ms = ms(0.5),
+        commit_to_transition_p99_ms = ms(0.99),
+        commit_to_transition_max_ms = ms(1.0),
+        "alert engine summary"
+    );
 }
 
 /// SQLite busy handler: try again in 0.5 ms, for up to 30 s.
@@ -378,16 +414,20 @@ fn run(
         };
         let started = Instant::now();
         let before = engine.evaluations;
-        let mut oldest: Option<Instant> = None;
-        if let Some(g) = first {
-            oldest = Some(g.committed_at);
+        // (commit time of a group, transitions its samples caused), for the latency.
+        let mut caused: Vec<(Instant, u64)> = Vec::new();
+        let mut apply_timed = |engine: &mut Engine, g: CommittedGroup| {
+            let (at, n0) = (g.committed_at, engine.fed_transitions);
             apply(conn, engine, g, stats);
+            if engine.fed_transitions > n0 {
+                caused.push((at, engine.fed_transitions - n0));
+            }
+        };
+        if let Some(g) = first {
+            apply_timed(engine, g);
             for _ in 1..MAX_ROUND_GROUPS {
                 match rx.try_recv() {
-                    Ok(g) => {
-                        oldest = Some(oldest.map_or(g.committed_at, |o| o.min(g.committed_at)));
-                        apply(conn, engine, g, stats);
-                    }
+                    Ok(g) => apply_timed(engine, g),
                     Err(_) => break,
                 }
             }
@@ -443,12 +483,14 @@ fn run(
                 );
             }
         }
-        if let Some(o) = oldest
-            && n > 0
+        if !caused.is_empty()
             && let Ok(mut l) = stats.latencies_us.lock()
-            && l.len() < MAX_LATENCIES
         {
-            l.push(o.elapsed().as_micros() as u64);
+            for (at, n) in caused {
+                let us = at.elapsed().as_micros() as u64;
+                let room = MAX_LATENCIES.saturating_sub(l.len());
+                l.extend(std::iter::repeat_n(us, (n as usize).min(room)));
+            }
         }
     }
 }
