@@ -416,7 +416,7 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
             log.lines()
                 .rev()
                 .find(|l| l.contains("alert engine summary"))
-                .map(str::to_owned)
+                .map(strip_ansi)
         });
     Ok(Phase {
         connected,
@@ -434,6 +434,25 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
         summary,
         site,
     })
+}
+
+/// The log line without terminal colour codes (the collector's log is coloured).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
