@@ -263,15 +263,25 @@ enum AlertsCommand {
     /// Silence alerts for a while: notifications pause, evaluation goes on. At
     /// least one matcher is needed; every one given must match. Prints the id.
     Silence {
-        /// How long, from --start: 90s, 30m, 2h, 7d. Give this or --until.
-        #[arg(long = "for", conflicts_with = "until")]
+        /// How long, from --start: 90s, 30m, 2h, 7d. Give this or --until. With
+        /// --rrule: how long each occurrence lasts.
+        #[arg(long = "for")]
         for_: Option<String>,
-        /// When it ends (RFC 3339, e.g. 2026-11-28T06:00:00Z).
+        /// When it ends (RFC 3339, e.g. 2026-11-28T06:00:00Z). With --rrule: when the
+        /// series ends (default: until removed).
         #[arg(long)]
         until: Option<String>,
-        /// When it starts (RFC 3339; default now): schedule one ahead.
+        /// When it starts (RFC 3339; default now): schedule one ahead. With --rrule:
+        /// the first occurrence (DTSTART).
         #[arg(long)]
         start: Option<String>,
+        /// Recur by an RFC 5545 RRULE (subset: see docs/ALERTS.md), e.g.
+        /// "FREQ=WEEKLY;BYDAY=SA"; local times are in --tz.
+        #[arg(long)]
+        rrule: Option<String>,
+        /// IANA zone of the RRULE's local times (default UTC).
+        #[arg(long, requires = "rrule")]
+        tz: Option<String>,
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long)]
@@ -843,6 +853,15 @@ fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// An end time, or "removed" for an open-ended recurring silence.
+fn fmt_until(ms: i64) -> String {
+    if ms == silence::FOREVER_MS {
+        "removed".into()
+    } else {
+        fmt_ms(ms)
+    }
+}
+
 /// Who runs a command that is recorded: `--by`, else $USER, else "cli".
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
@@ -945,6 +964,8 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
             for_,
             until,
             start,
+            rrule,
+            tz,
             tenant,
             site,
             tag,
@@ -968,13 +989,35 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
                 Some(s) => instant("--start", s)?,
                 None => now,
             };
-            let ends_ms = match (&for_, &until) {
-                (Some(f), None) => {
-                    let d = parse_duration(f).map_err(|e| anyhow::anyhow!("--for {e}"))?;
-                    starts_ms + d.as_millis() as i64
+            let for_ms = for_
+                .as_deref()
+                .map(|f| {
+                    parse_duration(f)
+                        .map(|d| d.as_millis() as i64)
+                        .map_err(|e| anyhow::anyhow!("--for {e}"))
+                })
+                .transpose()?;
+            let (ends_ms, recurrence) = match (&rrule, for_ms, &until) {
+                (Some(r), Some(each), until) => (
+                    match until {
+                        Some(u) => instant("--until", u)?,
+                        None => silence::FOREVER_MS,
+                    },
+                    Some(silence::NewRecurrence {
+                        rrule: r.clone(),
+                        tz: tz.clone().unwrap_or_else(|| "UTC".into()),
+                        duration_ms: each,
+                    }),
+                ),
+                (Some(_), None, _) => {
+                    anyhow::bail!("with --rrule, --for says how long each occurrence lasts")
                 }
-                (None, Some(u)) => instant("--until", u)?,
-                _ => anyhow::bail!("say how long: --for 2h or --until 2026-11-28T06:00:00Z"),
+                (None, Some(_), Some(_)) => anyhow::bail!("give --for or --until, not both"),
+                (None, Some(d), None) => (starts_ms + d, None),
+                (None, None, Some(u)) => (instant("--until", u)?, None),
+                (None, None, None) => {
+                    anyhow::bail!("say how long: --for 2h or --until 2026-11-28T06:00:00Z")
+                }
             };
             let mut conn = open_existing_db(&data_dir)?;
             let id = silence::create(
@@ -989,14 +1032,22 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
                     rule,
                     comment,
                     by: who(by),
+                    recurrence,
                 },
                 now,
             )?;
-            eprintln!(
-                "silenced from {} until {}",
-                fmt_ms(starts_ms.max(now)),
-                fmt_ms(ends_ms)
-            );
+            match &rrule {
+                Some(r) => eprintln!(
+                    "silenced by {r} from {} until {}",
+                    fmt_ms(starts_ms),
+                    fmt_until(ends_ms)
+                ),
+                None => eprintln!(
+                    "silenced from {} until {}",
+                    fmt_ms(starts_ms.max(now)),
+                    fmt_ms(ends_ms)
+                ),
+            }
             println!("{id}");
             Ok(())
         }
@@ -1016,12 +1067,20 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
                 println!("no silences");
             }
             for r in rows {
+                let recurs = match (&r.rrule, &r.tz, r.duration_ms) {
+                    (Some(rule), tz, Some(d)) => format!(
+                        "  {rule} {} for {}s",
+                        tz.as_deref().unwrap_or("UTC"),
+                        d / 1000
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "#{:<5} {:<8} {} -> {}  {}  by {}: {}",
+                    "#{:<5} {:<9} {} -> {}{recurs}  {}  by {}: {}",
                     r.id,
                     r.status(now),
                     fmt_ms(r.starts_ms),
-                    fmt_ms(r.ends_ms),
+                    fmt_until(r.ends_ms),
                     r.matchers(),
                     r.created_by,
                     r.comment

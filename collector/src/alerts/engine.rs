@@ -1488,6 +1488,7 @@ mod tests {
                 rules: vec!["cpu".into()],
                 ..Scope::default()
             },
+            recurring: None,
         }]);
         for i in 0..=6 {
             for d in ["a", "b"] {

@@ -2,8 +2,9 @@
 //! `tandem-collector alerts silence` and stored in SQLite (`silences`), so they
 //! outlive restarts and a running collector picks them up on its next tick.
 //!
-//! A silence is a time range (start inclusive, end exclusive, absolute instants)
-//! and matchers — tenant, site, tag, device, rule — each of which, when given, must
+//! A silence is a time range (start inclusive, end exclusive, absolute instants) —
+//! or, with an RRULE, occurrences of a fixed length within that range ("every
+//! Saturday 01:00–03:00 Berlin until removed") — and matchers — tenant, site, tag, device, rule — each of which, when given, must
 //! match. At least one matcher is required: a silence of everything is a mistake
 //! far more often than an intent. Like a maintenance window, a silence only sets
 //! the `suppressed` flag: evaluation goes on, notifications pause.
@@ -13,22 +14,68 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use jiff::tz::TimeZone;
+
+use super::rrule::{self, Series};
 use super::rules::{Scope, Target, check_tag};
 
 /// A silence as the engine uses it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Silence {
     pub id: i64,
     pub starts_ms: i64,
     pub ends_ms: i64,
     pub scope: Scope,
+    /// For a recurring silence: its occurrences (DTSTART = `starts_ms` in the zone).
+    pub recurring: Option<(TimeZone, Series)>,
 }
 
 impl Silence {
     /// Whether the silence covers `target` at `now_ms`.
     pub fn covers(&self, target: &Target<'_>, now_ms: i64) -> bool {
-        self.starts_ms <= now_ms && now_ms < self.ends_ms && self.scope.matches(target)
+        self.starts_ms <= now_ms
+            && now_ms < self.ends_ms
+            && self
+                .recurring
+                .as_ref()
+                .is_none_or(|(tz, s)| s.covering(tz, now_ms).is_some())
+            && self.scope.matches(target)
     }
+}
+
+/// What makes a silence recur.
+#[derive(Debug, Clone)]
+pub struct NewRecurrence {
+    pub rrule: String,
+    /// IANA zone name the RRULE's local times are in.
+    pub tz: String,
+    /// Length of each occurrence.
+    pub duration_ms: i64,
+}
+
+/// Open-ended: a recurring silence without `--until` lasts until removed.
+pub const FOREVER_MS: i64 = i64::MAX;
+
+fn series_of(
+    rule: &str,
+    tz_name: &str,
+    starts_ms: i64,
+    duration_ms: i64,
+) -> Result<(TimeZone, Series), SilenceError> {
+    let tz = TimeZone::get(tz_name).map_err(|_| SilenceError::BadZone(tz_name.to_owned()))?;
+    let r = rrule::parse(rule).map_err(|e| SilenceError::BadRrule {
+        at: e.offset + 1,
+        message: e.message,
+    })?;
+    if !(1..=rrule::MAX_DURATION_MS).contains(&duration_ms) {
+        return Err(SilenceError::BadDuration);
+    }
+    let dtstart = jiff::Timestamp::from_millisecond(starts_ms)
+        .map_err(|_| SilenceError::BadDuration)?
+        .to_zoned_datetime(tz.clone())
+        .datetime();
+    let series = Series::new(r, dtstart, duration_ms, &tz);
+    Ok((tz, series))
 }
 
 /// What `alerts silence` asks for.
@@ -43,6 +90,7 @@ pub struct NewSilence {
     pub rule: Option<String>,
     pub comment: String,
     pub by: String,
+    pub recurrence: Option<NewRecurrence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +121,12 @@ pub enum SilenceError {
     },
     #[error("{0}")]
     BadTag(String),
+    #[error("--rrule, at character {at}: {message}")]
+    BadRrule { at: usize, message: String },
+    #[error("--tz {0:?} is not an IANA time zone name such as Europe/Berlin")]
+    BadZone(String),
+    #[error("each occurrence of a recurring silence (--for) must last 1 s to 31 days")]
+    BadDuration,
 }
 
 fn ts(ms: i64) -> String {
@@ -107,6 +161,9 @@ pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64,
     }
     if let Some(tag) = &s.tag {
         check_tag(tag).map_err(SilenceError::BadTag)?;
+    }
+    if let Some(r) = &s.recurrence {
+        series_of(&r.rrule, &r.tz, s.starts_ms, r.duration_ms)?;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(t) = &s.tenant {
@@ -155,8 +212,8 @@ pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64,
     }
     tx.execute(
         "INSERT INTO silences (starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment,
-                               created_by, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               created_by, created_ms, rrule, tz, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             s.starts_ms,
             s.ends_ms,
@@ -167,7 +224,10 @@ pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64,
             s.rule,
             s.comment.trim(),
             s.by,
-            now_ms
+            now_ms,
+            s.recurrence.as_ref().map(|r| &r.rrule),
+            s.recurrence.as_ref().map(|r| &r.tz),
+            s.recurrence.as_ref().map(|r| r.duration_ms)
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -191,6 +251,9 @@ pub struct SilenceRow {
     pub created_ms: i64,
     pub removed_ms: Option<i64>,
     pub removed_by: Option<String>,
+    pub rrule: Option<String>,
+    pub tz: Option<String>,
+    pub duration_ms: Option<i64>,
 }
 
 impl SilenceRow {
@@ -200,6 +263,8 @@ impl SilenceRow {
             "removed"
         } else if now_ms < self.starts_ms {
             "upcoming"
+        } else if now_ms < self.ends_ms && self.rrule.is_some() {
+            "recurring"
         } else if now_ms < self.ends_ms {
             "active"
         } else {
@@ -240,7 +305,7 @@ impl SilenceRow {
 pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment, created_by,
-                created_ms, removed_ms, removed_by
+                created_ms, removed_ms, removed_by, rrule, tz, duration_ms
          FROM silences WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1)
          ORDER BY ends_ms, id",
     )?;
@@ -259,22 +324,41 @@ pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<S
             created_ms: r.get(10)?,
             removed_ms: r.get(11)?,
             removed_by: r.get(12)?,
+            rrule: r.get(13)?,
+            tz: r.get(14)?,
+            duration_ms: r.get(15)?,
         })
     })?;
     rows.collect()
 }
 
-/// The silences the engine must honour from `now_ms` on (active and upcoming).
+/// The silences the engine must honour from `now_ms` on (active and upcoming). A
+/// recurring one whose rule no longer reads (only possible by editing the database
+/// by hand) is skipped with a warning.
 pub fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
-    Ok(list(conn, now_ms, false)?
-        .into_iter()
-        .map(|r| Silence {
+    let mut out = Vec::new();
+    for r in list(conn, now_ms, false)? {
+        let recurring = match (&r.rrule, &r.tz, r.duration_ms) {
+            (Some(rule), tz, Some(d)) => {
+                match series_of(rule, tz.as_deref().unwrap_or("UTC"), r.starts_ms, d) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(silence = r.id, error = %e, "unreadable recurring silence skipped");
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        out.push(Silence {
             id: r.id,
             starts_ms: r.starts_ms,
             ends_ms: r.ends_ms,
             scope: r.scope(),
-        })
-        .collect())
+            recurring,
+        });
+    }
+    Ok(out)
 }
 
 /// What `unsilence` found.
@@ -394,6 +478,61 @@ mod tests {
         assert_eq!(
             (gone.removed_by.as_deref(), gone.status(2600)),
             (Some("bob"), "removed")
+        );
+    }
+
+    #[test]
+    fn a_recurring_silence_covers_its_occurrences_only() {
+        let (_d, mut conn) = db();
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        // Saturdays 01:00-03:00 Berlin from 2026-03-21, until removed.
+        let id = create(
+            &mut conn,
+            &NewSilence {
+                starts_ms: ms("2026-03-21T00:00:00Z"), // 01:00 CET
+                ends_ms: FOREVER_MS,
+                recurrence: Some(NewRecurrence {
+                    rrule: "FREQ=WEEKLY;BYDAY=SA".into(),
+                    tz: "Europe/Berlin".into(),
+                    duration_ms: 2 * 3_600_000,
+                }),
+                ..new(Some("d1"))
+            },
+            ms("2026-03-20T00:00:00Z"),
+        )
+        .unwrap();
+        let s = load(&conn, ms("2026-03-20T00:00:00Z")).unwrap();
+        let t = Target::device("acme", "d1", "linux", "cpu");
+        assert!(s[0].covers(&t, ms("2026-03-21T01:59:00Z")));
+        assert!(!s[0].covers(&t, ms("2026-03-21T02:00:00Z")));
+        assert!(!s[0].covers(&t, ms("2026-03-24T01:00:00Z")), "a Tuesday");
+        // Two weeks later Berlin is on CEST: 01:00 local = 23:00Z the day before.
+        assert!(s[0].covers(&t, ms("2026-04-03T23:00:00Z")));
+        assert!(
+            !s[0].covers(&t, ms("2026-04-04T01:00:00Z")),
+            "03:00 CEST: over"
+        );
+        let rows = list(&conn, ms("2026-03-24T00:00:00Z"), false).unwrap();
+        assert_eq!(
+            (rows[0].id, rows[0].status(ms("2026-03-24T00:00:00Z"))),
+            (id, "recurring")
+        );
+        let e = create(
+            &mut conn,
+            &NewSilence {
+                recurrence: Some(NewRecurrence {
+                    rrule: "FREQ=YEARLY".into(),
+                    tz: "UTC".into(),
+                    duration_ms: 1000,
+                }),
+                ..new(Some("d1"))
+            },
+            500,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--rrule, at character 6: FREQ=YEARLY is not supported (DAILY, WEEKLY, MONTHLY)"
         );
     }
 

@@ -13,7 +13,8 @@ CREATE TABLE device_tags (
 CREATE INDEX device_tags_by_tag ON device_tags (tag);
 
 -- Silences made with `alerts silence`: from starts_ms (inclusive) to ends_ms
--- (exclusive), every matcher that is not NULL must match. A removed silence keeps
+-- (exclusive), or recurring within that range; every matcher that is not NULL must
+-- match. A removed silence keeps
 -- its row (removed_ms, removed_by) so the record of who silenced what stays.
 CREATE TABLE silences (
     id          INTEGER PRIMARY KEY,
@@ -24,12 +25,18 @@ CREATE TABLE silences (
     tag         TEXT,
     device_id   TEXT,
     rule        TEXT,
+    -- Recurring silences: an RFC 5545 RRULE in the zone tz, DTSTART = starts_ms,
+    -- each occurrence lasting duration_ms; ends_ms bounds the whole series.
+    rrule       TEXT,
+    tz          TEXT,
+    duration_ms INTEGER,
     comment     TEXT NOT NULL,
     created_by  TEXT NOT NULL,
     created_ms  INTEGER NOT NULL,
     removed_ms  INTEGER,
     removed_by  TEXT,
     CHECK (ends_ms > starts_ms),
-    CHECK (coalesce(tenant, site, tag, device_id, rule) IS NOT NULL)
+    CHECK (coalesce(tenant, site, tag, device_id, rule) IS NOT NULL),
+    CHECK ((rrule IS NULL) = (duration_ms IS NULL))
 );
 CREATE INDEX silences_by_end ON silences (ends_ms);
