@@ -233,6 +233,8 @@ enum RulesCommand {
     Test { file: PathBuf },
 }
 
+// Parsed once per process: the size of the largest variant (`silence`) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum AlertsCommand {
     /// Active alerts (not OK), most recent first.
