@@ -376,14 +376,45 @@ impl Engine {
     }
 
     /// Sets every device's tags (devices not named have none). The next tick
-    /// applies them to suppression; rule scopes see them from the next sample.
-    pub fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>) {
+    /// applies them to suppression; rule scopes see them from the next sample. An
+    /// instance whose device no longer falls in its rule's scope is closed (to OK,
+    /// with a history record), as when its rule is removed: no sample would ever
+    /// move it again.
+    pub fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>, now_ms: i64) {
+        let mut changed = Vec::new();
         for (id, d) in &mut self.devices {
             let mut t = tags.remove(id).unwrap_or_default();
             t.sort();
             if *d.tags != t {
                 d.tags = Arc::new(t);
+                changed.push(id.clone());
             }
+        }
+        for id in changed {
+            self.retire_out_of_scope(&id, now_ms);
+        }
+    }
+
+    fn retire_out_of_scope(&mut self, device_id: &str, now_ms: i64) {
+        if !self.per_device.contains_key(device_id) {
+            return;
+        }
+        let Some(d) = self.devices.get(device_id) else {
+            return;
+        };
+        let gone: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|k| k.device_id == device_id)
+            .filter(|k| {
+                self.by_name
+                    .get(&k.rule)
+                    .is_some_and(|&i| !self.rules[i].scope.matches(&d.target(device_id, &k.rule)))
+            })
+            .cloned()
+            .collect();
+        for k in gone {
+            self.retire(&k, now_ms);
         }
     }
 
@@ -1442,13 +1473,16 @@ mod tests {
         e.on_hello("b", "acme", "linux", "", 0);
         e.on_batch("a", &batch("cpu", "", S, 99.0), S);
         assert!(e.instance(&key("cpu", "a", "")).is_none(), "untagged");
-        e.set_tags(HashMap::from([
-            ("a".to_string(), vec!["server".to_string()]),
-            (
-                "b".to_string(),
-                vec!["server".to_string(), "lab".to_string()],
-            ),
-        ]));
+        e.set_tags(
+            HashMap::from([
+                ("a".to_string(), vec!["server".to_string()]),
+                (
+                    "b".to_string(),
+                    vec!["server".to_string(), "lab".to_string()],
+                ),
+            ]),
+            2 * S,
+        );
         for d in ["a", "b"] {
             e.on_batch(d, &batch("cpu", "", 2 * S, 99.0), 2 * S);
         }
@@ -1460,17 +1494,25 @@ mod tests {
             "the lab window covers b by its tag"
         );
         // b loses its lab tag: the window no longer covers it at the next tick.
-        e.set_tags(HashMap::from([
-            ("a".to_string(), vec!["server".to_string()]),
-            ("b".to_string(), vec!["server".to_string()]),
-        ]));
+        e.set_tags(
+            HashMap::from([
+                ("a".to_string(), vec!["server".to_string()]),
+                ("b".to_string(), vec!["server".to_string()]),
+            ]),
+            4 * S,
+        );
         e.tick(4 * S);
         assert!(!e.instance(&key("cpu", "b", "")).unwrap().suppressed);
-        // a loses its server tag: the rule no longer evaluates it (its instance
-        // keeps its state; no new samples move it).
-        e.set_tags(HashMap::new());
-        e.on_batch("a", &batch("cpu", "", 5 * S, 1.0), 5 * S);
-        assert_eq!(state(&e, &key("cpu", "a", "")), State::Firing);
+        // a loses its server tag: out of the rule's scope, its alert is closed (no
+        // sample would move it again) and its hot samples create nothing new.
+        e.take_changes();
+        e.set_tags(HashMap::new(), 5 * S);
+        let closed = e.take_changes();
+        assert_eq!(closed.len(), 2, "a's and b's instances");
+        assert!(closed.iter().all(|c| c.instance.state == State::Ok));
+        e.on_batch("a", &batch("cpu", "", 6 * S, 99.0), 6 * S);
+        assert_eq!(state(&e, &key("cpu", "a", "")), State::Ok);
+        assert!(e.take_changes().is_empty());
     }
 
     #[test]

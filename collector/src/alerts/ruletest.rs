@@ -282,7 +282,7 @@ fn simulate(set: &RuleSet, t: &RawTest, base_ms: i64, tick_ms: i64) -> Vec<Got> 
         engine.set_site(&d.id, d.site.clone());
         tags.insert(d.id.clone(), d.tags.clone());
     }
-    engine.set_tags(tags);
+    engine.set_tags(tags, base_ms);
     // Every input as (time ms from start, order, action).
     enum Input<'a> {
         Sample(&'a RawSeries, f64),

@@ -365,7 +365,7 @@ fn reload(dir: &Path, engine: &mut Engine) {
 /// read keeps what the engine had.
 fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
     match persist::load_tags(conn) {
-        Ok(tags) => engine.set_tags(tags),
+        Ok(tags) => engine.set_tags(tags, now_ms),
         Err(e) => tracing::warn!(error = %e, "cannot read device tags; keeping the previous ones"),
     }
     match silence::load(conn, now_ms) {

@@ -526,6 +526,19 @@ async fn tags_and_silences_from_the_cli_reach_a_running_collector() {
         ],
         "one record when the silence began, one when it was lifted"
     );
+
+    // Untagged: out of the rule's scope, its alert is closed although still hot.
+    let (ok, out) = cli(&["device", "untag", "dev-1", "server"], &site.data_dir()).await;
+    assert!(ok && out.contains("untagged server"), "{out}");
+    wait_state(
+        &site,
+        &collector,
+        "hot-server",
+        "dev-1",
+        "ok",
+        Duration::from_secs(20),
+    )
+    .await;
     drop(feeder);
     assert!(collector.terminate().await);
 }
