@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod fswatch;
 pub mod grpc;
 pub mod pki;
 pub mod reload;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tandem_collector::alerts::machine::State;
 use tandem_collector::alerts::persist::{self, AckOutcome, ListFilter};
-use tandem_collector::alerts::{rules, ruletest};
+use tandem_collector::alerts::{rules, ruletest, silence};
 use tandem_collector::cli::{format_ms, parse_duration};
 use tandem_collector::pki::{self, Validity};
 use tandem_collector::store::admin;
@@ -186,6 +186,24 @@ enum DeviceCommand {
         #[command(flatten)]
         db: DataDir,
     },
+    /// Add tags to a device (rule, maintenance and silence scopes match them; a
+    /// running collector picks them up within one alert tick).
+    Tag {
+        id: String,
+        /// Lowercase letters, digits and - _ . : = (e.g. server, env:prod).
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Remove tags from a device.
+    Untag {
+        id: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +233,8 @@ enum RulesCommand {
     Test { file: PathBuf },
 }
 
+// Parsed once per process: the size of the largest variant (`silence`) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum AlertsCommand {
     /// Active alerts (not OK), most recent first.
@@ -241,6 +261,65 @@ enum AlertsCommand {
         /// Who acknowledges (default: $USER).
         #[arg(long)]
         by: Option<String>,
+    },
+    /// Silence alerts for a while: notifications pause, evaluation goes on. At
+    /// least one matcher is needed; every one given must match. Prints the id.
+    Silence {
+        /// How long, from --start: 90s, 30m, 2h, 7d. Give this or --until. With
+        /// --rrule: how long each occurrence lasts.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        /// When it ends (RFC 3339, e.g. 2026-11-28T06:00:00Z). With --rrule: when the
+        /// series ends (default: until removed).
+        #[arg(long)]
+        until: Option<String>,
+        /// When it starts (RFC 3339; default now): schedule one ahead. With --rrule:
+        /// the first occurrence (DTSTART).
+        #[arg(long)]
+        start: Option<String>,
+        /// Recur by an RFC 5545 RRULE (subset: see docs/ALERTS.md), e.g.
+        /// "FREQ=WEEKLY;BYDAY=SA"; local times are in --tz.
+        #[arg(long)]
+        rrule: Option<String>,
+        /// IANA zone of the RRULE's local times (default UTC).
+        #[arg(long, requires = "rrule")]
+        tz: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// Why (required; shown in `alerts silences`).
+        #[arg(long)]
+        comment: String,
+        /// Who silences (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+    },
+    /// Active and upcoming silences (with --all also ended and removed ones).
+    Silences {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
+    },
+    /// Lift a silence by its id (the record stays, marked removed).
+    Unsilence {
+        id: i64,
+        /// Who lifts it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "/var/lib/tandem")]
+        data_dir: PathBuf,
     },
     /// Every transition and flag change (time, value), oldest first.
     History {
@@ -588,12 +667,20 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} STATE",
-                "DEVICE", "TENANT", "SITE", "HOST", "OS", "AGENT", "CERT EXPIRES", "LAST SEEN"
+                "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {:<8} TAGS",
+                "DEVICE",
+                "TENANT",
+                "SITE",
+                "HOST",
+                "OS",
+                "AGENT",
+                "CERT EXPIRES",
+                "LAST SEEN",
+                "STATE"
             );
             for d in rows {
                 println!(
-                    "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {}",
+                    "{:<36}  {:<12} {:<12} {:<20} {:<24} {:<8} {:<18} {:<18} {:<8} {}",
                     d.id,
                     d.tenant,
                     d.site.as_deref().unwrap_or("-"),
@@ -606,6 +693,11 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                         "revoked"
                     } else {
                         "ok"
+                    },
+                    if d.tags.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        d.tags.join(",")
                     }
                 );
             }
@@ -617,6 +709,39 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Renew { id, db } => {
             admin::request_renew(&open_db(&db)?, &id, now_ms())?;
             println!("device {id} asked to renew its certificate");
+        }
+        DeviceCommand::Tag { id, tags, db } => {
+            let added = admin::tag_device(&mut open_db(&db)?, &id, &tags, now_ms())?;
+            let kept: Vec<&String> = tags.iter().filter(|t| !added.contains(t)).collect();
+            if !added.is_empty() {
+                println!("device {id} tagged {}", added.join(", "));
+            }
+            if !kept.is_empty() {
+                println!(
+                    "device {id} already had {}",
+                    kept.iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        DeviceCommand::Untag { id, tags, db } => {
+            let removed = admin::untag_device(&mut open_db(&db)?, &id, &tags)?;
+            let absent: Vec<&String> = tags.iter().filter(|t| !removed.contains(t)).collect();
+            if !removed.is_empty() {
+                println!("device {id} untagged {}", removed.join(", "));
+            }
+            if !absent.is_empty() {
+                println!(
+                    "device {id} did not have {}",
+                    absent
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
     }
     Ok(())
@@ -698,12 +823,6 @@ fn rules_cmd(command: RulesCommand) -> anyhow::Result<()> {
             };
             match set {
                 Ok(set) => {
-                    for r in set.rules.iter().filter(|r| !r.kind.is_fed()) {
-                        println!(
-                            "note: {}: rule {:?} has no data source yet and is not evaluated",
-                            r.origin, r.name
-                        );
-                    }
                     println!(
                         "{}: {} rules, {} maintenance windows, no problems",
                         path.display(),
@@ -734,6 +853,31 @@ fn fmt_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|_| ms.to_string())
+}
+
+/// An end time, or "removed" for an open-ended recurring silence.
+fn fmt_until(ms: i64) -> String {
+    if ms == silence::FOREVER_MS {
+        "removed".into()
+    } else {
+        fmt_ms(ms)
+    }
+}
+
+/// Who runs a command that is recorded: `--by`, else $USER, else "cli".
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// Opens the database of a data dir that must already hold one (store::open would
+/// create an empty database at a mistyped path).
+fn open_existing_db(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let db = data_dir.join(store::DB_FILE);
+    if !db.is_file() {
+        anyhow::bail!("no database at {} (check --data-dir)", db.display());
+    }
+    Ok(store::open(&db)?)
 }
 
 fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
@@ -800,15 +944,8 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AlertsCommand::Ack { id, data_dir, by } => {
-            let db = data_dir.join(store::DB_FILE);
-            // store::open would create an empty database at a mistyped path.
-            if !db.is_file() {
-                anyhow::bail!("no database at {} (check --data-dir)", db.display());
-            }
-            let mut conn = store::open(&db)?;
-            let by = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".into());
+            let mut conn = open_existing_db(&data_dir)?;
+            let by = who(by);
             let now = jiff::Timestamp::now().as_millisecond();
             match persist::ack(&mut conn, id, &by, now)? {
                 AckOutcome::Acked => {
@@ -823,6 +960,154 @@ fn alerts_cmd(command: AlertsCommand) -> anyhow::Result<()> {
                     anyhow::bail!("alert #{id} is back to OK; nothing to acknowledge")
                 }
                 AckOutcome::NoSuchAlert => anyhow::bail!("no alert #{id} (see `alerts list`)"),
+            }
+        }
+        AlertsCommand::Silence {
+            for_,
+            until,
+            start,
+            rrule,
+            tz,
+            tenant,
+            site,
+            tag,
+            device,
+            rule,
+            comment,
+            by,
+            data_dir,
+        } => {
+            let now = now_ms();
+            let instant = |flag: &str, v: &str| -> anyhow::Result<i64> {
+                v.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_millisecond())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{flag} {v:?} is not an RFC 3339 time such as 2026-11-28T06:00:00Z: {e}"
+                        )
+                    })
+            };
+            let starts_ms = match &start {
+                Some(s) => instant("--start", s)?,
+                None => now,
+            };
+            let for_ms = for_
+                .as_deref()
+                .map(|f| {
+                    parse_duration(f)
+                        .map(|d| d.as_millis() as i64)
+                        .map_err(|e| anyhow::anyhow!("--for {e}"))
+                })
+                .transpose()?;
+            let (ends_ms, recurrence) = match (&rrule, for_ms, &until) {
+                (Some(r), Some(each), until) => (
+                    match until {
+                        Some(u) => instant("--until", u)?,
+                        None => silence::FOREVER_MS,
+                    },
+                    Some(silence::NewRecurrence {
+                        rrule: r.clone(),
+                        tz: tz.clone().unwrap_or_else(|| "UTC".into()),
+                        duration_ms: each,
+                    }),
+                ),
+                (Some(_), None, _) => {
+                    anyhow::bail!("with --rrule, --for says how long each occurrence lasts")
+                }
+                (None, Some(_), Some(_)) => anyhow::bail!("give --for or --until, not both"),
+                (None, Some(d), None) => (starts_ms + d, None),
+                (None, None, Some(u)) => (instant("--until", u)?, None),
+                (None, None, None) => {
+                    anyhow::bail!("say how long: --for 2h or --until 2026-11-28T06:00:00Z")
+                }
+            };
+            let mut conn = open_existing_db(&data_dir)?;
+            let id = silence::create(
+                &mut conn,
+                &silence::NewSilence {
+                    starts_ms,
+                    ends_ms,
+                    tenant,
+                    site,
+                    tag,
+                    device,
+                    rule,
+                    comment,
+                    by: who(by),
+                    recurrence,
+                },
+                now,
+            )?;
+            match &rrule {
+                Some(r) => eprintln!(
+                    "silenced by {r} from {} until {}",
+                    fmt_ms(starts_ms),
+                    fmt_until(ends_ms)
+                ),
+                None => eprintln!(
+                    "silenced from {} until {}",
+                    fmt_ms(starts_ms.max(now)),
+                    fmt_ms(ends_ms)
+                ),
+            }
+            println!("{id}");
+            Ok(())
+        }
+        AlertsCommand::Silences {
+            all,
+            json,
+            data_dir,
+        } => {
+            let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
+            let now = now_ms();
+            let rows = silence::list(&conn, now, all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no silences");
+            }
+            for r in rows {
+                let recurs = match (&r.rrule, &r.tz, r.duration_ms) {
+                    (Some(rule), tz, Some(d)) => format!(
+                        "  {rule} {} for {}s",
+                        tz.as_deref().unwrap_or("UTC"),
+                        d / 1000
+                    ),
+                    _ => String::new(),
+                };
+                println!(
+                    "#{:<5} {:<9} {} -> {}{recurs}  {}  by {}: {}",
+                    r.id,
+                    r.status(now),
+                    fmt_ms(r.starts_ms),
+                    fmt_until(r.ends_ms),
+                    r.matchers(),
+                    r.created_by,
+                    r.comment
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Unsilence { id, by, data_dir } => {
+            let conn = open_existing_db(&data_dir)?;
+            match silence::remove(&conn, id, &who(by), now_ms())? {
+                silence::RemoveOutcome::Removed => {
+                    println!("silence #{id} removed");
+                    Ok(())
+                }
+                silence::RemoveOutcome::AlreadyRemoved => {
+                    println!("silence #{id} was already removed");
+                    Ok(())
+                }
+                silence::RemoveOutcome::AlreadyEnded => {
+                    println!("silence #{id} had already ended");
+                    Ok(())
+                }
+                silence::RemoveOutcome::NoSuchSilence => {
+                    anyhow::bail!("no silence #{id} (see `alerts silences --all`)")
+                }
             }
         }
         AlertsCommand::History {

@@ -8,19 +8,15 @@
 //! a restart (listen address, data dir, store sizing) are reported as such.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
+use crate::fswatch::{self, SETTLE};
 use crate::grpc::ingest::LiveConfig;
 use crate::server::live_config;
-
-/// Edits closer together than this are taken as one.
-const SETTLE: Duration = Duration::from_millis(300);
 
 /// Starts watching `path`; `running` is the configuration in force.
 pub fn watch(
@@ -36,14 +32,13 @@ pub fn watch(
     let name = path.file_name().map(|n| n.to_owned());
     // Bounded: a burst of events only needs to wake the task once.
     let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
-        {
+    let watcher = fswatch::watch_dir(
+        &dir,
+        move |p| p.file_name() == name.as_deref(),
+        move || {
             let _ = ev_tx.try_send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        },
+    )?;
     Ok(tokio::spawn(async move {
         // The watcher lives as long as this task.
         let _watcher = watcher;

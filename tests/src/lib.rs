@@ -545,6 +545,98 @@ pub fn batch(seq: u64, t: i64, n_series: usize) -> AgentFrame {
     }
 }
 
+/// A batch of one sample at `t` with the given `(metric, dimension, value)`s.
+pub fn values_batch(seq: u64, t: i64, values: &[(&str, &str, f64)]) -> AgentFrame {
+    AgentFrame {
+        kind: Some(agent_frame::Kind::Batch(MetricBatch {
+            seq,
+            series: values
+                .iter()
+                .map(|(name, dim, _)| SeriesKey {
+                    name: (*name).into(),
+                    dimension: (*dim).into(),
+                })
+                .collect(),
+            samples: vec![Sample {
+                time_unix_ms: t,
+                values: values.iter().map(|v| v.2).collect(),
+            }],
+        })),
+    }
+}
+
+/// A device that keeps reporting over a real mTLS stream: every `period` it sends
+/// one batch of the values [`Feeder::set`] last gave (seq and time advancing) and
+/// waits for its ack. Stops when dropped.
+pub struct Feeder {
+    values: std::sync::Arc<std::sync::Mutex<Vec<(String, String, f64)>>>,
+    /// Batches acknowledged so far.
+    pub acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feeder {
+    /// Connects as the device of `creds`, says hello, and starts sending.
+    pub async fn start(
+        addr: SocketAddr,
+        creds: &Creds,
+        period: Duration,
+        values: &[(&str, &str, f64)],
+    ) -> anyhow::Result<Self> {
+        let mut c = client(addr, creds).await?;
+        let (mut s, _) = Stream::hello(&mut c).await?;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(
+            values
+                .iter()
+                .map(|(n, d, v)| (n.to_string(), d.to_string(), *v))
+                .collect::<Vec<_>>(),
+        ));
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (v2, a2) = (shared.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let _client = c;
+            let mut seq = 0;
+            loop {
+                seq += 1;
+                let now: Vec<(String, String, f64)> = v2.lock().expect("values").clone();
+                let refs: Vec<(&str, &str, f64)> = now
+                    .iter()
+                    .map(|(n, d, v)| (n.as_str(), d.as_str(), *v))
+                    .collect();
+                if s.send(values_batch(seq, now_ms(), &refs)).await.is_err() {
+                    return;
+                }
+                match s.next_ack().await {
+                    Ok(Some(_)) => {
+                        a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        Ok(Self {
+            values: shared,
+            acked,
+            task,
+        })
+    }
+
+    /// The values sent from the next batch on.
+    pub fn set(&self, values: &[(&str, &str, f64)]) {
+        *self.values.lock().expect("values") = values
+            .iter()
+            .map(|(n, d, v)| (n.to_string(), d.to_string(), *v))
+            .collect();
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Stream {
     /// Opens a stream and sends `first` (normally a hello).
     pub async fn open(
@@ -619,6 +711,27 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// User + system CPU seconds used by the threads of process `pid` named `name`
+/// (e.g. the collector's `alert-engine`), summed.
+pub fn thread_cpu_secs(pid: u32, name: &str) -> Option<f64> {
+    let mut total = None;
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let s = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        *total.get_or_insert(0.0) += ticks as f64 / 100.0;
+    }
+    total
 }
 
 /// User + system CPU seconds a process has used.

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
 
-use super::machine::{Instance, Record, State, Verdict};
+use super::machine::{Event, Instance, Record, State, Verdict};
 use super::rules::{Kind, Rule, RuleSet, Target};
+use super::silence::Silence;
 
 /// Identity of an instance: rule × device × dimension. A group (tenant) alert has an
 /// empty device and the dimension `tenant:<name>`.
@@ -43,6 +44,9 @@ pub struct Device {
     pub patch: Option<PatchSummary>,
     /// When the device's newest certificate expires (ms since the epoch).
     pub cert_not_after_ms: Option<i64>,
+    /// The operator's tags (`device tag`), sorted. Shared: evaluation clones it per
+    /// batch.
+    pub tags: Arc<Vec<String>>,
 }
 
 /// The part of a device's latest patch report the patch-age rules need.
@@ -99,6 +103,7 @@ impl Device {
     fn target<'a>(&'a self, device_id: &'a str, rule: &'a str) -> Target<'a> {
         let mut t = Target::device(&self.tenant, device_id, &self.os_family, rule);
         t.site = self.site.as_deref();
+        t.tags = &self.tags;
         t
     }
 }
@@ -219,23 +224,23 @@ pub struct Engine {
     offline: HashSet<String>,
     /// (offline rule, tenant) with an active group alert.
     dark_tenants: HashSet<(usize, String)>,
+    /// Silences made with the CLI (active and upcoming), re-read by the service.
+    silences: Vec<Silence>,
     /// Rule evaluations done (one per rule per value), for the benchmark.
     pub evaluations: u64,
+    /// State transitions caused by samples and heartbeats (not by ticks), for the
+    /// commit-to-transition latency.
+    pub fed_transitions: u64,
 }
 
 impl Engine {
     pub fn new(set: RuleSet) -> Self {
-        let rules: Vec<Rule> = set
-            .rules
-            .iter()
-            .filter(|r| r.kind.is_fed())
-            .cloned()
-            .collect();
+        let rules: Vec<Rule> = set.rules.clone();
         let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_name = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
             by_name.insert(r.name.clone(), i);
-            if let Some(m) = r.kind.metric() {
+            if let Some(m) = r.kind.source_metric() {
                 by_metric.entry(m.to_owned()).or_default().push(i);
             }
         }
@@ -251,7 +256,9 @@ impl Engine {
             dirty: HashMap::new(),
             offline: HashSet::new(),
             dark_tenants: HashSet::new(),
+            silences: Vec::new(),
             evaluations: 0,
+            fed_transitions: 0,
         }
     }
 
@@ -368,6 +375,54 @@ impl Engine {
         }
     }
 
+    /// Sets every device's tags (devices not named have none). The next tick
+    /// applies them to suppression; rule scopes see them from the next sample. An
+    /// instance whose device no longer falls in its rule's scope is closed (to OK,
+    /// with a history record), as when its rule is removed: no sample would ever
+    /// move it again.
+    pub fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>, now_ms: i64) {
+        let mut changed = Vec::new();
+        for (id, d) in &mut self.devices {
+            let mut t = tags.remove(id).unwrap_or_default();
+            t.sort();
+            if *d.tags != t {
+                d.tags = Arc::new(t);
+                changed.push(id.clone());
+            }
+        }
+        for id in changed {
+            self.retire_out_of_scope(&id, now_ms);
+        }
+    }
+
+    fn retire_out_of_scope(&mut self, device_id: &str, now_ms: i64) {
+        if !self.per_device.contains_key(device_id) {
+            return;
+        }
+        let Some(d) = self.devices.get(device_id) else {
+            return;
+        };
+        let gone: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|k| k.device_id == device_id)
+            .filter(|k| {
+                self.by_name
+                    .get(&k.rule)
+                    .is_some_and(|&i| !self.rules[i].scope.matches(&d.target(device_id, &k.rule)))
+            })
+            .cloned()
+            .collect();
+        for k in gone {
+            self.retire(&k, now_ms);
+        }
+    }
+
+    /// Replaces the silences (the next tick applies them).
+    pub fn set_silences(&mut self, silences: Vec<Silence>) {
+        self.silences = silences;
+    }
+
     /// Sets the site a device belongs to (from its enrollment; `None` for none).
     pub fn set_site(&mut self, id: &str, site: Option<String>) {
         if let Some(d) = self.devices.get_mut(id) {
@@ -405,6 +460,7 @@ impl Engine {
         let tenant = dev.tenant.clone();
         let os = dev.os_family.clone();
         let site = dev.site.clone();
+        let tags = dev.tags.clone();
         let (rules, by_metric) = (self.rules.clone(), self.by_metric.clone());
         for (i, series) in batch.series.iter().enumerate() {
             let Some(rule_ids) = by_metric.get(&series.name) else {
@@ -419,8 +475,15 @@ impl Engine {
                 {
                     continue;
                 }
+                if let Kind::ServiceDown { services } = &rule.kind
+                    && !services.is_empty()
+                    && !services.contains(&series.dimension)
+                {
+                    continue;
+                }
                 let mut target = Target::device(&tenant, device_id, &os, &rule.name);
                 target.site = site.as_deref();
+                target.tags = &tags;
                 if !rule.scope.matches(&target) {
                     continue;
                 }
@@ -433,7 +496,7 @@ impl Engine {
                     }
                     let at = sample.time_unix_ms;
                     let value = match &rule.kind {
-                        Kind::Threshold { .. } => Some(v),
+                        Kind::Threshold { .. } | Kind::ServiceDown { .. } => Some(v),
                         Kind::Rate { per_secs, .. } => self
                             .points
                             .entry((ri, device_id.to_owned(), series.dimension.clone()))
@@ -450,7 +513,14 @@ impl Engine {
                     };
                     self.evaluations += 1;
                     if let Some(value) = value {
-                        let verdict = rule.verdict(value);
+                        let verdict = match rule.kind {
+                            // 1 = running, 0 = not; anything below a half is down.
+                            Kind::ServiceDown { .. } if value < 0.5 => {
+                                Verdict::Breach(rule.severity)
+                            }
+                            Kind::ServiceDown { .. } => Verdict::Recover,
+                            _ => rule.verdict(value),
+                        };
                         self.feed(
                             ri,
                             device_id,
@@ -755,6 +825,7 @@ impl Engine {
             .windows
             .iter()
             .any(|w| w.scope.matches(&target) && w.active_at(now_ms))
+            || self.silences.iter().any(|s| s.covers(&target, now_ms))
         {
             return true;
         }
@@ -813,6 +884,10 @@ impl Engine {
         let before = (t.inst.state, t.inst.breach_samples);
         t.inst
             .observe_at(&params, at_ms, now_ms, value, verdict, &mut out);
+        self.fed_transitions += out
+            .iter()
+            .filter(|r| matches!(r.event, Event::Transition { .. }))
+            .count() as u64;
         let moved = before != (t.inst.state, t.inst.breach_samples)
             || t.inst.last_sample_ms.saturating_sub(t.persisted_sample_ms)
                 > params.nodata_after_ms / 2;
@@ -825,7 +900,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::machine::Event;
     use crate::alerts::rules::{Severity, parse_file};
     use std::path::Path;
     use tandem_proto::v1::{PendingUpdate, Sample, SeriesKey};
@@ -1388,6 +1462,159 @@ mod tests {
             [State::Pending, State::Firing, State::Recovering, State::Ok]
         );
         assert_eq!(again[0].instance.state, State::Ok);
+    }
+
+    #[test]
+    fn rule_scopes_and_windows_match_device_tags_as_they_change() {
+        let mut e = engine(&format!(
+            "{CPU}scope = {{ tags = [\"server\"] }}\n[[maintenance]]\nname = \"m\"\nstart = \"1970-01-01T00:00\"\nend = \"1970-01-02T00:00\"\nscope = {{ tags = [\"lab\"] }}\n"
+        ));
+        e.on_hello("a", "acme", "linux", "", 0);
+        e.on_hello("b", "acme", "linux", "", 0);
+        e.on_batch("a", &batch("cpu", "", S, 99.0), S);
+        assert!(e.instance(&key("cpu", "a", "")).is_none(), "untagged");
+        e.set_tags(
+            HashMap::from([
+                ("a".to_string(), vec!["server".to_string()]),
+                (
+                    "b".to_string(),
+                    vec!["server".to_string(), "lab".to_string()],
+                ),
+            ]),
+            2 * S,
+        );
+        for d in ["a", "b"] {
+            e.on_batch(d, &batch("cpu", "", 2 * S, 99.0), 2 * S);
+        }
+        e.tick(3 * S);
+        assert_eq!(state(&e, &key("cpu", "a", "")), State::Firing);
+        assert!(!e.instance(&key("cpu", "a", "")).unwrap().suppressed);
+        assert!(
+            e.instance(&key("cpu", "b", "")).unwrap().suppressed,
+            "the lab window covers b by its tag"
+        );
+        // b loses its lab tag: the window no longer covers it at the next tick.
+        e.set_tags(
+            HashMap::from([
+                ("a".to_string(), vec!["server".to_string()]),
+                ("b".to_string(), vec!["server".to_string()]),
+            ]),
+            4 * S,
+        );
+        e.tick(4 * S);
+        assert!(!e.instance(&key("cpu", "b", "")).unwrap().suppressed);
+        // a loses its server tag: out of the rule's scope, its alert is closed (no
+        // sample would move it again) and its hot samples create nothing new.
+        e.take_changes();
+        e.set_tags(HashMap::new(), 5 * S);
+        let closed = e.take_changes();
+        assert_eq!(closed.len(), 2, "a's and b's instances");
+        assert!(closed.iter().all(|c| c.instance.state == State::Ok));
+        e.on_batch("a", &batch("cpu", "", 6 * S, 99.0), 6 * S);
+        assert_eq!(state(&e, &key("cpu", "a", "")), State::Ok);
+        assert!(e.take_changes().is_empty());
+    }
+
+    #[test]
+    fn a_silence_suppresses_what_it_matches_while_it_lasts_and_evaluation_goes_on() {
+        use crate::alerts::rules::Scope;
+        let mut e = engine(&format!("{CPU}for_secs = 30\n"));
+        e.on_hello("a", "acme", "linux", "", 0);
+        e.on_hello("b", "acme", "linux", "", 0);
+        e.set_silences(vec![Silence {
+            id: 1,
+            starts_ms: 10 * S,
+            ends_ms: 100 * S,
+            scope: Scope {
+                devices: vec!["a".into()],
+                rules: vec!["cpu".into()],
+                ..Scope::default()
+            },
+            recurring: None,
+        }]);
+        for i in 0..=6 {
+            for d in ["a", "b"] {
+                e.on_batch(d, &batch("cpu", "", i * 10 * S, 99.0), i * 10 * S);
+            }
+            e.tick(i * 10 * S);
+        }
+        let a = e.instance(&key("cpu", "a", "")).unwrap();
+        assert_eq!(a.state, State::Firing, "evaluation goes on");
+        assert!(a.suppressed);
+        assert!(!e.instance(&key("cpu", "b", "")).unwrap().suppressed);
+        let recs: Vec<_> = e
+            .take_changes()
+            .into_iter()
+            .filter(|c| c.key.device_id == "a")
+            .flat_map(|c| c.records)
+            .collect();
+        assert!(
+            recs.iter()
+                .any(|r| r.state == State::Firing && r.suppressed),
+            "fired while silenced: {recs:?}"
+        );
+        // Lifted early (the CLI's unsilence): unsuppressed at the next tick.
+        e.set_silences(Vec::new());
+        e.tick(70 * S);
+        assert!(!e.instance(&key("cpu", "a", "")).unwrap().suppressed);
+    }
+
+    #[test]
+    fn service_down_fires_per_service_after_for_and_recovers_when_it_runs_again() {
+        let mut e = engine(
+            "[[rule]]\nname = \"web\"\nkind = \"service_down\"\nservice = [\"nginx\", \"php-fpm\"]\nfor_secs = 60\n\
+             [[rule]]\nname = \"any\"\nkind = \"service_down\"\nservice = \"*\"\nseverity = \"warning\"\n",
+        );
+        e.on_hello("d", "acme", "linux", "", 0);
+        let up = |e: &mut Engine, at: i64, nginx: f64, php: f64, cron: f64| {
+            let b = MetricBatch {
+                seq: 1,
+                series: ["nginx", "php-fpm", "cron"]
+                    .iter()
+                    .map(|n| SeriesKey {
+                        name: "service.up".into(),
+                        dimension: (*n).into(),
+                    })
+                    .collect(),
+                samples: vec![Sample {
+                    time_unix_ms: at,
+                    values: vec![nginx, php, cron],
+                }],
+            };
+            e.on_batch("d", &b, at);
+            e.tick(at);
+        };
+        up(&mut e, 0, 1.0, 1.0, 1.0);
+        assert!(e.take_changes().is_empty(), "all running: no instance");
+        up(&mut e, 10 * S, 0.0, 1.0, 0.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Pending);
+        assert!(e.instance(&key("web", "d", "php-fpm")).is_none());
+        assert!(
+            e.instance(&key("web", "d", "cron")).is_none(),
+            "cron is not one of web's services"
+        );
+        let any = e.instance(&key("any", "d", "cron")).unwrap();
+        assert_eq!(
+            (any.state, any.severity),
+            (State::Firing, Some(Severity::Warning)),
+            "no for_secs: fires at once, at the rule's severity"
+        );
+        up(&mut e, 69 * S, 0.0, 1.0, 1.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Pending, "59 s");
+        e.tick(70 * S);
+        let web = e.instance(&key("web", "d", "nginx")).unwrap();
+        assert_eq!(
+            (web.state, web.severity, web.last_value),
+            (State::Firing, Some(Severity::Critical), 0.0)
+        );
+        assert_eq!(
+            state(&e, &key("any", "d", "cron")),
+            State::Ok,
+            "cron runs again"
+        );
+        up(&mut e, 80 * S, 1.0, 1.0, 1.0);
+        assert_eq!(state(&e, &key("web", "d", "nginx")), State::Ok);
+        assert_eq!(state(&e, &key("any", "d", "nginx")), State::Ok);
     }
 
     #[test]

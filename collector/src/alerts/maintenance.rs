@@ -7,13 +7,16 @@
 //! that does not exist (spring forward) or exists twice (fall back) is resolved the
 //! "compatible" way (RFC 5545: later for a gap, earlier for a fold).
 //!
-//! Evaluation goes on inside a window; only the `suppressed` flag is set. RRULE is
-//! not supported (weekly by weekday only).
+//! A window may also recur by an RFC 5545 RRULE (see [`super::rrule`] for the
+//! subset and its DST rules).
+//!
+//! Evaluation goes on inside a window; only the `suppressed` flag is set.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 
+use super::rrule::Series;
 use super::rules::Scope;
 
 /// When a window applies.
@@ -28,6 +31,8 @@ pub enum Schedule {
         from: Time,
         to: Time,
     },
+    /// By an RRULE from a DTSTART, each occurrence lasting a fixed time.
+    Recurring(Series),
 }
 
 /// A named maintenance window (or silence) with its scope.
@@ -39,12 +44,7 @@ pub struct Window {
     pub scope: Scope,
 }
 
-fn instant(tz: &TimeZone, dt: DateTime) -> Option<i64> {
-    tz.to_ambiguous_zoned_datetime(dt)
-        .compatible()
-        .ok()
-        .map(|z| z.timestamp().as_millisecond())
-}
+use super::rrule::instant;
 
 impl Window {
     /// Whether the window covers the instant `now_ms` (start inclusive, end exclusive).
@@ -56,6 +56,7 @@ impl Window {
                     _ => false,
                 }
             }
+            Schedule::Recurring(series) => series.covering(&self.tz, now_ms).is_some(),
             Schedule::Weekly { days, from, to } => {
                 let Ok(ts) = Timestamp::from_millisecond(now_ms) else {
                     return false;

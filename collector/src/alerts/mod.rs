@@ -5,19 +5,23 @@
 //! Layers, from pure to wired:
 //! - [`rules`]: rule files → checked [`rules::RuleSet`] (errors with file:line:col);
 //! - [`machine`]: one instance's state machine, pure, clock injected;
-//! - [`maintenance`]: windows in named IANA zones, pure;
+//! - [`maintenance`]: windows in named IANA zones, pure; [`rrule`]: their
+//!   recurrence rules (an RFC 5545 subset);
 //! - [`engine`]: every instance of every rule, fed committed data and ticks, pure
 //!   apart from the time passed in;
 //! - [`persist`]: the SQLite side (instances, history, ack);
+//! - [`silence`]: silences made from the CLI, stored in SQLite;
 //! - [`service`]: the engine thread fed from the store writer's commit hook.
 
 pub mod engine;
 pub mod machine;
 pub mod maintenance;
 pub mod persist;
+pub mod rrule;
 pub mod rules;
 pub mod ruletest;
 pub mod service;
+pub mod silence;
 
 /// The default rule pack (deploy/rules), built in so `demo` runs with it anywhere.
 pub const DEFAULT_PACK: &[(&str, &str)] = &[

@@ -188,8 +188,23 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
                 os_version,
                 last_seen_ms,
                 patch,
+                tags: Default::default(),
             },
         ));
+    }
+    Ok(out)
+}
+
+/// Every device's tags (`device tag`), for scopes; re-read on each engine tick so
+/// the CLI's changes reach a running collector.
+pub fn load_tags(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<String, Vec<String>>, PersistError> {
+    let mut stmt = conn.prepare_cached("SELECT device_id, tag FROM device_tags ORDER BY 1, 2")?;
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?).or_default().push(r.get(1)?);
     }
     Ok(out)
 }

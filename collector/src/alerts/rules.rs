@@ -61,8 +61,8 @@ impl Bound {
 }
 
 /// Which devices (and, for maintenance, which rules) something applies to. An empty
-/// list means "any". A device's site is the one it enrolled into; devices carry no
-/// tags yet, so a non-empty `tags` list matches no device today.
+/// list means "any". A device's site is the one it enrolled into; its tags are the
+/// ones an operator gave it (`device tag`); `tags` matches a device with any of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
     pub tenants: Vec<String>,
@@ -84,8 +84,33 @@ pub struct Target<'a> {
     pub rule: &'a str,
 }
 
+/// Checks a device tag's text: 1-63 characters of lowercase ASCII letters, digits
+/// and `- _ . : =`, starting with a letter or digit (e.g. `server`, `env:prod`).
+/// The error says what is wrong with it.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() || tag.len() > 63 {
+        return Err(format!("tag {tag:?} must be 1 to 63 characters"));
+    }
+    if let Some(c) = tag.chars().find(|c| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | ':' | '='))
+    }) {
+        let hint = if c.is_ascii_uppercase() {
+            " (tags are lowercase)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "tag {tag:?} contains {c:?}{hint}; use lowercase letters, digits and - _ . : ="
+        ));
+    }
+    if !tag.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("tag {tag:?} must start with a letter or digit"));
+    }
+    Ok(())
+}
+
 impl<'a> Target<'a> {
-    /// A device as the store knows it today: no site, no tags.
+    /// A device with no site and no tags (set them on the result if it has any).
     pub fn device(tenant: &'a str, device_id: &'a str, os_family: &'a str, rule: &'a str) -> Self {
         Target {
             tenant,
@@ -139,8 +164,10 @@ pub enum Kind {
     SecurityUpdateAge,
     /// Days a required reboot has been pending.
     RebootPending,
-    /// A service is not running. Parsed; not fed yet (agents send no service state).
-    ServiceDown { service: String },
+    /// A service the agent watches is not running: the agent's `service.up{name}`
+    /// is 0 (1 when running). One instance per device × service. `services` empty =
+    /// every service the agent reports (`service = "*"`).
+    ServiceDown { services: Vec<String> },
     /// Days until the device's newest certificate expires (from the collector's
     /// record of issued certificates).
     CertExpiry,
@@ -156,10 +183,30 @@ impl Kind {
         }
     }
 
-    /// Kinds with no data source yet: accepted, documented, never evaluated.
-    pub fn is_fed(&self) -> bool {
-        !matches!(self, Kind::ServiceDown { .. })
+    /// The agent metric whose samples move this kind's instances, if any.
+    pub fn source_metric(&self) -> Option<&str> {
+        match self {
+            Kind::ServiceDown { .. } => Some(SERVICE_UP),
+            other => other.metric(),
+        }
     }
+
+    /// Kinds judged by a fixed severity (`severity`), not by a value ladder.
+    pub fn has_fixed_severity(&self) -> bool {
+        matches!(self, Kind::Offline { .. } | Kind::ServiceDown { .. })
+    }
+}
+
+/// The metric the agent sends per watched service: dimension = service name,
+/// 1 = running, 0 = not (the contract of `service_down` rules).
+pub const SERVICE_UP: &str = "service.up";
+
+/// `service = "sshd"` or `service = ["sshd", "nginx"]` in a rule file.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawServices {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A checked rule.
@@ -282,7 +329,7 @@ struct RawRule {
     workstation_after_secs: Option<Int>,
     group_share: Option<Num>,
     group_min_devices: Option<Int>,
-    service: Option<Str>,
+    service: Option<Spanned<RawServices>>,
     #[serde(default)]
     scope: RawScope,
 }
@@ -302,7 +349,7 @@ struct RawScope {
     #[serde(default)]
     sites: Vec<String>,
     #[serde(default)]
-    tags: Vec<String>,
+    tags: Vec<Str>,
     #[serde(default)]
     os: Vec<Str>,
     #[serde(default)]
@@ -323,6 +370,10 @@ struct RawWindow {
     weekdays: Vec<Str>,
     from: Option<Str>,
     to: Option<Str>,
+    /// RFC 5545 RRULE (subset); `start` is its DTSTART.
+    rrule: Option<Str>,
+    /// Length of each occurrence of a recurring window.
+    duration_secs: Option<Int>,
     #[serde(default)]
     scope: RawScope,
 }
@@ -402,6 +453,11 @@ impl Checker<'_> {
                 );
             }
         }
+        for tag in &raw.tags {
+            if let Err(e) = check_tag(tag.get_ref()) {
+                self.at(tag.span(), format!("{e} (no device could have it)"));
+            }
+        }
         if for_rules && !raw.rules.is_empty() {
             self.at(
                 span,
@@ -411,7 +467,7 @@ impl Checker<'_> {
         Scope {
             tenants: raw.tenants.clone(),
             sites: raw.sites.clone(),
-            tags: raw.tags.clone(),
+            tags: raw.tags.iter().map(|s| s.get_ref().clone()).collect(),
             os: raw.os.iter().map(|s| s.get_ref().clone()).collect(),
             devices: raw.devices.clone(),
             rules: raw.rules.clone(),
@@ -494,20 +550,32 @@ impl Checker<'_> {
             }
             "security_update_age" => Kind::SecurityUpdateAge,
             "reboot_pending" => Kind::RebootPending,
-            "service_down" => match &r.service {
-                Some(s) if !s.get_ref().is_empty() => Kind::ServiceDown {
-                    service: s.get_ref().clone(),
-                },
-                _ => {
-                    self.at(
+            "service_down" => {
+                let names: Vec<String> = match r.service.as_ref().map(|s| s.get_ref()) {
+                    Some(RawServices::One(s)) => vec![s.clone()],
+                    Some(RawServices::Many(v)) => v.clone(),
+                    None => Vec::new(),
+                };
+                match &r.service {
+                    None => self.at(
                         span.clone(),
-                        format!("rule {name:?}: kind \"service_down\" needs `service`"),
-                    );
-                    Kind::ServiceDown {
-                        service: String::new(),
+                        format!(
+                            "rule {name:?}: kind \"service_down\" needs `service` \
+                             (a name, a list of names, or \"*\" for every service)"
+                        ),
+                    ),
+                    Some(s) if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) => {
+                        self.at(s.span(), "service names must not be empty")
                     }
+                    Some(s) if names.len() > 1 && names.iter().any(|n| n == "*") => {
+                        self.at(s.span(), "\"*\" already means every service; give it alone")
+                    }
+                    _ => {}
                 }
-            },
+                Kind::ServiceDown {
+                    services: names.into_iter().filter(|n| n != "*").collect(),
+                }
+            }
             "cert_expiry" => Kind::CertExpiry,
             other => {
                 self.at(
@@ -531,8 +599,7 @@ impl Checker<'_> {
         let warning = self.bound(&r.warning, "warning");
         let critical = self.bound(&r.critical, "critical");
         let recover = self.bound(&r.recover, "recover");
-        let is_offline = matches!(kind, Kind::Offline { .. });
-        if is_offline {
+        if kind.has_fixed_severity() {
             for (b, k) in [
                 (&r.warning, "warning"),
                 (&r.critical, "critical"),
@@ -542,7 +609,8 @@ impl Checker<'_> {
                     self.at(
                         b.span(),
                         format!(
-                            "{k} does not apply to an offline rule (use after_secs and severity)"
+                            "{k} does not apply to kind {:?} (it fires at `severity`, default critical)",
+                            r.kind.get_ref()
                         ),
                     );
                 }
@@ -689,7 +757,94 @@ impl Checker<'_> {
         };
         let once = w.start.is_some() || w.end.is_some();
         let weekly = !w.weekdays.is_empty() || w.from.is_some() || w.to.is_some();
-        let schedule = match (once, weekly) {
+        if w.rrule.is_none()
+            && let Some(d) = &w.duration_secs
+        {
+            self.at(
+                d.span(),
+                "duration_secs goes with rrule; a one-off window uses start and end",
+            );
+        }
+        let schedule = if let Some(rule) = &w.rrule {
+            if weekly {
+                self.at(
+                    span.clone(),
+                    "a window with rrule takes start and duration_secs, not weekdays, from or to",
+                );
+            }
+            if let Some(e) = &w.end {
+                self.at(
+                    e.span(),
+                    "with rrule, give duration_secs (each occurrence's length) instead of end",
+                );
+            }
+            let dtstart = match &w.start {
+                Some(s) => civil(self, s, "start"),
+                None => {
+                    self.at(
+                        span.clone(),
+                        "a recurring window needs start (its first occurrence, local time)",
+                    );
+                    None
+                }
+            };
+            let duration = match &w.duration_secs {
+                None => {
+                    self.at(
+                        span.clone(),
+                        "a recurring window needs duration_secs (each occurrence's length)",
+                    );
+                    None
+                }
+                Some(_) => Some(self.secs(
+                    &w.duration_secs,
+                    "duration_secs",
+                    1,
+                    super::rrule::MAX_DURATION_MS / 1000,
+                    3600,
+                )),
+            };
+            let parsed = match super::rrule::parse(rule.get_ref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // Past the opening quote; exact for strings without escapes.
+                    let at = rule.span().start + 1 + e.offset;
+                    self.at(at..at, format!("rrule: {}", e.message));
+                    None
+                }
+            };
+            match (parsed, dtstart, duration) {
+                (Some(r), Some(start), Some(secs)) => Some(Schedule::Recurring(
+                    super::rrule::Series::new(r, start, secs * 1000, &tz),
+                )),
+                _ => None,
+            }
+        } else {
+            self.fixed_schedule(w, once, weekly, span.clone(), civil, time)
+        };
+        let scope = self.scope(&w.scope, false, span);
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Window {
+            name: w.name.get_ref().clone(),
+            tz,
+            schedule: schedule?,
+            scope,
+        })
+    }
+
+    /// A one-off or weekly window's schedule.
+    fn fixed_schedule(
+        &mut self,
+        w: &RawWindow,
+        once: bool,
+        weekly: bool,
+        span: Range<usize>,
+        civil: impl Fn(&mut Self, &Str, &str) -> Option<DateTime>,
+        time: impl Fn(&mut Self, &Str, &str) -> Option<Time>,
+    ) -> Option<Schedule> {
+        match (once, weekly) {
             (true, true) => {
                 self.at(span.clone(), "a window is either one-off (start, end) or weekly (weekdays, from, to), not both");
                 None
@@ -757,17 +912,7 @@ impl Checker<'_> {
                     }
                 }
             }
-        };
-        let scope = self.scope(&w.scope, false, span);
-        if self.problems.len() > before {
-            return None;
         }
-        Some(Window {
-            name: w.name.get_ref().clone(),
-            tz,
-            schedule: schedule?,
-            scope,
-        })
     }
 }
 
@@ -1001,10 +1146,49 @@ to = "25:00"
     }
 
     #[test]
-    fn service_down_parses_but_is_not_fed_and_cert_expiry_is() {
-        let set = parse("[[rule]]\nname = \"svc\"\nkind = \"service_down\"\nservice = \"sshd\"\ncritical = { above = 0 }\n[[rule]]\nname = \"cert\"\nkind = \"cert_expiry\"\nwarning = { below = 14 }\n").unwrap();
-        assert!(!set.rules[0].kind.is_fed(), "no service data yet");
-        assert!(set.rules[1].kind.is_fed(), "fed from issued certificates");
+    fn service_down_names_one_service_a_list_or_every_one() {
+        let set = parse(
+            "[[rule]]\nname = \"a\"\nkind = \"service_down\"\nservice = \"sshd\"\nfor_secs = 60\n\
+             [[rule]]\nname = \"b\"\nkind = \"service_down\"\nservice = [\"nginx\", \"php-fpm\"]\nseverity = \"warning\"\n\
+             [[rule]]\nname = \"c\"\nkind = \"service_down\"\nservice = \"*\"\n",
+        )
+        .unwrap();
+        let kinds: Vec<&Kind> = set.rules.iter().map(|r| &r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &Kind::ServiceDown {
+                    services: vec!["sshd".into()]
+                },
+                &Kind::ServiceDown {
+                    services: vec!["nginx".into(), "php-fpm".into()]
+                },
+                &Kind::ServiceDown { services: vec![] },
+            ]
+        );
+        assert_eq!(set.rules[0].severity, Severity::Critical);
+        assert_eq!(set.rules[1].severity, Severity::Warning);
+        assert_eq!(set.rules[0].kind.source_metric(), Some(SERVICE_UP));
+        let e =
+            parse("[[rule]]\nname = \"a\"\nkind = \"service_down\"\ncritical = { above = 0 }\n")
+                .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("r.toml:1:1: rule \"a\": kind \"service_down\" needs `service`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("r.toml:4:12: critical does not apply"),
+            "{text}"
+        );
+        let e =
+            parse("[[rule]]\nname = \"a\"\nkind = \"service_down\"\nservice = [\"*\", \"sshd\"]\n")
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.toml:4:11: \"*\" already means"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1033,6 +1217,38 @@ end = "2026-03-29T04:00"
             e.to_string()
                 .starts_with("r.toml:4:7: end must be after start"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn recurring_windows_take_an_rrule_and_point_at_what_is_wrong() {
+        let set = parse(
+            "[[maintenance]]\nname = \"patch tuesday\"\ntz = \"America/New_York\"\nrrule = \"FREQ=MONTHLY;BYDAY=2TU\"\nstart = \"2026-01-13T22:00\"\nduration_secs = 14400\n",
+        )
+        .unwrap();
+        let w = &set.windows[0];
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        // 2026-03-10 is the second Tuesday; New York is on EDT (UTC-4) since Mar 8.
+        assert!(w.active_at(ms("2026-03-11T02:00:00Z")));
+        assert!(!w.active_at(ms("2026-03-11T01:59:59Z")));
+        assert!(!w.active_at(ms("2026-03-17T02:00:00Z")), "third Tuesday");
+        let e = parse(
+            "[[maintenance]]\nname = \"m\"\nrrule = \"FREQ=MONTHLY;BYSETPOS=2\"\nstart = \"2026-01-13T22:00\"\nend = \"2026-01-14T02:00\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert!(
+            text[0].starts_with("r.toml:5:7: with rrule, give duration_secs"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("r.toml:1:1: a recurring window needs duration_secs"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("r.toml:3:23: rrule: BYSETPOS is not supported"),
+            "{text:#?}"
         );
     }
 

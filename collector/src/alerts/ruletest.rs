@@ -62,6 +62,11 @@ struct RawDevice {
     os: String,
     #[serde(default)]
     os_version: String,
+    /// The device's tags (as `device tag` sets them).
+    #[serde(default)]
+    tags: Vec<String>,
+    /// The site it enrolled into.
+    site: Option<String>,
 }
 
 fn default_tenant() -> String {
@@ -265,13 +270,19 @@ fn simulate(set: &RuleSet, t: &RawTest, base_ms: i64, tick_ms: i64) -> Vec<Got> 
         tenant: default_tenant(),
         os: default_os(),
         os_version: String::new(),
+        tags: Vec::new(),
+        site: None,
     };
     if devices.is_empty() {
         devices.push(&implicit);
     }
+    let mut tags = std::collections::HashMap::new();
     for d in &devices {
         engine.on_hello(&d.id, &d.tenant, &d.os, &d.os_version, base_ms);
+        engine.set_site(&d.id, d.site.clone());
+        tags.insert(d.id.clone(), d.tags.clone());
     }
+    engine.set_tags(tags, base_ms);
     // Every input as (time ms from start, order, action).
     enum Input<'a> {
         Sample(&'a RawSeries, f64),

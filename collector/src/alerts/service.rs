@@ -7,10 +7,12 @@
 //! busy timeout). Rounds batch whatever is queued, so under load one transaction
 //! carries many transitions.
 //!
-//! Rule files are watched (polled on each tick: names, sizes and modification times
-//! of `*.toml` in the directory). A changed directory is loaded and checked in full;
-//! only a clean load replaces the running rules, a bad edit is logged with file,
-//! line and column and the running set stays.
+//! Rule files are watched with `notify` (the directory, for `*.toml`; see
+//! [`crate::fswatch`]). Once edits settle, the directory is loaded and checked in
+//! full; only a clean load replaces the running rules, a bad edit is logged with
+//! file, line and column and the running set stays. Where no watch can be set up
+//! (inotify limits), the directory is polled on each tick instead (names, sizes and
+//! modification times), so edits are never silently ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,8 @@ use rusqlite::Connection;
 use super::engine::Engine;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
+use super::silence;
+use crate::fswatch;
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 
 /// Committed groups that may wait for the engine before the writer waits.
@@ -52,8 +56,9 @@ pub struct AlertStats {
     pub persist_nanos: AtomicU64,
     pub records: AtomicU64,
     pub persist_failures: AtomicU64,
-    /// Microseconds from a sample's commit to its transitions' commit, for rounds
-    /// that had transitions.
+    /// Microseconds from a sample's commit to the commit of the state transition it
+    /// caused: one entry per transition (the first [`MAX_LATENCIES`]). Transitions of
+    /// the timer (`for` expiring, offline) are not included: no sample caused them.
     pub latencies_us: Mutex<Vec<u64>>,
 }
 
@@ -77,6 +82,7 @@ impl AlertService {
         for (id, d) in persist::load_devices(&conn)? {
             engine.restore_device(id, d);
         }
+        refresh_operator_state(&conn, &mut engine, now_ms());
         let instances = persist::load_instances(&conn)?;
         let resumed = instances.len();
         let now = now_ms();
@@ -84,15 +90,7 @@ impl AlertService {
             engine.restore_instance(k, tenant, inst, now);
         }
         engine.start_grace(now);
-        let watch = watch.map(|dir| RulesWatch {
-            stamp: stamp(&dir),
-            dir,
-        });
-        for r in &engine.rule_set().rules {
-            if !r.kind.is_fed() {
-                tracing::info!(rule = %r.name, "rule kind has no data source yet; not evaluated");
-            }
-        }
+        let watch = watch.map(RulesWatch::start);
         tracing::info!(
             rules = engine.rule_set().rules.len(),
             windows = engine.rule_set().windows.len(),
@@ -114,6 +112,7 @@ impl AlertService {
                     tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
                 }
                 run(&mut conn, &mut engine, &rx, tick, &st, watch);
+                log_summary(&st);
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the alert connection failed");
                 }
@@ -129,6 +128,40 @@ impl AlertService {
             tracing::error!("alert engine thread panicked");
         }
     }
+}
+
+/// The percentile `p` (0–1] of sorted values (nearest rank).
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    Some(sorted[i])
+}
+
+/// One line at shutdown with what the engine did over the collector's life; the
+/// load generator (`loadgen --rules`) reads its latency figures from it.
+fn log_summary(stats: &AlertStats) {
+    let mut lat = stats
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let ms = |p: f64| percentile(&lat, p).map_or(-1.0, |us| us as f64 / 1000.0);
+    tracing::info!(
+        groups = stats.groups.load(Ordering::Relaxed),
+        evaluations = stats.evaluations.load(Ordering::Relaxed),
+        eval_ms = stats.eval_nanos.load(Ordering::Relaxed) / 1_000_000,
+        persist_ms = stats.persist_nanos.load(Ordering::Relaxed) / 1_000_000,
+        records = stats.records.load(Ordering::Relaxed),
+        persist_failures = stats.persist_failures.load(Ordering::Relaxed),
+        timed_transitions = lat.len(),
+        commit_to_transition_p50_ms = ms(0.5),
+        commit_to_transition_p99_ms = ms(0.99),
+        commit_to_transition_max_ms = ms(1.0),
+        "alert engine summary"
+    );
 }
 
 /// SQLite busy handler: try again in 0.5 ms, for up to 30 s.
@@ -196,13 +229,98 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
     }
 }
 
-/// The rules directory and what it looked like when last loaded.
+/// The rules directory and how its edits are noticed.
 struct RulesWatch {
     dir: PathBuf,
-    stamp: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    how: Noticing,
 }
 
-/// Names, sizes and modification times of the rule files: cheap to take each tick.
+enum Noticing {
+    /// `notify` events (a bounded channel of one: a burst only needs one wake-up),
+    /// and when the last burst settles.
+    Events {
+        _watcher: notify::RecommendedWatcher,
+        events: mpsc::Receiver<()>,
+        due: Option<Instant>,
+    },
+    /// No watch possible: what the directory looked like when last loaded, compared
+    /// on each tick.
+    Polling(Vec<(PathBuf, u64, Option<SystemTime>)>),
+}
+
+/// How long the engine thread may sleep while a watch is active: it wakes to see
+/// rule-file events (they cannot wake it; only committed data and ticks do).
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+impl RulesWatch {
+    fn start(dir: PathBuf) -> RulesWatch {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let watcher = fswatch::watch_dir(
+            &dir,
+            |p| p.extension().is_some_and(|x| x == "toml"),
+            move || {
+                let _ = tx.try_send(());
+            },
+        );
+        let how = match watcher {
+            Ok(w) => Noticing::Events {
+                _watcher: w,
+                events: rx,
+                due: None,
+            },
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules directory; checking it on every tick instead");
+                Noticing::Polling(stamp(&dir))
+            }
+        };
+        RulesWatch { dir, how }
+    }
+
+    /// The longest the engine thread should sleep now.
+    fn max_sleep(&self) -> Option<Duration> {
+        match &self.how {
+            Noticing::Events { due: Some(d), .. } => {
+                Some(d.saturating_duration_since(Instant::now()))
+            }
+            Noticing::Events { .. } => Some(WATCH_POLL),
+            Noticing::Polling(_) => None,
+        }
+    }
+
+    /// Reloads if files changed and (for events) the edit has settled. `ticked`:
+    /// this round is a tick (polling compares the directory only then).
+    fn check(&mut self, engine: &mut Engine, ticked: bool) {
+        let changed = match &mut self.how {
+            Noticing::Events { events, due, .. } => {
+                while events.try_recv().is_ok() {
+                    *due = Some(Instant::now() + fswatch::SETTLE);
+                }
+                match *due {
+                    Some(d) if Instant::now() >= d => {
+                        *due = None;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Noticing::Polling(last) => {
+                if !ticked {
+                    return;
+                }
+                let now = stamp(&self.dir);
+                // Remembered even when the load fails: a bad edit is reported once.
+                let changed = now != *last;
+                *last = now;
+                changed
+            }
+        };
+        if changed {
+            reload(&self.dir, engine);
+        }
+    }
+}
+
+/// Names, sizes and modification times of the rule files (the polling fallback).
 fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -223,17 +341,11 @@ fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     v
 }
 
-fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
-    let now = stamp(&w.dir);
-    if now == w.stamp {
-        return;
-    }
-    // Remembered even when the load fails: a bad edit is reported once, not per tick.
-    w.stamp = now;
-    match rules::load_dir(&w.dir) {
+fn reload(dir: &Path, engine: &mut Engine) {
+    match rules::load_dir(dir) {
         Ok(set) => {
             tracing::info!(
-                dir = %w.dir.display(),
+                dir = %dir.display(),
                 rules = set.rules.len(),
                 windows = set.windows.len(),
                 "alert rules reloaded"
@@ -245,6 +357,20 @@ fn reload_if_changed(w: &mut RulesWatch, engine: &mut Engine) {
                 tracing::error!(problem = %p, "rule file problem; the running rules stay");
             }
         }
+    }
+}
+
+/// Re-reads what operators change with the CLI while the collector runs: device
+/// tags and silences. Cheap (two small tables), so it runs on every tick; a failed
+/// read keeps what the engine had.
+fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
+    match persist::load_tags(conn) {
+        Ok(tags) => engine.set_tags(tags, now_ms),
+        Err(e) => tracing::warn!(error = %e, "cannot read device tags; keeping the previous ones"),
+    }
+    match silence::load(conn, now_ms) {
+        Ok(s) => engine.set_silences(s),
+        Err(e) => tracing::warn!(error = %e, "cannot read silences; keeping the previous ones"),
     }
 }
 
@@ -274,7 +400,11 @@ fn run(
     let mut next_cert_refresh = Instant::now() + CERT_REFRESH;
     let mut open = true;
     while open {
-        let first = match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+        let mut wait = next_tick.saturating_duration_since(Instant::now());
+        if let Some(max) = watch.as_ref().and_then(RulesWatch::max_sleep) {
+            wait = wait.min(max);
+        }
+        let first = match rx.recv_timeout(wait) {
             Ok(g) => Some(g),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
@@ -284,28 +414,34 @@ fn run(
         };
         let started = Instant::now();
         let before = engine.evaluations;
-        let mut oldest: Option<Instant> = None;
-        if let Some(g) = first {
-            oldest = Some(g.committed_at);
+        // (commit time of a group, transitions its samples caused), for the latency.
+        let mut caused: Vec<(Instant, u64)> = Vec::new();
+        let mut apply_timed = |engine: &mut Engine, g: CommittedGroup| {
+            let (at, n0) = (g.committed_at, engine.fed_transitions);
             apply(conn, engine, g, stats);
+            if engine.fed_transitions > n0 {
+                caused.push((at, engine.fed_transitions - n0));
+            }
+        };
+        if let Some(g) = first {
+            apply_timed(engine, g);
             for _ in 1..MAX_ROUND_GROUPS {
                 match rx.try_recv() {
-                    Ok(g) => {
-                        oldest = Some(oldest.map_or(g.committed_at, |o| o.min(g.committed_at)));
-                        apply(conn, engine, g, stats);
-                    }
+                    Ok(g) => apply_timed(engine, g),
                     Err(_) => break,
                 }
             }
         }
-        if Instant::now() >= next_tick || !open {
-            if let Some(w) = watch.as_mut() {
-                reload_if_changed(w, engine);
-            }
+        let ticked = Instant::now() >= next_tick || !open;
+        if let Some(w) = watch.as_mut() {
+            w.check(engine, ticked);
+        }
+        if ticked {
             if Instant::now() >= next_cert_refresh {
                 refresh_cert_expiries(conn, engine);
                 next_cert_refresh = Instant::now() + CERT_REFRESH;
             }
+            refresh_operator_state(conn, engine, now_ms());
             engine.tick(now_ms());
             next_tick = Instant::now() + tick;
         }
@@ -347,12 +483,14 @@ fn run(
                 );
             }
         }
-        if let Some(o) = oldest
-            && n > 0
+        if !caused.is_empty()
             && let Ok(mut l) = stats.latencies_us.lock()
-            && l.len() < MAX_LATENCIES
         {
-            l.push(o.elapsed().as_micros() as u64);
+            for (at, n) in caused {
+                let us = at.elapsed().as_micros() as u64;
+                let room = MAX_LATENCIES.saturating_sub(l.len());
+                l.extend(std::iter::repeat_n(us, (n as usize).min(room)));
+            }
         }
     }
 }

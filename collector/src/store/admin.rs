@@ -44,6 +44,8 @@ pub enum AdminError {
     },
     #[error("device {0:?} is revoked; a revoked device cannot be replaced (enroll a new one)")]
     ReplaceRevoked(String),
+    #[error("{0}")]
+    BadTag(String),
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), AdminError> {
@@ -595,6 +597,56 @@ pub fn last_renew_request_id(conn: &Connection) -> Result<i64, AdminError> {
     )
 }
 
+/// Adds tags to a device (tags it has already are kept). Every tag is checked
+/// before anything is written; returns the tags that were new.
+pub fn tag_device(
+    conn: &mut Connection,
+    device_id: &str,
+    tags: &[String],
+    now_ms: i64,
+) -> Result<Vec<String>, AdminError> {
+    for t in tags {
+        crate::alerts::rules::check_tag(t).map_err(AdminError::BadTag)?;
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    device_in_good_standing(&tx, device_id)?;
+    let mut added = Vec::new();
+    for t in tags {
+        let n = tx.execute(
+            "INSERT INTO device_tags (device_id, tag, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![device_id, t, now_ms],
+        )?;
+        if n > 0 {
+            added.push(t.clone());
+        }
+    }
+    tx.commit()?;
+    Ok(added)
+}
+
+/// Removes tags from a device; returns those it had (the others are ignored).
+pub fn untag_device(
+    conn: &mut Connection,
+    device_id: &str,
+    tags: &[String],
+) -> Result<Vec<String>, AdminError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    device_in_good_standing(&tx, device_id)?;
+    let mut removed = Vec::new();
+    for t in tags {
+        let n = tx.execute(
+            "DELETE FROM device_tags WHERE device_id = ?1 AND tag = ?2",
+            params![device_id, t],
+        )?;
+        if n > 0 {
+            removed.push(t.clone());
+        }
+    }
+    tx.commit()?;
+    Ok(removed)
+}
+
 /// A device for `device list`.
 #[derive(Debug, serde::Serialize)]
 pub struct DeviceListRow {
@@ -611,6 +663,8 @@ pub struct DeviceListRow {
     pub cert_issued_ms: Option<i64>,
     pub last_seen_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// The operator's tags, sorted.
+    pub tags: Vec<String>,
 }
 
 pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError> {
@@ -618,7 +672,9 @@ pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError>
         "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version, d.agent_version,
                 (SELECT max(c.not_after_ms) FROM certificates c WHERE c.device_id = d.id),
                 d.last_seen_ms, d.revoked_ms,
-                (SELECT max(c.issued_ms) FROM certificates c WHERE c.device_id = d.id)
+                (SELECT max(c.issued_ms) FROM certificates c WHERE c.device_id = d.id),
+                (SELECT group_concat(tag, ' ') FROM
+                    (SELECT tag FROM device_tags g WHERE g.device_id = d.id ORDER BY tag))
          FROM devices d JOIN tenants t ON t.id = d.tenant_id LEFT JOIN sites s ON s.id = d.site_id
          ORDER BY t.name, d.hostname, d.id",
     )?;
@@ -635,6 +691,11 @@ pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError>
             last_seen_ms: r.get(8)?,
             revoked_ms: r.get(9)?,
             cert_issued_ms: r.get(10)?,
+            // Tags contain no spaces (check_tag), so a space joins them safely.
+            tags: r
+                .get::<_, Option<String>>(11)?
+                .map(|s| s.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

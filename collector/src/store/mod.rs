@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0003_enrollment.sql"),
     ),
     ("0004_alerts", include_str!("migrations/0004_alerts.sql")),
+    (
+        "0005_tags_silences",
+        include_str!("migrations/0005_tags_silences.sql"),
+    ),
 ];
 
 /// File name of the database inside the data dir.

@@ -9,6 +9,15 @@
 //! Prints durable values/s, batches/s, ack latency percentiles, the collector's RSS
 //! and CPU seconds, the raw SQLite ceiling and the ratio. This is a benchmark, not
 //! a test: it asserts nothing, it measures.
+//!
+//! With `--rules DIR` it measures the alert engine under this load instead: two runs
+//! of the same load, each with a fresh collector — without an alert engine, then with
+//! the rules of DIR (e.g. `tests/bench/rules20`) — and values that follow a sawtooth
+//! so thresholds are really crossed. It prints the collector's CPU seconds per million
+//! values in each run (from /proc/PID/stat), the alert-engine thread's own CPU, and
+//! the commit-to-transition latency the collector measured itself (its "alert engine
+//! summary" log line at shutdown: per transition caused by a sample, from the commit
+//! of the sample's batch to the commit of the transition).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +27,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use rusqlite::params;
 use tandem_collector::pki::{self, Validity};
-use tandem_tests::{Creds, Stream, batch, client, cpu_secs, now_ms, rss_bytes};
+use tandem_tests::{
+    Creds, Stream, batch, client, cpu_secs, now_ms, rss_bytes, thread_cpu_secs, values_batch,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Drive N simulated agents against a real collector and measure")]
@@ -48,6 +59,13 @@ struct Args {
     /// Keep the data dir instead of deleting it.
     #[arg(long)]
     keep: bool,
+    /// Measure the alert engine with the rule files of this directory (two runs:
+    /// without and with rules); skips the raw SQLite ceiling.
+    #[arg(long)]
+    rules: Option<std::path::PathBuf>,
+    /// The alert engine's tick with --rules (`[alerts] tick_secs`).
+    #[arg(long, default_value_t = 5)]
+    tick_secs: u64,
 }
 
 #[derive(Default)]
@@ -66,7 +84,226 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// What one run against one collector measured.
+struct Phase {
+    connected: usize,
+    elapsed: f64,
+    values: u64,
+    batches: u64,
+    /// Ack latencies (µs), sorted.
+    latencies: Vec<u32>,
+    rss: u64,
+    hwm: u64,
+    cpu: f64,
+    engine_cpu: Option<f64>,
+    errors: u64,
+    stored: i64,
+    clean: bool,
+    /// The collector's "alert engine summary" log line, if it ran one.
+    summary: Option<String>,
+    site: tandem_tests::Site,
+}
+
+impl Phase {
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[i] as f64 / 1000.0
+    }
+
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu / (self.values as f64 / 1e6)
+    }
+
+    /// A `key=value` field of the summary line.
+    fn summary_field(&self, key: &str) -> Option<String> {
+        let line = self.summary.as_deref()?;
+        let at = line.find(&format!("{key}="))? + key.len() + 1;
+        Some(
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let pace = if args.rate > 0.0 {
+        format!("{} batches/s per agent", args.rate)
+    } else {
+        "unpaced (as fast as acks allow)".into()
+    };
+    if let Some(rules) = args.rules.clone() {
+        eprintln!("run 1 of 2: no alert engine");
+        let base = phase(&args, None).await?;
+        eprintln!("run 2 of 2: alert engine with {}", rules.display());
+        let with = phase(&args, Some(&rules)).await?;
+        let n_rules = tandem_collector::alerts::rules::load_dir(&rules)
+            .map(|s| s.rules.len())
+            .unwrap_or(0);
+        println!(
+            "loadgen --rules {}: {} rules, {} agents, {} values/batch (sawtooth), window {}, {pace}, tick {} s, {:.1} s measured after {} s warm-up, two runs",
+            rules.display(),
+            n_rules,
+            args.agents,
+            args.series,
+            args.window,
+            args.tick_secs,
+            with.elapsed,
+            args.warmup_secs
+        );
+        println!("  {:<40} {:>16} {:>16}", "", "without rules", "with rules");
+        let row = |name: &str, a: String, b: String| println!("  {name:<40} {a:>16} {b:>16}");
+        row(
+            "agents connected",
+            base.connected.to_string(),
+            with.connected.to_string(),
+        );
+        row(
+            "durable values/s",
+            format!("{:.0}", base.values as f64 / base.elapsed),
+            format!("{:.0}", with.values as f64 / with.elapsed),
+        );
+        row(
+            "ack latency p50 / p99 ms",
+            format!("{:.1} / {:.1}", base.pct(0.5), base.pct(0.99)),
+            format!("{:.1} / {:.1}", with.pct(0.5), with.pct(0.99)),
+        );
+        row(
+            "collector CPU s (measured window)",
+            format!("{:.2}", base.cpu),
+            format!("{:.2}", with.cpu),
+        );
+        row(
+            "collector CPU s per million values",
+            format!("{:.3}", base.cpu_per_million()),
+            format!("{:.3}", with.cpu_per_million()),
+        );
+        row(
+            "alert-engine thread CPU s",
+            "-".into(),
+            with.engine_cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        );
+        row(
+            "collector RSS end / peak MiB",
+            format!(
+                "{:.0} / {:.0}",
+                base.rss as f64 / 1048576.0,
+                base.hwm as f64 / 1048576.0
+            ),
+            format!(
+                "{:.0} / {:.0}",
+                with.rss as f64 / 1048576.0,
+                with.hwm as f64 / 1048576.0
+            ),
+        );
+        row(
+            "stream errors",
+            base.errors.to_string(),
+            with.errors.to_string(),
+        );
+        row(
+            "collector clean stop",
+            base.clean.to_string(),
+            with.clean.to_string(),
+        );
+        let extra = with.cpu_per_million() - base.cpu_per_million();
+        println!(
+            "evaluation cost: {:+.3} CPU s per million values = {:+.1} % of ingest CPU (collector, with vs without); alert-engine thread alone {:.1} % of the collector's CPU in the window",
+            extra,
+            100.0 * extra / base.cpu_per_million(),
+            with.engine_cpu.map_or(f64::NAN, |c| 100.0 * c / with.cpu)
+        );
+        let f = |k: &str| with.summary_field(k).unwrap_or_else(|| "?".into());
+        println!(
+            "alert engine (whole run, from the collector's summary): {} evaluations, {} history records, {} transitions timed",
+            f("evaluations"),
+            f("records"),
+            f("timed_transitions")
+        );
+        println!(
+            "commit-to-transition latency p50 / p99 / max: {} / {} / {} ms",
+            f("commit_to_transition_p50_ms"),
+            f("commit_to_transition_p99_ms"),
+            f("commit_to_transition_max_ms")
+        );
+        if with.summary.is_none() {
+            println!(
+                "(no summary line found in {}/collector.log)",
+                with.site.dir.path().display()
+            );
+        }
+        if args.keep {
+            let kept = with.site.dir.keep();
+            println!("data of the run with rules kept in {}", kept.display());
+        }
+        return Ok(());
+    }
+    let p = phase(&args, None).await?;
+    eprintln!(
+        "measuring the raw SQLite ceiling ({} values)…",
+        args.ceiling_values
+    );
+    let ceiling_dir = tempfile::tempdir()?;
+    let ceiling = raw_ceiling(
+        &ceiling_dir.path().join("raw.db"),
+        args.agents,
+        args.series,
+        args.ceiling_values,
+    )?;
+    let values_per_sec = p.values as f64 / p.elapsed;
+    println!(
+        "loadgen: {} agents ({} connected), {} values/batch, window {}, {pace}, {:.1} s measured after {} s warm-up",
+        args.agents, p.connected, args.series, args.window, p.elapsed, args.warmup_secs
+    );
+    println!("  durable values/s        {values_per_sec:>12.0}");
+    println!(
+        "  durable batches/s       {:>12.0}",
+        p.batches as f64 / p.elapsed
+    );
+    println!(
+        "  ack latency p50/p99/max {:>8.1} / {:.1} / {:.1} ms",
+        p.pct(0.50),
+        p.pct(0.99),
+        p.pct(1.0)
+    );
+    println!(
+        "  collector RSS end/peak  {:>8.1} / {:.1} MiB",
+        p.rss as f64 / 1048576.0,
+        p.hwm as f64 / 1048576.0
+    );
+    println!(
+        "  collector CPU           {:>12.2} s over {:.1} s ({:.0} % of one core)",
+        p.cpu,
+        p.elapsed,
+        100.0 * p.cpu / p.elapsed
+    );
+    println!("  stream errors           {:>12}", p.errors);
+    println!("  values in database      {:>12}", p.stored);
+    println!("  collector clean stop    {:>12}", p.clean);
+    println!(
+        "raw SQLite ceiling (same schema and pragmas, {} values/txn, no network): {ceiling:.0} values/s",
+        1000 * args.series
+    );
+    println!(
+        "ratio collector / raw ceiling: {:.2}",
+        values_per_sec / ceiling
+    );
+    if args.keep {
+        let kept = p.site.dir.keep();
+        println!("data kept in {}", kept.display());
+    }
+    Ok(())
+}
+
+/// Starts a fresh collector (with the rules of `rules`, if any), drives the load,
+/// measures, stops the collector.
+async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<Phase> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("collector");
     pki::init(&data_dir, &[])?;
@@ -90,7 +327,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
     let site = tandem_tests::Site { dir };
-    let collector = site.start_collector("").await?;
+    let extra = match rules {
+        None => String::new(),
+        Some(src) => {
+            let dst = site.dir.path().join("rules");
+            std::fs::create_dir_all(&dst)?;
+            for e in std::fs::read_dir(src)
+                .with_context(|| format!("cannot read {}", src.display()))?
+                .flatten()
+            {
+                if e.path().extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(e.path(), dst.join(e.file_name()))?;
+                }
+            }
+            format!(
+                "[alerts]\nrules_dir = \"rules\"\ntick_secs = {}\n",
+                args.tick_secs
+            )
+        }
+    };
+    let collector = site.start_collector(&extra).await?;
     let pid = collector.pid();
     eprintln!(
         "collector pid {pid} on {}; connecting {} agents…",
@@ -102,13 +358,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let measuring = Arc::new(AtomicBool::new(false));
     let base = now_ms();
     let mut tasks = Vec::with_capacity(args.agents);
-    for c in creds {
+    for (k, c) in creds.into_iter().enumerate() {
         let (totals, stop, measuring) = (totals.clone(), stop.clone(), measuring.clone());
         let addr = collector.addr;
         let shape = Shape {
             series: args.series,
             window: args.window,
             rate: args.rate,
+            sawtooth: args.rules.is_some().then_some(k as u64),
         };
         tasks.push(tokio::spawn(async move {
             agent(addr, c, shape, base, totals, stop, measuring).await
@@ -122,12 +379,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let v0 = totals.values.load(Ordering::SeqCst);
     let b0 = totals.batches.load(Ordering::SeqCst);
     let cpu0 = cpu_secs(pid).unwrap_or(0.0);
+    let engine0 = thread_cpu_secs(pid, "alert-engine");
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let v1 = totals.values.load(Ordering::SeqCst);
     let b1 = totals.batches.load(Ordering::SeqCst);
     let cpu1 = cpu_secs(pid).unwrap_or(0.0);
+    let engine1 = thread_cpu_secs(pid, "alert-engine");
     measuring.store(false, Ordering::SeqCst);
     let rss = rss_bytes(pid).unwrap_or(0);
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -151,77 +410,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stored: i64 = site.count("SELECT count(*) FROM samples");
     let clean = collector.terminate().await;
     latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i] as f64 / 1000.0
-    };
-    let values_per_sec = (v1 - v0) as f64 / elapsed;
-
-    eprintln!(
-        "measuring the raw SQLite ceiling ({} values)…",
-        args.ceiling_values
-    );
-    let ceiling_dir = tempfile::tempdir()?;
-    let ceiling = raw_ceiling(
-        &ceiling_dir.path().join("raw.db"),
-        args.agents,
-        args.series,
-        args.ceiling_values,
-    )?;
-
-    let pace = if args.rate > 0.0 {
-        format!("{} batches/s per agent", args.rate)
-    } else {
-        "unpaced (as fast as acks allow)".into()
-    };
-    println!(
-        "loadgen: {} agents ({} connected), {} values/batch, window {}, {pace}, {:.1} s measured after {} s warm-up",
-        args.agents, connected, args.series, args.window, elapsed, args.warmup_secs
-    );
-    println!("  durable values/s        {values_per_sec:>12.0}");
-    println!(
-        "  durable batches/s       {:>12.0}",
-        (b1 - b0) as f64 / elapsed
-    );
-    println!(
-        "  ack latency p50/p99/max {:>8.1} / {:.1} / {:.1} ms",
-        pct(0.50),
-        pct(0.99),
-        pct(1.0)
-    );
-    println!(
-        "  collector RSS end/peak  {:>8.1} / {:.1} MiB",
-        rss as f64 / 1048576.0,
-        hwm as f64 / 1048576.0
-    );
-    println!(
-        "  collector CPU           {:>12.2} s over {:.1} s ({:.0} % of one core)",
-        cpu1 - cpu0,
+    let summary = std::fs::read_to_string(site.dir.path().join("collector.log"))
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .rev()
+                .find(|l| l.contains("alert engine summary"))
+                .map(strip_ansi)
+        });
+    Ok(Phase {
+        connected,
         elapsed,
-        100.0 * (cpu1 - cpu0) / elapsed
-    );
-    println!(
-        "  stream errors           {:>12}",
-        totals.errors.load(Ordering::SeqCst)
-    );
-    println!("  values in database      {stored:>12}");
-    println!("  collector clean stop    {clean:>12}");
-    println!(
-        "raw SQLite ceiling (same schema and pragmas, {} values/txn, no network): {ceiling:.0} values/s",
-        1000 * args.series
-    );
-    println!(
-        "ratio collector / raw ceiling: {:.2}",
-        values_per_sec / ceiling
-    );
-    if args.keep {
-        let kept = site.dir.keep();
-        println!("data kept in {}", kept.display());
+        values: v1 - v0,
+        batches: b1 - b0,
+        latencies,
+        rss,
+        hwm,
+        cpu: cpu1 - cpu0,
+        engine_cpu: engine1.zip(engine0).map(|(a, b)| a - b),
+        errors: totals.errors.load(Ordering::SeqCst),
+        stored,
+        clean,
+        summary,
+        site,
+    })
+}
+
+/// The log line without terminal colour codes (the collector's log is coloured).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
     }
-    Ok(())
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -229,6 +460,34 @@ struct Shape {
     series: usize,
     window: usize,
     rate: f64,
+    /// With --rules: this agent's index; values follow a sawtooth and samples carry
+    /// the wall-clock time (rules' `for_secs` and rates need real time).
+    sawtooth: Option<u64>,
+}
+
+/// Value of series `i` at batch `seq` of agent `k`: 0..99, rising by one per batch,
+/// phases spread over agents and series.
+fn saw(seq: u64, k: u64, i: usize) -> f64 {
+    ((seq + 7 * k + 3 * i as u64) % 100) as f64
+}
+
+/// The batch an agent sends: the shared test batch, or the sawtooth at real time.
+fn frame(seq: u64, base: i64, last_t: &mut i64, shape: &Shape) -> tandem_proto::v1::AgentFrame {
+    let Some(k) = shape.sawtooth else {
+        // One instant per batch, 1 ms apart: timestamps stay distinct and recent.
+        return batch(seq, base + seq as i64, shape.series);
+    };
+    let t = now_ms().max(*last_t + 1);
+    *last_t = t;
+    let names: Vec<String> = (0..shape.series)
+        .map(|i| format!("test.metric.{i}"))
+        .collect();
+    let values: Vec<(&str, &str, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), "", saw(seq, k, i)))
+        .collect();
+    values_batch(seq, t, &values)
 }
 
 /// One simulated agent. Returns ack latencies (µs) seen while measuring, and whether
@@ -236,11 +495,7 @@ struct Shape {
 async fn agent(
     addr: std::net::SocketAddr,
     creds: Creds,
-    Shape {
-        series,
-        window,
-        rate,
-    }: Shape,
+    shape: Shape,
     base: i64,
     totals: Arc<Totals>,
     stop: Arc<AtomicBool>,
@@ -255,6 +510,13 @@ async fn agent(
         totals.errors.fetch_add(1, Ordering::Relaxed);
         return (lat, false);
     };
+    let Shape {
+        series,
+        window,
+        rate,
+        ..
+    } = shape;
+    let mut last_t = 0;
     let mut sent: std::collections::VecDeque<(u64, Instant)> = Default::default();
     let mut seq = 0u64;
     // Paced agents start at a random phase so they do not all send at once.
@@ -268,7 +530,7 @@ async fn agent(
             }
             if Instant::now() >= next_send && sent.len() < window {
                 seq += 1;
-                if s.send(batch(seq, base + seq as i64, series)).await.is_err() {
+                if s.send(frame(seq, base, &mut last_t, &shape)).await.is_err() {
                     totals.errors.fetch_add(1, Ordering::Relaxed);
                     return (lat, true);
                 }
@@ -278,8 +540,7 @@ async fn agent(
         }
         while period.is_none() && sent.len() < window {
             seq += 1;
-            // One instant per batch, 1 ms apart: timestamps stay distinct and recent.
-            if s.send(batch(seq, base + seq as i64, series)).await.is_err() {
+            if s.send(frame(seq, base, &mut last_t, &shape)).await.is_err() {
                 totals.errors.fetch_add(1, Ordering::Relaxed);
                 return (lat, true);
             }

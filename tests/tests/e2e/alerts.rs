@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tandem_tests::{CollectorProc, Site, bin, wait_for};
+use tandem_tests::{CollectorProc, Feeder, Site, bin, wait_for};
 use tokio::process::{Child, Command};
 
 /// Fires on any machine: some memory is always in use.
@@ -305,7 +305,11 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
     crate::crypto();
     let site = Site::new().await.unwrap();
     let rules = write_rules(&site, 0.01);
-    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    // A long tick: edits must be noticed by the file watch, not by the timer.
+    let collector = site
+        .start_collector("[alerts]\nrules_dir = \"rules\"\ntick_secs = 120\n")
+        .await
+        .unwrap();
     let mut agent = start_agent(&site, &collector, "agent-c").await;
     wait_state(
         &site,
@@ -324,7 +328,7 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
     )
     .unwrap();
     let r = wait_for(
-        Duration::from_secs(15),
+        Duration::from_secs(10),
         "the bad edit to be reported",
         || {
             let log = collector.log();
@@ -342,6 +346,7 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
 
     // A good edit raises the threshold out of reach: reloaded, and the alert resolves
     // without a restart.
+    let edited = Instant::now();
     write_rules(&site, 1000.0);
     wait_state(
         &site,
@@ -352,8 +357,292 @@ async fn a_rule_edit_is_reloaded_and_a_bad_edit_keeps_the_running_rules() {
         Duration::from_secs(30),
     )
     .await;
+    assert!(
+        edited.elapsed() < Duration::from_secs(10),
+        "reloaded {:?} after the edit: the watch, not the 120 s tick",
+        edited.elapsed()
+    );
     assert!(collector.log().contains("alert rules reloaded"));
     let _ = agent.start_kill();
     let _ = agent.wait().await;
+    assert!(collector.terminate().await);
+}
+
+/// Rules for the tag and silence test: a rule only for devices tagged `server`.
+const TAGGED: &str = r#"
+[[rule]]
+name = "hot-server"
+kind = "threshold"
+metric = "test.temp"
+warning = { above = 50 }
+scope = { tags = ["server"] }
+"#;
+
+fn suppressed_of(site: &Site, rule: &str, device: &str) -> Option<bool> {
+    state_of(site, rule, device).map(|(_, s)| s)
+}
+
+async fn wait_suppressed(site: &Site, collector: &CollectorProc, device: &str, want: bool) {
+    let r = wait_for(
+        Duration::from_secs(20),
+        &format!("hot-server on {device} suppressed = {want}"),
+        || {
+            let s = suppressed_of(site, "hot-server", device);
+            async move { s == Some(want) }
+        },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; collector log:\n{}", collector.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_silences_from_the_cli_reach_a_running_collector() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let dir = site.dir.path().join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.toml"), TAGGED).unwrap();
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let feeder = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "dev-1"),
+        Duration::from_millis(200),
+        &[("test.temp", "", 90.0)],
+    )
+    .await
+    .unwrap();
+
+    // Hot, but not tagged `server`: several batches and ticks later, nothing.
+    let acked = feeder.acked.clone();
+    wait_for(Duration::from_secs(20), "10 batches stored", || {
+        let n = acked.load(std::sync::atomic::Ordering::SeqCst);
+        async move { n >= 10 }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state_of(&site, "hot-server", "dev-1"), None, "untagged");
+
+    let (ok, out) = cli(&["device", "tag", "dev-1", "Server"], &site.data_dir()).await;
+    assert!(
+        !ok && out.contains("\"Server\"") && out.contains("lowercase"),
+        "{out}"
+    );
+    let (ok, out) = cli(
+        &["device", "tag", "dev-1", "server", "rack-4"],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(ok && out.contains("tagged server, rack-4"), "{out}");
+    let (ok, out) = cli(&["device", "list"], &site.data_dir()).await;
+    assert!(ok && out.contains("rack-4,server"), "{out}");
+    wait_state(
+        &site,
+        &collector,
+        "hot-server",
+        "dev-1",
+        "firing",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(suppressed_of(&site, "hot-server", "dev-1"), Some(false));
+
+    // Silence it from the CLI: suppressed while it lasts, still firing.
+    let (ok, out) = cli(
+        &[
+            "alerts",
+            "silence",
+            "--for",
+            "1h",
+            "--device",
+            "dev-9",
+            "--comment",
+            "typo",
+        ],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(!ok && out.contains("no device \"dev-9\""), "{out}");
+    let (ok, out) = cli(
+        &[
+            "alerts",
+            "silence",
+            "--for",
+            "1h",
+            "--device",
+            "dev-1",
+            "--rule",
+            "hot-server",
+            "--comment",
+            "replacing the fan",
+        ],
+        &site.data_dir(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let id: i64 = out
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no silence id in {out:?}"));
+    wait_suppressed(&site, &collector, "dev-1", true).await;
+    assert_eq!(
+        state_of(&site, "hot-server", "dev-1").map(|(s, _)| s),
+        Some("firing".to_string()),
+        "evaluation goes on"
+    );
+    let (ok, out) = cli(&["alerts", "silences"], &site.data_dir()).await;
+    assert!(
+        ok && out.contains(&format!("#{id}"))
+            && out.contains("active")
+            && out.contains("replacing the fan"),
+        "{out}"
+    );
+
+    let (ok, out) = cli(&["alerts", "unsilence", &id.to_string()], &site.data_dir()).await;
+    assert!(ok && out.contains("removed"), "{out}");
+    wait_suppressed(&site, &collector, "dev-1", false).await;
+    let (ok, out) = cli(&["alerts", "silences"], &site.data_dir()).await;
+    assert!(ok && out.contains("no silences"), "{out}");
+    let flags: Vec<(String, bool)> = {
+        let db = site.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT h.event, h.suppressed FROM alert_history h JOIN alert_instances a ON a.id = h.instance_id
+                 WHERE a.rule = 'hot-server' AND h.event != 'transition' ORDER BY h.id",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        flags,
+        [
+            ("suppressed".to_string(), true),
+            ("unsuppressed".to_string(), false)
+        ],
+        "one record when the silence began, one when it was lifted"
+    );
+
+    // Untagged: out of the rule's scope, its alert is closed although still hot.
+    let (ok, out) = cli(&["device", "untag", "dev-1", "server"], &site.data_dir()).await;
+    assert!(ok && out.contains("untagged server"), "{out}");
+    wait_state(
+        &site,
+        &collector,
+        "hot-server",
+        "dev-1",
+        "ok",
+        Duration::from_secs(20),
+    )
+    .await;
+    drop(feeder);
+    assert!(collector.terminate().await);
+}
+
+/// The agent's contract: `service.up{name}` = 1 running, 0 not.
+const SERVICE: &str = r#"
+[[rule]]
+name = "svc-down"
+kind = "service_down"
+service = ["nginx", "cron"]
+for_secs = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_fires_after_for_and_resolves_when_it_runs_again() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let dir = site.dir.path().join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("svc.toml"), SERVICE).unwrap();
+    let collector = site.start_collector(ALERTS_TOML).await.unwrap();
+    let feeder = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "web-1"),
+        Duration::from_millis(250),
+        &[
+            ("service.up", "nginx", 1.0),
+            ("service.up", "cron", 1.0),
+            ("service.up", "sshd", 1.0),
+        ],
+    )
+    .await
+    .unwrap();
+    let acked = feeder.acked.clone();
+    let acks = move || acked.load(std::sync::atomic::Ordering::SeqCst);
+    let a0 = acks();
+    wait_for(Duration::from_secs(20), "batches stored", || {
+        let n = acks();
+        async move { n >= a0 + 4 }
+    })
+    .await
+    .unwrap();
+    assert_eq!(state_of(&site, "svc-down", "web-1"), None, "all running");
+
+    // nginx stops; sshd too, but the rule does not watch it.
+    feeder.set(&[
+        ("service.up", "nginx", 0.0),
+        ("service.up", "cron", 1.0),
+        ("service.up", "sshd", 0.0),
+    ]);
+    let stopped = Instant::now();
+    let nginx = || {
+        site.db()
+            .query_row(
+                "SELECT state, severity FROM alert_instances WHERE rule = 'svc-down' AND device_id = 'web-1' AND dimension = 'nginx'",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .ok()
+    };
+    let r = wait_for(Duration::from_secs(20), "nginx down to fire", || {
+        let s = nginx();
+        async move { s.is_some_and(|(s, _)| s == "firing") }
+    })
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; {:?}; log:\n{}", nginx(), collector.log());
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "for_secs = 2 holds it pending first"
+    );
+    assert_eq!(nginx().and_then(|(_, s)| s).as_deref(), Some("critical"));
+    let dims: Vec<String> = {
+        let db = site.db();
+        let mut stmt = db
+            .prepare("SELECT dimension FROM alert_instances WHERE rule = 'svc-down' ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(dims, ["nginx"], "one instance per down service it watches");
+    let (ok, out) = cli(&["alerts", "list", "--state", "firing"], &site.data_dir()).await;
+    assert!(
+        ok && out.contains("svc-down") && out.contains("nginx"),
+        "{out}"
+    );
+
+    // Started again: resolves.
+    feeder.set(&[
+        ("service.up", "nginx", 1.0),
+        ("service.up", "cron", 1.0),
+        ("service.up", "sshd", 1.0),
+    ]);
+    let r = wait_for(Duration::from_secs(20), "nginx to resolve", || {
+        let s = nginx();
+        async move { s.is_some_and(|(s, _)| s == "ok") }
+    })
+    .await;
+    if let Err(e) = r {
+        panic!("{e}; {:?}; log:\n{}", nginx(), collector.log());
+    }
+    drop(feeder);
     assert!(collector.terminate().await);
 }

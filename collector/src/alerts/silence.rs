@@ -1,0 +1,591 @@
+//! Silences: an operator's "stop telling me about this until then", made with
+//! `tandem-collector alerts silence` and stored in SQLite (`silences`), so they
+//! outlive restarts and a running collector picks them up on its next tick.
+//!
+//! A silence is a time range (start inclusive, end exclusive, absolute instants) —
+//! or, with an RRULE, occurrences of a fixed length within that range ("every
+//! Saturday 01:00–03:00 Berlin until removed") — and matchers — tenant, site, tag, device, rule — each of which, when given, must
+//! match. At least one matcher is required: a silence of everything is a mistake
+//! far more often than an intent. Like a maintenance window, a silence only sets
+//! the `suppressed` flag: evaluation goes on, notifications pause.
+//!
+//! Invariants: silences are never deleted; `unsilence` sets `removed_ms` and
+//! `removed_by`, so who silenced what, and who lifted it, stays on record.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use jiff::tz::TimeZone;
+
+use super::rrule::{self, Series};
+use super::rules::{Scope, Target, check_tag};
+
+/// A silence as the engine uses it.
+#[derive(Debug, Clone)]
+pub struct Silence {
+    pub id: i64,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub scope: Scope,
+    /// For a recurring silence: its occurrences (DTSTART = `starts_ms` in the zone).
+    pub recurring: Option<(TimeZone, Series)>,
+}
+
+impl Silence {
+    /// Whether the silence covers `target` at `now_ms`.
+    pub fn covers(&self, target: &Target<'_>, now_ms: i64) -> bool {
+        self.starts_ms <= now_ms
+            && now_ms < self.ends_ms
+            && self
+                .recurring
+                .as_ref()
+                .is_none_or(|(tz, s)| s.covering(tz, now_ms).is_some())
+            && self.scope.matches(target)
+    }
+}
+
+/// What makes a silence recur.
+#[derive(Debug, Clone)]
+pub struct NewRecurrence {
+    pub rrule: String,
+    /// IANA zone name the RRULE's local times are in.
+    pub tz: String,
+    /// Length of each occurrence.
+    pub duration_ms: i64,
+}
+
+/// Open-ended: a recurring silence without `--until` lasts until removed.
+pub const FOREVER_MS: i64 = i64::MAX;
+
+fn series_of(
+    rule: &str,
+    tz_name: &str,
+    starts_ms: i64,
+    duration_ms: i64,
+) -> Result<(TimeZone, Series), SilenceError> {
+    let tz = TimeZone::get(tz_name).map_err(|_| SilenceError::BadZone(tz_name.to_owned()))?;
+    let r = rrule::parse(rule).map_err(|e| SilenceError::BadRrule {
+        at: e.offset + 1,
+        message: e.message,
+    })?;
+    if !(1..=rrule::MAX_DURATION_MS).contains(&duration_ms) {
+        return Err(SilenceError::BadDuration);
+    }
+    let dtstart = jiff::Timestamp::from_millisecond(starts_ms)
+        .map_err(|_| SilenceError::BadDuration)?
+        .to_zoned_datetime(tz.clone())
+        .datetime();
+    let series = Series::new(r, dtstart, duration_ms, &tz);
+    Ok((tz, series))
+}
+
+/// What `alerts silence` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewSilence {
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub tenant: Option<String>,
+    pub site: Option<String>,
+    pub tag: Option<String>,
+    pub device: Option<String>,
+    pub rule: Option<String>,
+    pub comment: String,
+    pub by: String,
+    pub recurrence: Option<NewRecurrence>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "a silence needs at least one of --tenant, --site, --tag, --device, --rule (silencing everything is refused)"
+    )]
+    NoMatcher,
+    #[error("a silence needs a --comment saying why")]
+    NoComment,
+    #[error("the silence would end ({end}) before it starts ({start})")]
+    EndsBeforeStart { start: String, end: String },
+    #[error("the silence would end ({0}) in the past")]
+    EndsInPast(String),
+    #[error("no tenant {0:?} (see `tandem-collector tenant list`)")]
+    NoTenant(String),
+    #[error("no site {0:?}{1} (see `tandem-collector site list`)")]
+    NoSite(String, String),
+    #[error("no device {0:?} (see `tandem-collector device list`)")]
+    NoDevice(String),
+    #[error("device {device:?} belongs to tenant {actual:?}, not {wanted:?}")]
+    WrongTenant {
+        device: String,
+        actual: String,
+        wanted: String,
+    },
+    #[error("{0}")]
+    BadTag(String),
+    #[error("--rrule, at character {at}: {message}")]
+    BadRrule { at: usize, message: String },
+    #[error("--tz {0:?} is not an IANA time zone name such as Europe/Berlin")]
+    BadZone(String),
+    #[error("each occurrence of a recurring silence (--for) must last 1 s to 31 days")]
+    BadDuration,
+}
+
+fn ts(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Checks and stores a silence; returns its id. Tenants, sites and devices named
+/// must exist (a typo would otherwise silence nothing, quietly); rules are not
+/// checked (they live in files the CLI may not see), tags only for their text.
+pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64, SilenceError> {
+    if s.tenant.is_none()
+        && s.site.is_none()
+        && s.tag.is_none()
+        && s.device.is_none()
+        && s.rule.is_none()
+    {
+        return Err(SilenceError::NoMatcher);
+    }
+    if s.comment.trim().is_empty() {
+        return Err(SilenceError::NoComment);
+    }
+    if s.ends_ms <= s.starts_ms {
+        return Err(SilenceError::EndsBeforeStart {
+            start: ts(s.starts_ms),
+            end: ts(s.ends_ms),
+        });
+    }
+    if s.ends_ms <= now_ms {
+        return Err(SilenceError::EndsInPast(ts(s.ends_ms)));
+    }
+    if let Some(tag) = &s.tag {
+        check_tag(tag).map_err(SilenceError::BadTag)?;
+    }
+    if let Some(r) = &s.recurrence {
+        series_of(&r.rrule, &r.tz, s.starts_ms, r.duration_ms)?;
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(t) = &s.tenant {
+        let found: Option<i64> = tx
+            .query_row("SELECT id FROM tenants WHERE name = ?1", [t], |r| r.get(0))
+            .optional()?;
+        if found.is_none() {
+            return Err(SilenceError::NoTenant(t.clone()));
+        }
+    }
+    if let Some(site) = &s.site {
+        let n: i64 = tx.query_row(
+            "SELECT count(*) FROM sites s JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.name = ?1 AND (?2 IS NULL OR t.name = ?2)",
+            params![site, s.tenant],
+            |r| r.get(0),
+        )?;
+        if n == 0 {
+            let in_tenant = s
+                .tenant
+                .as_ref()
+                .map(|t| format!(" in tenant {t:?}"))
+                .unwrap_or_default();
+            return Err(SilenceError::NoSite(site.clone(), in_tenant));
+        }
+    }
+    if let Some(d) = &s.device {
+        let tenant: Option<String> = tx
+            .query_row(
+                "SELECT t.name FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ?1",
+                [d],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match (tenant, &s.tenant) {
+            (None, _) => return Err(SilenceError::NoDevice(d.clone())),
+            (Some(actual), Some(wanted)) if actual != *wanted => {
+                return Err(SilenceError::WrongTenant {
+                    device: d.clone(),
+                    actual,
+                    wanted: wanted.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    tx.execute(
+        "INSERT INTO silences (starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment,
+                               created_by, created_ms, rrule, tz, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            s.starts_ms,
+            s.ends_ms,
+            s.tenant,
+            s.site,
+            s.tag,
+            s.device,
+            s.rule,
+            s.comment.trim(),
+            s.by,
+            now_ms,
+            s.recurrence.as_ref().map(|r| &r.rrule),
+            s.recurrence.as_ref().map(|r| &r.tz),
+            s.recurrence.as_ref().map(|r| r.duration_ms)
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(id)
+}
+
+/// A silence as listed by `alerts silences`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SilenceRow {
+    pub id: i64,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub tenant: Option<String>,
+    pub site: Option<String>,
+    pub tag: Option<String>,
+    pub device_id: Option<String>,
+    pub rule: Option<String>,
+    pub comment: String,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub removed_ms: Option<i64>,
+    pub removed_by: Option<String>,
+    pub rrule: Option<String>,
+    pub tz: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+impl SilenceRow {
+    /// `active`, `upcoming`, `ended` or `removed` at `now_ms`.
+    pub fn status(&self, now_ms: i64) -> &'static str {
+        if self.removed_ms.is_some() {
+            "removed"
+        } else if now_ms < self.starts_ms {
+            "upcoming"
+        } else if now_ms < self.ends_ms && self.rrule.is_some() {
+            "recurring"
+        } else if now_ms < self.ends_ms {
+            "active"
+        } else {
+            "ended"
+        }
+    }
+
+    /// The matchers, as `tenant=acme device=d1`.
+    pub fn matchers(&self) -> String {
+        [
+            ("tenant", &self.tenant),
+            ("site", &self.site),
+            ("tag", &self.tag),
+            ("device", &self.device_id),
+            ("rule", &self.rule),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+
+    fn scope(&self) -> Scope {
+        let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
+        Scope {
+            tenants: one(&self.tenant),
+            sites: one(&self.site),
+            tags: one(&self.tag),
+            os: Vec::new(),
+            devices: one(&self.device_id),
+            rules: one(&self.rule),
+        }
+    }
+}
+
+/// Silences not removed and not ended at `now_ms` (with `all`: every one ever made),
+/// soonest end first.
+pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment, created_by,
+                created_ms, removed_ms, removed_by, rrule, tz, duration_ms
+         FROM silences WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1)
+         ORDER BY ends_ms, id",
+    )?;
+    let rows = stmt.query_map(params![now_ms, all], |r| {
+        Ok(SilenceRow {
+            id: r.get(0)?,
+            starts_ms: r.get(1)?,
+            ends_ms: r.get(2)?,
+            tenant: r.get(3)?,
+            site: r.get(4)?,
+            tag: r.get(5)?,
+            device_id: r.get(6)?,
+            rule: r.get(7)?,
+            comment: r.get(8)?,
+            created_by: r.get(9)?,
+            created_ms: r.get(10)?,
+            removed_ms: r.get(11)?,
+            removed_by: r.get(12)?,
+            rrule: r.get(13)?,
+            tz: r.get(14)?,
+            duration_ms: r.get(15)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The silences the engine must honour from `now_ms` on (active and upcoming). A
+/// recurring one whose rule no longer reads (only possible by editing the database
+/// by hand) is skipped with a warning.
+pub fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
+    let mut out = Vec::new();
+    for r in list(conn, now_ms, false)? {
+        let recurring = match (&r.rrule, &r.tz, r.duration_ms) {
+            (Some(rule), tz, Some(d)) => {
+                match series_of(rule, tz.as_deref().unwrap_or("UTC"), r.starts_ms, d) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(silence = r.id, error = %e, "unreadable recurring silence skipped");
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        out.push(Silence {
+            id: r.id,
+            starts_ms: r.starts_ms,
+            ends_ms: r.ends_ms,
+            scope: r.scope(),
+            recurring,
+        });
+    }
+    Ok(out)
+}
+
+/// What `unsilence` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    Removed,
+    AlreadyRemoved,
+    AlreadyEnded,
+    NoSuchSilence,
+}
+
+/// Lifts a silence (keeps the row, records who and when).
+pub fn remove(
+    conn: &Connection,
+    id: i64,
+    by: &str,
+    now_ms: i64,
+) -> rusqlite::Result<RemoveOutcome> {
+    let row: Option<(i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT ends_ms, removed_ms FROM silences WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => RemoveOutcome::NoSuchSilence,
+        Some((_, Some(_))) => RemoveOutcome::AlreadyRemoved,
+        Some((ends, None)) if ends <= now_ms => RemoveOutcome::AlreadyEnded,
+        Some(_) => {
+            conn.execute(
+                "UPDATE silences SET removed_ms = ?2, removed_by = ?3
+                 WHERE id = ?1 AND removed_ms IS NULL",
+                params![id, now_ms, by],
+            )?;
+            RemoveOutcome::Removed
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, name, created_ms) VALUES (1, 'acme', 0), (2, 'globex', 0);
+             INSERT INTO sites (id, tenant_id, name, created_ms) VALUES (1, 1, 'hq', 0);
+             INSERT INTO devices (id, tenant_id, first_seen_ms, last_seen_ms) VALUES ('d1', 1, 0, 0);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn new(device: Option<&str>) -> NewSilence {
+        NewSilence {
+            starts_ms: 1000,
+            ends_ms: 5000,
+            device: device.map(Into::into),
+            comment: "disk swap".into(),
+            by: "alice".into(),
+            ..NewSilence::default()
+        }
+    }
+
+    #[test]
+    fn a_silence_is_stored_listed_loaded_and_removed_with_a_record() {
+        let (_d, mut conn) = db();
+        let id = create(&mut conn, &new(Some("d1")), 500).unwrap();
+        let later = create(
+            &mut conn,
+            &NewSilence {
+                starts_ms: 4000,
+                ends_ms: 9000,
+                rule: Some("cpu-high".into()),
+                ..new(None)
+            },
+            500,
+        )
+        .unwrap();
+        let rows = list(&conn, 2000, false).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].status(2000), rows[1].status(2000)),
+            ("active", "upcoming")
+        );
+        assert_eq!(rows[0].matchers(), "device=d1");
+        let loaded = load(&conn, 2000).unwrap();
+        let target = Target::device("acme", "d1", "linux", "cpu-high");
+        assert!(loaded[0].covers(&target, 2000));
+        assert!(!loaded[0].covers(&target, 5000), "end is exclusive");
+        assert!(!loaded[1].covers(&target, 2000), "not started");
+        assert!(!loaded[0].covers(&Target::device("acme", "d2", "linux", "x"), 2000));
+
+        assert_eq!(
+            remove(&conn, id, "bob", 2500).unwrap(),
+            RemoveOutcome::Removed
+        );
+        assert_eq!(
+            remove(&conn, id, "bob", 2600).unwrap(),
+            RemoveOutcome::AlreadyRemoved
+        );
+        assert_eq!(
+            remove(&conn, 99, "bob", 2600).unwrap(),
+            RemoveOutcome::NoSuchSilence
+        );
+        assert_eq!(
+            remove(&conn, later, "bob", 9000).unwrap(),
+            RemoveOutcome::AlreadyEnded
+        );
+        let ids: Vec<i64> = load(&conn, 2600).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![later]);
+        let all = list(&conn, 2600, true).unwrap();
+        let gone = all.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(
+            (gone.removed_by.as_deref(), gone.status(2600)),
+            (Some("bob"), "removed")
+        );
+    }
+
+    #[test]
+    fn a_recurring_silence_covers_its_occurrences_only() {
+        let (_d, mut conn) = db();
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        // Saturdays 01:00-03:00 Berlin from 2026-03-21, until removed.
+        let id = create(
+            &mut conn,
+            &NewSilence {
+                starts_ms: ms("2026-03-21T00:00:00Z"), // 01:00 CET
+                ends_ms: FOREVER_MS,
+                recurrence: Some(NewRecurrence {
+                    rrule: "FREQ=WEEKLY;BYDAY=SA".into(),
+                    tz: "Europe/Berlin".into(),
+                    duration_ms: 2 * 3_600_000,
+                }),
+                ..new(Some("d1"))
+            },
+            ms("2026-03-20T00:00:00Z"),
+        )
+        .unwrap();
+        let s = load(&conn, ms("2026-03-20T00:00:00Z")).unwrap();
+        let t = Target::device("acme", "d1", "linux", "cpu");
+        assert!(s[0].covers(&t, ms("2026-03-21T01:59:00Z")));
+        assert!(!s[0].covers(&t, ms("2026-03-21T02:00:00Z")));
+        assert!(!s[0].covers(&t, ms("2026-03-24T01:00:00Z")), "a Tuesday");
+        // Two weeks later Berlin is on CEST: 01:00 local = 23:00Z the day before.
+        assert!(s[0].covers(&t, ms("2026-04-03T23:00:00Z")));
+        assert!(
+            !s[0].covers(&t, ms("2026-04-04T01:00:00Z")),
+            "03:00 CEST: over"
+        );
+        let rows = list(&conn, ms("2026-03-24T00:00:00Z"), false).unwrap();
+        assert_eq!(
+            (rows[0].id, rows[0].status(ms("2026-03-24T00:00:00Z"))),
+            (id, "recurring")
+        );
+        let e = create(
+            &mut conn,
+            &NewSilence {
+                recurrence: Some(NewRecurrence {
+                    rrule: "FREQ=YEARLY".into(),
+                    tz: "UTC".into(),
+                    duration_ms: 1000,
+                }),
+                ..new(Some("d1"))
+            },
+            500,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--rrule, at character 6: FREQ=YEARLY is not supported (DAILY, WEEKLY, MONTHLY)"
+        );
+    }
+
+    #[test]
+    fn bad_silences_are_refused_with_the_reason() {
+        let (_d, mut conn) = db();
+        let mut err = |s: NewSilence| create(&mut conn, &s, 500).unwrap_err().to_string();
+        assert!(err(new(None)).contains("at least one of"));
+        assert!(
+            err(NewSilence {
+                comment: " ".into(),
+                ..new(Some("d1"))
+            })
+            .contains("--comment")
+        );
+        assert!(err(new(Some("nope"))).contains("no device \"nope\""));
+        assert!(
+            err(NewSilence {
+                tenant: Some("globex".into()),
+                ..new(Some("d1"))
+            })
+            .contains("belongs to tenant \"acme\"")
+        );
+        assert!(
+            err(NewSilence {
+                site: Some("hq".into()),
+                tenant: Some("globex".into()),
+                ..new(None)
+            })
+            .contains("no site \"hq\" in tenant \"globex\"")
+        );
+        assert!(
+            err(NewSilence {
+                tag: Some("Prod".into()),
+                ..new(None)
+            })
+            .contains("lowercase")
+        );
+        assert!(
+            err(NewSilence {
+                ends_ms: 400,
+                starts_ms: 0,
+                ..new(Some("d1"))
+            })
+            .contains("in the past")
+        );
+        assert!(
+            err(NewSilence {
+                ends_ms: 900,
+                ..new(Some("d1"))
+            })
+            .contains("before it starts")
+        );
+        assert!(list(&conn, 0, true).unwrap().is_empty(), "nothing stored");
+    }
+}
