@@ -70,6 +70,7 @@ fn info_filter() -> Targets {
 }
 
 fn main() -> anyhow::Result<()> {
+    tandem_agent::platform::tune_allocator();
     let cli = Cli::parse();
     // RUST_LOG takes `level` and `target=level` items ("info,tandem_agent=debug"):
     // a `Targets` filter, not an `EnvFilter`, whose regex engine would add a quarter

@@ -18,6 +18,16 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+// glibc's allocator tuning is an FFI call: the other module allowed unsafe code.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+mod glibc;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub use glibc::tune_allocator;
+/// Allocator tuning: nothing to do outside glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
+
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
