@@ -186,6 +186,13 @@ enum DeviceCommand {
         #[command(flatten)]
         db: DataDir,
     },
+    /// Ask a device to check its pending updates now (within a second while it is
+    /// connected, else as soon as it connects). The answer is a patch report.
+    CheckPatches {
+        id: String,
+        #[command(flatten)]
+        db: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -617,6 +624,12 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Renew { id, db } => {
             admin::request_renew(&open_db(&db)?, &id, now_ms())?;
             println!("device {id} asked to renew its certificate");
+        }
+        DeviceCommand::CheckPatches { id, db } => {
+            admin::request_patch_check(&open_db(&db)?, &id, now_ms())?;
+            println!(
+                "device {id} asked to check its patches (now if connected, else when it connects)"
+            );
         }
     }
     Ok(())

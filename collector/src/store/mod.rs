@@ -32,6 +32,16 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0003_enrollment.sql"),
     ),
     ("0004_alerts", include_str!("migrations/0004_alerts.sql")),
+    // Numbered 0006 and 0007 to leave 0005 to a migration developed in parallel;
+    // the position in this list, not the number, is the schema version.
+    (
+        "0006_inventory",
+        include_str!("migrations/0006_inventory.sql"),
+    ),
+    (
+        "0007_patch_check_requests",
+        include_str!("migrations/0007_patch_check_requests.sql"),
+    ),
 ];
 
 /// File name of the database inside the data dir.
