@@ -142,10 +142,12 @@ pub async fn run(
         stop_sampling.clone(),
     ));
     let stop_patches = CancellationToken::new();
+    let (check_patches_tx, check_patches_rx) = tokio::sync::mpsc::channel(1);
     let patching = tokio::spawn(patch_loop(
         cfg_rx.clone(),
         spool.clone(),
         new_data.clone(),
+        check_patches_rx,
         stop_patches.clone(),
     ));
     let renew_now = Arc::new(Notify::new());
@@ -160,6 +162,7 @@ pub async fn run(
         new_data,
         interval: interval_tx,
         renew_now,
+        check_patches: check_patches_tx,
     };
     let uplink = tokio::spawn(uplink::run(cfg_rx, shared, stop_uplink.clone()));
 
@@ -268,6 +271,11 @@ async fn sample_loop(
 /// spooling each result as a `PatchReport` frame: it is then delivered and
 /// acknowledged like a batch, and survives an outage in the spool.
 ///
+/// A message on `check_now` (the collector's `CheckPatches`) starts a check at once,
+/// and the next periodic one is due an interval after it. One check runs at a time:
+/// requests that arrive while a check runs are answered by that check's report
+/// (coalesced), not queued as further checks.
+///
 /// The check runs on a plain thread, not `spawn_blocking`: a package manager that
 /// hangs until its timeout must neither hold up the sampler nor make shutdown (which
 /// waits for blocking tasks) wait for it. At shutdown the loop stops waiting at once.
@@ -275,9 +283,11 @@ async fn patch_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
     spool: Arc<Mutex<spool::Spool>>,
     new_data: Arc<Notify>,
+    mut check_now: tokio::sync::mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
     use rand::Rng;
+    let mut requests_open = true;
     let state_dir = cfg.borrow().state_dir.clone();
     let first_seen = {
         let dir = state_dir.clone();
@@ -342,6 +352,17 @@ async fn patch_loop(
                 }
             }
         }
+        // Requests that came in while this check ran are answered by it.
+        let mut coalesced = 0;
+        while check_now.try_recv().is_ok() {
+            coalesced += 1;
+        }
+        if coalesced > 0 {
+            tracing::debug!(
+                coalesced,
+                "patch check requests answered by the check that was running"
+            );
+        }
         // The next check is due one interval (plus jitter) after this one; a reloaded
         // config with another interval moves the due time at once.
         let checked = tokio::time::Instant::now();
@@ -353,6 +374,13 @@ async fn patch_loop(
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(checked + base + jitter) => break,
                 r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
+                r = check_now.recv(), if requests_open => match r {
+                    Some(()) => {
+                        tracing::info!("patch check on the collector's request");
+                        break;
+                    }
+                    None => requests_open = false,
+                },
             }
         }
     }
@@ -384,10 +412,12 @@ mod tests {
         let spool = Arc::new(Mutex::new(spool));
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let stop = CancellationToken::new();
+        let (check_tx, check_rx) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(patch_loop(
             cfg_rx,
             spool.clone(),
             Arc::new(Notify::new()),
+            check_rx,
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
@@ -398,12 +428,21 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The collector's request runs a check at once (the interval is an hour).
+        check_tx.send(()).await.unwrap();
+        while spool.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the requested check did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // A reload with a shorter interval brings the next check forward at once
         // (the default is an hour).
         let mut quick = cfg.clone();
         quick.patch_interval = Duration::from_millis(50);
         cfg_tx.send(Arc::new(quick)).unwrap();
-        while spool.lock().unwrap().len() < 2 {
+        while spool.lock().unwrap().len() < 3 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the reloaded interval did not apply"
