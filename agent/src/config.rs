@@ -20,6 +20,7 @@
 //! catchup_batches_per_sec = 20
 //! patch_interval_secs = 3600
 //! patch_timeout_secs = 120
+//! inventory_interval_secs = 21600
 //! ```
 
 use std::ops::Range;
@@ -63,8 +64,12 @@ pub struct AgentConfig {
     /// together does not query its mirrors together). One check also runs at start.
     pub patch_interval: Duration,
     /// Deadline of each package-manager command; a slower one is killed and the
-    /// report carries the error.
+    /// report carries the error. Also bounds the inventory's commands
+    /// (dpkg-query, rpm, reg, system_profiler).
     pub patch_timeout: Duration,
+    /// Time between inventory collections (plus up to 10 % jitter); one also runs
+    /// at start. An inventory is sent only when it differs from the last one sent.
+    pub inventory_interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +88,7 @@ struct Raw {
     catchup_batches_per_sec: Option<Spanned<i64>>,
     patch_interval_secs: Option<Spanned<i64>>,
     patch_timeout_secs: Option<Spanned<i64>>,
+    inventory_interval_secs: Option<Spanned<i64>>,
 }
 
 impl AgentConfig {
@@ -243,6 +249,13 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         3600,
     );
     let patch_timeout = ranged(&raw.patch_timeout_secs, "patch_timeout_secs", 5, 3600, 120);
+    let inventory_interval = ranged(
+        &raw.inventory_interval_secs,
+        "inventory_interval_secs",
+        60,
+        30 * 86_400,
+        6 * 3600,
+    );
     let cfg = AgentConfig {
         collector_url,
         enroll_token,
@@ -257,6 +270,7 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         catchup_batches_per_sec: catchup as u32,
         patch_interval: Duration::from_secs(patch_interval as u64),
         patch_timeout: Duration::from_secs(patch_timeout as u64),
+        inventory_interval: Duration::from_secs(inventory_interval as u64),
     };
     if problems.is_empty() {
         Ok(cfg)
@@ -282,6 +296,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/etc/tandem/state"));
         assert_eq!(c.patch_interval, Duration::from_secs(3600));
         assert_eq!(c.patch_timeout, Duration::from_secs(120));
+        assert_eq!(c.inventory_interval, Duration::from_secs(6 * 3600));
         let e = parse(Path::new("a.toml"), "patch_interval_secs = 5\n").unwrap_err();
         assert!(
             e.problems[0].starts_with("a.toml:1:23: patch_interval_secs = 5 is out of range"),

@@ -6,6 +6,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod inventory;
 pub mod patches;
 pub mod platform;
 pub mod reload;
@@ -150,6 +151,13 @@ pub async fn run(
         check_patches_rx,
         stop_patches.clone(),
     ));
+    let stop_inventory = CancellationToken::new();
+    let inventorying = tokio::spawn(inventory_loop(
+        cfg_rx.clone(),
+        spool.clone(),
+        new_data.clone(),
+        stop_inventory.clone(),
+    ));
     let renew_now = Arc::new(Notify::new());
     let stop_renewal = CancellationToken::new();
     let renewal = tokio::spawn(identity::renew_loop(
@@ -178,6 +186,8 @@ pub async fn run(
     let _ = sampling.await;
     stop_patches.cancel();
     let _ = patching.await;
+    stop_inventory.cancel();
+    let _ = inventorying.await;
     stop_uplink.cancel();
     let _ = uplink.await;
     stop_renewal.cancel();
@@ -272,9 +282,10 @@ async fn sample_loop(
 /// acknowledged like a batch, and survives an outage in the spool.
 ///
 /// A message on `check_now` (the collector's `CheckPatches`) starts a check at once,
-/// and the next periodic one is due an interval after it. One check runs at a time:
-/// requests that arrive while a check runs are answered by that check's report
-/// (coalesced), not queued as further checks.
+/// and the next periodic one is due an interval after it. One check runs at a time.
+/// Requests that arrive while a check runs are coalesced into one further check
+/// right after it (the running one may have read the package state before the
+/// request was made); however many arrive, at most one waits.
 ///
 /// The check runs on a plain thread, not `spawn_blocking`: a package manager that
 /// hangs until its timeout must neither hold up the sampler nor make shutdown (which
@@ -297,6 +308,8 @@ async fn patch_loop(
         }
     };
     loop {
+        // Every request made until now is answered by the check starting now.
+        while check_now.try_recv().is_ok() {}
         let timeout = cfg.borrow().patch_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -352,17 +365,6 @@ async fn patch_loop(
                 }
             }
         }
-        // Requests that came in while this check ran are answered by it.
-        let mut coalesced = 0;
-        while check_now.try_recv().is_ok() {
-            coalesced += 1;
-        }
-        if coalesced > 0 {
-            tracing::debug!(
-                coalesced,
-                "patch check requests answered by the check that was running"
-            );
-        }
         // The next check is due one interval (plus jitter) after this one; a reloaded
         // config with another interval moves the due time at once.
         let checked = tokio::time::Instant::now();
@@ -381,6 +383,93 @@ async fn patch_loop(
                     }
                     None => requests_open = false,
                 },
+            }
+        }
+    }
+}
+
+/// Collects the inventory at start and then every `inventory_interval` (plus
+/// jitter), and spools it as an `Inventory` frame only when its fingerprint differs
+/// from the last one spooled ([`inventory::LastSent`], in the state dir): an
+/// unchanged machine sends nothing, across restarts too. Spooled, it is delivered
+/// and acknowledged like a batch.
+///
+/// Collection runs on a plain thread for the same reason as the patch check.
+async fn inventory_loop(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: Arc<Mutex<spool::Spool>>,
+    new_data: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    use rand::Rng;
+    let last_sent = Arc::new(inventory::LastSent::new(&cfg.borrow().state_dir));
+    loop {
+        let timeout = cfg.borrow().patch_timeout;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || {
+                let _ = tx.send(inventory::collect(timeout, now_ms()));
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start the inventory collection");
+        } else {
+            let inv = tokio::select! {
+                _ = stop.cancelled() => return,
+                i = rx => i,
+            };
+            if let Ok(inv) = inv {
+                let spool = spool.clone();
+                let last_sent = last_sent.clone();
+                let pushed = tokio::task::spawn_blocking(move || {
+                    let fingerprint = inventory::fingerprint(&inv.to_wire(0));
+                    if last_sent.get().as_deref() == Some(fingerprint.as_str()) {
+                        return Ok(None);
+                    }
+                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                    let seq = spool.push(|seq| AgentFrame {
+                        kind: Some(agent_frame::Kind::Inventory(inv.to_wire(seq))),
+                    })?;
+                    if let Err(err) = last_sent.set(&fingerprint) {
+                        // Harmless: the same inventory is sent once more next time.
+                        tracing::warn!(error = %err, "cannot record the inventory sent");
+                    }
+                    Ok::<_, spool::SpoolError>(Some((seq, inv)))
+                })
+                .await;
+                match pushed {
+                    Ok(Ok(Some((seq, inv)))) => {
+                        match &inv.software_error {
+                            None => tracing::info!(
+                                seq,
+                                software = inv.software.len(),
+                                source = inv.software_source,
+                                "inventory changed; spooled"
+                            ),
+                            Some(err) => {
+                                tracing::warn!(seq, source = inv.software_source, error = %err,
+                                "inventory spooled without its software list")
+                            }
+                        }
+                        new_data.notify_one();
+                    }
+                    Ok(Ok(None)) => tracing::debug!("inventory unchanged; not sent"),
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "cannot write to the spool; inventory not sent")
+                    }
+                    Err(_) => tracing::error!("inventory task failed"),
+                }
+            }
+        }
+        let collected = tokio::time::Instant::now();
+        let mut cfg_open = true;
+        loop {
+            let base = cfg.borrow_and_update().inventory_interval;
+            let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(collected + base + jitter) => break,
+                r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
             }
         }
     }

@@ -270,7 +270,7 @@ impl Status {
 
 /// Text the collector accepts (`collector/src/grpc/validate.rs`: no control
 /// characters, at most 1024 bytes): tool output is not trusted to be either.
-fn wire_text(s: &str) -> String {
+pub(crate) fn wire_text(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

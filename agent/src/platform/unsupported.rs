@@ -43,6 +43,20 @@ pub fn kill_tree(child: &mut std::process::Child) {
     let _ = child.kill();
 }
 
+/// No software source is known on this platform; the inventory says so.
+pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    crate::inventory::PlatformFacts {
+        os_build: String::new(),
+        os_name: String::new(),
+        os_version: String::new(),
+        hardware: crate::inventory::Hardware::default(),
+        software_source: "none",
+        software: Err(crate::inventory::InventoryError::NoSource {
+            looked_for: "nothing: this operating system is not supported",
+        }),
+    }
+}
+
 /// Failed units are a systemd notion: not applicable here.
 pub fn failed_units(
     _timeout: std::time::Duration,

@@ -80,6 +80,72 @@ pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
     }
 }
 
+/// `reg query KEY [/s]`, bounded by `timeout`.
+fn reg_query(
+    key: &str,
+    recurse: bool,
+    timeout: std::time::Duration,
+) -> Result<String, crate::tool::ToolError> {
+    let mut args = vec!["query", key];
+    if recurse {
+        args.push("/s");
+    }
+    Ok(crate::tool::run("reg", &args, timeout)?
+        .accept("reg", &[0])?
+        .stdout)
+}
+
+/// Inventory facts from the registry, read with `reg query` (a tool on every
+/// Windows; its output is parsed by pure functions tested on Linux): Windows'
+/// name, display version and build, the BIOS's manufacturer and product, and the
+/// installed programs under both Uninstall keys (64- and 32-bit). The hardware
+/// serial is not in the registry (WMI's Win32_BIOS has it) and stays empty.
+pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    use crate::inventory as inv;
+    let (os_name, os_version, os_build) = reg_query(
+        r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+        false,
+        timeout,
+    )
+    .map(|o| inv::parse_windows_version(&o))
+    .unwrap_or_default();
+    let hardware = reg_query(r"HKLM\HARDWARE\DESCRIPTION\System\BIOS", false, timeout)
+        .ok()
+        .and_then(|o| inv::parse_reg_query(&o).into_iter().next())
+        .map(|k| inv::Hardware {
+            vendor: k.get("SystemManufacturer").unwrap_or("").trim().to_owned(),
+            model: k.get("SystemProductName").unwrap_or("").trim().to_owned(),
+            serial: String::new(),
+        })
+        .unwrap_or_default();
+    let software = reg_query(
+        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
+        true,
+        timeout,
+    )
+    .map_err(inv::InventoryError::from)
+    .map(|o| {
+        let mut list = inv::parse_uninstall_keys(&o);
+        // 32-bit programs; absent on 32-bit Windows, which is not an error.
+        if let Ok(o) = reg_query(
+            r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+            true,
+            timeout,
+        ) {
+            list.extend(inv::parse_uninstall_keys(&o));
+        }
+        list
+    });
+    inv::PlatformFacts {
+        os_build,
+        os_name,
+        os_version,
+        hardware,
+        software_source: "windows_registry",
+        software,
+    }
+}
+
 /// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
 pub fn isolate(_cmd: &mut std::process::Command) {}
 

@@ -921,6 +921,92 @@ mod tests {
         );
     }
 
+    fn inv(seq: u64, software: &[(&str, &str)], error: &str) -> Inventory {
+        Inventory {
+            seq,
+            time_unix_ms: seq as i64 * 1000,
+            os_name: "Debian GNU/Linux".into(),
+            software_source: "dpkg".into(),
+            software_error: error.into(),
+            software: software
+                .iter()
+                .map(|(n, v)| tandem_proto::v1::Software {
+                    name: (*n).into(),
+                    version: (*v).into(),
+                    publisher: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn inventory_keeps_the_latest_list_and_records_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (w, t) =
+            Writer::spawn(super::super::open(&path).unwrap(), WriterConfig::default()).unwrap();
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        for i in [
+            inv(1, &[("bash", "5.1"), ("curl", "7")], ""),
+            // A replay changes nothing.
+            inv(1, &[("bash", "9")], ""),
+            inv(2, &[("bash", "5.2"), ("curl", "7"), ("jq", "1.6")], ""),
+            // The list could not be read: the facts update, the last list stays.
+            inv(
+                3,
+                &[],
+                "dpkg-query did not finish within 120 s and was killed",
+            ),
+        ] {
+            w.submit_inventory("d1".into(), i)
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        drop(w);
+        t.join();
+        let conn = super::super::open(&path).unwrap();
+        let (seq, err): (i64, String) = conn
+            .query_row(
+                "SELECT seq, software_error FROM inventories WHERE device_id = 'd1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(seq, 3);
+        assert!(err.contains("did not finish"));
+        let mut st = conn
+            .prepare("SELECT name || ' ' || version FROM inventory_software ORDER BY name")
+            .unwrap();
+        let list: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(list, ["bash 5.2", "curl 7", "jq 1.6"]);
+        let mut st = conn
+            .prepare(
+                "SELECT seq, change, name, version FROM inventory_changes ORDER BY change, name",
+            )
+            .unwrap();
+        let changes: Vec<(i64, String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (2, "added".into(), "bash".into(), "5.2".into()),
+                (2, "added".into(), "jq".into(), "1.6".into()),
+                (2, "removed".into(), "bash".into(), "5.1".into()),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn only_what_was_committed_reaches_the_alert_sink() {
         let dir = tempfile::tempdir().unwrap();
