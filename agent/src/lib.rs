@@ -1,6 +1,8 @@
 //! `tandem-agent`: samples this machine's health, spools each sample to disk, and
 //! streams the spool to the collector over mutual-TLS gRPC.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the one exception is `platform/wua.rs` (Windows only),
+// where the `windows` crate makes every COM call `unsafe`. Nothing else may.
+#![deny(unsafe_code)]
 
 pub mod collect;
 pub mod config;

@@ -130,6 +130,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         source,
         updates,
         reboot,
+        last_install_unix_ms: 0,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         source: "softwareupdate",
         updates,
         reboot: crate::patches::Reboot::default(),
+        last_install_unix_ms: 0,
     }
 }
 

@@ -14,6 +14,9 @@ pub use linux::*;
 mod windows;
 #[cfg(windows)]
 pub use windows::*;
+// The Windows Update Agent over COM, used by `windows::check_patches` only.
+#[cfg(windows)]
+mod wua;
 
 #[cfg(target_os = "macos")]
 mod macos;

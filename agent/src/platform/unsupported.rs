@@ -31,6 +31,7 @@ pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
             "patch status is not supported on this operating system",
         )),
         reboot: crate::patches::Reboot::default(),
+        last_install_unix_ms: 0,
     }
 }
 

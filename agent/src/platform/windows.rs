@@ -65,18 +65,100 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
     std::fs::rename(&tmp, path)
 }
 
-/// Pending updates. **Stub**: the Windows Update Agent search
-/// (`IUpdateSearcher.Search("IsInstalled=0 and IsHidden=0")` over COM) and the
-/// pending-reboot registry keys are not implemented yet; the report says so in its
-/// error instead of claiming nothing is pending. `patches::windows_update::parse`
-/// is the parser the search's serialized results will go through.
-pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
+/// Whether a Windows Update search thread is still running (one that outlived
+/// its deadline): a second one is not started beside it.
+static SEARCH_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Pending updates from the Windows Update Agent (`platform/wua.rs`, COM), the
+/// last successful installation from its history, and the pending-reboot
+/// registry keys (read with `reg query`). Blocking.
+///
+/// The COM search cannot be cancelled, so it runs on a thread of its own and the
+/// check waits at most `timeout`; past that the report carries a timeout error and
+/// the search thread is left to finish (no second search starts meanwhile).
+///
+/// **Not exercised on a real Windows machine**: CI type-checks and cross-builds it
+/// only (Wine has no Windows Update Agent). The interpretation is tested on Linux
+/// (`patches/windows_update.rs`).
+pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
+    use crate::patches::{PatchError, Reboot, windows_update};
+    use std::sync::atomic::Ordering;
+    let searched = if SEARCH_RUNNING.swap(true, Ordering::SeqCst) {
+        Err(PatchError::Malformed {
+            what: "windows update search",
+            detail: "the previous search is still running".into(),
+        })
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("wua-search".into())
+            .spawn(move || {
+                let r = super::wua::search();
+                SEARCH_RUNNING.store(false, Ordering::SeqCst);
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Err(err) => {
+                SEARCH_RUNNING.store(false, Ordering::SeqCst);
+                Err(PatchError::Malformed {
+                    what: "windows update search",
+                    detail: format!("cannot start the search thread: {err}"),
+                })
+            }
+            Ok(_) => match rx.recv_timeout(timeout) {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(detail)) => Err(PatchError::Malformed {
+                    what: "windows update search",
+                    detail,
+                }),
+                Err(_) => Err(PatchError::Tool(crate::tool::ToolError::TimedOut {
+                    program: "windows update search".into(),
+                    secs: timeout.as_secs(),
+                })),
+            },
+        }
+    };
+    let (updates, last_install_unix_ms) = match searched {
+        Ok((found, history)) => (
+            Ok(windows_update::classify(found)),
+            windows_update::last_successful_install_ms(&history),
+        ),
+        Err(err) => (Err(err), 0),
+    };
+    let key_exists = |key: &str| {
+        crate::tool::run("reg", &["query", key], timeout).is_ok_and(|o| o.code == Some(0))
+    };
+    let renames = crate::tool::run(
+        "reg",
+        &[
+            "query",
+            r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager",
+            "/v",
+            "PendingFileRenameOperations",
+        ],
+        timeout,
+    )
+    .ok()
+    .filter(|o| o.code == Some(0))
+    .map(|o| o.stdout);
+    let required = windows_update::reboot_required(
+        key_exists(
+            r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired",
+        ),
+        key_exists(
+            r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending",
+        ),
+        renames.as_deref(),
+    );
     crate::patches::Check {
         source: "windows_update",
-        updates: Err(crate::patches::PatchError::NotImplemented(
-            "the windows update search (IUpdateSearcher) is not implemented in this agent yet",
-        )),
-        reboot: crate::patches::Reboot::default(),
+        updates,
+        reboot: Reboot {
+            required,
+            // The registry keeps no date; the last install is what asked for it.
+            since_unix_ms: if required { last_install_unix_ms } else { 0 },
+        },
+        last_install_unix_ms,
     }
 }
 
