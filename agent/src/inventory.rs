@@ -214,9 +214,12 @@ pub fn fingerprint(inv: &v1::Inventory) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The fingerprint of the last inventory put into the spool, kept in the state
-/// dir. Written after the frame is spooled (the spool is durable), so an
-/// inventory is sent again only if it changed or never reached the spool.
+/// The fingerprint of the last inventory put into the spool and when, kept in the
+/// state dir (one line: `<sha256 hex> <unix ms>`). Written after the frame is
+/// spooled (the spool is durable), so an inventory is sent again only if it
+/// changed, never reached the spool, or was spooled longer ago than the spool's age
+/// bound: a frame the spool dropped over a bound (reported as a gap) is thereby
+/// replaced within `spool_max_age_secs`, although nothing changed.
 #[derive(Debug)]
 pub struct LastSent {
     path: PathBuf,
@@ -232,19 +235,29 @@ impl LastSent {
         }
     }
 
-    /// The stored fingerprint; none if missing or unreadable (then the inventory is
-    /// simply sent again).
-    pub fn get(&self) -> Option<String> {
-        std::fs::read_to_string(&self.path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+    /// The stored fingerprint and when it was spooled (`i64::MIN`, i.e. expired, if
+    /// the file does not say); none if missing or unreadable (then the inventory
+    /// is simply sent).
+    pub fn get(&self) -> Option<(String, i64)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut f = text.split_whitespace();
+        let fp = f.next()?.to_owned();
+        let at = f.next().and_then(|t| t.parse().ok()).unwrap_or(i64::MIN);
+        Some((fp, at))
     }
 
-    /// Records `fingerprint` atomically (temp file, then rename).
-    pub fn set(&self, fingerprint: &str) -> std::io::Result<()> {
+    /// Whether an inventory with `fingerprint` needs no sending at `now_ms`: the
+    /// same was spooled less than `max_age_ms` ago.
+    pub fn is_current(&self, fingerprint: &str, now_ms: i64, max_age_ms: i64) -> bool {
+        self.get()
+            .is_some_and(|(fp, at)| fp == fingerprint && now_ms.saturating_sub(at) < max_age_ms)
+    }
+
+    /// Records `fingerprint`, spooled at `now_ms`, atomically (temp file, then
+    /// rename).
+    pub fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, fingerprint)?;
+        std::fs::write(&tmp, format!("{fingerprint} {now_ms}\n"))?;
         std::fs::rename(&tmp, &self.path)
     }
 }
@@ -741,11 +754,22 @@ mod tests {
     }
 
     #[test]
-    fn last_sent_survives_and_a_missing_file_is_none() {
+    fn last_sent_survives_restarts_and_expires_with_the_spool_age() {
         let dir = tempfile::tempdir().unwrap();
         let l = LastSent::new(dir.path());
         assert_eq!(l.get(), None);
-        l.set("abc").unwrap();
-        assert_eq!(LastSent::new(dir.path()).get().as_deref(), Some("abc"));
+        assert!(!l.is_current("abc", 10, 1_000));
+        l.set("abc", 10).unwrap();
+        let l = LastSent::new(dir.path());
+        assert_eq!(l.get(), Some(("abc".to_owned(), 10)));
+        assert!(l.is_current("abc", 500, 1_000));
+        assert!(!l.is_current("abd", 500, 1_000), "changed");
+        assert!(
+            !l.is_current("abc", 1_010, 1_000),
+            "older than the spool bound"
+        );
+        // A file without a time (or damaged) means "send again".
+        std::fs::write(dir.path().join(LastSent::FILE), "abc\n").unwrap();
+        assert!(!l.is_current("abc", 500, 1_000));
     }
 }

@@ -392,9 +392,10 @@ async fn patch_loop(
 
 /// Collects the inventory at start and then every `inventory_interval` (plus
 /// jitter), and spools it as an `Inventory` frame only when its fingerprint differs
-/// from the last one spooled ([`inventory::LastSent`], in the state dir): an
-/// unchanged machine sends nothing, across restarts too. Spooled, it is delivered
-/// and acknowledged like a batch.
+/// from the last one spooled ([`inventory::LastSent`], in the state dir), or that
+/// one was spooled longer ago than the spool's age bound (it may have been dropped
+/// by a bound): an unchanged machine sends nothing, across restarts too. Spooled,
+/// it is delivered and acknowledged like a batch.
 ///
 /// Collection runs on a plain thread for the same reason as the patch check.
 async fn inventory_loop(
@@ -407,6 +408,7 @@ async fn inventory_loop(
     let last_sent = Arc::new(inventory::LastSent::new(&cfg.borrow().state_dir));
     loop {
         let timeout = cfg.borrow().patch_timeout;
+        let max_age_ms = i64::try_from(cfg.borrow().spool_max_age.as_millis()).unwrap_or(i64::MAX);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("inventory".into())
@@ -425,14 +427,15 @@ async fn inventory_loop(
                 let last_sent = last_sent.clone();
                 let pushed = tokio::task::spawn_blocking(move || {
                     let fingerprint = inventory::fingerprint(&inv.to_wire(0));
-                    if last_sent.get().as_deref() == Some(fingerprint.as_str()) {
+                    let now = now_ms();
+                    if last_sent.is_current(&fingerprint, now, max_age_ms) {
                         return Ok(None);
                     }
                     let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
                     let seq = spool.push(|seq| AgentFrame {
                         kind: Some(agent_frame::Kind::Inventory(inv.to_wire(seq))),
                     })?;
-                    if let Err(err) = last_sent.set(&fingerprint) {
+                    if let Err(err) = last_sent.set(&fingerprint, now) {
                         // Harmless: the same inventory is sent once more next time.
                         tracing::warn!(error = %err, "cannot record the inventory sent");
                     }

@@ -173,3 +173,29 @@ async fn inventory_is_stored_and_not_sent_again_while_unchanged() {
     assert_eq!(inv_seq(&site), first, "no new inventory stored");
     assert!(agent.terminate().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_once_inventory_prints_os_and_software() {
+    let out = tokio::process::Command::new(tandem_tests::bin("tandem-agent"))
+        .args(["collect", "--once", "--inventory"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inv = &v["inventory"];
+    assert!(!inv["os_name"].as_str().unwrap().is_empty(), "{inv}");
+    assert!(inv["cpu_cores"].as_u64().unwrap() >= 1);
+    assert!(inv["memory_bytes"].as_u64().unwrap() > 1_000_000);
+    let software = inv["software"].as_array().unwrap();
+    // A list, or an error saying why there is none: never silence.
+    assert!(
+        !software.is_empty() || inv["software_error"].is_string(),
+        "{inv}"
+    );
+    assert!(v["values"].is_array(), "the sample is still printed");
+}
