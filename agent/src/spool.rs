@@ -390,7 +390,9 @@ impl Spool {
                     Some(agent_frame::Kind::Batch(b)) => b.seq = new_seq,
                     Some(agent_frame::Kind::PatchReport(r)) => r.seq = new_seq,
                     Some(agent_frame::Kind::Gap(g)) => g.seq = new_seq,
-                    _ => {}
+                    Some(agent_frame::Kind::Inventory(i)) => i.seq = new_seq,
+                    // Never spooled: Hello and live copies are not durable frames.
+                    Some(agent_frame::Kind::Hello(_) | agent_frame::Kind::Live(_)) | None => {}
                 }
                 frame
             })?;
