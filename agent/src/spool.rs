@@ -547,6 +547,36 @@ mod tests {
     }
 
     #[test]
+    fn renumbering_rewrites_the_seq_inside_every_frame_kind() {
+        use tandem_proto::v1::{Inventory, PatchReport};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        s.push(|seq| AgentFrame {
+            kind: Some(agent_frame::Kind::PatchReport(PatchReport {
+                seq,
+                ..Default::default()
+            })),
+        })
+        .unwrap();
+        s.push(|seq| AgentFrame {
+            kind: Some(agent_frame::Kind::Inventory(Inventory {
+                seq,
+                ..Default::default()
+            })),
+        })
+        .unwrap();
+        assert_eq!(s.reconcile(40).unwrap(), 2);
+        let (seq, f) = s.next_after(40).unwrap().unwrap();
+        assert!(matches!(f.kind, Some(agent_frame::Kind::PatchReport(r)) if r.seq == seq));
+        let (seq, f) = s.next_after(seq).unwrap().unwrap();
+        assert_eq!(seq, 42);
+        assert!(
+            matches!(f.kind, Some(agent_frame::Kind::Inventory(i)) if i.seq == 42),
+            "the inventory carries its new seq"
+        );
+    }
+
+    #[test]
     fn unacked_frames_replay_in_order_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), big()).unwrap();
