@@ -25,6 +25,7 @@
 //! [budget]                                # the agent's own footprint
 //! cpu_ms_per_min = 200                    # over it, optional work is shed
 //! rss_mib = 48
+//! inventory_interval_secs = 21600
 //! ```
 
 use std::ops::Range;
@@ -68,7 +69,8 @@ pub struct AgentConfig {
     /// together does not query its mirrors together). One check also runs at start.
     pub patch_interval: Duration,
     /// Deadline of each package-manager command; a slower one is killed and the
-    /// report carries the error.
+    /// report carries the error. Also bounds the inventory's commands
+    /// (dpkg-query, rpm, reg, system_profiler).
     pub patch_timeout: Duration,
     /// Services whose state is sent as `service.up{name}` (unique, in file order):
     /// systemd units on Linux (`.service` implied), service names on Windows, launchd
@@ -76,6 +78,9 @@ pub struct AgentConfig {
     pub services: Vec<String>,
     /// The agent's own footprint, above which it sheds optional work.
     pub budget: Budget,
+    /// Time between inventory collections (plus up to 10 % jitter); one also runs
+    /// at start. An inventory is sent only when it differs from the last one sent.
+    pub inventory_interval: Duration,
 }
 
 /// Limits on the agent's own resource use (see `crate::budget`).
@@ -121,6 +126,7 @@ struct Raw {
     patch_timeout_secs: Option<Spanned<i64>>,
     services: Option<Spanned<Vec<Spanned<String>>>>,
     budget: Option<RawBudget>,
+    inventory_interval_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +294,13 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         3600,
     );
     let patch_timeout = ranged(&raw.patch_timeout_secs, "patch_timeout_secs", 5, 3600, 120);
+    let inventory_interval = ranged(
+        &raw.inventory_interval_secs,
+        "inventory_interval_secs",
+        60,
+        30 * 86_400,
+        6 * 3600,
+    );
     let raw_budget = raw.budget.as_ref();
     let budget = Budget {
         cpu_ms_per_min: ranged(
@@ -343,6 +356,7 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         patch_timeout: Duration::from_secs(patch_timeout as u64),
         services,
         budget,
+        inventory_interval: Duration::from_secs(inventory_interval as u64),
     };
     if problems.is_empty() {
         Ok(cfg)
@@ -390,6 +404,7 @@ mod tests {
         assert_eq!(c.patch_timeout, Duration::from_secs(120));
         assert!(c.services.is_empty());
         assert_eq!(c.budget, Budget::default());
+        assert_eq!(c.inventory_interval, Duration::from_secs(6 * 3600));
         let e = parse(Path::new("a.toml"), "patch_interval_secs = 5\n").unwrap_err();
         assert!(
             e.problems[0].starts_with("a.toml:1:23: patch_interval_secs = 5 is out of range"),

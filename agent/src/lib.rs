@@ -1,6 +1,8 @@
 //! `tandem-agent`: samples this machine's health, spools each sample to disk, and
 //! streams the spool to the collector over mutual-TLS gRPC.
-// Denied, not forbidden: `platform::windows` alone allows it for Win32 calls.
+// `deny`, not `forbid`: the platform modules that call the OS through FFI allow it
+// on their `mod` line (`platform/windows.rs` and `platform/wua.rs` for Win32 and
+// COM, `platform/glibc.rs` for one mallopt call). Nothing else may.
 #![deny(unsafe_code)]
 
 pub mod budget;
@@ -8,6 +10,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod inventory;
 pub mod patches;
 pub mod platform;
 pub mod reload;
@@ -149,12 +152,21 @@ pub async fn run(
         stop_sampling.clone(),
     ));
     let stop_patches = CancellationToken::new();
+    let (check_patches_tx, check_patches_rx) = tokio::sync::mpsc::channel(1);
     let patching = tokio::spawn(patch_loop(
         cfg_rx.clone(),
         spool.clone(),
         new_data.clone(),
         shedding,
+        check_patches_rx,
         stop_patches.clone(),
+    ));
+    let stop_inventory = CancellationToken::new();
+    let inventorying = tokio::spawn(inventory_loop(
+        cfg_rx.clone(),
+        spool.clone(),
+        new_data.clone(),
+        stop_inventory.clone(),
     ));
     let renew_now = Arc::new(Notify::new());
     let stop_renewal = CancellationToken::new();
@@ -168,6 +180,7 @@ pub async fn run(
         new_data,
         interval: interval_tx,
         renew_now,
+        check_patches: check_patches_tx,
     };
     let uplink = tokio::spawn(uplink::run(cfg_rx, shared, stop_uplink.clone()));
 
@@ -183,6 +196,8 @@ pub async fn run(
     let _ = sampling.await;
     stop_patches.cancel();
     let _ = patching.await;
+    stop_inventory.cancel();
+    let _ = inventorying.await;
     stop_uplink.cancel();
     let _ = uplink.await;
     stop_renewal.cancel();
@@ -321,6 +336,12 @@ async fn sample_loop(
 /// spooling each result as a `PatchReport` frame: it is then delivered and
 /// acknowledged like a batch, and survives an outage in the spool.
 ///
+/// A message on `check_now` (the collector's `CheckPatches`) starts a check at once,
+/// and the next periodic one is due an interval after it. One check runs at a time.
+/// Requests that arrive while a check runs are coalesced into one further check
+/// right after it (the running one may have read the package state before the
+/// request was made); however many arrive, at most one waits.
+///
 /// The check runs on a plain thread, not `spawn_blocking`: a package manager that
 /// hangs until its timeout must neither hold up the sampler nor make shutdown (which
 /// waits for blocking tasks) wait for it. At shutdown the loop stops waiting at once.
@@ -332,9 +353,11 @@ async fn patch_loop(
     spool: Arc<Mutex<spool::Spool>>,
     new_data: Arc<Notify>,
     shedding: Arc<AtomicBool>,
+    mut check_now: tokio::sync::mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
     use rand::Rng;
+    let mut requests_open = true;
     let state_dir = cfg.borrow().state_dir.clone();
     let first_seen = {
         let dir = state_dir.clone();
@@ -354,6 +377,8 @@ async fn patch_loop(
                 }
             }
         }
+        // Every request made until now is answered by the check starting now.
+        while check_now.try_recv().is_ok() {}
         let timeout = cfg.borrow().patch_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -420,6 +445,103 @@ async fn patch_loop(
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(checked + base + jitter) => break,
                 r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
+                r = check_now.recv(), if requests_open => match r {
+                    Some(()) => {
+                        tracing::info!("patch check on the collector's request");
+                        break;
+                    }
+                    None => requests_open = false,
+                },
+            }
+        }
+    }
+}
+
+/// Collects the inventory at start and then every `inventory_interval` (plus
+/// jitter), and spools it as an `Inventory` frame only when its fingerprint differs
+/// from the last one spooled ([`inventory::LastSent`], in the state dir), or that
+/// one was spooled longer ago than the spool's age bound (it may have been dropped
+/// by a bound): an unchanged machine sends nothing, across restarts too. Spooled,
+/// it is delivered and acknowledged like a batch.
+///
+/// Collection runs on a plain thread for the same reason as the patch check.
+async fn inventory_loop(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: Arc<Mutex<spool::Spool>>,
+    new_data: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    use rand::Rng;
+    let last_sent = Arc::new(inventory::LastSent::new(&cfg.borrow().state_dir));
+    loop {
+        let timeout = cfg.borrow().patch_timeout;
+        let max_age_ms = i64::try_from(cfg.borrow().spool_max_age.as_millis()).unwrap_or(i64::MAX);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || {
+                let _ = tx.send(inventory::collect(timeout, now_ms()));
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start the inventory collection");
+        } else {
+            let inv = tokio::select! {
+                _ = stop.cancelled() => return,
+                i = rx => i,
+            };
+            if let Ok(inv) = inv {
+                let spool = spool.clone();
+                let last_sent = last_sent.clone();
+                let pushed = tokio::task::spawn_blocking(move || {
+                    let fingerprint = inventory::fingerprint(&inv.to_wire(0));
+                    let now = now_ms();
+                    if last_sent.is_current(&fingerprint, now, max_age_ms) {
+                        return Ok(None);
+                    }
+                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                    let seq = spool.push(|seq| AgentFrame {
+                        kind: Some(agent_frame::Kind::Inventory(inv.to_wire(seq))),
+                    })?;
+                    if let Err(err) = last_sent.set(&fingerprint, now) {
+                        // Harmless: the same inventory is sent once more next time.
+                        tracing::warn!(error = %err, "cannot record the inventory sent");
+                    }
+                    Ok::<_, spool::SpoolError>(Some((seq, inv)))
+                })
+                .await;
+                match pushed {
+                    Ok(Ok(Some((seq, inv)))) => {
+                        match &inv.software_error {
+                            None => tracing::info!(
+                                seq,
+                                software = inv.software.len(),
+                                source = inv.software_source,
+                                "inventory changed; spooled"
+                            ),
+                            Some(err) => {
+                                tracing::warn!(seq, source = inv.software_source, error = %err,
+                                "inventory spooled without its software list")
+                            }
+                        }
+                        new_data.notify_one();
+                    }
+                    Ok(Ok(None)) => tracing::debug!("inventory unchanged; not sent"),
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "cannot write to the spool; inventory not sent")
+                    }
+                    Err(_) => tracing::error!("inventory task failed"),
+                }
+            }
+        }
+        let collected = tokio::time::Instant::now();
+        let mut cfg_open = true;
+        loop {
+            let base = cfg.borrow_and_update().inventory_interval;
+            let jitter = rand::rng().random_range(Duration::ZERO..=base / 10);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(collected + base + jitter) => break,
+                r = cfg.changed(), if cfg_open => cfg_open = r.is_ok(),
             }
         }
     }
@@ -451,11 +573,13 @@ mod tests {
         let spool = Arc::new(Mutex::new(spool));
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let stop = CancellationToken::new();
+        let (check_tx, check_rx) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(patch_loop(
             cfg_rx,
             spool.clone(),
             Arc::new(Notify::new()),
             Arc::new(AtomicBool::new(false)),
+            check_rx,
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
@@ -466,12 +590,21 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The collector's request runs a check at once (the interval is an hour).
+        check_tx.send(()).await.unwrap();
+        while spool.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the requested check did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // A reload with a shorter interval brings the next check forward at once
         // (the default is an hour).
         let mut quick = cfg.clone();
         quick.patch_interval = Duration::from_millis(50);
         cfg_tx.send(Arc::new(quick)).unwrap();
-        while spool.lock().unwrap().len() < 2 {
+        while spool.lock().unwrap().len() < 3 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the reloaded interval did not apply"

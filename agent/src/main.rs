@@ -47,9 +47,13 @@ enum Command {
         /// read-only, up to --patch-timeout-secs) and print them under "patches".
         #[arg(long)]
         patches: bool,
-        /// Deadline of each package-manager command with --patches.
+        /// Deadline of each package-manager command with --patches and --inventory.
         #[arg(long, default_value_t = 120)]
         patch_timeout_secs: u64,
+        /// Also collect the inventory (OS, hardware, installed software) and print
+        /// it under "inventory".
+        #[arg(long)]
+        inventory: bool,
         /// Where the first-seen record of pending updates is read with --patches
         /// (never written by `collect`); without it, every update is new.
         #[arg(long)]
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             state_dir,
             services,
             bench,
+            inventory,
             ..
         } => {
             let mut sampler = tandem_agent::collect::Sampler::new()?;
@@ -133,17 +138,30 @@ fn main() -> anyhow::Result<()> {
                     .map_or(0, |d| d.as_millis() as i64);
                 tandem_agent::patches::Status::from_check(check, &mut first_seen, now)
             });
-            // The sample's fields as before, "patches" added only when asked for.
+            let inventory = inventory.then(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                tandem_agent::inventory::collect(
+                    std::time::Duration::from_secs(patch_timeout_secs),
+                    now,
+                )
+            });
+            // The sample's fields as before, "patches" and "inventory" added only
+            // when asked for.
             #[derive(serde::Serialize)]
             struct Once<'a> {
                 #[serde(flatten)]
                 reading: &'a tandem_agent::collect::Reading,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 patches: Option<tandem_agent::patches::Status>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                inventory: Option<tandem_agent::inventory::Inventory>,
             }
             let json = Once {
                 reading: &reading,
                 patches,
+                inventory,
             };
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())

@@ -390,7 +390,9 @@ impl Spool {
                     Some(agent_frame::Kind::Batch(b)) => b.seq = new_seq,
                     Some(agent_frame::Kind::PatchReport(r)) => r.seq = new_seq,
                     Some(agent_frame::Kind::Gap(g)) => g.seq = new_seq,
-                    _ => {}
+                    Some(agent_frame::Kind::Inventory(i)) => i.seq = new_seq,
+                    // Never spooled: Hello and live copies are not durable frames.
+                    Some(agent_frame::Kind::Hello(_) | agent_frame::Kind::Live(_)) | None => {}
                 }
                 frame
             })?;
@@ -542,6 +544,36 @@ mod tests {
         assert_eq!(s.push(frame).unwrap(), 503);
         drop(s);
         assert_eq!(Spool::open(dir.path(), big()).unwrap().last_seq(), 503);
+    }
+
+    #[test]
+    fn renumbering_rewrites_the_seq_inside_every_frame_kind() {
+        use tandem_proto::v1::{Inventory, PatchReport};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        s.push(|seq| AgentFrame {
+            kind: Some(agent_frame::Kind::PatchReport(PatchReport {
+                seq,
+                ..Default::default()
+            })),
+        })
+        .unwrap();
+        s.push(|seq| AgentFrame {
+            kind: Some(agent_frame::Kind::Inventory(Inventory {
+                seq,
+                ..Default::default()
+            })),
+        })
+        .unwrap();
+        assert_eq!(s.reconcile(40).unwrap(), 2);
+        let (seq, f) = s.next_after(40).unwrap().unwrap();
+        assert!(matches!(f.kind, Some(agent_frame::Kind::PatchReport(r)) if r.seq == seq));
+        let (seq, f) = s.next_after(seq).unwrap().unwrap();
+        assert_eq!(seq, 42);
+        assert!(
+            matches!(f.kind, Some(agent_frame::Kind::Inventory(i)) if i.seq == 42),
+            "the inventory carries its new seq"
+        );
     }
 
     #[test]

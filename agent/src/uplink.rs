@@ -66,6 +66,9 @@ pub struct Shared {
     pub interval: watch::Sender<Duration>,
     /// Notified when the collector asks for a certificate renewal now.
     pub renew_now: Arc<Notify>,
+    /// The collector asks for a patch check now. Capacity 1: a request while one
+    /// is already waiting is the same request.
+    pub check_patches: mpsc::Sender<()>,
 }
 
 /// Builds the mTLS endpoint from the config's files.
@@ -337,6 +340,13 @@ async fn session(
             })) => {
                 apply_interval(shared, s.sample_interval_secs);
                 apply_renew(shared, s.renew_now);
+            }
+            Ok(Some(CollectorFrame {
+                kind: Some(collector_frame::Kind::CheckPatches(_)),
+            })) => {
+                tracing::info!("collector asked for a patch check now");
+                // Full: a check is already requested; this one is the same.
+                let _ = shared.check_patches.try_send(());
             }
             Ok(Some(CollectorFrame {
                 kind: Some(collector_frame::Kind::SlowDown(s)),

@@ -34,7 +34,8 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// Print devices and their latest values from the database.
+    /// Print devices, their patch status, inventory and latest values from the
+    /// database.
     Inspect {
         #[arg(long, default_value = "/var/lib/tandem")]
         data_dir: PathBuf,
@@ -44,6 +45,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also list the installed software of the latest inventory.
+        #[arg(long)]
+        software: bool,
     },
     /// Tenants: the organisations whose devices this collector watches.
     Tenant {
@@ -201,6 +205,13 @@ enum DeviceCommand {
         id: String,
         #[arg(required = true)]
         tags: Vec<String>,
+        #[command(flatten)]
+        db: DataDir,
+    },
+    /// Ask a device to check its pending updates now (within a second while it is
+    /// connected, else as soon as it connects). The answer is a patch report.
+    CheckPatches {
+        id: String,
         #[command(flatten)]
         db: DataDir,
     },
@@ -427,7 +438,8 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             device,
             json,
-        } => inspect(&data_dir, device.as_deref(), json),
+            software,
+        } => inspect(&data_dir, device.as_deref(), json, software),
         Command::Tenant { command } => tenant(command),
         Command::Site { command } => site(command),
         Command::Token { command } => token(command),
@@ -745,13 +757,24 @@ fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        DeviceCommand::CheckPatches { id, db } => {
+            admin::request_patch_check(&open_db(&db)?, &id, now_ms())?;
+            println!(
+                "device {id} asked to check its patches (now if connected, else when it connects)"
+            );
+        }
     }
     Ok(())
 }
 
-fn inspect(data_dir: &Path, device: Option<&str>, json: bool) -> anyhow::Result<()> {
+fn inspect(
+    data_dir: &Path,
+    device: Option<&str>,
+    json: bool,
+    software: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match inspect_to(&mut out, data_dir, device, json) {
+    match inspect_to(&mut out, data_dir, device, json, software) {
         // `inspect | head` closing the pipe early is not an error.
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -768,6 +791,7 @@ fn inspect_to(
     data_dir: &Path,
     device: Option<&str>,
     json: bool,
+    with_software: bool,
 ) -> anyhow::Result<()> {
     let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
     let devices = store::query::devices(&conn)?;
@@ -777,16 +801,30 @@ fn inspect_to(
         .filter(|d| device.is_none_or(|id| id == d.id))
     {
         let latest = store::query::latest_values(&conn, &d.id)?;
-        out.push((d, latest));
+        let patches = store::query::patch_status(&conn, &d.id)?;
+        let inventory = store::query::inventory(&conn, &d.id)?;
+        let software = if with_software {
+            Some(store::query::software(&conn, &d.id)?)
+        } else {
+            None
+        };
+        out.push((d, latest, patches, inventory, software));
     }
+    let now = now_ms();
     if json {
         let v: Vec<_> = out
             .iter()
-            .map(|(d, latest)| {
-                serde_json::json!({
+            .map(|(d, latest, patches, inventory, software)| {
+                let mut v = serde_json::json!({
                     "device": d,
+                    "patches": patches,
+                    "inventory": inventory,
                     "latest": latest.iter().map(|(n, dim, ts, v)| serde_json::json!({"name": n, "dimension": dim, "ts_ms": ts, "value": v})).collect::<Vec<_>>(),
-                })
+                });
+                if let Some(sw) = software {
+                    v["software"] = serde_json::json!(sw);
+                }
+                v
             })
             .collect();
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -795,12 +833,21 @@ fn inspect_to(
     if out.is_empty() {
         writeln!(w, "no devices yet")?;
     }
-    for (d, latest) in out {
+    for (d, latest, patches, inventory, software) in out {
         writeln!(
             w,
             "device {} tenant {} host {} ({} {}) agent {} acked_seq {}",
             d.id, d.tenant, d.hostname, d.os_family, d.os_version, d.agent_version, d.acked_seq
         )?;
+        writeln!(w, "  {}", patch_line(patches.as_ref(), now))?;
+        writeln!(w, "  {}", inventory_line(inventory.as_ref()))?;
+        for s in software.iter().flatten() {
+            if s.publisher.is_empty() {
+                writeln!(w, "    {} {}", s.name, s.version)?;
+            } else {
+                writeln!(w, "    {} {} ({})", s.name, s.version, s.publisher)?;
+            }
+        }
         for (name, dim, _ts, v) in latest {
             let label = if dim.is_empty() {
                 name
@@ -811,6 +858,88 @@ fn inspect_to(
         }
     }
     Ok(())
+}
+
+/// "2 d 3 h" style age of `since_ms` at `now_ms`.
+fn age(since_ms: i64, now_ms: i64) -> String {
+    let secs = (now_ms - since_ms).max(0) / 1000;
+    match secs {
+        s if s >= 86_400 => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s => format!("{} min", s / 60),
+    }
+}
+
+/// The patch-status line of `inspect`.
+fn patch_line(p: Option<&store::query::PatchStatus>, now: i64) -> String {
+    let Some(p) = p else {
+        return "patches: no report yet".into();
+    };
+    let checked = format!("checked {} via {}", fmt_ms(p.time_ms), p.source);
+    if !p.error.is_empty() {
+        return format!(
+            "patches: UNKNOWN, the source could not be read: {} ({checked})",
+            p.error
+        );
+    }
+    let mut s = format!("patches: {} pending, {} security", p.pending, p.security);
+    if let Some(oldest) = p.oldest_security_first_seen_ms {
+        s += &format!(" (oldest pending {})", age(oldest, now));
+    }
+    if p.reboot_required {
+        if p.reboot_required_since_ms > 0 {
+            s += &format!(
+                "; reboot required since {} ({})",
+                fmt_ms(p.reboot_required_since_ms),
+                age(p.reboot_required_since_ms, now)
+            );
+        } else {
+            s += "; reboot required";
+        }
+    }
+    if p.last_install_ms > 0 {
+        s += &format!("; last install {}", fmt_ms(p.last_install_ms));
+    }
+    format!("{s} ({checked})")
+}
+
+/// The inventory line of `inspect`.
+fn inventory_line(i: Option<&store::query::InventoryRow>) -> String {
+    let Some(i) = i else {
+        return "inventory: none yet".into();
+    };
+    let mut s = format!("inventory: {} {}", i.os_name, i.os_version);
+    if !i.os_build.is_empty() {
+        s += &format!(" (build {})", i.os_build);
+    }
+    s += &format!(", kernel {} {}", i.kernel, i.arch);
+    let hw = [i.hw_vendor.as_str(), i.hw_model.as_str()]
+        .iter()
+        .filter(|x| !x.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !hw.is_empty() {
+        s += &format!("; {hw}");
+    }
+    if !i.hw_serial.is_empty() {
+        s += &format!(" serial {}", i.hw_serial);
+    }
+    s += &format!(
+        "; {} x{}, {:.1} GiB RAM",
+        i.cpu_model,
+        i.cpu_cores,
+        i.memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    if i.software_error.is_empty() {
+        s += &format!("; {} programs ({})", i.software_count, i.software_source);
+    } else {
+        s += &format!(
+            "; software UNKNOWN, {} could not be read: {}",
+            i.software_source, i.software_error
+        );
+    }
+    format!("{s} (as of {})", fmt_ms(i.time_ms))
 }
 
 fn rules_cmd(command: RulesCommand) -> anyhow::Result<()> {

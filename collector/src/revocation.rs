@@ -11,7 +11,11 @@
 //!   revocation ends the device's open streams at once;
 //! - a renew request sends `Settings { renew_now }` to the device's open streams, and
 //!   stays pending (sent again in the next `Welcome`) until a certificate issued
-//!   after the request exists.
+//!   after the request exists;
+//! - a patch-check request (`device check-patches`, table `patch_check_requests`)
+//!   sends `CheckPatches` to the device's open, welcomed streams; with none, it is
+//!   kept and sent right after the device's next `Welcome`. Only welcomed streams
+//!   get it, so it never arrives before the `Welcome` the agent waits for.
 //!
 //! The whole revocation table is loaded before the listeners start, so a revoked
 //! certificate is refused from the first handshake after a restart.
@@ -22,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tandem_proto::v1::{CollectorFrame, Settings, collector_frame};
+use tandem_proto::v1::{CheckPatches, CollectorFrame, Settings, collector_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +51,8 @@ struct SessionEntry {
     cancel: CancellationToken,
     /// The stream's outbound frames, to push `Settings { renew_now }`.
     tx: mpsc::Sender<Result<CollectorFrame, tonic::Status>>,
+    /// Its `Welcome` has been sent: frames pushed from outside may follow now.
+    welcomed: bool,
 }
 
 /// Shared by the TLS verifier, the ingest sessions, the renewal service and the
@@ -59,6 +65,10 @@ pub struct Revocations {
     next_session: AtomicU64,
     /// Devices asked to renew and not renewed yet.
     renew_pending: Mutex<HashSet<String>>,
+    /// Devices asked to check patches while no welcomed stream of theirs was open.
+    /// Guarded by `sessions`' lock together with the streams' `welcomed` flags, so a
+    /// request is either pushed to a welcomed stream or found at the next Welcome.
+    patch_check_pending: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -141,6 +151,7 @@ impl Revocations {
             serial: serial.to_owned(),
             cancel: cancel.clone(),
             tx,
+            welcomed: false,
         };
         // Registered first, checked second: a revocation applied in between is seen
         // by one of the two.
@@ -181,6 +192,46 @@ impl Revocations {
         }
     }
 
+    /// Asks `device_id` to check its patches: now on its welcomed open streams, or
+    /// after its next Welcome.
+    pub fn request_patch_check(&self, device_id: &str) {
+        let map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delivered = false;
+        for e in map
+            .get(device_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.welcomed)
+        {
+            let frame = CollectorFrame {
+                kind: Some(collector_frame::Kind::CheckPatches(CheckPatches {})),
+            };
+            delivered |= e.tx.try_send(Ok(frame)).is_ok();
+        }
+        if !delivered {
+            self.patch_check_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(device_id.to_owned());
+        }
+    }
+
+    /// Marks the stream of `guard` as welcomed; returns whether a patch check waits
+    /// for this device (and forgets it: the caller sends it).
+    pub fn welcomed(&self, guard: &SessionGuard) -> bool {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map
+            .get_mut(&guard.device)
+            .and_then(|list| list.iter_mut().find(|e| e.id == guard.id))
+        {
+            e.welcomed = true;
+        }
+        self.patch_check_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&guard.device)
+    }
+
     /// Whether `device_id` should renew now (asked and not yet renewed).
     pub fn renew_pending(&self, device_id: &str) -> bool {
         self.renew_pending
@@ -203,6 +254,7 @@ impl Revocations {
 pub struct Cursor {
     revocation: i64,
     renew: i64,
+    patch_check: i64,
 }
 
 /// Reads what is new since `cursor` and applies it. Blocking (SQLite).
@@ -226,6 +278,11 @@ pub fn load_new(
         tracing::info!(device = %device, "asking the device to renew its certificate");
         revs.request_renew(&device);
         cursor.renew = id;
+    }
+    for (id, device) in admin::patch_check_requests_since(conn, cursor.patch_check)? {
+        tracing::info!(device = %device, "asking the device to check its patches");
+        revs.request_patch_check(&device);
+        cursor.patch_check = id;
     }
     Ok(())
 }
@@ -337,5 +394,35 @@ mod tests {
         assert!(revs.renew_pending("d1"));
         revs.renewed("d1");
         assert!(!revs.renew_pending("d1"));
+    }
+
+    #[test]
+    fn patch_checks_reach_welcomed_streams_or_wait_for_the_next_welcome() {
+        let revs = Arc::new(Revocations::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        let g = revs.register("d1", "s", tx);
+        // Not welcomed yet: nothing may go before the Welcome; the request waits.
+        revs.request_patch_check("d1");
+        assert!(rx.try_recv().is_err());
+        assert!(
+            revs.welcomed(&g),
+            "the waiting request is handed to the session"
+        );
+        assert!(!revs.welcomed(&g), "and only once");
+        // Welcomed: pushed at once, nothing left waiting.
+        revs.request_patch_check("d1");
+        match rx.try_recv() {
+            Ok(Ok(CollectorFrame {
+                kind: Some(collector_frame::Kind::CheckPatches(_)),
+            })) => {}
+            other => panic!("expected check_patches, got {other:?}"),
+        }
+        assert!(!revs.welcomed(&g));
+        // No stream at all: kept for the next one.
+        drop(g);
+        revs.request_patch_check("d1");
+        let (tx, _rx) = mpsc::channel(4);
+        let g = revs.register("d1", "s", tx);
+        assert!(revs.welcomed(&g));
     }
 }

@@ -200,4 +200,30 @@ mod tests {
                 .is_empty()
         );
     }
+
+    fn captured(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/captured")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    /// Real dnf 4.14 output (`tests/fixtures/capture.sh`): two updates, one with a
+    /// security advisory, one with a bugfix advisory.
+    #[test]
+    fn real_capture() {
+        let list = parse_check_update(&captured("dnf-check-update.txt")).unwrap();
+        let adv = parse_updateinfo(&captured("dnf-updateinfo-list-updates.txt")).unwrap();
+        let merged = merge(list, &adv);
+        assert_eq!(merged.len(), 2);
+        let lib = merged.iter().find(|u| u.name == "tandem-lib").unwrap();
+        assert_eq!(lib.new_version, "2.0-2");
+        assert_eq!(lib.class, Class::Security);
+        assert_eq!(lib.advisory_id, "TANDEM-2026-0001");
+        let demo = merged.iter().find(|u| u.name == "tandem-demo").unwrap();
+        assert_eq!(demo.class, Class::Other);
+        assert_eq!(demo.advisory_id, "TANDEM-2026-0002");
+    }
 }

@@ -90,6 +90,9 @@ pub struct Check {
     pub source: &'static str,
     pub updates: Result<Vec<Pending>, PatchError>,
     pub reboot: Reboot,
+    /// The newest successful update installation, ms since the epoch; 0 where the
+    /// source does not say (only Windows Update's history is read today).
+    pub last_install_unix_ms: i64,
 }
 
 /// Whether the OS waits for a reboot, and since when if it says.
@@ -189,6 +192,8 @@ pub struct Status {
     pub error: Option<String>,
     pub updates: Vec<Aged>,
     pub reboot: Reboot,
+    /// 0 when unknown.
+    pub last_install_unix_ms: i64,
 }
 
 /// A pending update and when it was first seen.
@@ -223,6 +228,7 @@ impl Status {
             error,
             updates,
             reboot: check.reboot,
+            last_install_unix_ms: check.last_install_unix_ms,
         }
     }
 
@@ -262,15 +268,15 @@ impl Status {
                 .collect(),
             reboot_required: self.reboot.required,
             reboot_required_since_unix_ms: self.reboot.since_unix_ms,
-            // Not read yet (update history: dpkg/dnf logs, WUA history); 0 = unknown.
-            last_install_unix_ms: 0,
+            // Only Windows Update's history is read; dpkg/dnf logs are not (0 = unknown).
+            last_install_unix_ms: self.last_install_unix_ms,
         }
     }
 }
 
 /// Text the collector accepts (`collector/src/grpc/validate.rs`: no control
 /// characters, at most 1024 bytes): tool output is not trusted to be either.
-fn wire_text(s: &str) -> String {
+pub(crate) fn wire_text(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -332,6 +338,7 @@ mod tests {
                     secs: 120,
                 })),
                 reboot: Reboot::default(),
+                last_install_unix_ms: 0,
             },
             &mut fs,
             5_000,
@@ -367,6 +374,7 @@ mod tests {
                 source: "apt",
                 updates: Ok(updates),
                 reboot: Reboot::default(),
+                last_install_unix_ms: 0,
             },
             &mut FirstSeen::load(dir.path()),
             1,

@@ -58,4 +58,23 @@ mod tests {
     fn errors_are_errors() {
         assert!(parse("==> ERROR: Cannot fetch updates\n").is_err());
     }
+
+    fn captured(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/captured")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    /// Real pacman 6.0.2 `-Qu` output (`tests/fixtures/capture.sh`).
+    #[test]
+    fn real_capture() {
+        let u = parse(&captured("pacman-Qu.txt")).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].name, "tandem-demo");
+        assert_eq!(u[0].current_version, "1.0-1");
+        assert_eq!(u[0].new_version, "1.1-1");
+    }
 }

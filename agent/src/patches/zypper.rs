@@ -1,8 +1,8 @@
 //! SUSE/openSUSE: `zypper --xmlout list-patches` (SUSE's advisories, each with a
 //! category; `security` is security) and `zypper --xmlout list-updates` (packages,
 //! unclassified: Tumbleweed has no patches at all). zypper's XML is machine-written
-//! with one `<update …>` start tag per line, so a small attribute reader suffices
-//! and the agent carries no XML parser.
+//! and flat, so finding the `<update …>` start tags and reading their attributes
+//! suffices and the agent carries no XML parser.
 
 use super::{Class, PatchError, Pending};
 
@@ -31,8 +31,12 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// The `<update …>` start tags, checked for the document's closing tag so a
-/// truncated or non-XML answer is an error rather than "0 pending".
+/// The `<update …>` start tags with their line numbers, checked for the document's
+/// closing tag so a truncated or non-XML answer is an error rather than "0
+/// pending". Tags are found anywhere, not only at the start of a line: zypper
+/// 1.14 writes a whole `<update-list>` on one line (seen in the real capture
+/// `tests/fixtures/captured/zypper-list-patches.xml`). A literal `<` cannot occur
+/// in XML text, so every `<update ` is a start tag.
 fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
     if !text.contains("</stream>") || !text.contains("<update-status") {
         return Err(PatchError::Malformed {
@@ -40,12 +44,18 @@ fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
             detail: "no <update-status> in a complete <stream> document".into(),
         });
     }
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("<update "))
-        .map(|(i, l)| (i + 1, l.trim()))
-        .collect())
+    let mut tags = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("<update ") {
+        let start = from + at;
+        let line = text[..start].matches('\n').count() + 1;
+        let Some(len) = text[start..].find('>') else {
+            return Err(PatchError::parse(WHAT, line, &text[start..]));
+        };
+        tags.push((line, &text[start..=start + len]));
+        from = start + len + 1;
+    }
+    Ok(tags)
 }
 
 /// Parses `zypper --xmlout list-patches`: needed patches only; name and advisory id
@@ -142,5 +152,30 @@ mod tests {
             attr(r#"<update name="a&amp;b">"#, "name").as_deref(),
             Some("a&b")
         );
+    }
+
+    fn captured(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/captured")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    /// Real zypper 1.14.42 output (`tests/fixtures/capture.sh`): the XML of a
+    /// local repository with one security and one bugfix patch, each on one line.
+    #[test]
+    fn real_capture() {
+        let p = parse_list_patches(&captured("zypper-list-patches.xml")).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].name, "TANDEM-2026-0001");
+        assert_eq!(p[0].class, Class::Security);
+        assert_eq!(p[1].class, Class::Other);
+        let u = parse_list_updates(&captured("zypper-list-updates.xml")).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1].name, "tandem-lib");
+        assert_eq!(u[1].current_version, "2.0-1");
+        assert_eq!(u[1].new_version, "2.0-2");
     }
 }

@@ -171,6 +171,71 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         source,
         updates,
         reboot,
+        last_install_unix_ms: 0,
+    }
+}
+
+/// Inventory facts only Linux knows: os-release, the Debian point release, DMI
+/// hardware, and the package list from dpkg, rpm or pacman (the first found; one
+/// command bounded by `timeout`). Blocking.
+pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    use crate::inventory::{self as inv, InventoryError};
+    let (os_name, os_version) = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|t| inv::parse_os_release(&t))
+        .unwrap_or_default();
+    // Debian's point release ("12.5"); other distributions put it in VERSION_ID.
+    let os_build = std::fs::read_to_string("/etc/debian_version")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let run = |program: &str, args: &[&str]| -> Result<String, InventoryError> {
+        Ok(crate::tool::run(program, args, timeout)?
+            .accept(program, &[0])?
+            .stdout)
+    };
+    let (software_source, software) = if in_path("dpkg-query") {
+        let r = run(
+            "dpkg-query",
+            &[
+                "-W",
+                "-f",
+                "${db:Status-Abbrev}\t${binary:Package}\t${Version}\n",
+            ],
+        )
+        .and_then(|o| inv::parse_dpkg_query(&o));
+        ("dpkg", r)
+    } else if in_path("rpm") {
+        let r = run(
+            "rpm",
+            &[
+                "-qa",
+                "--queryformat",
+                "%{NAME}\t%{VERSION}-%{RELEASE}\t%{VENDOR}\n",
+            ],
+        )
+        .and_then(|o| inv::parse_rpm_qa(&o));
+        ("rpm", r)
+    } else if in_path("pacman") {
+        (
+            "pacman",
+            run("pacman", &["-Q"]).and_then(|o| inv::parse_pacman_q(&o)),
+        )
+    } else {
+        (
+            "none",
+            Err(InventoryError::NoSource {
+                looked_for: "dpkg-query, rpm, pacman",
+            }),
+        )
+    };
+    inv::PlatformFacts {
+        os_build,
+        os_name,
+        os_version,
+        hardware: inv::dmi_hardware(std::path::Path::new("/sys/class/dmi/id")),
+        software_source,
+        software,
     }
 }
 

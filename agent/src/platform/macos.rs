@@ -64,6 +64,39 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         source: "softwareupdate",
         updates,
         reboot: crate::patches::Reboot::default(),
+        last_install_unix_ms: 0,
+    }
+}
+
+/// Inventory facts from `sw_vers` and `system_profiler` (hardware, applications),
+/// each bounded by `timeout`. Blocking. Not exercised on a real Mac by CI: only the
+/// parsers are tested, on fixtures written from Apple's documented format.
+pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    use crate::inventory::{self as inv, InventoryError};
+    let run = |program: &str, args: &[&str]| -> Result<String, InventoryError> {
+        Ok(crate::tool::run(program, args, timeout)?
+            .accept(program, &[0])?
+            .stdout)
+    };
+    let os_build = run("sw_vers", &["-buildVersion"])
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let (model, serial) = run("system_profiler", &["SPHardwareDataType", "-json"])
+        .and_then(|o| inv::parse_system_profiler_hardware(&o))
+        .unwrap_or_default();
+    let software = run("system_profiler", &["SPApplicationsDataType", "-json"])
+        .and_then(|o| inv::parse_system_profiler_apps(&o));
+    inv::PlatformFacts {
+        os_build,
+        os_name: String::new(),
+        os_version: String::new(),
+        hardware: inv::Hardware {
+            vendor: "Apple".to_owned(),
+            model,
+            serial,
+        },
+        software_source: "system_profiler",
+        software,
     }
 }
 

@@ -17,6 +17,9 @@ pub use linux::*;
 mod windows;
 #[cfg(windows)]
 pub use windows::*;
+// The Windows Update Agent over COM, used by `windows::check_patches` only.
+#[cfg(windows)]
+mod wua;
 
 // glibc's allocator tuning is an FFI call: the other module allowed unsafe code.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -51,6 +51,7 @@ pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
             "patch status is not supported on this operating system",
         )),
         reboot: crate::patches::Reboot::default(),
+        last_install_unix_ms: 0,
     }
 }
 
@@ -61,6 +62,20 @@ pub fn isolate(_cmd: &mut std::process::Command) {}
 /// done yet).
 pub fn kill_tree(child: &mut std::process::Child) {
     let _ = child.kill();
+}
+
+/// No software source is known on this platform; the inventory says so.
+pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    crate::inventory::PlatformFacts {
+        os_build: String::new(),
+        os_name: String::new(),
+        os_version: String::new(),
+        hardware: crate::inventory::Hardware::default(),
+        software_source: "none",
+        software: Err(crate::inventory::InventoryError::NoSource {
+            looked_for: "nothing: this operating system is not supported",
+        }),
+    }
 }
 
 /// Failed units are a systemd notion: not applicable here.

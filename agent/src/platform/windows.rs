@@ -236,18 +236,166 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
     std::fs::rename(&tmp, path)
 }
 
-/// Pending updates. **Stub**: the Windows Update Agent search
-/// (`IUpdateSearcher.Search("IsInstalled=0 and IsHidden=0")` over COM) and the
-/// pending-reboot registry keys are not implemented yet; the report says so in its
-/// error instead of claiming nothing is pending. `patches::windows_update::parse`
-/// is the parser the search's serialized results will go through.
-pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
+/// Whether a Windows Update search thread is still running (one that outlived
+/// its deadline): a second one is not started beside it.
+static SEARCH_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Pending updates from the Windows Update Agent (`platform/wua.rs`, COM), the
+/// last successful installation from its history, and the pending-reboot
+/// registry keys (read with `reg query`). Blocking.
+///
+/// The COM search cannot be cancelled, so it runs on a thread of its own and the
+/// check waits at most `timeout`; past that the report carries a timeout error and
+/// the search thread is left to finish (no second search starts meanwhile).
+///
+/// **Not exercised on a real Windows machine**: CI type-checks and cross-builds it
+/// only (Wine has no Windows Update Agent). The interpretation is tested on Linux
+/// (`patches/windows_update.rs`).
+pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
+    use crate::patches::{PatchError, Reboot, windows_update};
+    use std::sync::atomic::Ordering;
+    let searched = if SEARCH_RUNNING.swap(true, Ordering::SeqCst) {
+        Err(PatchError::Malformed {
+            what: "windows update search",
+            detail: "the previous search is still running".into(),
+        })
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("wua-search".into())
+            .spawn(move || {
+                let r = super::wua::search();
+                SEARCH_RUNNING.store(false, Ordering::SeqCst);
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Err(err) => {
+                SEARCH_RUNNING.store(false, Ordering::SeqCst);
+                Err(PatchError::Malformed {
+                    what: "windows update search",
+                    detail: format!("cannot start the search thread: {err}"),
+                })
+            }
+            Ok(_) => match rx.recv_timeout(timeout) {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(detail)) => Err(PatchError::Malformed {
+                    what: "windows update search",
+                    detail,
+                }),
+                Err(_) => Err(PatchError::Tool(crate::tool::ToolError::TimedOut {
+                    program: "windows update search".into(),
+                    secs: timeout.as_secs(),
+                })),
+            },
+        }
+    };
+    let (updates, last_install_unix_ms) = match searched {
+        Ok((found, history)) => (
+            Ok(windows_update::classify(found)),
+            windows_update::last_successful_install_ms(&history),
+        ),
+        Err(err) => (Err(err), 0),
+    };
+    let key_exists = |key: &str| {
+        crate::tool::run("reg", &["query", key], timeout).is_ok_and(|o| o.code == Some(0))
+    };
+    let renames = crate::tool::run(
+        "reg",
+        &[
+            "query",
+            r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager",
+            "/v",
+            "PendingFileRenameOperations",
+        ],
+        timeout,
+    )
+    .ok()
+    .filter(|o| o.code == Some(0))
+    .map(|o| o.stdout);
+    let required = windows_update::reboot_required(
+        key_exists(
+            r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired",
+        ),
+        key_exists(
+            r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending",
+        ),
+        renames.as_deref(),
+    );
     crate::patches::Check {
         source: "windows_update",
-        updates: Err(crate::patches::PatchError::NotImplemented(
-            "the windows update search (IUpdateSearcher) is not implemented in this agent yet",
-        )),
-        reboot: crate::patches::Reboot::default(),
+        updates,
+        reboot: Reboot {
+            required,
+            // The registry keeps no date; the last install is what asked for it.
+            since_unix_ms: if required { last_install_unix_ms } else { 0 },
+        },
+        last_install_unix_ms,
+    }
+}
+
+/// `reg query KEY [/s]`, bounded by `timeout`.
+fn reg_query(
+    key: &str,
+    recurse: bool,
+    timeout: std::time::Duration,
+) -> Result<String, crate::tool::ToolError> {
+    let mut args = vec!["query", key];
+    if recurse {
+        args.push("/s");
+    }
+    Ok(crate::tool::run("reg", &args, timeout)?
+        .accept("reg", &[0])?
+        .stdout)
+}
+
+/// Inventory facts from the registry, read with `reg query` (a tool on every
+/// Windows; its output is parsed by pure functions tested on Linux): Windows'
+/// name, display version and build, the BIOS's manufacturer and product, and the
+/// installed programs under both Uninstall keys (64- and 32-bit). The hardware
+/// serial is not in the registry (WMI's Win32_BIOS has it) and stays empty.
+pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
+    use crate::inventory as inv;
+    let (os_name, os_version, os_build) = reg_query(
+        r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+        false,
+        timeout,
+    )
+    .map(|o| inv::parse_windows_version(&o))
+    .unwrap_or_default();
+    let hardware = reg_query(r"HKLM\HARDWARE\DESCRIPTION\System\BIOS", false, timeout)
+        .ok()
+        .and_then(|o| inv::parse_reg_query(&o).into_iter().next())
+        .map(|k| inv::Hardware {
+            vendor: k.get("SystemManufacturer").unwrap_or("").trim().to_owned(),
+            model: k.get("SystemProductName").unwrap_or("").trim().to_owned(),
+            serial: String::new(),
+        })
+        .unwrap_or_default();
+    let software = reg_query(
+        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
+        true,
+        timeout,
+    )
+    .map_err(inv::InventoryError::from)
+    .map(|o| {
+        let mut list = inv::parse_uninstall_keys(&o);
+        // 32-bit programs; absent on 32-bit Windows, which is not an error.
+        if let Ok(o) = reg_query(
+            r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+            true,
+            timeout,
+        ) {
+            list.extend(inv::parse_uninstall_keys(&o));
+        }
+        list
+    });
+    inv::PlatformFacts {
+        os_build,
+        os_name,
+        os_version,
+        hardware,
+        software_source: "windows_registry",
+        software,
     }
 }
 

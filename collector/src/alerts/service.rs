@@ -224,7 +224,7 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
             // A gap record carries no samples.
-            Committed::Gap { .. } => {}
+            Committed::Gap { .. } | Committed::Inventory { .. } => {}
         }
     }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_proto::v1::telemetry_server::Telemetry;
 use tandem_proto::v1::{
-    Ack, AgentFrame, CollectorFrame, Settings, SlowDown, Welcome, agent_frame, collector_frame,
+    Ack, AgentFrame, CheckPatches, CollectorFrame, Settings, SlowDown, Welcome, agent_frame,
+    collector_frame,
 };
 use tandem_proto::{REFUSED_SEQ_METADATA, Refusal};
 use tokio::sync::{mpsc, watch};
@@ -253,6 +254,16 @@ impl Session {
         if !send_frame(&self.tx, Ok(frame(collector_frame::Kind::Welcome(welcome)))).await {
             return Ok(());
         }
+        // A `device check-patches` that found no open stream is delivered now.
+        if self.revocations.welcomed(&guard)
+            && !send_frame(
+                &self.tx,
+                Ok(frame(collector_frame::Kind::CheckPatches(CheckPatches {}))),
+            )
+            .await
+        {
+            return Ok(());
+        }
 
         // Acks go out in seq order from their own task, so reading the next frame
         // overlaps with committing the previous ones.
@@ -343,6 +354,17 @@ impl Session {
                         seq,
                         self.writer
                             .submit_gap(self.who.device_id.clone(), gap)
+                            .await,
+                    )
+                }
+                Some(agent_frame::Kind::Inventory(inventory)) => {
+                    let seq = inventory.seq;
+                    validate::check_inventory(&inventory, last_seq, now_ms(), self.limits())
+                        .map_err(|r| refused_status(r, Some(seq)))?;
+                    (
+                        seq,
+                        self.writer
+                            .submit_inventory(self.who.device_id.clone(), inventory)
                             .await,
                     )
                 }

@@ -3,7 +3,7 @@
 //! ("batch seq 12, sample 3: ..."), and nothing of it is stored.
 
 use tandem_proto::v1::{
-    Gap, GapReason, Hello, MetricBatch, OsFamily, PatchReport, UpdateClassification,
+    Gap, GapReason, Hello, Inventory, MetricBatch, OsFamily, PatchReport, UpdateClassification,
 };
 use tandem_proto::{MAX_LABEL_BYTES, MAX_SAMPLES_PER_BATCH, MAX_SERIES_PER_BATCH, Refusal};
 
@@ -11,6 +11,13 @@ use crate::store::writer::DeviceFacts;
 
 /// Most pending updates one patch report may list.
 pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
+/// Most installed programs one inventory may list. A busy Windows desktop lists a
+/// few hundred, a Linux server a few thousand packages; 50 000 leaves room while
+/// keeping the message well under `MAX_MESSAGE_BYTES`.
+pub const MAX_SOFTWARE_PER_INVENTORY: usize = 50_000;
+/// Most logical CPUs an inventory may claim (a sanity bound, not a hardware limit
+/// anyone reaches).
+const MAX_CPU_CORES: u32 = 1 << 16;
 /// Longest free-text field (hostname, OS version, error text) in bytes.
 const MAX_TEXT_BYTES: usize = 1024;
 
@@ -287,6 +294,60 @@ pub fn check_patch(
     Ok(())
 }
 
+/// Checks an inventory: seq and time like a batch, every text field within the
+/// text limits, at most [`MAX_SOFTWARE_PER_INVENTORY`] programs, each with a name.
+pub fn check_inventory(
+    inv: &Inventory,
+    previous_in_stream: Option<u64>,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
+    check_seq("inventory", inv.seq, previous_in_stream)?;
+    let at = format!("inventory seq {}", inv.seq);
+    check_time(&at, inv.time_unix_ms, now_ms, limits)?;
+    for (f, v) in [
+        ("os_name", &inv.os_name),
+        ("os_version", &inv.os_version),
+        ("os_build", &inv.os_build),
+        ("kernel", &inv.kernel),
+        ("arch", &inv.arch),
+        ("hw_vendor", &inv.hw_vendor),
+        ("hw_model", &inv.hw_model),
+        ("hw_serial", &inv.hw_serial),
+        ("cpu_model", &inv.cpu_model),
+        ("software_source", &inv.software_source),
+        ("software_error", &inv.software_error),
+    ] {
+        text(&format!("{at}: {f}"), v)?;
+    }
+    if inv.cpu_cores > MAX_CPU_CORES {
+        return Err(bad(format!(
+            "{at}: cpu_cores {} is more than {MAX_CPU_CORES}",
+            inv.cpu_cores
+        )));
+    }
+    if inv.software.len() > MAX_SOFTWARE_PER_INVENTORY {
+        return Err(bad(format!(
+            "{at}: lists {} programs (limit {MAX_SOFTWARE_PER_INVENTORY})",
+            inv.software.len()
+        )));
+    }
+    for (i, sw) in inv.software.iter().enumerate() {
+        let w = format!("{at}, software {i}");
+        if sw.name.is_empty() {
+            return Err(bad(format!("{w}: name is empty")));
+        }
+        for (f, v) in [
+            ("name", &sw.name),
+            ("version", &sw.version),
+            ("publisher", &sw.publisher),
+        ] {
+            text(&format!("{w}: {f}"), v)?;
+        }
+    }
+    Ok(())
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -473,5 +534,47 @@ mod tests {
             refused(check_patch(&r, Some(1), NOW, LIM))
                 .contains("update 0: unknown classification value 9")
         );
+    }
+
+    fn inventory(seq: u64) -> Inventory {
+        Inventory {
+            seq,
+            time_unix_ms: NOW,
+            os_name: "Debian GNU/Linux".into(),
+            software_source: "dpkg".into(),
+            software: vec![tandem_proto::v1::Software {
+                name: "bash".into(),
+                version: "5.2.15-2+b7".into(),
+                publisher: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inventory_checks_name_what_and_where() {
+        check_inventory(&inventory(3), Some(2), NOW, LIM).unwrap();
+        assert!(refused(check_inventory(&inventory(2), Some(2), NOW, LIM)).contains("repeats"));
+        let mut inv = inventory(3);
+        inv.software[0].name.clear();
+        assert_eq!(
+            refused(check_inventory(&inv, None, NOW, LIM)),
+            "inventory seq 3, software 0: name is empty"
+        );
+        let mut inv = inventory(3);
+        inv.hw_serial = "a\nb".into();
+        assert_eq!(
+            refused(check_inventory(&inv, None, NOW, LIM)),
+            "inventory seq 3: hw_serial contains control characters"
+        );
+        let mut inv = inventory(3);
+        inv.software = vec![inv.software[0].clone(); MAX_SOFTWARE_PER_INVENTORY + 1];
+        assert!(refused(check_inventory(&inv, None, NOW, LIM)).contains("programs (limit 50000)"));
+        let mut inv = inventory(3);
+        inv.cpu_cores = u32::MAX;
+        assert!(refused(check_inventory(&inv, None, NOW, LIM)).contains("cpu_cores"));
+        let mut inv = inventory(3);
+        inv.time_unix_ms = NOW + 3_600_000;
+        assert!(refused(check_inventory(&inv, None, NOW, LIM)).contains("ahead"));
     }
 }

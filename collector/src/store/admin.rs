@@ -549,6 +549,37 @@ pub fn request_renew(conn: &Connection, device_id: &str, now_ms: i64) -> Result<
     Ok(())
 }
 
+/// Asks a device to check its patch status now (`device check-patches`).
+pub fn request_patch_check(
+    conn: &Connection,
+    device_id: &str,
+    now_ms: i64,
+) -> Result<(), AdminError> {
+    device_in_good_standing(conn, device_id)?;
+    conn.execute(
+        "INSERT INTO patch_check_requests (device_id, created_ms) VALUES (?1, ?2)",
+        params![device_id, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Patch-check requests above `after` that no patch report received since has
+/// answered: `(id, device_id)`.
+pub fn patch_check_requests_since(
+    conn: &Connection,
+    after: i64,
+) -> Result<Vec<(i64, String)>, AdminError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.device_id FROM patch_check_requests r WHERE r.id > ?1
+           AND NOT EXISTS (SELECT 1 FROM patch_reports p
+                           JOIN batches b ON b.device_id = p.device_id AND b.seq = p.seq
+                           WHERE p.device_id = r.device_id AND b.received_ms >= r.created_ms)
+         ORDER BY r.id",
+    )?;
+    let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// One revocation row: a whole device (`serial` None) or one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {

@@ -36,6 +36,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_tags_silences",
         include_str!("migrations/0005_tags_silences.sql"),
     ),
+    (
+        "0006_inventory",
+        include_str!("migrations/0006_inventory.sql"),
+    ),
+    (
+        "0007_patch_check_requests",
+        include_str!("migrations/0007_patch_check_requests.sql"),
+    ),
 ];
 
 /// File name of the database inside the data dir.

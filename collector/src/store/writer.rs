@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_proto::v1::{Gap, GapReason, MetricBatch, PatchReport, UpdateClassification};
+use tandem_proto::v1::{Gap, GapReason, Inventory, MetricBatch, PatchReport, UpdateClassification};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -91,6 +91,10 @@ pub enum Request {
     Gap {
         device_id: String,
         gap: Gap,
+    },
+    Inventory {
+        device_id: String,
+        inventory: Inventory,
     },
     /// A live copy of a batch: values only, no ledger, no acked_seq.
     Live {
@@ -209,6 +213,19 @@ impl Writer {
         self.submit(Request::Patch { device_id, report }).await
     }
 
+    /// Queues an inventory, like [`Writer::submit_batch`].
+    pub async fn submit_inventory(
+        &self,
+        device_id: String,
+        inventory: Inventory,
+    ) -> Result<Pending, StoreError> {
+        self.submit(Request::Inventory {
+            device_id,
+            inventory,
+        })
+        .await
+    }
+
     /// Queues a gap record, like [`Writer::submit_batch`].
     pub async fn submit_gap(&self, device_id: String, gap: Gap) -> Result<Pending, StoreError> {
         self.submit(Request::Gap { device_id, gap }).await
@@ -274,6 +291,7 @@ impl Request {
             Request::Batch { device_id, .. }
             | Request::Patch { device_id, .. }
             | Request::Gap { device_id, .. }
+            | Request::Inventory { device_id, .. }
             | Request::Live { device_id, .. } => device_id,
         }
     }
@@ -349,6 +367,10 @@ fn commit_group(
                 Request::Gap { device_id, gap } => {
                     Answer::Write(write_gap(&tx, device_id, gap, now))
                 }
+                Request::Inventory {
+                    device_id,
+                    inventory,
+                } => Answer::Write(write_inventory(&tx, device_id, inventory, now)),
                 Request::Live { device_id, batch } => {
                     Answer::Write(write_values(&tx, cache, device_id, batch).map(|n| {
                         values_in_group += n;
@@ -646,6 +668,141 @@ fn write_gap(
     Ok(Outcome::Stored)
 }
 
+/// Stores an inventory as the device's latest (unless a higher seq is stored
+/// already), replaces its software list when the inventory carries one, and records
+/// what was added and removed since the previous list.
+fn write_inventory(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    inv: &Inventory,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    // n_values 0: the ledger's count is of sample values (and, for a patch report,
+    // its updates); an inventory holds neither, and counting its programs would
+    // make value checks over the ledger (e2e `assert_exactly_once`) miscount.
+    if !claim_seq(tx, device_id, inv.seq, 0, now)? {
+        return Ok(Outcome::Duplicate);
+    }
+    let newer_stored: bool = tx
+        .query_row(
+            "SELECT count(*) FROM inventories WHERE device_id = ?1 AND seq > ?2",
+            params![device_id, inv.seq as i64],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if newer_stored {
+        // A late frame (a gap filled after a newer inventory): the ledger has it,
+        // the latest stays the latest.
+        return Ok(Outcome::Stored);
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO inventories (device_id, seq, time_ms, received_ms, os_name,
+            os_version, os_build, kernel, arch, hw_vendor, hw_model, hw_serial, cpu_model,
+            cpu_cores, memory_bytes, software_source, software_error, software_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        params![
+            device_id,
+            inv.seq as i64,
+            inv.time_unix_ms,
+            now,
+            inv.os_name,
+            inv.os_version,
+            inv.os_build,
+            inv.kernel,
+            inv.arch,
+            inv.hw_vendor,
+            inv.hw_model,
+            inv.hw_serial,
+            inv.cpu_model,
+            inv.cpu_cores,
+            // SQLite integers are signed; no machine has 2^63 bytes of memory.
+            i64::try_from(inv.memory_bytes).unwrap_or(i64::MAX),
+            inv.software_source,
+            inv.software_error,
+            inv.software.len() as i64
+        ],
+    )?;
+    if !inv.software_error.is_empty() {
+        // The list could not be read: keep the last good one rather than record
+        // every program as removed.
+        return Ok(Outcome::Stored);
+    }
+    let mut old: HashMap<(String, String), i64> = HashMap::new();
+    let had_list = {
+        let mut st =
+            tx.prepare_cached("SELECT name, version FROM inventory_software WHERE device_id = ?1")?;
+        let rows = st.query_map([device_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut any = false;
+        for row in rows {
+            *old.entry(row?).or_default() += 1;
+            any = true;
+        }
+        any || tx
+            .query_row(
+                "SELECT count(*) FROM inventory_changes WHERE device_id = ?1",
+                [device_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?
+    };
+    let mut new: HashMap<(String, String), i64> = HashMap::new();
+    for sw in &inv.software {
+        *new.entry((sw.name.clone(), sw.version.clone()))
+            .or_default() += 1;
+    }
+    if had_list {
+        let mut ch = tx.prepare_cached(
+            "INSERT INTO inventory_changes (device_id, seq, time_ms, change, name, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for ((name, version), n) in &new {
+            if old
+                .get(&(name.clone(), version.clone()))
+                .copied()
+                .unwrap_or(0)
+                < *n
+            {
+                ch.execute(params![
+                    device_id,
+                    inv.seq as i64,
+                    inv.time_unix_ms,
+                    "added",
+                    name,
+                    version
+                ])?;
+            }
+        }
+        for ((name, version), n) in &old {
+            if new
+                .get(&(name.clone(), version.clone()))
+                .copied()
+                .unwrap_or(0)
+                < *n
+            {
+                ch.execute(params![
+                    device_id,
+                    inv.seq as i64,
+                    inv.time_unix_ms,
+                    "removed",
+                    name,
+                    version
+                ])?;
+            }
+        }
+    }
+    tx.execute(
+        "DELETE FROM inventory_software WHERE device_id = ?1",
+        [device_id],
+    )?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO inventory_software (device_id, name, version, publisher) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for sw in &inv.software {
+        ins.execute(params![device_id, sw.name, sw.version, sw.publisher])?;
+    }
+    Ok(Outcome::Stored)
+}
+
 fn write_patch(
     tx: &rusqlite::Transaction<'_>,
     device_id: &str,
@@ -767,6 +924,92 @@ mod tests {
         );
     }
 
+    fn inv(seq: u64, software: &[(&str, &str)], error: &str) -> Inventory {
+        Inventory {
+            seq,
+            time_unix_ms: seq as i64 * 1000,
+            os_name: "Debian GNU/Linux".into(),
+            software_source: "dpkg".into(),
+            software_error: error.into(),
+            software: software
+                .iter()
+                .map(|(n, v)| tandem_proto::v1::Software {
+                    name: (*n).into(),
+                    version: (*v).into(),
+                    publisher: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn inventory_keeps_the_latest_list_and_records_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (w, t) =
+            Writer::spawn(super::super::open(&path).unwrap(), WriterConfig::default()).unwrap();
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        for i in [
+            inv(1, &[("bash", "5.1"), ("curl", "7")], ""),
+            // A replay changes nothing.
+            inv(1, &[("bash", "9")], ""),
+            inv(2, &[("bash", "5.2"), ("curl", "7"), ("jq", "1.6")], ""),
+            // The list could not be read: the facts update, the last list stays.
+            inv(
+                3,
+                &[],
+                "dpkg-query did not finish within 120 s and was killed",
+            ),
+        ] {
+            w.submit_inventory("d1".into(), i)
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        drop(w);
+        t.join();
+        let conn = super::super::open(&path).unwrap();
+        let (seq, err): (i64, String) = conn
+            .query_row(
+                "SELECT seq, software_error FROM inventories WHERE device_id = 'd1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(seq, 3);
+        assert!(err.contains("did not finish"));
+        let mut st = conn
+            .prepare("SELECT name || ' ' || version FROM inventory_software ORDER BY name")
+            .unwrap();
+        let list: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(list, ["bash 5.2", "curl 7", "jq 1.6"]);
+        let mut st = conn
+            .prepare(
+                "SELECT seq, change, name, version FROM inventory_changes ORDER BY change, name",
+            )
+            .unwrap();
+        let changes: Vec<(i64, String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (2, "added".into(), "bash".into(), "5.2".into()),
+                (2, "added".into(), "jq".into(), "1.6".into()),
+                (2, "removed".into(), "bash".into(), "5.1".into()),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn only_what_was_committed_reaches_the_alert_sink() {
         let dir = tempfile::tempdir().unwrap();
@@ -797,6 +1040,7 @@ mod tests {
                 Committed::Patch { .. } => "patch",
                 Committed::Live { .. } => "live",
                 Committed::Gap { .. } => "gap",
+                Committed::Inventory { .. } => "inventory",
             })
             .collect();
         assert_eq!(kinds, ["hello", "batch"]);

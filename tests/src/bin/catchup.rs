@@ -134,6 +134,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             new_data: Arc::new(Notify::new()),
             interval,
             renew_now: Arc::new(Notify::new()),
+            // Nobody listens: a request is simply not acted on in this benchmark.
+            check_patches: tokio::sync::mpsc::channel(1).0,
         };
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {

@@ -548,12 +548,15 @@ async fn config_edits_apply_without_restart_and_bad_edits_are_refused() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // One sample; the only other frame allowed is the start-up patch report.
-    assert!(last_seq(&dir) <= 2, "nothing more within the hour");
+    // One sample; the only other frames allowed are the start-up patch report and
+    // inventory.
+    assert!(last_seq(&dir) <= 3, "nothing more within the hour");
     assert_eq!(
         site.count(
             "SELECT count(*) FROM batches b WHERE device_id = 'tuned' AND NOT EXISTS \
-             (SELECT 1 FROM patch_reports p WHERE p.device_id = b.device_id AND p.seq = b.seq)"
+             (SELECT 1 FROM patch_reports p WHERE p.device_id = b.device_id AND p.seq = b.seq) \
+             AND NOT EXISTS \
+             (SELECT 1 FROM inventories i WHERE i.device_id = b.device_id AND i.seq = b.seq)"
         ),
         1,
         "one sample within the hour"
@@ -571,8 +574,9 @@ async fn config_edits_apply_without_restart_and_bad_edits_are_refused() {
         Duration::from_secs(15),
         "samples at the new interval",
         || {
+            // The three start-up frames, then two samples at the new interval.
             let n = site.acked_seq("tuned");
-            async move { n >= 4 }
+            async move { n >= 5 }
         },
     )
     .await

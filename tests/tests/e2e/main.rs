@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod enroll;
 mod ingest;
+mod patches;
 mod refusals;
 
 /// Installs the ring crypto provider once per test process (see shared/TOOLCHAIN.md).

@@ -1,0 +1,775 @@
+//! Inventory: what this device is — OS name, version and build, kernel, hardware
+//! vendor, model and serial, CPU, memory, and the installed software.
+//!
+//! The layers, as for patches:
+//! - the parsers below are pure functions from what a tool or file printed to
+//!   [`Software`] lists and facts, tested on fixtures under
+//!   `agent/tests/fixtures/inventory/` (the dpkg and os-release ones are real
+//!   captures; the others are labelled in `README.md` there);
+//! - the platform facade (`crate::platform::inventory_facts`) reads what only the OS
+//!   knows (hardware, build, software) with the tools bounded by a timeout;
+//! - [`collect`] adds what sysinfo knows on every OS and returns an [`Inventory`];
+//! - [`fingerprint`] hashes the inventory without its seq and time, and
+//!   [`LastSent`] keeps the hash of the last spooled one in the state dir, so an
+//!   unchanged inventory is not sent again, across restarts too.
+//!
+//! Invariant: software that cannot be listed is reported with `software_error`
+//! set, never as an empty list that would read as "nothing installed".
+
+use std::path::{Path, PathBuf};
+
+use tandem_proto::v1;
+
+/// Most programs one inventory carries: the collector's limit
+/// (`collector/src/grpc/validate.rs`, `MAX_SOFTWARE_PER_INVENTORY`).
+pub const MAX_SOFTWARE: usize = 50_000;
+
+/// One installed program or package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Software {
+    pub name: String,
+    pub version: String,
+    /// Empty where the source does not say (dpkg).
+    pub publisher: String,
+}
+
+/// Hardware facts; empty where unreadable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Hardware {
+    pub vendor: String,
+    pub model: String,
+    pub serial: String,
+}
+
+/// What the platform module contributes.
+#[derive(Debug)]
+pub struct PlatformFacts {
+    /// Build number where the OS has one beyond its version ("12.5" from
+    /// /etc/debian_version, "22631.3447" on Windows); may be empty.
+    pub os_build: String,
+    /// Better OS name/version than sysinfo's where the platform knows one
+    /// (Windows' ProductName and DisplayVersion); empty to keep sysinfo's.
+    pub os_name: String,
+    pub os_version: String,
+    pub hardware: Hardware,
+    /// Which source listed the software ("dpkg", "rpm", ...; "none").
+    pub software_source: &'static str,
+    pub software: Result<Vec<Software>, InventoryError>,
+}
+
+/// Why a part of the inventory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
+    #[error("cannot parse {what} output, line {line}: {text:?}")]
+    Parse {
+        what: &'static str,
+        line: usize,
+        text: String,
+    },
+    #[error("cannot parse {what} output: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("no software list source found (looked for {looked_for})")]
+    NoSource { looked_for: &'static str },
+}
+
+fn parse_err(what: &'static str, line: usize, text: &str) -> InventoryError {
+    InventoryError::Parse {
+        what,
+        line,
+        text: text.chars().take(120).collect(),
+    }
+}
+
+/// One inventory, ready to print or send.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inventory {
+    pub time_unix_ms: i64,
+    pub os_name: String,
+    pub os_version: String,
+    pub os_build: String,
+    pub kernel: String,
+    pub arch: String,
+    pub hardware: Hardware,
+    pub cpu_model: String,
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    pub software_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_error: Option<String>,
+    /// Sorted, so the same software gives the same fingerprint.
+    pub software: Vec<Software>,
+}
+
+/// Collects the inventory. Blocking (runs the platform's package tools, each
+/// bounded by `timeout`).
+pub fn collect(timeout: std::time::Duration, now_ms: i64) -> Inventory {
+    let facts = crate::platform::inventory_facts(timeout);
+    let (cpu_model, cpu_cores, memory_bytes) = match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+            sys.refresh_memory();
+            let model = sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_owned())
+                .unwrap_or_default();
+            (
+                model,
+                u32::try_from(sys.cpus().len()).unwrap_or(u32::MAX),
+                sys.total_memory(),
+            )
+        }
+        Err(err) => {
+            tracing::warn!(error = ?err, "cannot read CPU and memory for the inventory");
+            (String::new(), 0, 0)
+        }
+    };
+    let pick = |platform: String, sysinfo: Result<String, sysinfo::Error>| {
+        if platform.is_empty() {
+            sysinfo.unwrap_or_default()
+        } else {
+            platform
+        }
+    };
+    let (software, software_error) = match facts.software {
+        Ok(mut list) => {
+            list.sort();
+            list.dedup();
+            if list.len() > MAX_SOFTWARE {
+                tracing::warn!(
+                    installed = list.len(),
+                    sent = MAX_SOFTWARE,
+                    "too many programs for one inventory; the rest left out"
+                );
+                list.truncate(MAX_SOFTWARE);
+            }
+            (list, None)
+        }
+        Err(err) => (Vec::new(), Some(err.to_string())),
+    };
+    Inventory {
+        time_unix_ms: now_ms,
+        os_name: pick(facts.os_name, sysinfo::System::name()),
+        os_version: pick(facts.os_version, sysinfo::System::os_version()),
+        os_build: facts.os_build,
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        arch: sysinfo::System::cpu_arch(),
+        hardware: facts.hardware,
+        cpu_model,
+        cpu_cores,
+        memory_bytes,
+        software_source: facts.software_source,
+        software_error,
+        software,
+    }
+}
+
+impl Inventory {
+    /// The inventory as the wire's frame with sequence number `seq`. Text is made
+    /// acceptable to the collector (no control characters, bounded length).
+    pub fn to_wire(&self, seq: u64) -> v1::Inventory {
+        let t = crate::patches::wire_text;
+        v1::Inventory {
+            seq,
+            time_unix_ms: self.time_unix_ms,
+            os_name: t(&self.os_name),
+            os_version: t(&self.os_version),
+            os_build: t(&self.os_build),
+            kernel: t(&self.kernel),
+            arch: t(&self.arch),
+            hw_vendor: t(&self.hardware.vendor),
+            hw_model: t(&self.hardware.model),
+            hw_serial: t(&self.hardware.serial),
+            cpu_model: t(&self.cpu_model),
+            cpu_cores: self.cpu_cores,
+            memory_bytes: self.memory_bytes,
+            software_source: self.software_source.to_owned(),
+            software_error: self.software_error.as_deref().map(t).unwrap_or_default(),
+            software: self
+                .software
+                .iter()
+                .filter(|s| !s.name.trim().is_empty())
+                .map(|s| v1::Software {
+                    name: t(&s.name),
+                    version: t(&s.version),
+                    publisher: t(&s.publisher),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A hex SHA-256 of what the inventory says, leaving out its seq and time: equal
+/// for two inventories that describe the same device state.
+pub fn fingerprint(inv: &v1::Inventory) -> String {
+    use prost::Message;
+    let bare = v1::Inventory {
+        seq: 0,
+        time_unix_ms: 0,
+        ..inv.clone()
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bare.encode_to_vec());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of the last inventory put into the spool and when, kept in the
+/// state dir (one line: `<sha256 hex> <unix ms>`). Written after the frame is
+/// spooled (the spool is durable), so an inventory is sent again only if it
+/// changed, never reached the spool, or was spooled longer ago than the spool's age
+/// bound: a frame the spool dropped over a bound (reported as a gap) is thereby
+/// replaced within `spool_max_age_secs`, although nothing changed.
+#[derive(Debug)]
+pub struct LastSent {
+    path: PathBuf,
+}
+
+impl LastSent {
+    /// File name under the state dir.
+    pub const FILE: &'static str = "inventory_sent.sha256";
+
+    pub fn new(state_dir: &Path) -> Self {
+        LastSent {
+            path: state_dir.join(Self::FILE),
+        }
+    }
+
+    /// The stored fingerprint and when it was spooled (`i64::MIN`, i.e. expired, if
+    /// the file does not say); none if missing or unreadable (then the inventory
+    /// is simply sent).
+    pub fn get(&self) -> Option<(String, i64)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut f = text.split_whitespace();
+        let fp = f.next()?.to_owned();
+        let at = f.next().and_then(|t| t.parse().ok()).unwrap_or(i64::MIN);
+        Some((fp, at))
+    }
+
+    /// Whether an inventory with `fingerprint` needs no sending at `now_ms`: the
+    /// same was spooled less than `max_age_ms` ago.
+    pub fn is_current(&self, fingerprint: &str, now_ms: i64, max_age_ms: i64) -> bool {
+        self.get()
+            .is_some_and(|(fp, at)| fp == fingerprint && now_ms.saturating_sub(at) < max_age_ms)
+    }
+
+    /// Records `fingerprint`, spooled at `now_ms`, atomically (temp file, then
+    /// rename).
+    pub fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{fingerprint} {now_ms}\n"))?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+/// `/etc/os-release`: (NAME, VERSION_ID), unquoted. Missing keys are empty.
+pub fn parse_os_release(text: &str) -> (String, String) {
+    let mut name = String::new();
+    let mut version = String::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'').to_owned();
+        match k {
+            "NAME" => name = v,
+            "VERSION_ID" => version = v,
+            _ => {}
+        }
+    }
+    (name, version)
+}
+
+/// `dpkg-query -W -f '${db:Status-Abbrev}\t${binary:Package}\t${Version}\n'`:
+/// installed packages (status letter `i`, e.g. "ii ", "hi "); removed ones whose
+/// configuration remains ("rc ") are left out.
+pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, InventoryError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.split('\t');
+        let (Some(status), Some(name), Some(version)) = (f.next(), f.next(), f.next()) else {
+            return Err(parse_err("dpkg-query", i + 1, line));
+        };
+        if name.is_empty() || status.len() < 2 {
+            return Err(parse_err("dpkg-query", i + 1, line));
+        }
+        if status.as_bytes()[1] != b'i' {
+            continue;
+        }
+        out.push(Software {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            publisher: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// `rpm -qa --queryformat '%{NAME}\t%{VERSION}-%{RELEASE}\t%{VENDOR}\n'`. The
+/// `gpg-pubkey` pseudo-packages (imported signing keys) are left out; a vendor of
+/// "(none)" is empty.
+pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, InventoryError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.split('\t');
+        let (Some(name), Some(version)) = (f.next(), f.next()) else {
+            return Err(parse_err("rpm -qa", i + 1, line));
+        };
+        if name.is_empty() {
+            return Err(parse_err("rpm -qa", i + 1, line));
+        }
+        if name == "gpg-pubkey" {
+            continue;
+        }
+        let vendor = f.next().unwrap_or("");
+        out.push(Software {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            publisher: if vendor == "(none)" {
+                String::new()
+            } else {
+                vendor.to_owned()
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// `pacman -Q`: `name version` per line.
+pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, InventoryError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(version), None) = (f.next(), f.next(), f.next()) else {
+            return Err(parse_err("pacman -Q", i + 1, line));
+        };
+        out.push(Software {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            publisher: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// `system_profiler SPHardwareDataType -json`: (model, serial) of the Mac.
+pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), InventoryError> {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        #[serde(rename = "SPHardwareDataType", default)]
+        hw: Vec<Hw>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Hw {
+        #[serde(default)]
+        machine_model: String,
+        #[serde(default)]
+        machine_name: String,
+        #[serde(default)]
+        serial_number: String,
+    }
+    let top: Top = serde_json::from_str(text).map_err(|e| InventoryError::Malformed {
+        what: "system_profiler SPHardwareDataType",
+        detail: e.to_string(),
+    })?;
+    Ok(top
+        .hw
+        .into_iter()
+        .next()
+        .map(|h| {
+            let model = if h.machine_model.is_empty() {
+                h.machine_name
+            } else {
+                h.machine_model
+            };
+            (model, h.serial_number)
+        })
+        .unwrap_or_default())
+}
+
+/// `system_profiler SPApplicationsDataType -json`: one entry per application,
+/// `_name`, `version`, and as publisher the first `signed_by` authority (else
+/// `obtained_from`).
+pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, InventoryError> {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        #[serde(rename = "SPApplicationsDataType", default)]
+        apps: Vec<App>,
+    }
+    #[derive(serde::Deserialize)]
+    struct App {
+        #[serde(rename = "_name")]
+        name: String,
+        #[serde(default)]
+        version: Option<String>,
+        #[serde(default)]
+        signed_by: Vec<String>,
+        #[serde(default)]
+        obtained_from: Option<String>,
+    }
+    let top: Top = serde_json::from_str(text).map_err(|e| InventoryError::Malformed {
+        what: "system_profiler SPApplicationsDataType",
+        detail: e.to_string(),
+    })?;
+    Ok(top
+        .apps
+        .into_iter()
+        .filter(|a| !a.name.is_empty())
+        .map(|a| Software {
+            name: a.name,
+            version: a.version.unwrap_or_default(),
+            publisher: a
+                .signed_by
+                .into_iter()
+                .next()
+                .or(a.obtained_from)
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// One key of `reg query` output and its values: (name, type, data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegKey {
+    pub path: String,
+    pub values: Vec<(String, String, String)>,
+}
+
+impl RegKey {
+    /// The data of value `name` (case-insensitive, as the registry is).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, _, d)| d.as_str())
+    }
+
+    /// A REG_DWORD value ("0x1") as a number.
+    pub fn dword(&self, name: &str) -> Option<u64> {
+        let d = self.get(name)?;
+        u64::from_str_radix(d.trim().trim_start_matches("0x"), 16).ok()
+    }
+}
+
+/// The output of `reg query KEY [/s]`: a key line (starting with `HKEY_`), then
+/// its values, each indented by four spaces as `NAME    TYPE    DATA` (the
+/// default value's name is `(Default)`).
+pub fn parse_reg_query(text: &str) -> Vec<RegKey> {
+    let mut keys: Vec<RegKey> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("HKEY_") {
+            keys.push(RegKey {
+                path: line.trim().to_owned(),
+                values: Vec::new(),
+            });
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("    ") else {
+            continue;
+        };
+        let Some(key) = keys.last_mut() else { continue };
+        // Fields are separated by four spaces; a value's name may itself contain
+        // single spaces, and its data anything.
+        let mut parts = rest.splitn(3, "    ");
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !kind.starts_with("REG_") {
+            continue;
+        }
+        key.values.push((
+            name.to_owned(),
+            kind.to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        ));
+    }
+    keys
+}
+
+/// Installed programs from `reg query HKLM\...\Uninstall /s` (and the same under
+/// WOW6432Node): keys with a `DisplayName`, minus system components and updates
+/// of other programs (`SystemComponent` = 1, a `ParentKeyName`), as the Windows
+/// "Installed apps" list does.
+pub fn parse_uninstall_keys(text: &str) -> Vec<Software> {
+    parse_reg_query(text)
+        .into_iter()
+        .filter(|k| k.dword("SystemComponent") != Some(1) && k.get("ParentKeyName").is_none())
+        .filter_map(|k| {
+            let name = k.get("DisplayName")?.trim();
+            if name.is_empty() {
+                return None;
+            }
+            Some(Software {
+                name: name.to_owned(),
+                version: k.get("DisplayVersion").unwrap_or("").trim().to_owned(),
+                publisher: k.get("Publisher").unwrap_or("").trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Windows' own name, version and build from `reg query "HKLM\SOFTWARE\Microsoft\
+/// Windows NT\CurrentVersion"`: (ProductName, DisplayVersion, "CurrentBuild.UBR").
+///
+/// Windows 11 still says "Windows 10" in ProductName; a build of 22000 or more is
+/// Windows 11, so the name is corrected from the build number.
+pub fn parse_windows_version(text: &str) -> (String, String, String) {
+    let keys = parse_reg_query(text);
+    let Some(k) = keys.first() else {
+        return Default::default();
+    };
+    let mut name = k.get("ProductName").unwrap_or("").trim().to_owned();
+    let build = k.get("CurrentBuild").unwrap_or("").trim().to_owned();
+    if build.parse::<u32>().is_ok_and(|b| b >= 22_000) && name.starts_with("Windows 10") {
+        name = name.replacen("Windows 10", "Windows 11", 1);
+    }
+    let version = k
+        .get("DisplayVersion")
+        .or_else(|| k.get("ReleaseId"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let full_build = match k.dword("UBR") {
+        Some(ubr) if !build.is_empty() => format!("{build}.{ubr}"),
+        _ => build,
+    };
+    (name, version, full_build)
+}
+
+/// Hardware from the DMI files of a Linux `/sys/class/dmi/id` directory (the
+/// serial is readable by root only on most systems; then it stays empty).
+pub fn dmi_hardware(dir: &Path) -> Hardware {
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .map(|s| clean_dmi(&s))
+            .unwrap_or_default()
+    };
+    Hardware {
+        vendor: read("sys_vendor"),
+        model: read("product_name"),
+        serial: read("product_serial"),
+    }
+}
+
+/// Firmware leaves placeholders in DMI fields; they mean "unknown".
+fn clean_dmi(s: &str) -> String {
+    let s = s.trim();
+    const PLACEHOLDERS: [&str; 6] = [
+        "to be filled by o.e.m.",
+        "default string",
+        "system serial number",
+        "not specified",
+        "none",
+        "0",
+    ];
+    if PLACEHOLDERS.contains(&s.to_ascii_lowercase().as_str()) {
+        String::new()
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/inventory")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dpkg_query_real_capture() {
+        let list = parse_dpkg_query(&fixture("dpkg-query.debian12.txt")).unwrap();
+        assert!(list.len() > 500, "{}", list.len());
+        let adduser = list.iter().find(|s| s.name == "adduser").unwrap();
+        assert_eq!(adduser.version, "3.134");
+        // Multi-arch packages keep their architecture in the name.
+        assert!(list.iter().any(|s| s.name.ends_with(":amd64")));
+    }
+
+    #[test]
+    fn dpkg_query_skips_removed_and_refuses_garbage() {
+        let text = "ii \tbash\t5.2.15-2+b7\nrc \told-thing\t1.0\nhi \theld\t2\n";
+        let names: Vec<_> = parse_dpkg_query(text)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["bash", "held"]);
+        let err = parse_dpkg_query("dpkg-query: error: something\n").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn os_release_real_capture() {
+        assert_eq!(
+            parse_os_release(&fixture("os-release.debian12.txt")),
+            ("Debian GNU/Linux".to_owned(), "12".to_owned())
+        );
+    }
+
+    #[test]
+    fn rpm_qa_real_capture() {
+        let list = parse_rpm_qa(&fixture("../captured/rpm-qa.txt")).unwrap();
+        assert!(!list.is_empty());
+        assert!(list.iter().all(|s| s.name != "gpg-pubkey"));
+        assert!(list.iter().all(|s| !s.version.is_empty()));
+    }
+
+    #[test]
+    fn rpm_qa_vendor_none_and_garbage() {
+        let list = parse_rpm_qa("bash\t5.2.26-3.fc40\t(none)\ngpg-pubkey\ta-b\t(none)\n").unwrap();
+        assert_eq!(
+            list,
+            [Software {
+                name: "bash".into(),
+                version: "5.2.26-3.fc40".into(),
+                publisher: String::new()
+            }]
+        );
+        assert!(parse_rpm_qa("error: rpmdb open failed\n").is_err());
+    }
+
+    #[test]
+    fn system_profiler_apps() {
+        let list =
+            parse_system_profiler_apps(&fixture("system-profiler-apps.macos14.json")).unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[0].name, "Safari");
+        assert_eq!(list[0].version, "17.4.1");
+        assert_eq!(list[0].publisher, "Software Signing");
+        assert_eq!(list[2].publisher, "identified_developer");
+        assert!(parse_system_profiler_apps("not json").is_err());
+    }
+
+    #[test]
+    fn pacman_q_and_mac_hardware() {
+        let list = parse_pacman_q(&fixture("../captured/pacman-Q.txt")).unwrap();
+        assert!(!list.is_empty());
+        assert!(parse_pacman_q("error: could not open database\n").is_err());
+        let (model, serial) = parse_system_profiler_hardware(
+            r#"{"SPHardwareDataType":[{"_name":"hardware_overview","machine_model":"Mac14,2","machine_name":"MacBook Air","serial_number":"C02XXXXXXXXX"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (model.as_str(), serial.as_str()),
+            ("Mac14,2", "C02XXXXXXXXX")
+        );
+    }
+
+    #[test]
+    fn windows_uninstall_keys() {
+        let list = parse_uninstall_keys(&fixture("reg-query-uninstall.win11.txt"));
+        let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "7-Zip 23.01 (x64)",
+                "Mozilla Firefox (x64 en-US)",
+                "Microsoft Edge"
+            ],
+            "system components, updates and keys without a name are left out"
+        );
+        assert_eq!(list[0].version, "23.01");
+        assert_eq!(list[0].publisher, "Igor Pavlov");
+    }
+
+    #[test]
+    fn windows_version_from_the_registry() {
+        let (name, version, build) =
+            parse_windows_version(&fixture("reg-query-currentversion.win11.txt"));
+        assert_eq!(name, "Windows 11 Pro");
+        assert_eq!(version, "23H2");
+        assert_eq!(build, "22631.3447");
+        assert_eq!(parse_windows_version(""), Default::default());
+    }
+
+    #[test]
+    fn dmi_placeholders_are_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sys_vendor"), "LENOVO\n").unwrap();
+        std::fs::write(dir.path().join("product_name"), "20XW0026GE\n").unwrap();
+        std::fs::write(
+            dir.path().join("product_serial"),
+            "To Be Filled By O.E.M.\n",
+        )
+        .unwrap();
+        let hw = dmi_hardware(dir.path());
+        assert_eq!(hw.vendor, "LENOVO");
+        assert_eq!(hw.model, "20XW0026GE");
+        assert_eq!(hw.serial, "");
+        assert_eq!(
+            dmi_hardware(&dir.path().join("missing")),
+            Hardware::default()
+        );
+    }
+
+    fn sample() -> Inventory {
+        Inventory {
+            time_unix_ms: 1,
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            os_build: "12.11".into(),
+            kernel: "6.1.0".into(),
+            arch: "x86_64".into(),
+            hardware: Hardware::default(),
+            cpu_model: "cpu\tmodel".into(),
+            cpu_cores: 2,
+            memory_bytes: 1 << 30,
+            software_source: "dpkg",
+            software_error: None,
+            software: vec![Software {
+                name: "bash".into(),
+                version: "5".into(),
+                publisher: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_seq_and_time_but_not_content() {
+        let a = sample();
+        let mut b = sample();
+        b.time_unix_ms = 99;
+        assert_eq!(fingerprint(&a.to_wire(1)), fingerprint(&b.to_wire(7)));
+        b.software[0].version = "5.1".into();
+        assert_ne!(fingerprint(&a.to_wire(1)), fingerprint(&b.to_wire(1)));
+        // Control characters never reach the wire.
+        assert_eq!(a.to_wire(1).cpu_model, "cpu model");
+    }
+
+    #[test]
+    fn last_sent_survives_restarts_and_expires_with_the_spool_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = LastSent::new(dir.path());
+        assert_eq!(l.get(), None);
+        assert!(!l.is_current("abc", 10, 1_000));
+        l.set("abc", 10).unwrap();
+        let l = LastSent::new(dir.path());
+        assert_eq!(l.get(), Some(("abc".to_owned(), 10)));
+        assert!(l.is_current("abc", 500, 1_000));
+        assert!(!l.is_current("abd", 500, 1_000), "changed");
+        assert!(
+            !l.is_current("abc", 1_010, 1_000),
+            "older than the spool bound"
+        );
+        // A file without a time (or damaged) means "send again".
+        std::fs::write(dir.path().join(LastSent::FILE), "abc\n").unwrap();
+        assert!(!l.is_current("abc", 500, 1_000));
+    }
+}
