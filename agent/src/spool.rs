@@ -8,9 +8,10 @@
 //! - `dropped`: ranges of frames dropped by a bound and not yet reported.
 //!
 //! Invariants:
-//! - sequence numbers are never reused, across restarts included: `last_seq` is
-//!   written before a frame is visible to the uplink, and on start the agent takes
-//!   the larger of it and the newest spooled frame;
+//! - sequence numbers are never reused once a frame carried them, and never
+//!   skipped: a frame is written, then `last_seq`, before the frame is visible to
+//!   the uplink, and on start the agent takes the larger of `last_seq` and the
+//!   newest spooled frame;
 //! - every write is atomic (temp file, fsync, rename, fsync of the directory);
 //! - two bounds, size and age, drop the oldest data first; what is dropped is
 //!   recorded and, once the uplink is connected, turned into gap records that travel
@@ -209,12 +210,17 @@ impl Spool {
 
     fn write_frame(&mut self, make: impl FnOnce(u64) -> AgentFrame) -> Result<u64, SpoolError> {
         let seq = self.last_seq + 1;
-        write_atomic(&self.seq_file, seq.to_string().as_bytes())?;
-        self.last_seq = seq;
         let frame = make(seq);
         let gap = matches!(frame.kind, Some(agent_frame::Kind::Gap(_)));
         let bytes = frame.encode_to_vec();
+        // The frame first, then `last_seq`: a crash between the two leaves the frame,
+        // and `open` takes the newest spooled seq; a crash before the frame leaves no
+        // trace of `seq`, which was never sent, so it is simply assigned again.
+        // (The other order left a hole: a seq recorded as used whose frame never
+        // existed.)
         write_atomic(&self.path_of(seq, gap), &bytes)?;
+        write_atomic(&self.seq_file, seq.to_string().as_bytes())?;
+        self.last_seq = seq;
         let size = bytes.len() as u64;
         self.index.insert(
             seq,

@@ -177,8 +177,8 @@ async fn an_agent_killed_during_an_outage_replays_its_whole_spool() {
         Duration::from_secs(30),
         "spooling during the outage",
         || {
-            // last_seq is written just before its frame: wait one more so that
-            // three frames are surely on disk.
+            // last_seq is written just after its frame: at_outage + 4 means four
+            // frames of the outage are on disk (one may have gone before the kill).
             let n = last_seq(&dir);
             async move { n >= at_outage + 4 }
         },
