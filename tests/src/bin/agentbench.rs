@@ -191,7 +191,10 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Debian's default collectd.conf, with the interval spelled out and its data,
-/// pid file and base directory moved under `dir` (nothing else changed).
+/// pid file and base directory moved under `dir` (nothing else changed). `dir`'s
+/// path must not contain a component starting with a dot: collectd's rrdtool plugin
+/// refuses to write there and logs an error for every value, which costs it ten
+/// times its normal CPU.
 fn collectd_conf(dir: &Path, interval: u64) -> anyhow::Result<PathBuf> {
     let default = std::fs::read_to_string("/etc/collectd/collectd.conf")
         .context("/etc/collectd/collectd.conf: apt-get install collectd")?;
@@ -259,6 +262,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .spawn()?;
     let agent_pid = agent.id().context("agent pid")?;
 
+    // Not under the site's dir: a temp dir's name starts with a dot.
+    let peer_dir = tempfile::Builder::new()
+        .prefix("tandem-agentbench-")
+        .tempdir()?;
     let mut peers: Vec<(Child, &'static str)> = Vec::new();
     let mut ne_port = 0;
     if !args.no_peers {
@@ -269,7 +276,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context("apt-get install prometheus-node-exporter")?,
             "node_exporter",
         ));
-        let conf = collectd_conf(&site.data_dir(), args.interval)?;
+        let conf = collectd_conf(peer_dir.path(), args.interval)?;
         let conf = conf.to_string_lossy().into_owned();
         peers.push((
             spawn("collectd", &["-f", "-C", &conf]).context("apt-get install collectd")?,
