@@ -18,6 +18,7 @@
 
 pub mod apt;
 pub mod dnf;
+pub mod history;
 pub mod pacman;
 pub mod softwareupdate;
 pub mod windows_update;

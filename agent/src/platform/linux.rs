@@ -167,11 +167,54 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
             }),
         )
     };
+    let last_install_unix_ms = last_install(source, &run);
+    // No flag file: Red Hat and Arch families record a pending reboot differently.
+    let reboot = if reboot.required {
+        reboot
+    } else {
+        other_reboot_signals(source, timeout, last_install_unix_ms)
+    };
     Check {
         source,
         updates,
         reboot,
-        last_install_unix_ms: 0,
+        last_install_unix_ms,
+    }
+}
+
+/// When `source` last installed updates (ms since the epoch; 0 when unknown — the
+/// reason is logged). apt: the newest upgrade in history.log, else in the rotated
+/// history.log.1 (a month back); rpm-based: the newest package install time;
+/// pacman: the newest upgrade in pacman.log.
+fn last_install(
+    source: &str,
+    run: &dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::patches::PatchError>,
+) -> i64 {
+    use crate::patches::history;
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"));
+    let found: Result<Option<i64>, String> = match source {
+        "apt" => {
+            let tz = jiff::tz::TimeZone::system();
+            ["/var/log/apt/history.log", "/var/log/apt/history.log.1"]
+                .iter()
+                .filter_map(|p| read(p).ok())
+                .map(|text| history::apt_last_upgrade(&text, &tz).map_err(|e| e.to_string()))
+                .find(|r| !matches!(r, Ok(None)))
+                .unwrap_or(Ok(None))
+        }
+        "dnf" | "yum" | "zypper" => run("rpm", &["-qa", "--queryformat", "%{INSTALLTIME}\n"], &[0])
+            .and_then(|out| history::rpm_last_install(&out))
+            .map_err(|e| e.to_string()),
+        "pacman" => read("/var/log/pacman.log")
+            .and_then(|text| history::pacman_last_upgrade(&text).map_err(|e| e.to_string())),
+        _ => Ok(None),
+    };
+    match found {
+        Ok(t) => t.unwrap_or(0),
+        Err(error) => {
+            tracing::warn!(%error, source, "cannot tell when updates were last installed");
+            0
+        }
     }
 }
 
@@ -279,6 +322,48 @@ pub fn service_states(
     )
 }
 
+/// A pending reboot where no flag file says so:
+/// - dnf/yum: `needs-restarting -r` (dnf-utils / yum-utils) exits 1 when the kernel,
+///   glibc, systemd or another core package was updated after boot;
+/// - pacman (and any system): the running kernel's modules directory is gone, which
+///   is what a kernel upgrade does on Arch.
+///
+/// Neither records when the reboot became due: "since" is the last install of
+/// updates (0 if unknown).
+fn other_reboot_signals(
+    source: &str,
+    timeout: std::time::Duration,
+    last_install_unix_ms: i64,
+) -> crate::patches::Reboot {
+    let due = crate::patches::Reboot {
+        required: true,
+        since_unix_ms: last_install_unix_ms,
+    };
+    if matches!(source, "dnf" | "yum") && in_path("needs-restarting") {
+        match crate::tool::run("needs-restarting", &["-r"], timeout) {
+            Ok(o) if o.code == Some(1) => return due,
+            Ok(o) if o.code == Some(0) => return crate::patches::Reboot::default(),
+            Ok(o) => tracing::warn!(code = ?o.code, "needs-restarting -r: unexpected exit"),
+            Err(error) => tracing::warn!(%error, "needs-restarting -r failed"),
+        }
+    }
+    if source == "pacman"
+        && let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        && running_kernel_removed(std::path::Path::new("/usr/lib/modules"), release.trim())
+    {
+        return due;
+    }
+    crate::patches::Reboot::default()
+}
+
+/// Whether `modules/<release>` is missing while `modules` itself holds kernels: the
+/// running kernel was replaced by an upgrade.
+fn running_kernel_removed(modules: &std::path::Path, release: &str) -> bool {
+    !release.is_empty()
+        && !modules.join(release).exists()
+        && std::fs::read_dir(modules).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// A flag file that exists while a reboot is pending; its mtime says since when.
 fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
     match std::fs::metadata(flag) {
@@ -297,6 +382,19 @@ fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_running_kernel_means_a_reboot_is_due() {
+        let d = tempfile::tempdir().unwrap();
+        let modules = d.path().join("modules");
+        // No modules dir at all (a container): unknown, not due.
+        assert!(!running_kernel_removed(&modules, "6.8.1-arch1-1"));
+        std::fs::create_dir_all(modules.join("6.8.2-arch1-1")).unwrap();
+        assert!(running_kernel_removed(&modules, "6.8.1-arch1-1"));
+        std::fs::create_dir_all(modules.join("6.8.1-arch1-1")).unwrap();
+        assert!(!running_kernel_removed(&modules, "6.8.1-arch1-1"));
+        assert!(!running_kernel_removed(&modules, ""));
+    }
 
     /// The real apt path on a Debian build machine: runs `apt list --upgradable`
     /// (through `check_patches`) and `apt-get -s upgrade` (a simulation), checks

@@ -60,11 +60,33 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         .and_then(|o| o.accept("softwareupdate", &[0]))
         .map_err(PatchError::from)
         .and_then(|o| softwareupdate::parse(&format!("{}\n{}", o.stdout, o.stderr)));
+    // Written by softwareupdate after each successful install; absent on a Mac that
+    // never installed one (`defaults` then exits 1: unknown, not an error).
+    let last_install_unix_ms = match crate::tool::run(
+        "defaults",
+        &[
+            "read",
+            "/Library/Preferences/com.apple.SoftwareUpdate",
+            "LastSuccessfulDate",
+        ],
+        timeout,
+    ) {
+        Ok(o) if o.code == Some(0) => {
+            match crate::patches::history::macos_last_successful(&o.stdout) {
+                Ok(t) => t.unwrap_or(0),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell when updates were last installed");
+                    0
+                }
+            }
+        }
+        _ => 0,
+    };
     crate::patches::Check {
         source: "softwareupdate",
         updates,
         reboot: crate::patches::Reboot::default(),
-        last_install_unix_ms: 0,
+        last_install_unix_ms,
     }
 }
 
