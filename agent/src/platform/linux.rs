@@ -82,7 +82,7 @@ fn in_path(program: &str) -> bool {
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     use crate::patches::{Check, PatchError, apt, dnf, pacman, zypper};
     // stdout of a command whose exit code is one of `ok`.
-    let run = |program: &str, args: &[&str], ok: &[i32]| -> Result<String, PatchError> {
+    let run = move |program: &str, args: &[&str], ok: &[i32]| -> Result<String, PatchError> {
         Ok(crate::tool::run(program, args, timeout)?
             .accept(program, ok)?
             .stdout)
@@ -182,14 +182,14 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     }
 }
 
+/// Runs a tool; its stdout when the exit code is one of the accepted ones.
+type RunTool = dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::patches::PatchError>;
+
 /// When `source` last installed updates (ms since the epoch; 0 when unknown — the
 /// reason is logged). apt: the newest upgrade in history.log, else in the rotated
 /// history.log.1 (a month back); rpm-based: the newest package install time;
 /// pacman: the newest upgrade in pacman.log.
-fn last_install(
-    source: &str,
-    run: &dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::patches::PatchError>,
-) -> i64 {
+fn last_install(source: &str, run: &RunTool) -> i64 {
     use crate::patches::history;
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"));
     let found: Result<Option<i64>, String> = match source {
