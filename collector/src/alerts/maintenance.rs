@@ -20,7 +20,7 @@ use super::rrule::Series;
 use super::rules::Scope;
 
 /// When a window applies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     Once {
         start: DateTime,
@@ -36,7 +36,7 @@ pub enum Schedule {
 }
 
 /// A named maintenance window (or silence) with its scope.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub name: String,
     pub tz: TimeZone,

@@ -304,7 +304,7 @@ fn monday_of(d: Date) -> Option<Date> {
 }
 
 /// A recurring window: the rule, its DTSTART, how long each occurrence lasts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub rule: Recurrence,
     pub dtstart: DateTime,

@@ -74,7 +74,7 @@ pub struct Scope {
 }
 
 /// What a scope is matched against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target<'a> {
     pub tenant: &'a str,
     pub device_id: &'a str,
@@ -210,7 +210,7 @@ enum RawServices {
 }
 
 /// A checked rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
     pub summary: String,
@@ -250,7 +250,7 @@ impl Rule {
 }
 
 /// Every rule and window from a directory.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub windows: Vec<Window>,

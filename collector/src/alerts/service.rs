@@ -263,10 +263,12 @@ impl RulesWatch {
             },
         );
         let how = match watcher {
+            // One load right after the watch exists: an edit made between the
+            // caller's first load and this point raised no event.
             Ok(w) => Noticing::Events {
                 _watcher: w,
                 events: rx,
-                due: None,
+                due: Some(Instant::now()),
             },
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules directory; checking it on every tick instead");
@@ -343,6 +345,11 @@ fn stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 
 fn reload(dir: &Path, engine: &mut Engine) {
     match rules::load_dir(dir) {
+        // The load right after the watch started usually finds what the caller
+        // loaded: nothing to replace (and no rate/forecast history to drop).
+        Ok(set) if set == *engine.rule_set() => {
+            tracing::debug!(dir = %dir.display(), "alert rules unchanged");
+        }
         Ok(set) => {
             tracing::info!(
                 dir = %dir.display(),
