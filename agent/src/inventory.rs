@@ -584,12 +584,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/inventory")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("inventory", name)
     }
 
     #[test]

@@ -375,12 +375,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/services")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("services", name)
     }
 
     #[test]

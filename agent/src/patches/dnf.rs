@@ -129,12 +129,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/patches")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("patches", name)
     }
 
     #[test]
@@ -202,12 +197,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/captured")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("captured", name)
     }
 
     /// Real dnf 4.14 output (`tests/fixtures/capture.sh`): two updates, one with a

@@ -34,12 +34,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/patches")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("patches", name)
     }
 
     #[test]
@@ -60,12 +55,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/captured")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("captured", name)
     }
 
     /// Real pacman 6.0.2 `-Qu` output (`tests/fixtures/capture.sh`).

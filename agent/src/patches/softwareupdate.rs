@@ -55,12 +55,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/patches")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("patches", name)
     }
 
     #[test]

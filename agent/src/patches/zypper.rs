@@ -111,12 +111,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/patches")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("patches", name)
     }
 
     #[test]
@@ -155,12 +150,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/captured")
-                .join(name),
-        )
-        .unwrap()
+        crate::test_fixture("captured", name)
     }
 
     /// Real zypper 1.14.42 output (`tests/fixtures/capture.sh`): the XML of a
