@@ -1,17 +1,21 @@
-//! CPU, memory, swap, load, uptime and process count.
+//! CPU (where the platform does not read it itself: see `super::kernel`), memory,
+//! swap, load, uptime and process count, through sysinfo.
 
 use super::Reading;
 
-pub(super) fn sample(sys: &mut sysinfo::System, r: &mut Reading) {
-    sys.refresh_cpu_usage();
+/// `with_cpu`: also refresh and send the CPU usage (the platform gave none).
+pub(super) fn sample(sys: &mut sysinfo::System, with_cpu: bool, r: &mut Reading) {
     sys.refresh_memory();
-    r.push("cpu.usage.percent", "", f64::from(sys.global_cpu_usage()));
-    for (i, cpu) in sys.cpus().iter().enumerate() {
-        r.push(
-            "cpu.core.usage.percent",
-            i.to_string(),
-            f64::from(cpu.usage()),
-        );
+    if with_cpu {
+        sys.refresh_cpu_usage();
+        r.push("cpu.usage.percent", "", f64::from(sys.global_cpu_usage()));
+        for (i, cpu) in sys.cpus().iter().enumerate() {
+            r.push(
+                "cpu.core.usage.percent",
+                i.to_string(),
+                f64::from(cpu.usage()),
+            );
+        }
     }
     let total = sys.total_memory() as f64;
     let available = sys.available_memory() as f64;

@@ -14,6 +14,11 @@ pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
     None
 }
 
+/// No known source here.
+pub fn kernel() -> crate::collect::kernel::Snapshot {
+    crate::collect::kernel::Snapshot::default()
+}
+
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
 pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
     None
