@@ -161,9 +161,14 @@ impl CpuSplit {
     }
 }
 
-/// `/proc/meminfo` details, in bytes (the file says kB and means KiB).
+/// `/proc/meminfo`, in bytes (the file says kB and means KiB).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MemInfo {
+    pub total: Option<u64>,
+    /// `MemAvailable`; before Linux 3.14 estimated as sysinfo does (free + buffers
+    /// + cached + reclaimable slab − shared).
+    pub available: Option<u64>,
+    pub swap_total: Option<u64>,
     pub free: Option<u64>,
     pub buffers: Option<u64>,
     pub cached: Option<u64>,
@@ -195,6 +200,9 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
             _ => continue,
         };
         let slot = match key {
+            "MemTotal" => &mut m.total,
+            "MemAvailable" => &mut m.available,
+            "SwapTotal" => &mut m.swap_total,
             "MemFree" => &mut m.free,
             "Buffers" => &mut m.buffers,
             "Cached" => &mut m.cached,
@@ -209,6 +217,16 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
             _ => continue,
         };
         *slot = Some(bytes);
+    }
+    if m.available.is_none()
+        && let (Some(free), Some(buffers), Some(cached)) = (m.free, m.buffers, m.cached)
+    {
+        m.available = Some(
+            free.saturating_add(buffers)
+                .saturating_add(cached)
+                .saturating_add(m.slab_reclaimable.unwrap_or(0))
+                .saturating_sub(m.shared.unwrap_or(0)),
+        );
     }
     m
 }
@@ -412,10 +430,10 @@ impl KernelSampler {
         k
     }
 
-    /// Pushes every value `snap` holds. Returns whether the CPU usage (machine and
-    /// cores) was pushed, so that sysinfo need not be asked for it.
-    pub(super) fn sample(&mut self, snap: Snapshot, now: Instant, r: &mut Reading) -> bool {
-        let mut cpu_pushed = false;
+    /// Pushes every value `snap` holds. Says what was pushed, so that sysinfo need
+    /// not be asked for it.
+    pub(super) fn sample(&mut self, snap: Snapshot, now: Instant, r: &mut Reading) -> Covered {
+        let mut covered = Covered::default();
         let mut counters: Vec<(String, Vec<u64>)> = Vec::with_capacity(RATE_NAMES.len());
         let mut count = |name: &'static str, v: Option<u64>| {
             if let Some(v) = v {
@@ -438,7 +456,7 @@ impl KernelSampler {
                         r.push("cpu.core.usage.percent", core.clone(), split.busy());
                     }
                 }
-                cpu_pushed = true;
+                covered.cpu = true;
             }
             count(RATE_NAMES[0], stat.context_switches);
             count(RATE_NAMES[1], stat.interrupts);
@@ -450,6 +468,25 @@ impl KernelSampler {
             self.last_stat = None;
         }
         if let Some(m) = snap.mem {
+            if let (Some(total), Some(available), Some(swap_total), Some(swap_free)) =
+                (m.total, m.available, m.swap_total, m.swap_free)
+            {
+                // As sysinfo computes them from the same file.
+                let (total, available) = (total as f64, available as f64);
+                r.push("mem.total.bytes", "", total);
+                r.push("mem.available.bytes", "", available);
+                r.push("mem.used.bytes", "", (total - available).max(0.0));
+                if total > 0.0 {
+                    r.push("mem.used.percent", "", 100.0 * (total - available) / total);
+                }
+                r.push("swap.total.bytes", "", swap_total as f64);
+                r.push(
+                    "swap.used.bytes",
+                    "",
+                    swap_total.saturating_sub(swap_free) as f64,
+                );
+                covered.memory = true;
+            }
             push_opt(r, "mem.free.bytes", m.free);
             push_opt(r, "mem.buffers.bytes", m.buffers);
             push_opt(r, "mem.cached.bytes", m.cached);
@@ -518,8 +555,17 @@ impl KernelSampler {
                 r.push(metric, "", *rate);
             }
         }
-        cpu_pushed
+        covered
     }
+}
+
+/// What a kernel sample already sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Covered {
+    /// `cpu.usage.percent` and `cpu.core.usage.percent`.
+    pub cpu: bool,
+    /// `mem.total.bytes` … `swap.used.bytes`.
+    pub memory: bool,
 }
 
 fn push_opt(r: &mut Reading, name: &'static str, v: Option<u64>) {
@@ -604,6 +650,9 @@ mod tests {
     #[test]
     fn meminfo_captured_on_a_vm() {
         let m = parse_meminfo(&fixture("meminfo.debian12-vm.txt"));
+        assert_eq!(m.total, Some(24_684_084 * 1024));
+        assert_eq!(m.available, Some(24_064_556 * 1024));
+        assert_eq!(m.swap_total, Some(0));
         assert_eq!(m.free, Some(6_691_512 * 1024));
         assert_eq!(m.buffers, Some(62_432 * 1024));
         assert_eq!(m.cached, Some(16_921_500 * 1024));
@@ -619,6 +668,11 @@ mod tests {
             parse_meminfo("Cached: x kB\nHugePages_Total: 3\n").cached,
             None
         );
+        // Before 3.14: no MemAvailable, estimated.
+        let old = parse_meminfo(
+            "MemFree: 10 kB\nBuffers: 1 kB\nCached: 5 kB\nShmem: 2 kB\nSReclaimable: 3 kB\n",
+        );
+        assert_eq!(old.available, Some(17 * 1024));
     }
 
     #[test]
@@ -711,7 +765,7 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut r = Reading::default();
-        assert!(!k.sample(snap(100, 1000), t0, &mut r));
+        assert_eq!(k.sample(snap(100, 1000), t0, &mut r), Covered::default());
         let names: Vec<&str> = r.values.iter().map(|v| v.name).collect();
         assert_eq!(
             names,
@@ -723,7 +777,14 @@ mod tests {
             ]
         );
         let mut r = Reading::default();
-        assert!(k.sample(snap(200, 1500), t0 + Duration::from_secs(5), &mut r));
+        let covered = k.sample(snap(200, 1500), t0 + Duration::from_secs(5), &mut r);
+        assert_eq!(
+            covered,
+            Covered {
+                cpu: true,
+                memory: false
+            }
+        );
         let get = |n: &str| {
             r.values
                 .iter()

@@ -188,10 +188,10 @@ impl Sampler {
             time_unix_ms,
             values: Vec::with_capacity(128),
         };
-        let cpu_done = self
+        let covered = self
             .kernel
             .sample(crate::platform::kernel(), Instant::now(), &mut r);
-        system::sample(&mut self.sys, !cpu_done, &mut r);
+        system::sample(&mut self.sys, !covered.cpu, !covered.memory, &mut r);
         self.disks.sample(&mut r);
         self.networks.sample(&mut r);
         self.services.sample(&mut r);
