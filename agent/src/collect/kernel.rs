@@ -7,9 +7,11 @@
 //! (`tests/fixtures/proc/`). The platform fills a [`Snapshot`]; a source it cannot
 //! read (no PSI in the kernel, no `/proc/net` in a network namespace, another OS)
 //! is `None` and sends nothing, never 0. Rates and the CPU split are computed here
-//! between two samples, so the first sample after start has none of them.
+//! between two samples, so the first sample after start has none of them; nor has
+//! a sample taken less than [`MIN_CPU_SPAN`] after the last (a split of one or two
+//! 10 ms ticks would read 0 or 100 %).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Reading;
 use super::rates::Rates;
@@ -395,10 +397,15 @@ pub fn parse_loadavg_threads(text: &str) -> Option<u64> {
     total.parse().ok()
 }
 
+/// The shortest interval a CPU split is computed over: as sysinfo's
+/// `MINIMUM_CPU_UPDATE_INTERVAL`, 20 clock ticks.
+pub const MIN_CPU_SPAN: Duration = Duration::from_millis(200);
+
 /// Keeps what the next sample's rates and CPU split are computed from.
 pub(super) struct KernelSampler {
-    /// The previous `/proc/stat` CPU times (whole machine and per core).
-    last_stat: Option<ProcStat>,
+    /// The `/proc/stat` CPU times (whole machine and per core) the next split is
+    /// measured from, and when they were read.
+    last_stat: Option<(ProcStat, Instant)>,
     rates: Rates,
 }
 
@@ -419,15 +426,11 @@ const RATE_NAMES: [&str; 11] = [
 ];
 
 impl KernelSampler {
-    /// `first`: a snapshot taken now, so that the first real sample already has a
-    /// CPU split (as sysinfo's CPU usage did).
-    pub(super) fn new(first: &Snapshot) -> Self {
-        let mut k = KernelSampler {
+    pub(super) fn new() -> Self {
+        KernelSampler {
             last_stat: None,
             rates: Rates::new(),
-        };
-        k.sample(first.clone(), Instant::now(), &mut Reading::default());
-        k
+        }
     }
 
     /// Pushes every value `snap` holds. Says what was pushed, so that sysinfo need
@@ -441,7 +444,14 @@ impl KernelSampler {
             }
         };
         if let Some(stat) = snap.stat {
-            if let Some(prev) = &self.last_stat
+            // The platform reads the CPU itself, even when there is no split yet.
+            covered.cpu = true;
+            let too_soon = self
+                .last_stat
+                .as_ref()
+                .is_some_and(|(_, then)| now.saturating_duration_since(*then) < MIN_CPU_SPAN);
+            if let Some((prev, _)) = &self.last_stat
+                && !too_soon
                 && let Some(split) = CpuSplit::between(&prev.cpu, &stat.cpu)
             {
                 r.push("cpu.usage.percent", "", split.busy());
@@ -456,14 +466,15 @@ impl KernelSampler {
                         r.push("cpu.core.usage.percent", core.clone(), split.busy());
                     }
                 }
-                covered.cpu = true;
             }
             count(RATE_NAMES[0], stat.context_switches);
             count(RATE_NAMES[1], stat.interrupts);
             count(RATE_NAMES[2], stat.forks);
             push_opt(r, "system.procs_running", stat.procs_running);
             push_opt(r, "system.procs_blocked", stat.procs_blocked);
-            self.last_stat = Some(stat);
+            if !too_soon {
+                self.last_stat = Some((stat, now));
+            }
         } else {
             self.last_stat = None;
         }
@@ -577,7 +588,6 @@ fn push_opt(r: &mut Reading, name: &'static str, v: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(
@@ -759,13 +769,14 @@ mod tests {
             files: Some(FileHandles { open: 5, max: 10 }),
             ..Snapshot::default()
         };
-        let mut k = KernelSampler {
-            last_stat: None,
-            rates: Rates::new(),
-        };
+        let mut k = KernelSampler::new();
         let t0 = Instant::now();
         let mut r = Reading::default();
-        assert_eq!(k.sample(snap(100, 1000), t0, &mut r), Covered::default());
+        let cpu_only = Covered {
+            cpu: true,
+            memory: false,
+        };
+        assert_eq!(k.sample(snap(100, 1000), t0, &mut r), cpu_only);
         let names: Vec<&str> = r.values.iter().map(|v| v.name).collect();
         assert_eq!(
             names,
@@ -777,14 +788,12 @@ mod tests {
             ]
         );
         let mut r = Reading::default();
+        // Too soon after the first: no split, and the first stays the baseline.
+        k.sample(snap(101, 1001), t0 + Duration::from_millis(50), &mut r);
+        assert!(!r.values.iter().any(|v| v.name.starts_with("cpu.")));
+        let mut r = Reading::default();
         let covered = k.sample(snap(200, 1500), t0 + Duration::from_secs(5), &mut r);
-        assert_eq!(
-            covered,
-            Covered {
-                cpu: true,
-                memory: false
-            }
-        );
+        assert_eq!(covered, cpu_only);
         let get = |n: &str| {
             r.values
                 .iter()
@@ -794,7 +803,9 @@ mod tests {
         assert_eq!(get("cpu.usage.percent"), Some(("", 25.0)));
         assert_eq!(get("cpu.idle.percent"), Some(("", 75.0)));
         assert_eq!(get("cpu.core.usage.percent"), Some(("0", 50.0)));
-        assert_eq!(get("system.context_switches_per_sec"), Some(("", 100.0)));
+        // Rates are per step: 499 switches in 4.95 s.
+        let (_, ctxt) = get("system.context_switches_per_sec").unwrap();
+        assert!((ctxt - 499.0 / 4.95).abs() < 1e-6, "{ctxt}");
         assert_eq!(get("mem.cached.bytes"), None);
         assert_eq!(get("pressure.cpu.some.percent"), None);
     }

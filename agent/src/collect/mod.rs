@@ -129,18 +129,16 @@ pub struct Sampler {
 impl Sampler {
     pub fn new() -> Result<Self, SamplerError> {
         let mut sys = sysinfo::System::new().map_err(|e| SamplerError(format!("{e:?}")))?;
-        // CPU usage is a difference between two refreshes: take the first now (from
-        // the platform where it reads /proc/stat itself, else from sysinfo).
-        let first = crate::platform::kernel();
-        if first.stat.is_none() {
-            sys.refresh_cpu_usage();
-        }
+        // CPU usage is a difference between two refreshes: take the first now. (On
+        // Linux the kernel sampler reads /proc/stat itself and this is never used
+        // again: one read at start.)
+        sys.refresh_cpu_usage();
         let disks = sysinfo::Disks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         let networks = sysinfo::Networks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         Ok(Self {
             sys,
             disks: disks::DiskSampler::new(disks),
-            kernel: kernel::KernelSampler::new(&first),
+            kernel: kernel::KernelSampler::new(),
             networks: network::NetSampler::new(networks),
             services: services::Services::new(),
             processes: processes::Processes::new(),
