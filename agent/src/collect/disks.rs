@@ -126,48 +126,43 @@ impl DiskSampler {
                 })
                 .collect()
         });
+        // Fixed positions, so that a missing counter shifts nothing; `io` says
+        // which are present. `Rates::update` answers in the order it is given.
         let counters = io
             .iter()
             .map(|d| {
-                // Fixed positions, so that a missing counter shifts nothing; the
-                // key says which are present (a device cannot change kind).
                 let (rd, wr) = d.ops.unwrap_or_default();
-                let v = vec![
-                    d.read_bytes,
-                    d.written_bytes,
-                    rd,
-                    wr,
-                    d.busy_ms.unwrap_or_default(),
-                ];
-                ((d.name.clone(), d.ops.is_some(), d.busy_ms.is_some()), v)
+                let busy = d.busy_ms.unwrap_or_default();
+                (
+                    d.name.clone(),
+                    vec![d.read_bytes, d.written_bytes, rd, wr, busy],
+                )
             })
-            .collect::<Vec<_>>();
-        let keys: Vec<_> = counters.iter().map(|(k, _)| k.clone()).collect();
-        let counters = counters
-            .into_iter()
-            .map(|((name, _, _), v)| (name, v))
             .collect();
         let rates = self.io.update(Instant::now(), counters);
-        for ((_, has_ops, has_busy), (name, rates)) in keys.into_iter().zip(rates) {
-            let names = [
-                Some("disk.read.bytes_per_sec"),
-                Some("disk.write.bytes_per_sec"),
-                has_ops.then_some("disk.read.ops_per_sec"),
-                has_ops.then_some("disk.write.ops_per_sec"),
-                has_busy.then_some("disk.busy.percent"),
-            ];
-            for (metric, rate) in names.into_iter().zip(rates) {
-                let (Some(metric), Some(rate)) = (metric, rate) else {
-                    continue;
-                };
+        for (d, (name, rates)) in io.iter().zip(rates) {
+            let [read, write, read_ops, write_ops, busy_ms] = rates[..] else {
+                continue;
+            };
+            let has_ops = d.ops.is_some();
+            let values = [
+                ("disk.read.bytes_per_sec", read),
+                ("disk.write.bytes_per_sec", write),
+                ("disk.read.ops_per_sec", read_ops.filter(|_| has_ops)),
+                ("disk.write.ops_per_sec", write_ops.filter(|_| has_ops)),
                 // io_ticks are ms per s of wall time: ÷ 10 gives percent. Timer
                 // granularity can overshoot 100 slightly.
-                let value = if metric == "disk.busy.percent" {
-                    (rate / 10.0).min(100.0)
-                } else {
-                    rate
-                };
-                r.push(metric, name.clone(), value);
+                (
+                    "disk.busy.percent",
+                    busy_ms
+                        .filter(|_| d.busy_ms.is_some())
+                        .map(|ms| (ms / 10.0).min(100.0)),
+                ),
+            ];
+            for (metric, value) in values {
+                if let Some(value) = value {
+                    r.push(metric, name.clone(), value);
+                }
             }
         }
     }
