@@ -56,6 +56,16 @@ pub fn kernel() -> crate::collect::kernel::Snapshot {
     }
 }
 
+/// CPU time of the calling thread in ns (`CLOCK_THREAD_CPUTIME_ID`): what
+/// `collect --bench` measures a sample with, as the process's `/proc/self/stat`
+/// counts in 10 ms ticks, too coarse for a sub-millisecond sample.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
 /// The agent's own CPU time and resident memory, from `/proc/self/stat` and
 /// `/proc/self/status` (two small reads, no process spawned).
 pub fn self_usage() -> Option<crate::budget::SelfUsage> {

@@ -25,6 +25,11 @@ pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
     None
 }
 
+/// Not measured here: `collect --bench` falls back to the process CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
+    None
+}
+
 /// The agent's own CPU time and resident memory, through sysinfo (which asks the
 /// kernel with `proc_pidinfo`): no unsafe code and no process spawned here.
 pub fn self_usage() -> Option<crate::budget::SelfUsage> {

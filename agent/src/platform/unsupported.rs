@@ -24,6 +24,11 @@ pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
     None
 }
 
+/// Not measured here: `collect --bench` falls back to the process CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
+    None
+}
+
 /// Not measured here: the budget is then not enforced (no `agent.*` metrics).
 pub fn self_usage() -> Option<crate::budget::SelfUsage> {
     None

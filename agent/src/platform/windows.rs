@@ -66,6 +66,11 @@ pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
     None
 }
 
+/// Not measured here: `collect --bench` falls back to the process CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
+    None
+}
+
 /// The agent's own CPU time (`GetProcessTimes`, kernel + user) and working set
 /// (`K32GetProcessMemoryInfo`).
 pub fn self_usage() -> Option<crate::budget::SelfUsage> {
