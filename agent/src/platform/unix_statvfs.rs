@@ -5,8 +5,7 @@
 /// be asked (unmounted meanwhile, no permission) or has no fixed inode table (btrfs
 /// and some network filesystems report 0 total: not sent rather than sent as 0).
 pub fn fs_inodes(mount: &std::path::Path) -> Option<crate::collect::disks::Inodes> {
+    // rustix widens the fields to u64 on every unix (macOS's are u32).
     let st = rustix::fs::statvfs(mount).ok()?;
-    // The counts are u64 on Linux, u32 on macOS.
-    #[allow(clippy::useless_conversion)]
-    crate::collect::disks::Inodes::new(u64::from(st.f_files), u64::from(st.f_ffree))
+    crate::collect::disks::Inodes::new(st.f_files, st.f_ffree)
 }
