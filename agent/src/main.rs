@@ -63,7 +63,8 @@ enum Command {
         services: Vec<String>,
         /// Measure instead of printing a sample: take N samples 1 s apart (every
         /// sixth with the slow collectors, as at a 10 s interval) and print the
-        /// agent's CPU time per sample and the values per sample.
+        /// agent's CPU time per sample (the sampling thread's, in ns, on Linux) and
+        /// the values per sample.
         #[arg(long, value_name = "N")]
         bench: Option<u32>,
     },
@@ -235,17 +236,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `collect --bench N`: CPU time per sample, measured by the agent on itself.
+/// `collect --bench N`: CPU time per sample, measured by the agent on itself: the
+/// sampling thread's CPU clock where the platform has one (ns; Linux), else the
+/// process's CPU time (Linux's is in 10 ms ticks, too coarse for one sample).
 fn bench_samples(sampler: &mut tandem_agent::collect::Sampler, n: u32) -> anyhow::Result<()> {
-    use tandem_agent::platform::self_usage;
-    let cpu = || {
-        self_usage()
-            .map(|u| u.cpu_ms)
-            .context("cannot measure own CPU time")
+    use tandem_agent::platform::{self_usage, thread_cpu_ns};
+    let thread_clock = thread_cpu_ns().is_some();
+    // CPU time so far, in ns.
+    let cpu = || -> anyhow::Result<u64> {
+        match thread_cpu_ns() {
+            Some(ns) => Ok(ns),
+            None => self_usage()
+                .map(|u| u.cpu_ms.saturating_mul(1_000_000))
+                .context("cannot measure own CPU time"),
+        }
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = sampler.sample();
-    let (mut plain_ms, mut plain_n, mut slow_ms, mut slow_n, mut values) = (0, 0, 0, 0, 0);
+    let (mut plain_ns, mut plain_n, mut slow_ns, mut slow_n, mut values) = (0, 0, 0, 0, 0);
     for i in 0..n {
         std::thread::sleep(std::time::Duration::from_secs(1));
         let slow = i % 6 == 0;
@@ -254,17 +262,23 @@ fn bench_samples(sampler: &mut tandem_agent::collect::Sampler, n: u32) -> anyhow
         }
         let before = cpu()?;
         let r = sampler.sample();
-        let spent = cpu()? - before;
+        let spent = cpu()?.saturating_sub(before);
         values = values.max(r.values.len());
         if slow {
-            (slow_ms, slow_n) = (slow_ms + spent, slow_n + 1);
+            (slow_ns, slow_n) = (slow_ns + spent, slow_n + 1);
         } else {
-            (plain_ms, plain_n) = (plain_ms + spent, plain_n + 1);
+            (plain_ns, plain_n) = (plain_ns + spent, plain_n + 1);
         }
     }
-    let per = |ms: u64, n: u64| if n == 0 { 0.0 } else { ms as f64 / n as f64 };
-    let plain = per(plain_ms, plain_n);
-    let slow = per(slow_ms, slow_n);
+    let per_ms = |ns: u64, n: u64| {
+        if n == 0 {
+            0.0
+        } else {
+            ns as f64 / 1e6 / n as f64
+        }
+    };
+    let plain = per_ms(plain_ns, plain_n);
+    let slow = per_ms(slow_ns, slow_n);
     println!(
         "{}",
         serde_json::json!({
@@ -275,7 +289,11 @@ fn bench_samples(sampler: &mut tandem_agent::collect::Sampler, n: u32) -> anyhow
             // At a 10 s interval: 6 samples a minute, one of them slow.
             "cpu_ms_per_min_at_10s": 5.0 * plain + slow,
             "rss_bytes": self_usage().map(|u| u.rss_bytes),
-            "note": "CPU time is read in 10 ms ticks on Linux: use N of 60 or more",
+            "clock": if thread_clock {
+                "sampling thread CPU time (ns); the service check's own thread is not counted"
+            } else {
+                "process CPU time (10 ms ticks on Linux: use N of 60 or more)"
+            },
         })
     );
     Ok(())

@@ -1,5 +1,5 @@
-//! Usage of every real filesystem (pseudo filesystems skipped), and I/O rates of
-//! every disk.
+//! Usage of every real filesystem (pseudo filesystems skipped; bytes from sysinfo,
+//! inodes from the platform on unix), and I/O rates and busy time of every disk.
 //!
 //! I/O counters come from the platform where it has a cheap source (Linux:
 //! `/proc/diskstats`, one read for all disks, parsed by [`parse_diskstats`]), else
@@ -19,11 +19,29 @@ pub struct DiskIo {
     pub written_bytes: u64,
     /// Completed reads and writes; `None` where the source does not count them.
     pub ops: Option<(u64, u64)>,
+    /// Milliseconds the device had I/O in flight (`io_ticks`); `None` where the
+    /// source does not count it.
+    pub busy_ms: Option<u64>,
+}
+
+/// Inode counts of one filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inodes {
+    pub total: u64,
+    pub free: u64,
+}
+
+impl Inodes {
+    /// `None` for a filesystem without a fixed inode table (0 total: btrfs, many
+    /// network filesystems) or with more free than total (a confused driver).
+    pub fn new(total: u64, free: u64) -> Option<Self> {
+        (total > 0 && free <= total).then_some(Inodes { total, free })
+    }
 }
 
 /// Parses `/proc/diskstats` (Documentation/admin-guide/iostats.rst): `major minor
-/// name reads merged sectors_read ms writes merged sectors_written …`, sectors of
-/// 512 bytes whatever the device's own sector size. Whole disks only: partitions
+/// name reads merged sectors_read ms writes merged sectors_written ms in_flight
+/// io_ticks …`, sectors of 512 bytes whatever the device's own sector size. Whole disks only: partitions
 /// (`sda1`, `nvme0n1p2`, `mmcblk0p1` next to their disk) would count the same bytes
 /// twice, and loop, ram, zram and floppy/optical devices are not disks an operator
 /// watches. Lines that do not parse are skipped.
@@ -44,6 +62,7 @@ pub fn parse_diskstats(text: &str) -> Vec<DiskIo> {
             read_bytes: sr.saturating_mul(512),
             written_bytes: sw.saturating_mul(512),
             ops: Some((reads, writes)),
+            busy_ms: f.get(12).and_then(|v| v.parse().ok()),
         });
     }
     let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
@@ -102,30 +121,47 @@ impl DiskSampler {
                         read_bytes: u.total_read_bytes,
                         written_bytes: u.total_written_bytes,
                         ops: None,
+                        busy_ms: None,
                     }
                 })
                 .collect()
         });
+        // Fixed positions, so that a missing counter shifts nothing; `io` says
+        // which are present. `Rates::update` answers in the order it is given.
         let counters = io
             .iter()
             .map(|d| {
-                let mut v = vec![d.read_bytes, d.written_bytes];
-                if let Some((rd, wr)) = d.ops {
-                    v.extend([rd, wr]);
-                }
-                (d.name.clone(), v)
+                let (rd, wr) = d.ops.unwrap_or_default();
+                let busy = d.busy_ms.unwrap_or_default();
+                (
+                    d.name.clone(),
+                    vec![d.read_bytes, d.written_bytes, rd, wr, busy],
+                )
             })
             .collect();
-        for (name, rates) in self.io.update(Instant::now(), counters) {
-            let names = [
-                "disk.read.bytes_per_sec",
-                "disk.write.bytes_per_sec",
-                "disk.read.ops_per_sec",
-                "disk.write.ops_per_sec",
+        let rates = self.io.update(Instant::now(), counters);
+        for (d, (name, rates)) in io.iter().zip(rates) {
+            let [read, write, read_ops, write_ops, busy_ms] = rates[..] else {
+                continue;
+            };
+            let has_ops = d.ops.is_some();
+            let values = [
+                ("disk.read.bytes_per_sec", read),
+                ("disk.write.bytes_per_sec", write),
+                ("disk.read.ops_per_sec", read_ops.filter(|_| has_ops)),
+                ("disk.write.ops_per_sec", write_ops.filter(|_| has_ops)),
+                // io_ticks are ms per s of wall time: ÷ 10 gives percent. Timer
+                // granularity can overshoot 100 slightly.
+                (
+                    "disk.busy.percent",
+                    busy_ms
+                        .filter(|_| d.busy_ms.is_some())
+                        .map(|ms| (ms / 10.0).min(100.0)),
+                ),
             ];
-            for (metric, rate) in names.into_iter().zip(rates) {
-                if let Some(rate) = rate {
-                    r.push(metric, name.clone(), rate);
+            for (metric, value) in values {
+                if let Some(value) = value {
+                    r.push(metric, name.clone(), value);
                 }
             }
         }
@@ -189,7 +225,22 @@ fn sample_fs(disks: &sysinfo::Disks, r: &mut Reading) {
         let used = total.saturating_sub(free);
         r.push("fs.total.bytes", mount.clone(), total as f64);
         r.push("fs.free.bytes", mount.clone(), free as f64);
-        r.push("fs.used.percent", mount, 100.0 * used as f64 / total as f64);
+        r.push("fs.used.bytes", mount.clone(), used as f64);
+        r.push(
+            "fs.used.percent",
+            mount.clone(),
+            100.0 * used as f64 / total as f64,
+        );
+        if let Some(i) = crate::platform::fs_inodes(d.mount_point()) {
+            r.push("fs.inodes.total", mount.clone(), i.total as f64);
+            r.push("fs.inodes.free", mount.clone(), i.free as f64);
+            let used = i.total - i.free;
+            r.push(
+                "fs.inodes.used.percent",
+                mount,
+                100.0 * used as f64 / i.total as f64,
+            );
+        }
     }
 }
 
@@ -220,6 +271,23 @@ mod tests {
         assert_eq!(d[0].read_bytes, 69_011_298 * 512);
         assert_eq!(d[0].written_bytes, 557_817_048 * 512);
         assert_eq!(d[0].ops, Some((2_328_406, 7_304_561)));
+        assert_eq!(d[0].busy_ms, Some(1_383_720));
+    }
+
+    #[test]
+    fn inodes_without_a_table_are_not_sent() {
+        assert_eq!(Inodes::new(0, 0), None);
+        assert_eq!(Inodes::new(10, 11), None);
+        assert_eq!(Inodes::new(10, 4), Some(Inodes { total: 10, free: 4 }));
+    }
+
+    /// statvfs on the root filesystem answers (every unix has one; btrfs would
+    /// answer None, which is what the collector then sends: nothing).
+    #[test]
+    fn root_inodes_are_plausible_where_there_are_any() {
+        if let Some(i) = crate::platform::fs_inodes(std::path::Path::new("/")) {
+            assert!(i.free <= i.total && i.total > 0, "{i:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod battery;
 pub mod disks;
+pub mod kernel;
 pub mod network;
 mod processes;
 mod rates;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
 
 /// One instant's values.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Reading {
     pub time_unix_ms: i64,
     pub values: Vec<Value>,
@@ -114,6 +115,7 @@ pub const SLOW_EVERY: Duration = Duration::from_secs(60);
 pub struct Sampler {
     sys: sysinfo::System,
     disks: disks::DiskSampler,
+    kernel: kernel::KernelSampler,
     networks: network::NetSampler,
     services: services::Services,
     processes: processes::Processes,
@@ -127,13 +129,16 @@ pub struct Sampler {
 impl Sampler {
     pub fn new() -> Result<Self, SamplerError> {
         let mut sys = sysinfo::System::new().map_err(|e| SamplerError(format!("{e:?}")))?;
-        // CPU usage is a difference between two refreshes: take the first now.
+        // CPU usage is a difference between two refreshes: take the first now. (On
+        // Linux the kernel sampler reads /proc/stat itself and this is never used
+        // again: one read at start.)
         sys.refresh_cpu_usage();
         let disks = sysinfo::Disks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         let networks = sysinfo::Networks::new().map_err(|e| SamplerError(format!("{e:?}")))?;
         Ok(Self {
             sys,
             disks: disks::DiskSampler::new(disks),
+            kernel: kernel::KernelSampler::new(),
             networks: network::NetSampler::new(networks),
             services: services::Services::new(),
             processes: processes::Processes::new(),
@@ -179,9 +184,12 @@ impl Sampler {
             .unwrap_or(0);
         let mut r = Reading {
             time_unix_ms,
-            values: Vec::with_capacity(64),
+            values: Vec::with_capacity(128),
         };
-        system::sample(&mut self.sys, &mut r);
+        let covered = self
+            .kernel
+            .sample(crate::platform::kernel(), Instant::now(), &mut r);
+        system::sample(&mut self.sys, !covered.cpu, !covered.memory, &mut r);
         self.disks.sample(&mut r);
         self.networks.sample(&mut r);
         self.services.sample(&mut r);

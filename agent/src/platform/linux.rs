@@ -32,6 +32,40 @@ pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
     Some(crate::collect::network::parse_proc_net_dev(&text))
 }
 
+/// The kernel's health counters, one read of each small `/proc` file (see
+/// `collect::kernel`); a file that is missing (no PSI, no `/proc/net` in this
+/// namespace) leaves its part `None`.
+pub fn kernel() -> crate::collect::kernel::Snapshot {
+    use crate::collect::kernel as k;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    k::Snapshot {
+        stat: read("/proc/stat").and_then(|t| k::parse_proc_stat(&t)),
+        mem: read("/proc/meminfo").map(|t| k::parse_meminfo(&t)),
+        vm: read("/proc/vmstat").map(|t| k::parse_vmstat(&t)),
+        pressure: ["cpu", "memory", "io"]
+            .into_iter()
+            .filter_map(|res| {
+                let text = read(&format!("/proc/pressure/{res}"))?;
+                Some((res, k::parse_pressure(&text)?))
+            })
+            .collect(),
+        snmp: read("/proc/net/snmp").map(|t| k::parse_net_snmp(&t)),
+        sockstat: read("/proc/net/sockstat").map(|t| k::parse_sockstat(&t)),
+        files: read("/proc/sys/fs/file-nr").and_then(|t| k::parse_file_nr(&t)),
+        threads: read("/proc/loadavg").and_then(|t| k::parse_loadavg_threads(&t)),
+    }
+}
+
+/// CPU time of the calling thread in ns (`CLOCK_THREAD_CPUTIME_ID`): what
+/// `collect --bench` measures a sample with, as the process's `/proc/self/stat`
+/// counts in 10 ms ticks, too coarse for a sub-millisecond sample.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
 /// The agent's own CPU time and resident memory, from `/proc/self/stat` and
 /// `/proc/self/status` (two small reads, no process spawned).
 pub fn self_usage() -> Option<crate::budget::SelfUsage> {

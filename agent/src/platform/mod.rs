@@ -3,7 +3,8 @@
 //!
 //! `write_private_file` (the agent's private key) is shared by every unix in
 //! `unix_files.rs`, and `isolate`/`kill_tree` (external tools) in
-//! `unix_process.rs`; Windows and unknown platforms have their own.
+//! `unix_process.rs`, inode counts (`fs_inodes`) in `unix_statvfs.rs`; Windows and
+//! unknown platforms have their own.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -45,6 +46,16 @@ pub use unsupported::*;
 mod unix_files;
 #[cfg(unix)]
 pub use unix_files::write_private_file;
+
+#[cfg(unix)]
+mod unix_statvfs;
+#[cfg(unix)]
+pub use unix_statvfs::fs_inodes;
+/// Inode counts: a unix notion (NTFS has no fixed inode table).
+#[cfg(not(unix))]
+pub fn fs_inodes(_mount: &std::path::Path) -> Option<crate::collect::disks::Inodes> {
+    None
+}
 
 #[cfg(unix)]
 mod unix_process;

@@ -14,8 +14,18 @@ pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
     None
 }
 
+/// No known source here.
+pub fn kernel() -> crate::collect::kernel::Snapshot {
+    crate::collect::kernel::Snapshot::default()
+}
+
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
 pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
+/// Not measured here: `collect --bench` falls back to the process CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
     None
 }
 

@@ -12,10 +12,26 @@ pub const OS_FAMILY: OsFamily = OsFamily::Windows;
 /// Windows has no load average.
 pub const HAS_LOAD_AVERAGE: bool = false;
 
-/// Process count (not collected on Windows yet; the process module comes with the
-/// full health metrics).
+/// Process count, from `K32GetPerformanceInfo`.
 pub fn process_count() -> Option<usize> {
-    None
+    performance_info().map(|p| p.ProcessCount as usize)
+}
+
+/// System-wide counts and commit charge: one cheap call, no performance counters.
+fn performance_info() -> Option<windows_sys::Win32::System::ProcessStatus::PERFORMANCE_INFORMATION>
+{
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32GetPerformanceInfo, PERFORMANCE_INFORMATION,
+    };
+    let mut p = PERFORMANCE_INFORMATION {
+        cb: std::mem::size_of::<PERFORMANCE_INFORMATION>() as u32,
+        ..PERFORMANCE_INFORMATION::default()
+    };
+    // SAFETY: `p` is a live, writable PERFORMANCE_INFORMATION whose size is `cb`.
+    if unsafe { K32GetPerformanceInfo(&mut p, p.cb) } == 0 {
+        return None;
+    }
+    Some(p)
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
@@ -23,8 +39,35 @@ pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
     None
 }
 
+/// What `K32GetPerformanceInfo` gives in one call: the commit charge and its limit
+/// (Windows enforces it: at the limit allocations fail), the system cache and the
+/// thread count. The rest (CPU split, paging, PSI, TCP) would need the performance
+/// counters, which are not cheap single reads: not sent.
+pub fn kernel() -> crate::collect::kernel::Snapshot {
+    use crate::collect::kernel::{MemInfo, Snapshot};
+    let Some(p) = performance_info() else {
+        return Snapshot::default();
+    };
+    let pages = |n: usize| Some((n as u64).saturating_mul(p.PageSize as u64));
+    Snapshot {
+        mem: Some(MemInfo {
+            cached: pages(p.SystemCache),
+            committed: pages(p.CommitTotal),
+            commit_limit: pages(p.CommitLimit),
+            ..MemInfo::default()
+        }),
+        threads: Some(u64::from(p.ThreadCount)),
+        ..Snapshot::default()
+    }
+}
+
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
 pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+    None
+}
+
+/// Not measured here: `collect --bench` falls back to the process CPU time.
+pub fn thread_cpu_ns() -> Option<u64> {
     None
 }
 

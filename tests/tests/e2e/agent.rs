@@ -46,6 +46,17 @@ async fn collect_once_prints_a_sample_as_json() {
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+    // The kernel's own counters: one read of a /proc file each, Linux only.
+    if cfg!(target_os = "linux") {
+        for want in [
+            "cpu.idle.percent",
+            "mem.cached.bytes",
+            "files.open",
+            "system.threads",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
     // The collector refuses a batch naming a series twice.
     let mut keys: Vec<(String, String)> = v["values"]
         .as_array()

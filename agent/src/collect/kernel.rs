@@ -1,0 +1,812 @@
+//! The kernel's own health counters: CPU time split, scheduler activity, memory
+//! detail, paging, pressure stall information, TCP/UDP health, file handles and
+//! threads.
+//!
+//! On Linux each comes from one read of one small `/proc` file per sample, parsed
+//! here by a pure function tested on a capture from the build VM
+//! (`tests/fixtures/proc/`). The platform fills a [`Snapshot`]; a source it cannot
+//! read (no PSI in the kernel, no `/proc/net` in a network namespace, another OS)
+//! is `None` and sends nothing, never 0. Rates and the CPU split are computed here
+//! between two samples, so the first sample after start has none of them; nor has
+//! a sample taken less than [`MIN_CPU_SPAN`] after the last (a split of one or two
+//! 10 ms ticks would read 0 or 100 %).
+
+use std::time::{Duration, Instant};
+
+use super::Reading;
+use super::rates::Rates;
+
+/// Everything the platform could read for one sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub stat: Option<ProcStat>,
+    pub mem: Option<MemInfo>,
+    pub vm: Option<VmStat>,
+    /// (`cpu`, `memory`, `io`) → its pressure, for the resources the kernel reports.
+    pub pressure: Vec<(&'static str, Pressure)>,
+    pub snmp: Option<Snmp>,
+    pub sockstat: Option<SockStat>,
+    pub files: Option<FileHandles>,
+    /// Threads (kernel scheduling entities) on the machine.
+    pub threads: Option<u64>,
+}
+
+/// CPU time by state, in clock ticks since boot (`/proc/stat`, proc(5)). Guest time
+/// is already counted in user and nice, so it is not kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    fn total(&self) -> u64 {
+        [
+            self.user,
+            self.nice,
+            self.system,
+            self.idle,
+            self.iowait,
+            self.irq,
+            self.softirq,
+            self.steal,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b))
+    }
+}
+
+/// `/proc/stat`: CPU times (the whole machine and each core) and scheduler counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcStat {
+    pub cpu: CpuTimes,
+    /// Per core, in the kernel's order (`cpu0`, `cpu1`, … ; an offline core is absent).
+    pub cores: Vec<(String, CpuTimes)>,
+    /// Running totals since boot.
+    pub context_switches: Option<u64>,
+    pub interrupts: Option<u64>,
+    pub forks: Option<u64>,
+    /// Gauges.
+    pub procs_running: Option<u64>,
+    pub procs_blocked: Option<u64>,
+}
+
+/// Parses `/proc/stat`; `None` without the aggregate `cpu` line. Older kernels
+/// print fewer CPU columns (steal since 2.6.11): missing ones are 0.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let mut out = ProcStat::default();
+    let mut have_cpu = false;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let Some(key) = f.next() else { continue };
+        let first = |f: &mut std::str::SplitWhitespace<'_>| f.next()?.parse::<u64>().ok();
+        if let Some(core) = key.strip_prefix("cpu") {
+            let v: Vec<u64> = f.map_while(|x| x.parse().ok()).collect();
+            if v.len() < 4 {
+                continue;
+            }
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            let t = CpuTimes {
+                user: at(0),
+                nice: at(1),
+                system: at(2),
+                idle: at(3),
+                iowait: at(4),
+                irq: at(5),
+                softirq: at(6),
+                steal: at(7),
+            };
+            if core.is_empty() {
+                out.cpu = t;
+                have_cpu = true;
+            } else if core.bytes().all(|b| b.is_ascii_digit()) {
+                out.cores.push((core.to_owned(), t));
+            }
+            continue;
+        }
+        match key {
+            "ctxt" => out.context_switches = first(&mut f),
+            // The first number is the total; the rest are per interrupt line.
+            "intr" => out.interrupts = first(&mut f),
+            "processes" => out.forks = first(&mut f),
+            "procs_running" => out.procs_running = first(&mut f),
+            "procs_blocked" => out.procs_blocked = first(&mut f),
+            _ => {}
+        }
+    }
+    have_cpu.then_some(out)
+}
+
+/// Percent of the interval spent in each state, from two readings of the same CPU
+/// (`None` if no tick passed or a counter went backwards: a core went offline and
+/// back, a hypervisor reset steal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuSplit {
+    /// user + nice (guest time included, as the kernel counts it).
+    pub user: f64,
+    /// system + irq + softirq.
+    pub system: f64,
+    pub iowait: f64,
+    pub steal: f64,
+    pub idle: f64,
+}
+
+impl CpuSplit {
+    pub fn between(before: &CpuTimes, after: &CpuTimes) -> Option<Self> {
+        let d = |a: u64, b: u64| b.checked_sub(a);
+        let total = d(before.total(), after.total())?;
+        if total == 0 {
+            return None;
+        }
+        let pct = |ticks: u64| 100.0 * ticks as f64 / total as f64;
+        Some(CpuSplit {
+            user: pct(d(before.user, after.user)? + d(before.nice, after.nice)?),
+            system: pct(d(before.system, after.system)?
+                + d(before.irq, after.irq)?
+                + d(before.softirq, after.softirq)?),
+            iowait: pct(d(before.iowait, after.iowait)?),
+            steal: pct(d(before.steal, after.steal)?),
+            idle: pct(d(before.idle, after.idle)?),
+        })
+    }
+
+    /// Busy: everything but idle and iowait (what `cpu.usage.percent` has always
+    /// meant: sysinfo counts it the same way).
+    pub fn busy(&self) -> f64 {
+        (100.0 - self.idle - self.iowait).clamp(0.0, 100.0)
+    }
+}
+
+/// `/proc/meminfo`, in bytes (the file says kB and means KiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MemInfo {
+    pub total: Option<u64>,
+    /// `MemAvailable`; before Linux 3.14 estimated as sysinfo does (free + buffers
+    /// + cached + reclaimable slab − shared).
+    pub available: Option<u64>,
+    pub swap_total: Option<u64>,
+    pub free: Option<u64>,
+    pub buffers: Option<u64>,
+    pub cached: Option<u64>,
+    pub shared: Option<u64>,
+    pub slab: Option<u64>,
+    pub slab_reclaimable: Option<u64>,
+    pub dirty: Option<u64>,
+    pub writeback: Option<u64>,
+    pub swap_free: Option<u64>,
+    pub committed: Option<u64>,
+    pub commit_limit: Option<u64>,
+}
+
+/// Parses `/proc/meminfo` (`Key:   123 kB` lines); a key absent from this kernel
+/// stays `None`.
+pub fn parse_meminfo(text: &str) -> MemInfo {
+    let mut m = MemInfo::default();
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let Some(n) = f.next().and_then(|v| v.parse::<u64>().ok()) else {
+            continue;
+        };
+        let bytes = match f.next() {
+            Some("kB") => n.saturating_mul(1024),
+            // Counts (HugePages_*) are not sizes.
+            _ => continue,
+        };
+        let slot = match key {
+            "MemTotal" => &mut m.total,
+            "MemAvailable" => &mut m.available,
+            "SwapTotal" => &mut m.swap_total,
+            "MemFree" => &mut m.free,
+            "Buffers" => &mut m.buffers,
+            "Cached" => &mut m.cached,
+            "Shmem" => &mut m.shared,
+            "Slab" => &mut m.slab,
+            "SReclaimable" => &mut m.slab_reclaimable,
+            "Dirty" => &mut m.dirty,
+            "Writeback" => &mut m.writeback,
+            "SwapFree" => &mut m.swap_free,
+            "Committed_AS" => &mut m.committed,
+            "CommitLimit" => &mut m.commit_limit,
+            _ => continue,
+        };
+        *slot = Some(bytes);
+    }
+    if m.available.is_none()
+        && let (Some(free), Some(buffers), Some(cached)) = (m.free, m.buffers, m.cached)
+    {
+        m.available = Some(
+            free.saturating_add(buffers)
+                .saturating_add(cached)
+                .saturating_add(m.slab_reclaimable.unwrap_or(0))
+                .saturating_sub(m.shared.unwrap_or(0)),
+        );
+    }
+    m
+}
+
+/// `/proc/vmstat` counters, running totals since boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VmStat {
+    pub major_faults: Option<u64>,
+    pub swap_in_pages: Option<u64>,
+    pub swap_out_pages: Option<u64>,
+    /// Since Linux 4.13.
+    pub oom_kills: Option<u64>,
+}
+
+/// Parses `/proc/vmstat` (`name value` lines).
+pub fn parse_vmstat(text: &str) -> VmStat {
+    let mut v = VmStat::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let slot = match key {
+            "pgmajfault" => &mut v.major_faults,
+            "pswpin" => &mut v.swap_in_pages,
+            "pswpout" => &mut v.swap_out_pages,
+            "oom_kill" => &mut v.oom_kills,
+            _ => continue,
+        };
+        *slot = value.trim().parse().ok();
+    }
+    v
+}
+
+/// Pressure stall information of one resource (Documentation/accounting/psi.rst):
+/// the share of the last 10 s in which some (or all non-idle) tasks were stalled
+/// on it, in percent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    pub some_avg10: Option<f64>,
+    /// Absent for `cpu` before Linux 5.13 (and always 0 there at system level).
+    pub full_avg10: Option<f64>,
+}
+
+/// Parses one `/proc/pressure/*` file: `some avg10=0.12 avg60=… total=…` and
+/// `full …` lines. `None` if neither line has an avg10.
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let mut p = Pressure::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let slot = match f.next() {
+            Some("some") => &mut p.some_avg10,
+            Some("full") => &mut p.full_avg10,
+            _ => continue,
+        };
+        *slot = f
+            .find_map(|kv| kv.strip_prefix("avg10="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite());
+    }
+    (p.some_avg10.is_some() || p.full_avg10.is_some()).then_some(p)
+}
+
+/// TCP and UDP counters from `/proc/net/snmp` (RFC 1213/4022 MIB names).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Snmp {
+    /// Gauge: connections in ESTABLISHED or CLOSE-WAIT.
+    pub tcp_established: Option<u64>,
+    /// Running totals.
+    pub tcp_retrans_segs: Option<u64>,
+    pub tcp_in_errs: Option<u64>,
+    pub tcp_out_rsts: Option<u64>,
+    pub udp_in_errors: Option<u64>,
+    pub udp_rcvbuf_errors: Option<u64>,
+}
+
+/// Parses `/proc/net/snmp`: for each protocol a header line of names and a line of
+/// values, both starting `Proto:`.
+pub fn parse_net_snmp(text: &str) -> Snmp {
+    let mut s = Snmp::default();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((proto, names)), Some((proto2, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            break;
+        };
+        if proto != proto2 {
+            break;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            let slot = match (proto, name) {
+                ("Tcp", "CurrEstab") => &mut s.tcp_established,
+                ("Tcp", "RetransSegs") => &mut s.tcp_retrans_segs,
+                ("Tcp", "InErrs") => &mut s.tcp_in_errs,
+                ("Tcp", "OutRsts") => &mut s.tcp_out_rsts,
+                ("Udp", "InErrors") => &mut s.udp_in_errors,
+                ("Udp", "RcvbufErrors") => &mut s.udp_rcvbuf_errors,
+                _ => continue,
+            };
+            *slot = value.parse().ok();
+        }
+    }
+    s
+}
+
+/// Socket counts from `/proc/net/sockstat` (gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SockStat {
+    pub sockets_used: Option<u64>,
+    pub tcp_inuse: Option<u64>,
+    pub tcp_orphan: Option<u64>,
+    pub tcp_time_wait: Option<u64>,
+    pub udp_inuse: Option<u64>,
+}
+
+/// Parses `/proc/net/sockstat`: `Proto: key value key value …` lines.
+pub fn parse_sockstat(text: &str) -> SockStat {
+    let mut s = SockStat::default();
+    for line in text.lines() {
+        let Some((proto, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        for pair in f.chunks_exact(2) {
+            let slot = match (proto, pair[0]) {
+                ("sockets", "used") => &mut s.sockets_used,
+                ("TCP", "inuse") => &mut s.tcp_inuse,
+                ("TCP", "orphan") => &mut s.tcp_orphan,
+                ("TCP", "tw") => &mut s.tcp_time_wait,
+                ("UDP", "inuse") => &mut s.udp_inuse,
+                _ => continue,
+            };
+            *slot = pair[1].parse().ok();
+        }
+    }
+    s
+}
+
+/// Open file handles of the whole machine and the kernel's limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FileHandles {
+    pub open: u64,
+    pub max: u64,
+}
+
+/// Parses `/proc/sys/fs/file-nr`: `allocated unused max` (unused is 0 since 2.6;
+/// open = allocated − unused).
+pub fn parse_file_nr(text: &str) -> Option<FileHandles> {
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    match v[..] {
+        [allocated, unused, max] => Some(FileHandles {
+            open: allocated.saturating_sub(unused),
+            max,
+        }),
+        _ => None,
+    }
+}
+
+/// Threads on the machine from `/proc/loadavg`'s fourth field, `running/total`.
+pub fn parse_loadavg_threads(text: &str) -> Option<u64> {
+    let (_, total) = text.split_whitespace().nth(3)?.split_once('/')?;
+    total.parse().ok()
+}
+
+/// The shortest interval a CPU split is computed over: as sysinfo's
+/// `MINIMUM_CPU_UPDATE_INTERVAL`, 20 clock ticks.
+pub const MIN_CPU_SPAN: Duration = Duration::from_millis(200);
+
+/// Keeps what the next sample's rates and CPU split are computed from.
+pub(super) struct KernelSampler {
+    /// The `/proc/stat` CPU times (whole machine and per core) the next split is
+    /// measured from, and when they were read.
+    last_stat: Option<(ProcStat, Instant)>,
+    rates: Rates,
+}
+
+/// Counters sent as per-second rates, in the order [`KernelSampler::sample`] feeds
+/// them to [`Rates`].
+const RATE_NAMES: [&str; 11] = [
+    "system.context_switches_per_sec",
+    "system.interrupts_per_sec",
+    "system.forks_per_sec",
+    "mem.major_faults_per_sec",
+    "swap.in.pages_per_sec",
+    "swap.out.pages_per_sec",
+    "tcp.retrans.segs_per_sec",
+    "tcp.in.errors_per_sec",
+    "tcp.out.resets_per_sec",
+    "udp.rcvbuf.errors_per_sec",
+    "udp.in.errors_per_sec",
+];
+
+impl KernelSampler {
+    pub(super) fn new() -> Self {
+        KernelSampler {
+            last_stat: None,
+            rates: Rates::new(),
+        }
+    }
+
+    /// Pushes every value `snap` holds. Says what was pushed, so that sysinfo need
+    /// not be asked for it.
+    pub(super) fn sample(&mut self, snap: Snapshot, now: Instant, r: &mut Reading) -> Covered {
+        let mut covered = Covered::default();
+        let mut counters: Vec<(String, Vec<u64>)> = Vec::with_capacity(RATE_NAMES.len());
+        let mut count = |name: &'static str, v: Option<u64>| {
+            if let Some(v) = v {
+                counters.push((name.to_owned(), vec![v]));
+            }
+        };
+        if let Some(stat) = snap.stat {
+            // The platform reads the CPU itself, even when there is no split yet.
+            covered.cpu = true;
+            let too_soon = self
+                .last_stat
+                .as_ref()
+                .is_some_and(|(_, then)| now.saturating_duration_since(*then) < MIN_CPU_SPAN);
+            if let Some((prev, _)) = &self.last_stat
+                && !too_soon
+                && let Some(split) = CpuSplit::between(&prev.cpu, &stat.cpu)
+            {
+                r.push("cpu.usage.percent", "", split.busy());
+                r.push("cpu.user.percent", "", split.user);
+                r.push("cpu.system.percent", "", split.system);
+                r.push("cpu.iowait.percent", "", split.iowait);
+                r.push("cpu.steal.percent", "", split.steal);
+                r.push("cpu.idle.percent", "", split.idle);
+                for (core, now_t) in &stat.cores {
+                    let before = prev.cores.iter().find(|(c, _)| c == core);
+                    if let Some(split) = before.and_then(|(_, t)| CpuSplit::between(t, now_t)) {
+                        r.push("cpu.core.usage.percent", core.clone(), split.busy());
+                    }
+                }
+            }
+            count(RATE_NAMES[0], stat.context_switches);
+            count(RATE_NAMES[1], stat.interrupts);
+            count(RATE_NAMES[2], stat.forks);
+            push_opt(r, "system.procs_running", stat.procs_running);
+            push_opt(r, "system.procs_blocked", stat.procs_blocked);
+            if !too_soon {
+                self.last_stat = Some((stat, now));
+            }
+        } else {
+            self.last_stat = None;
+        }
+        if let Some(m) = snap.mem {
+            if let (Some(total), Some(available), Some(swap_total), Some(swap_free)) =
+                (m.total, m.available, m.swap_total, m.swap_free)
+            {
+                // As sysinfo computes them from the same file.
+                let (total, available) = (total as f64, available as f64);
+                r.push("mem.total.bytes", "", total);
+                r.push("mem.available.bytes", "", available);
+                r.push("mem.used.bytes", "", (total - available).max(0.0));
+                if total > 0.0 {
+                    r.push("mem.used.percent", "", 100.0 * (total - available) / total);
+                }
+                r.push("swap.total.bytes", "", swap_total as f64);
+                r.push(
+                    "swap.used.bytes",
+                    "",
+                    swap_total.saturating_sub(swap_free) as f64,
+                );
+                covered.memory = true;
+            }
+            push_opt(r, "mem.free.bytes", m.free);
+            push_opt(r, "mem.buffers.bytes", m.buffers);
+            push_opt(r, "mem.cached.bytes", m.cached);
+            push_opt(r, "mem.shared.bytes", m.shared);
+            push_opt(r, "mem.slab.bytes", m.slab);
+            push_opt(r, "mem.slab.reclaimable.bytes", m.slab_reclaimable);
+            push_opt(r, "mem.dirty.bytes", m.dirty);
+            push_opt(r, "mem.writeback.bytes", m.writeback);
+            push_opt(r, "mem.committed.bytes", m.committed);
+            push_opt(r, "mem.commit_limit.bytes", m.commit_limit);
+            push_opt(r, "swap.free.bytes", m.swap_free);
+        }
+        if let Some(v) = snap.vm {
+            count(RATE_NAMES[3], v.major_faults);
+            count(RATE_NAMES[4], v.swap_in_pages);
+            count(RATE_NAMES[5], v.swap_out_pages);
+            push_opt(r, "mem.oom_kills", v.oom_kills);
+        }
+        for (resource, p) in &snap.pressure {
+            let (some, full) = match *resource {
+                "cpu" => ("pressure.cpu.some.percent", None),
+                "memory" => (
+                    "pressure.memory.some.percent",
+                    Some("pressure.memory.full.percent"),
+                ),
+                "io" => ("pressure.io.some.percent", Some("pressure.io.full.percent")),
+                _ => continue,
+            };
+            if let Some(v) = p.some_avg10 {
+                r.push(some, "", v);
+            }
+            if let (Some(name), Some(v)) = (full, p.full_avg10) {
+                r.push(name, "", v);
+            }
+        }
+        if let Some(s) = snap.snmp {
+            push_opt(r, "tcp.established", s.tcp_established);
+            count(RATE_NAMES[6], s.tcp_retrans_segs);
+            count(RATE_NAMES[7], s.tcp_in_errs);
+            count(RATE_NAMES[8], s.tcp_out_rsts);
+            count(RATE_NAMES[9], s.udp_rcvbuf_errors);
+            count(RATE_NAMES[10], s.udp_in_errors);
+        }
+        if let Some(s) = snap.sockstat {
+            push_opt(r, "sockets.used", s.sockets_used);
+            push_opt(r, "tcp.inuse", s.tcp_inuse);
+            push_opt(r, "tcp.orphan", s.tcp_orphan);
+            push_opt(r, "tcp.time_wait", s.tcp_time_wait);
+            push_opt(r, "udp.inuse", s.udp_inuse);
+        }
+        if let Some(f) = snap.files {
+            r.push("files.open", "", f.open as f64);
+            r.push("files.max", "", f.max as f64);
+            if f.max > 0 {
+                r.push(
+                    "files.used.percent",
+                    "",
+                    100.0 * f.open as f64 / f.max as f64,
+                );
+            }
+        }
+        push_opt(r, "system.threads", snap.threads);
+        for (name, rates) in self.rates.update(now, counters) {
+            let metric = RATE_NAMES.iter().find(|m| **m == name);
+            if let (Some(metric), [Some(rate)]) = (metric, &rates[..]) {
+                r.push(metric, "", *rate);
+            }
+        }
+        covered
+    }
+}
+
+/// What a kernel sample already sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Covered {
+    /// `cpu.usage.percent` and `cpu.core.usage.percent`.
+    pub cpu: bool,
+    /// `mem.total.bytes` … `swap.used.bytes`.
+    pub memory: bool,
+}
+
+fn push_opt(r: &mut Reading, name: &'static str, v: Option<u64>) {
+    if let Some(v) = v {
+        r.push(name, "", v as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/proc")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn proc_stat_captured_on_a_vm() {
+        let s = parse_proc_stat(&fixture("stat.debian12-vm.txt")).unwrap();
+        assert_eq!(
+            s.cpu,
+            CpuTimes {
+                user: 1_112_339,
+                nice: 164_581,
+                system: 306_303,
+                idle: 787_890,
+                iowait: 137_107,
+                irq: 0,
+                softirq: 11_244,
+                steal: 5_643,
+            }
+        );
+        let cores: Vec<&str> = s.cores.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(cores, ["0", "1"]);
+        assert_eq!(s.cores[1].1.iowait, 85_290);
+        assert_eq!(s.context_switches, Some(38_210_513));
+        assert_eq!(s.interrupts, Some(18_458_643));
+        assert_eq!(s.forks, Some(412_972));
+        assert_eq!(s.procs_running, Some(1));
+        assert_eq!(s.procs_blocked, Some(0));
+        assert_eq!(parse_proc_stat("ctxt 5\n"), None);
+    }
+
+    #[test]
+    fn cpu_split_adds_up_and_refuses_backward_counters() {
+        let a = CpuTimes {
+            user: 100,
+            nice: 0,
+            system: 50,
+            idle: 800,
+            iowait: 10,
+            irq: 0,
+            softirq: 0,
+            steal: 0,
+        };
+        let b = CpuTimes {
+            user: 130,
+            nice: 10,
+            system: 60,
+            idle: 850,
+            iowait: 20,
+            irq: 5,
+            softirq: 5,
+            steal: 15,
+        };
+        let s = CpuSplit::between(&a, &b).unwrap();
+        // 40 + 20 + 10 + 15 + 50 = 135 ticks.
+        let total = s.user + s.system + s.iowait + s.steal + s.idle;
+        assert!((total - 100.0).abs() < 1e-9, "{s:?}");
+        assert!((s.user - 100.0 * 40.0 / 135.0).abs() < 1e-9);
+        assert!((s.busy() - 100.0 * 75.0 / 135.0).abs() < 1e-9);
+        assert_eq!(CpuSplit::between(&b, &a), None);
+        assert_eq!(CpuSplit::between(&a, &a), None);
+    }
+
+    #[test]
+    fn meminfo_captured_on_a_vm() {
+        let m = parse_meminfo(&fixture("meminfo.debian12-vm.txt"));
+        assert_eq!(m.total, Some(24_684_084 * 1024));
+        assert_eq!(m.available, Some(24_064_556 * 1024));
+        assert_eq!(m.swap_total, Some(0));
+        assert_eq!(m.free, Some(6_691_512 * 1024));
+        assert_eq!(m.buffers, Some(62_432 * 1024));
+        assert_eq!(m.cached, Some(16_921_500 * 1024));
+        assert_eq!(m.shared, Some(8_872 * 1024));
+        assert_eq!(m.slab, Some(885_500 * 1024));
+        assert_eq!(m.slab_reclaimable, Some(799_264 * 1024));
+        assert_eq!(m.dirty, Some(1_088 * 1024));
+        assert_eq!(m.writeback, Some(0));
+        assert_eq!(m.swap_free, Some(0));
+        assert_eq!(m.committed, Some(58_132 * 1024));
+        assert_eq!(m.commit_limit, Some(12_342_040 * 1024));
+        assert_eq!(
+            parse_meminfo("Cached: x kB\nHugePages_Total: 3\n").cached,
+            None
+        );
+        // Before 3.14: no MemAvailable, estimated.
+        let old = parse_meminfo(
+            "MemFree: 10 kB\nBuffers: 1 kB\nCached: 5 kB\nShmem: 2 kB\nSReclaimable: 3 kB\n",
+        );
+        assert_eq!(old.available, Some(17 * 1024));
+    }
+
+    #[test]
+    fn vmstat_captured_on_a_vm() {
+        let v = parse_vmstat(&fixture("vmstat.debian12-vm.txt"));
+        assert!(v.major_faults.is_some_and(|n| n > 0), "{v:?}");
+        assert_eq!(v.swap_in_pages, Some(0));
+        assert_eq!(v.swap_out_pages, Some(0));
+        assert_eq!(v.oom_kills, Some(0));
+        assert_eq!(parse_vmstat("pgmajfault 7\n").oom_kills, None);
+    }
+
+    #[test]
+    fn pressure_captured_on_a_vm() {
+        let cpu = parse_pressure(&fixture("pressure-cpu.debian12-vm.txt")).unwrap();
+        assert_eq!(cpu.some_avg10, Some(3.17));
+        assert_eq!(cpu.full_avg10, Some(0.0));
+        let mem = parse_pressure(&fixture("pressure-memory.debian12-vm.txt")).unwrap();
+        assert_eq!((mem.some_avg10, mem.full_avg10), (Some(0.0), Some(0.0)));
+        let io = parse_pressure(&fixture("pressure-io.debian12-vm.txt")).unwrap();
+        assert_eq!((io.some_avg10, io.full_avg10), (Some(0.88), Some(0.42)));
+        // A kernel before 5.13 prints no `full` line for cpu.
+        let old = parse_pressure("some avg10=1.50 avg60=0.00 avg300=0.00 total=9\n").unwrap();
+        assert_eq!((old.some_avg10, old.full_avg10), (Some(1.5), None));
+        assert_eq!(parse_pressure(""), None);
+    }
+
+    #[test]
+    fn net_snmp_and_sockstat_captured_on_a_vm() {
+        let s = parse_net_snmp(&fixture("net-snmp.debian12-vm.txt"));
+        assert_eq!(s.tcp_established, Some(0));
+        assert_eq!(s.tcp_retrans_segs, Some(4_963));
+        assert_eq!(s.tcp_in_errs, Some(0));
+        assert_eq!(s.tcp_out_rsts, Some(23_163));
+        assert_eq!(s.udp_in_errors, Some(0));
+        assert_eq!(s.udp_rcvbuf_errors, Some(0));
+        let k = parse_sockstat(&fixture("net-sockstat.debian12-vm.txt"));
+        assert!(k.sockets_used.is_some_and(|n| n > 0), "{k:?}");
+        assert!(k.tcp_inuse.is_some() && k.tcp_time_wait.is_some());
+        assert_eq!(k.tcp_orphan, Some(0));
+        assert_eq!(k.udp_inuse, Some(0));
+    }
+
+    #[test]
+    fn file_nr_and_threads_captured_on_a_vm() {
+        assert_eq!(
+            parse_file_nr(&fixture("file-nr.debian12-vm.txt")),
+            Some(FileHandles {
+                open: 353,
+                max: 2_466_170
+            })
+        );
+        assert_eq!(parse_file_nr("1 2\n"), None);
+        assert_eq!(
+            parse_loadavg_threads(&fixture("loadavg.debian12-vm.txt")),
+            Some(83)
+        );
+        assert_eq!(parse_loadavg_threads("0.1 0.2 0.3\n"), None);
+    }
+
+    /// The sampler: CPU split from the second snapshot on, rates likewise, gauges at
+    /// once, absent sources send nothing.
+    #[test]
+    fn sampler_sends_rates_from_the_second_snapshot() {
+        let snap = |ticks: u64, ctxt: u64| Snapshot {
+            stat: Some(ProcStat {
+                cpu: CpuTimes {
+                    user: ticks,
+                    idle: ticks * 3,
+                    ..CpuTimes::default()
+                },
+                cores: vec![(
+                    "0".into(),
+                    CpuTimes {
+                        user: ticks,
+                        idle: ticks,
+                        ..CpuTimes::default()
+                    },
+                )],
+                context_switches: Some(ctxt),
+                procs_blocked: Some(2),
+                ..ProcStat::default()
+            }),
+            files: Some(FileHandles { open: 5, max: 10 }),
+            ..Snapshot::default()
+        };
+        let mut k = KernelSampler::new();
+        let t0 = Instant::now();
+        let mut r = Reading::default();
+        let cpu_only = Covered {
+            cpu: true,
+            memory: false,
+        };
+        assert_eq!(k.sample(snap(100, 1000), t0, &mut r), cpu_only);
+        let names: Vec<&str> = r.values.iter().map(|v| v.name).collect();
+        assert_eq!(
+            names,
+            [
+                "system.procs_blocked",
+                "files.open",
+                "files.max",
+                "files.used.percent"
+            ]
+        );
+        let mut r = Reading::default();
+        // Too soon after the first: no split, and the first stays the baseline.
+        k.sample(snap(101, 1001), t0 + Duration::from_millis(50), &mut r);
+        assert!(!r.values.iter().any(|v| v.name.starts_with("cpu.")));
+        let mut r = Reading::default();
+        let covered = k.sample(snap(200, 1500), t0 + Duration::from_secs(5), &mut r);
+        assert_eq!(covered, cpu_only);
+        let get = |n: &str| {
+            r.values
+                .iter()
+                .find(|v| v.name == n)
+                .map(|v| (v.dimension.as_str(), v.value))
+        };
+        assert_eq!(get("cpu.usage.percent"), Some(("", 25.0)));
+        assert_eq!(get("cpu.idle.percent"), Some(("", 75.0)));
+        assert_eq!(get("cpu.core.usage.percent"), Some(("0", 50.0)));
+        // Rates are per step: 499 switches in 4.95 s.
+        let (_, ctxt) = get("system.context_switches_per_sec").unwrap();
+        assert!((ctxt - 499.0 / 4.95).abs() < 1e-6, "{ctxt}");
+        assert_eq!(get("mem.cached.bytes"), None);
+        assert_eq!(get("pressure.cpu.some.percent"), None);
+    }
+}
