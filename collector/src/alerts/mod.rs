@@ -14,6 +14,7 @@
 //! - [`service`]: the engine thread fed from the store writer's commit hook.
 
 pub mod engine;
+pub mod latency;
 pub mod machine;
 pub mod maintenance;
 pub mod persist;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use super::engine::Engine;
+use super::latency::Histogram;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
 use super::silence;
@@ -34,8 +35,6 @@ use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 const QUEUE_GROUPS: usize = 1024;
 /// Most groups evaluated in one round (one alert transaction).
 const MAX_ROUND_GROUPS: usize = 256;
-/// Commit-to-transition latencies kept for the benchmark.
-const MAX_LATENCIES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -57,9 +56,10 @@ pub struct AlertStats {
     pub records: AtomicU64,
     pub persist_failures: AtomicU64,
     /// Microseconds from a sample's commit to the commit of the state transition it
-    /// caused: one entry per transition (the first [`MAX_LATENCIES`]). Transitions of
-    /// the timer (`for` expiring, offline) are not included: no sample caused them.
-    pub latencies_us: Mutex<Vec<u64>>,
+    /// caused, every transition counted (a fixed-size histogram, whatever the
+    /// uptime). Transitions of the timer (`for` expiring, offline) are not included:
+    /// no sample caused them.
+    pub latencies_us: Mutex<Histogram>,
 }
 
 /// Owns the engine thread; it stops once every [`CommitSink`] is dropped (after the
@@ -130,25 +130,15 @@ impl AlertService {
     }
 }
 
-/// The percentile `p` (0–1] of sorted values (nearest rank).
-pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    Some(sorted[i])
-}
-
 /// One line at shutdown with what the engine did over the collector's life; the
 /// load generator (`loadgen --rules`) reads its latency figures from it.
 fn log_summary(stats: &AlertStats) {
-    let mut lat = stats
+    let lat = stats
         .latencies_us
         .lock()
         .map(|l| l.clone())
         .unwrap_or_default();
-    lat.sort_unstable();
-    let ms = |p: f64| percentile(&lat, p).map_or(-1.0, |us| us as f64 / 1000.0);
+    let ms = |p: f64| lat.quantile(p).map_or(-1.0, |us| us as f64 / 1000.0);
     tracing::info!(
         groups = stats.groups.load(Ordering::Relaxed),
         evaluations = stats.evaluations.load(Ordering::Relaxed),
@@ -156,7 +146,7 @@ fn log_summary(stats: &AlertStats) {
         persist_ms = stats.persist_nanos.load(Ordering::Relaxed) / 1_000_000,
         records = stats.records.load(Ordering::Relaxed),
         persist_failures = stats.persist_failures.load(Ordering::Relaxed),
-        timed_transitions = lat.len(),
+        timed_transitions = lat.count(),
         commit_to_transition_p50_ms = ms(0.5),
         commit_to_transition_p99_ms = ms(0.99),
         commit_to_transition_max_ms = ms(1.0),
@@ -494,9 +484,7 @@ fn run(
             && let Ok(mut l) = stats.latencies_us.lock()
         {
             for (at, n) in caused {
-                let us = at.elapsed().as_micros() as u64;
-                let room = MAX_LATENCIES.saturating_sub(l.len());
-                l.extend(std::iter::repeat_n(us, (n as usize).min(room)));
+                l.record(at.elapsed().as_micros() as u64, n);
             }
         }
     }

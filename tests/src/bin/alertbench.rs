@@ -62,7 +62,7 @@ struct Run {
     evaluations: u64,
     eval_secs: f64,
     records: u64,
-    latencies_us: Vec<u64>,
+    latencies_us: tandem_collector::alerts::latency::Histogram,
     elapsed: f64,
 }
 
@@ -76,15 +76,8 @@ fn main() -> anyhow::Result<()> {
     let base = rt.block_on(run(&args, false))?;
     eprintln!("run 2/2: store writer + alert engine…");
     let with = rt.block_on(run(&args, true))?;
-    let mut lat = with.latencies_us.clone();
-    lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i] as f64 / 1000.0
-    };
+    let lat = &with.latencies_us;
+    let pct = |p: f64| -> f64 { lat.quantile(p).map_or(f64::NAN, |us| us as f64 / 1000.0) };
     println!(
         "alertbench: {} devices, {} rules, {} series/batch, flip every {} batches, {} s per run, writer groups ≤ {}, {}",
         args.devices,
@@ -128,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         pct(0.5),
         pct(0.99),
         pct(1.0),
-        lat.len()
+        lat.count()
     );
     Ok(())
 }
@@ -276,7 +269,8 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
     let engine_cpu = thread_cpu("alert-engine") - cpu_e0;
     drop(writer);
     tokio::task::spawn_blocking(move || thread.join()).await?;
-    let (mut evaluations, mut eval_secs, mut records, mut latencies_us) = (0, 0.0, 0, Vec::new());
+    let (mut evaluations, mut eval_secs, mut records, mut latencies_us) =
+        (0, 0.0, 0, Default::default());
     if let Some(svc) = service {
         let stats = svc.stats.clone();
         tokio::task::spawn_blocking(move || svc.join()).await?;
