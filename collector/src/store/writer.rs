@@ -268,8 +268,30 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Series ids by (device, name, dimension), so ingest does not look them up per value.
-type SeriesCache = HashMap<(String, String, String), i64>;
+/// Series ids by device, name and dimension, so ingest does not look them up in
+/// SQLite per value. Nested by part so that a hit is found with the batch's borrowed
+/// strings: the ingest path allocates only for a series seen for the first time.
+#[derive(Default)]
+struct SeriesCache(HashMap<String, HashMap<String, HashMap<String, i64>>>);
+
+impl SeriesCache {
+    fn get(&self, device_id: &str, name: &str, dimension: &str) -> Option<i64> {
+        self.0.get(device_id)?.get(name)?.get(dimension).copied()
+    }
+
+    fn insert(&mut self, device_id: &str, name: &str, dimension: &str, id: i64) {
+        self.0
+            .entry(device_id.to_owned())
+            .or_default()
+            .entry(name.to_owned())
+            .or_default()
+            .insert(dimension.to_owned(), id);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// What the writer thread remembers between groups.
 #[derive(Default)]
@@ -611,9 +633,8 @@ fn series_id(
     name: &str,
     dimension: &str,
 ) -> rusqlite::Result<i64> {
-    let key = (device_id.to_owned(), name.to_owned(), dimension.to_owned());
-    if let Some(id) = cache.get(&key) {
-        return Ok(*id);
+    if let Some(id) = cache.get(device_id, name, dimension) {
+        return Ok(id);
     }
     let mut find = tx.prepare_cached(
         "SELECT id FROM series WHERE device_id = ?1 AND name = ?2 AND dimension = ?3",
@@ -631,7 +652,7 @@ fn series_id(
             tx.last_insert_rowid()
         }
     };
-    cache.insert(key, id);
+    cache.insert(device_id, name, dimension, id);
     Ok(id)
 }
 
