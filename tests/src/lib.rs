@@ -4,6 +4,11 @@
 //!
 //! Binaries are taken from the cargo target dir of this build (`target/debug`), so
 //! run `cargo build --workspace --bins` first (the README's test command does).
+//!
+//! This is test-harness code: where a helper `expect`s, the invariant is that the
+//! test's own setup works (a temp dir is writable, a binary built, a database
+//! opened), and a failure there must stop the test with that message, which is
+//! what a panic in a test does. Product code never panics on input.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -312,20 +312,18 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
     eprintln!("issuing {} agent certificates…", args.agents);
     let creds: Vec<Creds> = (0..args.agents)
         .map(|i| {
-            let issued = ca
-                .issue_agent(
-                    "load",
-                    &format!("load-{i:05}"),
-                    Validity::starting_now(Duration::from_secs(86_400)),
-                )
-                .expect("issue");
-            Creds {
+            let issued = ca.issue_agent(
+                "load",
+                &format!("load-{i:05}"),
+                Validity::starting_now(Duration::from_secs(86_400)),
+            )?;
+            Ok(Creds {
                 ca_pem: ca_pem.clone(),
                 cert_pem: Some(issued.cert_pem),
                 key_pem: Some(issued.key_pem),
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let site = tandem_tests::Site { dir };
     let extra = match rules {
         None => String::new(),
