@@ -1,7 +1,9 @@
 //! The wire contract between `tandem-agent` and `tandem-collector`.
 //!
 //! This crate owns the protobuf messages (generated from `proto/tandem/v1`), the
-//! protocol constants both sides must agree on, and nothing else.
+//! protocol constants both sides must agree on, and ([`util`]) the few small pieces
+//! both binaries need that belong to neither (file watching, the stop signal, the
+//! clock in milliseconds).
 #![forbid(unsafe_code)]
 
 /// Generated messages and service stubs for package `tandem.v1`.
@@ -10,7 +12,9 @@ pub mod v1 {
     tonic::include_proto!("tandem.v1");
 }
 
+pub mod metrics;
 pub mod token;
+pub mod util;
 
 /// The protocol revision spoken by this build (see docs/PROTOCOL.md).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -88,6 +92,31 @@ mod tests {
             assert_eq!(parse_device_uri(bad), None, "{bad}");
         }
     }
+
+    #[test]
+    fn every_refusal_has_a_code_a_status_and_a_distinct_name() {
+        let mut names: Vec<_> = ALL_REFUSALS.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL_REFUSALS.len(), "names are distinct");
+        for r in ALL_REFUSALS {
+            assert_ne!(r.grpc_code(), tonic::Code::Ok, "{r:?}");
+            assert!((400..600).contains(&r.http_status()), "{r:?}");
+            assert_eq!(r.status("m").code(), r.grpc_code(), "{r:?}");
+        }
+        assert_eq!(Refusal::RateLimited.http_status(), 429);
+        assert_eq!(
+            Refusal::NoIdentity.grpc_code(),
+            tonic::Code::Unauthenticated
+        );
+        assert!(
+            Refusal::Revoked
+                .status("gone")
+                .metadata()
+                .get(REFUSAL_METADATA)
+                .is_some_and(|v| v == "revoked")
+        );
+    }
 }
 
 /// Why a peer's request was refused, and the one table that maps each reason to a
@@ -103,7 +132,30 @@ pub enum Refusal {
     OutOfOrder,
     /// The collector cannot store right now; retry later with the same data.
     Unavailable,
+    /// The device (or its certificate) has been revoked: retrying is useless until
+    /// it is re-enrolled. Sent with [`REFUSAL_METADATA`] = `revoked`, so the agent
+    /// tells it from other permission problems.
+    Revoked,
+    /// No client certificate, or one that carries no Tandem device identity.
+    NoIdentity,
+    /// The request is allowed but not now: too many from this peer; retry later.
+    RateLimited,
+    /// A well-formed request the collector will not grant (an enrollment token
+    /// unknown, expired, used up or revoked).
+    NotPermitted,
 }
+
+/// Every refusal, for tests that walk the table.
+pub const ALL_REFUSALS: [Refusal; 8] = [
+    Refusal::BadInput,
+    Refusal::WrongIdentity,
+    Refusal::OutOfOrder,
+    Refusal::Unavailable,
+    Refusal::Revoked,
+    Refusal::NoIdentity,
+    Refusal::RateLimited,
+    Refusal::NotPermitted,
+];
 
 impl Refusal {
     /// The gRPC status code for this refusal.
@@ -113,6 +165,10 @@ impl Refusal {
             Refusal::WrongIdentity => tonic::Code::PermissionDenied,
             Refusal::OutOfOrder => tonic::Code::FailedPrecondition,
             Refusal::Unavailable => tonic::Code::Unavailable,
+            Refusal::Revoked => tonic::Code::PermissionDenied,
+            Refusal::NoIdentity => tonic::Code::Unauthenticated,
+            Refusal::RateLimited => tonic::Code::ResourceExhausted,
+            Refusal::NotPermitted => tonic::Code::PermissionDenied,
         }
     }
 
@@ -123,14 +179,43 @@ impl Refusal {
             Refusal::WrongIdentity => 403,
             Refusal::OutOfOrder => 409,
             Refusal::Unavailable => 503,
+            Refusal::Revoked => 403,
+            Refusal::NoIdentity => 401,
+            Refusal::RateLimited => 429,
+            Refusal::NotPermitted => 403,
         }
     }
 
-    /// A gRPC status carrying `message`.
+    /// A gRPC status carrying `message` (and, for a revocation, the
+    /// [`REFUSAL_METADATA`] that names it).
     pub fn status(self, message: impl Into<String>) -> tonic::Status {
-        tonic::Status::new(self.grpc_code(), message)
+        let mut s = tonic::Status::new(self.grpc_code(), message);
+        if self == Refusal::Revoked {
+            s.metadata_mut().insert(
+                REFUSAL_METADATA,
+                tonic::metadata::MetadataValue::from_static("revoked"),
+            );
+        }
+        s
+    }
+
+    /// The reason's name, as [`REFUSAL_METADATA`] carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::BadInput => "bad_input",
+            Refusal::WrongIdentity => "wrong_identity",
+            Refusal::OutOfOrder => "out_of_order",
+            Refusal::Unavailable => "unavailable",
+            Refusal::Revoked => "revoked",
+            Refusal::NoIdentity => "no_identity",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::NotPermitted => "not_permitted",
+        }
     }
 }
+
+/// Metadata key that names a refusal the agent acts on (today: `revoked`).
+pub const REFUSAL_METADATA: &str = "tandem-refusal";
 
 /// Metadata key of the sequence number a refused frame carried, so an agent knows
 /// which spooled batch was refused.
