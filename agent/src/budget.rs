@@ -16,7 +16,8 @@
 //!
 //! What is shed (see docs/METRICS.md): the top-process scan (and its process table
 //! is freed), temperatures and battery; service checks run every five minutes instead
-//! of every minute; patch checks are deferred. Health metrics, service states
+//! of every minute; patch checks are deferred; custom checks (`[[check]]`) are
+//! skipped, and their commands' CPU time counts as the agent's. Health metrics, service states
 //! already known and the uplink go on.
 
 use std::collections::VecDeque;
@@ -24,14 +25,14 @@ use std::collections::VecDeque;
 use crate::config::Budget;
 
 /// The CPU rate is measured over this much time.
-pub const WINDOW_MS: u64 = 60_000;
+pub(crate) const WINDOW_MS: u64 = 60_000;
 /// No CPU judgement on less than this much measured time.
-pub const MIN_SPAN_MS: u64 = 5_000;
+pub(crate) const MIN_SPAN_MS: u64 = 5_000;
 /// Time continuously under the recovery thresholds before shedding stops.
-pub const RECOVER_MS: u64 = 120_000;
+pub(crate) const RECOVER_MS: u64 = 120_000;
 
 /// What optional work is shed, for the log line and the docs.
-pub const SHED: &str = "top processes, temperatures and battery skipped; service checks every 5 min; patch checks deferred";
+pub(crate) const SHED: &str = "top processes, temperatures and battery skipped; service checks every 5 min; patch checks deferred; custom checks skipped";
 
 /// The agent's own resource use at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub struct SelfUsage {
 
 /// The governor's judgement after one measurement.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// CPU used over the window, scaled to one minute; `None` until enough time
     /// was measured.
     pub cpu_ms_per_min: Option<f64>,
@@ -55,14 +56,14 @@ pub struct Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Shedding started; says which limit was passed.
     Started(String),
     Stopped,
 }
 
 /// Decides, measurement by measurement, whether the agent sheds optional work.
-pub struct Governor {
+pub(crate) struct Governor {
     budget: Budget,
     /// (monotonic ms, CPU ms) of recent measurements: the window plus the newest
     /// point older than it, the baseline the rate is measured from.
@@ -83,12 +84,12 @@ impl Governor {
     }
 
     /// A reloaded config's budget; judged from the next measurement on.
-    pub fn set_budget(&mut self, budget: Budget) {
+    pub(crate) fn set_budget(&mut self, budget: Budget) {
         self.budget = budget;
     }
 
     /// Takes one measurement made at `now_ms` (any monotonic clock, in ms).
-    pub fn observe(&mut self, now_ms: u64, usage: SelfUsage) -> Verdict {
+    pub(crate) fn observe(&mut self, now_ms: u64, usage: SelfUsage) -> Verdict {
         self.window.push_back((now_ms, usage.cpu_ms));
         while self.window.len() > 2 && now_ms.saturating_sub(self.window[1].0) >= WINDOW_MS {
             self.window.pop_front();
@@ -156,6 +157,16 @@ pub fn parse_proc_stat_cpu_ms(text: &str) -> Option<u64> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) * 10)
+}
+
+/// CPU time of the reaped children from Linux's `/proc/self/stat`: cutime and
+/// cstime, fields 16 and 17, in the same ticks as [`parse_proc_stat_cpu_ms`].
+pub fn parse_proc_stat_children_cpu_ms(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
+    Some((cutime + cstime) * 10)
 }
 
 /// Resident set size from Linux's `/proc/self/status` (`VmRSS:   1764 kB`), in bytes.

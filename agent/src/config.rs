@@ -9,6 +9,8 @@
 //! ```toml
 //! collector_url = "https://collector.example.net:4443"   # optional once enrolled
 //! enroll_token = "tdm1_…"                 # optional; used only while not enrolled
+//! enroll_token_file = "enroll.token"      # an installer's token; removed once used
+//! enroll_retry_max_secs = 60              # backoff cap while the collector is unreachable
 //! server_name = "collector.example.net"   # optional; defaults to the URL's host
 //! ca_cert = "ca.pem"                      # paths are relative to this file
 //! cert = "agent.pem"
@@ -26,6 +28,18 @@
 //! cpu_ms_per_min = 200                    # over it, optional work is shed
 //! rss_mib = 48
 //! inventory_interval_secs = 21600
+//! posture_interval_secs = 3600           # posture tools bounded by patch_timeout_secs
+//!
+//! [[backup]]                              # see docs/METRICS.md
+//! name = "nas"
+//! path = "/srv/backup"                    # or command = [...], or kind = "wbadmin"
+//! max_age_secs = 93600
+//!
+//! [[check]]                               # local custom checks, never pushed
+//! name = "raid"
+//! command = ["/usr/lib/nagios/plugins/check_raid"]
+//! interval_secs = 60
+//! timeout_secs = 10
 //! ```
 
 use std::ops::Range;
@@ -52,6 +66,11 @@ pub struct AgentConfig {
     pub collector_url: String,
     /// A token to enroll with when the device has no identity yet.
     pub enroll_token: Option<Secret>,
+    /// A file that may hold a token (put there by an installer): read while not
+    /// enrolled, removed (or blanked) once used or once found on an enrolled device.
+    pub enroll_token_file: PathBuf,
+    /// Longest wait between enrollment attempts while the collector is unreachable.
+    pub enroll_retry_max: Duration,
     pub server_name: String,
     pub ca_cert: PathBuf,
     pub cert: PathBuf,
@@ -81,6 +100,14 @@ pub struct AgentConfig {
     /// Time between inventory collections (plus up to 10 % jitter); one also runs
     /// at start. An inventory is sent only when it differs from the last one sent.
     pub inventory_interval: Duration,
+    /// Time between posture checks (plus up to 10 % jitter); one also runs at
+    /// start. A posture report is sent only when something in it changed.
+    pub posture_interval: Duration,
+    /// Backup evidence to watch (`[[backup]]`), in file order.
+    pub backups: Vec<crate::backup::BackupConfig>,
+    /// Local custom checks (`[[check]]`), in file order. Defined here only: the
+    /// collector can never push a command.
+    pub checks: Vec<crate::checks::CheckConfig>,
 }
 
 /// Limits on the agent's own resource use (see `crate::budget`).
@@ -106,13 +133,15 @@ const DEFAULT_CPU_MS_PER_MIN: i64 = 200;
 /// Default memory budget.
 const DEFAULT_RSS_MIB: i64 = 48;
 /// Most services one agent checks.
-pub const MAX_SERVICES: usize = 256;
+pub(crate) const MAX_SERVICES: usize = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     collector_url: Option<Spanned<String>>,
     enroll_token: Option<Spanned<String>>,
+    enroll_token_file: Option<Spanned<String>>,
+    enroll_retry_max_secs: Option<Spanned<i64>>,
     server_name: Option<Spanned<String>>,
     ca_cert: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
@@ -127,6 +156,38 @@ struct Raw {
     services: Option<Spanned<Vec<Spanned<String>>>>,
     budget: Option<RawBudget>,
     inventory_interval_secs: Option<Spanned<i64>>,
+    posture_interval_secs: Option<Spanned<i64>>,
+    backup: Option<Vec<Spanned<RawBackup>>>,
+    check: Option<Vec<Spanned<RawCheck>>>,
+}
+
+/// `[[backup]]`: exactly one of `path`, `command`, `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    name: Spanned<String>,
+    path: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    shell: bool,
+    kind: Option<Spanned<String>>,
+    max_age_secs: Option<Spanned<i64>>,
+    check_interval_secs: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+}
+
+/// `[[check]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    shell: bool,
+    interval_secs: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    expect_value: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +200,7 @@ struct RawBudget {
 impl AgentConfig {
     /// Whether `other` connects differently (collector, TLS files): a reload with
     /// such a change needs a new connection.
-    pub fn connection_differs(&self, other: &AgentConfig) -> bool {
+    pub(crate) fn connection_differs(&self, other: &AgentConfig) -> bool {
         self.collector_url != other.collector_url
             || self.server_name != other.server_name
             || self.ca_cert != other.ca_cert
@@ -148,7 +209,7 @@ impl AgentConfig {
     }
 
     /// The spool bounds this config asks for.
-    pub fn spool_bounds(&self) -> crate::spool::Bounds {
+    pub(crate) fn spool_bounds(&self) -> crate::spool::Bounds {
         crate::spool::Bounds {
             max_bytes: self.spool_max_bytes,
             max_age: self.spool_max_age,
@@ -182,7 +243,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
 }
 
 /// The host part of an `https://host:port` URL (brackets of IPv6 removed).
-pub fn url_host(url: &str) -> Option<&str> {
+pub(crate) fn url_host(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("https://")?;
     let authority = rest.split('/').next()?;
     if let Some(v6) = authority.strip_prefix('[') {
@@ -301,6 +362,13 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         30 * 86_400,
         6 * 3600,
     );
+    let enroll_retry_max = ranged(
+        &raw.enroll_retry_max_secs,
+        "enroll_retry_max_secs",
+        1,
+        3600,
+        60,
+    );
     let raw_budget = raw.budget.as_ref();
     let budget = Budget {
         cpu_ms_per_min: ranged(
@@ -320,6 +388,142 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
             * 1024
             * 1024,
     };
+    let posture_interval = in_range(
+        &mut at,
+        &raw.posture_interval_secs,
+        "posture_interval_secs",
+        60,
+        7 * 86_400,
+        3600,
+    );
+    let mut backups: Vec<crate::backup::BackupConfig> = Vec::new();
+    for b in raw.backup.iter().flatten() {
+        let span = b.span();
+        let b = b.get_ref();
+        let name = b.name.get_ref().clone();
+        if let Some(why) = service_name_problem(&name) {
+            at(b.name.span(), format!("backup name {name:?} {why}"));
+        } else if backups.iter().any(|x| x.name == name) {
+            at(b.name.span(), format!("backup name {name:?} is used twice"));
+        }
+        let max_age = in_range(
+            &mut at,
+            &b.max_age_secs,
+            "max_age_secs",
+            60,
+            366 * 86_400,
+            26 * 3600,
+        );
+        let timeout = in_range(&mut at, &b.timeout_secs, "timeout_secs", 1, 3600, 60);
+        let given = [b.path.is_some(), b.command.is_some(), b.kind.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        let source = match (&b.path, &b.command, &b.kind) {
+            _ if given != 1 => {
+                at(
+                    span.clone(),
+                    format!("backup {name:?}: give exactly one of path, command or kind"),
+                );
+                None
+            }
+            (Some(p), _, _) => Some(crate::backup::Source::Path(base.join(p.get_ref()))),
+            (_, Some(c), _) => match argv_problem(c.get_ref(), b.shell) {
+                Some(why) => {
+                    at(c.span(), format!("backup {name:?}: command {why}"));
+                    None
+                }
+                None => Some(crate::backup::Source::Command {
+                    argv: c.get_ref().clone(),
+                    shell: b.shell,
+                }),
+            },
+            (_, _, Some(k)) => match k.get_ref().as_str() {
+                "wbadmin" => Some(crate::backup::Source::Wbadmin),
+                "time_machine" => Some(crate::backup::Source::TimeMachine),
+                other => {
+                    at(
+                        k.span(),
+                        format!(
+                            "backup {name:?}: kind {other:?} is not \"wbadmin\" or \"time_machine\""
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let default_interval = if matches!(source, Some(crate::backup::Source::Path(_))) {
+            300
+        } else {
+            3600
+        };
+        let interval = in_range(
+            &mut at,
+            &b.check_interval_secs,
+            "check_interval_secs",
+            10,
+            86_400,
+            default_interval,
+        );
+        if let Some(source) = source {
+            backups.push(crate::backup::BackupConfig {
+                name,
+                source,
+                max_age_secs: max_age as u64,
+                check_interval_secs: interval as u64,
+                timeout_secs: timeout as u64,
+            });
+        }
+    }
+    let mut checks: Vec<crate::checks::CheckConfig> = Vec::new();
+    let raw_checks: Vec<&Spanned<RawCheck>> = raw.check.iter().flatten().collect();
+    if raw_checks.len() > crate::checks::MAX_CHECKS {
+        at(
+            raw_checks[crate::checks::MAX_CHECKS].span(),
+            format!("more than {} [[check]] tables", crate::checks::MAX_CHECKS),
+        );
+    }
+    for c in raw_checks.into_iter().take(crate::checks::MAX_CHECKS) {
+        let c = c.get_ref();
+        let name = c.name.get_ref().clone();
+        let mut ok = true;
+        if let Some(why) = service_name_problem(&name) {
+            at(c.name.span(), format!("check name {name:?} {why}"));
+            ok = false;
+        } else if checks.iter().any(|x| x.name == name) {
+            at(c.name.span(), format!("check name {name:?} is used twice"));
+            ok = false;
+        }
+        if let Some(why) = argv_problem(c.command.get_ref(), c.shell) {
+            at(c.command.span(), format!("check {name:?}: command {why}"));
+            ok = false;
+        }
+        let interval = in_range(&mut at, &c.interval_secs, "interval_secs", 1, 86_400, 60);
+        let timeout = in_range(&mut at, &c.timeout_secs, "timeout_secs", 1, 3600, 10);
+        if let Some(t) = &c.timeout_secs
+            && *t.get_ref() > interval
+        {
+            at(
+                t.span(),
+                format!(
+                    "check {name:?}: timeout_secs {} is longer than interval_secs {interval}",
+                    t.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        if ok {
+            checks.push(crate::checks::CheckConfig {
+                name,
+                argv: c.command.get_ref().clone(),
+                shell: c.shell,
+                interval_secs: interval as u64,
+                timeout_secs: timeout as u64,
+                expect_value: c.expect_value,
+            });
+        }
+    }
     let mut services: Vec<String> = Vec::new();
     if let Some(list) = &raw.services {
         if list.get_ref().len() > MAX_SERVICES {
@@ -343,6 +547,8 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
     let cfg = AgentConfig {
         collector_url,
         enroll_token,
+        enroll_token_file: file(&raw.enroll_token_file, "enroll.token"),
+        enroll_retry_max: Duration::from_secs(enroll_retry_max as u64),
         server_name,
         ca_cert: file(&raw.ca_cert, "ca.pem"),
         cert: file(&raw.cert, "agent.pem"),
@@ -357,11 +563,51 @@ pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
         services,
         budget,
         inventory_interval: Duration::from_secs(inventory_interval as u64),
+        posture_interval: Duration::from_secs(posture_interval as u64),
+        backups,
+        checks,
     };
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigError { problems })
+    }
+}
+
+/// A number within `min..=max`, or the default with the problem reported.
+fn in_range(
+    at: &mut impl FnMut(Range<usize>, String),
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> i64 {
+    match v {
+        None => default,
+        Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
+        Some(s) => {
+            at(
+                s.span(),
+                format!(
+                    "{key} = {} is out of range (allowed {min} to {max})",
+                    s.get_ref()
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// Why a command list cannot run: empty, or an empty program; with `shell`, one
+/// element (the shell command line) is expected.
+fn argv_problem(argv: &[String], shell: bool) -> Option<&'static str> {
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        Some("must name a program")
+    } else if shell && argv.len() != 1 {
+        Some("with shell = true must be one string: the shell command line")
+    } else {
+        None
     }
 }
 
@@ -488,6 +734,67 @@ mod tests {
     }
 
     #[test]
+    fn backups_and_custom_checks() {
+        let c = parse(
+            Path::new("/etc/tandem/agent.toml"),
+            "posture_interval_secs = 600\n\
+             [[backup]]\nname = \"nas\"\npath = \"/srv/backup\"\nmax_age_secs = 90000\n\
+             [[backup]]\nname = \"restic\"\ncommand = [\"/usr/local/bin/restic-last\"]\n\
+             [[backup]]\nname = \"wsb\"\nkind = \"wbadmin\"\n\
+             [[check]]\nname = \"raid\"\ncommand = [\"/usr/lib/nagios/plugins/check_raid\", \"-v\"]\ninterval_secs = 30\ntimeout_secs = 5\n\
+             [[check]]\nname = \"queue\"\ncommand = [\"mailq | wc -l\"]\nshell = true\nexpect_value = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.posture_interval, Duration::from_secs(600));
+        assert_eq!(c.backups.len(), 3);
+        assert_eq!(
+            c.backups[0].source,
+            crate::backup::Source::Path(PathBuf::from("/srv/backup"))
+        );
+        assert_eq!(c.backups[0].check_interval_secs, 300);
+        assert_eq!(c.backups[1].max_age_secs, 26 * 3600);
+        assert_eq!(c.backups[2].source, crate::backup::Source::Wbadmin);
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(c.checks[0].timeout_secs, 5);
+        assert!(c.checks[1].shell && c.checks[1].expect_value);
+        let e = parse(
+            Path::new("a.toml"),
+            "[[backup]]\nname = \"x\"\npath = \"/a\"\nkind = \"wbadmin\"\n\
+             [[backup]]\nname = \"y\"\nkind = \"tape\"\n\
+             [[check]]\nname = \"c\"\ncommand = []\n\
+             [[check]]\nname = \"d\"\ncommand = [\"a\", \"b\"]\nshell = true\ninterval_secs = 5\ntimeout_secs = 10\n",
+        )
+        .unwrap_err();
+        let all = e.to_string();
+        assert!(
+            all.contains("give exactly one of path, command or kind"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a.toml:7:8: backup \"y\": kind \"tape\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("check \"c\": command must name a program"),
+            "{all}"
+        );
+        assert!(
+            all.contains("with shell = true must be one string"),
+            "{all}"
+        );
+        assert!(
+            all.contains("timeout_secs 10 is longer than interval_secs 5"),
+            "{all}"
+        );
+        let e = parse(
+            Path::new("a.toml"),
+            "[[check]]\nname = \"c\"\ncommand = [\"x\"]\nevery = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("a.toml:4:1:"), "{e}");
+    }
+
+    #[test]
     fn url_hosts() {
         assert_eq!(url_host("https://127.0.0.1:4443"), Some("127.0.0.1"));
         assert_eq!(url_host("https://[::1]:4443"), Some("::1"));
@@ -498,6 +805,9 @@ mod tests {
     #[test]
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
-        load(&path).unwrap();
+        let c = load(&path).unwrap();
+        // It must not override the address enrollment saved (issue 13).
+        assert_eq!(c.collector_url, "", "the example sets no collector_url");
+        assert_eq!(c.enroll_retry_max, Duration::from_secs(60));
     }
 }

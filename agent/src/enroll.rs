@@ -6,6 +6,12 @@
 //! the token, and the server certificate verifies against that CA for the name
 //! dialled ([`PinnedCa`]). Only then does it send the token's secret and a CSR for a
 //! key made here; the key itself never leaves the device.
+//!
+//! At boot (a package's or MSI's first start) the collector may not be reachable
+//! yet: [`retry_delay`] spaces the attempts, [`EnrollError::is_transient`] says
+//! which failures are worth another, and [`find_token`] / [`consume_token_file`]
+//! handle the one-time token an installer left on disk (removed, or blanked where
+//! the file cannot be removed, once it has served or is not needed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,17 +41,135 @@ pub enum EnrollError {
     WrongCa { address: String, detail: String },
     #[error("cannot reach the collector at {address}: {detail}")]
     Connect { address: String, detail: String },
+    #[error(
+        "the token's address {address} reached port {port}, a listener that asks for a client certificate: that is the collector's telemetry port (mTLS), not its enrollment listener ([enrollment] listen in collector.toml, port 4444 by default); create the token again with --address HOST:ENROLLMENT_PORT"
+    )]
+    TelemetryPort { address: String, port: u16 },
     #[error("the collector refused the enrollment: {0}")]
     Refused(String),
+    #[error("the collector refused the enrollment for now: {0}")]
+    Busy(String),
+    #[error("the token in {path}: {source}", path = .path.display())]
+    TokenFile {
+        path: PathBuf,
+        source: tandem_proto::token::TokenError,
+    },
     #[error("the collector answered with an unusable {0}")]
     BadAnswer(&'static str),
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
 
+impl EnrollError {
+    /// Whether a later attempt may succeed without anyone changing anything: the
+    /// collector was unreachable (not started, DNS or network not up yet, a
+    /// firewall dropping) or asked us to slow down. A refused, expired or damaged
+    /// token, or a collector with the wrong CA, stays wrong: retrying is pointless.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, EnrollError::Connect { .. } | EnrollError::Busy(_))
+    }
+}
+
+/// First wait between enrollment attempts; it doubles up to the configured cap.
+pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+/// Wait after `failed` consecutive failed attempts (1 for the first): 2 s doubling
+/// up to `max`, times `jitter` (the caller draws it from 0.8..=1.2 so a fleet that
+/// booted together does not knock in step). Pure, for tests.
+pub(crate) fn retry_delay(failed: u32, max: Duration, jitter: f64) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+    doubled.min(max).mul_f64(jitter.clamp(0.5, 1.5))
+}
+
+/// Where the token used for a first enrollment came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    Config,
+    Env,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Config => f.write_str("enroll_token in the config"),
+            TokenSource::Env => write!(f, "{}", crate::TOKEN_ENV),
+            TokenSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The token to enroll with, in order: the config's `enroll_token`, the
+/// `env_token` (`TANDEM_ENROLL_TOKEN`), the token file. An empty or missing file
+/// is no token; an unreadable one is reported and skipped.
+pub(crate) fn find_token(
+    cfg: &AgentConfig,
+    env_token: Option<String>,
+) -> Result<Option<(String, TokenSource)>, EnrollError> {
+    if let Some(t) = &cfg.enroll_token {
+        return Ok(Some((t.0.clone(), TokenSource::Config)));
+    }
+    if let Some(t) = env_token.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some((t.trim().to_owned(), TokenSource::Env)));
+    }
+    match read_token_file(&cfg.enroll_token_file) {
+        Some(t) => {
+            EnrollToken::parse(&t).map_err(|source| EnrollError::TokenFile {
+                path: cfg.enroll_token_file.clone(),
+                source,
+            })?;
+            Ok(Some((t, TokenSource::File(cfg.enroll_token_file.clone()))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The token file's text, trimmed, if there is a non-empty one.
+pub(crate) fn read_token_file(path: &std::path::Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the enrollment token file; ignoring it");
+            None
+        }
+    }
+}
+
+/// What [`consume_token_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consumed {
+    /// There was no token in the file (or no file).
+    Nothing,
+    Removed,
+    /// Emptied in place: the file could not be removed (a systemd unit that makes
+    /// just this file writable bind-mounts it, and a bind mount cannot be unlinked).
+    Blanked,
+    /// Neither worked; logged.
+    Left,
+}
+
+/// Removes the installer's token file once it is no longer needed, or blanks it.
+pub(crate) fn consume_token_file(path: &std::path::Path) -> Consumed {
+    if read_token_file(path).is_none() {
+        return Consumed::Nothing;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Consumed::Removed,
+        Err(remove) => match std::fs::File::create(path) {
+            Ok(_) => Consumed::Blanked,
+            Err(blank) => {
+                tracing::warn!(file = %path.display(), remove = %remove, blank = %blank, "cannot remove or blank the used enrollment token file; delete it by hand");
+                Consumed::Left
+            }
+        },
+    }
+}
+
 /// Verifies the enrollment listener by the CA fingerprint pinned in the token.
 #[derive(Debug)]
-pub struct PinnedCa {
+pub(crate) struct PinnedCa {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
     /// Why the last verification failed, for a precise error (rustls' own error
@@ -158,6 +282,31 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+/// Presents no client certificate (enrollment is how a device gets one) but notes
+/// that the server asked for one: only the telemetry listener does, so a token aimed
+/// at it is named as such instead of as a wrong CA (issue 16, item 10). In TLS 1.3
+/// the request arrives before the server's certificate, so the note is there when
+/// the verification fails.
+#[derive(Debug, Default)]
+struct NoClientCert {
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
 /// What a successful enrollment wrote.
 #[derive(Debug, Clone)]
 pub struct Enrolled {
@@ -176,6 +325,7 @@ pub async fn enroll(cfg: &AgentConfig, token_text: &str) -> Result<Enrolled, Enr
     let (key_pem, csr_der) = identity::new_key_and_csr()?;
 
     let pinned = Arc::new(PinnedCa::new(token.ca_fingerprint));
+    let client_cert = Arc::new(NoClientCert::default());
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -186,7 +336,7 @@ pub async fn enroll(cfg: &AgentConfig, token_text: &str) -> Result<Enrolled, Enr
     })?
     .dangerous()
     .with_custom_certificate_verifier(pinned.clone())
-    .with_no_client_auth();
+    .with_client_cert_resolver(client_cert.clone());
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let server_name = ServerName::try_from(host.clone()).map_err(|_| EnrollError::Connect {
@@ -215,6 +365,12 @@ pub async fn enroll(cfg: &AgentConfig, token_text: &str) -> Result<Enrolled, Enr
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(RPC_TIMEOUT);
     let conn_err = |detail: String| match pinned.failure() {
+        _ if client_cert.asked.load(std::sync::atomic::Ordering::Relaxed) => {
+            EnrollError::TelemetryPort {
+                address: address.clone(),
+                port,
+            }
+        }
         Some(f) => EnrollError::WrongCa {
             address: address.clone(),
             detail: f,
@@ -241,9 +397,11 @@ pub async fn enroll(cfg: &AgentConfig, token_text: &str) -> Result<Enrolled, Enr
         .enroll(request)
         .await
         .map_err(|s| match s.code() {
-            tonic::Code::PermissionDenied
-            | tonic::Code::InvalidArgument
-            | tonic::Code::ResourceExhausted => EnrollError::Refused(s.message().to_owned()),
+            tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
+                EnrollError::Refused(s.message().to_owned())
+            }
+            // The per-address rate limit: a site behind one NAT booting together.
+            tonic::Code::ResourceExhausted => EnrollError::Busy(s.message().to_owned()),
             _ => conn_err(format!("{}: {}", s.code(), s.message())),
         })?
         .into_inner();
@@ -308,12 +466,18 @@ fn first_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// An error and its sources, joined: transport errors hide the cause in the chain.
+/// A source whose text the message already holds is left out (many errors print
+/// their cause themselves: "Connection refused (os error 111): Connection refused
+/// (os error 111)", issue 16, item 13).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !text.is_empty() && !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
@@ -322,6 +486,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_does_not_repeat_its_cause() {
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "tcp connect error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Wrap(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "tcp connect error: Connection refused (os error 111)"
+        );
+    }
 
     /// A CA and a server certificate it signed for "localhost".
     fn ca_and_server() -> (CertificateDer<'static>, CertificateDer<'static>) {
@@ -363,6 +551,110 @@ mod tests {
         let v = PinnedCa::new(pin);
         assert!(!verify(&v, &other_server, std::slice::from_ref(&ca)));
         assert!(v.failure().unwrap().contains("does not verify"));
+    }
+
+    #[test]
+    fn retries_back_off_to_the_cap() {
+        let max = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| retry_delay(n, max, 1.0).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(1000, max, 1.0), max, "no overflow");
+        assert_eq!(retry_delay(3, max, 0.8), Duration::from_millis(6400));
+        assert_eq!(
+            retry_delay(9, Duration::from_secs(2), 1.2),
+            Duration::from_millis(2400)
+        );
+    }
+
+    #[test]
+    fn only_unreachable_or_busy_is_worth_a_retry() {
+        let connect = EnrollError::Connect {
+            address: "c:4444".into(),
+            detail: "connection refused".into(),
+        };
+        assert!(connect.is_transient());
+        assert!(EnrollError::Busy("too many enrollment attempts".into()).is_transient());
+        assert!(!EnrollError::Refused("expired".into()).is_transient());
+        let wrong = EnrollError::WrongCa {
+            address: "c:4444".into(),
+            detail: "x".into(),
+        };
+        assert!(!wrong.is_transient());
+    }
+
+    fn cfg_in(dir: &std::path::Path, toml: &str) -> AgentConfig {
+        crate::config::parse(&dir.join("agent.toml"), toml).unwrap()
+    }
+
+    #[test]
+    fn token_sources_in_order_and_the_file_is_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg_in(dir.path(), "");
+        assert_eq!(cfg.enroll_token_file, dir.path().join("enroll.token"));
+        assert_eq!(find_token(&cfg, None).unwrap(), None);
+        // An empty file (a blanked one) is no token.
+        std::fs::write(&cfg.enroll_token_file, "\n").unwrap();
+        assert_eq!(find_token(&cfg, None).unwrap(), None);
+        assert_eq!(
+            consume_token_file(&cfg.enroll_token_file),
+            Consumed::Nothing
+        );
+        // A damaged token in the file names the file.
+        std::fs::write(&cfg.enroll_token_file, "tdm1_nonsense\n").unwrap();
+        let err = find_token(&cfg, None).unwrap_err().to_string();
+        assert!(err.contains("enroll.token"), "{err}");
+        let token = EnrollToken {
+            id: [1; 8],
+            secret: [2; 32],
+            ca_fingerprint: [3; 32],
+            address: "127.0.0.1:4444".into(),
+        }
+        .encode();
+        std::fs::write(&cfg.enroll_token_file, format!("{token}\n")).unwrap();
+        let (t, src) = find_token(&cfg, None).unwrap().unwrap();
+        assert_eq!(t, token);
+        assert_eq!(src, TokenSource::File(cfg.enroll_token_file.clone()));
+        // The environment wins over the file, the config over both.
+        let (_, src) = find_token(&cfg, Some("tdm1_env".into())).unwrap().unwrap();
+        assert_eq!(src, TokenSource::Env);
+        let (_, src) = find_token(&cfg, Some("  ".into())).unwrap().unwrap();
+        assert!(
+            matches!(src, TokenSource::File(_)),
+            "a blank env is no token"
+        );
+        let with_cfg = cfg_in(dir.path(), &format!("enroll_token = \"{token}\"\n"));
+        let (_, src) = find_token(&with_cfg, Some("tdm1_env".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(src, TokenSource::Config);
+        assert_eq!(
+            consume_token_file(&cfg.enroll_token_file),
+            Consumed::Removed
+        );
+        assert!(!cfg.enroll_token_file.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_that_cannot_be_removed_is_blanked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("enroll.token");
+        std::fs::write(&file, "tdm1_x").unwrap();
+        // A read-only directory: unlink fails, truncation works (as root too, for
+        // root ignores the mode, so only check what happened when it applies).
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let done = consume_token_file(&file);
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match done {
+            Consumed::Blanked => assert_eq!(std::fs::read_to_string(&file).unwrap(), ""),
+            Consumed::Removed => assert!(!file.exists(), "root may unlink anyway"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

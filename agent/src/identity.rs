@@ -30,7 +30,7 @@ use crate::config::AgentConfig;
 const RENEW_BACKOFF_MIN: Duration = Duration::from_secs(5);
 const RENEW_BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// File in the state dir written by enrollment.
-pub const ENROLLMENT_FILE: &str = "enrollment.toml";
+pub(crate) const ENROLLMENT_FILE: &str = "enrollment.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -87,7 +87,7 @@ impl Enrollment {
             })
     }
 
-    pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
+    pub(crate) fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
         std::fs::create_dir_all(state_dir).map_err(io_err(state_dir))?;
         let path = Self::path(state_dir);
         let text = format!(
@@ -100,7 +100,7 @@ impl Enrollment {
 
 /// A new P-256 key pair (PEM) and a CSR for it (DER). The CSR names nothing: the
 /// collector decides the identity.
-pub fn new_key_and_csr() -> Result<(String, Vec<u8>), IdentityError> {
+pub(crate) fn new_key_and_csr() -> Result<(String, Vec<u8>), IdentityError> {
     let key = rcgen::KeyPair::generate()?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
@@ -149,7 +149,7 @@ pub fn store(
 }
 
 /// `(not_before, not_after)` of the first certificate in a PEM file.
-pub fn cert_validity(path: &Path) -> Result<(SystemTime, SystemTime), IdentityError> {
+pub(crate) fn cert_validity(path: &Path) -> Result<(SystemTime, SystemTime), IdentityError> {
     use rustls_pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(io_err(path))?;
     let bad = || IdentityError::BadCert(path.to_owned());
@@ -164,31 +164,51 @@ pub fn cert_validity(path: &Path) -> Result<(SystemTime, SystemTime), IdentityEr
 }
 
 /// When to renew: two thirds into the certificate's lifetime.
-pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+pub(crate) fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
     let life = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::ZERO);
     not_before + life * 2 / 3
 }
 
+/// Why one renewal did not happen (the current certificate stays in use).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Uplink(#[from] crate::uplink::UplinkError),
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The collector's refusal message (its code is in the refusal table of `proto`).
+    #[error("collector refused the renewal: {0}")]
+    Refused(String),
+}
+
 /// Renews once: new key and CSR, `Identity.Renew` over mTLS, files replaced.
-pub async fn renew_once(cfg: &AgentConfig) -> Result<(), String> {
-    let (key_pem, csr_der) = new_key_and_csr().map_err(|e| e.to_string())?;
-    let channel = crate::uplink::endpoint(cfg)
-        .map_err(|e| e.to_string())?
+pub(crate) async fn renew_once(cfg: &AgentConfig) -> Result<(), RenewError> {
+    let (key_pem, csr_der) = new_key_and_csr()?;
+    let channel = crate::uplink::endpoint(cfg)?
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", cfg.collector_url))?;
+        .map_err(|source| RenewError::Connect {
+            url: cfg.collector_url.clone(),
+            source,
+        })?;
     let resp = IdentityClient::new(channel)
         .renew(RenewRequest { csr_der })
         .await
-        .map_err(|s| format!("collector refused the renewal: {}", s.message()))?
+        .map_err(|s| RenewError::Refused(s.message().to_owned()))?
         .into_inner();
     // The CA bundle replaces ours only if it still holds a CA we trust now, so a
     // renewal answer cannot swap our trust for an unrelated CA.
     let ca = (!resp.ca_pem.is_empty() && bundle_overlaps(&cfg.ca_cert, &resp.ca_pem))
         .then_some(resp.ca_pem.as_str());
-    store(cfg, &key_pem, &resp.cert_pem, ca).map_err(|e| e.to_string())
+    Ok(store(cfg, &key_pem, &resp.cert_pem, ca)?)
 }
 
 /// Whether `new_pem` contains at least one certificate of the bundle at `current`.
@@ -209,7 +229,11 @@ fn bundle_overlaps(current: &Path, new_pem: &str) -> bool {
 
 /// Keeps the certificate fresh until `stop`: renews at two thirds of its lifetime
 /// or when `renew_now` is notified; on failure retries with backoff and jitter.
-pub async fn renew_loop(cfg: Arc<AgentConfig>, renew_now: Arc<Notify>, stop: CancellationToken) {
+pub(crate) async fn renew_loop(
+    cfg: Arc<AgentConfig>,
+    renew_now: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut backoff = RENEW_BACKOFF_MIN;
     let mut forced = false;
     loop {

@@ -20,9 +20,11 @@ use std::path::{Path, PathBuf};
 
 use tandem_proto::v1;
 
+use crate::tool::ReadError;
+
 /// Most programs one inventory carries: the collector's limit
 /// (`collector/src/grpc/validate.rs`, `MAX_SOFTWARE_PER_INVENTORY`).
-pub const MAX_SOFTWARE: usize = 50_000;
+pub(crate) const MAX_SOFTWARE: usize = 50_000;
 
 /// One installed program or package.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -54,32 +56,7 @@ pub struct PlatformFacts {
     pub hardware: Hardware,
     /// Which source listed the software ("dpkg", "rpm", ...; "none").
     pub software_source: &'static str,
-    pub software: Result<Vec<Software>, InventoryError>,
-}
-
-/// Why a part of the inventory could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error(transparent)]
-    Tool(#[from] crate::tool::ToolError),
-    #[error("cannot parse {what} output, line {line}: {text:?}")]
-    Parse {
-        what: &'static str,
-        line: usize,
-        text: String,
-    },
-    #[error("cannot parse {what} output: {detail}")]
-    Malformed { what: &'static str, detail: String },
-    #[error("no software list source found (looked for {looked_for})")]
-    NoSource { looked_for: &'static str },
-}
-
-fn parse_err(what: &'static str, line: usize, text: &str) -> InventoryError {
-    InventoryError::Parse {
-        what,
-        line,
-        text: text.chars().take(120).collect(),
-    }
+    pub software: Result<Vec<Software>, ReadError>,
 }
 
 /// One inventory, ready to print or send.
@@ -169,7 +146,7 @@ pub fn collect(timeout: std::time::Duration, now_ms: i64) -> Inventory {
 impl Inventory {
     /// The inventory as the wire's frame with sequence number `seq`. Text is made
     /// acceptable to the collector (no control characters, bounded length).
-    pub fn to_wire(&self, seq: u64) -> v1::Inventory {
+    pub(crate) fn to_wire(&self, seq: u64) -> v1::Inventory {
         let t = crate::patches::wire_text;
         v1::Inventory {
             seq,
@@ -235,6 +212,14 @@ impl LastSent {
         }
     }
 
+    /// The same record under another file name in the state dir (the posture
+    /// report's, `crate::posture::report`).
+    pub fn named(state_dir: &Path, file: &str) -> Self {
+        LastSent {
+            path: state_dir.join(file),
+        }
+    }
+
     /// The stored fingerprint and when it was spooled (`i64::MIN`, i.e. expired, if
     /// the file does not say); none if missing or unreadable (then the inventory
     /// is simply sent).
@@ -248,7 +233,7 @@ impl LastSent {
 
     /// Whether an inventory with `fingerprint` needs no sending at `now_ms`: the
     /// same was spooled less than `max_age_ms` ago.
-    pub fn is_current(&self, fingerprint: &str, now_ms: i64, max_age_ms: i64) -> bool {
+    pub(crate) fn is_current(&self, fingerprint: &str, now_ms: i64, max_age_ms: i64) -> bool {
         self.get()
             .is_some_and(|(fp, at)| fp == fingerprint && now_ms.saturating_sub(at) < max_age_ms)
     }
@@ -283,7 +268,7 @@ pub fn parse_os_release(text: &str) -> (String, String) {
 /// `dpkg-query -W -f '${db:Status-Abbrev}\t${binary:Package}\t${Version}\n'`:
 /// installed packages (status letter `i`, e.g. "ii ", "hi "); removed ones whose
 /// configuration remains ("rc ") are left out.
-pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, InventoryError> {
+pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -291,10 +276,10 @@ pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, InventoryError> {
         }
         let mut f = line.split('\t');
         let (Some(status), Some(name), Some(version)) = (f.next(), f.next(), f.next()) else {
-            return Err(parse_err("dpkg-query", i + 1, line));
+            return Err(ReadError::parse("dpkg-query", i + 1, line));
         };
         if name.is_empty() || status.len() < 2 {
-            return Err(parse_err("dpkg-query", i + 1, line));
+            return Err(ReadError::parse("dpkg-query", i + 1, line));
         }
         if status.as_bytes()[1] != b'i' {
             continue;
@@ -311,7 +296,7 @@ pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, InventoryError> {
 /// `rpm -qa --queryformat '%{NAME}\t%{VERSION}-%{RELEASE}\t%{VENDOR}\n'`. The
 /// `gpg-pubkey` pseudo-packages (imported signing keys) are left out; a vendor of
 /// "(none)" is empty.
-pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, InventoryError> {
+pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -319,10 +304,10 @@ pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, InventoryError> {
         }
         let mut f = line.split('\t');
         let (Some(name), Some(version)) = (f.next(), f.next()) else {
-            return Err(parse_err("rpm -qa", i + 1, line));
+            return Err(ReadError::parse("rpm -qa", i + 1, line));
         };
         if name.is_empty() {
-            return Err(parse_err("rpm -qa", i + 1, line));
+            return Err(ReadError::parse("rpm -qa", i + 1, line));
         }
         if name == "gpg-pubkey" {
             continue;
@@ -342,7 +327,7 @@ pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, InventoryError> {
 }
 
 /// `pacman -Q`: `name version` per line.
-pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, InventoryError> {
+pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -350,7 +335,7 @@ pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, InventoryError> {
         }
         let mut f = line.split_whitespace();
         let (Some(name), Some(version), None) = (f.next(), f.next(), f.next()) else {
-            return Err(parse_err("pacman -Q", i + 1, line));
+            return Err(ReadError::parse("pacman -Q", i + 1, line));
         };
         out.push(Software {
             name: name.to_owned(),
@@ -362,7 +347,7 @@ pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, InventoryError> {
 }
 
 /// `system_profiler SPHardwareDataType -json`: (model, serial) of the Mac.
-pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), InventoryError> {
+pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), ReadError> {
     #[derive(serde::Deserialize)]
     struct Top {
         #[serde(rename = "SPHardwareDataType", default)]
@@ -377,7 +362,7 @@ pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), In
         #[serde(default)]
         serial_number: String,
     }
-    let top: Top = serde_json::from_str(text).map_err(|e| InventoryError::Malformed {
+    let top: Top = serde_json::from_str(text).map_err(|e| ReadError::Malformed {
         what: "system_profiler SPHardwareDataType",
         detail: e.to_string(),
     })?;
@@ -399,7 +384,7 @@ pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), In
 /// `system_profiler SPApplicationsDataType -json`: one entry per application,
 /// `_name`, `version`, and as publisher the first `signed_by` authority (else
 /// `obtained_from`).
-pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, InventoryError> {
+pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, ReadError> {
     #[derive(serde::Deserialize)]
     struct Top {
         #[serde(rename = "SPApplicationsDataType", default)]
@@ -416,7 +401,7 @@ pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, Inventory
         #[serde(default)]
         obtained_from: Option<String>,
     }
-    let top: Top = serde_json::from_str(text).map_err(|e| InventoryError::Malformed {
+    let top: Top = serde_json::from_str(text).map_err(|e| ReadError::Malformed {
         what: "system_profiler SPApplicationsDataType",
         detail: e.to_string(),
     })?;
@@ -439,7 +424,7 @@ pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, Inventory
 
 /// One key of `reg query` output and its values: (name, type, data).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegKey {
+pub(crate) struct RegKey {
     pub path: String,
     pub values: Vec<(String, String, String)>,
 }
@@ -454,7 +439,7 @@ impl RegKey {
     }
 
     /// A REG_DWORD value ("0x1") as a number.
-    pub fn dword(&self, name: &str) -> Option<u64> {
+    pub(crate) fn dword(&self, name: &str) -> Option<u64> {
         let d = self.get(name)?;
         u64::from_str_radix(d.trim().trim_start_matches("0x"), 16).ok()
     }
@@ -463,7 +448,7 @@ impl RegKey {
 /// The output of `reg query KEY [/s]`: a key line (starting with `HKEY_`), then
 /// its values, each indented by four spaces as `NAME    TYPE    DATA` (the
 /// default value's name is `(Default)`).
-pub fn parse_reg_query(text: &str) -> Vec<RegKey> {
+pub(crate) fn parse_reg_query(text: &str) -> Vec<RegKey> {
     let mut keys: Vec<RegKey> = Vec::new();
     for line in text.lines() {
         let line = line.trim_end_matches('\r');

@@ -5,7 +5,10 @@
 // COM, `platform/glibc.rs` for one mallopt call). Nothing else may.
 #![deny(unsafe_code)]
 
+pub mod backup;
 pub mod budget;
+pub mod checks;
+pub(crate) mod clock;
 pub mod collect;
 pub mod config;
 pub mod enroll;
@@ -13,9 +16,12 @@ pub mod identity;
 pub mod inventory;
 pub mod patches;
 pub mod platform;
-pub mod reload;
+pub mod posture;
+pub(crate) mod reload;
 pub mod spool;
-pub mod tool;
+pub mod spool_handle;
+mod tasks;
+pub(crate) mod tool;
 pub mod uplink;
 
 use std::future::Future;
@@ -24,9 +30,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tandem_proto::util::now_ms;
 use tandem_proto::v1::{AgentFrame, agent_frame};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::spool_handle::{SpoolHandle, SpoolPanicked};
+use crate::tasks::{Stage, Tasks};
 
 pub use config::AgentConfig;
 
@@ -40,6 +50,8 @@ pub enum AgentError {
     Sampler(#[from] collect::SamplerError),
     #[error("background task failed")]
     Join,
+    #[error(transparent)]
+    Task(#[from] tasks::TaskError),
     #[error(transparent)]
     Enroll(#[from] enroll::EnrollError),
     #[error(transparent)]
@@ -60,21 +72,59 @@ pub enum AgentError {
 pub const TOKEN_ENV: &str = "TANDEM_ENROLL_TOKEN";
 
 /// Makes `cfg` ready to stream: enrolls first if the device has no certificate and
-/// a token is at hand (config or `TANDEM_ENROLL_TOKEN`), then fills the collector
-/// address from `enrollment.toml` where the config does not give one.
+/// a token is at hand (config, `TANDEM_ENROLL_TOKEN`, or the token file an
+/// installer left), then fills the collector address from `enrollment.toml` where
+/// the config does not give one.
+///
+/// While the collector cannot be reached (not up yet at boot, DNS or network not
+/// ready) it retries with a doubling backoff up to `enroll_retry_max`, one warning
+/// per attempt; it returns only on success or on a failure that a retry cannot fix
+/// (refused, expired or damaged token, wrong CA). A token given to an enrolled
+/// device is ignored with one info line. The token file is removed (or blanked)
+/// once enrollment succeeded, or at once on an enrolled device.
 pub async fn prepare(cfg: AgentConfig) -> Result<AgentConfig, AgentError> {
+    use rand::Rng;
     let has_identity = cfg.cert.exists() && cfg.key.exists();
-    if !has_identity {
-        let token = cfg.enroll_token.as_ref().map(|s| s.0.clone()).or_else(|| {
-            std::env::var(TOKEN_ENV)
+    let found = enroll::find_token(&cfg, std::env::var(TOKEN_ENV).ok());
+    if has_identity {
+        // A broken token file does not matter to an enrolled agent.
+        if let Ok(Some((_, source))) = &found {
+            let device = identity::Enrollment::load(&cfg.state_dir)
                 .ok()
-                .filter(|t| !t.trim().is_empty())
-        });
-        let Some(token) = token else {
-            return Err(AgentError::NotEnrolled(cfg.cert.clone()));
-        };
-        let done = enroll::enroll(&cfg, &token).await?;
-        tracing::info!(device = %done.enrollment.device_id, tenant = %done.enrollment.tenant, "enrolled");
+                .flatten()
+                .map(|e| e.device_id)
+                .unwrap_or_default();
+            tracing::info!(%source, %device, "enrollment token ignored: this device is already enrolled (`tandem-agent enroll --force` enrolls again)");
+        }
+        enroll::consume_token_file(&cfg.enroll_token_file);
+        return complete(cfg);
+    }
+    let Some((token, source)) = found? else {
+        return Err(AgentError::NotEnrolled(cfg.cert.clone()));
+    };
+    let mut failed = 0u32;
+    let done = loop {
+        match enroll::enroll(&cfg, &token).await {
+            Ok(done) => break done,
+            Err(err) if err.is_transient() => {
+                failed = failed.saturating_add(1);
+                let jitter = rand::rng().random_range(0.8..=1.2);
+                let wait = enroll::retry_delay(failed, cfg.enroll_retry_max, jitter);
+                tracing::warn!(attempt = failed, retry_in_ms = wait.as_millis() as u64, error = %err, "cannot enroll yet; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    tracing::info!(device = %done.enrollment.device_id, tenant = %done.enrollment.tenant, %source, attempts = failed + 1, "enrolled");
+    match enroll::consume_token_file(&cfg.enroll_token_file) {
+        enroll::Consumed::Removed => {
+            tracing::info!(file = %cfg.enroll_token_file.display(), "used enrollment token file removed")
+        }
+        enroll::Consumed::Blanked => {
+            tracing::info!(file = %cfg.enroll_token_file.display(), "used enrollment token file blanked")
+        }
+        enroll::Consumed::Nothing | enroll::Consumed::Left => {}
     }
     complete(cfg)
 }
@@ -102,79 +152,130 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let cfg = prepare(cfg).await?;
+    // Waiting for the collector to enroll must not make the agent deaf to a stop.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let cfg = tokio::select! {
+        cfg = prepare(cfg) => cfg?,
+        _ = &mut shutdown => {
+            tracing::info!("agent stopping before it could enroll");
+            return Ok(());
+        }
+    };
     // Fail early, with the file name, if the TLS files or URL are unusable.
     uplink::endpoint(&cfg)?;
     let state_dir = cfg.state_dir.clone();
     let bounds = cfg.spool_bounds();
-    let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&state_dir, bounds))
-        .await
-        .map_err(|_| AgentError::Join)??;
+    let spool = tokio::task::spawn_blocking(move || {
+        clock::load(&state_dir);
+        spool::Spool::open(&state_dir, bounds)
+    })
+    .await
+    .map_err(|_| AgentError::Join)??;
     let pending = spool.len();
-    let spool = Arc::new(Mutex::new(spool));
+    let spool = SpoolHandle::new(spool);
     let sampler = tokio::task::spawn_blocking(collect::Sampler::new)
         .await
         .map_err(|_| AgentError::Join)??;
     let new_data = Arc::new(Notify::new());
     let (interval_tx, interval_rx) = watch::channel(cfg.interval);
-    let stop_sampling = CancellationToken::new();
-    let stop_uplink = CancellationToken::new();
-    let stop_reload = CancellationToken::new();
     tracing::info!(collector = %cfg.collector_url, interval_secs = cfg.interval.as_secs(), spooled = pending, "agent started");
 
+    // Every task is owned here and stops in stage order (crate::tasks).
+    let mut tasks = Tasks::new();
     let cfg = Arc::new(cfg);
     let (cfg_tx, cfg_rx) = watch::channel(cfg.clone());
-    let watcher = match config_path {
-        Some(path) => match reload::watch(path, cfg_tx, stop_reload.clone()) {
-            Ok(handle) => Some(handle),
+    if let Some(path) = config_path {
+        match reload::watch(path, cfg_tx, tasks.stop_token(Stage::Reload)) {
+            Ok(watcher) => tasks.spawn("config watch", Stage::Reload, watcher),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the config file; edits apply on restart only");
-                None
             }
-        },
-        None => None,
-    };
-    let applier = tokio::spawn(apply_reloads(
-        cfg_rx.clone(),
-        spool.clone(),
-        interval_tx.clone(),
-        stop_reload.clone(),
-    ));
+        }
+    }
+    tasks.spawn(
+        "config applier",
+        Stage::Reload,
+        apply_reloads(
+            cfg_rx.clone(),
+            spool.clone(),
+            interval_tx.clone(),
+            tasks.stop_token(Stage::Reload),
+        ),
+    );
     // Set by the sampler loop's budget governor, read by the patch loop.
     let shedding = Arc::new(AtomicBool::new(false));
-    let sampling = tokio::spawn(sample_loop(
-        sampler,
-        spool.clone(),
-        new_data.clone(),
-        interval_rx,
-        cfg_rx.clone(),
-        shedding.clone(),
-        stop_sampling.clone(),
-    ));
-    let stop_patches = CancellationToken::new();
+    // Posture, backups and custom checks (issue #14): found by their own loops,
+    // sent as metrics by the sampler and as PostureReport frames when changed.
+    let posture_shared =
+        posture::report::Shared::new(&cfg.state_dir, spool.clone(), new_data.clone());
+    let checks_cpu_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let produce = tasks.stop_token(Stage::Produce);
+    tasks.spawn(
+        "posture",
+        Stage::Produce,
+        posture::report::posture_loop(cfg_rx.clone(), posture_shared.clone(), produce.clone()),
+    );
+    tasks.spawn(
+        "backup watch",
+        Stage::Produce,
+        posture::report::backup_loop(cfg_rx.clone(), posture_shared.clone(), produce.clone()),
+    );
+    tasks.spawn(
+        "custom checks",
+        Stage::Produce,
+        posture::report::checks_loop(
+            cfg_rx.clone(),
+            posture_shared.clone(),
+            shedding.clone(),
+            checks_cpu_ms.clone(),
+            produce.clone(),
+        ),
+    );
+    tasks.spawn(
+        "sampler",
+        Stage::Produce,
+        sample_loop(
+            sampler,
+            spool.clone(),
+            new_data.clone(),
+            interval_rx,
+            cfg_rx.clone(),
+            SamplerShared {
+                shedding: shedding.clone(),
+                reported: posture_shared.reported.clone(),
+                checks_cpu_ms,
+            },
+            produce.clone(),
+        ),
+    );
     let (check_patches_tx, check_patches_rx) = tokio::sync::mpsc::channel(1);
-    let patching = tokio::spawn(patch_loop(
-        cfg_rx.clone(),
-        spool.clone(),
-        new_data.clone(),
-        shedding,
-        check_patches_rx,
-        stop_patches.clone(),
-    ));
-    let stop_inventory = CancellationToken::new();
-    let inventorying = tokio::spawn(inventory_loop(
-        cfg_rx.clone(),
-        spool.clone(),
-        new_data.clone(),
-        stop_inventory.clone(),
-    ));
+    tasks.spawn(
+        "patch check",
+        Stage::Produce,
+        patch_loop(
+            cfg_rx.clone(),
+            spool.clone(),
+            new_data.clone(),
+            shedding,
+            check_patches_rx,
+            produce.clone(),
+        ),
+    );
+    tasks.spawn(
+        "inventory",
+        Stage::Produce,
+        inventory_loop(cfg_rx.clone(), spool.clone(), new_data.clone(), produce),
+    );
     let renew_now = Arc::new(Notify::new());
-    let stop_renewal = CancellationToken::new();
-    let renewal = tokio::spawn(identity::renew_loop(
-        cfg.clone(),
-        renew_now.clone(),
-        stop_renewal.clone(),
-    ));
+    tasks.spawn(
+        "certificate renewal",
+        Stage::Last,
+        identity::renew_loop(
+            cfg.clone(),
+            renew_now.clone(),
+            tasks.stop_token(Stage::Last),
+        ),
+    );
     let shared = uplink::Shared {
         spool,
         new_data,
@@ -182,35 +283,22 @@ pub async fn run(
         renew_now,
         check_patches: check_patches_tx,
     };
-    let uplink = tokio::spawn(uplink::run(cfg_rx, shared, stop_uplink.clone()));
+    tasks.spawn(
+        "uplink",
+        Stage::Uplink,
+        uplink::run(cfg_rx, shared, tasks.stop_token(Stage::Uplink)),
+    );
 
-    shutdown.await;
-    tracing::info!("agent stopping");
-    stop_reload.cancel();
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
-    let _ = applier.await;
-    // Stop producing first, so the uplink's final flush sees the last sample.
-    stop_sampling.cancel();
-    let _ = sampling.await;
-    stop_patches.cancel();
-    let _ = patching.await;
-    stop_inventory.cancel();
-    let _ = inventorying.await;
-    stop_uplink.cancel();
-    let _ = uplink.await;
-    stop_renewal.cancel();
-    let _ = renewal.await;
+    let result = tasks.run_until(shutdown).await;
     tracing::info!("agent stopped");
-    Ok(())
+    Ok(result?)
 }
 
 /// Applies the parts of a reloaded config that live outside the uplink: the sample
 /// interval and the spool bounds. (The uplink watches the config itself.)
 async fn apply_reloads(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
-    spool: Arc<Mutex<spool::Spool>>,
+    spool: SpoolHandle,
     interval: watch::Sender<Duration>,
     stop: CancellationToken,
 ) {
@@ -225,17 +313,14 @@ async fn apply_reloads(
             let _ = interval.send(new.interval);
         }
         if new.spool_bounds() != current.spool_bounds() {
-            let spool = spool.clone();
             let bounds = new.spool_bounds();
-            let r = tokio::task::spawn_blocking(move || {
-                spool
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_bounds(bounds)
-            })
-            .await;
-            if let Ok(Err(err)) = r {
-                tracing::error!(error = %err, "applying new spool bounds failed");
+            match spool.run(move |s| s.set_bounds(bounds)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "applying new spool bounds failed"),
+                Err(err) => {
+                    tracing::error!(error = %err, "applying new spool bounds failed");
+                    return;
+                }
             }
         }
         if new.state_dir != current.state_dir {
@@ -249,19 +334,65 @@ async fn apply_reloads(
     }
 }
 
+/// What the sampler loop logs when a sample cannot be spooled (issue 16's loss
+/// tests look for it).
+const SAMPLE_LOST: &str = "sample lost (its seq is reported as an agent_disk gap)";
+
+/// The one shape of the sampler, patch and inventory loops: run `job` on a blocking
+/// thread, where it does its blocking work and spools its frame through the handle it
+/// is given (returning the seq and what it spooled, or `None` for nothing to send).
+/// A spooled frame wakes the uplink. A spool error is logged as
+/// `cannot write to the spool; {lost}` and the loop goes on; a panic of the job is
+/// returned, and the loop then ends, which ends the agent ([`tasks`]).
+async fn spool_job<T: Send + 'static>(
+    spool: &SpoolHandle,
+    new_data: &Notify,
+    lost: &'static str,
+    job: impl FnOnce(&SpoolHandle) -> Result<Option<(u64, T)>, spool::SpoolError> + Send + 'static,
+) -> Result<Option<(u64, T)>, SpoolPanicked> {
+    let spool = spool.clone();
+    match tokio::task::spawn_blocking(move || job(&spool)).await {
+        Ok(Ok(Some(spooled))) => {
+            new_data.notify_one();
+            Ok(Some(spooled))
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "cannot write to the spool; {lost}");
+            Ok(None)
+        }
+        Err(e) => Err(SpoolPanicked::new(tasks::panic_text(e))),
+    }
+}
+
+/// What the sampler loop shares with the other loops.
+struct SamplerShared {
+    /// Set by the budget governor, read by the patch and custom-check loops.
+    shedding: Arc<AtomicBool>,
+    /// What the posture, backup and custom-check loops found: sent with every sample.
+    reported: Arc<Mutex<posture::report::Reported>>,
+    /// CPU time the custom checks' commands used, counted in the budget.
+    checks_cpu_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Samples every interval and spools each reading. Before each sample it measures
 /// the agent's own footprint and lets the budget governor decide whether optional
 /// work is shed (published in `shedding` for the patch loop); the configured
 /// services and the budget follow config reloads.
 async fn sample_loop(
     sampler: collect::Sampler,
-    spool: Arc<Mutex<spool::Spool>>,
+    spool: SpoolHandle,
     new_data: Arc<Notify>,
     mut interval: watch::Receiver<Duration>,
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
-    shedding: Arc<AtomicBool>,
+    shared: SamplerShared,
     stop: CancellationToken,
 ) {
+    let SamplerShared {
+        shedding,
+        reported,
+        checks_cpu_ms,
+    } = shared;
     let first = cfg.borrow_and_update().clone();
     let mut sampler = sampler;
     sampler.set_services(&first.services);
@@ -276,17 +407,21 @@ async fn sample_loop(
             .unwrap_or(false)
             .then(|| cfg.borrow_and_update().clone());
         let state2 = state.clone();
-        let spool2 = spool.clone();
+        let state_dir2 = first.state_dir.clone();
         let shedding2 = shedding.clone();
-        let pushed = tokio::task::spawn_blocking(move || {
+        let reported2 = reported.clone();
+        let checks_cpu = checks_cpu_ms.load(Ordering::Relaxed);
+        let pushed = spool_job(&spool, &new_data, SAMPLE_LOST, move |spool| {
             let mut guard = state2.lock().unwrap_or_else(|p| p.into_inner());
             let (sampler, governor) = &mut *guard;
             if let Some(c) = reloaded {
                 sampler.set_services(&c.services);
                 governor.set_budget(c.budget);
             }
-            let verdict = platform::self_usage()
-                .map(|u| governor.observe(started.elapsed().as_millis() as u64, u));
+            let verdict = platform::self_usage().map(|mut u| {
+                u.cpu_ms += checks_cpu;
+                governor.observe(started.elapsed().as_millis() as u64, u)
+            });
             if let Some(v) = &verdict {
                 match &v.change {
                     Some(budget::Change::Started(why)) => {
@@ -301,6 +436,22 @@ async fn sample_loop(
                 shedding2.store(v.shedding, Ordering::Relaxed);
             }
             let mut reading = sampler.sample();
+            // Stamped with the collector's time (see `clock`); the offset is a metric.
+            if let Some(offset) = clock::offset_ms() {
+                reading.time_unix_ms = clock::corrected(reading.time_unix_ms, offset);
+                reading.push("agent.clock_offset_ms", "", offset as f64);
+                reading.push(
+                    "agent.clock_skew_secs",
+                    "",
+                    (offset.unsigned_abs() / 1000) as f64,
+                );
+            }
+            clock::save_if_changed(&state_dir2);
+            let at = reading.time_unix_ms;
+            reported2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_metrics(&mut reading, at);
             if let Some(v) = verdict {
                 if let Some(c) = v.cpu_ms_per_min {
                     reading.push("agent.cpu_ms_per_min", "", c);
@@ -309,19 +460,21 @@ async fn sample_loop(
                 reading.push("agent.shedding", "", f64::from(u8::from(v.shedding)));
             }
             drop(guard);
-            let mut spool = spool2.lock().unwrap_or_else(|p| p.into_inner());
-            spool.push(|seq| AgentFrame {
-                kind: Some(agent_frame::Kind::Batch(reading.to_batch(seq))),
-            })
+            let seq = spool.blocking(|s| {
+                s.push(|seq| AgentFrame {
+                    kind: Some(agent_frame::Kind::Batch(reading.to_batch(seq))),
+                })
+            })?;
+            Ok(Some((seq, ())))
         })
         .await;
         match pushed {
-            Ok(Ok(seq)) => {
-                tracing::debug!(seq, "sample spooled");
-                new_data.notify_one();
+            Ok(Some((seq, ()))) => tracing::debug!(seq, "sample spooled"),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "sampling failed");
+                return;
             }
-            Ok(Err(err)) => tracing::error!(error = %err, "cannot write to the spool; sample lost"),
-            Err(_) => tracing::error!("sampler task failed"),
         }
         let period = *interval.borrow_and_update();
         tokio::select! {
@@ -350,7 +503,7 @@ async fn sample_loop(
 /// stops, looking again each minute, but never longer than one more interval.
 async fn patch_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
-    spool: Arc<Mutex<spool::Spool>>,
+    spool: SpoolHandle,
     new_data: Arc<Notify>,
     shedding: Arc<AtomicBool>,
     mut check_now: tokio::sync::mpsc::Receiver<()>,
@@ -363,7 +516,10 @@ async fn patch_loop(
         let dir = state_dir.clone();
         match tokio::task::spawn_blocking(move || patches::FirstSeen::load(&dir)).await {
             Ok(f) => Arc::new(Mutex::new(f)),
-            Err(_) => return,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot load when updates were first seen");
+                return;
+            }
         }
     };
     loop {
@@ -395,42 +551,40 @@ async fn patch_loop(
             };
             if let Ok(check) = check {
                 let first_seen = first_seen.clone();
-                let spool = spool.clone();
-                let pushed = tokio::task::spawn_blocking(move || {
+                let pushed = spool_job(&spool, &new_data, "patch report lost", move |spool| {
                     let mut fs = first_seen.lock().unwrap_or_else(|p| p.into_inner());
-                    let status = patches::Status::from_check(check, &mut fs, now_ms());
+                    let status = patches::Status::from_check(check, &mut fs, clock::now_ms());
                     if status.error.is_none()
                         && let Err(err) = fs.save()
                     {
                         tracing::warn!(error = %err, "cannot record when updates were first seen; their ages restart with the agent");
                     }
-                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                    let seq = spool.push(|seq| AgentFrame {
-                        kind: Some(agent_frame::Kind::PatchReport(status.to_report(seq))),
+                    let seq = spool.blocking(|s| {
+                        s.push(|seq| AgentFrame {
+                            kind: Some(agent_frame::Kind::PatchReport(status.to_report(seq))),
+                        })
                     })?;
-                    Ok::<_, spool::SpoolError>((seq, status))
+                    Ok(Some((seq, status)))
                 })
                 .await;
                 match pushed {
-                    Ok(Ok((seq, status))) => {
-                        match &status.error {
-                            None => tracing::info!(
-                                seq,
-                                source = status.source,
-                                pending = status.updates.len(),
-                                reboot_required = status.reboot.required,
-                                "patch status spooled"
-                            ),
-                            Some(err) => {
-                                tracing::warn!(seq, source = status.source, error = %err, "patch source could not be read; reported as such")
-                            }
+                    Ok(Some((seq, status))) => match &status.error {
+                        None => tracing::info!(
+                            seq,
+                            source = status.source,
+                            pending = status.updates.len(),
+                            reboot_required = status.reboot.required,
+                            "patch status spooled"
+                        ),
+                        Some(err) => {
+                            tracing::warn!(seq, source = status.source, error = %err, "patch source could not be read; reported as such")
                         }
-                        new_data.notify_one();
+                    },
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::error!(error = %err, "patch report failed");
+                        return;
                     }
-                    Ok(Err(err)) => {
-                        tracing::error!(error = %err, "cannot write to the spool; patch report lost")
-                    }
-                    Err(_) => tracing::error!("patch report task failed"),
                 }
             }
         }
@@ -467,7 +621,7 @@ async fn patch_loop(
 /// Collection runs on a plain thread for the same reason as the patch check.
 async fn inventory_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
-    spool: Arc<Mutex<spool::Spool>>,
+    spool: SpoolHandle,
     new_data: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -480,7 +634,7 @@ async fn inventory_loop(
         let spawned = std::thread::Builder::new()
             .name("inventory".into())
             .spawn(move || {
-                let _ = tx.send(inventory::collect(timeout, now_ms()));
+                let _ = tx.send(inventory::collect(timeout, clock::now_ms()));
             });
         if let Err(err) = spawned {
             tracing::warn!(error = %err, "cannot start the inventory collection");
@@ -490,46 +644,44 @@ async fn inventory_loop(
                 i = rx => i,
             };
             if let Ok(inv) = inv {
-                let spool = spool.clone();
                 let last_sent = last_sent.clone();
-                let pushed = tokio::task::spawn_blocking(move || {
+                let pushed = spool_job(&spool, &new_data, "inventory not sent", move |spool| {
                     let fingerprint = inventory::fingerprint(&inv.to_wire(0));
                     let now = now_ms();
                     if last_sent.is_current(&fingerprint, now, max_age_ms) {
+                        tracing::debug!("inventory unchanged; not sent");
                         return Ok(None);
                     }
-                    let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                    let seq = spool.push(|seq| AgentFrame {
-                        kind: Some(agent_frame::Kind::Inventory(inv.to_wire(seq))),
+                    let seq = spool.blocking(|s| {
+                        s.push(|seq| AgentFrame {
+                            kind: Some(agent_frame::Kind::Inventory(inv.to_wire(seq))),
+                        })
                     })?;
                     if let Err(err) = last_sent.set(&fingerprint, now) {
                         // Harmless: the same inventory is sent once more next time.
                         tracing::warn!(error = %err, "cannot record the inventory sent");
                     }
-                    Ok::<_, spool::SpoolError>(Some((seq, inv)))
+                    Ok(Some((seq, inv)))
                 })
                 .await;
                 match pushed {
-                    Ok(Ok(Some((seq, inv)))) => {
-                        match &inv.software_error {
-                            None => tracing::info!(
-                                seq,
-                                software = inv.software.len(),
-                                source = inv.software_source,
-                                "inventory changed; spooled"
-                            ),
-                            Some(err) => {
-                                tracing::warn!(seq, source = inv.software_source, error = %err,
+                    Ok(Some((seq, inv))) => match &inv.software_error {
+                        None => tracing::info!(
+                            seq,
+                            software = inv.software.len(),
+                            source = inv.software_source,
+                            "inventory changed; spooled"
+                        ),
+                        Some(err) => {
+                            tracing::warn!(seq, source = inv.software_source, error = %err,
                                 "inventory spooled without its software list")
-                            }
                         }
-                        new_data.notify_one();
+                    },
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::error!(error = %err, "inventory failed");
+                        return;
                     }
-                    Ok(Ok(None)) => tracing::debug!("inventory unchanged; not sent"),
-                    Ok(Err(err)) => {
-                        tracing::error!(error = %err, "cannot write to the spool; inventory not sent")
-                    }
-                    Err(_) => tracing::error!("inventory task failed"),
                 }
             }
         }
@@ -545,12 +697,6 @@ async fn inventory_loop(
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The text of `agent/tests/fixtures/<dir>/<name>`: captured tool output and files
@@ -581,7 +727,7 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(&cfg.state_dir).unwrap();
         let spool = spool::Spool::open(&cfg.state_dir, cfg.spool_bounds()).unwrap();
-        let spool = Arc::new(Mutex::new(spool));
+        let spool = SpoolHandle::new(spool);
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let stop = CancellationToken::new();
         let (check_tx, check_rx) = tokio::sync::mpsc::channel(1);
@@ -594,7 +740,7 @@ mod tests {
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-        while spool.lock().unwrap().is_empty() {
+        while spool.run(|s| s.is_empty()).await.unwrap() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no patch report within 150 s"
@@ -603,7 +749,7 @@ mod tests {
         }
         // The collector's request runs a check at once (the interval is an hour).
         check_tx.send(()).await.unwrap();
-        while spool.lock().unwrap().len() < 2 {
+        while spool.run(|s| s.len()).await.unwrap() < 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the requested check did not run"
@@ -615,7 +761,7 @@ mod tests {
         let mut quick = cfg.clone();
         quick.patch_interval = Duration::from_millis(50);
         cfg_tx.send(Arc::new(quick)).unwrap();
-        while spool.lock().unwrap().len() < 3 {
+        while spool.run(|s| s.len()).await.unwrap() < 3 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the reloaded interval did not apply"
@@ -624,7 +770,12 @@ mod tests {
         }
         stop.cancel();
         task.await.unwrap();
-        let (seq, frame) = spool.lock().unwrap().next_after(0).unwrap().unwrap();
+        let (seq, frame) = spool
+            .run(|s| s.next_after(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let Some(agent_frame::Kind::PatchReport(r)) = frame.kind else {
             panic!("not a patch report: {frame:?}");
         };

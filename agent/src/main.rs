@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tandem_proto::util::shutdown_signal;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -38,6 +39,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Manage the agent's Windows service (TandemAgent). Elsewhere the packages'
+    /// systemd unit or the launchd daemon run the agent.
+    Service {
+        #[command(subcommand)]
+        action: ServiceCmd,
+    },
     /// Print one sample as JSON and exit.
     Collect {
         /// Take one sample (the only mode for now).
@@ -54,6 +61,15 @@ enum Command {
         /// it under "inventory".
         #[arg(long)]
         inventory: bool,
+        /// Also check the security posture (firewall, disk encryption, antivirus,
+        /// automatic updates, local admins, SSH, screen lock) and print each check
+        /// with its evidence under "posture"; with --config, also read that
+        /// config's [[backup]] sources and run its [[check]] commands once.
+        #[arg(long)]
+        posture: bool,
+        /// agent.toml whose backups and custom checks --posture reads and runs.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Where the first-seen record of pending updates is read with --patches
         /// (never written by `collect`); without it, every update is new.
         #[arg(long)]
@@ -68,6 +84,99 @@ enum Command {
         #[arg(long, value_name = "N")]
         bench: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Register the service: starts at boot as LocalSystem, restarts after a failure.
+    Install {
+        /// Path to agent.toml (default: %ProgramData%\Tandem\agent.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop and remove the service (identity, spool and config stay).
+    Uninstall,
+    /// Start the service and wait until it runs.
+    Start,
+    /// Stop the service and wait until it stopped.
+    Stop,
+    /// Run as the service: what the Service Control Manager starts. Logs to
+    /// agent.log next to the config.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Prepare an install folder (the MSI runs this): a default agent.toml unless
+    /// one exists, the token in enroll.token, access for SYSTEM and Administrators only.
+    Prepare {
+        /// The folder (default: %ProgramData%\Tandem).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The enrollment token (default: TANDEM_ENROLL_TOKEN; none: keep what is there).
+        #[arg(long)]
+        token: Option<String>,
+        /// The collector's telemetry address, host:port (the MSI's SERVER property):
+        /// written as collector_url in agent.toml. Blank or absent: left as it is.
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+/// `%ProgramData%\Tandem`, where a Windows install keeps config and state.
+fn windows_dir() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("Tandem")
+}
+
+fn service_config(config: Option<PathBuf>) -> PathBuf {
+    config.unwrap_or_else(|| windows_dir().join("agent.toml"))
+}
+
+fn service_command(action: ServiceCmd) -> anyhow::Result<()> {
+    use tandem_agent::platform::service;
+    match action {
+        ServiceCmd::Install { config } => {
+            let exe = std::env::current_exe().context("cannot find this executable")?;
+            let config = service_config(config);
+            service::install(&exe, &config)?;
+            println!(
+                "service {} installed: {} service run --config {}",
+                tandem_agent::platform::service_spec::SERVICE_NAME,
+                exe.display(),
+                config.display()
+            );
+        }
+        ServiceCmd::Uninstall => {
+            service::uninstall()?;
+            println!("service removed; config, identity and spool are kept");
+        }
+        ServiceCmd::Start => {
+            service::start()?;
+            println!("service running");
+        }
+        ServiceCmd::Stop => {
+            service::stop()?;
+            println!("service stopped");
+        }
+        ServiceCmd::Run { config } => service::run_service(service_config(config))?,
+        ServiceCmd::Prepare { dir, token, server } => {
+            let dir = dir.unwrap_or_else(windows_dir);
+            let token = token.or_else(|| std::env::var(tandem_agent::TOKEN_ENV).ok());
+            let config = tandem_agent::platform::service_spec::prepare_dir(
+                &dir,
+                token.as_deref(),
+                server.as_deref(),
+            )?;
+            // Not fatal, but loud: the key must not be readable by users.
+            if let Err(e) = service::restrict_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot restrict the folder to SYSTEM and Administrators");
+            }
+            println!("prepared {}", config.display());
+        }
+    }
+    Ok(())
 }
 
 fn info_filter() -> Targets {
@@ -87,12 +196,33 @@ fn main() -> anyhow::Result<()> {
         },
         _ => (info_filter(), None),
     };
+    // A service has no console: it logs to agent.log next to its config.
+    let log_file = match &cli.command {
+        Command::Service {
+            action: ServiceCmd::Run { config },
+        } => service_config(config.clone())
+            .parent()
+            .map(|d| d.join("agent.log"))
+            .and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .ok()
+            }),
+        _ => None,
+    };
+    let to_file = log_file.is_some();
+    let writer = match log_file {
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 // Colour codes only on a terminal, never in journald or a log file.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(!to_file && std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .with(filter)
         .init();
@@ -101,6 +231,7 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
+        Command::Service { action } => service_command(action),
         Command::Collect {
             patches,
             patch_timeout_secs,
@@ -108,6 +239,8 @@ fn main() -> anyhow::Result<()> {
             services,
             bench,
             inventory,
+            posture,
+            config,
             ..
         } => {
             let mut sampler = tandem_agent::collect::Sampler::new()?;
@@ -148,8 +281,30 @@ fn main() -> anyhow::Result<()> {
                     now,
                 )
             });
-            // The sample's fields as before, "patches" and "inventory" added only
-            // when asked for.
+            let posture = match posture {
+                false => None,
+                true => {
+                    let timeout = std::time::Duration::from_secs(patch_timeout_secs);
+                    let mut r = tandem_agent::posture::report::Reported {
+                        posture: Some(tandem_agent::posture::collect(timeout)),
+                        ..Default::default()
+                    };
+                    if let Some(path) = &config {
+                        let cfg = tandem_agent::config::load(path)?;
+                        for b in &cfg.backups {
+                            r.backups
+                                .insert(b.name.clone(), tandem_agent::backup::check(b));
+                        }
+                        for c in &cfg.checks {
+                            r.checks
+                                .insert(c.name.clone(), tandem_agent::checks::run(c));
+                        }
+                    }
+                    Some(r)
+                }
+            };
+            // The sample's fields as before, "patches", "inventory" and "posture"
+            // added only when asked for.
             #[derive(serde::Serialize)]
             struct Once<'a> {
                 #[serde(flatten)]
@@ -158,11 +313,20 @@ fn main() -> anyhow::Result<()> {
                 patches: Option<tandem_agent::patches::Status>,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 inventory: Option<tandem_agent::inventory::Inventory>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                posture: Option<tandem_agent::posture::report::Reported>,
+            }
+            if let Some(p) = &posture {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                p.push_metrics(&mut reading, now);
             }
             let json = Once {
                 reading: &reading,
                 patches,
                 inventory,
+                posture,
             };
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
@@ -188,7 +352,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .with_context(|| format!("cannot write {}", config.display()))?;
             }
-            let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = tandem_agent::config::load(&config)?;
             if !force && cfg.cert.exists() {
                 let who = match tandem_agent::identity::Enrollment::load(&cfg.state_dir) {
                     Ok(Some(e)) => {
@@ -203,7 +367,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let done = rt
                 .block_on(tandem_agent::enroll::enroll(&cfg, &token))
-                .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
+                .context("enrollment failed")?;
             println!(
                 "enrolled as device {} (tenant {}{}); collector {}; key {} (private), certificate {}",
                 done.enrollment.device_id,
@@ -220,7 +384,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => {
-            let cfg = tandem_agent::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = tandem_agent::config::load(&config)?;
             // One thread runs all the async work (a few sockets and timers); blocking
             // reads go to tokio's blocking pool, kept alive across the sample interval
             // so no thread is created and torn down per sample. A thread pool per core
@@ -297,27 +461,4 @@ fn bench_samples(sampler: &mut tandem_agent::collect::Sampler, n: u32) -> anyhow
         })
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -4,57 +4,31 @@
 //! write them in place) feeds a task that waits for the edit to settle, parses the
 //! file, and publishes the new config on a watch channel. A file that does not parse
 //! or check is reported with file, line and column, and the running configuration
-//! stays.
+//! stays. The watching itself is `tandem_proto::util::fswatch` (shared with the collector):
+//! the task reloads once per real change of the file's bytes, so its own reads and
+//! a bad edit left in place do not make it reload (or log) again.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tandem_proto::util::fswatch::FileChanges;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AgentConfig};
 
-/// Edits closer together than this are taken as one.
-const SETTLE: Duration = Duration::from_millis(300);
-
-/// Starts watching `path`. The returned task ends on `stop`.
-pub fn watch(
+/// Starts watching `path`; the returned task (for the caller to spawn and own)
+/// ends on `stop`.
+pub(crate) fn watch(
     path: PathBuf,
     tx: watch::Sender<Arc<AgentConfig>>,
     stop: CancellationToken,
-) -> Result<JoinHandle<()>, notify::Error> {
-    let dir = path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = path.file_name().map(|n| n.to_owned());
-    // Bounded: a burst of events only needs to wake the task once.
-    let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
-        {
-            let _ = ev_tx.try_send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(tokio::spawn(async move {
-        // The watcher lives as long as this task.
-        let _watcher = watcher;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = ev_rx.recv() => if ev.is_none() { return },
-            }
-            // Let the edit settle (write + rename, or several writes).
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(SETTLE) => {}
-            }
-            while ev_rx.try_recv().is_ok() {}
+) -> Result<impl Future<Output = ()> + Send + 'static, notify::Error> {
+    let mut changes = FileChanges::watch(path.clone())?;
+    Ok(async move {
+        while changes.changed(&stop).await {
+            tracing::debug!(path = %path.display(), "config file changed; reloading");
             let p = path.clone();
             let parsed = tokio::task::spawn_blocking(move || {
                 config::load(&p)
@@ -78,5 +52,5 @@ pub fn watch(
                 Err(_) => tracing::error!("config reload task failed"),
             }
         }
-    }))
+    })
 }

@@ -2,27 +2,41 @@
 //! here before it is sent, and leaves only when the collector acknowledges it.
 //!
 //! Layout of the state dir:
-//! - `spool/<seq, 20 digits>.frame`: an encoded `AgentFrame` (batch or patch report);
-//! - `spool/<seq>.gap`: an encoded gap record (see below);
+//! - `spool/<seq, 20 digits>.frame`: an encoded `AgentFrame` (batch or patch report)
+//!   behind a header with a CRC-32 of it (see [`encode_file`]);
+//! - `spool/<seq>.gap`: an encoded gap record (see below), same format;
+//! - `spool-corrupt/`: frames that failed their checksum or could not be decoded,
+//!   moved aside (reported as `corrupt` gaps, kept for a post-mortem);
 //! - `last_seq`: the highest sequence number ever assigned;
-//! - `dropped`: ranges of frames dropped by a bound and not yet reported.
+//! - `dropped`: ranges of frames dropped by a bound and not yet reported; it is the
+//!   intent log of every deletion that is not an acknowledgement;
+//! - `spool-reserve`: 64 KiB of zeros, given up when the disk is full so the record
+//!   of a lost sample can still be written.
 //!
 //! Invariants:
 //! - sequence numbers are never reused once a frame carried them, and never
 //!   skipped: a frame is written, then `last_seq`, before the frame is visible to
-//!   the uplink, and on start the agent takes the larger of `last_seq` and the
-//!   newest spooled frame;
+//!   the uplink, and on start the agent takes the largest of `last_seq`, the
+//!   newest spooled frame and the newest dropped seq;
 //! - every write is atomic (temp file, fsync, rename, fsync of the directory);
+//! - every seq ends acknowledged by the collector or inside a gap record: nothing
+//!   leaves the spool except by an ack unless the `dropped` file recording it is
+//!   durable first (a crash between the two is finished on the next open, which
+//!   deletes what `dropped` names), and a sample that cannot be written at all
+//!   (disk full) still uses its seq, recorded as dropped with reason `agent_disk`;
 //! - two bounds, size and age, drop the oldest data first; what is dropped is
 //!   recorded and, once the uplink is connected, turned into gap records that travel
 //!   (and are acknowledged) like any other frame, so the collector shows the hole.
-//!   Gap records themselves are never dropped by a bound.
+//!   Gap records themselves are never dropped by a bound;
+//! - a frame whose checksum fails is never sent: it is moved aside and reported.
+//!
+//! docs/ARCHITECTURE.md ("How a seq ends") lists every path.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use prost::Message;
 use tandem_proto::v1::{AgentFrame, Gap, GapReason, agent_frame};
@@ -35,12 +49,15 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
-    #[error("spool file {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: prost::DecodeError,
-    },
+    #[error("spool file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The disk (or the quota) is full: a state that delivery can clear, unlike a
+/// failing disk.
+fn out_of_room(err: &SpoolError) -> bool {
+    matches!(err, SpoolError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -50,11 +67,51 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+use tandem_proto::util::now_ms;
+
+/// First bytes of a checksummed spool file. Files without it are read as the bare
+/// protobuf earlier agents wrote (no checksum). It cannot begin a valid `AgentFrame`:
+/// `T` (0x54) is field 10 with wire type 4, which protobuf never emits.
+const MAGIC: &[u8; 4] = b"TSP1";
+const HEADER: usize = 8;
+/// Size of the reserve file (see the module docs): room for many loss records.
+const RESERVE_BYTES: usize = 64 * 1024;
+
+/// A spool file: `TSP1`, the CRC-32 (IEEE, little-endian) of the payload, the
+/// encoded frame.
+pub(crate) fn encode_file(frame: &AgentFrame) -> Vec<u8> {
+    let payload = frame.encode_to_vec();
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads a spool file back; the error says what is wrong with it.
+pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, String> {
+    let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
+        Some(rest) => {
+            let Some((crc, payload)) = rest.split_first_chunk::<4>() else {
+                return Err(format!("truncated header ({} bytes)", bytes.len()));
+            };
+            let want = u32::from_le_bytes(*crc);
+            let got = crc32fast::hash(payload);
+            if want != got {
+                return Err(format!(
+                    "checksum mismatch (stored {want:08x}, computed {got:08x} over {} bytes)",
+                    payload.len()
+                ));
+            }
+            payload
+        }
+        None => bytes,
+    };
+    let frame = AgentFrame::decode(payload).map_err(|e| format!("undecodable: {e}"))?;
+    if frame.kind.is_none() {
+        return Err("holds no frame".to_owned());
+    }
+    Ok(frame)
 }
 
 /// The spool's bounds.
@@ -85,6 +142,8 @@ struct Dropped {
 /// The on-disk queue of unacknowledged frames.
 pub struct Spool {
     dir: PathBuf,
+    corrupt_dir: PathBuf,
+    reserve_file: PathBuf,
     seq_file: PathBuf,
     dropped_file: PathBuf,
     bounds: Bounds,
@@ -94,13 +153,32 @@ pub struct Spool {
     last_seq: u64,
     /// Dropped runs not yet turned into gap records, oldest first.
     dropped: Vec<Dropped>,
+    /// Whether `dropped` holds runs not yet on disk (the disk was full).
+    dropped_dirty: bool,
+    /// Whether the failure to save them was logged (once per episode).
+    loss_unsaved_logged: bool,
+    /// "No room for a gap record yet" was logged in this episode.
+    gap_unsaved_logged: bool,
+    /// Test hook: the step at which to "crash" (return an error, do nothing more).
+    #[cfg(test)]
+    crash_at: Option<&'static str>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A half-written temp file only takes space a full disk needs.
+        let _ = fs::remove_file(&tmp);
+        return Err(SpoolError::Io {
+            path: tmp,
+            source: e,
+        });
+    }
     fs::rename(&tmp, path).map_err(io(path))?;
     // The rename itself must reach the disk too, or a power cut can undo it.
     if let Some(dir) = path.parent() {
@@ -113,8 +191,22 @@ fn reason_code(r: GapReason) -> i32 {
     r as i32
 }
 
+fn seq_of(frame: &mut AgentFrame) -> Option<&mut u64> {
+    match frame.kind.as_mut()? {
+        agent_frame::Kind::Batch(b) => Some(&mut b.seq),
+        agent_frame::Kind::PatchReport(r) => Some(&mut r.seq),
+        agent_frame::Kind::Gap(g) => Some(&mut g.seq),
+        agent_frame::Kind::Inventory(i) => Some(&mut i.seq),
+        agent_frame::Kind::PostureReport(r) => Some(&mut r.seq),
+        // Never spooled: Hello and live copies are not durable frames.
+        agent_frame::Kind::Hello(_) | agent_frame::Kind::Live(_) => None,
+    }
+}
+
 impl Spool {
-    /// Opens (creating) the spool under `state_dir`.
+    /// Opens (creating) the spool under `state_dir`, and finishes what a crash
+    /// interrupted: deletions recorded in `dropped` but not done, gap records
+    /// written but still listed as unreported.
     pub fn open(state_dir: &Path, bounds: Bounds) -> Result<Self, SpoolError> {
         let dir = state_dir.join("spool");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -177,8 +269,13 @@ impl Spool {
                 });
             }
         };
-        Ok(Self {
+        // A seq recorded as dropped was assigned, even if no frame of it exists
+        // (a sample lost to a full disk).
+        last_seq = last_seq.max(dropped.iter().map(|d| d.last).max().unwrap_or(0));
+        let mut spool = Self {
             dir,
+            corrupt_dir: state_dir.join("spool-corrupt"),
+            reserve_file: state_dir.join("spool-reserve"),
             seq_file,
             dropped_file,
             bounds,
@@ -186,7 +283,87 @@ impl Spool {
             total_bytes,
             last_seq,
             dropped,
-        })
+            dropped_dirty: false,
+            loss_unsaved_logged: false,
+            gap_unsaved_logged: false,
+            #[cfg(test)]
+            crash_at: None,
+        };
+        spool.recover()?;
+        spool.ensure_reserve();
+        Ok(spool)
+    }
+
+    /// Finishes interrupted steps (see [`Spool::open`]).
+    fn recover(&mut self) -> Result<(), SpoolError> {
+        self.resume_renumbering()?;
+        // 1. Deletions recorded but not done.
+        let doomed: Vec<(u64, GapReason)> = self
+            .index
+            .keys()
+            .filter_map(|&seq| {
+                self.dropped
+                    .iter()
+                    .find(|d| (d.first..=d.last).contains(&seq))
+                    .map(|d| (seq, d.reason))
+            })
+            .collect();
+        for (seq, reason) in doomed {
+            if reason == GapReason::Corrupt {
+                self.move_aside(seq);
+            } else {
+                self.remove(seq)?;
+            }
+        }
+        // 2. Gap records written whose runs are still listed as unreported.
+        let gaps: Vec<u64> = self
+            .index
+            .iter()
+            .filter(|(_, e)| e.gap)
+            .map(|(s, _)| *s)
+            .collect();
+        let before = self.dropped.len();
+        for seq in gaps {
+            // A damaged gap record is handled when it is about to be sent.
+            if let Ok(AgentFrame {
+                kind: Some(agent_frame::Kind::Gap(g)),
+            }) = self.read(seq, true)
+            {
+                self.dropped
+                    .retain(|d| (d.first, d.last) != (g.first_dropped_seq, g.last_dropped_seq));
+            }
+        }
+        if self.dropped.len() != before {
+            self.save_dropped()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the reserve file in place (best effort: a full disk has no room).
+    fn ensure_reserve(&mut self) {
+        if self.reserve_file.exists() {
+            return;
+        }
+        if write_atomic(&self.reserve_file, &[0u8; RESERVE_BYTES]).is_err() {
+            let _ = fs::remove_file(self.reserve_file.with_extension("tmp"));
+        }
+    }
+
+    #[cfg(test)]
+    fn step(&self, name: &'static str) -> Result<(), SpoolError> {
+        if self.crash_at == Some(name) {
+            return Err(SpoolError::Io {
+                path: PathBuf::from(name),
+                source: std::io::Error::other("simulated crash"),
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn step(&self, _name: &'static str) -> Result<(), SpoolError> {
+        Ok(())
     }
 
     fn path_of(&self, seq: u64, gap: bool) -> PathBuf {
@@ -195,30 +372,80 @@ impl Spool {
     }
 
     /// Changes the bounds (config reload); applies them at once.
-    pub fn set_bounds(&mut self, bounds: Bounds) -> Result<usize, SpoolError> {
+    pub(crate) fn set_bounds(&mut self, bounds: Bounds) -> Result<usize, SpoolError> {
         self.bounds = bounds;
         self.enforce_bounds(now_ms())
     }
 
     /// Assigns the next sequence number, lets `make` build the frame with it, and
     /// writes the frame durably. Returns the seq.
+    ///
+    /// When the frame cannot be written (a full or failing disk), its seq is used
+    /// anyway and recorded as dropped (`agent_disk`), so a gap record reports the
+    /// loss; the error is returned for the caller to log.
     pub fn push(&mut self, make: impl FnOnce(u64) -> AgentFrame) -> Result<u64, SpoolError> {
-        let seq = self.write_frame(make)?;
-        self.enforce_bounds(now_ms())?;
-        Ok(seq)
+        let seq = self.last_seq + 1;
+        match self.write_frame(make) {
+            Ok(seq) => {
+                self.enforce_bounds(now_ms())?;
+                self.save_dirty_dropped();
+                self.ensure_reserve();
+                Ok(seq)
+            }
+            Err(err) => {
+                // The frame may exist without `last_seq` (the second write failed):
+                // it is recorded as lost, so it must not be sent either.
+                let _ = fs::remove_file(self.path_of(seq, false));
+                let _ = fs::remove_file(self.path_of(seq, true));
+                self.last_seq = self.last_seq.max(seq);
+                self.note_dropped(seq, now_ms(), GapReason::AgentDisk);
+                self.dropped_dirty = true;
+                self.save_dirty_dropped();
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes `dropped` if it holds runs not yet on disk; on failure gives up the
+    /// reserve file and tries once more. Best effort: what cannot be written stays
+    /// in memory and is written (and reported) as soon as the disk allows.
+    fn save_dirty_dropped(&mut self) {
+        if !self.dropped_dirty {
+            return;
+        }
+        let mut saved = self.save_dropped();
+        if saved.is_err() && fs::remove_file(&self.reserve_file).is_ok() {
+            saved = self.save_dropped();
+        }
+        match saved {
+            Ok(()) => {
+                if self.loss_unsaved_logged {
+                    tracing::info!("lost samples recorded on disk; a gap record will report them");
+                }
+                self.dropped_dirty = false;
+                self.loss_unsaved_logged = false;
+            }
+            // Once per episode, not once per sample.
+            Err(err) if !self.loss_unsaved_logged => {
+                self.loss_unsaved_logged = true;
+                tracing::error!(error = %err, "cannot record lost samples on disk yet; kept in memory until the disk has room")
+            }
+            Err(_) => {}
+        }
     }
 
     fn write_frame(&mut self, make: impl FnOnce(u64) -> AgentFrame) -> Result<u64, SpoolError> {
         let seq = self.last_seq + 1;
         let frame = make(seq);
         let gap = matches!(frame.kind, Some(agent_frame::Kind::Gap(_)));
-        let bytes = frame.encode_to_vec();
+        let bytes = encode_file(&frame);
         // The frame first, then `last_seq`: a crash between the two leaves the frame,
         // and `open` takes the newest spooled seq; a crash before the frame leaves no
         // trace of `seq`, which was never sent, so it is simply assigned again.
         // (The other order left a hole: a seq recorded as used whose frame never
         // existed.)
         write_atomic(&self.path_of(seq, gap), &bytes)?;
+        self.step("push:frame-written")?;
         write_atomic(&self.seq_file, seq.to_string().as_bytes())?;
         self.last_seq = seq;
         let size = bytes.len() as u64;
@@ -237,7 +464,7 @@ impl Spool {
     /// Drops the oldest data frames while the spool is over its size bound (the
     /// newest frame is always kept) or older than its age bound, and records what
     /// was dropped. Returns how many frames were dropped.
-    pub fn enforce_bounds(&mut self, now: i64) -> Result<usize, SpoolError> {
+    pub(crate) fn enforce_bounds(&mut self, now: i64) -> Result<usize, SpoolError> {
         let max_age_ms = self.bounds.max_age.as_millis() as i64;
         let newest = self.index.keys().next_back().copied();
         let mut victims = Vec::new();
@@ -259,23 +486,44 @@ impl Spool {
             };
             victims.push((seq, e.time_ms, reason));
         }
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        // The record first, then the deletion: a crash in between leaves frames
+        // that `open` deletes because `dropped` names them. (The other order lost
+        // seqs without a trace.)
+        let before = self.dropped.clone();
         for &(seq, time_ms, reason) in &victims {
-            self.remove(seq)?;
             self.note_dropped(seq, time_ms, reason);
         }
-        if !victims.is_empty() {
-            self.save_dropped()?;
-            tracing::warn!(
-                dropped = victims.len(),
-                max_bytes = self.bounds.max_bytes,
-                max_age_secs = self.bounds.max_age.as_secs(),
-                "spool bound reached: oldest unacknowledged data dropped (a gap record will report it)"
-            );
+        if let Err(err) = self.save_dropped() {
+            self.dropped = before;
+            return Err(err);
         }
+        self.step("bound:recorded")?;
+        for (i, &(seq, _, _)) in victims.iter().enumerate() {
+            self.remove(seq)?;
+            if i == 0 {
+                self.step("bound:removed-one")?;
+            }
+        }
+        tracing::warn!(
+            dropped = victims.len(),
+            max_bytes = self.bounds.max_bytes,
+            max_age_secs = self.bounds.max_age.as_secs(),
+            "spool bound reached: oldest unacknowledged data dropped (a gap record will report it)"
+        );
         Ok(victims.len())
     }
 
     fn note_dropped(&mut self, seq: u64, time_ms: i64, reason: GapReason) {
+        if self
+            .dropped
+            .iter()
+            .any(|d| (d.first..=d.last).contains(&seq))
+        {
+            return;
+        }
         if let Some(last) = self.dropped.last_mut()
             && last.last + 1 == seq
             && last.reason == reason
@@ -291,6 +539,18 @@ impl Spool {
             newest_ms: time_ms,
             reason,
         });
+    }
+
+    /// Records a whole run (the range of a refused gap record, reported again).
+    fn note_run(&mut self, run: Dropped) {
+        if self
+            .dropped
+            .iter()
+            .any(|d| (d.first, d.last) == (run.first, run.last))
+        {
+            return;
+        }
+        self.dropped.push(run);
     }
 
     fn save_dropped(&self) -> Result<(), SpoolError> {
@@ -313,14 +573,19 @@ impl Spool {
 
     /// Turns every recorded drop into a gap record in the spool (called when the
     /// uplink is connected, so the records go out at once). Returns how many.
-    pub fn flush_gaps(&mut self) -> Result<usize, SpoolError> {
-        if self.dropped.is_empty() {
+    pub(crate) fn flush_gaps(&mut self) -> Result<usize, SpoolError> {
+        self.save_dirty_dropped();
+        if self.dropped.is_empty() || self.dropped_dirty {
+            // Nothing to report, or the disk has no room for the record yet.
             return Ok(0);
         }
-        let runs = std::mem::take(&mut self.dropped);
-        for d in &runs {
+        // Each run leaves `dropped` only once its gap record is written; a crash in
+        // between leaves both, and `open` drops the run its record already covers.
+        let runs = self.dropped.clone();
+        let mut written = Vec::new();
+        for (i, d) in runs.iter().enumerate() {
             let d = *d;
-            self.write_frame(move |seq| AgentFrame {
+            let make = move |seq| AgentFrame {
                 kind: Some(agent_frame::Kind::Gap(Gap {
                     seq,
                     first_dropped_seq: d.first,
@@ -330,10 +595,48 @@ impl Spool {
                     reason: d.reason as i32,
                     time_unix_ms: now_ms(),
                 })),
-            })?;
+            };
+            let mut result = self.write_frame(make);
+            if matches!(&result, Err(e) if out_of_room(e))
+                && fs::remove_file(&self.reserve_file).is_ok()
+            {
+                // The reserve is there for loss records: give it up and try again.
+                result = self.write_frame(make);
+            }
+            match result {
+                Ok(_) => written.push(d),
+                Err(err) if out_of_room(&err) => {
+                    // No room for the record yet. The run stays in `dropped` (on
+                    // disk) and is reported once delivery frees space: the frames
+                    // spooled before it are sent and acknowledged meanwhile, so a
+                    // full disk never stops the uplink (it did before: the failed
+                    // record ended every connection before anything was sent).
+                    let _ = fs::remove_file(self.path_of(self.last_seq + 1, true));
+                    if !self.gap_unsaved_logged {
+                        self.gap_unsaved_logged = true;
+                        tracing::warn!(error = %err, "no room for a gap record yet; it is written once delivery frees space");
+                    }
+                    break;
+                }
+                Err(err) => return Err(err),
+            }
+            if i == 0 {
+                self.step("flush:gap-written")?;
+            }
         }
-        self.save_dropped()?;
-        Ok(runs.len())
+        if written.is_empty() {
+            return Ok(0);
+        }
+        self.gap_unsaved_logged = false;
+        self.dropped.retain(|d| !written.contains(d));
+        match self.save_dropped() {
+            Ok(()) => {}
+            // The file still lists runs whose records now exist; `open` drops
+            // those, so this is only rewritten later.
+            Err(err) if out_of_room(&err) => self.dropped_dirty = true,
+            Err(err) => return Err(err),
+        }
+        Ok(written.len())
     }
 
     fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
@@ -349,6 +652,42 @@ impl Spool {
         Ok(())
     }
 
+    /// Moves a spooled file into `spool-corrupt/` (deletes it if that fails).
+    fn move_aside(&mut self, seq: u64) {
+        let Some(e) = self.index.remove(&seq) else {
+            return;
+        };
+        self.total_bytes -= e.size;
+        let path = self.path_of(seq, e.gap);
+        let moved = fs::create_dir_all(&self.corrupt_dir).and_then(|()| {
+            let name = path.file_name().unwrap_or_default();
+            fs::rename(&path, self.corrupt_dir.join(name))
+        });
+        if moved.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Takes a corrupt spooled file out of the queue: records it as dropped
+    /// (`corrupt`) first, then moves it aside.
+    fn quarantine(&mut self, seq: u64, reason: &str) -> Result<(), SpoolError> {
+        let Some(e) = self.index.get(&seq).copied() else {
+            return Ok(());
+        };
+        tracing::error!(
+            seq,
+            file = %self.path_of(seq, e.gap).display(),
+            reason,
+            moved_to = %self.corrupt_dir.display(),
+            "spooled frame is corrupt: moved aside and reported as a gap"
+        );
+        self.note_dropped(seq, e.time_ms, GapReason::Corrupt);
+        self.save_dropped()?;
+        self.step("corrupt:recorded")?;
+        self.move_aside(seq);
+        Ok(())
+    }
+
     /// Drops every frame with seq <= `upto` (the collector has them).
     pub fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
         let done: Vec<u64> = self.index.range(..=upto).map(|(s, _)| *s).collect();
@@ -358,17 +697,31 @@ impl Spool {
         Ok(())
     }
 
-    /// Drops one frame the collector refused as malformed (resending cannot help),
-    /// and records it so a gap record reports it.
-    pub fn discard(&mut self, seq: u64) -> Result<(), SpoolError> {
-        if let Some(e) = self.index.get(&seq).copied() {
-            self.remove(seq)?;
-            if !e.gap {
-                self.note_dropped(seq, e.time_ms, GapReason::Refused);
-                self.save_dropped()?;
-            }
+    /// Drops one frame the collector refused (resending cannot help), and records
+    /// it so a gap record reports it. A refused gap record reports its own seq as
+    /// refused and the range it carried again, in a new record.
+    pub(crate) fn discard(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let Some(e) = self.index.get(&seq).copied() else {
+            return Ok(());
+        };
+        if e.gap
+            && let Ok(AgentFrame {
+                kind: Some(agent_frame::Kind::Gap(g)),
+            }) = self.read(seq, true)
+            && let Ok(reason) = GapReason::try_from(g.reason)
+        {
+            self.note_run(Dropped {
+                first: g.first_dropped_seq,
+                last: g.last_dropped_seq,
+                oldest_ms: g.oldest_unix_ms,
+                newest_ms: g.newest_unix_ms,
+                reason,
+            });
         }
-        Ok(())
+        self.note_dropped(seq, e.time_ms, GapReason::Refused);
+        self.save_dropped()?;
+        self.step("discard:recorded")?;
+        self.remove(seq)
     }
 
     /// Applies the collector's Welcome: it holds everything of this device up to
@@ -377,63 +730,163 @@ impl Spool {
     /// restored from an old copy: then nothing here was acknowledged, and every
     /// spooled frame is renumbered above `acked` (oldest first) instead of dropped.
     /// Returns how many frames were renumbered.
-    pub fn reconcile(&mut self, acked: u64) -> Result<usize, SpoolError> {
+    pub(crate) fn reconcile(&mut self, acked: u64) -> Result<usize, SpoolError> {
         if acked <= self.last_seq {
             self.ack(acked)?;
             return Ok(0);
         }
+        // The marker makes a crash in the middle resumable: see `resume_renumbering`.
+        write_atomic(&self.renumber_file(), acked.to_string().as_bytes())?;
         write_atomic(&self.seq_file, acked.to_string().as_bytes())?;
         self.last_seq = acked;
-        let old: Vec<(u64, Entry)> = self.index.iter().map(|(s, e)| (*s, *e)).collect();
-        for (seq, e) in &old {
-            let path = self.path_of(*seq, e.gap);
-            let bytes = fs::read(&path).map_err(io(&path))?;
-            let mut frame = AgentFrame::decode(bytes.as_slice())
-                .map_err(|source| SpoolError::Corrupt { path, source })?;
-            self.remove(*seq)?;
+        let old: Vec<u64> = self.index.keys().copied().collect();
+        self.renumber(&old)
+    }
+
+    fn renumber_file(&self) -> PathBuf {
+        self.seq_file.with_file_name("renumbering")
+    }
+
+    /// Renumbers `old` (oldest first) above `last_seq`, then removes the marker.
+    /// Each new copy is written before its old file goes.
+    fn renumber(&mut self, old: &[u64]) -> Result<usize, SpoolError> {
+        let mut renumbered = 0;
+        for &seq in old {
+            let Some(e) = self.index.get(&seq).copied() else {
+                continue;
+            };
+            let mut frame = match self.read(seq, e.gap) {
+                Ok(f) => f,
+                Err(SpoolError::Corrupt { reason, .. }) => {
+                    // It takes a new seq like the others, reported as corrupt.
+                    tracing::error!(
+                        seq,
+                        reason,
+                        "spooled frame is corrupt: moved aside and reported as a gap"
+                    );
+                    let new_seq = self.last_seq + 1;
+                    self.note_dropped(new_seq, e.time_ms, GapReason::Corrupt);
+                    self.save_dropped()?;
+                    write_atomic(&self.seq_file, new_seq.to_string().as_bytes())?;
+                    self.last_seq = new_seq;
+                    self.move_aside(seq);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             self.write_frame(move |new_seq| {
-                match frame.kind.as_mut() {
-                    Some(agent_frame::Kind::Batch(b)) => b.seq = new_seq,
-                    Some(agent_frame::Kind::PatchReport(r)) => r.seq = new_seq,
-                    Some(agent_frame::Kind::Gap(g)) => g.seq = new_seq,
-                    Some(agent_frame::Kind::Inventory(i)) => i.seq = new_seq,
-                    // Never spooled: Hello and live copies are not durable frames.
-                    Some(agent_frame::Kind::Hello(_) | agent_frame::Kind::Live(_)) | None => {}
+                if let Some(s) = seq_of(&mut frame) {
+                    *s = new_seq;
                 }
                 frame
             })?;
+            self.step("reconcile:written")?;
+            self.remove(seq)?;
+            renumbered += 1;
         }
-        Ok(old.len())
+        let marker = self.renumber_file();
+        fs::remove_file(&marker).map_err(io(&marker))?;
+        Ok(renumbered)
     }
 
-    /// The first spooled frame with seq > `after`.
-    pub fn next_after(&self, after: u64) -> Result<Option<(u64, AgentFrame)>, SpoolError> {
-        let Some((&seq, e)) = self.index.range(after + 1..).next() else {
-            return Ok(None);
+    /// Finishes a renumbering a crash interrupted. When it started, every spooled
+    /// frame was at or below the marker's `acked`, and they are copied oldest
+    /// first: so the frames above `acked` are copies of the oldest ones below it.
+    fn resume_renumbering(&mut self) -> Result<(), SpoolError> {
+        let marker = self.renumber_file();
+        let acked: u64 = match fs::read_to_string(&marker) {
+            Ok(s) => s.trim().parse().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(SpoolError::Io {
+                    path: marker,
+                    source: e,
+                });
+            }
         };
-        self.read(seq, e.gap).map(|f| Some((seq, f)))
+        if self.last_seq < acked {
+            write_atomic(&self.seq_file, acked.to_string().as_bytes())?;
+            self.last_seq = acked;
+        }
+        let copies = self.index.range(acked + 1..).count();
+        let old: Vec<u64> = self.index.range(..=acked).map(|(s, _)| *s).collect();
+        for &seq in &old[..copies.min(old.len())] {
+            self.remove(seq)?;
+        }
+        let rest = old[copies.min(old.len())..].to_vec();
+        let n = self.renumber(&rest)?;
+        tracing::warn!(
+            renumbered = n,
+            "finished renumbering the spool after a crash"
+        );
+        Ok(())
     }
 
-    /// The newest spooled frame, if it is a metric batch.
-    pub fn newest_batch(&self) -> Result<Option<(u64, AgentFrame)>, SpoolError> {
+    /// The first readable spooled frame with seq > `after`. A corrupt one on the
+    /// way is moved aside and recorded as dropped (reason `corrupt`).
+    pub(crate) fn next_after(
+        &mut self,
+        after: u64,
+    ) -> Result<Option<(u64, AgentFrame)>, SpoolError> {
+        loop {
+            let Some((&seq, e)) = self.index.range(after + 1..).next() else {
+                return Ok(None);
+            };
+            let gap = e.gap;
+            match self.read(seq, gap) {
+                Ok(f) => return Ok(Some((seq, f))),
+                Err(SpoolError::Corrupt { reason, .. }) => self.quarantine(seq, &reason)?,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The newest spooled frame, if it is a readable metric batch.
+    pub(crate) fn newest_batch(&self) -> Result<Option<(u64, AgentFrame)>, SpoolError> {
         let Some((&seq, e)) = self.index.iter().next_back() else {
             return Ok(None);
         };
         if e.gap {
             return Ok(None);
         }
-        let frame = self.read(seq, false)?;
+        let frame = match self.read(seq, false) {
+            Ok(f) => f,
+            // Handled by `next_after` when its turn comes.
+            Err(SpoolError::Corrupt { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
         Ok(matches!(frame.kind, Some(agent_frame::Kind::Batch(_))).then_some((seq, frame)))
     }
 
     fn read(&self, seq: u64, gap: bool) -> Result<AgentFrame, SpoolError> {
         let path = self.path_of(seq, gap);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        AgentFrame::decode(bytes.as_slice()).map_err(|source| SpoolError::Corrupt { path, source })
+        let mut frame = decode_file(&bytes).map_err(|reason| SpoolError::Corrupt {
+            path: path.clone(),
+            reason,
+        })?;
+        // A file whose frame carries another seq than its name (a stray copy) is
+        // as wrong as a garbled one.
+        match seq_of(&mut frame) {
+            Some(s) if *s == seq => {}
+            Some(s) => {
+                return Err(SpoolError::Corrupt {
+                    path,
+                    reason: format!("holds seq {s}, not {seq}"),
+                });
+            }
+            None => {
+                return Err(SpoolError::Corrupt {
+                    path,
+                    reason: "holds a frame kind that is never spooled".to_owned(),
+                });
+            }
+        }
+        Ok(frame)
     }
 
     /// Frames spooled with seq in `(after, upto]`.
-    pub fn count_between(&self, after: u64, upto: u64) -> usize {
+    pub(crate) fn count_between(&self, after: u64, upto: u64) -> usize {
         if upto <= after {
             return 0;
         }
@@ -591,7 +1044,7 @@ mod tests {
         }
         s.ack(2).unwrap();
         drop(s);
-        let s = Spool::open(dir.path(), big()).unwrap();
+        let mut s = Spool::open(dir.path(), big()).unwrap();
         assert_eq!(s.len(), 3);
         let (seq, f) = s.next_after(0).unwrap().unwrap();
         assert_eq!(seq, 3);
@@ -630,12 +1083,10 @@ mod tests {
 
     fn gaps(s: &Spool) -> Vec<Gap> {
         let mut out = Vec::new();
-        let mut after = 0;
-        while let Some((seq, f)) = s.next_after(after).unwrap() {
-            if let Some(agent_frame::Kind::Gap(g)) = f.kind {
+        for (&seq, e) in &s.index {
+            if let Some(agent_frame::Kind::Gap(g)) = s.read(seq, e.gap).unwrap().kind {
                 out.push(g);
             }
-            after = seq;
         }
         out
     }
@@ -706,6 +1157,336 @@ mod tests {
         assert_eq!(
             (g[0].first_dropped_seq, g[0].last_dropped_seq, g[0].reason),
             (1, 1, GapReason::Refused as i32)
+        );
+    }
+
+    /// Every seq 1..=last_seq is acknowledged (<= `acked`), still spooled (it will
+    /// be delivered), or inside a spooled gap record; no range is reported twice.
+    /// Flushes unreported drops first, as the uplink does on connect.
+    fn assert_every_seq_accounted(s: &mut Spool, acked: u64, at: &str) {
+        s.flush_gaps().unwrap();
+        let mut covered = std::collections::BTreeSet::new();
+        let mut ranges = Vec::new();
+        let mut after = 0;
+        while let Some((seq, f)) = s.next_after(after).unwrap() {
+            covered.insert(seq);
+            if let Some(agent_frame::Kind::Gap(g)) = f.kind {
+                ranges.push((g.first_dropped_seq, g.last_dropped_seq));
+                covered.extend(g.first_dropped_seq..=g.last_dropped_seq);
+            }
+            after = seq;
+        }
+        let missing: Vec<u64> = (acked + 1..=s.last_seq())
+            .filter(|q| !covered.contains(q))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "crash at {at}: seqs {missing:?} are neither delivered, spooled nor in a gap (gaps {ranges:?})"
+        );
+        let mut sorted = ranges.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            ranges.len(),
+            "crash at {at}: a range reported twice: {ranges:?}"
+        );
+    }
+
+    fn crashing(dir: &Path, bounds: Bounds, at: &'static str) -> Spool {
+        let mut s = Spool::open(dir, bounds).unwrap();
+        s.crash_at = Some(at);
+        s
+    }
+
+    fn is_crash(r: Result<impl std::fmt::Debug, SpoolError>) -> bool {
+        matches!(&r, Err(SpoolError::Io { source, .. }) if source.to_string() == "simulated crash")
+    }
+
+    /// Kills the spool (an error that stops everything, then a reopen) at each step
+    /// of the bound, refusal, corrupt-frame, gap-flush, renumbering and push paths,
+    /// then accounts for every seq. Before issue 16 a crash right after a bound
+    /// deleted frames lost their seqs without a trace.
+    #[test]
+    fn a_crash_at_any_step_leaves_every_seq_stored_or_in_a_gap() {
+        // The size bound drops frames.
+        for at in ["bound:recorded", "bound:removed-one"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = crashing(dir.path(), small(), at);
+            let mut crashed = false;
+            for _ in 0..6 {
+                if is_crash(s.push(frame)) {
+                    crashed = true;
+                    break;
+                }
+            }
+            assert!(crashed, "{at} reached");
+            drop(s);
+            let mut s = Spool::open(dir.path(), small()).unwrap();
+            assert_every_seq_accounted(&mut s, 0, at);
+        }
+        // The collector refuses a frame, and then the gap record that reports drops.
+        {
+            let at = "discard:recorded";
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = crashing(dir.path(), big(), at);
+            for _ in 0..3 {
+                s.push(frame).unwrap();
+            }
+            assert!(is_crash(s.discard(2)));
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            assert_every_seq_accounted(&mut s, 0, at);
+            let gap_seq = s.last_seq();
+            s.crash_at = Some(at);
+            assert!(is_crash(s.discard(gap_seq)), "the gap record is refused");
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            assert_every_seq_accounted(&mut s, 0, "discard of a gap record");
+        }
+        // Gap records are written, the run not yet cleared.
+        {
+            let at = "flush:gap-written";
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            for _ in 0..4 {
+                s.push(frame).unwrap();
+            }
+            s.discard(1).unwrap();
+            s.discard(3).unwrap();
+            s.crash_at = Some(at);
+            assert!(is_crash(s.flush_gaps()));
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            assert_every_seq_accounted(&mut s, 0, at);
+        }
+        // A corrupt frame is being moved aside.
+        {
+            let at = "corrupt:recorded";
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = crashing(dir.path(), big(), at);
+            for _ in 0..3 {
+                s.push(frame).unwrap();
+            }
+            std::fs::write(s.path_of(2, false), b"TSP1garbage").unwrap();
+            assert_eq!(s.next_after(0).unwrap().unwrap().0, 1);
+            assert!(is_crash(s.next_after(1)));
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            assert_every_seq_accounted(&mut s, 0, at);
+        }
+        // Renumbering after lost state: the new copy is written, the old not yet gone.
+        {
+            let at = "reconcile:written";
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = crashing(dir.path(), big(), at);
+            s.push(frame).unwrap();
+            s.push(frame).unwrap();
+            assert!(is_crash(s.reconcile(500)));
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            s.reconcile(500).unwrap();
+            assert_eq!(s.len(), 2, "both frames, once each");
+            assert_every_seq_accounted(&mut s, 500, at);
+        }
+        // A frame written, `last_seq` not yet.
+        {
+            let at = "push:frame-written";
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = crashing(dir.path(), big(), at);
+            s.push(frame).unwrap_err();
+            drop(s);
+            let mut s = Spool::open(dir.path(), big()).unwrap();
+            assert!(s.last_seq() >= 1);
+            assert_every_seq_accounted(&mut s, 0, at);
+        }
+    }
+
+    /// A truncated file, a garbled one and one flipped value bit: each is moved
+    /// aside and reported as a `corrupt` gap, and everything behind it is still
+    /// delivered. Before issue 16 the first blocked every later upload and the bit
+    /// flip was delivered.
+    #[test]
+    fn corrupt_frames_are_moved_aside_reported_and_do_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        for _ in 0..5 {
+            s.push(|seq| AgentFrame {
+                kind: Some(agent_frame::Kind::Batch(MetricBatch {
+                    seq,
+                    series: vec![tandem_proto::v1::SeriesKey {
+                        name: "cpu.usage.percent".into(),
+                        dimension: String::new(),
+                    }],
+                    samples: vec![tandem_proto::v1::Sample {
+                        time_unix_ms: 1_700_000_000_000,
+                        values: vec![42.0],
+                    }],
+                })),
+            })
+            .unwrap();
+        }
+        let p2 = s.path_of(2, false);
+        let bytes = std::fs::read(&p2).unwrap();
+        std::fs::write(&p2, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(s.path_of(3, false), b"\xff\xff\xff not a frame").unwrap();
+        // Flip one bit of the value 42.0 (the last byte of the f64 is its sign and
+        // exponent; the low mantissa byte is 8 bytes from the end).
+        let p4 = s.path_of(4, false);
+        let mut bytes = std::fs::read(&p4).unwrap();
+        let n = bytes.len();
+        bytes[n - 8] ^= 0x01;
+        std::fs::write(&p4, &bytes).unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        let mut delivered = Vec::new();
+        let mut after = 0;
+        while let Some((seq, _)) = s.next_after(after).unwrap() {
+            delivered.push(seq);
+            after = seq;
+        }
+        assert_eq!(
+            delivered,
+            vec![1, 5],
+            "the corrupt frames are skipped, not sent"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool-corrupt"))
+                .unwrap()
+                .count(),
+            3,
+            "kept aside for a post-mortem"
+        );
+        assert_eq!(s.flush_gaps().unwrap(), 1);
+        let g = gaps(&s);
+        assert_eq!(
+            (g[0].first_dropped_seq, g[0].last_dropped_seq, g[0].reason),
+            (2, 4, GapReason::Corrupt as i32)
+        );
+        // Spool files of earlier agents (bare protobuf, no checksum) are still read.
+        let legacy = frame(s.last_seq() + 1);
+        std::fs::write(s.path_of(s.last_seq() + 1, false), legacy.encode_to_vec()).unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        let last = s.last_seq();
+        assert_eq!(s.next_after(last - 1).unwrap().unwrap().0, last);
+    }
+
+    /// Mounts a tmpfs of `size` at `path` (the agent's state dir on a real full
+    /// disk); unmounts on drop. None when mounting is not possible (not root).
+    struct Tmpfs(PathBuf);
+    impl Tmpfs {
+        fn mount(path: &Path, size: &str) -> Option<Self> {
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| Self(path.to_owned()))
+        }
+    }
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// With the state dir's disk full, a sample that cannot be spooled still uses
+    /// its seq and is reported as an `agent_disk` gap, durably (it survives a
+    /// restart while the disk is still full). Before issue 16 no seq was used and
+    /// no gap reported.
+    #[test]
+    fn a_full_disk_loses_samples_visibly() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(_fs) = Tmpfs::mount(dir.path(), "256k") else {
+            panic!("SKIPPED is not an option: cannot mount a tmpfs (run the tests as root)");
+        };
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        assert!(dir.path().join("spool-reserve").exists());
+        let fill = dir.path().join("filler");
+        let mut f = fs::File::create(&fill).unwrap();
+        let chunk = vec![7u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        drop(f);
+        let mut lost = 0;
+        let mut stored = 0;
+        for _ in 0..20 {
+            match s.push(|seq| AgentFrame {
+                kind: Some(agent_frame::Kind::Batch(MetricBatch {
+                    seq,
+                    series: vec![tandem_proto::v1::SeriesKey {
+                        name: "x".repeat(2000),
+                        dimension: String::new(),
+                    }],
+                    ..Default::default()
+                })),
+            }) {
+                Ok(_) => stored += 1,
+                Err(_) => lost += 1,
+            }
+        }
+        assert!(lost > 0, "the disk is full (stored {stored})");
+        assert_eq!(s.last_seq(), 20, "every sample used a seq");
+        drop(s);
+        // Killed while the disk is still full: the record of the loss is on disk.
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(s.last_seq(), 20);
+        fs::remove_file(&fill).unwrap();
+        assert_every_seq_accounted(&mut s, 0, "full disk");
+        let g = gaps(&s);
+        assert!(
+            g.iter().any(|g| g.reason == GapReason::AgentDisk as i32),
+            "{g:?}"
+        );
+    }
+
+    /// The collector comes back while the state dir's disk is still full and the
+    /// reserve is spent: there is no room for the gap record, and that must not
+    /// stop delivery (in CI it did: every connection ended at the failed record
+    /// before a frame was sent, so no ack ever freed space). `flush_gaps` defers
+    /// the record; once acks free space it is written and every seq is accounted.
+    #[test]
+    fn no_room_for_a_gap_record_defers_it_until_delivery_frees_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(_fs) = Tmpfs::mount(dir.path(), "256k") else {
+            panic!("SKIPPED is not an option: cannot mount a tmpfs (run the tests as root)");
+        };
+        let mut s = Spool::open(dir.path(), big()).unwrap();
+        for _ in 0..4 {
+            s.push(frame).unwrap();
+        }
+        let stored = s.last_seq();
+        let fill = |name: &str| {
+            let mut f = fs::File::create(dir.path().join(name)).unwrap();
+            let chunk = vec![7u8; 1024];
+            while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        };
+        fill("filler");
+        let mut lost = 0;
+        for _ in 0..6 {
+            if s.push(frame).is_err() {
+                lost += 1;
+            }
+        }
+        assert!(lost > 0, "the disk is full");
+        // Spend the reserve too, and fill what it freed.
+        let _ = fs::remove_file(dir.path().join("spool-reserve"));
+        fill("filler2");
+        let flushed = s
+            .flush_gaps()
+            .expect("a full disk defers the record, not an error");
+        assert_eq!(flushed, 0, "no room: nothing written");
+        assert!(!s.dropped.is_empty(), "the loss is still held");
+        // Delivery: the collector acknowledges the frames spooled before the disk
+        // filled, which frees their pages.
+        s.ack(stored).unwrap();
+        assert!(s.flush_gaps().unwrap() >= 1, "the record is written now");
+        assert_every_seq_accounted(&mut s, stored, "after the acks");
+        assert!(
+            gaps(&s)
+                .iter()
+                .any(|g| g.reason == GapReason::AgentDisk as i32),
+            "an agent_disk gap"
         );
     }
 }

@@ -34,6 +34,41 @@ pub enum ToolError {
     },
 }
 
+/// Why a report built from a platform tool's output (pending updates, the software
+/// list) could not be read: the tool failed, or printed what its parser does not
+/// know. One type for the patch sources and the inventory, which read the same
+/// kind of output the same way (issue 11).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("cannot parse {what} output, line {line}: {text:?}")]
+    Parse {
+        what: &'static str,
+        line: usize,
+        text: String,
+    },
+    #[error("cannot parse {what} output: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("no supported package manager found (looked for {looked_for})")]
+    NoManager { looked_for: &'static str },
+    #[error("no software list source found (looked for {looked_for})")]
+    NoSource { looked_for: &'static str },
+    #[error("{0}")]
+    NotImplemented(&'static str),
+}
+
+impl ReadError {
+    /// A line `what`'s parser does not know (its text cut to 120 characters).
+    pub fn parse(what: &'static str, line: usize, text: &str) -> Self {
+        ReadError::Parse {
+            what,
+            line,
+            text: text.chars().take(120).collect(),
+        }
+    }
+}
+
 /// What a finished tool printed.
 #[derive(Debug)]
 pub struct Output {
@@ -84,6 +119,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, To
                 source,
             },
         })?;
+    crate::platform::contain(&child);
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         let (tx, rx) = mpsc::channel();
         if let Some(mut pipe) = pipe {
@@ -121,7 +157,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, To
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(source) => {
-                let _ = child.kill();
+                crate::platform::kill_tree(&mut child);
                 return Err(ToolError::Spawn {
                     program: program.to_owned(),
                     source,
@@ -129,6 +165,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, To
             }
         }
     };
+    crate::platform::release(&child);
     let grace = Duration::from_secs(2);
     Ok(Output {
         code: status.code(),

@@ -2,7 +2,7 @@
 //! inodes from the platform on unix), and I/O rates and busy time of every disk.
 //!
 //! I/O counters come from the platform where it has a cheap source (Linux:
-//! `/proc/diskstats`, one read for all disks, parsed by [`parse_diskstats`]), else
+//! `/proc/diskstats`, one read for all disks, parsed by `platform::parse_diskstats`), else
 //! from sysinfo's per-disk usage (Windows, macOS: bytes only, no operation counts).
 //! Rates are computed here between two samples (see [`super::rates`]).
 
@@ -11,82 +11,9 @@ use std::time::Instant;
 use super::Reading;
 use super::rates::Rates;
 
-/// Running I/O totals of one block device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiskIo {
-    pub name: String,
-    pub read_bytes: u64,
-    pub written_bytes: u64,
-    /// Completed reads and writes; `None` where the source does not count them.
-    pub ops: Option<(u64, u64)>,
-    /// Milliseconds the device had I/O in flight (`io_ticks`); `None` where the
-    /// source does not count it.
-    pub busy_ms: Option<u64>,
-}
-
-/// Inode counts of one filesystem.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Inodes {
-    pub total: u64,
-    pub free: u64,
-}
-
-impl Inodes {
-    /// `None` for a filesystem without a fixed inode table (0 total: btrfs, many
-    /// network filesystems) or with more free than total (a confused driver).
-    pub fn new(total: u64, free: u64) -> Option<Self> {
-        (total > 0 && free <= total).then_some(Inodes { total, free })
-    }
-}
-
-/// Parses `/proc/diskstats` (Documentation/admin-guide/iostats.rst): `major minor
-/// name reads merged sectors_read ms writes merged sectors_written ms in_flight
-/// io_ticks …`, sectors of 512 bytes whatever the device's own sector size. Whole disks only: partitions
-/// (`sda1`, `nvme0n1p2`, `mmcblk0p1` next to their disk) would count the same bytes
-/// twice, and loop, ram, zram and floppy/optical devices are not disks an operator
-/// watches. Lines that do not parse are skipped.
-pub fn parse_diskstats(text: &str) -> Vec<DiskIo> {
-    let mut all = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 {
-            continue;
-        }
-        let num = |i: usize| f[i].parse::<u64>().ok();
-        let (Some(reads), Some(sr), Some(writes), Some(sw)) = (num(3), num(5), num(7), num(9))
-        else {
-            continue;
-        };
-        all.push(DiskIo {
-            name: f[2].to_owned(),
-            read_bytes: sr.saturating_mul(512),
-            written_bytes: sw.saturating_mul(512),
-            ops: Some((reads, writes)),
-            busy_ms: f.get(12).and_then(|v| v.parse().ok()),
-        });
-    }
-    let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
-    all.retain(|d| {
-        let n = d.name.as_str();
-        let virtual_dev = ["loop", "ram", "zram", "fd", "sr"]
-            .iter()
-            .any(|p| n.starts_with(p) && n[p.len()..].bytes().all(|b| b.is_ascii_digit()));
-        !virtual_dev && !is_partition(n, &names)
-    });
-    all
-}
-
-/// `name` is a partition of another listed device: that device's name followed by
-/// digits, or by `p` and digits (`nvme0n1p1`, `mmcblk0p1`).
-fn is_partition(name: &str, names: &[String]) -> bool {
-    names.iter().any(|disk| {
-        disk != name
-            && name.strip_prefix(disk.as_str()).is_some_and(|rest| {
-                let digits = rest.strip_prefix('p').unwrap_or(rest);
-                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-            })
-    })
-}
+pub use crate::platform::DiskIo;
+#[cfg(test)]
+use crate::platform::{Inodes, parse_diskstats};
 
 /// The filesystem part plus I/O rates; keeps the previous I/O counters.
 pub(super) struct DiskSampler {

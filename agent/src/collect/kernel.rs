@@ -127,7 +127,7 @@ pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
 /// (`None` if no tick passed or a counter went backwards: a core went offline and
 /// back, a hypervisor reset steal).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CpuSplit {
+pub(crate) struct CpuSplit {
     /// user + nice (guest time included, as the kernel counts it).
     pub user: f64,
     /// system + irq + softirq.
@@ -399,7 +399,7 @@ pub fn parse_loadavg_threads(text: &str) -> Option<u64> {
 
 /// The shortest interval a CPU split is computed over: as sysinfo's
 /// `MINIMUM_CPU_UPDATE_INTERVAL`, 20 clock ticks.
-pub const MIN_CPU_SPAN: Duration = Duration::from_millis(200);
+pub(crate) const MIN_CPU_SPAN: Duration = Duration::from_millis(200);
 
 /// Keeps what the next sample's rates and CPU split are computed from.
 pub(super) struct KernelSampler {

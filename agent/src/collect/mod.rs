@@ -43,6 +43,12 @@ impl Reading {
     /// to [`tandem_proto::MAX_LABEL_BYTES`] at a character boundary (process names
     /// and hardware labels come from outside the agent).
     pub(crate) fn push(&mut self, name: &'static str, dimension: impl Into<String>, value: f64) {
+        // Every name the agent sends is in the shared catalogue (rules are checked
+        // against it); a debug build, and so every test, stops on one that is not.
+        debug_assert!(
+            tandem_proto::metrics::lookup(name).is_some(),
+            "metric {name:?} is not in tandem_proto::metrics::CATALOGUE"
+        );
         if value.is_finite() {
             self.values.push(Value {
                 name,
@@ -66,7 +72,7 @@ impl Reading {
     }
 
     /// The reading as a batch with sequence number `seq`.
-    pub fn to_batch(&self, seq: u64) -> MetricBatch {
+    pub(crate) fn to_batch(&self, seq: u64) -> MetricBatch {
         MetricBatch {
             seq,
             series: self
@@ -109,7 +115,7 @@ pub struct SamplerError(String);
 
 /// How often the optional, costlier collectors run: the top-process scan,
 /// temperatures and batteries.
-pub const SLOW_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const SLOW_EVERY: Duration = Duration::from_secs(60);
 
 /// Owns the sysinfo state between samples.
 pub struct Sampler {
@@ -155,7 +161,7 @@ impl Sampler {
 
     /// Sheds (or resumes) optional work: the slow collectors stop and the process
     /// table is freed; service checks slow down (see `crate::budget`).
-    pub fn set_shedding(&mut self, shedding: bool) {
+    pub(crate) fn set_shedding(&mut self, shedding: bool) {
         if shedding && !self.shedding {
             self.processes.forget();
         }
@@ -227,10 +233,10 @@ mod tests {
             time_unix_ms: 1,
             values: Vec::new(),
         };
-        r.push("a", "x\ny", 1.0);
-        r.push("a", "x?y", 2.0);
-        r.push("a", "é".repeat(200), 3.0);
-        r.push("b", "", f64::NAN);
+        r.push("temp.celsius", "x\ny", 1.0);
+        r.push("temp.celsius", "x?y", 2.0);
+        r.push("temp.celsius", "é".repeat(200), 3.0);
+        r.push("load.1m", "", f64::NAN);
         r.dedupe();
         assert_eq!(r.values.len(), 2);
         assert_eq!(r.values[0].dimension, "x?y");

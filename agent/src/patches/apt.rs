@@ -3,7 +3,7 @@
 //! from ends in `-security` (`bookworm-security`, `jammy-security`,
 //! `Debian-Security:12/oldstable-security`).
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 const WHAT_LIST: &str = "apt list --upgradable";
 const WHAT_SIM: &str = "apt-get -s upgrade";
@@ -18,14 +18,14 @@ fn class(origins: &str) -> Class {
 
 /// Parses `apt list --upgradable`:
 /// `name/suite[,suite…] new-version arch [upgradable from: old-version]`.
-pub fn parse_list_upgradable(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse_list_upgradable(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
         if l.is_empty() || l.starts_with("Listing") || l.starts_with("N:") || l.starts_with("W:") {
             continue;
         }
-        let bad = || PatchError::parse(WHAT_LIST, i + 1, line);
+        let bad = || ReadError::parse(WHAT_LIST, i + 1, line);
         let mut f = l.split_whitespace();
         let (Some(pkg), Some(new), Some(_arch)) = (f.next(), f.next(), f.next()) else {
             return Err(bad());
@@ -49,13 +49,13 @@ pub fn parse_list_upgradable(text: &str) -> Result<Vec<Pending>, PatchError> {
 /// Parses the `Inst` lines of `apt-get -s upgrade`:
 /// `Inst name [old] (new Origin:version/suite[, …] [arch])`. Other lines (the
 /// summary, `Conf`, `Remv`) are skipped.
-pub fn parse_simulated_upgrade(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse_simulated_upgrade(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let Some(rest) = line.strip_prefix("Inst ") else {
             continue;
         };
-        let bad = || PatchError::parse(WHAT_SIM, i + 1, line);
+        let bad = || ReadError::parse(WHAT_SIM, i + 1, line);
         let (name, rest) = rest.split_once(' ').ok_or_else(bad)?;
         let rest = rest.trim_start();
         let (current, rest) = match rest.strip_prefix('[') {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 const WHAT_CHECK: &str = "dnf check-update";
 const WHAT_INFO: &str = "dnf updateinfo list";
@@ -15,7 +15,7 @@ const WHAT_INFO: &str = "dnf updateinfo list";
 /// Parses `dnf check-update` (exit code 100 when updates are pending, 0 when none).
 /// Long names wrap: the name alone on a line, version and repository on the next.
 /// The "Obsoleting Packages" block that may follow repeats packages and is skipped.
-pub fn parse_check_update(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse_check_update(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     let mut wrapped: Option<String> = None;
     for (i, line) in text.lines().enumerate() {
@@ -37,11 +37,11 @@ pub fn parse_check_update(text: &str) -> Result<Vec<Pending>, PatchError> {
             }
             ([version, _repo], Some(pkg)) => (pkg, *version),
             ([pkg, version, _repo], None) => ((*pkg).to_owned(), *version),
-            _ => return Err(PatchError::parse(WHAT_CHECK, i + 1, line)),
+            _ => return Err(ReadError::parse(WHAT_CHECK, i + 1, line)),
         };
         let name = match pkg.rsplit_once('.') {
             Some((n, _arch)) if !n.is_empty() => n,
-            _ => return Err(PatchError::parse(WHAT_CHECK, i + 1, line)),
+            _ => return Err(ReadError::parse(WHAT_CHECK, i + 1, line)),
         };
         out.push(Pending {
             name: name.to_owned(),
@@ -52,7 +52,7 @@ pub fn parse_check_update(text: &str) -> Result<Vec<Pending>, PatchError> {
         });
     }
     if let Some(pkg) = wrapped {
-        return Err(PatchError::Malformed {
+        return Err(ReadError::Malformed {
             what: WHAT_CHECK,
             detail: format!("output ends inside the entry for {pkg:?}"),
         });
@@ -71,7 +71,7 @@ pub struct Advisory {
 
 /// Parses dnf 4's `dnf updateinfo list --updates`:
 /// `ADVISORY-ID  type-or-severity/Sec.  name-[epoch:]version-release.arch`.
-pub fn parse_updateinfo(text: &str) -> Result<Vec<Advisory>, PatchError> {
+pub fn parse_updateinfo(text: &str) -> Result<Vec<Advisory>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
@@ -80,14 +80,14 @@ pub fn parse_updateinfo(text: &str) -> Result<Vec<Advisory>, PatchError> {
         }
         let f: Vec<&str> = l.split_whitespace().collect();
         let [id, kind, nevra] = f.as_slice() else {
-            return Err(PatchError::parse(WHAT_INFO, i + 1, line));
+            return Err(ReadError::parse(WHAT_INFO, i + 1, line));
         };
         // name-version-release.arch: the name is all but the last two '-' fields.
         let mut parts = nevra.rsplitn(3, '-');
         let (Some(_release), Some(_version), Some(name)) =
             (parts.next(), parts.next(), parts.next())
         else {
-            return Err(PatchError::parse(WHAT_INFO, i + 1, line));
+            return Err(ReadError::parse(WHAT_INFO, i + 1, line));
         };
         out.push(Advisory {
             id: (*id).to_owned(),

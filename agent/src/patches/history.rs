@@ -18,11 +18,11 @@
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use super::PatchError;
+use super::ReadError;
 
 /// The newest apt history entry with an `Upgrade:` line: its `End-Date` (or
 /// `Start-Date` when the entry was cut short), read in `tz`.
-pub fn apt_last_upgrade(text: &str, tz: &TimeZone) -> Result<Option<i64>, PatchError> {
+pub fn apt_last_upgrade(text: &str, tz: &TimeZone) -> Result<Option<i64>, ReadError> {
     const WHAT: &str = "apt history.log";
     let mut last = None;
     let mut start: Option<(usize, &str)> = None;
@@ -31,9 +31,9 @@ pub fn apt_last_upgrade(text: &str, tz: &TimeZone) -> Result<Option<i64>, PatchE
     let mut close = |start: Option<(usize, &str)>,
                      end: Option<(usize, &str)>,
                      upgraded: bool|
-     -> Result<(), PatchError> {
+     -> Result<(), ReadError> {
         if let (true, Some((line, when))) = (upgraded, end.or(start)) {
-            let t = local_time(when, tz).ok_or_else(|| PatchError::parse(WHAT, line, when))?;
+            let t = local_time(when, tz).ok_or_else(|| ReadError::parse(WHAT, line, when))?;
             last = Some(last.map_or(t, |l: i64| l.max(t)));
         }
         Ok(())
@@ -64,7 +64,7 @@ fn local_time(s: &str, tz: &TimeZone) -> Option<i64> {
 
 /// The newest of `rpm -qa --queryformat '%{INSTALLTIME}\n'` (seconds since the
 /// epoch, one a line).
-pub fn rpm_last_install(text: &str) -> Result<Option<i64>, PatchError> {
+pub fn rpm_last_install(text: &str) -> Result<Option<i64>, ReadError> {
     let mut last: Option<i64> = None;
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
@@ -73,7 +73,7 @@ pub fn rpm_last_install(text: &str) -> Result<Option<i64>, PatchError> {
         }
         let secs: i64 = l
             .parse()
-            .map_err(|_| PatchError::parse("rpm -qa INSTALLTIME", i + 1, line))?;
+            .map_err(|_| ReadError::parse("rpm -qa INSTALLTIME", i + 1, line))?;
         last = Some(last.map_or(secs, |m| m.max(secs)));
     }
     Ok(last.map(|s| s * 1000))
@@ -81,7 +81,7 @@ pub fn rpm_last_install(text: &str) -> Result<Option<i64>, PatchError> {
 
 /// The newest `[ALPM] upgraded` line of pacman.log:
 /// `[2024-05-01T12:00:00+0200] [ALPM] upgraded linux (6.8.1-1 -> 6.8.2-1)`.
-pub fn pacman_last_upgrade(text: &str) -> Result<Option<i64>, PatchError> {
+pub fn pacman_last_upgrade(text: &str) -> Result<Option<i64>, ReadError> {
     let mut last: Option<i64> = None;
     for (i, line) in text.lines().enumerate() {
         if !line.contains("] [ALPM] upgraded ") {
@@ -91,7 +91,7 @@ pub fn pacman_last_upgrade(text: &str) -> Result<Option<i64>, PatchError> {
             .strip_prefix('[')
             .and_then(|r| r.split_once(']'))
             .and_then(|(ts, _)| jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%z", ts).ok())
-            .ok_or_else(|| PatchError::parse("pacman.log", i + 1, line))?;
+            .ok_or_else(|| ReadError::parse("pacman.log", i + 1, line))?;
         let ms = t.as_millisecond();
         last = Some(last.map_or(ms, |m| m.max(ms)));
     }
@@ -100,14 +100,14 @@ pub fn pacman_last_upgrade(text: &str) -> Result<Option<i64>, PatchError> {
 
 /// `defaults read /Library/Preferences/com.apple.SoftwareUpdate LastSuccessfulDate`:
 /// `2024-05-01 12:00:00 +0000`.
-pub fn macos_last_successful(text: &str) -> Result<Option<i64>, PatchError> {
+pub fn macos_last_successful(text: &str) -> Result<Option<i64>, ReadError> {
     let l = text.trim();
     if l.is_empty() {
         return Ok(None);
     }
     jiff::Timestamp::strptime("%Y-%m-%d %H:%M:%S %z", l)
         .map(|t| Some(t.as_millisecond()))
-        .map_err(|_| PatchError::parse("defaults read LastSuccessfulDate", 1, l))
+        .map_err(|_| ReadError::parse("defaults read LastSuccessfulDate", 1, l))
 }
 
 #[cfg(test)]

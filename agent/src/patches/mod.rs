@@ -31,7 +31,7 @@ use tandem_proto::v1::{PatchReport, PendingUpdate, UpdateClassification};
 
 /// Most updates one report may carry: the collector's limit
 /// (`collector/src/grpc/validate.rs`, `MAX_UPDATES_PER_REPORT`).
-pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
+pub(crate) const MAX_UPDATES_PER_REPORT: usize = 20_000;
 
 /// Whether an update fixes a security problem, as far as its source says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -55,41 +55,15 @@ pub struct Pending {
     pub advisory_id: String,
 }
 
-/// Why a source could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PatchError {
-    #[error(transparent)]
-    Tool(#[from] crate::tool::ToolError),
-    #[error("cannot parse {what} output, line {line}: {text:?}")]
-    Parse {
-        what: &'static str,
-        line: usize,
-        text: String,
-    },
-    #[error("cannot parse {what} output: {detail}")]
-    Malformed { what: &'static str, detail: String },
-    #[error("no supported package manager found (looked for {looked_for})")]
-    NoManager { looked_for: &'static str },
-    #[error("{0}")]
-    NotImplemented(&'static str),
-}
-
-impl PatchError {
-    pub(crate) fn parse(what: &'static str, line: usize, text: &str) -> Self {
-        PatchError::Parse {
-            what,
-            line,
-            text: text.chars().take(120).collect(),
-        }
-    }
-}
+/// Why a source could not be read (shared with the inventory).
+use crate::tool::ReadError;
 
 /// What one patch check found.
 #[derive(Debug)]
 pub struct Check {
     /// Which source answered or was tried ("apt", "dnf", "windows_update", ...).
     pub source: &'static str,
-    pub updates: Result<Vec<Pending>, PatchError>,
+    pub updates: Result<Vec<Pending>, ReadError>,
     pub reboot: Reboot,
     /// The newest successful update installation, ms since the epoch; 0 where the
     /// source does not say (only Windows Update's history is read today).
@@ -119,7 +93,7 @@ pub struct FirstSeen {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum FirstSeenError {
+pub(crate) enum FirstSeenError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -148,7 +122,12 @@ impl FirstSeen {
 
     /// Stamps `updates` with their first-seen time, starting at `now_ms` for new
     /// ones, and forgets updates no longer pending. Pure apart from the map.
-    pub fn stamp(&mut self, source: &str, updates: &[Pending], now_ms: i64) -> Vec<(Pending, i64)> {
+    pub(crate) fn stamp(
+        &mut self,
+        source: &str,
+        updates: &[Pending],
+        now_ms: i64,
+    ) -> Vec<(Pending, i64)> {
         let mut next = BTreeMap::new();
         // Other sources' entries stay (a machine may switch between them rarely;
         // keeping them costs nothing and loses no age).
@@ -172,7 +151,7 @@ impl FirstSeen {
     }
 
     /// Writes the record atomically (temp file, then rename).
-    pub fn save(&self) -> Result<(), FirstSeenError> {
+    pub(crate) fn save(&self) -> Result<(), FirstSeenError> {
         let io = |source| FirstSeenError::Io {
             path: self.path.clone(),
             source,
@@ -236,7 +215,7 @@ impl Status {
     /// The status as the wire's report with sequence number `seq`. Past
     /// [`MAX_UPDATES_PER_REPORT`] updates, security updates are kept first and the
     /// rest is cut (the collector would refuse the whole report).
-    pub fn to_report(&self, seq: u64) -> PatchReport {
+    pub(crate) fn to_report(&self, seq: u64) -> PatchReport {
         let mut updates: Vec<&Aged> = self.updates.iter().collect();
         if updates.len() > MAX_UPDATES_PER_REPORT {
             tracing::warn!(
@@ -334,7 +313,7 @@ mod tests {
         let s = Status::from_check(
             Check {
                 source: "apt",
-                updates: Err(PatchError::Tool(crate::tool::ToolError::TimedOut {
+                updates: Err(ReadError::Tool(crate::tool::ToolError::TimedOut {
                     program: "apt".into(),
                     secs: 120,
                 })),

@@ -3,13 +3,13 @@
 //! the last synced database). Both print `name old -> new`, `pacman -Qu` sometimes
 //! with ` [ignored]`. Arch publishes no per-package security flag: all unknown.
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 const WHAT: &str = "checkupdates/pacman -Qu";
 
 /// Parses `name old-version -> new-version [ignored]` lines; ignored packages are
 /// left out (the administrator pinned them on purpose).
-pub fn parse(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -23,7 +23,7 @@ pub fn parse(text: &str) -> Result<Vec<Pending>, PatchError> {
                 class: Class::Unknown,
                 advisory_id: String::new(),
             }),
-            _ => return Err(PatchError::parse(WHAT, i + 1, line)),
+            _ => return Err(ReadError::parse(WHAT, i + 1, line)),
         }
     }
     Ok(out)

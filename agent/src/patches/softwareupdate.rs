@@ -5,13 +5,13 @@
 //! rest unknown (OS and Safari updates usually carry security fixes too, but the tool
 //! does not say so).
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 const WHAT: &str = "softwareupdate --list";
 
 /// Parses `softwareupdate --list` (both stdout and stderr may be passed joined: the
 /// "No new software available." line goes to stderr).
-pub fn parse(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out: Vec<Pending> = Vec::new();
     let mut saw_header = false;
     for (i, line) in text.lines().enumerate() {
@@ -28,7 +28,7 @@ pub fn parse(text: &str) -> Result<Vec<Pending>, PatchError> {
             });
         } else if l.starts_with("Title: ") {
             let Some(last) = out.last_mut() else {
-                return Err(PatchError::parse(WHAT, i + 1, line));
+                return Err(ReadError::parse(WHAT, i + 1, line));
             };
             for field in l.split(", ") {
                 if let Some(v) = field.strip_prefix("Version: ") {
@@ -42,7 +42,7 @@ pub fn parse(text: &str) -> Result<Vec<Pending>, PatchError> {
         }
     }
     if !saw_header {
-        return Err(PatchError::Malformed {
+        return Err(ReadError::Malformed {
             what: WHAT,
             detail: "no \"Finding available software\" line".into(),
         });

@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 /// The properties of one `IUpdate` that Tandem reads.
 #[derive(Debug, Default, Deserialize)]
@@ -131,7 +131,7 @@ pub fn classify(updates: Vec<Update>) -> Vec<Pending> {
 
 /// Parses the serialized search result; hidden or installed entries are skipped.
 /// A single object (what `ConvertTo-Json` makes of a one-element array) is accepted.
-pub fn parse(json: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse(json: &str) -> Result<Vec<Pending>, ReadError> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -147,7 +147,7 @@ pub fn parse(json: &str) -> Result<Vec<Pending>, PatchError> {
         Ok(OneOrMany::Many(v)) => v,
         Ok(OneOrMany::One(u)) => vec![u],
         Err(e) => {
-            return Err(PatchError::Malformed {
+            return Err(ReadError::Malformed {
                 what: "windows update search",
                 detail: e.to_string(),
             });

@@ -4,7 +4,7 @@
 //! and flat, so finding the `<update …>` start tags and reading their attributes
 //! suffices and the agent carries no XML parser.
 
-use super::{Class, PatchError, Pending};
+use super::{Class, Pending, ReadError};
 
 const WHAT: &str = "zypper --xmlout";
 
@@ -37,9 +37,9 @@ fn unescape(s: &str) -> String {
 /// 1.14 writes a whole `<update-list>` on one line (seen in the real capture
 /// `tests/fixtures/captured/zypper-list-patches.xml`). A literal `<` cannot occur
 /// in XML text, so every `<update ` is a start tag.
-fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
+fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, ReadError> {
     if !text.contains("</stream>") || !text.contains("<update-status") {
-        return Err(PatchError::Malformed {
+        return Err(ReadError::Malformed {
             what: WHAT,
             detail: "no <update-status> in a complete <stream> document".into(),
         });
@@ -50,7 +50,7 @@ fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
         let start = from + at;
         let line = text[..start].matches('\n').count() + 1;
         let Some(len) = text[start..].find('>') else {
-            return Err(PatchError::parse(WHAT, line, &text[start..]));
+            return Err(ReadError::parse(WHAT, line, &text[start..]));
         };
         tags.push((line, &text[start..=start + len]));
         from = start + len + 1;
@@ -60,10 +60,10 @@ fn update_tags(text: &str) -> Result<Vec<(usize, &str)>, PatchError> {
 
 /// Parses `zypper --xmlout list-patches`: needed patches only; name and advisory id
 /// are the patch id, `new_version` its edition.
-pub fn parse_list_patches(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse_list_patches(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     for (line, tag) in update_tags(text)? {
-        let get = |a| attr(tag, a).ok_or_else(|| PatchError::parse(WHAT, line, tag));
+        let get = |a| attr(tag, a).ok_or_else(|| ReadError::parse(WHAT, line, tag));
         if get("kind")? != "patch" {
             continue;
         }
@@ -88,10 +88,10 @@ pub fn parse_list_patches(text: &str) -> Result<Vec<Pending>, PatchError> {
 }
 
 /// Parses `zypper --xmlout list-updates`: packages with `edition-old` → `edition`.
-pub fn parse_list_updates(text: &str) -> Result<Vec<Pending>, PatchError> {
+pub fn parse_list_updates(text: &str) -> Result<Vec<Pending>, ReadError> {
     let mut out = Vec::new();
     for (line, tag) in update_tags(text)? {
-        let get = |a| attr(tag, a).ok_or_else(|| PatchError::parse(WHAT, line, tag));
+        let get = |a| attr(tag, a).ok_or_else(|| ReadError::parse(WHAT, line, tag));
         if get("kind")? != "package" {
             continue;
         }

@@ -21,9 +21,9 @@ pub fn process_count() -> Option<usize> {
 }
 
 /// I/O totals of every whole disk, from one read of `/proc/diskstats`.
-pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+pub fn disk_io() -> Option<Vec<super::DiskIo>> {
     let text = std::fs::read_to_string("/proc/diskstats").ok()?;
-    Some(crate::collect::disks::parse_diskstats(&text))
+    Some(super::parse_diskstats(&text))
 }
 
 /// Counters of every interface, from one read of `/proc/net/dev`.
@@ -114,9 +114,10 @@ fn in_path(program: &str) -> bool {
 /// so results are as fresh as the last refresh the OS did (apt's daily timer,
 /// dnf's makecache, ...).
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{Check, PatchError, apt, dnf, pacman, zypper};
+    use crate::patches::{Check, apt, dnf, pacman, zypper};
+    use crate::tool::ReadError;
     // stdout of a command whose exit code is one of `ok`.
-    let run = move |program: &str, args: &[&str], ok: &[i32]| -> Result<String, PatchError> {
+    let run = move |program: &str, args: &[&str], ok: &[i32]| -> Result<String, ReadError> {
         Ok(crate::tool::run(program, args, timeout)?
             .accept(program, ok)?
             .stdout)
@@ -186,7 +187,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     } else if in_path("pacman") {
         // `pacman -Qu` exits 1, silently, when nothing is pending.
         let r = crate::tool::run("pacman", &["-Qu"], timeout)
-            .map_err(PatchError::from)
+            .map_err(ReadError::from)
             .and_then(|o| match o.code {
                 Some(1) if o.stdout.trim().is_empty() && o.stderr.trim().is_empty() => Ok(o),
                 _ => Ok(o.accept("pacman", &[0])?),
@@ -196,7 +197,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
     } else {
         (
             "none",
-            Err(PatchError::NoManager {
+            Err(ReadError::NoManager {
                 looked_for: "apt, apt-get, dnf, yum, zypper, checkupdates, pacman",
             }),
         )
@@ -217,7 +218,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
 }
 
 /// Runs a tool; its stdout when the exit code is one of the accepted ones.
-type RunTool = dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::patches::PatchError>;
+type RunTool = dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::tool::ReadError>;
 
 /// When `source` last installed updates (ms since the epoch; 0 when unknown — the
 /// reason is logged). apt: the newest upgrade in history.log, else in the rotated
@@ -256,7 +257,8 @@ fn last_install(source: &str, run: &RunTool) -> i64 {
 /// hardware, and the package list from dpkg, rpm or pacman (the first found; one
 /// command bounded by `timeout`). Blocking.
 pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    use crate::inventory::{self as inv, InventoryError};
+    use crate::inventory as inv;
+    use crate::tool::ReadError;
     let (os_name, os_version) = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
@@ -266,7 +268,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
     let os_build = std::fs::read_to_string("/etc/debian_version")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    let run = |program: &str, args: &[&str]| -> Result<String, InventoryError> {
+    let run = |program: &str, args: &[&str]| -> Result<String, ReadError> {
         Ok(crate::tool::run(program, args, timeout)?
             .accept(program, &[0])?
             .stdout)
@@ -301,7 +303,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
     } else {
         (
             "none",
-            Err(InventoryError::NoSource {
+            Err(ReadError::NoSource {
                 looked_for: "dpkg-query, rpm, pacman",
             }),
         )

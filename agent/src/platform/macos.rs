@@ -11,7 +11,7 @@ pub fn process_count() -> Option<usize> {
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+pub fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
@@ -65,10 +65,11 @@ pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Pending updates from `softwareupdate --list` (which asks Apple's servers, hence
 /// the timeout). The reboot state is not read yet (always "not required").
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{PatchError, softwareupdate};
+    use crate::patches::softwareupdate;
+    use crate::tool::ReadError;
     let updates = crate::tool::run("softwareupdate", &["--list"], timeout)
         .and_then(|o| o.accept("softwareupdate", &[0]))
-        .map_err(PatchError::from)
+        .map_err(ReadError::from)
         .and_then(|o| softwareupdate::parse(&format!("{}\n{}", o.stdout, o.stderr)));
     // Written by softwareupdate after each successful install; absent on a Mac that
     // never installed one (`defaults` then exits 1: unknown, not an error).
@@ -104,8 +105,9 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
 /// each bounded by `timeout`. Blocking. Not exercised on a real Mac by CI: only the
 /// parsers are tested, on fixtures written from Apple's documented format.
 pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    use crate::inventory::{self as inv, InventoryError};
-    let run = |program: &str, args: &[&str]| -> Result<String, InventoryError> {
+    use crate::inventory as inv;
+    use crate::tool::ReadError;
+    let run = |program: &str, args: &[&str]| -> Result<String, ReadError> {
         Ok(crate::tool::run(program, args, timeout)?
             .accept(program, &[0])?
             .stdout)

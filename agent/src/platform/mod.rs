@@ -6,12 +6,29 @@
 //! `unix_process.rs`, inode counts (`fs_inodes`) in `unix_statvfs.rs`; Windows and
 //! unknown platforms have their own.
 
+// Disk value types and the diskstats parser, the same on every OS.
+mod disk;
+pub use disk::{DiskIo, Inodes, parse_diskstats};
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+// Posture sources, native backup records, the custom checks' shell (issue #14).
+#[cfg(target_os = "linux")]
+mod linux_posture;
+#[cfg(target_os = "linux")]
+pub use linux_posture::*;
+#[cfg(windows)]
+mod windows_posture;
+#[cfg(windows)]
+pub use windows_posture::*;
+#[cfg(target_os = "macos")]
+mod macos_posture;
+#[cfg(target_os = "macos")]
+pub use macos_posture::*;
 
-// The Win32 calls (service manager, process times, power status) need unsafe code;
+// The Win32 calls (service manager, process times, power status, job objects) need unsafe code;
 // this is the one module where the agent allows it (the crate denies it elsewhere).
 #[cfg(windows)]
 #[allow(unsafe_code)]
@@ -42,6 +59,17 @@ mod unsupported;
 #[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
 pub use unsupported::*;
 
+// The agent as an OS service: what it is (pure), and the Windows SCM code behind
+// `service`; elsewhere `service` refuses (systemd and launchd run the agent).
+#[cfg(windows)]
+#[allow(unsafe_code)]
+#[path = "windows_service.rs"]
+pub mod service;
+#[cfg(not(windows))]
+#[path = "no_service.rs"]
+pub mod service;
+pub mod service_spec;
+
 #[cfg(unix)]
 mod unix_files;
 #[cfg(unix)]
@@ -53,11 +81,11 @@ mod unix_statvfs;
 pub use unix_statvfs::fs_inodes;
 /// Inode counts: a unix notion (NTFS has no fixed inode table).
 #[cfg(not(unix))]
-pub fn fs_inodes(_mount: &std::path::Path) -> Option<crate::collect::disks::Inodes> {
+pub fn fs_inodes(_mount: &std::path::Path) -> Option<Inodes> {
     None
 }
 
 #[cfg(unix)]
 mod unix_process;
 #[cfg(unix)]
-pub use unix_process::{isolate, kill_tree};
+pub use unix_process::{contain, isolate, kill_tree, release};

@@ -10,7 +10,7 @@ pub fn process_count() -> Option<usize> {
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+pub fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
@@ -57,7 +57,7 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
 pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
     crate::patches::Check {
         source: "none",
-        updates: Err(crate::patches::PatchError::NotImplemented(
+        updates: Err(crate::patches::ReadError::NotImplemented(
             "patch status is not supported on this operating system",
         )),
         reboot: crate::patches::Reboot::default(),
@@ -68,8 +68,13 @@ pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
 /// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
 pub fn isolate(_cmd: &mut std::process::Command) {}
 
-/// Kills the child. Its own children are not reached (a job object would; not
-/// done yet).
+/// Nothing to hold the tree with here: `kill_tree` ends the child only.
+pub fn contain(_child: &std::process::Child) {}
+
+/// Nothing to release here.
+pub fn release(_child: &std::process::Child) {}
+
+/// Kills the child.
 pub fn kill_tree(child: &mut std::process::Child) {
     let _ = child.kill();
 }
@@ -82,7 +87,7 @@ pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::Platf
         os_version: String::new(),
         hardware: crate::inventory::Hardware::default(),
         software_source: "none",
-        software: Err(crate::inventory::InventoryError::NoSource {
+        software: Err(crate::tool::ReadError::NoSource {
             looked_for: "nothing: this operating system is not supported",
         }),
     }
@@ -103,4 +108,37 @@ pub fn service_states(
     Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
 > {
     None
+}
+
+/// No posture sources on this platform: every check unknown, saying so.
+pub fn posture(_timeout: std::time::Duration) -> Vec<crate::posture::Check> {
+    use crate::posture::*;
+    [
+        FIREWALL,
+        DISK_ENCRYPTION,
+        ANTIVIRUS,
+        AUTO_UPDATES,
+        LOCAL_ADMINS,
+        SSH_ROOT_LOGIN,
+        SSH_PASSWORD_AUTH,
+        SCREEN_LOCK,
+    ]
+    .into_iter()
+    .map(|c| Check::unknown(c, "posture is not read on this operating system"))
+    .collect()
+}
+
+/// The shell for custom checks that ask for one.
+pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+
+/// Not read on this platform.
+pub fn children_cpu_ms() -> Option<u64> {
+    None
+}
+
+/// No native backup records on this platform.
+pub fn native_backup(kind: &str, _timeout: std::time::Duration) -> Result<(i64, String), String> {
+    Err(format!(
+        "{kind} backups are not read on this operating system"
+    ))
 }

@@ -35,7 +35,7 @@ fn performance_info() -> Option<windows_sys::Win32::System::ProcessStatus::PERFO
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<crate::collect::disks::DiskIo>> {
+pub fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
@@ -295,10 +295,11 @@ static SEARCH_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 /// only (Wine has no Windows Update Agent). The interpretation is tested on Linux
 /// (`patches/windows_update.rs`).
 pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{PatchError, Reboot, windows_update};
+    use crate::patches::{Reboot, windows_update};
+    use crate::tool::ReadError;
     use std::sync::atomic::Ordering;
     let searched = if SEARCH_RUNNING.swap(true, Ordering::SeqCst) {
-        Err(PatchError::Malformed {
+        Err(ReadError::Malformed {
             what: "windows update search",
             detail: "the previous search is still running".into(),
         })
@@ -314,18 +315,18 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         match spawned {
             Err(err) => {
                 SEARCH_RUNNING.store(false, Ordering::SeqCst);
-                Err(PatchError::Malformed {
+                Err(ReadError::Malformed {
                     what: "windows update search",
                     detail: format!("cannot start the search thread: {err}"),
                 })
             }
             Ok(_) => match rx.recv_timeout(timeout) {
                 Ok(Ok(found)) => Ok(found),
-                Ok(Err(detail)) => Err(PatchError::Malformed {
+                Ok(Err(detail)) => Err(ReadError::Malformed {
                     what: "windows update search",
                     detail,
                 }),
-                Err(_) => Err(PatchError::Tool(crate::tool::ToolError::TimedOut {
+                Err(_) => Err(ReadError::Tool(crate::tool::ToolError::TimedOut {
                     program: "windows update search".into(),
                     secs: timeout.as_secs(),
                 })),
@@ -419,7 +420,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
         true,
         timeout,
     )
-    .map_err(inv::InventoryError::from)
+    .map_err(crate::tool::ReadError::from)
     .map(|o| {
         let mut list = inv::parse_uninstall_keys(&o);
         // 32-bit programs; absent on 32-bit Windows, which is not an error.
@@ -442,13 +443,74 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
     }
 }
 
-/// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
+/// Nothing to prepare before the start: the tree is held by a job object that
+/// [`contain`] makes right after it.
 pub fn isolate(_cmd: &mut std::process::Command) {}
 
-/// Kills the child. Its own children are not reached (a job object would; not
-/// done yet).
+/// Job objects of running external tools, by process id (as `isize`: a `HANDLE` is
+/// a raw pointer, not `Send`). Each is closed by [`kill_tree`] or [`release`].
+static JOBS: std::sync::Mutex<std::collections::BTreeMap<u32, isize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn take_job(pid: u32) -> Option<windows_sys::Win32::Foundation::HANDLE> {
+    JOBS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&pid)
+        .map(|h| h as windows_sys::Win32::Foundation::HANDLE)
+}
+
+/// Puts a just-started tool into a job object of its own, so that every process it
+/// starts is in the job too and [`kill_tree`] ends them all (a custom check's
+/// `cmd /C` and what it starts, `start /B` included). A process the tool starts in
+/// the instant between its start and this call is not held; if the job cannot be
+/// made, `kill_tree` ends the child only, as before.
+pub fn contain(child: &std::process::Child) {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::JobObjects::{AssignProcessToJobObject, CreateJobObjectW};
+    // SAFETY: null attributes and a null name make an anonymous job with the default
+    // security descriptor; the returned handle is checked before use.
+    let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+    if job.is_null() {
+        return;
+    }
+    // SAFETY: `job` was just created and is open; the process handle belongs to
+    // `child`, which is borrowed for the whole call, so it is open too.
+    let assigned = unsafe { AssignProcessToJobObject(job, child.as_raw_handle()) } != 0;
+    if !assigned {
+        // SAFETY: `job` is an open handle that nothing else holds.
+        unsafe { CloseHandle(job) };
+        return;
+    }
+    JOBS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(child.id(), job as isize);
+}
+
+/// Kills the child and everything in its job object ([`contain`]), then the child
+/// itself in case it was not in one.
 pub fn kill_tree(child: &mut std::process::Child) {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::JobObjects::TerminateJobObject;
+    if let Some(job) = take_job(child.id()) {
+        // SAFETY: `job` is an open job handle taken out of JOBS, so this is its only
+        // user; it is closed once, here.
+        unsafe {
+            TerminateJobObject(job, 1);
+            CloseHandle(job);
+        }
+    }
     let _ = child.kill();
+}
+
+/// Closes the job object of a tool that ended on its own (its processes keep
+/// running if it left any: only a timeout kills the tree).
+pub fn release(child: &std::process::Child) {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    if let Some(job) = take_job(child.id()) {
+        // SAFETY: `job` is an open job handle taken out of JOBS; closed once, here.
+        unsafe { CloseHandle(job) };
+    }
 }
 
 /// Failed units are a systemd notion: not applicable here.

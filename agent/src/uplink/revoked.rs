@@ -1,0 +1,89 @@
+//! Telling a revoked device from a failing connection (issue 16, item 8).
+//!
+//! The collector refuses a revoked device in two ways: an open stream ends with
+//! `PermissionDenied` and the `tandem-refusal: revoked` metadata
+//! ([`tandem_proto::Refusal::Revoked`]), and every later handshake fails with the
+//! TLS alert `certificate_revoked`. Either means the same thing: retrying soon is
+//! useless, the device must be re-enrolled. The uplink then says so once, as an
+//! error, and retries slowly ([`RETRY`]) or as soon as its configuration changes
+//! (a re-enrollment writes new certificate files and the operator restarts or edits).
+
+use std::time::Duration;
+
+use crate::uplink::UplinkError;
+
+/// How long a revoked device waits between attempts: slow enough to cost the
+/// collector nothing, fast enough that a re-enrolled device returns on its own.
+pub(crate) const RETRY: Duration = Duration::from_secs(600);
+
+/// Whether `err` says this device's certificate has been revoked.
+pub(crate) fn is_revoked(err: &UplinkError) -> bool {
+    if let UplinkError::Status(s) = err
+        && s.code() == tonic::Code::PermissionDenied
+        && s.metadata()
+            .get(tandem_proto::REFUSAL_METADATA)
+            .is_some_and(|v| v.as_bytes() == tandem_proto::Refusal::Revoked.name().as_bytes())
+    {
+        return true;
+    }
+    chain_has_revoked_alert(err)
+}
+
+/// Walks the error's sources for rustls' "received the alert certificate_revoked"
+/// (it reaches us inside tonic's and hyper's transport errors, as an io error).
+fn chain_has_revoked_alert(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if is_revoked_alert(e) {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_revoked_alert(inner)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn is_revoked_alert(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRevoked
+        ))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_and_the_alert_mean_revoked_and_other_failures_do_not() {
+        let mut s =
+            tonic::Status::permission_denied("the certificate of this device has been revoked");
+        assert!(
+            !is_revoked(&UplinkError::Status(s.clone())),
+            "no metadata: not ours"
+        );
+        s.metadata_mut().insert(
+            tandem_proto::REFUSAL_METADATA,
+            tonic::metadata::MetadataValue::from_static("revoked"),
+        );
+        assert!(is_revoked(&UplinkError::Status(s)));
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked),
+        );
+        assert!(chain_has_revoked_alert(&io));
+        let other = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        );
+        assert!(!chain_has_revoked_alert(&other));
+        assert!(!is_revoked(&UplinkError::Protocol("expected a welcome")));
+    }
+}
