@@ -43,6 +43,12 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     /// The alert engine; `None` when no rules directory is configured.
     pub alerts: Option<AlertsConfig>,
+    /// Notifications (`[notify]`, issue #12); `None` without that section.
+    pub notify: Option<crate::notify::config::NotifyConfig>,
+    /// The HTTP listener (`[http]`: ack links, the feed); `None` without that section.
+    pub http: Option<crate::notify::config::HttpConfig>,
+    /// Compaction and retention of metric values (`[store]`, issue 17).
+    pub storage: crate::store::compact::StorageConfig,
 }
 
 /// The enrollment listener and the certificates it issues.
@@ -89,6 +95,9 @@ impl Config {
             writer: WriterConfig::default(),
             enrollment: EnrollmentConfig::default(),
             alerts: None,
+            notify: None,
+            http: None,
+            storage: Default::default(),
         }
     }
 
@@ -109,6 +118,8 @@ struct RawConfig {
     enrollment: RawEnrollment,
     #[serde(default)]
     alerts: RawAlerts,
+    notify: Option<crate::notify::config::RawNotify>,
+    http: Option<crate::notify::config::RawHttp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +151,17 @@ struct RawTelemetry {
 struct RawStore {
     write_queue: Option<Spanned<i64>>,
     max_group: Option<Spanned<i64>>,
+    // store brief (issue 17): retention and compaction
+    raw_retention_days: Option<Spanned<i64>>,
+    rollup_5m_retention_days: Option<Spanned<i64>>,
+    rollup_1h_retention_days: Option<Spanned<i64>>,
+    compact_interval_secs: Option<Spanned<i64>>,
+    compact_grace_secs: Option<Spanned<i64>>,
+    // store2 brief (issue 17): retention of the other tables
+    patch_report_retention_days: Option<Spanned<i64>>,
+    inventory_change_retention_days: Option<Spanned<i64>>,
+    alert_history_retention_days: Option<Spanned<i64>>,
+    notify_log_retention_days: Option<Spanned<i64>>,
 }
 
 /// A configuration file that could not be used; lists every problem found.
@@ -288,6 +310,95 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         4096,
     );
     let group = ranged(&mut p, &raw.store.max_group, "max_group", 1, 100_000, 256);
+    // --- store brief (issue 17): retention and compaction ---
+    let st = &raw.store;
+    let days = |d: i64| Duration::from_secs(d as u64 * 86_400);
+    let raw_days = ranged(
+        &mut p,
+        &st.raw_retention_days,
+        "raw_retention_days",
+        1,
+        3660,
+        14,
+    );
+    let r5_days = ranged(
+        &mut p,
+        &st.rollup_5m_retention_days,
+        "rollup_5m_retention_days",
+        1,
+        3660,
+        90,
+    );
+    let r1_days = ranged(
+        &mut p,
+        &st.rollup_1h_retention_days,
+        "rollup_1h_retention_days",
+        1,
+        36600,
+        730,
+    );
+    let compact_every = ranged(
+        &mut p,
+        &st.compact_interval_secs,
+        "compact_interval_secs",
+        1,
+        86_400,
+        60,
+    );
+    let grace = ranged(
+        &mut p,
+        &st.compact_grace_secs,
+        "compact_grace_secs",
+        0,
+        86_400,
+        300,
+    );
+    if let Some(s) = &st.rollup_5m_retention_days
+        && r5_days < raw_days
+    {
+        p.at(s.span(), format!("rollup_5m_retention_days ({r5_days}) must be at least raw_retention_days ({raw_days})"));
+    }
+    if let Some(s) = &st.rollup_1h_retention_days
+        && r1_days < r5_days
+    {
+        p.at(s.span(), format!("rollup_1h_retention_days ({r1_days}) must be at least rollup_5m_retention_days ({r5_days})"));
+    }
+    // --- store2 brief (issue 17): retention of the other tables ---
+    let mut other_days = |v: &Option<Spanned<i64>>, key: &str, default: i64| {
+        days(ranged(&mut p, v, key, 1, 36600, default))
+    };
+    let other = crate::store::compact::OtherRetention {
+        patch_reports: other_days(
+            &st.patch_report_retention_days,
+            "patch_report_retention_days",
+            365,
+        ),
+        inventory_changes: other_days(
+            &st.inventory_change_retention_days,
+            "inventory_change_retention_days",
+            365,
+        ),
+        alert_history: other_days(
+            &st.alert_history_retention_days,
+            "alert_history_retention_days",
+            365,
+        ),
+        notify_log: other_days(
+            &st.notify_log_retention_days,
+            "notify_log_retention_days",
+            90,
+        ),
+    };
+    // --- end store2 brief ---
+    let storage = crate::store::compact::StorageConfig {
+        raw_retention: days(raw_days),
+        rollup_5m_retention: days(r5_days),
+        rollup_1h_retention: days(r1_days),
+        interval: Duration::from_secs(compact_every as u64),
+        grace: Duration::from_secs(grace as u64),
+        other,
+    };
+    // --- end store brief ---
     let tick = ranged(&mut p, &raw.alerts.tick_secs, "tick_secs", 1, 300, 5);
     let alerts = match &raw.alerts.rules_dir {
         None => None,
@@ -303,6 +414,14 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
             tick: Duration::from_secs(tick as u64),
         }),
     };
+    let notify = raw
+        .notify
+        .as_ref()
+        .map(|n| crate::notify::config::build_notify(n, base, &data_dir, &mut |s, m| p.at(s, m)));
+    let http = raw
+        .http
+        .as_ref()
+        .map(|h| crate::notify::config::build_http(h, &mut |s, m| p.at(s, m)));
     if !p.list.is_empty() {
         return Err(ConfigError { problems: p.list });
     }
@@ -324,6 +443,9 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
             attempts_per_minute: attempts as u32,
         },
         alerts,
+        notify,
+        http,
+        storage,
     })
 }
 
@@ -393,6 +515,68 @@ mod tests {
         let e = parse(Path::new("c.toml"), "[telemetry]\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(e.problems[0].starts_with("c.toml:2:1:"), "{e}");
         assert!(e.problems[0].contains("listen_addr"), "{e}");
+    }
+
+    // store brief (issue 17)
+    #[test]
+    fn storage_keys_default_parse_and_are_checked() {
+        let c = parse(Path::new("c.toml"), "").unwrap();
+        assert_eq!(c.storage, crate::store::compact::StorageConfig::default());
+        let c = parse(
+            Path::new("c.toml"),
+            "[store]\nraw_retention_days = 30\ncompact_grace_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.raw_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.storage.grace, Duration::ZERO);
+        let e = parse(
+            Path::new("c.toml"),
+            "[store]\nraw_retention_days = 30\nrollup_5m_retention_days = 20\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:3:"), "{e}");
+        assert!(
+            e.problems[0].contains("at least raw_retention_days (30)"),
+            "{e}"
+        );
+        let e = parse(Path::new("c.toml"), "[store]\nraw_retention_days = 0\n").unwrap_err();
+        assert!(e.problems[0].contains("raw_retention_days = 0"), "{e}");
+    }
+
+    // store2 brief (issue 17)
+    #[test]
+    fn retention_of_the_other_tables_defaults_parses_and_is_checked() {
+        let c = parse(Path::new("c.toml"), "").unwrap();
+        let o = c.storage.other;
+        assert_eq!(o.patch_reports, Duration::from_secs(365 * 86_400));
+        assert_eq!(o.notify_log, Duration::from_secs(90 * 86_400));
+        let c = parse(
+            Path::new("c.toml"),
+            "[store]\npatch_report_retention_days = 7\ninventory_change_retention_days = 8\nalert_history_retention_days = 9\nnotify_log_retention_days = 10\n",
+        )
+        .unwrap();
+        let o = c.storage.other;
+        assert_eq!(o.patch_reports, Duration::from_secs(7 * 86_400));
+        assert_eq!(o.inventory_changes, Duration::from_secs(8 * 86_400));
+        assert_eq!(o.alert_history, Duration::from_secs(9 * 86_400));
+        assert_eq!(o.notify_log, Duration::from_secs(10 * 86_400));
+        let e = parse(
+            Path::new("c.toml"),
+            "[store]\nalert_history_retention_days = 0\nnotify_log_retention_days = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:"), "{e}");
+        let e = parse(
+            Path::new("c.toml"),
+            "[store]\nalert_history_retention_days = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(
+            e.problems[0]
+                .starts_with("c.toml:2:32: alert_history_retention_days = 0 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,17 +6,30 @@
 //! streams pick it up and push new settings to their agents. A bad edit is logged
 //! with file, line and column, and the running configuration stays. Keys that need
 //! a restart (listen address, data dir, store sizing) are reported as such.
+//! Only a change of the file's bytes is a reload ([`tandem_proto::util::fswatch::Contents`]): the
+//! reload's own read and a bad edit left in place cost nothing and log nothing.
 
 use std::path::PathBuf;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::fswatch::{self, SETTLE};
 use crate::grpc::ingest::LiveConfig;
-use crate::server::live_config;
+use tandem_proto::util::fswatch::FileChanges;
+use tandem_proto::v1::Settings;
+
+/// What of `config` applies to open streams.
+pub(crate) fn live_config(config: &Config) -> LiveConfig {
+    LiveConfig {
+        limits: config.limits,
+        settings: Settings {
+            sample_interval_secs: config.sample_interval_secs,
+            renew_now: false,
+        },
+    }
+}
 
 /// Starts watching `path`; `running` is the configuration in force.
 pub fn watch(
@@ -25,33 +38,10 @@ pub fn watch(
     tx: watch::Sender<LiveConfig>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, notify::Error> {
-    let dir = path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = path.file_name().map(|n| n.to_owned());
-    // Bounded: a burst of events only needs to wake the task once.
-    let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
-    let watcher = fswatch::watch_dir(
-        &dir,
-        move |p| p.file_name() == name.as_deref(),
-        move || {
-            let _ = ev_tx.try_send(());
-        },
-    )?;
+    let mut changes = FileChanges::watch(path.clone())?;
     Ok(tokio::spawn(async move {
-        // The watcher lives as long as this task.
-        let _watcher = watcher;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = ev_rx.recv() => if ev.is_none() { return },
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(SETTLE) => {}
-            }
-            while ev_rx.try_recv().is_ok() {}
+        while changes.changed(&stop).await {
+            tracing::debug!(path = %path.display(), "config file changed; reloading");
             let p = path.clone();
             match tokio::task::spawn_blocking(move || config::load(&p)).await {
                 Ok(Ok(new)) => {

@@ -49,6 +49,8 @@ struct SessionEntry {
     serial: String,
     /// Cancelled when the stream's device or certificate is revoked.
     cancel: CancellationToken,
+    /// Cancelled when a newer stream of the same device registers.
+    replaced: CancellationToken,
     /// The stream's outbound frames, to push `Settings { renew_now }`.
     tx: mpsc::Sender<Result<CollectorFrame, tonic::Status>>,
     /// Its `Welcome` has been sent: frames pushed from outside may follow now.
@@ -69,6 +71,9 @@ pub struct Revocations {
     /// Guarded by `sessions`' lock together with the streams' `welcomed` flags, so a
     /// request is either pushed to a welcomed stream or found at the next Welcome.
     patch_check_pending: Mutex<HashSet<String>>,
+    /// Revoked devices whose refused handshake was logged once already (at info;
+    /// later attempts go to debug). Bounded by the number of revoked devices.
+    refusal_logged: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -84,6 +89,10 @@ pub struct SessionGuard {
     id: u64,
     /// Cancelled when the device or its certificate is revoked.
     pub cancel: CancellationToken,
+    /// Cancelled when a newer stream of the same device registered: one live
+    /// session per device, the newest wins (an agent that reconnects leaves its
+    /// old, maybe half-open, stream behind).
+    pub replaced: CancellationToken,
 }
 
 impl Drop for SessionGuard {
@@ -103,6 +112,14 @@ impl Drop for SessionGuard {
 }
 
 impl Revocations {
+    /// True the first time a revoked `device`'s handshake is refused in this run.
+    pub fn first_refusal(&self, device: &str) -> bool {
+        self.refusal_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device.to_owned())
+    }
+
     /// Whether a certificate (device id and serial) may no longer be used.
     pub fn is_revoked(&self, device_id: &str, serial: &str) -> bool {
         let set = self.revoked.read().unwrap_or_else(|p| p.into_inner());
@@ -146,21 +163,26 @@ impl Revocations {
     ) -> SessionGuard {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
+        let replaced = CancellationToken::new();
         let entry = SessionEntry {
             id,
             serial: serial.to_owned(),
             cancel: cancel.clone(),
+            replaced: replaced.clone(),
             tx,
             welcomed: false,
         };
         // Registered first, checked second: a revocation applied in between is seen
         // by one of the two.
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(device_id.to_owned())
-            .or_default()
-            .push(entry);
+        {
+            let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let list = map.entry(device_id.to_owned()).or_default();
+            // One live session per device: the older ones end now.
+            for old in list.iter() {
+                old.replaced.cancel();
+            }
+            list.push(entry);
+        }
         if self.is_revoked(device_id, serial) {
             cancel.cancel();
         }
@@ -169,6 +191,7 @@ impl Revocations {
             device: device_id.to_owned(),
             id,
             cancel,
+            replaced,
         }
     }
 
@@ -343,6 +366,25 @@ mod tests {
             device_id: device.into(),
             serial: serial.map(str::to_owned),
         }
+    }
+
+    /// Issue #10: 1,000 streams of one device were all welcomed. Now the newest
+    /// stream of a device replaces the older ones; other devices are untouched.
+    #[test]
+    fn a_new_stream_of_a_device_replaces_the_old_one() {
+        let revs = Arc::new(Revocations::default());
+        let (tx, _rx) = mpsc::channel(4);
+        let first = revs.register("d1", "s", tx.clone());
+        let other = revs.register("d2", "s2", tx.clone());
+        assert!(!first.replaced.is_cancelled());
+        let second = revs.register("d1", "s", tx);
+        assert!(first.replaced.is_cancelled(), "the older stream ends");
+        assert!(!second.replaced.is_cancelled(), "the newest lives");
+        assert!(
+            !other.replaced.is_cancelled(),
+            "another device is untouched"
+        );
+        assert!(!first.cancel.is_cancelled(), "replaced is not revoked");
     }
 
     #[test]

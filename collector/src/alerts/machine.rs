@@ -18,7 +18,7 @@
 //! - `RECOVERING → FIRING` is silent (the record is there, a notifier skips it) and
 //!   counts towards flapping.
 
-use super::rules::Severity;
+use super::model::{Params, Severity, Verdict};
 
 /// The state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,34 +48,6 @@ impl State {
             _ => return None,
         })
     }
-}
-
-/// Timing parameters of a rule, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Params {
-    /// The breach must hold this long before firing.
-    pub for_ms: i64,
-    /// ... and be seen in at least this many samples.
-    pub min_samples: u32,
-    /// The recover condition must hold this long before OK.
-    pub clear_for_ms: i64,
-    /// No sample for this long: the instance is stale (and a pending breach ends).
-    pub nodata_after_ms: i64,
-    /// Window in which state changes are counted for flapping.
-    pub flap_window_ms: i64,
-    /// More state changes than this within the window: flapping.
-    pub flap_max: u32,
-}
-
-/// What the rule says about one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The trigger holds, at this severity.
-    Breach(Severity),
-    /// The recover condition holds.
-    Recover,
-    /// Neither (between the trigger and the recover threshold: hysteresis).
-    Hold,
 }
 
 /// One entry of the alert history.
@@ -167,7 +139,8 @@ impl Instance {
         self.state == State::Ok && !self.flapping && !self.suppressed && !self.stale
     }
 
-    /// Feeds one sample taken at `at_ms` that arrives at `at_ms` (one clock).
+    /// Feeds one sample taken at `at_ms` that arrives at `at_ms` (one clock; the tests).
+    #[cfg(test)]
     pub fn observe(
         &mut self,
         p: &Params,

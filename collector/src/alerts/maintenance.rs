@@ -13,36 +13,9 @@
 //! Evaluation goes on inside a window; only the `suppressed` flag is set.
 
 use jiff::Timestamp;
-use jiff::civil::{Date, DateTime, Time, Weekday};
-use jiff::tz::TimeZone;
+use jiff::civil::{Date, Time, Weekday};
 
-use super::rrule::Series;
-use super::rules::Scope;
-
-/// When a window applies.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Schedule {
-    Once {
-        start: DateTime,
-        end: DateTime,
-    },
-    Weekly {
-        days: Vec<Weekday>,
-        from: Time,
-        to: Time,
-    },
-    /// By an RRULE from a DTSTART, each occurrence lasting a fixed time.
-    Recurring(Series),
-}
-
-/// A named maintenance window (or silence) with its scope.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Window {
-    pub name: String,
-    pub tz: TimeZone,
-    pub schedule: Schedule,
-    pub scope: Scope,
-}
+use super::model::{Schedule, Window};
 
 use super::rrule::instant;
 
@@ -102,6 +75,8 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::model::Scope;
+    use jiff::tz::TimeZone;
 
     fn ms(s: &str) -> i64 {
         s.parse::<Timestamp>().unwrap().as_millisecond()

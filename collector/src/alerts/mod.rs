@@ -3,6 +3,7 @@
 //! timer, and the persistence of every instance and transition in SQLite.
 //!
 //! Layers, from pure to wired:
+//! - [`model`]: the shared vocabulary (Severity, Scope, Params, Verdict, Window), a leaf;
 //! - [`rules`]: rule files → checked [`rules::RuleSet`] (errors with file:line:col);
 //! - [`machine`]: one instance's state machine, pure, clock injected;
 //! - [`maintenance`]: windows in named IANA zones, pure; [`rrule`]: their
@@ -13,16 +14,18 @@
 //! - [`silence`]: silences made from the CLI, stored in SQLite;
 //! - [`service`]: the engine thread fed from the store writer's commit hook.
 
-pub mod engine;
+pub(crate) mod engine;
 pub mod latency;
-pub mod machine;
-pub mod maintenance;
-pub mod persist;
-pub mod rrule;
+pub(crate) mod machine;
+pub(crate) mod maintenance;
+pub(crate) mod model;
+pub(crate) mod persist;
+pub(crate) mod published;
+pub(crate) mod rrule;
 pub mod rules;
-pub mod ruletest;
+pub(crate) mod ruletest;
 pub mod service;
-pub mod silence;
+pub(crate) mod silence;
 
 /// The default rule pack (deploy/rules), built in so `demo` runs with it anywhere.
 pub const DEFAULT_PACK: &[(&str, &str)] = &[
@@ -37,6 +40,10 @@ pub const DEFAULT_PACK: &[(&str, &str)] = &[
     (
         "fleet.toml",
         include_str!("../../../deploy/rules/fleet.toml"),
+    ),
+    (
+        "posture.toml",
+        include_str!("../../../deploy/rules/posture.toml"),
     ),
 ];
 

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::engine::{Change, Device, Key, PatchSummary};
 use super::machine::{Event, Instance, State};
-use super::rules::Severity;
+use super::model::Severity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -30,6 +30,8 @@ pub fn save(conn: &mut Connection, changes: &[Change], now_ms: i64) -> Result<()
         return Ok(());
     }
     let tx = conn.transaction()?;
+    // Incident openings and resolutions this round (issue #12), logged once committed.
+    let mut opened_or_resolved = Vec::new();
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity,
@@ -94,9 +96,12 @@ pub fn save(conn: &mut Connection, changes: &[Change], now_ms: i64) -> Result<()
                     flag(r.suppressed)
                 ])?;
             }
+            // The incident and its feed event commit with the transition.
+            crate::notify::incident::on_change(&tx, id, c, &mut opened_or_resolved)?;
         }
     }
     tx.commit()?;
+    crate::notify::incident::log_committed(&opened_or_resolved);
     Ok(())
 }
 
@@ -195,6 +200,13 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
     Ok(out)
 }
 
+/// Devices revoked (or removed, which revokes): out of the fleet for alerting.
+pub fn load_revoked_devices(conn: &Connection) -> Result<Vec<String>, PersistError> {
+    let mut stmt = conn.prepare("SELECT id FROM devices WHERE revoked_ms IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every device's tags (`device tag`), for scopes; re-read on each engine tick so
 /// the CLI's changes reach a running collector.
 pub fn load_tags(
@@ -287,6 +299,8 @@ pub struct ListFilter<'a> {
     pub device: Option<&'a str>,
     /// Include instances that are back to OK.
     pub all: bool,
+    /// Only alerts of at least this severity.
+    pub min_severity: Option<Severity>,
 }
 
 /// Alerts, most recent state change first.
@@ -298,10 +312,17 @@ pub fn list(conn: &Connection, f: &ListFilter<'_>) -> Result<Vec<AlertRow>, Pers
          FROM alert_instances a LEFT JOIN devices d ON d.id = a.device_id
          WHERE (?1 IS NULL OR a.tenant = ?1) AND (?2 IS NULL OR a.state = ?2)
            AND (?3 IS NULL OR a.device_id = ?3) AND (?4 OR a.state != 'ok')
+           AND (?5 IS NULL OR a.severity = 'critical' OR (?5 = 'warning' AND a.severity = 'warning'))
          ORDER BY a.since_ms DESC, a.id",
     )?;
     let rows = stmt.query_map(
-        params![f.tenant, f.state.map(State::as_str), f.device, f.all],
+        params![
+            f.tenant,
+            f.state.map(State::as_str),
+            f.device,
+            f.all,
+            f.min_severity.map(Severity::as_str)
+        ],
         |r| {
             Ok(AlertRow {
                 id: r.get(0)?,
@@ -330,6 +351,7 @@ pub fn list(conn: &Connection, f: &ListFilter<'_>) -> Result<Vec<AlertRow>, Pers
 pub struct HistoryRow {
     pub instance_id: i64,
     pub rule: String,
+    pub tenant: String,
     pub device_id: String,
     pub dimension: String,
     pub at_ms: i64,
@@ -341,27 +363,33 @@ pub struct HistoryRow {
     pub suppressed: bool,
 }
 
-/// The history of one device's alerts (or of all), oldest first.
-pub fn history(conn: &Connection, device: Option<&str>) -> Result<Vec<HistoryRow>, PersistError> {
+/// The history of one device's alerts (or of all, or of one tenant's), oldest first.
+pub fn history(
+    conn: &Connection,
+    device: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<Vec<HistoryRow>, PersistError> {
     let mut stmt = conn.prepare(
-        "SELECT h.instance_id, a.rule, a.device_id, a.dimension, h.at_ms, h.event, h.from_state,
-                h.to_state, h.severity, h.value, h.suppressed
+        "SELECT h.instance_id, a.rule, a.tenant, a.device_id, a.dimension, h.at_ms, h.event,
+                h.from_state, h.to_state, h.severity, h.value, h.suppressed
          FROM alert_history h JOIN alert_instances a ON a.id = h.instance_id
-         WHERE ?1 IS NULL OR a.device_id = ?1 ORDER BY h.at_ms, h.id",
+         WHERE (?1 IS NULL OR a.device_id = ?1) AND (?2 IS NULL OR a.tenant = ?2)
+         ORDER BY h.at_ms, h.id",
     )?;
-    let rows = stmt.query_map(params![device], |r| {
+    let rows = stmt.query_map(params![device, tenant], |r| {
         Ok(HistoryRow {
             instance_id: r.get(0)?,
             rule: r.get(1)?,
-            device_id: r.get(2)?,
-            dimension: r.get(3)?,
-            at_ms: r.get(4)?,
-            event: r.get(5)?,
-            from_state: r.get(6)?,
-            to_state: r.get(7)?,
-            severity: r.get(8)?,
-            value: r.get(9)?,
-            suppressed: r.get(10)?,
+            tenant: r.get(2)?,
+            device_id: r.get(3)?,
+            dimension: r.get(4)?,
+            at_ms: r.get(5)?,
+            event: r.get(6)?,
+            from_state: r.get(7)?,
+            to_state: r.get(8)?,
+            severity: r.get(9)?,
+            value: r.get(10)?,
+            suppressed: r.get(11)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -400,6 +428,7 @@ pub fn ack(
                 "UPDATE alert_instances SET acked_ms = ?2, acked_by = ?3 WHERE id = ?1",
                 params![id, now_ms, by],
             )?;
+            crate::notify::incident::ack_instance(&tx, id, by, now_ms)?;
             tx.execute(
                 "INSERT INTO alert_history (instance_id, at_ms, event, from_state, to_state, severity, value, suppressed)
                  VALUES (?1, ?2, 'ack', NULL, ?3, ?4, NULL, ?5)",
@@ -484,6 +513,25 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 1);
         let id = rows[0].id;
+        let at_least = |min| {
+            list(
+                &conn,
+                &ListFilter {
+                    min_severity: Some(min),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .len()
+        };
+        assert_eq!(
+            at_least(Severity::Warning),
+            1,
+            "a warning is at least a warning"
+        );
+        assert_eq!(at_least(Severity::Critical), 0, "a warning is not critical");
+        assert_eq!(history(&conn, None, Some("acme")).unwrap().len(), 2);
+        assert!(history(&conn, None, Some("other")).unwrap().is_empty());
         assert_eq!(ack(&mut conn, id, "alice", 20).unwrap(), AckOutcome::Acked);
         assert_eq!(
             ack(&mut conn, id, "bob", 21).unwrap(),
@@ -524,7 +572,7 @@ mod tests {
             ack(&mut conn, id, "bob", 50).unwrap(),
             AckOutcome::NotActive
         );
-        let h = history(&conn, Some("d1")).unwrap();
+        let h = history(&conn, Some("d1"), None).unwrap();
         let events: Vec<_> = h
             .iter()
             .map(|r| (r.at_ms, r.event.as_str(), r.to_state.as_str()))
@@ -538,7 +586,7 @@ mod tests {
                 (40, "transition", "ok")
             ]
         );
-        assert!(history(&conn, Some("other")).unwrap().is_empty());
+        assert!(history(&conn, Some("other"), None).unwrap().is_empty());
     }
 
     #[test]
@@ -546,14 +594,14 @@ mod tests {
         use crate::alerts::engine::Engine;
         use crate::alerts::rules::parse_file;
         use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
-        let rules = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\nfor_secs = 300\nmin_samples = 2\n";
+        let rules = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu.usage.percent\"\nwarning = { above = 90 }\nfor_secs = 300\nmin_samples = 2\n";
         let set = parse_file(std::path::Path::new("r.toml"), rules).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
         let batch = |t: i64| MetricBatch {
             seq: 1,
             series: vec![SeriesKey {
-                name: "cpu".into(),
+                name: "cpu.usage.percent".into(),
                 dimension: String::new(),
             }],
             samples: vec![Sample {
@@ -598,7 +646,7 @@ mod tests {
             "fires 300 s after the first breach, across the restart"
         );
         save(&mut conn, &e.take_changes(), 300_000).unwrap();
-        let h = history(&conn, Some("d1")).unwrap();
+        let h = history(&conn, Some("d1"), None).unwrap();
         let got: Vec<_> = h.iter().map(|r| (r.at_ms, r.to_state.as_str())).collect();
         assert_eq!(got, vec![(0, "pending"), (300_000, "firing")]);
     }

@@ -398,13 +398,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("r.toml"),
-            "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\nfor_secs = 60\n",
+            "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu.usage.percent\"\nwarning = { above = 90 }\nfor_secs = 60\n",
         )
         .unwrap();
         let t = dir.path().join("t.toml");
         std::fs::write(
             &t,
-            "rules = [\"r.toml\"]\n[[test]]\nname = \"wrong\"\n[[test.series]]\nmetric = \"cpu\"\ninterval_secs = 30\nvalues = [95, 95, 95, 95]\n\
+            "rules = [\"r.toml\"]\n[[test]]\nname = \"wrong\"\n[[test.series]]\nmetric = \"cpu.usage.percent\"\ninterval_secs = 30\nvalues = [95, 95, 95, 95]\n\
              [[test.expect]]\nat_secs = 0\nrule = \"cpu\"\nstate = \"pending\"\n[[test.expect]]\nat_secs = 30\nrule = \"cpu\"\nstate = \"firing\"\n",
         )
         .unwrap();

@@ -8,7 +8,7 @@
 //! carries many transitions.
 //!
 //! Rule files are watched with `notify` (the directory, for `*.toml`; see
-//! [`crate::fswatch`]). Once edits settle, the directory is loaded and checked in
+//! [`tandem_proto::util::fswatch`]). Once edits settle, the directory is loaded and checked in
 //! full; only a clean load replaces the running rules, a bad edit is logged with
 //! file, line and column and the running set stays. Where no watch can be set up
 //! (inotify limits), the directory is polled on each tick instead (names, sizes and
@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
+
+use tandem_proto::util::now_ms;
 
 use rusqlite::Connection;
 
@@ -28,8 +30,8 @@ use super::latency::Histogram;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
 use super::silence;
-use crate::fswatch;
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
+use tandem_proto::util::fswatch;
 
 /// Committed groups that may wait for the engine before the writer waits.
 const QUEUE_GROUPS: usize = 1024;
@@ -108,6 +110,8 @@ impl AlertService {
                 // transaction almost all the time, and SQLite's default busy handler
                 // sleeps up to 100 ms between tries, missing the short gaps between
                 // its commits; retrying every 0.5 ms catches them.
+                // Issue 15: the console shows what this engine loaded.
+                super::published::publish(conn.path(), engine.rule_set());
                 if let Err(e) = conn.busy_handler(Some(retry_soon)) {
                     tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
                 }
@@ -160,13 +164,6 @@ fn retry_soon(attempt: i32) -> bool {
     attempt < 60_000
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The site a device enrolled into (`None` for none, or if it cannot be read:
 /// site-scoped rules then treat the device as site-less until the next hello).
 fn site_of(conn: &Connection, device_id: &str) -> Option<String> {
@@ -214,7 +211,7 @@ fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &Aler
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
             // A gap record carries no samples.
-            Committed::Gap { .. } | Committed::Inventory { .. } => {}
+            Committed::Gap { .. } | Committed::Inventory { .. } | Committed::Posture { .. } => {}
         }
     }
 }
@@ -348,6 +345,7 @@ fn reload(dir: &Path, engine: &mut Engine) {
                 "alert rules reloaded"
             );
             engine.replace_rules(set, now_ms());
+            super::published::republish(engine.rule_set());
         }
         Err(e) => {
             for p in &e.problems {
@@ -368,6 +366,27 @@ fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
     match silence::load(conn, now_ms) {
         Ok(s) => engine.set_silences(s),
         Err(e) => tracing::warn!(error = %e, "cannot read silences; keeping the previous ones"),
+    }
+    // `device revoke` / `device remove` run in another process: their devices leave
+    // the fleet here, within a tick (their alerts close, no offline alert follows).
+    match persist::load_revoked_devices(conn) {
+        Ok(ids) => {
+            let newly: Vec<String> = ids
+                .into_iter()
+                .filter(|id| engine.retire_device(id, now_ms))
+                .collect();
+            match newly.len() {
+                0 => {}
+                1 => {
+                    tracing::info!(device = %newly[0], "revoked device out of alerting; its alerts are closed")
+                }
+                n => tracing::info!(
+                    devices = n,
+                    "revoked devices out of alerting; their alerts are closed"
+                ),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read revoked devices"),
     }
 }
 

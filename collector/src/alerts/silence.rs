@@ -16,12 +16,16 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use jiff::tz::TimeZone;
 
+use super::model::{Scope, Target};
 use super::rrule::{self, Series};
-use super::rules::{Scope, Target, check_tag};
+use crate::tags::check_tag;
 
 /// A silence as the engine uses it.
 #[derive(Debug, Clone)]
 pub struct Silence {
+    /// Its row id: in Debug output (logs) and what the tests check; the engine
+    /// itself matches by scope and time only.
+    #[allow(dead_code)]
     pub id: i64,
     pub starts_ms: i64,
     pub ends_ms: i64,
@@ -139,6 +143,14 @@ fn ts(ms: i64) -> String {
 /// must exist (a typo would otherwise silence nothing, quietly); rules are not
 /// checked (they live in files the CLI may not see), tags only for their text.
 pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64, SilenceError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id = create_in(&tx, s, now_ms)?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// [`create`] inside the caller's transaction (the console audits in the same one).
+pub(crate) fn create_in(tx: &Connection, s: &NewSilence, now_ms: i64) -> Result<i64, SilenceError> {
     if s.tenant.is_none()
         && s.site.is_none()
         && s.tag.is_none()
@@ -165,7 +177,6 @@ pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64,
     if let Some(r) = &s.recurrence {
         series_of(&r.rrule, &r.tz, s.starts_ms, r.duration_ms)?;
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(t) = &s.tenant {
         let found: Option<i64> = tx
             .query_row("SELECT id FROM tenants WHERE name = ?1", [t], |r| r.get(0))
@@ -230,9 +241,7 @@ pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64,
             s.recurrence.as_ref().map(|r| r.duration_ms)
         ],
     )?;
-    let id = tx.last_insert_rowid();
-    tx.commit()?;
-    Ok(id)
+    Ok(tx.last_insert_rowid())
 }
 
 /// A silence as listed by `alerts silences`.
@@ -300,35 +309,40 @@ impl SilenceRow {
     }
 }
 
+/// Every column of a silence, in the order [`row`] reads them (the CLI's list and
+/// the console's read the same rows).
+pub(crate) const SELECT: &str = "SELECT id, starts_ms, ends_ms, tenant, site, tag, device_id, rule,
+    comment, created_by, created_ms, removed_ms, removed_by, rrule, tz, duration_ms FROM silences";
+
+/// A row of [`SELECT`].
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SilenceRow> {
+    Ok(SilenceRow {
+        id: r.get(0)?,
+        starts_ms: r.get(1)?,
+        ends_ms: r.get(2)?,
+        tenant: r.get(3)?,
+        site: r.get(4)?,
+        tag: r.get(5)?,
+        device_id: r.get(6)?,
+        rule: r.get(7)?,
+        comment: r.get(8)?,
+        created_by: r.get(9)?,
+        created_ms: r.get(10)?,
+        removed_ms: r.get(11)?,
+        removed_by: r.get(12)?,
+        rrule: r.get(13)?,
+        tz: r.get(14)?,
+        duration_ms: r.get(15)?,
+    })
+}
+
 /// Silences not removed and not ended at `now_ms` (with `all`: every one ever made),
 /// soonest end first.
 pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment, created_by,
-                created_ms, removed_ms, removed_by, rrule, tz, duration_ms
-         FROM silences WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1)
-         ORDER BY ends_ms, id",
-    )?;
-    let rows = stmt.query_map(params![now_ms, all], |r| {
-        Ok(SilenceRow {
-            id: r.get(0)?,
-            starts_ms: r.get(1)?,
-            ends_ms: r.get(2)?,
-            tenant: r.get(3)?,
-            site: r.get(4)?,
-            tag: r.get(5)?,
-            device_id: r.get(6)?,
-            rule: r.get(7)?,
-            comment: r.get(8)?,
-            created_by: r.get(9)?,
-            created_ms: r.get(10)?,
-            removed_ms: r.get(11)?,
-            removed_by: r.get(12)?,
-            rrule: r.get(13)?,
-            tz: r.get(14)?,
-            duration_ms: r.get(15)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1) ORDER BY ends_ms, id"
+    ))?;
+    let rows = stmt.query_map(params![now_ms, all], row)?;
     rows.collect()
 }
 

@@ -14,8 +14,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tandem_proto::util::now_ms;
 
+use tandem_proto::Refusal;
 use tandem_proto::v1::enrollment_server::Enrollment;
 use tandem_proto::v1::identity_server::Identity;
 use tandem_proto::v1::{EnrollRequest, EnrollResponse, RenewRequest, RenewResponse};
@@ -29,13 +31,6 @@ use crate::store::admin::{self, AdminError, EnrollFailure, IssuedCert};
 /// Longest hostname an enrolling agent may report.
 const MAX_HOSTNAME_BYTES: usize = 1024;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// What both services need to sign and record certificates.
 pub struct Issuing {
     pub ca: Ca,
@@ -44,6 +39,60 @@ pub struct Issuing {
     pub db: Mutex<Option<rusqlite::Connection>>,
     pub db_path: PathBuf,
     pub lifetime: Duration,
+    /// Serials known to be recorded in `certificates` (a cache of the table: rows
+    /// are never deleted, so a serial once found stays valid here; revocation is
+    /// checked separately).
+    pub issued: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+const NOT_ISSUED: &str = "this certificate was not issued by this collector";
+
+impl Issuing {
+    /// The certificate policy's last rule: only a certificate the collector
+    /// recorded as issued (its serial in `certificates`, for this device) is
+    /// accepted, so a certificate the CA key signed outside the collector creates
+    /// no device or tenant rows. Known serials are answered from memory; others
+    /// are looked up once.
+    pub(crate) async fn check_issued(
+        self: &Arc<Self>,
+        device_id: &str,
+        serial: &str,
+    ) -> Result<(), Status> {
+        let key = format!("{device_id}/{serial}");
+        if self
+            .issued
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let (dev, ser) = (device_id.to_owned(), serial.to_owned());
+        let found = self
+            .with_db(move |conn, _| admin::certificate_issued(conn, &dev, &ser))
+            .await?;
+        match found {
+            Ok(true) => {
+                self.remember_issued(device_id, serial);
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(device = %device_id, serial = %serial, "certificate not issued by this collector refused");
+                Err(tandem_proto::Refusal::WrongIdentity.status(NOT_ISSUED))
+            }
+            Err(e) => {
+                tracing::error!(device = %device_id, error = %e, "cannot check the certificate's serial");
+                Err(unavailable())
+            }
+        }
+    }
+
+    fn remember_issued(&self, device_id: &str, serial: &str) {
+        self.issued
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("{device_id}/{serial}"));
+    }
 }
 
 impl Issuing {
@@ -76,12 +125,9 @@ impl Issuing {
         csr: &rcgen::CertificateSigningRequestParams,
         tenant: &str,
         device_id: &str,
-    ) -> Result<IssuedCert, String> {
+    ) -> Result<IssuedCert, pki::PkiError> {
         let validity = Validity::device(self.lifetime);
-        let (cert_pem, serial_hex) = self
-            .ca
-            .sign_device(csr, tenant, device_id, validity)
-            .map_err(|e| e.to_string())?;
+        let (cert_pem, serial_hex) = self.ca.sign_device(csr, tenant, device_id, validity)?;
         Ok(IssuedCert {
             cert_pem,
             serial_hex,
@@ -91,7 +137,7 @@ impl Issuing {
 }
 
 fn unavailable() -> Status {
-    Status::unavailable("the collector cannot issue certificates right now; retry later")
+    Refusal::Unavailable.status("the collector cannot issue certificates right now; retry later")
 }
 
 /// The `Enrollment` service (enrollment listener).
@@ -105,7 +151,7 @@ pub struct EnrollService {
 
 fn check_hostname(h: &str) -> Result<(), Status> {
     if h.len() > MAX_HOSTNAME_BYTES || h.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!(
+        return Err(Refusal::BadInput.status(format!(
             "hostname is longer than {MAX_HOSTNAME_BYTES} bytes or has control characters"
         )));
     }
@@ -127,8 +173,13 @@ impl Enrollment for EnrollService {
             .unwrap_or_else(|p| p.into_inner())
             .check(peer, Instant::now());
         if let Err(wait) = limited {
-            tracing::warn!(%peer, "enrollment attempt rate-limited");
-            return Err(Status::resource_exhausted(format!(
+            // A peer can cause this line at will: one per minute, with a count.
+            static LOGGED: crate::lograte::Every =
+                crate::lograte::Every::new(std::time::Duration::from_secs(60));
+            if let Some(left_out) = LOGGED.check(Instant::now()) {
+                tracing::warn!(%peer, left_out, "enrollment attempt rate-limited (one line a minute; left_out: attempts not logged since the last line)");
+            }
+            return Err(Refusal::RateLimited.status(format!(
                 "too many enrollment attempts from {peer}; retry in {} s",
                 wait.as_secs().max(1)
             )));
@@ -136,27 +187,33 @@ impl Enrollment for EnrollService {
         let req = request.into_inner();
         let id_ok = req.token_id.len() == 16 && req.token_id.bytes().all(|b| b.is_ascii_hexdigit());
         if !id_ok || req.token_secret.len() != 32 {
-            return Err(Status::invalid_argument(
+            return Err(Refusal::BadInput.status(
                 "the enrollment token is malformed (token id or secret has the wrong length)",
             ));
         }
         check_hostname(&req.hostname)?;
         let csr = pki::check_csr(&req.csr_der)
-            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+            .map_err(|e| Refusal::BadInput.status(format!("csr: {e}")))?;
         let secret_hash = tandem_proto::token::sha256(&req.token_secret);
         let token_id = req.token_id.to_ascii_lowercase();
         let hostname = req.hostname.clone();
         let result = self
             .issuing
             .with_db(move |conn, issuing| {
+                // The store's enroll takes the signing failure as text (it only logs
+                // it: the peer gets `unavailable()`, never this text).
                 admin::enroll(conn, &token_id, &secret_hash, &hostname, now_ms(), |g| {
-                    issuing.sign(&csr, &g.tenant, &g.device_id)
+                    issuing
+                        .sign(&csr, &g.tenant, &g.device_id)
+                        .map_err(|e| e.to_string())
                 })
                 .map(|(g, c)| (g, c, token_id))
             })
             .await?;
         match result {
             Ok((grant, cert, token_id)) => {
+                self.issuing
+                    .remember_issued(&grant.device_id, &cert.serial_hex);
                 tracing::info!(device = %grant.device_id, tenant = %grant.tenant,
                     site = grant.site.as_deref().unwrap_or(""), token = %token_id,
                     replaced = grant.replaces, %peer, hostname = %req.hostname, "device enrolled");
@@ -171,7 +228,7 @@ impl Enrollment for EnrollService {
             }
             Err(EnrollFailure::Refused(r)) => {
                 tracing::warn!(%peer, token = %req.token_id, reason = %r.message(), "enrollment refused");
-                Err(Status::permission_denied(r.message()))
+                Err(Refusal::NotPermitted.status(r.message()))
             }
             Err(err) => {
                 tracing::error!(%peer, error = %err, "enrollment failed");
@@ -181,10 +238,23 @@ impl Enrollment for EnrollService {
     }
 }
 
+/// Renewals one device may make at once, before [`renew_refill`] applies.
+pub const RENEW_BURST: f64 = 3.0;
+
+/// One more renewal per device every thirtieth of the certificate lifetime (a day
+/// for 30-day certificates), at least a second: an agent renews once per two
+/// thirds of a lifetime, so this leaves room for `device renew` and retries while
+/// a stolen certificate can no longer mint dozens of 30-day certificates a second.
+pub fn renew_refill(lifetime: Duration) -> Duration {
+    (lifetime / 30).max(Duration::from_secs(1))
+}
+
 /// The `Identity` service (telemetry listener, mTLS).
 pub struct RenewService {
     pub issuing: Arc<Issuing>,
     pub revocations: Arc<Revocations>,
+    /// Renewals per device; a std mutex held only for one bucket update.
+    pub limiter: Mutex<RateLimiter<String>>,
 }
 
 #[tonic::async_trait]
@@ -196,23 +266,34 @@ impl Identity for RenewService {
         let leaf = request
             .peer_certs()
             .and_then(|c| c.first().map(|c| c.to_vec()))
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+            .ok_or_else(|| Refusal::NoIdentity.status("a client certificate is required"))?;
         let (tenant, device) = pki::identity_from_der(&leaf).ok_or_else(|| {
-            Status::unauthenticated("the client certificate carries no tandem device identity")
+            Refusal::NoIdentity.status("the client certificate carries no tandem device identity")
         })?;
         let serial = pki::cert_serial_hex(&leaf).unwrap_or_default();
         if self.revocations.is_revoked(&device, &serial) {
-            return Err(Status::permission_denied(
-                "the certificate of this device has been revoked",
-            ));
+            return Err(Refusal::Revoked.status("the certificate of this device has been revoked"));
         }
+        self.issuing.check_issued(&device, &serial).await?;
         let req = request.into_inner();
         let csr = pki::check_csr(&req.csr_der)
-            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+            .map_err(|e| Refusal::BadInput.status(format!("csr: {e}")))?;
         if pki::cert_key_bits(&leaf).is_some_and(|k| k == pki::csr_key_bits(&csr)) {
-            return Err(Status::invalid_argument(
-                "csr: a renewal must use a new key, not the current certificate's",
-            ));
+            return Err(Refusal::BadInput
+                .status("csr: a renewal must use a new key, not the current certificate's"));
+        }
+        // Counted only for requests that would mint a certificate.
+        let limited = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(device.clone(), Instant::now());
+        if let Err(wait) = limited {
+            tracing::warn!(device = %device, "renewal rate-limited");
+            return Err(Refusal::RateLimited.status(format!(
+                "too many renewals for this device; retry in {} s",
+                wait.as_secs().max(1)
+            )));
         }
         let dev = device.clone();
         let result = self
@@ -221,12 +302,11 @@ impl Identity for RenewService {
                 match admin::device_in_good_standing(conn, &dev) {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Err(Status::permission_denied(
-                            "the certificate of this device has been revoked",
-                        ));
+                        return Err(Refusal::Revoked
+                            .status("the certificate of this device has been revoked"));
                     }
                     Err(AdminError::NoDevice(_)) => {
-                        return Err(Status::failed_precondition(
+                        return Err(Refusal::OutOfOrder.status(
                             "this device is not registered yet; stream once before renewing",
                         ));
                     }
@@ -247,6 +327,7 @@ impl Identity for RenewService {
             })
             .await?;
         let cert = result?;
+        self.issuing.remember_issued(&device, &cert.serial_hex);
         self.revocations.renewed(&device);
         tracing::info!(device = %device, serial = %cert.serial_hex, "certificate renewed");
         Ok(Response::new(RenewResponse {

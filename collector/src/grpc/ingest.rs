@@ -5,10 +5,12 @@
 //! for the store writer, and acknowledges sequence numbers in order as their groups
 //! commit. A bad frame ends only its own stream, with a status that says what was
 //! wrong; batches acknowledged before it stay stored. Each session registers with
-//! [`Revocations`], which ends it when its device or certificate is revoked.
+//! [`Revocations`], which ends it when its device or certificate is revoked, and
+//! when a newer stream of the same device registers (one live session per device).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tandem_proto::util::now_ms;
 
 use tandem_proto::v1::telemetry_server::Telemetry;
 use tandem_proto::v1::{
@@ -70,16 +72,12 @@ pub struct Ingest {
     pub(crate) sessions: Arc<std::sync::atomic::AtomicI64>,
     /// Revoked devices and certificates; open sessions register here.
     pub(crate) revocations: Arc<Revocations>,
+    /// Which certificates the collector issued (a stream with another is refused).
+    pub(crate) issuing: Arc<super::enroll::Issuing>,
 }
 
-const REVOKED: &str = "the certificate of this device has been revoked";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+const REVOKED: &str = "the certificate of this device has been revoked: re-enroll it";
+const REPLACED: &str = "a newer stream of this device replaced this one";
 
 fn refused_status(r: Refused, seq: Option<u64>) -> Status {
     let mut status = r.reason.status(r.message);
@@ -105,12 +103,12 @@ fn store_status(err: &StoreError) -> Status {
 fn peer_identity<T>(req: &Request<T>) -> Result<(DeviceIdentity, String), Status> {
     let certs = req
         .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        .ok_or_else(|| Refusal::NoIdentity.status("a client certificate is required"))?;
     let leaf = certs
         .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        .ok_or_else(|| Refusal::NoIdentity.status("a client certificate is required"))?;
     let (tenant, device_id) = crate::pki::identity_from_der(leaf).ok_or_else(|| {
-        Status::unauthenticated("the client certificate carries no tandem device identity")
+        Refusal::NoIdentity.status("the client certificate carries no tandem device identity")
     })?;
     let serial = crate::pki::cert_serial_hex(leaf).unwrap_or_default();
     Ok((DeviceIdentity { tenant, device_id }, serial))
@@ -128,8 +126,9 @@ impl Telemetry for Ingest {
         // The handshake checked too; this catches a revocation that arrived while the
         // connection stayed open.
         if self.revocations.is_revoked(&who.device_id, &serial) {
-            return Err(Refusal::WrongIdentity.status(REVOKED));
+            return Err(Refusal::Revoked.status(REVOKED));
         }
+        self.issuing.check_issued(&who.device_id, &serial).await?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(IN_FLIGHT_PER_STREAM + 4);
         let session = Session {
@@ -167,10 +166,35 @@ fn frame(kind: collector_frame::Kind) -> CollectorFrame {
     CollectorFrame { kind: Some(kind) }
 }
 
-/// Maps an error tonic raised while decoding an inbound frame (malformed protobuf,
-/// message over the size limit) to a refusal the agent can read.
+/// Maps an error tonic raised while reading an inbound frame to what the session
+/// ends with: a malformed protobuf or a message over the size limit is the agent's
+/// bad input (a refusal it can read); anything else is the connection going away
+/// (reset, closed, cut mid-frame), which is not the agent's fault and not a
+/// warning (issue 16, item 13: a dropped connection was logged as "malformed or
+/// oversized frame").
 fn decode_status(s: &Status) -> Status {
-    Refusal::BadInput.status(format!("malformed or oversized frame: {}", s.message()))
+    if is_disconnect(s) {
+        return Status::cancelled(format!("connection dropped: {}", s.message()));
+    }
+    // The decoder's own text stays here (issue 11: no library text to the peer);
+    // tonic reports a frame over the size limit as OUT_OF_RANGE.
+    tracing::debug!(detail = %s.message(), "inbound frame could not be decoded");
+    Refusal::BadInput.status(if s.code() == tonic::Code::OutOfRange {
+        "malformed or oversized frame: the frame is too large"
+    } else {
+        "malformed or oversized frame: not a valid protobuf message"
+    })
+}
+
+/// Whether a read error is the transport going away rather than a bad frame. tonic
+/// makes decode errors `INTERNAL` / `OUT_OF_RANGE` without a source; transport
+/// errors carry the hyper/h2 error as their source.
+fn is_disconnect(s: &Status) -> bool {
+    use std::error::Error as _;
+    let decode = matches!(s.code(), tonic::Code::Internal | tonic::Code::OutOfRange)
+        && s.source().is_none()
+        && !s.message().starts_with("Unexpected EOF");
+    !decode
 }
 
 impl Session {
@@ -199,7 +223,11 @@ impl Session {
         let result = self.serve(&mut inbound).await;
         match result {
             Ok(()) => tracing::debug!(device = %device, "stream ended"),
+            Err(status) if status.code() == tonic::Code::Cancelled => {
+                tracing::info!(device = %device, reason = status.message(), "stream ended: the agent's connection dropped");
+            }
             Err(status) => {
+                crate::counters::ingest_refused(&status); // issue 15: /metrics refusals by reason
                 tracing::warn!(device = %device, code = ?status.code(), message = status.message(), "stream refused");
                 let _ = send_frame(&self.tx, Err(status)).await;
             }
@@ -250,6 +278,7 @@ impl Session {
             device_id: self.who.device_id.clone(),
             tenant: self.who.tenant.clone(),
             settings: Some(settings),
+            collector_time_unix_ms: now_ms(),
         };
         if !send_frame(&self.tx, Ok(frame(collector_frame::Kind::Welcome(welcome)))).await {
             return Ok(());
@@ -281,7 +310,12 @@ impl Session {
             r = self.read_frames(inbound, pending_tx, &failed) => r,
             _ = guard.cancel.cancelled() => {
                 tracing::info!(device = %self.who.device_id, "stream of a revoked certificate closed");
-                Err(Refusal::WrongIdentity.status(REVOKED))
+                Err(Refusal::Revoked.status(REVOKED))
+            }
+            _ = guard.replaced.cancelled() => {
+                // Debug: a device opening streams in a loop must not flood the log.
+                tracing::debug!(device = %self.who.device_id, "stream replaced by a newer one of the same device");
+                Err(Refusal::Unavailable.status(REPLACED))
             }
         };
         // Batches already queued are committed (or failed) whatever happened next:
@@ -346,10 +380,11 @@ impl Session {
                             .await,
                     )
                 }
-                Some(agent_frame::Kind::Gap(gap)) => {
+                Some(agent_frame::Kind::Gap(mut gap)) => {
                     let seq = gap.seq;
                     validate::check_gap(&gap, last_seq, now_ms(), self.limits())
                         .map_err(|r| refused_status(r, Some(seq)))?;
+                    gap.time_unix_ms = validate::gap_time(&gap, now_ms(), self.limits());
                     (
                         seq,
                         self.writer
@@ -365,6 +400,17 @@ impl Session {
                         seq,
                         self.writer
                             .submit_inventory(self.who.device_id.clone(), inventory)
+                            .await,
+                    )
+                }
+                Some(agent_frame::Kind::PostureReport(report)) => {
+                    let seq = report.seq;
+                    validate::check_posture(&report, last_seq, now_ms(), self.limits())
+                        .map_err(|r| refused_status(r, Some(seq)))?;
+                    (
+                        seq,
+                        self.writer
+                            .submit_posture(self.who.device_id.clone(), report)
                             .await,
                     )
                 }
@@ -426,7 +472,10 @@ async fn ack_each(
     while let Some((seq, answer)) = pending.recv().await {
         match answer.await {
             Ok(Ok(_outcome)) => {
-                let ack = frame(collector_frame::Kind::Ack(Ack { seq }));
+                let ack = frame(collector_frame::Kind::Ack(Ack {
+                    seq,
+                    collector_time_unix_ms: now_ms(),
+                }));
                 if !send_frame(tx, Ok(ack)).await {
                     return Ok(());
                 }
@@ -439,4 +488,28 @@ async fn ack_each(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_connection_is_not_a_malformed_frame() {
+        let bad = decode_status(&Status::internal("failed to decode Protobuf message: x"));
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert!(bad.message().starts_with("malformed or oversized frame"));
+        assert!(!bad.message().contains("Protobuf"), "{bad:?}");
+        let big = decode_status(&Status::out_of_range(
+            "Error, decoded message length too large",
+        ));
+        assert_eq!(big.code(), tonic::Code::InvalidArgument);
+        assert!(big.message().contains("too large"), "{big:?}");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let dropped = decode_status(&Status::from_error(Box::new(io)));
+        assert_eq!(dropped.code(), tonic::Code::Cancelled, "{dropped:?}");
+        assert!(dropped.message().starts_with("connection dropped"));
+        let eof = decode_status(&Status::internal("Unexpected EOF decoding stream."));
+        assert_eq!(eof.code(), tonic::Code::Cancelled);
+    }
 }

@@ -1,8 +1,10 @@
-//! Per-source-address rate limit of enrollment attempts: a token bucket per IP
-//! address holding `per_minute` attempts, refilled continuously. Pure: the caller
-//! passes the clock, so the tests need no sleeping.
+//! Token-bucket rate limits, one bucket per key: enrollment attempts per source
+//! address (`per_minute` attempts, refilled continuously), and certificate
+//! renewals per device ([`RateLimiter::with_rate`]). Pure: the caller passes the
+//! clock, so the tests need no sleeping.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -11,30 +13,43 @@ use std::time::{Duration, Instant};
 const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug)]
-pub struct RateLimiter {
-    per_minute: f64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+pub struct RateLimiter<K = IpAddr> {
+    /// Tokens a full bucket holds (the burst).
+    capacity: f64,
+    /// Tokens added per second.
+    per_sec: f64,
+    buckets: HashMap<K, (f64, Instant)>,
 }
 
-impl RateLimiter {
+impl RateLimiter<IpAddr> {
+    /// `per_minute` attempts per address, all of them at once at most.
     pub fn new(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Self::with_rate(per_minute, Duration::from_secs_f64(60.0 / per_minute))
+    }
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A burst of `capacity`, then one more every `refill_every`.
+    pub fn with_rate(capacity: f64, refill_every: Duration) -> Self {
         Self {
-            per_minute: f64::from(per_minute.max(1)),
+            capacity: capacity.max(1.0),
+            per_sec: 1.0 / refill_every.as_secs_f64().max(1e-3),
             buckets: HashMap::new(),
         }
     }
 
     fn refill(&self, tokens: f64, last: Instant, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        (tokens + elapsed * self.per_minute / 60.0).min(self.per_minute)
+        (tokens + elapsed * self.per_sec).min(self.capacity)
     }
 
     /// Takes one attempt for `ip` at `now`; `Err(wait)` if none is left, with how long
     /// until the next one.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check(&mut self, ip: K, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
-            let cap = self.per_minute;
-            let snapshot: Vec<_> = self.buckets.iter().map(|(k, v)| (*k, *v)).collect();
+            let cap = self.capacity;
+            let snapshot: Vec<_> = self.buckets.iter().map(|(k, v)| (k.clone(), *v)).collect();
             for (k, (t, last)) in snapshot {
                 if self.refill(t, last, now) >= cap {
                     self.buckets.remove(&k);
@@ -45,14 +60,14 @@ impl RateLimiter {
             .buckets
             .get(&ip)
             .copied()
-            .unwrap_or((self.per_minute, now));
+            .unwrap_or((self.capacity, now));
         let tokens = self.refill(tokens, last, now);
         if tokens >= 1.0 {
             self.buckets.insert(ip, (tokens - 1.0, now));
             Ok(())
         } else {
             self.buckets.insert(ip, (tokens, now));
-            let secs = (1.0 - tokens) * 60.0 / self.per_minute;
+            let secs = (1.0 - tokens) / self.per_sec;
             Err(Duration::from_secs_f64(secs))
         }
     }
@@ -82,6 +97,24 @@ mod tests {
         assert!(rl.check(a, t0 + Duration::from_secs(10)).is_err());
         rl.check(a, t0 + Duration::from_secs(21)).unwrap();
         assert!(rl.check(a, t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn a_burst_then_a_slower_refill_per_key() {
+        let mut rl = RateLimiter::with_rate(3.0, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            rl.check("d1".to_owned(), t0).unwrap();
+        }
+        let wait = rl.check("d1".to_owned(), t0).unwrap_err();
+        assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60));
+        rl.check("d2".to_owned(), t0).unwrap();
+        rl.check("d1".to_owned(), t0 + Duration::from_secs(61))
+            .unwrap();
+        assert!(
+            rl.check("d1".to_owned(), t0 + Duration::from_secs(61))
+                .is_err()
+        );
     }
 
     #[test]

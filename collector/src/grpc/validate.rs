@@ -1,9 +1,16 @@
 //! Checks of every frame an agent sends, as pure functions: no I/O, the clock passed
 //! in. A frame that fails is refused with a message that says what and where
 //! ("batch seq 12, sample 3: ..."), and nothing of it is stored.
+//!
+//! Invariant: every `u64` on the wire that the store keeps as an SQLite `INTEGER`
+//! (i64) is at most [`MAX_STORED_U64`] once it passed these checks (seqs of batches,
+//! gaps, inventories, patch reports and live copies; a gap's dropped range; an
+//! inventory's memory size). Above it, the value would be stored as a negative
+//! number (seq 2^64-1 as -1) and corrupt the device's ledger.
 
 use tandem_proto::v1::{
-    Gap, GapReason, Hello, Inventory, MetricBatch, OsFamily, PatchReport, UpdateClassification,
+    Gap, GapReason, Hello, Inventory, MetricBatch, OsFamily, PatchReport, PostureReport,
+    PostureState, UpdateClassification,
 };
 use tandem_proto::{MAX_LABEL_BYTES, MAX_SAMPLES_PER_BATCH, MAX_SERIES_PER_BATCH, Refusal};
 
@@ -20,6 +27,18 @@ pub const MAX_SOFTWARE_PER_INVENTORY: usize = 50_000;
 const MAX_CPU_CORES: u32 = 1 << 16;
 /// Longest free-text field (hostname, OS version, error text) in bytes.
 const MAX_TEXT_BYTES: usize = 1024;
+/// Largest `u64` the store can keep: SQLite integers are i64.
+pub(crate) const MAX_STORED_U64: u64 = i64::MAX as u64;
+
+/// Refuses a `u64` the store could not keep as i64.
+fn storable(what: &str, value: u64) -> Result<(), Refused> {
+    if value > MAX_STORED_U64 {
+        return Err(bad(format!(
+            "{what} {value} is above 2^63-1, the largest value the collector stores"
+        )));
+    }
+    Ok(())
+}
 
 /// How far sample timestamps may stray from the collector's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +121,7 @@ pub fn check_seq(what: &str, seq: u64, previous_in_stream: Option<u64>) -> Resul
     if seq == 0 {
         return Err(bad(format!("{what}: seq must be 1 or more")));
     }
+    storable(&format!("{what}: seq"), seq)?;
     if let Some(prev) = previous_in_stream
         && seq <= prev
     {
@@ -156,6 +176,7 @@ pub fn check_batch(
 /// Checks a live copy of a batch: the same shape rules, no seq ordering (it is sent
 /// ahead of the backlog, so its seq is above frames still to come).
 pub fn check_live(batch: &MetricBatch, now_ms: i64, limits: TimeLimits) -> Result<(), Refused> {
+    storable("live batch: seq", batch.seq)?;
     check_batch_body(
         &format!("live batch seq {}", batch.seq),
         batch,
@@ -175,6 +196,8 @@ pub fn check_gap(
     let at = format!("gap seq {}", gap.seq);
     GapReason::try_from(gap.reason)
         .map_err(|_| bad(format!("{at}: unknown reason value {}", gap.reason)))?;
+    storable(&format!("{at}: first_dropped_seq"), gap.first_dropped_seq)?;
+    storable(&format!("{at}: last_dropped_seq"), gap.last_dropped_seq)?;
     if gap.first_dropped_seq == 0
         || gap.first_dropped_seq > gap.last_dropped_seq
         || gap.last_dropped_seq >= gap.seq
@@ -184,7 +207,20 @@ pub fn check_gap(
             gap.first_dropped_seq, gap.last_dropped_seq
         )));
     }
-    check_time(&at, gap.time_unix_ms, now_ms, limits)
+    // The timestamp is not checked: a gap record is the report of lost data, and
+    // refusing it for a skewed agent clock lost the report too (issue 16). A
+    // timestamp out of bounds is replaced by the collector's (see `gap_time`).
+    let _ = (now_ms, limits);
+    Ok(())
+}
+
+/// The time to store for a gap record: the agent's, unless it lies outside the
+/// limits a sample would be held to, then the collector's `now_ms`.
+pub fn gap_time(gap: &Gap, now_ms: i64, limits: TimeLimits) -> i64 {
+    match check_time("gap", gap.time_unix_ms, now_ms, limits) {
+        Ok(()) => gap.time_unix_ms,
+        Err(_) => now_ms,
+    }
 }
 
 fn check_batch_body(
@@ -320,6 +356,7 @@ pub fn check_inventory(
     ] {
         text(&format!("{at}: {f}"), v)?;
     }
+    storable(&format!("{at}: memory_bytes"), inv.memory_bytes)?;
     if inv.cpu_cores > MAX_CPU_CORES {
         return Err(bad(format!(
             "{at}: cpu_cores {} is more than {MAX_CPU_CORES}",
@@ -344,6 +381,103 @@ pub fn check_inventory(
         ] {
             text(&format!("{w}: {f}"), v)?;
         }
+    }
+    Ok(())
+}
+
+/// Most posture checks, backups or custom checks one posture report may list.
+pub const MAX_POSTURE_ITEMS: usize = 256;
+
+/// Checks a posture report: seq and time like a batch; every check named (a
+/// metric-name-like word), with a known state, an `unknown` one saying why; every
+/// backup and custom check named (a valid dimension), a custom-check status 0..=3,
+/// no name twice; every text within the limits.
+pub fn check_posture(
+    r: &PostureReport,
+    previous_in_stream: Option<u64>,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
+    check_seq("posture report", r.seq, previous_in_stream)?;
+    let at = format!("posture report seq {}", r.seq);
+    check_time(&at, r.time_unix_ms, now_ms, limits)?;
+    for (what, n) in [
+        ("checks", r.checks.len()),
+        ("backups", r.backups.len()),
+        ("custom checks", r.custom_checks.len()),
+    ] {
+        if n > MAX_POSTURE_ITEMS {
+            return Err(bad(format!(
+                "{at}: lists {n} {what} (limit {MAX_POSTURE_ITEMS})"
+            )));
+        }
+    }
+    let name_ok =
+        |kind: &str, i: usize, name: &str, seen: &mut std::collections::HashSet<String>| {
+            let w = format!("{at}, {kind} {i}");
+            if name.is_empty() || name.len() > MAX_LABEL_BYTES || name.chars().any(char::is_control)
+            {
+                return Err(bad(format!(
+                    "{w}: name {:?} is empty, too long or has control characters",
+                    truncate(name)
+                )));
+            }
+            if !seen.insert(name.to_owned()) {
+                return Err(bad(format!(
+                    "{w}: name {:?} is listed twice",
+                    truncate(name)
+                )));
+            }
+            Ok(w)
+        };
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in r.checks.iter().enumerate() {
+        let w = name_ok("check", i, &c.check, &mut seen)?;
+        if !is_metric_name(&c.check) {
+            return Err(bad(format!(
+                "{w}: check name {:?} is not a word",
+                truncate(&c.check)
+            )));
+        }
+        match PostureState::try_from(c.state) {
+            Ok(PostureState::Pass | PostureState::Fail) => {}
+            Ok(PostureState::Unknown) if c.reason.trim().is_empty() => {
+                return Err(bad(format!("{w}: state unknown without a reason")));
+            }
+            Ok(PostureState::Unknown) => {}
+            _ => return Err(bad(format!("{w}: unknown state value {}", c.state))),
+        }
+        text(&format!("{w}: evidence"), &c.evidence)?;
+        text(&format!("{w}: reason"), &c.reason)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, b) in r.backups.iter().enumerate() {
+        let w = name_ok("backup", i, &b.name, &mut seen)?;
+        if !matches!(
+            b.source.as_str(),
+            "path" | "command" | "wbadmin" | "time_machine"
+        ) {
+            return Err(bad(format!(
+                "{w}: unknown source {:?}",
+                truncate(&b.source)
+            )));
+        }
+        if b.last_success_unix_ms < 0 || b.max_age_secs <= 0 {
+            return Err(bad(format!("{w}: negative time or window")));
+        }
+        if b.last_success_unix_ms == 0 && b.error.trim().is_empty() {
+            return Err(bad(format!("{w}: no last success and no error saying why")));
+        }
+        text(&format!("{w}: error"), &b.error)?;
+        text(&format!("{w}: evidence"), &b.evidence)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in r.custom_checks.iter().enumerate() {
+        let w = name_ok("custom check", i, &c.name, &mut seen)?;
+        if c.status > 3 {
+            return Err(bad(format!("{w}: status {} is not 0 to 3", c.status)));
+        }
+        text(&format!("{w}: reason"), &c.reason)?;
     }
     Ok(())
 }
@@ -475,6 +609,13 @@ mod tests {
         let mut g = gap;
         g.reason = 99;
         assert!(refused(check_gap(&g, None, NOW, LIM)).contains("unknown reason value 99"));
+        // A skewed agent clock does not lose the report: it is accepted, stamped
+        // with the collector's time.
+        let mut g = gap;
+        g.time_unix_ms = NOW + 86_400_000;
+        check_gap(&g, Some(1), NOW, LIM).unwrap();
+        assert_eq!(gap_time(&g, NOW, LIM), NOW);
+        assert_eq!(gap_time(&gap, NOW, LIM), gap.time_unix_ms);
     }
 
     #[test]
@@ -536,6 +677,48 @@ mod tests {
         );
     }
 
+    /// Seqs at or above 2^63 were stored as negative numbers (2^64-1 as -1) and
+    /// 2^63-1 ... became a device's permanent acked seq: every u64 the store keeps as
+    /// i64 is refused above i64::MAX, on every kind of frame.
+    #[test]
+    fn u64s_above_i64_max_are_refused_on_every_frame() {
+        let max = i64::MAX as u64;
+        for seq in [max + 1, u64::MAX] {
+            let m = refused(check_batch(&batch(seq), None, NOW, LIM));
+            assert!(
+                m.contains("batch: seq") && m.contains("above 2^63-1"),
+                "{m}"
+            );
+            let m = refused(check_live(&batch(seq), NOW, LIM));
+            assert!(m.contains("live batch: seq"), "{m}");
+            let m = refused(check_inventory(&inventory(seq), None, NOW, LIM));
+            assert!(m.contains("inventory: seq"), "{m}");
+            let report = PatchReport {
+                seq,
+                time_unix_ms: NOW,
+                ..Default::default()
+            };
+            let m = refused(check_patch(&report, None, NOW, LIM));
+            assert!(m.contains("patch report: seq"), "{m}");
+            let gap = Gap {
+                seq,
+                first_dropped_seq: 1,
+                last_dropped_seq: 2,
+                reason: GapReason::SpoolFull as i32,
+                time_unix_ms: NOW,
+                ..Default::default()
+            };
+            assert!(refused(check_gap(&gap, None, NOW, LIM)).contains("gap: seq"));
+            let mut inv = inventory(3);
+            inv.memory_bytes = seq;
+            assert!(refused(check_inventory(&inv, None, NOW, LIM)).contains("memory_bytes"));
+        }
+        // The largest storable value itself is fine.
+        check_batch(&batch(max), None, NOW, LIM).unwrap();
+        check_live(&batch(max), NOW, LIM).unwrap();
+        check_inventory(&inventory(max), None, NOW, LIM).unwrap();
+    }
+
     fn inventory(seq: u64) -> Inventory {
         Inventory {
             seq,
@@ -576,5 +759,59 @@ mod tests {
         let mut inv = inventory(3);
         inv.time_unix_ms = NOW + 3_600_000;
         assert!(refused(check_inventory(&inv, None, NOW, LIM)).contains("ahead"));
+    }
+
+    #[test]
+    fn posture_reports_name_what_and_where() {
+        use tandem_proto::v1::{BackupStatus, CustomCheckStatus, PostureCheck};
+        let ok = || PostureReport {
+            seq: 4,
+            time_unix_ms: NOW,
+            checks: vec![PostureCheck {
+                check: "firewall".into(),
+                state: PostureState::Unknown as i32,
+                evidence: String::new(),
+                reason: "nft: permission denied".into(),
+            }],
+            backups: vec![BackupStatus {
+                name: "nas".into(),
+                source: "path".into(),
+                last_success_unix_ms: NOW - 1000,
+                max_age_secs: 60,
+                error: String::new(),
+                evidence: "newest file".into(),
+            }],
+            custom_checks: vec![CustomCheckStatus {
+                name: "raid".into(),
+                status: 2,
+                reason: String::new(),
+            }],
+        };
+        check_posture(&ok(), Some(3), NOW, LIM).unwrap();
+        let mut r = ok();
+        r.checks[0].reason.clear();
+        assert_eq!(
+            refused(check_posture(&r, None, NOW, LIM)),
+            "posture report seq 4, check 0: state unknown without a reason"
+        );
+        let mut r = ok();
+        r.checks[0].state = 9;
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("unknown state value 9"));
+        let mut r = ok();
+        r.checks.push(r.checks[0].clone());
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("listed twice"));
+        let mut r = ok();
+        r.backups[0].last_success_unix_ms = 0;
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("no error saying why"));
+        let mut r = ok();
+        r.backups[0].source = "tape".into();
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("unknown source"));
+        let mut r = ok();
+        r.custom_checks[0].status = 4;
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("status 4"));
+        let mut r = ok();
+        r.custom_checks[0].reason = "a\u{7}b".into();
+        assert!(refused(check_posture(&r, None, NOW, LIM)).contains("control characters"));
+        assert!(refused(check_posture(&ok(), Some(4), NOW, LIM)).contains("repeats"));
     }
 }

@@ -516,6 +516,21 @@ pub fn record_certificate(
     Ok(())
 }
 
+/// Whether the collector recorded a certificate with this serial as issued to
+/// `device_id` (enrollment, renewal or `pki issue-agent`).
+pub fn certificate_issued(
+    conn: &Connection,
+    device_id: &str,
+    serial: &str,
+) -> Result<bool, AdminError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM certificates WHERE serial = ?1 AND device_id = ?2",
+        params![serial, device_id],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
 /// Revokes a device: every certificate it holds stops working, at once on a running
 /// collector (which polls `revocations`).
 pub fn revoke_device(
@@ -637,7 +652,7 @@ pub fn tag_device(
     now_ms: i64,
 ) -> Result<Vec<String>, AdminError> {
     for t in tags {
-        crate::alerts::rules::check_tag(t).map_err(AdminError::BadTag)?;
+        crate::tags::check_tag(t).map_err(AdminError::BadTag)?;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     device_in_good_standing(&tx, device_id)?;
@@ -730,6 +745,22 @@ pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError>
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether a device with this id is known (revoked ones included).
+pub fn device_exists(conn: &Connection, id: &str) -> Result<bool, AdminError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether a tenant with this name exists.
+pub fn tenant_exists(conn: &Connection, name: &str) -> Result<bool, AdminError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM tenants WHERE name = ?1", [name], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 #[cfg(test)]

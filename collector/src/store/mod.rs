@@ -16,7 +16,18 @@
 //! so a second backend (PostgreSQL) can be added behind the same interface later.
 
 pub mod admin;
+pub mod integrity;
+// --- store brief (issue 17): data dir lock ---
+pub mod chunk;
+pub mod compact;
+pub mod lock;
+pub mod stats;
+#[cfg(test)]
+mod store_tests;
+// --- end store brief ---
+pub mod posture;
 pub mod query;
+pub mod removal;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +55,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_patch_check_requests",
         include_str!("migrations/0007_patch_check_requests.sql"),
     ),
+    (
+        "0010_device_removed",
+        include_str!("migrations/0010_device_removed.sql"),
+    ),
+    ("0011_notify", include_str!("migrations/0011_notify.sql")),
+    ("0012_posture", include_str!("migrations/0012_posture.sql")),
+    // --- store brief (issue 17) ---
+    ("0013_chunks", include_str!("migrations/0013_chunks.sql")),
+    // --- end store brief ---
+    // --- issue 15 (console) ---
+    ("0020_console", include_str!("migrations/0020_console.sql")),
+    // --- end issue 15 ---
+    // --- store2 brief (issue 17): retention of the other tables. Appended: the list
+    // is positional, and databases at 0020 exist. ---
+    (
+        "0014_retention",
+        include_str!("migrations/0014_retention.sql"),
+    ),
+    // --- end store2 brief ---
 ];
 
 /// File name of the database inside the data dir.
@@ -82,24 +112,39 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(transparent)]
+    Fs(#[from] crate::private_fs::FsError),
+    // store brief (issue 17)
+    #[error("no such series: {0}")]
+    NoSeries(i64),
+    #[error("stored data is unreadable: {0}")]
+    Damaged(String),
 }
 
 /// Opens (creating if needed) the database at `path`, sets the pragmas every
-/// connection needs, and applies pending migrations.
+/// connection needs, and applies pending migrations. A new database (and its
+/// directory) is created private: 0600 in a 0700 directory, so token hashes and the
+/// device list are never readable by other users; SQLite gives its `-wal` and `-shm`
+/// files the database's mode.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let open_err = |source| StoreError::Open {
         path: path.to_owned(),
         source,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_fs::create_dir(dir)?;
+    }
+    crate::private_fs::create_file_if_missing(path)?;
     let mut conn = Connection::open(path).map_err(open_err)?;
-    configure(&conn).map_err(open_err)?;
+    configure(&mut conn).map_err(open_err)?;
+    register_sql_functions(&conn).map_err(open_err)?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }
 
 /// Opens a read-only connection for queries (CLI, and later the HTTP API).
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -107,21 +152,168 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_owned(),
         source,
     })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    wait_for_locks(&mut conn)?;
+    register_sql_functions(&conn)?;
     Ok(conn)
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // WAL: readers never block the writer. FULL: a commit is on disk before we ack it
-    // (NORMAL would survive a process crash but not an OS crash or power loss).
+// --- store brief (issue 17): SQL access to compressed values ---
+/// Wall clock in ms (the maintenance thread's notion of now).
+pub(crate) fn writer_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Registers `tandem_head_json(payload)` and `tandem_chunk_json(blob)`, which the
+/// `samples` view uses to show head rows and chunks as one row per value (JSON
+/// arrays `[[series_id, ts_ms, value], ...]`). For people and tests reading the
+/// file with SQL; the collector reads through [`query`].
+pub fn register_sql_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    fn to_json(values: &[chunk::Value]) -> String {
+        let mut s = String::with_capacity(values.len() * 24 + 2);
+        s.push('[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("[{},{},{:?}]", v.series_id, v.ts_ms, v.value));
+        }
+        s.push(']');
+        s
+    }
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("tandem_head_json", 1, flags, |ctx| {
+        let blob = ctx
+            .get_raw(0)
+            .as_blob()
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        let mut out = Vec::new();
+        chunk::decode_head(blob, &mut out)
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        Ok(to_json(&out))
+    })?;
+    conn.create_scalar_function("tandem_chunk_json", 1, flags, |ctx| {
+        let blob = ctx
+            .get_raw(0)
+            .as_blob()
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        let all = chunk::ChunkView::parse(blob)
+            .and_then(|v| v.all())
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        let mut out = Vec::new();
+        for (id, p) in all {
+            for (&ts_ms, &value) in p.ts.iter().zip(&p.values) {
+                out.push(chunk::Value {
+                    series_id: id,
+                    ts_ms,
+                    value,
+                });
+            }
+        }
+        Ok(to_json(&out))
+    })?;
+    Ok(())
+}
+// --- end store brief ---
+
+/// Waits for SQLite's write lock (or a WAL read lock) for up to about 5 s, retrying
+/// every 250 µs for the first 10 ms and then every 1 ms. SQLite's own
+/// `busy_timeout` backs off to 25–100 ms sleeps after a few tries, so a store
+/// writer that met the notification dispatcher's short transaction slept up to
+/// 100 ms after the lock was free again (a ×29 ingest p99 in `notifybench`,
+/// issue 12). Every connection the collector writes through uses this.
+pub(crate) fn wait_for_locks(conn: &mut Connection) -> rusqlite::Result<()> {
+    fn retry(tries: i32) -> bool {
+        const FAST: i32 = 40;
+        const LIMIT: i32 = FAST + 4_990;
+        if tries >= LIMIT {
+            return false;
+        }
+        let pause = if tries < FAST {
+            std::time::Duration::from_micros(250)
+        } else {
+            std::time::Duration::from_millis(1)
+        };
+        std::thread::sleep(pause);
+        true
+    }
+    conn.busy_handler(Some(retry))
+}
+
+fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
+    wait_for_locks(conn)?;
+    // WAL: readers never block the writer. Every commit is on disk when `commit()`
+    // returns (see sync_after_unlock; the store writer's: sync_in_lock).
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 64 MiB of page cache: the sample B-tree is written all over (one series per
     // device per metric), and keeping its inner pages cached is most of ingest speed.
     conn.pragma_update(None, "cache_size", -65536)?;
-    Ok(())
+    sync_after_unlock(conn)
+}
+
+/// Makes every commit of this connection durable *after* SQLite's write lock is
+/// released: `synchronous = NORMAL` (the commit writes its WAL frames and unlocks
+/// without an fsync), then a WAL hook — which SQLite calls once the commit has
+/// taken place and the write lock is released — fsyncs the `-wal` file before
+/// `commit()` returns. So a returned commit is as durable as with FULL (it survives
+/// an OS crash or power loss), but the alert engine, the notification dispatcher
+/// and the console no longer hold the lock through their fsync while the store
+/// writer waits for it (issue 12: ingest p99 while notifications are busy). If a
+/// checkpoint moved the frames into the database meanwhile, the checkpoint synced
+/// the database before the WAL could be reused, so they are durable either way.
+///
+/// The hook replaces SQLite's automatic checkpoint, so it does that too: a
+/// passive checkpoint once the WAL holds 1,000 pages (SQLite's default).
+///
+/// The store writer's own connection keeps `synchronous = FULL`
+/// ([`sync_in_lock`]): the acknowledgement path is unchanged.
+fn sync_after_unlock(conn: &mut Connection) -> rusqlite::Result<()> {
+    let Some(wal) = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(format!("{p}-wal")))
+    else {
+        // In memory: nothing to sync.
+        return conn.pragma_update(None, "synchronous", "FULL");
+    };
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.wal_hook(Some(move |w: &mut rusqlite::hooks::Wal, pages: i32| {
+        let synced = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .and_then(|f| f.sync_data());
+        match synced {
+            Ok(()) => {}
+            // Gone: a checkpoint truncated and removed it, after syncing the database.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // The commit has taken place (readers see it); a failing disk also
+                // fails the store writer's next commit, which refuses ingest.
+                tracing::error!(error = %e, wal = %wal.display(), "cannot sync the WAL after a commit");
+            }
+        }
+        if pages >= AUTO_CHECKPOINT_PAGES {
+            // Passive, as SQLite's own: it never waits for readers or writers.
+            let _ = w.checkpoint();
+        }
+        Ok(())
+    }))
+}
+
+/// SQLite's default automatic checkpoint threshold.
+const AUTO_CHECKPOINT_PAGES: i32 = 1000;
+
+/// The store writer's connection: commits sync inside the lock (`synchronous =
+/// FULL`, SQLite's automatic checkpoint), as before [`sync_after_unlock`]. Its
+/// commit is what acknowledges a batch, and nothing else waits for its lock.
+pub(crate) fn sync_in_lock(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -174,5 +366,46 @@ mod tests {
         drop(conn);
         let err = open(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    fn synchronous(c: &Connection) -> i64 {
+        c.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Side connections sync after the lock (NORMAL + the WAL hook); the writer's
+    /// inside it (FULL). And the hook's checkpoint keeps the WAL bounded, as
+    /// SQLite's automatic checkpoint did (without it the WAL would only grow).
+    #[test]
+    fn side_connections_sync_after_unlock_and_still_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut side = open(&path).unwrap();
+        assert_eq!(synchronous(&side), 1, "NORMAL, synced by the hook");
+        let mut w = open(&path).unwrap();
+        sync_in_lock(&mut w).unwrap();
+        assert_eq!(synchronous(&w), 2, "the writer: FULL");
+        side.execute_batch("CREATE TABLE big(x BLOB)").unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let mut largest = 0;
+        for _ in 0..3000 {
+            let tx = side.transaction().unwrap();
+            tx.execute("INSERT INTO big VALUES (zeroblob(4000))", [])
+                .unwrap();
+            tx.commit().unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        // 3,000 commits of a page each: without checkpoints the WAL would pass
+        // 12 MB; a checkpoint every 1,000 pages lets it restart from the top.
+        assert!(largest < 8 * 1024 * 1024, "WAL grew to {largest} bytes");
+        let n: i64 = w
+            .query_row("SELECT count(*) FROM big", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3000);
     }
 }

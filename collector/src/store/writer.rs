@@ -14,7 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_proto::v1::{Gap, GapReason, Inventory, MetricBatch, PatchReport, UpdateClassification};
+use tandem_proto::v1::{
+    Gap, GapReason, Inventory, MetricBatch, PatchReport, PostureReport, PostureState,
+    UpdateClassification,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -96,6 +99,11 @@ pub enum Request {
         device_id: String,
         inventory: Inventory,
     },
+    /// Posture, backups and custom-check states (issue #14).
+    Posture {
+        device_id: String,
+        report: PostureReport,
+    },
     /// A live copy of a batch: values only, no ledger, no acked_seq.
     Live {
         device_id: String,
@@ -167,6 +175,9 @@ impl Writer {
         config: WriterConfig,
         sink: Option<CommitSink>,
     ) -> std::io::Result<(Writer, WriterThread)> {
+        let mut conn = conn;
+        // The acknowledging commit syncs inside the lock (see store::sync_after_unlock).
+        super::sync_in_lock(&mut conn).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(config.queue_len.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -224,6 +235,15 @@ impl Writer {
             inventory,
         })
         .await
+    }
+
+    /// Queues a posture report, like [`Writer::submit_batch`].
+    pub async fn submit_posture(
+        &self,
+        device_id: String,
+        report: PostureReport,
+    ) -> Result<Pending, StoreError> {
+        self.submit(Request::Posture { device_id, report }).await
     }
 
     /// Queues a gap record, like [`Writer::submit_batch`].
@@ -314,6 +334,7 @@ impl Request {
             | Request::Patch { device_id, .. }
             | Request::Gap { device_id, .. }
             | Request::Inventory { device_id, .. }
+            | Request::Posture { device_id, .. }
             | Request::Live { device_id, .. } => device_id,
         }
     }
@@ -358,6 +379,7 @@ fn commit_group(
     stats: &WriterStats,
     sink: Option<&CommitSink>,
 ) {
+    let _commit_timer = crate::counters::commit_timer(); // issue 15: /metrics commit latency
     let now = now_ms();
     let mut answers = Vec::with_capacity(group.len());
     let mut values_in_group = 0u64;
@@ -373,7 +395,9 @@ fn commit_group(
                 })));
                 continue;
             }
-            tx.execute_batch("SAVEPOINT req")?;
+            // Prepared once per connection: parsing these per request was a
+            // measurable share of the writer's time (store2 brief, perf profile).
+            tx.prepare_cached("SAVEPOINT req")?.execute([])?;
             let cache = &mut state.cache;
             let answer = match req {
                 Request::Hello { who, facts } => Answer::Hello(write_hello(&tx, who, facts, now)),
@@ -393,6 +417,9 @@ fn commit_group(
                     device_id,
                     inventory,
                 } => Answer::Write(write_inventory(&tx, device_id, inventory, now)),
+                Request::Posture { device_id, report } => {
+                    Answer::Write(write_posture(&tx, device_id, report, now))
+                }
                 Request::Live { device_id, batch } => {
                     Answer::Write(write_values(&tx, cache, device_id, batch).map(|n| {
                         values_in_group += n;
@@ -407,7 +434,7 @@ fn commit_group(
                 state.cache.clear();
                 state.halted.insert(device.to_owned());
             } else {
-                tx.execute_batch("RELEASE req")?;
+                tx.prepare_cached("RELEASE req")?.execute([])?;
             }
             answers.push(answer);
         }
@@ -523,17 +550,18 @@ fn write_hello(
                     device_id: who.device_id.clone(),
                 });
             }
+            // last_seen_ms is left alone: it means data arrived (see claim_seq),
+            // and a handshake that delivers nothing must not look like liveness.
             tx.execute(
                 "UPDATE devices SET hostname = ?2, os_family = ?3, os_version = ?4, agent_version = ?5,
-                    boot_time_unix = ?6, last_seen_ms = ?7 WHERE id = ?1",
+                    boot_time_unix = ?6 WHERE id = ?1",
                 params![
                     who.device_id,
                     facts.hostname,
                     facts.os_family,
                     facts.os_version,
                     facts.agent_version,
-                    facts.boot_time_unix,
-                    now
+                    facts.boot_time_unix
                 ],
             )?;
             Ok(acked.max(0) as u64)
@@ -600,30 +628,46 @@ fn write_batch(
     Ok((Outcome::Stored, inserted))
 }
 
-/// Inserts a batch's values; a value already stored for the same series and instant
-/// (a live copy sent earlier) is kept as it is. Returns the values newly inserted.
+/// Stores a batch's values as one head row (issue 17: one row per batch, not per
+/// value); compaction later moves it into the device-hour chunk. A value already
+/// stored for the same series and instant (a live copy sent earlier) is kept as it
+/// is: compaction and reads keep the first one. Returns the values stored.
 fn write_values(
     tx: &rusqlite::Transaction<'_>,
     cache: &mut SeriesCache,
     device_id: &str,
     batch: &MetricBatch,
 ) -> Result<u64, StoreError> {
-    let mut inserted = 0;
     let mut series_ids = Vec::with_capacity(batch.series.len());
     for key in &batch.series {
         series_ids.push(series_id(tx, cache, device_id, &key.name, &key.dimension)?);
     }
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-    )?;
-    for sample in &batch.samples {
-        for (id, value) in series_ids.iter().zip(&sample.values) {
-            if !value.is_nan() {
-                inserted += insert.execute(params![id, sample.time_unix_ms, value])? as u64;
-            }
-        }
+    let mut n = 0u64;
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let samples: Vec<(i64, &[f64])> = batch
+        .samples
+        .iter()
+        .map(|s| {
+            n += s
+                .values
+                .iter()
+                .take(series_ids.len())
+                .filter(|v| !v.is_nan())
+                .count() as u64;
+            min_ts = min_ts.min(s.time_unix_ms);
+            max_ts = max_ts.max(s.time_unix_ms);
+            (s.time_unix_ms, s.values.as_slice())
+        })
+        .collect();
+    if n == 0 {
+        return Ok(0);
     }
-    Ok(inserted)
+    let payload = super::chunk::encode_head(&series_ids, &samples);
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    insert.execute(params![device_id, min_ts, max_ts, n as i64, payload])?;
+    Ok(n)
 }
 
 fn series_id(
@@ -669,6 +713,8 @@ fn write_gap(
         Ok(GapReason::SpoolFull) => "spool_full",
         Ok(GapReason::TooOld) => "too_old",
         Ok(GapReason::Refused) => "refused",
+        Ok(GapReason::AgentDisk) => "agent_disk",
+        Ok(GapReason::Corrupt) => "corrupt",
         _ => "unspecified",
     };
     tx.execute(
@@ -772,10 +818,7 @@ fn write_inventory(
             .or_default() += 1;
     }
     if had_list {
-        let mut ch = tx.prepare_cached(
-            "INSERT INTO inventory_changes (device_id, seq, time_ms, change, name, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let mut changes: Vec<(&str, &String, &String)> = Vec::new();
         for ((name, version), n) in &new {
             if old
                 .get(&(name.clone(), version.clone()))
@@ -783,14 +826,7 @@ fn write_inventory(
                 .unwrap_or(0)
                 < *n
             {
-                ch.execute(params![
-                    device_id,
-                    inv.seq as i64,
-                    inv.time_unix_ms,
-                    "added",
-                    name,
-                    version
-                ])?;
+                changes.push(("added", name, version));
             }
         }
         for ((name, version), n) in &old {
@@ -800,16 +836,10 @@ fn write_inventory(
                 .unwrap_or(0)
                 < *n
             {
-                ch.execute(params![
-                    device_id,
-                    inv.seq as i64,
-                    inv.time_unix_ms,
-                    "removed",
-                    name,
-                    version
-                ])?;
+                changes.push(("removed", name, version));
             }
         }
+        record_changes(tx, device_id, inv, &changes)?;
     }
     tx.execute(
         "DELETE FROM inventory_software WHERE device_id = ?1",
@@ -820,6 +850,127 @@ fn write_inventory(
     )?;
     for sw in &inv.software {
         ins.execute(params![device_id, sw.name, sw.version, sw.publisher])?;
+    }
+    Ok(Outcome::Stored)
+}
+
+/// Most change rows one inventory records; beyond it one `truncated` row says how
+/// many were left out. A dist-upgrade of a few thousand packages fits; a device
+/// that swaps a 50,000-program list each time no longer adds 100,000 rows.
+pub(crate) const MAX_CHANGES_PER_INVENTORY: usize = 5_000;
+/// Most change rows kept per device; the oldest go first.
+pub(crate) const MAX_CHANGES_PER_DEVICE: i64 = 20_000;
+
+/// Writes the changes of one inventory within the bounds above.
+fn record_changes(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    inv: &Inventory,
+    changes: &[(&str, &String, &String)],
+) -> Result<(), StoreError> {
+    let mut ch = tx.prepare_cached(
+        "INSERT INTO inventory_changes (device_id, seq, time_ms, change, name, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (change, name, version) in changes.iter().take(MAX_CHANGES_PER_INVENTORY) {
+        ch.execute(params![
+            device_id,
+            inv.seq as i64,
+            inv.time_unix_ms,
+            change,
+            name,
+            version
+        ])?;
+    }
+    if changes.len() > MAX_CHANGES_PER_INVENTORY {
+        let left_out = changes.len() - MAX_CHANGES_PER_INVENTORY;
+        ch.execute(params![
+            device_id,
+            inv.seq as i64,
+            inv.time_unix_ms,
+            "truncated",
+            format!("{left_out} more changes not recorded"),
+            ""
+        ])?;
+        tracing::warn!(device = %device_id, seq = inv.seq, changes = changes.len(),
+            recorded = MAX_CHANGES_PER_INVENTORY, "inventory change history truncated");
+    }
+    tx.execute(
+        "DELETE FROM inventory_changes WHERE rowid IN (
+             SELECT rowid FROM inventory_changes WHERE device_id = ?1
+             ORDER BY time_ms DESC, rowid DESC LIMIT -1 OFFSET ?2)",
+        params![device_id, MAX_CHANGES_PER_DEVICE],
+    )?;
+    Ok(())
+}
+
+/// Stores a posture report as the device's latest (unless a higher seq is stored
+/// already): its checks, backups and custom checks replace the previous ones.
+fn write_posture(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    r: &PostureReport,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    // n_values 0, as for an inventory: the ledger counts sample values.
+    if !claim_seq(tx, device_id, r.seq, 0, now)? {
+        return Ok(Outcome::Duplicate);
+    }
+    let newer_stored: bool = tx
+        .query_row(
+            "SELECT count(*) FROM posture_reports WHERE device_id = ?1 AND seq > ?2",
+            params![device_id, r.seq as i64],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if newer_stored {
+        return Ok(Outcome::Stored);
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO posture_reports (device_id, seq, time_ms, received_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![device_id, r.seq as i64, r.time_unix_ms, now],
+    )?;
+    for table in ["posture_checks", "backup_states", "custom_check_states"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE device_id = ?1"),
+            [device_id],
+        )?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO posture_checks (device_id, check_name, state, evidence, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for c in &r.checks {
+        // Validation refused every other value.
+        let state = match PostureState::try_from(c.state) {
+            Ok(PostureState::Pass) => "pass",
+            Ok(PostureState::Fail) => "fail",
+            _ => "unknown",
+        };
+        ins.execute(params![device_id, c.check, state, c.evidence, c.reason])?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO backup_states (device_id, name, source, last_success_ms,
+            max_age_secs, error, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for b in &r.backups {
+        ins.execute(params![
+            device_id,
+            b.name,
+            b.source,
+            b.last_success_unix_ms,
+            b.max_age_secs,
+            b.error,
+            b.evidence
+        ])?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO custom_check_states (device_id, name, status, reason)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for c in &r.custom_checks {
+        ins.execute(params![device_id, c.name, c.status, c.reason])?;
     }
     Ok(Outcome::Stored)
 }
@@ -964,6 +1115,74 @@ mod tests {
         }
     }
 
+    /// Issue #10: each inventory that swapped its software list added 100,000 change
+    /// rows. Now one inventory records at most MAX_CHANGES_PER_INVENTORY rows plus a
+    /// `truncated` row, and a device keeps at most MAX_CHANGES_PER_DEVICE.
+    #[tokio::test]
+    async fn inventory_change_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (w, t) =
+            Writer::spawn(super::super::open(&path).unwrap(), WriterConfig::default()).unwrap();
+        w.hello(who(), DeviceFacts::default()).await.unwrap();
+        let n = 3_000;
+        for seq in 1..=5u64 {
+            let names: Vec<(String, String)> = (0..n)
+                .map(|i| (format!("pkg-{seq}-{i}"), "1.0".to_owned()))
+                .collect();
+            let list: Vec<(&str, &str)> = names
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            w.submit_inventory("d1".into(), inv(seq, &list, ""))
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        drop(w);
+        t.join();
+        let conn = super::super::open(&path).unwrap();
+        let per_seq = |seq: i64| -> (i64, i64) {
+            conn.query_row(
+                "SELECT count(*), sum(change = 'truncated') FROM inventory_changes
+                 WHERE device_id = 'd1' AND seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+            )
+            .unwrap()
+        };
+        // Every swap is 6,000 changes: 5,000 recorded and one row saying so.
+        assert_eq!(per_seq(5), (MAX_CHANGES_PER_INVENTORY as i64 + 1, 1));
+        let total: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM inventory_changes WHERE device_id = 'd1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            total, MAX_CHANGES_PER_DEVICE,
+            "four swaps of 5,001 rows, capped"
+        );
+        let note: String = conn
+            .query_row(
+                "SELECT name FROM inventory_changes WHERE change = 'truncated' AND seq = 5",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(note, "1000 more changes not recorded");
+        // The oldest went first.
+        assert_eq!(
+            per_seq(2).0,
+            5_001 - 4,
+            "the 4 rows over the cap were seq 2's"
+        );
+        assert_eq!(per_seq(3).0, 5_001);
+    }
+
     #[tokio::test]
     async fn inventory_keeps_the_latest_list_and_records_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1062,6 +1281,7 @@ mod tests {
                 Committed::Live { .. } => "live",
                 Committed::Gap { .. } => "gap",
                 Committed::Inventory { .. } => "inventory",
+                Committed::Posture { .. } => "posture",
             })
             .collect();
         assert_eq!(kinds, ["hello", "batch"]);

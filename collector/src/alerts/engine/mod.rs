@@ -14,14 +14,23 @@
 //! - Changed instances and their history records are handed out by
 //!   [`Engine::take_changes`]; the caller commits them before anything else happens.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tandem_proto::v1::{MetricBatch, PatchReport, UpdateClassification};
+use tandem_proto::v1::{MetricBatch, PatchReport};
 
-use super::machine::{Event, Instance, Record, State, Verdict};
-use super::rules::{Kind, Rule, RuleSet, Target};
+use super::machine::{Event, Instance, Record, State};
+use super::model::{Target, Verdict};
+use super::rules::{Kind, Rule, RuleSet};
 use super::silence::Silence;
+
+mod inhibit;
+mod offline;
+mod reports;
+mod signals;
+
+pub use reports::PatchSummary;
+use signals::Points;
 
 /// Identity of an instance: rule × device × dimension. A group (tenant) alert has an
 /// empty device and the dimension `tenant:<name>`.
@@ -49,50 +58,10 @@ pub struct Device {
     pub tags: Arc<Vec<String>>,
 }
 
-/// The part of a device's latest patch report the patch-age rules need.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PatchSummary {
-    /// When the oldest still-pending security update was first seen.
-    pub oldest_security_ms: Option<i64>,
-    /// Since when a reboot has been required.
-    pub reboot_since_ms: Option<i64>,
-}
-
-impl PatchSummary {
-    /// Summarises a report; `None` for a failed check (it says nothing new).
-    pub fn of(report: &PatchReport) -> Option<PatchSummary> {
-        if !report.error.is_empty() {
-            return None;
-        }
-        let oldest_security_ms = report
-            .updates
-            .iter()
-            .filter(|u| u.classification == UpdateClassification::Security as i32)
-            .map(|u| {
-                if u.first_seen_unix_ms > 0 {
-                    u.first_seen_unix_ms
-                } else {
-                    report.time_unix_ms
-                }
-            })
-            .min();
-        let since = report.reboot_required_since_unix_ms;
-        let reboot_since_ms = report.reboot_required.then_some(if since > 0 {
-            since
-        } else {
-            report.time_unix_ms
-        });
-        Some(PatchSummary {
-            oldest_security_ms,
-            reboot_since_ms,
-        })
-    }
-}
-
 impl Device {
     /// The group a share of dark devices is counted in: the site, or the tenant for
     /// devices without one.
-    fn group(&self) -> String {
+    pub(super) fn group(&self) -> String {
         match &self.site {
             Some(site) => format!("site:{}/{site}", self.tenant),
             None => format!("tenant:{}", self.tenant),
@@ -100,28 +69,12 @@ impl Device {
     }
 
     /// The scope target of this device for `rule`.
-    fn target<'a>(&'a self, device_id: &'a str, rule: &'a str) -> Target<'a> {
+    pub(super) fn target<'a>(&'a self, device_id: &'a str, rule: &'a str) -> Target<'a> {
         let mut t = Target::device(&self.tenant, device_id, &self.os_family, rule);
         t.site = self.site.as_deref();
         t.tags = &self.tags;
         t
     }
-}
-
-/// The tenant a group alert's dimension (`tenant:<t>` or `site:<t>/<s>`) belongs to.
-fn group_tenant(dimension: &str) -> Option<&str> {
-    dimension.strip_prefix("tenant:").or_else(|| {
-        dimension
-            .strip_prefix("site:")
-            .and_then(|r| r.split('/').next())
-    })
-}
-
-/// Servers and workstations get different offline limits. Devices carry no role
-/// yet, so it is inferred: Linux and Windows Server are servers, the rest
-/// workstations.
-pub fn is_server(os_family: &str, os_version: &str) -> bool {
-    os_family == "linux" || (os_family == "windows" && os_version.contains("Server"))
 }
 
 /// One instance that changed, with the history records to append.
@@ -139,71 +92,6 @@ struct Tracked {
     /// `last_sample_ms` as last handed out for persistence (persisting every sample
     /// of a long-firing alert would cost a write per sample for nothing).
     persisted_sample_ms: i64,
-}
-
-/// Per-series memory of rate and forecast rules.
-#[derive(Default)]
-struct Points {
-    pts: VecDeque<(i64, f64)>,
-}
-
-/// Seconds reported by a forecast that never reaches its target.
-pub const NEVER_SECS: f64 = 1e12;
-
-impl Points {
-    fn rate(&mut self, at: i64, v: f64, per_secs: f64) -> Option<f64> {
-        let prev = self.pts.back().copied();
-        self.pts.clear();
-        self.pts.push_back((at, v));
-        let (pt, pv) = prev?;
-        (at > pt).then(|| (v - pv) / ((at - pt) as f64 / 1000.0) * per_secs)
-    }
-
-    /// Seconds until a least-squares line over the window reaches `target`.
-    fn forecast(&mut self, at: i64, v: f64, window_ms: i64, target: f64) -> Option<f64> {
-        match self.pts.back() {
-            Some(&(t, _)) if at <= t => return None,
-            // Keep at most ~240 points per window: enough for a fit, bounded memory.
-            Some(&(t, _)) if at - t < window_ms / 240 => {
-                if let Some(last) = self.pts.back_mut() {
-                    *last = (at, v);
-                }
-            }
-            _ => self.pts.push_back((at, v)),
-        }
-        while self.pts.front().is_some_and(|&(t, _)| at - t > window_ms) {
-            self.pts.pop_front();
-        }
-        let n = self.pts.len();
-        let first = self.pts.front()?.0;
-        // A fit needs a few points spanning a tenth of the window.
-        if n < 3 || at - first < window_ms / 10 {
-            return None;
-        }
-        let xs = self.pts.iter().map(|&(t, _)| (t - first) as f64 / 1000.0);
-        let nf = n as f64;
-        let mx = xs.clone().sum::<f64>() / nf;
-        let my = self.pts.iter().map(|&(_, y)| y).sum::<f64>() / nf;
-        let (mut sxy, mut sxx) = (0.0, 0.0);
-        for (x, &(_, y)) in xs.zip(self.pts.iter()) {
-            sxy += (x - mx) * (y - my);
-            sxx += (x - mx) * (x - mx);
-        }
-        if sxx <= 0.0 {
-            return None;
-        }
-        let slope = sxy / sxx;
-        let now_x = (at - first) as f64 / 1000.0;
-        let fit_now = my + slope * (now_x - mx);
-        let gap = target - fit_now;
-        // Moving away from the target (or already past it: the threshold rules speak
-        // for a full disk) never reaches it.
-        Some(if slope != 0.0 && gap / slope >= 0.0 {
-            gap / slope
-        } else {
-            NEVER_SECS
-        })
-    }
 }
 
 /// All instances and what feeds them.
@@ -226,6 +114,9 @@ pub struct Engine {
     dark_tenants: HashSet<(usize, String)>,
     /// Silences made with the CLI (active and upcoming), re-read by the service.
     silences: Vec<Silence>,
+    /// Revoked (or removed) devices: out of the fleet, so nothing of theirs alerts
+    /// again, not even "offline" ([`Engine::retire_device`]).
+    retired: HashSet<String>,
     /// Rule evaluations done (one per rule per value), for the benchmark.
     pub evaluations: u64,
     /// State transitions caused by samples and heartbeats (not by ticks), for the
@@ -257,6 +148,7 @@ impl Engine {
             offline: HashSet::new(),
             dark_tenants: HashSet::new(),
             silences: Vec::new(),
+            retired: HashSet::new(),
             evaluations: 0,
             fed_transitions: 0,
         }
@@ -277,7 +169,7 @@ impl Engine {
     pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance, now_ms: i64) {
         let persisted_sample_ms = inst.last_sample_ms;
         *self.per_device.entry(key.device_id.clone()).or_default() += 1;
-        let retire = !self.by_name.contains_key(&key.rule);
+        let retire = !self.by_name.contains_key(&key.rule) || self.retired.contains(&key.device_id);
         self.instances.insert(
             key.clone(),
             Tracked {
@@ -312,6 +204,28 @@ impl Engine {
         for k in gone {
             self.retire(&k, now_ms);
         }
+    }
+
+    /// Takes a revoked or removed device out of the fleet: every active instance of
+    /// it is closed (to OK, with a history record, as a retired rule's are), it is
+    /// forgotten as a device, so it cannot go "offline", and its later hellos,
+    /// batches and reports are ignored. Returns false if it was retired already.
+    pub fn retire_device(&mut self, id: &str, now_ms: i64) -> bool {
+        if !self.retired.insert(id.to_owned()) {
+            return false;
+        }
+        self.devices.remove(id);
+        self.offline.remove(id);
+        let keys: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|k| k.device_id == id)
+            .cloned()
+            .collect();
+        for k in keys {
+            self.retire(&k, now_ms);
+        }
+        true
     }
 
     fn retire(&mut self, key: &Key, now_ms: i64) {
@@ -439,12 +353,21 @@ impl Engine {
         os_version: &str,
         now_ms: i64,
     ) {
+        if self.retired.contains(id) {
+            return;
+        }
+        // Liveness is data arriving, not a handshake: a Hello refreshes last-seen
+        // only for a device the engine did not know (its offline window starts
+        // now). An agent that reconnects over and over and delivers nothing stays
+        // offline (issue 16).
+        let known = self.devices.contains_key(id);
         let d = self.devices.entry(id.to_owned()).or_default();
         d.tenant = tenant.to_owned();
         d.os_family = os_family.to_owned();
         d.os_version = os_version.to_owned();
-        d.last_seen_ms = d.last_seen_ms.max(now_ms);
-        self.heartbeat(id, now_ms);
+        if !known {
+            d.last_seen_ms = d.last_seen_ms.max(now_ms);
+        }
     }
 
     /// A metric batch of `device` was committed at `now_ms`.
@@ -627,219 +550,14 @@ impl Engine {
         changes
     }
 
-    /// Every instance currently tracked (for `rules test` and the tests).
+    /// Every instance currently tracked (for the tests).
+    #[cfg(test)]
     pub fn instance(&self, key: &Key) -> Option<&Instance> {
         self.instances.get(key).map(|t| &t.inst)
     }
 
-    /// A device reported: its offline instances see age 0.
-    fn heartbeat(&mut self, device_id: &str, now_ms: i64) {
-        if !self.per_device.contains_key(device_id) {
-            return; // no instance at all, so no offline instance to resolve
-        }
-        let Some(tenant) = self.devices.get(device_id).map(|d| d.tenant.clone()) else {
-            return;
-        };
-        for ri in 0..self.rules.len() {
-            if matches!(self.rules[ri].kind, Kind::Offline { .. }) {
-                let key = Key {
-                    rule: self.rules[ri].name.clone(),
-                    device_id: device_id.to_owned(),
-                    dimension: String::new(),
-                };
-                if self.instances.contains_key(&key) {
-                    self.feed(
-                        ri,
-                        device_id,
-                        "",
-                        &tenant,
-                        now_ms,
-                        0.0,
-                        Verdict::Recover,
-                        now_ms,
-                    );
-                }
-            }
-        }
-    }
-
-    fn eval_offline(&mut self, now_ms: i64) {
-        for ri in 0..self.rules.len() {
-            let Kind::Offline {
-                after_ms,
-                server_after_ms,
-                workstation_after_ms,
-                group_share,
-                group_min_devices,
-            } = self.rules[ri].kind
-            else {
-                continue;
-            };
-            let severity = self.rules[ri].severity;
-            // (tenant, group) -> (devices, dark devices)
-            let mut per_group: HashMap<(String, String), (usize, usize)> = HashMap::new();
-            let mut verdicts = Vec::new();
-            for (id, d) in &self.devices {
-                let target = d.target(id, &self.rules[ri].name);
-                if !self.rules[ri].scope.matches(&target) {
-                    continue;
-                }
-                let limit = if is_server(&d.os_family, &d.os_version) {
-                    server_after_ms.unwrap_or(after_ms)
-                } else {
-                    workstation_after_ms.unwrap_or(after_ms)
-                };
-                let age = now_ms - d.last_seen_ms;
-                let dark = age > limit;
-                let e = per_group.entry((d.tenant.clone(), d.group())).or_default();
-                e.0 += 1;
-                e.1 += usize::from(dark);
-                let verdict = if dark {
-                    Verdict::Breach(severity)
-                } else {
-                    Verdict::Recover
-                };
-                verdicts.push((id.clone(), d.tenant.clone(), age as f64 / 1000.0, verdict));
-            }
-            if let Some(share) = group_share {
-                for ((tenant, group), (total, dark)) in per_group {
-                    let is_dark = total >= group_min_devices && dark as f64 >= share * total as f64;
-                    if is_dark {
-                        self.dark_tenants.insert((ri, group.clone()));
-                    } else {
-                        self.dark_tenants.remove(&(ri, group.clone()));
-                    }
-                    let verdict = if is_dark {
-                        Verdict::Breach(severity)
-                    } else {
-                        Verdict::Recover
-                    };
-                    self.feed(
-                        ri,
-                        "",
-                        &group,
-                        &tenant,
-                        now_ms,
-                        dark as f64 / total as f64,
-                        verdict,
-                        now_ms,
-                    );
-                }
-            }
-            for (id, tenant, age_secs, verdict) in verdicts {
-                self.feed(ri, &id, "", &tenant, now_ms, age_secs, verdict, now_ms);
-            }
-        }
-        self.offline = self
-            .instances
-            .iter()
-            .filter(|(k, t)| {
-                !k.device_id.is_empty()
-                    && matches!(t.inst.state, State::Firing | State::Recovering)
-                    && self
-                        .by_name
-                        .get(&k.rule)
-                        .is_some_and(|&i| matches!(self.rules[i].kind, Kind::Offline { .. }))
-            })
-            .map(|(k, _)| k.device_id.clone())
-            .collect();
-    }
-
-    fn eval_patch(&mut self, device_id: &str, now_ms: i64) {
-        let Some(d) = self.devices.get(device_id) else {
-            return;
-        };
-        let Some(p) = d.patch else { return };
-        let tenant = d.tenant.clone();
-        let device = d.clone();
-        for ri in 0..self.rules.len() {
-            let since = match self.rules[ri].kind {
-                Kind::SecurityUpdateAge => p.oldest_security_ms,
-                Kind::RebootPending => p.reboot_since_ms,
-                _ => continue,
-            };
-            let target = device.target(device_id, &self.rules[ri].name);
-            if !self.rules[ri].scope.matches(&target) {
-                continue;
-            }
-            let days = since.map_or(0.0, |s| (now_ms - s).max(0) as f64 / 86_400_000.0);
-            let verdict = if since.is_some() {
-                self.rules[ri].verdict(days)
-            } else {
-                Verdict::Recover
-            };
-            self.evaluations += 1;
-            self.feed(ri, device_id, "", &tenant, now_ms, days, verdict, now_ms);
-        }
-    }
-
-    /// Certificate-expiry rules: days until the device's newest certificate expires
-    /// (negative once expired), judged like any value (`warning = { below = 14 }`).
-    fn eval_cert(&mut self, device_id: &str, now_ms: i64) {
-        let Some(d) = self.devices.get(device_id) else {
-            return;
-        };
-        let Some(not_after) = d.cert_not_after_ms else {
-            return;
-        };
-        let device = d.clone();
-        for ri in 0..self.rules.len() {
-            if !matches!(self.rules[ri].kind, Kind::CertExpiry) {
-                continue;
-            }
-            let target = device.target(device_id, &self.rules[ri].name);
-            if !self.rules[ri].scope.matches(&target) {
-                continue;
-            }
-            let days = (not_after - now_ms) as f64 / 86_400_000.0;
-            let verdict = self.rules[ri].verdict(days);
-            self.evaluations += 1;
-            self.feed(
-                ri,
-                device_id,
-                "",
-                &device.tenant,
-                now_ms,
-                days,
-                verdict,
-                now_ms,
-            );
-        }
-    }
-
-    /// Whether an instance's notifications pause now: maintenance, or inhibited by
-    /// its device's offline alert, or (per-device offline) by its tenant's group alert.
-    fn suppressed(&self, ri: usize, key: &Key, now_ms: i64) -> bool {
-        let rule = &self.rules[ri];
-        let dev = self.devices.get(&key.device_id);
-        let tenant = dev
-            .map(|d| d.tenant.as_str())
-            .or_else(|| group_tenant(&key.dimension))
-            .unwrap_or("");
-        let target = match dev {
-            Some(d) => d.target(&key.device_id, &rule.name),
-            None => Target::device(tenant, &key.device_id, "", &rule.name),
-        };
-        if self
-            .set
-            .windows
-            .iter()
-            .any(|w| w.scope.matches(&target) && w.active_at(now_ms))
-            || self.silences.iter().any(|s| s.covers(&target, now_ms))
-        {
-            return true;
-        }
-        if matches!(rule.kind, Kind::Offline { .. }) {
-            // A device in a dark group is covered by the group alert.
-            !key.device_id.is_empty()
-                && dev.is_some_and(|d| self.dark_tenants.contains(&(ri, d.group())))
-        } else {
-            self.offline.contains(&key.device_id)
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
-    fn feed(
+    pub(super) fn feed(
         &mut self,
         ri: usize,
         device_id: &str,
@@ -899,9 +617,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use super::offline::is_server;
+    use super::signals::NEVER_SECS;
     use super::*;
-    use crate::alerts::rules::{Severity, parse_file};
+    use crate::alerts::model::Severity;
+    use crate::alerts::rules::parse_file;
     use std::path::Path;
+    use tandem_proto::v1::UpdateClassification;
     use tandem_proto::v1::{PendingUpdate, Sample, SeriesKey};
 
     const S: i64 = 1000;
@@ -936,18 +658,41 @@ mod tests {
         e.instance(k).map_or(State::Ok, |i| i.state)
     }
 
-    const CPU: &str = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\n";
+    const CPU: &str = "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu.usage.percent\"\nwarning = { above = 90 }\n";
     const OFFLINE: &str =
         "[[rule]]\nname = \"off\"\nkind = \"offline\"\nafter_secs = 60\nserver_after_secs = 20\n";
 
     #[test]
+    fn a_retired_device_closes_its_alerts_and_never_goes_offline() {
+        let mut e = engine(&format!(
+            "{CPU}[[rule]]\nname = \"off\"\nkind = \"offline\"\nafter_secs = 60\n"
+        ));
+        e.on_hello("d1", "acme", "linux", "12", 0);
+        e.on_batch("d1", &batch("cpu.usage.percent", "", 0, 99.0), 0);
+        assert_eq!(state(&e, &key("cpu", "d1", "")), State::Firing);
+        e.take_changes();
+        assert!(e.retire_device("d1", 10 * S));
+        assert!(!e.retire_device("d1", 11 * S), "once");
+        assert_eq!(state(&e, &key("cpu", "d1", "")), State::Ok);
+        assert!(!e.take_changes().is_empty(), "the closing is persisted");
+        e.on_hello("d1", "acme", "linux", "12", 20 * S);
+        e.on_batch("d1", &batch("cpu.usage.percent", "", 20 * S, 99.0), 20 * S);
+        e.tick(3600 * S);
+        assert_eq!(state(&e, &key("cpu", "d1", "")), State::Ok);
+        assert!(
+            e.instance(&key("off", "d1", ""))
+                .is_none_or(|i| i.state == State::Ok)
+        );
+    }
+
+    #[test]
     fn each_dimension_is_its_own_instance_and_healthy_series_cost_no_instance() {
         let mut e = engine(
-            "[[rule]]\nname = \"disk\"\nkind = \"threshold\"\nmetric = \"fs\"\nwarning = { above = 90 }\n",
+            "[[rule]]\nname = \"disk\"\nkind = \"threshold\"\nmetric = \"fs.used.percent\"\nwarning = { above = 90 }\n",
         );
         e.on_hello("d1", "acme", "linux", "", 0);
-        e.on_batch("d1", &batch("fs", "/", 1000, 95.0), 1000);
-        e.on_batch("d1", &batch("fs", "/home", 1000, 10.0), 1000);
+        e.on_batch("d1", &batch("fs.used.percent", "/", 1000, 95.0), 1000);
+        e.on_batch("d1", &batch("fs.used.percent", "/home", 1000, 10.0), 1000);
         assert_eq!(state(&e, &key("disk", "d1", "/")), State::Firing);
         assert!(e.instance(&key("disk", "d1", "/home")).is_none());
         let ch = e.take_changes();
@@ -965,11 +710,29 @@ mod tests {
         e.on_hello("win", "acme", "windows", "", 0);
         e.on_hello("other", "globex", "windows", "", 0);
         for d in ["lin", "win", "other"] {
-            e.on_batch(d, &batch("cpu", "", 1, 99.0), 1);
+            e.on_batch(d, &batch("cpu.usage.percent", "", 1, 99.0), 1);
         }
         assert_eq!(state(&e, &key("cpu", "win", "")), State::Firing);
         assert!(e.instance(&key("cpu", "lin", "")).is_none());
         assert!(e.instance(&key("cpu", "other", "")).is_none());
+    }
+
+    /// A device whose agent reconnects every few seconds but delivers nothing goes
+    /// offline all the same; data brings it back. Before issue 16 each Hello
+    /// refreshed last-seen, so it never did.
+    #[test]
+    fn hellos_without_data_do_not_keep_a_device_online() {
+        let mut e = engine(OFFLINE);
+        e.on_hello("srv", "acme", "linux", "", 0);
+        e.on_batch("srv", &batch("cpu", "", 0, 1.0), 0);
+        for t in (5..=60).step_by(5) {
+            e.on_hello("srv", "acme", "linux", "", t * S);
+            e.tick(t * S);
+        }
+        assert_eq!(state(&e, &key("off", "srv", "")), State::Firing);
+        e.on_batch("srv", &batch("cpu", "", 61 * S, 1.0), 61 * S);
+        e.tick(62 * S);
+        assert_ne!(state(&e, &key("off", "srv", "")), State::Firing);
     }
 
     #[test]
@@ -977,7 +740,7 @@ mod tests {
         let mut e = engine(&format!("{CPU}{OFFLINE}"));
         e.on_hello("srv", "acme", "linux", "", 0);
         e.on_hello("ws", "acme", "windows", "Windows 11", 0);
-        e.on_batch("srv", &batch("cpu", "", 0, 99.0), 0);
+        e.on_batch("srv", &batch("cpu.usage.percent", "", 0, 99.0), 0);
         e.tick(20 * S);
         assert_eq!(
             state(&e, &key("off", "srv", "")),
@@ -1001,7 +764,7 @@ mod tests {
         e.tick(61 * S);
         assert_eq!(state(&e, &key("off", "ws", "")), State::Firing);
         // It comes back: offline resolves, inhibition lifts.
-        e.on_batch("srv", &batch("cpu", "", 70 * S, 10.0), 70 * S);
+        e.on_batch("srv", &batch("cpu.usage.percent", "", 70 * S, 10.0), 70 * S);
         assert_eq!(state(&e, &key("off", "srv", "")), State::Ok);
         e.tick(71 * S);
         assert!(
@@ -1019,9 +782,9 @@ mod tests {
             e.on_hello(d, "acme", "linux", "", 0);
         }
         e.on_hello("x", "globex", "linux", "", 0);
-        e.on_batch("c", &batch("cpu", "", 30 * S, 1.0), 30 * S);
-        e.on_batch("d", &batch("cpu", "", 30 * S, 1.0), 30 * S);
-        e.on_batch("x", &batch("cpu", "", 30 * S, 1.0), 30 * S);
+        e.on_batch("c", &batch("cpu.usage.percent", "", 30 * S, 1.0), 30 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 30 * S, 1.0), 30 * S);
+        e.on_batch("x", &batch("cpu.usage.percent", "", 30 * S, 1.0), 30 * S);
         e.tick(40 * S); // a and b are dark: 2 of 4 = 0.5
         let group = key("off", "", "tenant:acme");
         assert_eq!(state(&e, &group), State::Firing);
@@ -1030,7 +793,7 @@ mod tests {
         assert!(e.instance(&key("off", "", "tenant:globex")).is_none());
         // c and d report again later, a and b come back: the group clears.
         for d in ["a", "b", "c", "d"] {
-            e.on_batch(d, &batch("cpu", "", 45 * S, 1.0), 45 * S);
+            e.on_batch(d, &batch("cpu.usage.percent", "", 45 * S, 1.0), 45 * S);
         }
         e.tick(50 * S);
         assert_eq!(state(&e, &group), State::Ok);
@@ -1054,7 +817,7 @@ mod tests {
         }
         // The whole branch goes dark; one hq device too (1 of 3: below the share).
         for d in ["h1", "h2"] {
-            e.on_batch(d, &batch("cpu", "", 30 * S, 1.0), 30 * S);
+            e.on_batch(d, &batch("cpu.usage.percent", "", 30 * S, 1.0), 30 * S);
         }
         e.tick(40 * S);
         let branch = key("off", "", "site:acme/branch");
@@ -1082,7 +845,7 @@ mod tests {
     #[test]
     fn rules_scoped_to_a_site_match_only_its_devices() {
         let mut e = engine(
-            "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 90 }\nscope = { sites = [\"hq\"] }\n",
+            "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu.usage.percent\"\nwarning = { above = 90 }\nscope = { sites = [\"hq\"] }\n",
         );
         e.on_hello("h", "acme", "linux", "", 0);
         e.set_site("h", Some("hq".into()));
@@ -1090,7 +853,7 @@ mod tests {
         e.set_site("b", Some("branch".into()));
         e.on_hello("n", "acme", "linux", "", 0);
         for d in ["h", "b", "n"] {
-            e.on_batch(d, &batch("cpu", "", S, 99.0), S);
+            e.on_batch(d, &batch("cpu.usage.percent", "", S, 99.0), S);
         }
         assert_eq!(state(&e, &key("cpu", "h", "")), State::Firing);
         assert!(e.instance(&key("cpu", "b", "")).is_none());
@@ -1263,7 +1026,11 @@ mod tests {
         e.on_hello("d", "t", "linux", "", 0);
         let k = key("cpu", "d", "");
         for i in 0..=10 {
-            e.on_batch("d", &batch("cpu", "", i * 10 * S, 99.0), i * 10 * S);
+            e.on_batch(
+                "d",
+                &batch("cpu.usage.percent", "", i * 10 * S, 99.0),
+                i * 10 * S,
+            );
             e.tick(i * 10 * S);
         }
         let inst = e.instance(&k).unwrap();
@@ -1308,7 +1075,7 @@ mod tests {
         let k = key("cpu", "d", "");
         let at = |e: &mut Engine, when: &str| {
             let t = ms(when);
-            e.on_batch("d", &batch("cpu", "", t, 99.0), t);
+            e.on_batch("d", &batch("cpu.usage.percent", "", t, 99.0), t);
             e.tick(t);
             e.instance(&k).unwrap().suppressed
         };
@@ -1330,8 +1097,8 @@ mod tests {
     fn quiet_instances_are_forgotten_after_their_flap_window() {
         let mut e = engine(&format!("{CPU}flap_window_secs = 60\n"));
         e.on_hello("d", "t", "linux", "", 0);
-        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
-        e.on_batch("d", &batch("cpu", "", 10 * S, 1.0), 10 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 10 * S, 1.0), 10 * S);
         e.take_changes();
         e.tick(20 * S);
         assert!(
@@ -1341,9 +1108,9 @@ mod tests {
         e.tick(80 * S);
         assert!(e.instance(&key("cpu", "d", "")).is_none());
         // Forgotten cleanly: healthy samples create nothing, a breach starts afresh.
-        e.on_batch("d", &batch("cpu", "", 90 * S, 1.0), 90 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 90 * S, 1.0), 90 * S);
         assert!(e.take_changes().is_empty());
-        e.on_batch("d", &batch("cpu", "", 100 * S, 99.0), 100 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 100 * S, 99.0), 100 * S);
         assert_eq!(state(&e, &key("cpu", "d", "")), State::Firing);
     }
 
@@ -1352,7 +1119,11 @@ mod tests {
         let mut e = engine(OFFLINE);
         e.on_hello("quiet", "acme", "linux", "", 0);
         e.on_hello("dark", "acme", "linux", "", 0);
-        e.on_batch("quiet", &batch("cpu", "", 20 * S, 1.0), 20 * S);
+        e.on_batch(
+            "quiet",
+            &batch("cpu.usage.percent", "", 20 * S, 1.0),
+            20 * S,
+        );
         e.tick(21 * S);
         assert_eq!(state(&e, &key("off", "dark", "")), State::Firing);
         assert!(e.instance(&key("off", "quiet", "")).is_none());
@@ -1403,15 +1174,15 @@ mod tests {
     #[test]
     fn a_reload_keeps_instances_of_kept_rules_and_retires_the_others() {
         let mut e = engine(&format!(
-            "{CPU}[[rule]]\nname = \"mem\"\nkind = \"threshold\"\nmetric = \"mem\"\nwarning = {{ above = 90 }}\n"
+            "{CPU}[[rule]]\nname = \"mem\"\nkind = \"threshold\"\nmetric = \"mem.used.percent\"\nwarning = {{ above = 90 }}\n"
         ));
         e.on_hello("d", "t", "linux", "", 0);
-        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
-        e.on_batch("d", &batch("mem", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("mem.used.percent", "", 0, 99.0), 0);
         e.take_changes();
         // "mem" removed, "cpu" kept with a stricter threshold.
         e.replace_rules(
-            parse_file(Path::new("t.toml"), "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu\"\nwarning = { above = 99.5 }\n").unwrap(),
+            parse_file(Path::new("t.toml"), "[[rule]]\nname = \"cpu\"\nkind = \"threshold\"\nmetric = \"cpu.usage.percent\"\nwarning = { above = 99.5 }\n").unwrap(),
             10 * S,
         );
         let ch = e.take_changes();
@@ -1425,13 +1196,13 @@ mod tests {
             State::Firing,
             "kept its state"
         );
-        e.on_batch("d", &batch("cpu", "", 20 * S, 99.0), 20 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 20 * S, 99.0), 20 * S);
         assert_eq!(
             state(&e, &key("cpu", "d", "")),
             State::Ok,
             "recovered under the new threshold"
         );
-        e.on_batch("d", &batch("mem", "", 20 * S, 99.0), 20 * S);
+        e.on_batch("d", &batch("mem.used.percent", "", 20 * S, 99.0), 20 * S);
         assert_eq!(
             state(&e, &key("mem", "d", "")),
             State::Ok,
@@ -1443,9 +1214,9 @@ mod tests {
     fn requeued_changes_are_handed_out_again_in_order() {
         let mut e = engine(CPU);
         e.on_hello("d", "t", "linux", "", 0);
-        e.on_batch("d", &batch("cpu", "", 0, 99.0), 0);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 0, 99.0), 0);
         let failed = e.take_changes();
-        e.on_batch("d", &batch("cpu", "", 10 * S, 1.0), 10 * S);
+        e.on_batch("d", &batch("cpu.usage.percent", "", 10 * S, 1.0), 10 * S);
         e.requeue(failed);
         let again = e.take_changes();
         assert_eq!(again.len(), 1);
@@ -1471,7 +1242,7 @@ mod tests {
         ));
         e.on_hello("a", "acme", "linux", "", 0);
         e.on_hello("b", "acme", "linux", "", 0);
-        e.on_batch("a", &batch("cpu", "", S, 99.0), S);
+        e.on_batch("a", &batch("cpu.usage.percent", "", S, 99.0), S);
         assert!(e.instance(&key("cpu", "a", "")).is_none(), "untagged");
         e.set_tags(
             HashMap::from([
@@ -1484,7 +1255,7 @@ mod tests {
             2 * S,
         );
         for d in ["a", "b"] {
-            e.on_batch(d, &batch("cpu", "", 2 * S, 99.0), 2 * S);
+            e.on_batch(d, &batch("cpu.usage.percent", "", 2 * S, 99.0), 2 * S);
         }
         e.tick(3 * S);
         assert_eq!(state(&e, &key("cpu", "a", "")), State::Firing);
@@ -1510,14 +1281,14 @@ mod tests {
         let closed = e.take_changes();
         assert_eq!(closed.len(), 2, "a's and b's instances");
         assert!(closed.iter().all(|c| c.instance.state == State::Ok));
-        e.on_batch("a", &batch("cpu", "", 6 * S, 99.0), 6 * S);
+        e.on_batch("a", &batch("cpu.usage.percent", "", 6 * S, 99.0), 6 * S);
         assert_eq!(state(&e, &key("cpu", "a", "")), State::Ok);
         assert!(e.take_changes().is_empty());
     }
 
     #[test]
     fn a_silence_suppresses_what_it_matches_while_it_lasts_and_evaluation_goes_on() {
-        use crate::alerts::rules::Scope;
+        use crate::alerts::model::Scope;
         let mut e = engine(&format!("{CPU}for_secs = 30\n"));
         e.on_hello("a", "acme", "linux", "", 0);
         e.on_hello("b", "acme", "linux", "", 0);
@@ -1534,7 +1305,11 @@ mod tests {
         }]);
         for i in 0..=6 {
             for d in ["a", "b"] {
-                e.on_batch(d, &batch("cpu", "", i * 10 * S, 99.0), i * 10 * S);
+                e.on_batch(
+                    d,
+                    &batch("cpu.usage.percent", "", i * 10 * S, 99.0),
+                    i * 10 * S,
+                );
             }
             e.tick(i * 10 * S);
         }

@@ -3,7 +3,17 @@
 //! back out of presented certificates.
 //!
 //! Files live in `<data_dir>/pki/`: `ca.pem`, `ca.key`, `server.pem`, `server.key`.
-//! Private keys are written with mode 0600 on unix. Keys are ECDSA P-256.
+//! Keys are ECDSA P-256.
+//!
+//! Every file is written atomically and durably ([`crate::private_fs::write_atomic`]:
+//! temp file, fsync, rename, directory fsync); keys and the rotation marker are 0600
+//! from creation, the pki directory 0700. A change that spans several files (`init`,
+//! both CA-rotation steps) is staged as `<name>.new` files, then committed by
+//! writing the list of renames to `pki/commit`; [`recover`] (run before the PKI is
+//! read) finishes a committed change or discards an uncommitted one, so a crash
+//! never pairs a new `ca.pem` with the old `ca.key`. [`load_ca`] refuses a key that
+//! does not match the issuing certificate, and a rotation marker that does not
+//! parse is an error, never "started at 0".
 //!
 //! Enrolled devices send a CSR: [`check_csr`] accepts only a well-formed request
 //! with a valid self-signature over an ECDSA P-256/P-384 or Ed25519 key, and
@@ -12,7 +22,6 @@
 //! certificate gets a random 128-bit serial, which is what revocation names.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,13 +31,32 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+mod bundle;
+mod csr;
+mod files;
+mod peer;
+
+pub use bundle::{BundleError, write_agent_bundle};
+pub use csr::{CsrError, MAX_CSR_BYTES, check_csr, csr_key_bits};
+pub use files::recover;
+use files::{Step, commit_files, recover_dir};
+pub use peer::{
+    PolicyError, bundle_ders, cert_key_bits, cert_serial_hex, check_client_policy,
+    identity_from_der,
+};
+
 /// Default lifetime of a manually issued agent certificate.
 pub const DEFAULT_AGENT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
-/// Certificates are valid from a little before "now", so a device whose clock is a
-/// few minutes behind the collector's still accepts a certificate issued just now.
-const BACKDATE: Duration = Duration::from_secs(3600);
+/// Certificates are valid from well before "now" (as public CAs backdate), so a
+/// device whose clock is days behind the collector's (a flat CMOS battery, a VM
+/// restored from a snapshot) still accepts the CA and server certificate issued
+/// just now, reaches the collector and learns the right time from it. One hour
+/// stranded an agent a day behind (issue 16). Device certificates issued by
+/// enrollment use [`Validity::device`]: only the collector, whose clock is right,
+/// checks them.
+const BACKDATE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -39,7 +67,7 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error(
-        "{0} already exists; refusing to overwrite an existing CA (remove the pki directory to start over)"
+        "{0} already exists; refusing to overwrite an existing CA (to change the server certificate's names use `tandem-collector pki server-cert --name …`; a new CA would strand every enrolled device)"
     )]
     Exists(PathBuf),
     #[error("{path}: no CA here; run `tandem-collector pki init` first")]
@@ -60,68 +88,24 @@ pub enum PkiError {
     NoRotation,
     #[error("{0}: no CA in ca.pem signed the server certificate")]
     NoServingCa(PathBuf),
-}
-
-/// Why a certificate signing request was refused. The text goes to the agent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CsrError {
-    #[error("the CSR is empty")]
-    Empty,
-    #[error("the CSR is {0} bytes, more than the limit of {MAX_CSR_BYTES}")]
-    TooLarge(usize),
-    #[error("the CSR is not a valid PKCS#10 request or its signature does not verify")]
-    Invalid,
-    #[error("the CSR's key algorithm is not accepted (use ECDSA P-256, ECDSA P-384 or Ed25519)")]
-    Algorithm,
-}
-
-/// Largest CSR accepted; a P-256 request is about 250 bytes.
-pub const MAX_CSR_BYTES: usize = 16 * 1024;
-
-/// Checks a DER CSR: size, structure, self-signature, key algorithm.
-pub fn check_csr(der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, CsrError> {
-    if der.is_empty() {
-        return Err(CsrError::Empty);
-    }
-    if der.len() > MAX_CSR_BYTES {
-        return Err(CsrError::TooLarge(der.len()));
-    }
-    let csr = rcgen::CertificateSigningRequestParams::from_der(&der.to_vec().into())
-        .map_err(|_| CsrError::Invalid)?;
-    let alg = csr.public_key.algorithm();
-    let accepted = [
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &rcgen::PKCS_ECDSA_P384_SHA384,
-        &rcgen::PKCS_ED25519,
-    ];
-    if !accepted.contains(&alg) {
-        return Err(CsrError::Algorithm);
-    }
-    Ok(csr)
-}
-
-/// The raw public key bits of a CSR (for "the renewal must use a new key").
-pub fn csr_key_bits(csr: &rcgen::CertificateSigningRequestParams) -> Vec<u8> {
-    use rcgen::PublicKeyData;
-    csr.public_key.der_bytes().to_vec()
-}
-
-/// The raw public key bits of a DER certificate.
-pub fn cert_key_bits(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(
-        cert.tbs_certificate
-            .subject_pki
-            .subject_public_key
-            .data
-            .to_vec(),
-    )
-}
-
-/// Lowercase hex of a DER certificate's serial number.
-pub fn cert_serial_hex(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(tandem_proto::token::hex(cert.raw_serial()))
+    #[error(transparent)]
+    Fs(#[from] crate::private_fs::FsError),
+    #[error(
+        "{path}: the CA rotation marker holds {found:?}, not a start time in ms; restore it or remove it with care (a rotation may be half done)"
+    )]
+    BadMarker { path: PathBuf, found: String },
+    #[error("{path}: line {line}: {text:?} is not a step of a PKI change")]
+    BadCommit {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("{key}: this key does not belong to the issuing CA certificate in {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error(
+        "a CA rotation is in progress (since {0}): the server certificate must stay with the old CA until `tandem-collector pki rotate-ca finish`, which reissues it (with its names); run server-cert after that"
+    )]
+    ServerCertDuringRotation(String),
 }
 
 /// A random positive 128-bit serial (the top bit cleared keeps it positive in DER).
@@ -229,25 +213,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
-/// Writes `contents` to `path`; private files get mode 0600 (unix) from creation on.
+/// Writes `contents` to `path` atomically and durably; private files are 0600
+/// (unix) from creation on, the directory 0700 if it is made here.
 pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        if private {
-            opts.mode(0o600);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut f = opts.open(path).map_err(io_err(path))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
+    crate::private_fs::write_atomic(path, contents.as_bytes(), private)?;
     Ok(())
 }
 
@@ -256,17 +225,26 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiE
 /// included.
 pub fn init(data_dir: &Path, server_names: &[String]) -> Result<PkiPaths, PkiError> {
     let paths = PkiPaths::new(data_dir);
+    crate::private_fs::create_dir(&paths.dir)?;
+    recover_dir(&paths.dir)?;
     if paths.ca_key.exists() {
         return Err(PkiError::Exists(paths.ca_key));
     }
     let (ca_key, ca_cert) = new_ca("Tandem collector CA")?;
-    write_file(&paths.ca_cert, &ca_cert, false)?;
-    write_file(&paths.ca_key, &ca_key.serialize_pem(), true)?;
-
-    let ca = load_ca(data_dir)?;
+    let ca = Ca {
+        cert_pem: ca_cert.clone(),
+        issuer: Issuer::from_ca_cert_pem(&ca_cert, KeyPair::from_pem(&ca_key.serialize_pem())?)?,
+    };
     let server = ca.issue_server(server_names)?;
-    write_file(&paths.server_cert, &server.cert_pem, false)?;
-    write_file(&paths.server_key, &server.key_pem, true)?;
+    commit_files(
+        &paths.dir,
+        &[
+            Step::Put(paths.ca_cert.clone(), ca_cert, false),
+            Step::Put(paths.ca_key.clone(), ca_key.serialize_pem(), true),
+            Step::Put(paths.server_cert.clone(), server.cert_pem, false),
+            Step::Put(paths.server_key.clone(), server.key_pem, true),
+        ],
+    )?;
     Ok(paths)
 }
 
@@ -296,8 +274,15 @@ fn all_cert_ders(pem: &str) -> Vec<Vec<u8>> {
 /// When the CA rotation in progress started (ms since epoch), if one is.
 pub fn rotation_started(data_dir: &Path) -> Result<Option<i64>, PkiError> {
     let paths = PkiPaths::new(data_dir);
+    recover_dir(&paths.dir)?;
     match fs::read_to_string(&paths.rotation) {
-        Ok(s) => Ok(Some(s.trim().parse().unwrap_or(0))),
+        Ok(s) => match s.trim().parse::<i64>() {
+            Ok(ms) if ms > 0 => Ok(Some(ms)),
+            _ => Err(PkiError::BadMarker {
+                path: paths.rotation,
+                found: s.chars().take(64).collect(),
+            }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(&paths.rotation)(e)),
     }
@@ -326,10 +311,15 @@ pub fn rotate_begin(data_dir: &Path, now_ms: i64) -> Result<(), PkiError> {
     // what an earlier rotation had kept.
     let old_issuing =
         pem_of_first(&old_bundle).ok_or_else(|| PkiError::BadCaCert(paths.ca_cert.clone()))?;
-    write_file(&paths.ca_cert, &format!("{cert}{old_issuing}"), false)?;
-    write_file(&paths.ca_key, &key.serialize_pem(), true)?;
-    write_file(&paths.rotation, &now_ms.to_string(), false)?;
-    Ok(())
+    // One commit: the new bundle, its key and the marker land together or not at all.
+    commit_files(
+        &paths.dir,
+        &[
+            Step::Put(paths.ca_key.clone(), key.serialize_pem(), true),
+            Step::Put(paths.ca_cert.clone(), format!("{cert}{old_issuing}"), false),
+            Step::Put(paths.rotation.clone(), now_ms.max(1).to_string(), true),
+        ],
+    )
 }
 
 /// The first PEM block of `pem`, as PEM text.
@@ -356,11 +346,50 @@ pub fn rotate_finish(data_dir: &Path) -> Result<(), PkiError> {
     let server = ca.issue_server(&names)?;
     let issuing =
         pem_of_first(&ca.cert_pem).ok_or_else(|| PkiError::BadCaCert(paths.ca_cert.clone()))?;
-    write_file(&paths.server_key, &server.key_pem, true)?;
-    write_file(&paths.server_cert, &server.cert_pem, false)?;
-    write_file(&paths.ca_cert, &issuing, false)?;
-    fs::remove_file(&paths.rotation).map_err(io_err(&paths.rotation))?;
-    Ok(())
+    commit_files(
+        &paths.dir,
+        &[
+            Step::Put(paths.server_key.clone(), server.key_pem, true),
+            Step::Put(paths.server_cert.clone(), server.cert_pem, false),
+            Step::Put(paths.ca_cert.clone(), issuing, false),
+            Step::Remove(paths.rotation.clone()),
+        ],
+    )
+}
+
+/// Reissues the server certificate under the same CA with new names (issue 16,
+/// item 12): the DNS names and IP addresses agents dial, plus localhost, loopback
+/// and this host's name, as `init` does. The CA is untouched, so every enrolled
+/// device keeps working; the collector serves the new certificate after a restart.
+/// Returns (names before, names now). Refused during a CA rotation (the issuing CA
+/// is then the new one, which not every agent trusts yet).
+pub fn server_cert(
+    data_dir: &Path,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<String>), PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    if let Some(started) = rotation_started(data_dir)? {
+        return Err(PkiError::ServerCertDuringRotation(started.to_string()));
+    }
+    let ca = load_ca(data_dir)?;
+    let before = fs::read_to_string(&paths.server_cert)
+        .ok()
+        .and_then(|pem| first_cert_der(&pem))
+        .map(|der| server_names(&der))
+        .unwrap_or_default();
+    let server = ca.issue_server(names)?;
+    let now = first_cert_der(&server.cert_pem)
+        .map(|der| server_names(&der))
+        .unwrap_or_default();
+    // Key and certificate change together or not at all (issue 10, item 7).
+    commit_files(
+        &paths.dir,
+        &[
+            Step::Put(paths.server_key.clone(), server.key_pem, true),
+            Step::Put(paths.server_cert.clone(), server.cert_pem, false),
+        ],
+    )?;
+    Ok((before, now))
 }
 
 /// DNS names and IP addresses in a certificate's SAN, as text.
@@ -415,12 +444,23 @@ pub fn serving_fingerprint(data_dir: &Path) -> Result<[u8; 32], PkiError> {
 /// Loads the CA from `data_dir/pki`.
 pub fn load_ca(data_dir: &Path) -> Result<Ca, PkiError> {
     let paths = PkiPaths::new(data_dir);
+    recover_dir(&paths.dir)?;
     if !paths.ca_key.exists() {
         return Err(PkiError::NoCa { path: paths.dir });
     }
     let cert_pem = fs::read_to_string(&paths.ca_cert).map_err(io_err(&paths.ca_cert))?;
     let key_pem = fs::read_to_string(&paths.ca_key).map_err(io_err(&paths.ca_key))?;
     let key = KeyPair::from_pem(&key_pem)?;
+    {
+        use rcgen::PublicKeyData;
+        let cert_key = first_cert_der(&cert_pem).and_then(|der| cert_key_bits(&der));
+        if cert_key.as_deref() != Some(key.der_bytes()) {
+            return Err(PkiError::KeyMismatch {
+                key: paths.ca_key,
+                cert: paths.ca_cert,
+            });
+        }
+    }
     let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
     Ok(Ca { cert_pem, issuer })
 }
@@ -524,27 +564,9 @@ impl Ca {
     }
 }
 
-/// Reads `(tenant, device_id)` from the URI SAN of a DER certificate. Exactly one
-/// device URI must be present.
-pub fn identity_from_der(der: &[u8]) -> Option<(String, String)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let mut found = None;
-    for name in &san.value.general_names {
-        if let x509_parser::extensions::GeneralName::URI(uri) = name
-            && let Some((t, d)) = tandem_proto::parse_device_uri(uri)
-        {
-            if found.is_some() {
-                return None;
-            }
-            found = Some((t.to_owned(), d.to_owned()));
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
+    use super::files::{COMMIT_FILE, stage_and_commit, staged};
     use super::*;
 
     #[test]
@@ -632,6 +654,69 @@ mod tests {
         assert!(check_csr(&csr_der(&ed, vec![])).is_ok());
     }
 
+    /// DER of a CSR with the given SubjectPublicKeyInfo algorithm and key bits (the
+    /// signature is junk: the key check comes first). rcgen cannot make RSA,
+    /// secp256k1 or P-521 keys, so the request is built by hand.
+    fn csr_with_key(alg: &[u8], key: &[u8]) -> Vec<u8> {
+        fn tlv(tag: u8, c: &[u8]) -> Vec<u8> {
+            let mut v = vec![tag];
+            match c.len() {
+                n if n < 128 => v.push(n as u8),
+                n if n < 256 => v.extend([0x81, n as u8]),
+                n => v.extend([0x82, (n >> 8) as u8, n as u8]),
+            }
+            v.extend_from_slice(c);
+            v
+        }
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(key);
+        let spki = tlv(0x30, &[tlv(0x30, alg), tlv(0x03, &bits)].concat());
+        let info = tlv(
+            0x30,
+            &[tlv(0x02, &[0]), tlv(0x30, &[]), spki, vec![0xa0, 0]].concat(),
+        );
+        // ecdsa-with-SHA256
+        let sig_alg = tlv(
+            0x30,
+            &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+        );
+        tlv(0x30, &[info, sig_alg, tlv(0x03, &[0, 1, 2, 3])].concat())
+    }
+
+    #[test]
+    fn csr_keys_we_do_not_sign_are_named_as_such() {
+        let ec = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let point = |n: usize| [vec![4u8], vec![7u8; n - 1]].concat();
+        // secp256k1 (1.3.132.0.10) and P-521 (1.3.132.0.35)
+        let k1 = [&ec[..], &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]].concat();
+        let p521 = [&ec[..], &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23]].concat();
+        // rsaEncryption, NULL; a 512-bit modulus
+        let rsa_alg = [
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+        ];
+        let mut rsa_key = vec![0x30, 0x48, 0x02, 0x41, 0x00];
+        rsa_key.extend([0xc3; 64]);
+        rsa_key.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+        for (what, der) in [
+            ("secp256k1", csr_with_key(&k1, &point(65))),
+            ("P-521", csr_with_key(&p521, &point(133))),
+            ("RSA-512", csr_with_key(&rsa_alg, &rsa_key)),
+        ] {
+            assert_eq!(check_csr(&der).unwrap_err(), CsrError::Algorithm, "{what}");
+        }
+        // A P-256 key in the same hand-made request passes the key check and then
+        // fails on its junk signature.
+        let p256 = [
+            &ec[..],
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        ]
+        .concat();
+        assert_eq!(
+            check_csr(&csr_with_key(&p256, &point(65))).unwrap_err(),
+            CsrError::Invalid
+        );
+    }
+
     #[test]
     fn fingerprint_is_the_sha256_of_the_ca_public_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -683,6 +768,148 @@ mod tests {
         );
         assert!(names.contains(&"127.0.0.1".to_owned()), "{names:?}");
         assert_eq!(rotation_started(dir.path()).unwrap(), None);
+    }
+
+    /// The crash the old code allowed: `ca.pem` of a new CA next to the old `ca.key`.
+    /// The CA must refuse to load rather than sign certificates nothing verifies.
+    #[test]
+    fn a_ca_key_that_does_not_match_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path(), &[]).unwrap();
+        let (_, other_cert) = new_ca("another CA").unwrap();
+        fs::write(&paths.ca_cert, other_cert).unwrap();
+        let err = load_ca(dir.path()).err().expect("mismatch refused");
+        assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+
+    /// A rotation interrupted after its commit point is finished by the next reader;
+    /// one interrupted before it is discarded. Either way key and certificate match.
+    #[test]
+    fn an_interrupted_rotation_is_finished_or_discarded_never_half_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path(), &[]).unwrap();
+        let old_fp = load_ca(dir.path()).unwrap().fingerprint().unwrap();
+        let (key, cert) = new_ca("next").unwrap();
+        let steps = [
+            Step::Put(paths.ca_key.clone(), key.serialize_pem(), true),
+            Step::Put(paths.ca_cert.clone(), cert.clone(), false),
+            Step::Put(paths.rotation.clone(), "5".into(), true),
+        ];
+        // Crash before the commit point: staged files only.
+        for step in &steps {
+            if let Step::Put(p, c, private) = step {
+                write_file(&staged(p), c, *private).unwrap();
+            }
+        }
+        assert_eq!(load_ca(dir.path()).unwrap().fingerprint().unwrap(), old_fp);
+        assert_eq!(rotation_started(dir.path()).unwrap(), None);
+        assert!(!staged(&paths.ca_key).exists(), "staged files discarded");
+        // Crash after the commit point, with one rename done (the key).
+        stage_and_commit(&paths.dir, &steps).unwrap();
+        fs::rename(staged(&paths.ca_key), &paths.ca_key).unwrap();
+        let ca = load_ca(dir.path()).expect("finished on load");
+        assert_ne!(ca.fingerprint().unwrap(), old_fp);
+        assert_eq!(rotation_started(dir.path()).unwrap(), Some(5));
+        assert!(!paths.dir.join(COMMIT_FILE).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for p in [&paths.ca_key, &paths.rotation, &paths.server_key] {
+                let mode = fs::metadata(p).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+            }
+            let mode = fs::metadata(&paths.dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+    }
+
+    /// A corrupt marker used to read as "started at 0", and `rotate-ca finish` then
+    /// cut off every device that had not renewed, without `--force`.
+    #[test]
+    fn a_corrupt_rotation_marker_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path(), &[]).unwrap();
+        rotate_begin(dir.path(), 1_000).unwrap();
+        for garbage in ["", "garbage", "-5", "0"] {
+            fs::write(&paths.rotation, garbage).unwrap();
+            let err = rotation_started(dir.path()).unwrap_err();
+            assert!(
+                matches!(err, PkiError::BadMarker { .. }),
+                "{garbage:?}: {err}"
+            );
+            assert!(matches!(
+                rotate_finish(dir.path()),
+                Err(PkiError::BadMarker { .. })
+            ));
+        }
+    }
+
+    /// docs/PROTOCOL.md requires clientAuth; the CA says pathlen:0. A certificate
+    /// without the usage, or one issued by a sub-CA below ours, is refused; what
+    /// the collector issues passes.
+    #[test]
+    fn client_policy_requires_client_auth_and_a_direct_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init(dir.path(), &[]).unwrap();
+        let ca = load_ca(dir.path()).unwrap();
+        let cas = bundle_ders(&ca.cert_pem);
+        let v = Validity::starting_now(DEFAULT_AGENT_VALIDITY);
+        let good = ca.issue_agent("acme", "d1", v).unwrap();
+        check_client_policy(&first_cert_der(&good.cert_pem).unwrap(), &cas).unwrap();
+
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(&paths.ca_key).unwrap()).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).unwrap();
+        let leaf_params = |eku: bool| {
+            let (mut p, _) = Ca::device_params("acme", "d2", v).unwrap();
+            if !eku {
+                p.extended_key_usages.clear();
+            }
+            p
+        };
+        let key = KeyPair::generate().unwrap();
+        let no_eku = leaf_params(false).signed_by(&key, &issuer).unwrap();
+        assert_eq!(
+            check_client_policy(no_eku.der(), &cas),
+            Err(PolicyError::NoClientAuth)
+        );
+        let mut sub = CertificateParams::default();
+        sub.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        sub.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let sub_key = KeyPair::generate().unwrap();
+        let sub_cert = sub.signed_by(&sub_key, &issuer).unwrap();
+        let sub_issuer = Issuer::from_ca_cert_der(sub_cert.der(), sub_key).unwrap();
+        let below_sub = leaf_params(true).signed_by(&key, &sub_issuer).unwrap();
+        assert_eq!(
+            check_client_policy(below_sub.der(), &cas),
+            Err(PolicyError::NotDirectlyIssued)
+        );
+    }
+
+    #[test]
+    fn server_cert_gets_new_names_under_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["old.example".into()]).unwrap();
+        let paths = PkiPaths::new(dir.path());
+        let ca_before = fs::read(&paths.ca_cert).unwrap();
+        let fp = serving_fingerprint(dir.path()).unwrap();
+        let (before, now) =
+            server_cert(dir.path(), &["new.example".into(), "10.0.0.7".into()]).unwrap();
+        assert!(before.contains(&"old.example".to_owned()));
+        assert!(!now.contains(&"old.example".to_owned()), "{now:?}");
+        assert!(now.contains(&"new.example".to_owned()) && now.contains(&"10.0.0.7".to_owned()));
+        assert!(now.contains(&"localhost".to_owned()));
+        assert_eq!(fs::read(&paths.ca_cert).unwrap(), ca_before, "CA untouched");
+        assert_eq!(
+            serving_fingerprint(dir.path()).unwrap(),
+            fp,
+            "signed by the same CA"
+        );
+        rotate_begin(dir.path(), 1).unwrap();
+        assert!(matches!(
+            server_cert(dir.path(), &[]),
+            Err(PkiError::ServerCertDuringRotation(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,1144 @@
+//! The handlers of `/api/v1`. Each one takes its [`Principal`] first (so an
+//! unauthenticated or CSRF-less request is refused before its body is read), and
+//! passes the principal's tenant into its SQL as the scope.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{self, Principal, Role};
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms};
+use crate::notify::incident;
+
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t).map_err(ApiError::from)
+}
+
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(ApiError::from)
+}
+
+/// The tenant a request is about: the principal's own for a tenant role (another
+/// named tenant does not exist for it), or the named one, or all (`None`).
+pub(super) fn scope(
+    conn: &Connection,
+    p: &Principal,
+    requested: Option<&str>,
+) -> Result<Option<i64>, ApiError> {
+    match (p.tenant_id, requested) {
+        (Some(own), None) => Ok(Some(own)),
+        (Some(own), Some(t)) if Some(t) == p.tenant.as_deref() => Ok(Some(own)),
+        (Some(_), Some(t)) => Err(ApiError::not_found(format!("tenant {t:?}"))),
+        (None, Some(t)) => auth::tenant_id(conn, t).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+pub(super) fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(i64, i64), ApiError> {
+    let page = page.unwrap_or(1);
+    let per = per_page.unwrap_or(50);
+    if page == 0 {
+        return Err(ApiError::bad_request("query page: starts at 1"));
+    }
+    if !(1..=500).contains(&per) {
+        return Err(ApiError::bad_request(format!(
+            "query per_page: {per}; use 1 to 500"
+        )));
+    }
+    Ok((page as i64, per as i64))
+}
+
+/// A page of results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+/// Who is logged in, and the CSRF token to send with every write.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub username: String,
+    pub role: Role,
+    pub tenant: Option<String>,
+    /// Send as `X-CSRF-Token` on every write (absent for API tokens).
+    pub csrf_token: Option<String>,
+}
+
+fn me_of(p: &Principal) -> Me {
+    Me {
+        username: p.actor.clone(),
+        role: p.role,
+        tenant: p.tenant.clone(),
+        csrf_token: p.csrf.clone(),
+    }
+}
+
+fn session_cookie(st: &ConsoleState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if st.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Log in with a user name and password; sets the session cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(super) async fn login(
+    State(st): State<ConsoleState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    b: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let addr = peer.ip().to_string();
+    if let Some(wait) = st.limiter.blocked(&b.username, &addr) {
+        st.counters
+            .logins_rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(user = %b.username, peer = %addr, "console login refused: rate limited");
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed logins for this account or address; wait up to {wait} s"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return Ok(r);
+    }
+    let (user, pw) = (b.username.clone(), b.password);
+    let now = now_ms();
+    match db(&st, move |c| auth::login(c, &user, &pw, now)).await? {
+        Ok((cookie, p)) => {
+            st.limiter.succeeded(&b.username);
+            st.counters
+                .logins_ok
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(user = %b.username, peer = %addr, "console login");
+            let mut r = Json(me_of(&p)).into_response();
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&st, &cookie, auth::SESSION_TTL_MS / 1000),
+            );
+            Ok(r)
+        }
+        Err(auth::LoginError::BadCredentials) => {
+            st.limiter.failed(&b.username, &addr);
+            st.counters
+                .logins_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(user = %b.username, peer = %addr, "console login failed");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "user name or password is wrong",
+            ))
+        }
+    }
+}
+
+/// End this session.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204)))]
+pub(super) async fn logout(
+    State(st): State<ConsoleState>,
+    _p: Principal,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(c) = super::cookie(&headers, SESSION_COOKIE) {
+        let now = now_ms();
+        db(&st, move |conn| Ok(auth::logout(conn, &c, now)?)).await?;
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&st, "", 0));
+    Ok(r)
+}
+
+/// Who am I (and the CSRF token).
+#[utoipa::path(get, path = "/auth/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub(super) async fn me(p: Principal) -> ApiResult<Me> {
+    Ok(Json(me_of(&p)))
+}
+
+// ---------------------------------------------------------------- tenants, sites, fleet
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantOut {
+    pub name: String,
+    pub devices: i64,
+    pub sites: i64,
+}
+
+/// Tenants visible to the caller.
+#[utoipa::path(get, path = "/tenants", tag = "fleet", responses((status = 200, body = Vec<TenantOut>)))]
+pub(super) async fn tenants(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<TenantOut>> {
+    let rows = db(&st, move |c| {
+        let mut s = c.prepare(
+            "SELECT t.name, (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_ms IS NULL),
+                    (SELECT count(*) FROM sites s WHERE s.tenant_id = t.id)
+             FROM tenants t WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
+        )?;
+        let rows = s.query_map([p.tenant_id], |r| {
+            Ok(TenantOut { name: r.get(0)?, devices: r.get(1)?, sites: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+/// One tenant's fleet at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetOut {
+    pub tenant: String,
+    pub devices: i64,
+    pub online: i64,
+    pub offline: i64,
+    /// Not seen for 24 hours.
+    pub stale_24h: i64,
+    pub alerts_warning: i64,
+    pub alerts_critical: i64,
+    /// Devices whose latest patch report needs a reboot.
+    pub reboot_pending: i64,
+    /// Devices with a pending security update.
+    pub security_pending: i64,
+}
+
+/// Fleet overview per tenant: online/offline counts, open alerts by severity, patches.
+#[utoipa::path(get, path = "/fleet", tag = "fleet", responses((status = 200, body = Vec<FleetOut>)))]
+pub(super) async fn fleet(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<FleetOut>> {
+    let now = now_ms();
+    let rows = db(&st, move |c| {
+        let mut s = c.prepare(
+            "SELECT t.name,
+               (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_ms IS NULL),
+               (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_ms IS NULL AND d.last_seen_ms >= ?2),
+               (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_ms IS NULL AND d.last_seen_ms < ?3),
+               (SELECT count(*) FROM incidents i WHERE i.tenant = t.name AND i.state != 'resolved' AND i.severity = 'warning'),
+               (SELECT count(*) FROM incidents i WHERE i.tenant = t.name AND i.state != 'resolved' AND i.severity = 'critical'),
+               (SELECT count(*) FROM devices d JOIN patch_reports r ON r.device_id = d.id
+                  AND r.seq = (SELECT max(seq) FROM patch_reports WHERE device_id = d.id)
+                 WHERE d.tenant_id = t.id AND r.reboot_required),
+               (SELECT count(DISTINCT d.id) FROM devices d JOIN patch_reports r ON r.device_id = d.id
+                  AND r.seq = (SELECT max(seq) FROM patch_reports WHERE device_id = d.id)
+                  JOIN pending_updates u ON u.device_id = d.id AND u.report_seq = r.seq AND u.classification = 'security'
+                 WHERE d.tenant_id = t.id)
+             FROM tenants t WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
+        )?;
+        let rows = s.query_map(params![p.tenant_id, now - ONLINE_MS, now - 86_400_000], |r| {
+            let devices: i64 = r.get(1)?;
+            let online: i64 = r.get(2)?;
+            Ok(FleetOut {
+                tenant: r.get(0)?,
+                devices,
+                online,
+                offline: devices - online,
+                stale_24h: r.get(3)?,
+                alerts_warning: r.get(4)?,
+                alerts_critical: r.get(5)?,
+                reboot_pending: r.get(6)?,
+                security_pending: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteOut {
+    pub tenant: String,
+    pub name: String,
+    pub devices: i64,
+}
+
+/// Sites, per tenant.
+#[utoipa::path(get, path = "/sites", tag = "fleet", params(TenantFilter), responses((status = 200, body = Vec<SiteOut>)))]
+pub(super) async fn sites(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<TenantFilter>, QueryRejection>,
+) -> ApiResult<Vec<SiteOut>> {
+    let q = query(q)?;
+    let rows = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let mut s = c.prepare(
+            "SELECT t.name, s.name, (SELECT count(*) FROM devices d WHERE d.site_id = s.id)
+             FROM sites s JOIN tenants t ON t.id = s.tenant_id
+             WHERE (?1 IS NULL OR s.tenant_id = ?1) ORDER BY t.name, s.name",
+        )?;
+        let rows = s.query_map([scope], |r| {
+            Ok(SiteOut {
+                tenant: r.get(0)?,
+                name: r.get(1)?,
+                devices: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+// ---------------------------------------------------------------- devices
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceOut {
+    pub id: String,
+    pub tenant: String,
+    pub site: Option<String>,
+    pub hostname: String,
+    pub os_family: String,
+    pub os_version: String,
+    pub agent_version: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub online: bool,
+    pub open_alerts: i64,
+}
+
+const DEVICE_SELECT: &str = "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version,
+        d.agent_version, d.first_seen_ms, d.last_seen_ms,
+        (SELECT count(*) FROM incidents i WHERE i.device_id = d.id AND i.state != 'resolved')
+    FROM devices d JOIN tenants t ON t.id = d.tenant_id LEFT JOIN sites s ON s.id = d.site_id";
+
+fn device_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<DeviceOut> {
+    let last: i64 = r.get(8)?;
+    Ok(DeviceOut {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        site: r.get(2)?,
+        hostname: r.get(3)?,
+        os_family: r.get(4)?,
+        os_version: r.get(5)?,
+        agent_version: r.get(6)?,
+        first_seen_ms: r.get(7)?,
+        last_seen_ms: last,
+        online: last >= now - ONLINE_MS,
+        open_alerts: r.get(9)?,
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesQuery {
+    pub tenant: Option<String>,
+    pub site: Option<String>,
+    /// true: seen in the last 2 minutes; false: not.
+    pub online: Option<bool>,
+    /// OS family, e.g. `linux`, `windows`.
+    pub os: Option<String>,
+    /// Part of the host name (case-insensitive).
+    pub hostname: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Devices (filtered, paginated), most recently seen first.
+#[utoipa::path(get, path = "/devices", tag = "devices", params(DevicesQuery),
+    responses((status = 200, body = Page<DeviceOut>), (status = 400, body = ErrorBody)))]
+pub(super) async fn devices(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<DevicesQuery>, QueryRejection>,
+) -> ApiResult<Page<DeviceOut>> {
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let host = q.hostname.as_ref().map(|h| {
+            format!(
+                "%{}%",
+                h.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let filter = "WHERE d.revoked_ms IS NULL AND (?1 IS NULL OR d.tenant_id = ?1)
+              AND (?2 IS NULL OR s.name = ?2)
+              AND (?3 IS NULL OR (d.last_seen_ms >= ?4) = ?3)
+              AND (?5 IS NULL OR d.os_family = ?5)
+              AND (?6 IS NULL OR d.hostname LIKE ?6 ESCAPE '\\')";
+        let args = params![scope, q.site, q.online, now - ONLINE_MS, q.os, host];
+        let total: i64 = c.query_row(
+            &format!(
+                "SELECT count(*) FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}"
+            ),
+            args,
+            |r| r.get(0),
+        )?;
+        let mut s = c.prepare(&format!(
+            "{DEVICE_SELECT} {filter} ORDER BY d.last_seen_ms DESC, d.id LIMIT {per} OFFSET {}",
+            (page - 1) * per
+        ))?;
+        let items = s
+            .query_map(args, |r| device_row(r, now))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            page,
+            per_page: per,
+            total,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+pub(super) fn device_in_scope(
+    c: &Connection,
+    id: &str,
+    scope: Option<i64>,
+    now: i64,
+) -> Result<DeviceOut, ApiError> {
+    c.query_row(
+        &format!("{DEVICE_SELECT} WHERE d.id = ?1 AND (?2 IS NULL OR d.tenant_id = ?2)"),
+        params![id, scope],
+        |r| device_row(r, now),
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
+}
+
+/// One device, with its patch status and inventory.
+#[utoipa::path(get, path = "/devices/{device_id}", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn device(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let d = device_in_scope(c, &id, p.tenant_id, now)?;
+        let patch = crate::store::query::patch_status(c, &id)?;
+        let inv = crate::store::query::inventory(c, &id)?;
+        Ok(json!({ "device": d, "patch": patch, "inventory": inv }))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestOut {
+    pub name: String,
+    pub dimension: String,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// The latest value of each of a device's series.
+#[utoipa::path(get, path = "/devices/{device_id}/latest", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Vec<LatestOut>), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_latest(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<LatestOut>> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        Ok(super::samples::latest(c, &id)?
+            .into_iter()
+            .map(|(name, dimension, ts_ms, value)| LatestOut {
+                name,
+                dimension,
+                ts_ms,
+                value,
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    /// Metric name, e.g. `cpu.usage`.
+    pub metric: String,
+    #[serde(default)]
+    pub dimension: String,
+    /// Start, Unix ms (default: `to` minus one hour).
+    pub from_ms: Option<i64>,
+    /// End, Unix ms, exclusive (default: now).
+    pub to_ms: Option<i64>,
+    /// Roll up to the mean per step (ms, at least 1000); raw when absent.
+    pub step_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesOut {
+    pub metric: String,
+    pub dimension: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub step_ms: Option<i64>,
+    /// `[time_ms, value]` pairs, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Most points one series answer carries.
+const MAX_POINTS: i64 = 10_000;
+
+/// One metric series of a device over a range, raw or rolled up.
+#[utoipa::path(get, path = "/devices/{device_id}/series", tag = "devices",
+    params(("device_id" = String, Path), SeriesQuery),
+    responses((status = 200, body = SeriesOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_series(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
+) -> ApiResult<SeriesOut> {
+    let q = query(q)?;
+    let now = now_ms();
+    let to = q.to_ms.unwrap_or(now);
+    let from = q.from_ms.unwrap_or(to - 3_600_000);
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "query from_ms {from}: must be before to_ms {to}"
+        )));
+    }
+    if to - from > 31 * 86_400_000 {
+        return Err(ApiError::bad_request(
+            "query from_ms..to_ms: at most 31 days",
+        ));
+    }
+    if let Some(step) = q.step_ms {
+        if step < 1000 {
+            return Err(ApiError::bad_request(format!(
+                "query step_ms {step}: at least 1000"
+            )));
+        }
+        if (to - from) / step > MAX_POINTS {
+            return Err(ApiError::bad_request(format!(
+                "query step_ms {step}: gives more than {MAX_POINTS} points over that range; use a larger step"
+            )));
+        }
+    }
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let points = super::samples::series(
+            c,
+            &id,
+            &q.metric,
+            &q.dimension,
+            from..to,
+            q.step_ms,
+            MAX_POINTS,
+        )?;
+        Ok(SeriesOut {
+            metric: q.metric,
+            dimension: q.dimension,
+            from_ms: from,
+            to_ms: to,
+            step_ms: q.step_ms,
+            points,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------- alerts
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    pub tenant: Option<String>,
+    /// `active` (default: open, acked, snoozed), `open`, `acked`, `snoozed`, `resolved`, `all`.
+    pub state: Option<String>,
+    /// `warning` or `critical`.
+    pub severity: Option<String>,
+    pub device: Option<String>,
+    /// Site name (of the incident's device).
+    pub site: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Incidents (alerts as the workflow sees them), newest first.
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+pub(super) async fn alerts(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
+) -> ApiResult<Page<Value>> {
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    let state = q.state.clone().unwrap_or_else(|| "active".into());
+    if !["active", "open", "acked", "snoozed", "resolved", "all"].contains(&state.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "query state {state:?}: use active, open, acked, snoozed, resolved or all"
+        )));
+    }
+    if let Some(s) = q
+        .severity
+        .as_deref()
+        .filter(|s| !["warning", "critical"].contains(s))
+    {
+        return Err(ApiError::bad_request(format!(
+            "query severity {s:?}: use warning or critical"
+        )));
+    }
+    let out = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let filter = "WHERE (?1 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?1))
+              AND (?2 = 'all' OR (?2 = 'active' AND i.state != 'resolved') OR i.state = ?2)
+              AND (?3 IS NULL OR i.severity = ?3) AND (?4 IS NULL OR i.device_id = ?4)
+              AND (?5 IS NULL OR i.device_id IN (SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id
+                                                 WHERE s.name = ?5 AND (?1 IS NULL OR d.tenant_id = ?1)))";
+        let args = params![scope, state, q.severity, q.device, q.site];
+        let total: i64 = c.query_row(
+            &format!("SELECT count(*) FROM incidents i {filter}"),
+            args,
+            |r| r.get(0),
+        )?;
+        let ids = c
+            .prepare(&format!(
+                "SELECT i.id FROM incidents i {filter} ORDER BY i.id DESC LIMIT {per} OFFSET {}",
+                (page - 1) * per
+            ))?
+            .query_map(args, |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = Vec::new();
+        for id in ids {
+            if let Some(i) = incident::get(c, id)? {
+                items.push(incident::incident_json(&i));
+            }
+        }
+        Ok(Page {
+            items,
+            page,
+            per_page: per,
+            total,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// The incident's id, if it is within scope.
+pub(super) fn incident_in_scope(
+    c: &Connection,
+    id: i64,
+    scope: Option<i64>,
+) -> Result<(), ApiError> {
+    c.query_row(
+        "SELECT 1 FROM incidents i WHERE i.id = ?1
+           AND (?2 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?2))",
+        params![id, scope],
+        |_| Ok(()),
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("alert {id}")))
+}
+
+/// One incident with its history (workflow events and the alert's transitions).
+#[utoipa::path(get, path = "/alerts/{incident_id}", tag = "alerts",
+    params(("incident_id" = i64, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn alert(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<Value> {
+    let out = db(&st, move |c| {
+        incident_in_scope(c, id, p.tenant_id)?;
+        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
+        let events = c
+            .prepare("SELECT kind, at_ms FROM feed_events WHERE incident_id = ?1 ORDER BY id")?
+            .query_map([id], |r| Ok(json!({ "kind": r.get::<_, String>(0)?, "at_ms": r.get::<_, i64>(1)? })))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let history = c
+            .prepare(
+                "SELECT h.at_ms, h.event, h.from_state, h.to_state, h.severity, h.value FROM alert_history h
+                 JOIN incidents i ON i.instance_id = h.instance_id WHERE i.id = ?1 ORDER BY h.at_ms, h.id LIMIT 1000",
+            )?
+            .query_map([id], |r| {
+                Ok(json!({
+                    "at_ms": r.get::<_, i64>(0)?, "event": r.get::<_, String>(1)?,
+                    "from": r.get::<_, Option<String>>(2)?, "to": r.get::<_, String>(3)?,
+                    "severity": r.get::<_, Option<String>>(4)?, "value": r.get::<_, Option<f64>>(5)?,
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({ "incident": incident::incident_json(&i), "events": events, "history": history }))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    /// Shown to both sides (at most 500 characters).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+pub(super) fn note_of(b: NoteBody) -> Result<Option<String>, ApiError> {
+    match b.note {
+        Some(n) if n.chars().count() > 500 => Err(ApiError::bad_request(format!(
+            "note: {} characters; at most 500",
+            n.chars().count()
+        ))),
+        Some(n) if n.trim().is_empty() => Ok(None),
+        n => Ok(n),
+    }
+}
+
+/// Acknowledge an incident (stops escalation), with an optional note.
+#[utoipa::path(post, path = "/alerts/{incident_id}/ack", tag = "alerts", params(("incident_id" = i64, Path)),
+    request_body = NoteBody, responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn alert_ack(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> ApiResult<Value> {
+    p.require_ack()?;
+    let note = note_of(body(b)?)?;
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        incident_in_scope(c, id, p.tenant_id)?;
+        let tx = c.transaction()?;
+        match incident::ack_in(&tx, id, &p.actor, note.as_deref(), now)? {
+            incident::Outcome::Done => {}
+            incident::Outcome::Already => {
+                return Err(ApiError::conflict(format!(
+                    "alert {id}: already acknowledged"
+                )));
+            }
+            incident::Outcome::Resolved => {
+                return Err(ApiError::conflict(format!("alert {id}: already resolved")));
+            }
+            incident::Outcome::NoSuchIncident => {
+                return Err(ApiError::not_found(format!("alert {id}")));
+            }
+        }
+        let tenant = incident_tenant_id(&tx, id)?;
+        auth::audit(
+            &tx,
+            &p.actor,
+            tenant,
+            "alert.ack",
+            &format!("alert {id}"),
+            json!({ "note": note }),
+            now,
+        )?;
+        tx.commit()?;
+        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
+        Ok(incident::incident_json(&i))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+pub(super) fn incident_tenant_id(c: &Connection, id: i64) -> rusqlite::Result<Option<i64>> {
+    c.query_row(
+        "SELECT t.id FROM incidents i JOIN tenants t ON t.name = i.tenant WHERE i.id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Take back an acknowledgement: the incident is open again and escalation starts over.
+#[utoipa::path(post, path = "/alerts/{incident_id}/unack", tag = "alerts", params(("incident_id" = i64, Path)),
+    request_body = NoteBody, responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn alert_unack(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+    b: Result<Json<NoteBody>, JsonRejection>,
+) -> ApiResult<Value> {
+    p.require_ack()?;
+    let note = note_of(body(b)?)?;
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        incident_in_scope(c, id, p.tenant_id)?;
+        let tx = c.transaction()?;
+        let (state, instance): (String, i64) =
+            tx.query_row("SELECT state, instance_id FROM incidents WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if !["acked", "snoozed"].contains(&state.as_str()) {
+            return Err(ApiError::conflict(format!("alert {id}: is {state}, not acknowledged")));
+        }
+        tx.execute(
+            "UPDATE incidents SET state = 'open', loop_no = loop_no + 1, loop_start_ms = ?2, snoozed_until_ms = NULL,
+                acked_ms = NULL, acked_by = NULL, ack_note = NULL WHERE id = ?1",
+            params![id, now],
+        )?;
+        tx.execute("UPDATE alert_instances SET acked_ms = NULL, acked_by = NULL WHERE id = ?1", [instance])?;
+        incident::feed_event(&tx, id, "reopened", now)?;
+        let tenant = incident_tenant_id(&tx, id)?;
+        auth::audit(&tx, &p.actor, tenant, "alert.unack", &format!("alert {id}"), json!({ "note": note }), now)?;
+        tx.commit()?;
+        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
+        Ok(incident::incident_json(&i))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------- users, tokens, audit
+
+/// Users (a tenant admin sees its tenant's).
+#[utoipa::path(get, path = "/users", tag = "admin", responses((status = 200, body = Vec<auth::UserRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn users(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<auth::UserRow>> {
+    p.require_admin()?;
+    Ok(Json(
+        db(&st, move |c| Ok(auth::list_users(c, p.tenant_id)?)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    /// Required for tenant roles.
+    pub tenant: Option<String>,
+}
+
+/// Add a user.
+#[utoipa::path(post, path = "/users", tag = "admin", request_body = NewUser,
+    responses((status = 201, body = auth::UserRow), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn user_add(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<Vec<auth::UserRow>>), ApiError> {
+    p.require_admin()?;
+    let b = body(b)?;
+    auth::check_username(&b.username)?;
+    let tenant_name = b.tenant.clone();
+    let tid = db(&st, move |c| match &tenant_name {
+        Some(t) => scope(c, &p, Some(t)).map(|s| (s, p)),
+        None => Ok((None, p)),
+    })
+    .await?;
+    let (tid, p) = tid;
+    p.may_grant(b.role, tid)?;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&b.password))
+        .await
+        .map_err(ApiError::internal)??;
+    let now = now_ms();
+    let (user, role) = (b.username, b.role);
+    let rows = db(&st, move |c| {
+        auth::add_user(c, &p.actor, &user, &hash, role, tid, now)?;
+        Ok(auth::list_users(c, tid)?
+            .into_iter()
+            .filter(|u| u.username == user)
+            .collect())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(rows)))
+}
+
+/// Remove a user.
+#[utoipa::path(delete, path = "/users/{username}", tag = "admin", params(("username" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn user_remove(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
+    let now = now_ms();
+    db(&st, move |c| {
+        auth::remove_user(c, &p.actor, &user, p.tenant_id, now)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+}
+
+/// Set a user's password (ends its sessions).
+#[utoipa::path(put, path = "/users/{username}/password", tag = "admin", params(("username" = String, Path)),
+    request_body = NewPassword, responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn user_passwd(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(user): Path<String>,
+    b: Result<Json<NewPassword>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = body(b)?;
+    if user != p.actor || p.csrf.is_none() {
+        p.require_admin()?;
+    }
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&b.password))
+        .await
+        .map_err(ApiError::internal)??;
+    let now = now_ms();
+    let own = user == p.actor;
+    db(&st, move |c| {
+        auth::set_password(
+            c,
+            &p.actor,
+            &user,
+            &hash,
+            if own { None } else { p.tenant_id },
+            now,
+        )
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// API tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<auth::TokenRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn tokens(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<auth::TokenRow>> {
+    p.require_admin()?;
+    Ok(Json(
+        db(&st, move |c| Ok(auth::list_tokens(c, p.tenant_id)?)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    /// Bind the token to this tenant (required for tenant roles).
+    pub tenant: Option<String>,
+}
+
+/// The new token, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub token: String,
+}
+
+/// Create an API token (shown once, stored hashed).
+#[utoipa::path(post, path = "/tokens", tag = "admin", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn token_create(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    p.require_admin()?;
+    let b = body(b)?;
+    let now = now_ms();
+    let (id, token) = db(&st, move |c| {
+        let tid = match &b.tenant {
+            Some(t) => scope(c, &p, Some(t))?,
+            None => None,
+        };
+        p.may_grant(b.role, tid)?;
+        auth::create_token(c, &p.actor, &b.name, b.role, tid, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { id, token })))
+}
+
+/// Revoke an API token.
+#[utoipa::path(delete, path = "/tokens/{token_id}", tag = "admin", params(("token_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn token_revoke(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
+    let now = now_ms();
+    db(&st, move |c| {
+        auth::revoke_token(c, &p.actor, id, p.tenant_id, now)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub tenant: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+}
+
+/// The audit log, newest first (a tenant admin sees its tenant's rows).
+#[utoipa::path(get, path = "/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = Page<AuditRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn audit(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Page<AuditRow>> {
+    p.require_admin()?;
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    let out = db(&st, move |c| {
+        let total: i64 = c.query_row(
+            "SELECT count(*) FROM audit_log WHERE (?1 IS NULL OR tenant_id = ?1)",
+            [p.tenant_id],
+            |r| r.get(0),
+        )?;
+        let items = c
+            .prepare(&format!(
+                "SELECT a.id, a.at_ms, a.actor, t.name, a.action, a.target, a.detail FROM audit_log a
+                 LEFT JOIN tenants t ON t.id = a.tenant_id WHERE (?1 IS NULL OR a.tenant_id = ?1)
+                 ORDER BY a.id DESC LIMIT {per} OFFSET {}",
+                (page - 1) * per
+            ))?
+            .query_map([p.tenant_id], |r| {
+                let detail: String = r.get(6)?;
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    tenant: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, page, per_page: per, total })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------- live feed
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    pub tenant: Option<String>,
+    /// `warning` (default) or `critical`.
+    pub min_severity: Option<String>,
+    /// Replay after this event id (as `Last-Event-ID`); default: only new events.
+    pub since: Option<i64>,
+}
+
+/// How often an event stream looks for new events.
+const EVENTS_POLL: Duration = Duration::from_millis(250);
+
+/// The live alert feed (server-sent events), scoped to the caller's tenant.
+#[utoipa::path(get, path = "/events", tag = "alerts", params(EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", description = "incident events")))]
+pub(super) async fn events(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let critical_only = match q.min_severity.as_deref() {
+        None | Some("warning") => false,
+        Some("critical") => true,
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "query min_severity {o:?}: use warning or critical"
+            )));
+        }
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(q.since);
+    let (tenant, start) = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let name: Option<String> = match scope {
+            Some(id) => {
+                Some(c.query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))?)
+            }
+            None => None,
+        };
+        let start = match resume {
+            Some(id) => id,
+            None => c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
+                r.get(0)
+            })?,
+        };
+        Ok((name, start))
+    })
+    .await?;
+    let stop = st.stop.clone();
+    Ok(crate::http::feed_sse(
+        start,
+        EVENTS_POLL,
+        stop,
+        move |from| {
+            let (st, t) = (st.clone(), tenant.clone());
+            async move {
+                db(&st, move |c| {
+                    Ok(crate::http::feed_page(
+                        c,
+                        from,
+                        t.as_deref(),
+                        critical_only,
+                    )?)
+                })
+                .await
+                .map_err(|e| e.message)
+            }
+        },
+    ))
+}

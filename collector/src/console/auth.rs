@@ -1,0 +1,731 @@
+//! Users, roles, sessions, API tokens, the login rate limit and the audit log.
+//!
+//! Invariants:
+//! - passwords are stored only as argon2id PHC strings; session ids and API tokens
+//!   only as their SHA-256; a token is shown once, when created;
+//! - a tenant role is bound to exactly one tenant (a CHECK in the schema), and the
+//!   [`Principal`] carries that tenant into every query as its scope;
+//! - every write goes through a transaction that also appends its audit row;
+//! - a login is refused (429) after too many failures for that account or from that
+//!   address, before the password is even checked.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::error::ApiError;
+
+/// A row read straight from a join (user or token with its tenant).
+type Row5<A, B, C, D, E> = Option<(A, B, C, D, E)>;
+/// (user, role, tenant id, tenant, csrf, expires)
+type SessionRow = Option<(String, String, Option<i64>, Option<String>, String, i64)>;
+
+/// How long a console session lasts.
+pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 10;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    MspAdmin,
+    MspTech,
+    TenantAdmin,
+    TenantViewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::MspAdmin,
+        Role::MspTech,
+        Role::TenantAdmin,
+        Role::TenantViewer,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::MspAdmin => "msp-admin",
+            Role::MspTech => "msp-tech",
+            Role::TenantAdmin => "tenant-admin",
+            Role::TenantViewer => "tenant-viewer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+    /// Bound to one tenant.
+    pub fn is_tenant(self) -> bool {
+        matches!(self, Role::TenantAdmin | Role::TenantViewer)
+    }
+    /// May acknowledge alerts.
+    pub fn can_ack(self) -> bool {
+        !matches!(self, Role::TenantViewer)
+    }
+    /// May manage users and API tokens (a tenant admin: of its own tenant only).
+    pub fn can_admin(self) -> bool {
+        matches!(self, Role::MspAdmin | Role::TenantAdmin)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is asking, and what they may see.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User name, or `token:<name>`.
+    pub actor: String,
+    pub role: Role,
+    /// The scope: `None` sees every tenant (MSP roles).
+    pub tenant_id: Option<i64>,
+    pub tenant: Option<String>,
+    /// The session's CSRF token; `None` for an API token (no cookie, no CSRF).
+    pub csrf: Option<String>,
+}
+
+impl Principal {
+    pub fn require_ack(&self) -> Result<(), ApiError> {
+        if self.role.can_ack() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "role {}: read-only, cannot change alerts",
+                self.role
+            )))
+        }
+    }
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role.can_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "role {}: cannot manage users or tokens",
+                self.role
+            )))
+        }
+    }
+    /// May this principal grant `role` bound to `tenant_id`?
+    pub fn may_grant(&self, role: Role, tenant_id: Option<i64>) -> Result<(), ApiError> {
+        self.require_admin()?;
+        if self.role == Role::TenantAdmin && (!role.is_tenant() || tenant_id != self.tenant_id) {
+            return Err(ApiError::forbidden(
+                "a tenant admin grants only tenant roles of its own tenant",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn argon() -> Argon2<'static> {
+    // argon2id v19, m = 19 MiB, t = 2, p = 1: OWASP's first recommendation.
+    Argon2::default()
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    check_password(password)?;
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| ApiError::internal("no randomness for a salt"))?;
+    let salt = SaltString::encode_b64(&bytes).map_err(ApiError::internal)?;
+    argon()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD || password.len() > 1024 {
+        return Err(ApiError::bad_request(format!(
+            "password: {n} characters; use {MIN_PASSWORD} to 1024"
+        )));
+    }
+    Ok(())
+}
+
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| argon().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist, so that an unknown name
+/// takes as long to refuse as a wrong password.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        // Invariant: a constant 17-byte salt, within the 4..=64 bytes encode_b64
+        // accepts, so this cannot fail at run time (a unit test calls it).
+        let salt = SaltString::encode_b64(b"tandem-dummy-salt").expect("static salt");
+        argon()
+            .hash_password(b"not a password of anyone", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+pub fn check_username(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "username {name:?}: use 1 to 64 of a-z A-Z 0-9 . _ @ -"
+        )))
+    }
+}
+
+/// Appends one audit row (inside the caller's transaction).
+pub fn audit(
+    conn: &Connection,
+    actor: &str,
+    tenant_id: Option<i64>,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (at_ms, actor, tenant_id, action, target, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        now_ms,
+        actor,
+        tenant_id,
+        action,
+        target,
+        detail.to_string()
+    ])?;
+    Ok(())
+}
+
+pub fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {
+    conn.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("tenant {name:?}")))
+}
+
+/// One user as listed (never with its hash).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UserRow {
+    pub username: String,
+    pub role: Role,
+    pub tenant: Option<String>,
+    pub created_ms: i64,
+}
+
+/// Users, within `scope` (a tenant id) when given.
+pub fn list_users(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<UserRow>> {
+    let mut s = conn.prepare(
+        "SELECT u.username, u.role, t.name, u.created_ms FROM users u
+         LEFT JOIN tenants t ON t.id = u.tenant_id
+         WHERE (?1 IS NULL OR u.tenant_id = ?1) ORDER BY u.username",
+    )?;
+    let rows = s.query_map([scope], |r| {
+        let role: String = r.get(1)?;
+        Ok(UserRow {
+            username: r.get(0)?,
+            role: Role::parse(&role).unwrap_or(Role::TenantViewer),
+            tenant: r.get(2)?,
+            created_ms: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Adds a user (and its audit row). `tenant` is required exactly for tenant roles.
+pub fn add_user(
+    conn: &mut Connection,
+    actor: &str,
+    username: &str,
+    password_hash: &str,
+    role: Role,
+    tenant_id: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    check_username(username)?;
+    if role.is_tenant() != tenant_id.is_some() {
+        return Err(ApiError::bad_request(if role.is_tenant() {
+            format!("role {role}: needs a tenant")
+        } else {
+            format!("role {role}: an MSP role takes no tenant")
+        }));
+    }
+    let tx = conn.transaction()?;
+    let exists: bool = tx
+        .query_row(
+            "SELECT 1 FROM users WHERE username = ?1",
+            [username],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if exists {
+        return Err(ApiError::conflict(format!(
+            "user {username:?} exists already"
+        )));
+    }
+    tx.execute(
+        "INSERT INTO users (username, password_hash, role, tenant_id, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![username, password_hash, role.as_str(), tenant_id, now_ms],
+    )?;
+    audit(
+        &tx,
+        actor,
+        tenant_id,
+        "user.add",
+        username,
+        serde_json::json!({ "role": role.as_str() }),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The user's role and tenant, if it exists within `scope`.
+fn user_in_scope(
+    conn: &Connection,
+    username: &str,
+    scope: Option<i64>,
+) -> Result<(i64, Role, Option<i64>), ApiError> {
+    conn.query_row(
+        "SELECT id, role, tenant_id FROM users WHERE username = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+        params![username, scope],
+        |r| {
+            let role: String = r.get(1)?;
+            Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::TenantViewer), r.get(2)?))
+        },
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("user {username:?}")))
+}
+
+/// Sets a user's password; ends its sessions.
+pub fn set_password(
+    conn: &mut Connection,
+    actor: &str,
+    username: &str,
+    password_hash: &str,
+    scope: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    let (id, _, tenant) = user_in_scope(&tx, username, scope)?;
+    tx.execute(
+        "UPDATE users SET password_hash = ?2, updated_ms = ?3 WHERE id = ?1",
+        params![id, password_hash, now_ms],
+    )?;
+    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    audit(
+        &tx,
+        actor,
+        tenant,
+        "user.passwd",
+        username,
+        serde_json::json!({}),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Removes a user (its sessions go with it).
+pub fn remove_user(
+    conn: &mut Connection,
+    actor: &str,
+    username: &str,
+    scope: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    let (id, role, tenant) = user_in_scope(&tx, username, scope)?;
+    if role == Role::MspAdmin {
+        let admins: i64 = tx.query_row(
+            "SELECT count(*) FROM users WHERE role = 'msp-admin'",
+            [],
+            |r| r.get(0),
+        )?;
+        if admins <= 1 {
+            return Err(ApiError::conflict(format!(
+                "user {username:?} is the last msp-admin; add another first"
+            )));
+        }
+    }
+    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
+    audit(
+        &tx,
+        actor,
+        tenant,
+        "user.remove",
+        username,
+        serde_json::json!({}),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Why a login failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    BadCredentials,
+}
+
+/// Checks a password; on success creates a session and returns (cookie value, csrf, principal).
+pub fn login(
+    conn: &mut Connection,
+    username: &str,
+    password: &str,
+    now_ms: i64,
+) -> Result<Result<(String, Principal), LoginError>, ApiError> {
+    let row: Row5<i64, String, String, Option<i64>, Option<String>> = conn
+        .query_row(
+            "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.name FROM users u
+             LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((uid, phc, role, tenant_id, tenant)) = row else {
+        let _ = verify_password(dummy_hash(), password);
+        return Ok(Err(LoginError::BadCredentials));
+    };
+    if !verify_password(&phc, password) {
+        return Ok(Err(LoginError::BadCredentials));
+    }
+    let role = Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role in users"))?;
+    let (cookie, sid_hash) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
+    let (csrf, _) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM sessions WHERE expires_ms < ?1", [now_ms])?;
+    tx.execute(
+        "INSERT INTO sessions (id_sha256, user_id, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![sid_hash, uid, csrf, now_ms, now_ms + SESSION_TTL_MS],
+    )?;
+    audit(
+        &tx,
+        username,
+        tenant_id,
+        "session.login",
+        username,
+        serde_json::json!({}),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(Ok((
+        cookie,
+        Principal {
+            actor: username.to_owned(),
+            role,
+            tenant_id,
+            tenant,
+            csrf: Some(csrf),
+        },
+    )))
+}
+
+pub fn logout(conn: &mut Connection, cookie: &str, now_ms: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let who: Option<(String, Option<i64>)> = tx
+        .query_row(
+            "SELECT u.username, u.tenant_id FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_sha256 = ?1",
+            [crate::notify::link::token_hash(cookie)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((user, tenant)) = who {
+        tx.execute(
+            "DELETE FROM sessions WHERE id_sha256 = ?1",
+            [crate::notify::link::token_hash(cookie)],
+        )?;
+        audit(
+            &tx,
+            &user,
+            tenant,
+            "session.logout",
+            &user,
+            serde_json::json!({}),
+            now_ms,
+        )?;
+    }
+    tx.commit()
+}
+
+/// Resolves a session cookie.
+pub fn session_principal(
+    conn: &Connection,
+    cookie: &str,
+    now_ms: i64,
+) -> Result<Principal, ApiError> {
+    let row: SessionRow = conn
+        .query_row(
+            "SELECT u.username, u.role, u.tenant_id, t.name, s.csrf, s.expires_ms
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             LEFT JOIN tenants t ON t.id = u.tenant_id WHERE s.id_sha256 = ?1",
+            [crate::notify::link::token_hash(cookie)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((user, role, tenant_id, tenant, csrf, expires)) = row else {
+        return Err(ApiError::unauthenticated(
+            "session: unknown or ended; log in again",
+        ));
+    };
+    if expires <= now_ms {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "session_expired",
+            "session: expired; log in again",
+        ));
+    }
+    Ok(Principal {
+        actor: user,
+        role: Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role"))?,
+        tenant_id,
+        tenant,
+        csrf: Some(csrf),
+    })
+}
+
+/// Resolves a bearer API token. Tokens without a role (`token create-api`) read
+/// only the feed, and are refused here.
+pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
+    let row: Row5<String, Option<String>, Option<i64>, Option<String>, Option<i64>> = conn
+        .query_row(
+            "SELECT a.name, a.role, a.tenant_id, t.name, a.revoked_ms FROM api_tokens a
+             LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.sha256_hex = ?1",
+            [crate::notify::link::token_hash(token)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(ApiError::unauthenticated("API token: unknown")),
+        Some((_, _, _, _, Some(_))) => Err(ApiError::unauthenticated("API token: revoked")),
+        Some((name, None, ..)) => Err(ApiError::forbidden(format!(
+            "API token {name:?} was made by `token create-api` for the feed only; create one with a role in the console"
+        ))),
+        Some((name, Some(role), tenant_id, tenant, None)) => Ok(Principal {
+            actor: format!("token:{name}"),
+            role: Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role"))?,
+            tenant_id,
+            tenant,
+            csrf: None,
+        }),
+    }
+}
+
+/// An API token as listed (never the token).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: Option<Role>,
+    pub tenant: Option<String>,
+    pub created_ms: i64,
+    pub created_by: Option<String>,
+    pub revoked_ms: Option<i64>,
+}
+
+pub fn list_tokens(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<TokenRow>> {
+    let mut s = conn.prepare(
+        "SELECT a.id, a.name, a.role, t.name, a.created_ms, a.created_by, a.revoked_ms
+         FROM api_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id
+         WHERE (?1 IS NULL OR a.tenant_id = ?1) ORDER BY a.id",
+    )?;
+    let rows = s.query_map([scope], |r| {
+        let role: Option<String> = r.get(2)?;
+        Ok(TokenRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: role.as_deref().and_then(Role::parse),
+            tenant: r.get(3)?,
+            created_ms: r.get(4)?,
+            created_by: r.get(5)?,
+            revoked_ms: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Creates a token; returns (id, the token, shown once).
+pub fn create_token(
+    conn: &mut Connection,
+    actor: &str,
+    name: &str,
+    role: Role,
+    tenant_id: Option<i64>,
+    now_ms: i64,
+) -> Result<(i64, String), ApiError> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request("name: 1 to 100 characters"));
+    }
+    if role.is_tenant() && tenant_id.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "role {role}: needs a tenant"
+        )));
+    }
+    let (token, hash) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms, role, tenant_id, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, hash, now_ms, role.as_str(), tenant_id, actor],
+    )?;
+    let id = tx.last_insert_rowid();
+    audit(
+        &tx,
+        actor,
+        tenant_id,
+        "token.create",
+        &format!("token {id}"),
+        serde_json::json!({ "name": name, "role": role.as_str() }),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok((id, token))
+}
+
+pub fn revoke_token(
+    conn: &mut Connection,
+    actor: &str,
+    id: i64,
+    scope: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    let tenant: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT tenant_id FROM api_tokens WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+            params![id, scope],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(tenant) = tenant else {
+        return Err(ApiError::not_found(format!("token {id}")));
+    };
+    tx.execute(
+        "UPDATE api_tokens SET revoked_ms = coalesce(revoked_ms, ?2) WHERE id = ?1",
+        params![id, now_ms],
+    )?;
+    audit(
+        &tx,
+        actor,
+        tenant,
+        "token.revoke",
+        &format!("token {id}"),
+        serde_json::json!({}),
+        now_ms,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Failed logins per account and per address in a sliding window.
+pub struct RateLimit {
+    window: Duration,
+    per_account: usize,
+    per_address: usize,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateLimit {
+    pub fn new(window: Duration, per_account: usize, per_address: usize) -> Self {
+        RateLimit {
+            window,
+            per_account,
+            per_address,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn count(&self, key: &str, now: Instant) -> usize {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = m.get_mut(key) else { return 0 };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            q.pop_front();
+        }
+        q.len()
+    }
+
+    /// `Some(seconds to wait)` when this account or this address is locked out.
+    pub fn blocked(&self, account: &str, address: &str) -> Option<u64> {
+        let now = Instant::now();
+        let locked = self.count(&format!("u:{account}"), now) >= self.per_account
+            || self.count(&format!("a:{address}"), now) >= self.per_address;
+        locked.then_some(self.window.as_secs())
+    }
+
+    pub fn failed(&self, account: &str, address: &str) {
+        let now = Instant::now();
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 100_000 {
+            m.clear(); // bounded memory under a spray of made-up names
+        }
+        for k in [format!("u:{account}"), format!("a:{address}")] {
+            m.entry(k).or_default().push_back(now);
+        }
+    }
+
+    pub fn succeeded(&self, account: &str) {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&format!("u:{account}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_as_argon2id_and_verify() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$"), "{h}");
+        assert!(verify_password(&h, "correct horse battery"));
+        assert!(!verify_password(&h, "correct horse batterx"));
+        assert!(hash_password("short").is_err());
+    }
+
+    #[test]
+    fn rate_limit_locks_an_account_and_an_address() {
+        let rl = RateLimit::new(Duration::from_secs(60), 3, 5);
+        for _ in 0..3 {
+            assert!(rl.blocked("alice", "10.0.0.1").is_none());
+            rl.failed("alice", "10.0.0.1");
+        }
+        assert!(rl.blocked("alice", "10.0.0.2").is_some(), "per account");
+        assert!(rl.blocked("bob", "10.0.0.1").is_none());
+        rl.failed("bob", "10.0.0.1");
+        rl.failed("carol", "10.0.0.1");
+        assert!(rl.blocked("dave", "10.0.0.1").is_some(), "per address");
+        assert!(rl.blocked("dave", "10.0.0.3").is_none());
+    }
+}

@@ -1,0 +1,241 @@
+//! A device's page beyond its charts: filesystems and services (from its latest
+//! values), the pending updates of its latest patch report with their age, and its
+//! software inventory (searchable). Every handler checks the device is within the
+//! caller's scope in SQL first ([`super::api::device_in_scope`]): another tenant's
+//! device answers 404.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{ApiResult, Page, device_in_scope, paging, query};
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, db, now_ms};
+
+/// One mounted filesystem, from the device's latest `fs.*` values.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilesystemOut {
+    pub mount: String,
+    pub total_bytes: Option<f64>,
+    pub used_bytes: Option<f64>,
+    pub free_bytes: Option<f64>,
+    pub used_percent: Option<f64>,
+    pub inodes_used_percent: Option<f64>,
+    /// When the device measured it (its clock).
+    pub ts_ms: i64,
+}
+
+/// The device's filesystems (latest values), fullest first.
+#[utoipa::path(get, path = "/devices/{device_id}/filesystems", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Vec<FilesystemOut>), (status = 404, body = ErrorBody)))]
+pub(super) async fn filesystems(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<FilesystemOut>> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let mut by_mount: std::collections::BTreeMap<String, FilesystemOut> = Default::default();
+        for (name, dim, ts, v) in super::samples::latest(c, &id)? {
+            let Some(field) = name.strip_prefix("fs.") else {
+                continue;
+            };
+            let f = by_mount
+                .entry(dim.clone())
+                .or_insert_with(|| FilesystemOut {
+                    mount: dim,
+                    total_bytes: None,
+                    used_bytes: None,
+                    free_bytes: None,
+                    used_percent: None,
+                    inodes_used_percent: None,
+                    ts_ms: ts,
+                });
+            f.ts_ms = f.ts_ms.max(ts);
+            match field {
+                "total.bytes" => f.total_bytes = Some(v),
+                "used.bytes" => f.used_bytes = Some(v),
+                "free.bytes" => f.free_bytes = Some(v),
+                "used.percent" => f.used_percent = Some(v),
+                "inodes.used.percent" => f.inodes_used_percent = Some(v),
+                _ => {}
+            }
+        }
+        let mut out: Vec<_> = by_mount.into_values().collect();
+        out.sort_by(|a, b| {
+            b.used_percent
+                .unwrap_or(0.0)
+                .total_cmp(&a.used_percent.unwrap_or(0.0))
+                .then(a.mount.cmp(&b.mount))
+        });
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// A service the agent watches (`service.up`) or a failed systemd unit (`service.failed`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOut {
+    pub name: String,
+    /// `configured` (from the agent's config) or `failed-unit` (systemd reported it failed).
+    pub kind: String,
+    pub running: bool,
+    pub ts_ms: i64,
+}
+
+/// The device's services: the configured ones with their state, and failed units.
+#[utoipa::path(get, path = "/devices/{device_id}/services", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Vec<ServiceOut>), (status = 404, body = ErrorBody)))]
+pub(super) async fn services(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<ServiceOut>> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let mut out: Vec<ServiceOut> = super::samples::latest(c, &id)?
+            .into_iter()
+            .filter_map(|(name, dim, ts, v)| match name.as_str() {
+                "service.up" => Some(ServiceOut {
+                    name: dim,
+                    kind: "configured".into(),
+                    running: v >= 1.0,
+                    ts_ms: ts,
+                }),
+                // A failed unit is reported while it is failed; an old value means it recovered.
+                "service.failed" if v >= 1.0 => Some(ServiceOut {
+                    name: dim,
+                    kind: "failed-unit".into(),
+                    running: false,
+                    ts_ms: ts,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.running.cmp(&b.running).then(a.name.cmp(&b.name)));
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// One pending update of the device's latest patch report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateOut {
+    pub name: String,
+    pub current_version: String,
+    pub new_version: String,
+    /// `security`, `critical`, `other`, … as the source classifies it.
+    pub classification: String,
+    pub advisory_id: String,
+    /// When the agent first saw it pending (its clock).
+    pub first_seen_ms: i64,
+    /// Whole days it has been pending.
+    pub age_days: i64,
+}
+
+/// The pending updates of the device's latest patch report, oldest first.
+#[utoipa::path(get, path = "/devices/{device_id}/updates", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Vec<UpdateOut>), (status = 404, body = ErrorBody)))]
+pub(super) async fn updates(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<UpdateOut>> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let rows = c
+            .prepare(
+                "SELECT u.name, u.current_version, u.new_version, u.classification, u.advisory_id, u.first_seen_ms
+                 FROM pending_updates u
+                 WHERE u.device_id = ?1
+                   AND u.report_seq = (SELECT max(seq) FROM patch_reports WHERE device_id = ?1)
+                 ORDER BY u.classification != 'security', u.first_seen_ms, u.name LIMIT 5000",
+            )?
+            .query_map([&id], |r| {
+                let first: i64 = r.get(5)?;
+                Ok(UpdateOut {
+                    name: r.get(0)?,
+                    current_version: r.get(1)?,
+                    new_version: r.get(2)?,
+                    classification: r.get(3)?,
+                    advisory_id: r.get(4)?,
+                    first_seen_ms: first,
+                    age_days: ((now - first) / 86_400_000).max(0),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SoftwareQuery {
+    /// Part of the name or publisher (case-insensitive).
+    pub q: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SoftwareOut {
+    pub name: String,
+    pub version: String,
+    pub publisher: String,
+}
+
+/// The device's installed software (its latest inventory), by name; searchable.
+#[utoipa::path(get, path = "/devices/{device_id}/software", tag = "devices",
+    params(("device_id" = String, Path), SoftwareQuery),
+    responses((status = 200, body = Page<SoftwareOut>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn software(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+    q: Result<Query<SoftwareQuery>, QueryRejection>,
+) -> ApiResult<Page<SoftwareOut>> {
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    if q.q.as_ref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::bad_request("query q: at most 200 characters"));
+    }
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let like = q.q.as_ref().filter(|s| !s.trim().is_empty()).map(|h| {
+            format!(
+                "%{}%",
+                h.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            )
+        });
+        let filter = "WHERE device_id = ?1 AND (?2 IS NULL OR name LIKE ?2 ESCAPE '\\' OR publisher LIKE ?2 ESCAPE '\\')";
+        let total: i64 = c.query_row(
+            &format!("SELECT count(*) FROM inventory_software {filter}"),
+            rusqlite::params![id, like],
+            |r| r.get(0),
+        )?;
+        let items = c
+            .prepare(&format!(
+                "SELECT name, version, publisher FROM inventory_software {filter}
+                 ORDER BY name COLLATE NOCASE, version LIMIT {per} OFFSET {}",
+                (page - 1) * per
+            ))?
+            .query_map(rusqlite::params![id, like], |r| {
+                Ok(SoftwareOut { name: r.get(0)?, version: r.get(1)?, publisher: r.get(2)? })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, page, per_page: per, total })
+    })
+    .await?;
+    Ok(Json(out))
+}

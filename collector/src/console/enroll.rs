@@ -1,0 +1,325 @@
+//! Enrollment tokens from the console: create one (tenant, site, expiry, uses) and
+//! show the install lines to copy, list, revoke. The token is made as `token create`
+//! makes it (the serving CA's fingerprint, a random id and secret, the address agents
+//! dial); only the secret's SHA-256 is stored ([`crate::store::admin::insert_token`]),
+//! so the token and its lines are shown once.
+//!
+//! Who: MSP admins and techs for any tenant, a tenant admin for its own tenant only
+//! (the token's tenant is in the SQL of the list and the revoke); viewers never.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{ApiResult, body, query, scope};
+use super::auth::{self, Principal, Role};
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, db, now_ms};
+use crate::store::admin;
+
+/// Longest-lived token the console makes.
+const MAX_EXPIRY_HOURS: u32 = 90 * 24;
+/// Most uses of one token.
+const MAX_USES: u32 = 100_000;
+
+fn require_enroller(p: &Principal) -> Result<(), ApiError> {
+    match p.role {
+        Role::MspAdmin | Role::MspTech | Role::TenantAdmin => Ok(()),
+        Role::TenantViewer => Err(ApiError::forbidden(format!(
+            "role {}: cannot manage enrollment tokens",
+            p.role
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollListQuery {
+    pub tenant: Option<String>,
+}
+
+/// An enrollment token as listed (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnrollTokenOut {
+    pub id: String,
+    pub tenant: String,
+    pub site: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub uses: i64,
+    pub max_uses: i64,
+    pub revoked_ms: Option<i64>,
+    /// `usable`, `expired`, `used up` or `revoked`.
+    pub state: String,
+}
+
+/// Enrollment tokens, newest first.
+#[utoipa::path(get, path = "/enrollment-tokens", tag = "enrollment", params(EnrollListQuery),
+    responses((status = 200, body = Vec<EnrollTokenOut>), (status = 403, body = ErrorBody)))]
+pub(super) async fn list(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<EnrollListQuery>, QueryRejection>,
+) -> ApiResult<Vec<EnrollTokenOut>> {
+    require_enroller(&p)?;
+    let q = query(q)?;
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let rows = c
+            .prepare(
+                "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
+                        k.max_uses, k.revoked_ms
+                 FROM enroll_tokens k JOIN tenants t ON t.id = k.tenant_id
+                 LEFT JOIN sites s ON s.id = k.site_id
+                 WHERE (?1 IS NULL OR k.tenant_id = ?1) ORDER BY k.created_ms DESC, k.id LIMIT 1000",
+            )?
+            .query_map([scope], |r| {
+                Ok(admin::TokenRow {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    site: r.get(2)?,
+                    replace_device_id: r.get(3)?,
+                    created_ms: r.get(4)?,
+                    expires_ms: r.get(5)?,
+                    uses: r.get(6)?,
+                    max_uses: r.get(7)?,
+                    revoked_ms: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|t| EnrollTokenOut {
+                state: t.state(now).to_owned(),
+                id: t.id,
+                tenant: t.tenant,
+                site: t.site,
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
+                uses: t.uses,
+                max_uses: t.max_uses,
+                revoked_ms: t.revoked_ms,
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollToken {
+    /// The tenant devices enroll into (a tenant admin: its own; may be left out).
+    pub tenant: Option<String>,
+    /// The site they are placed at.
+    pub site: Option<String>,
+    /// host:port of the collector's enrollment listener as the devices reach it.
+    pub address: String,
+    /// host:port of the telemetry listener as the devices reach it, when it differs
+    /// from what enrollment saves (the MSI's `SERVER`); optional.
+    pub server: Option<String>,
+    /// Valid for this many hours (1 to 2160).
+    pub expires_hours: u32,
+    /// How many devices may enroll with it (1 to 100000).
+    pub uses: u32,
+}
+
+/// The lines to paste on a device, each with the token in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallLines {
+    pub deb: String,
+    pub rpm: String,
+    pub msi: String,
+    /// An agent already installed: enroll by hand.
+    pub agent: String,
+}
+
+/// A new token, shown this once with its install lines.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedEnrollToken {
+    pub id: String,
+    pub token: String,
+    pub tenant: String,
+    pub site: Option<String>,
+    pub expires_ms: i64,
+    pub uses: u32,
+    pub install: InstallLines,
+}
+
+fn host_port(what: &str, v: &str) -> Result<(), ApiError> {
+    if tandem_proto::token::split_address(v).is_none()
+        || v.len() > tandem_proto::token::MAX_ADDRESS_BYTES
+        || v.chars()
+            .any(|c| c.is_whitespace() || "'\"`$;&|<>\\".contains(c))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{what} {v:?}: not host:port (e.g. collector.example.net:4444)"
+        )));
+    }
+    Ok(())
+}
+
+/// The install lines of docs/INSTALL.md for this collector's version.
+pub fn install_lines(token: &str, server: Option<&str>) -> InstallLines {
+    let v = env!("CARGO_PKG_VERSION");
+    InstallLines {
+        deb: format!("sudo TANDEM_TOKEN={token} apt install ./tandem-agent_{v}-1_amd64.deb"),
+        rpm: format!("sudo TANDEM_TOKEN={token} dnf install ./tandem-agent-{v}-1.x86_64.rpm"),
+        msi: format!(
+            "msiexec /i tandem-agent-{v}-x64.msi /qn TOKEN={token}{}",
+            server.map(|s| format!(" SERVER={s}")).unwrap_or_default()
+        ),
+        agent: format!("sudo tandem-agent enroll --token {token}"),
+    }
+}
+
+/// Create an enrollment token (shown once, with the install lines to copy).
+#[utoipa::path(post, path = "/enrollment-tokens", tag = "enrollment", request_body = NewEnrollToken,
+    responses((status = 201, body = CreatedEnrollToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn create(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewEnrollToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedEnrollToken>), ApiError> {
+    use ring::rand::SecureRandom;
+    require_enroller(&p)?;
+    let b = body(b)?;
+    host_port("address", b.address.trim())?;
+    let server = b
+        .server
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    if let Some(s) = &server {
+        host_port("server", s)?;
+    }
+    if !(1..=MAX_EXPIRY_HOURS).contains(&b.expires_hours) {
+        return Err(ApiError::bad_request(format!(
+            "expires_hours {}: use 1 to {MAX_EXPIRY_HOURS} (90 days)",
+            b.expires_hours
+        )));
+    }
+    if !(1..=MAX_USES).contains(&b.uses) {
+        return Err(ApiError::bad_request(format!(
+            "uses {}: use 1 to {MAX_USES}",
+            b.uses
+        )));
+    }
+    let data_dir = st
+        .db_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let tid = match scope(c, &p, b.tenant.as_deref())? {
+            Some(t) => t,
+            None => return Err(ApiError::bad_request("tenant: required (which tenant the devices enroll into)")),
+        };
+        let tenant: String = c.query_row("SELECT name FROM tenants WHERE id = ?1", [tid], |r| r.get(0))?;
+        let site = b.site.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let fingerprint = crate::pki::serving_fingerprint(&data_dir).map_err(|e| {
+            tracing::warn!(error = %e, "console: no serving CA for an enrollment token");
+            ApiError::conflict("this collector has no serving certificate yet (run `tandem-collector pki init`)")
+        })?;
+        let rng = ring::rand::SystemRandom::new();
+        let (mut id, mut secret) = ([0u8; 8], [0u8; 32]);
+        rng.fill(&mut id)
+            .and_then(|()| rng.fill(&mut secret))
+            .map_err(|_| ApiError::internal("the system random number generator failed"))?;
+        let token = tandem_proto::token::EnrollToken {
+            address: b.address.trim().to_owned(),
+            ca_fingerprint: fingerprint,
+            id,
+            secret,
+        };
+        let expires_ms = now + i64::from(b.expires_hours) * 3_600_000;
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        admin::insert_token(
+            &tx,
+            &admin::NewToken {
+                id_hex: token.id_hex(),
+                secret_sha256: token.secret_hash(),
+                tenant: tenant.clone(),
+                site: site.clone(),
+                replace_device_id: None,
+                expires_ms,
+                max_uses: b.uses,
+            },
+            now,
+        )
+        .map_err(|e| match e {
+            admin::AdminError::Sqlite(e) => ApiError::internal(e),
+            e => ApiError::not_found(e.to_string()),
+        })?;
+        auth::audit(
+            &tx,
+            &p.actor,
+            Some(tid),
+            "enroll_token.create",
+            &format!("enrollment token {}", token.id_hex()),
+            json!({ "site": site, "expires_ms": expires_ms, "uses": b.uses, "address": token.address }),
+            now,
+        )?;
+        tx.commit()?;
+        let text = token.encode();
+        Ok(CreatedEnrollToken {
+            id: token.id_hex(),
+            install: install_lines(&text, server.as_deref()),
+            token: text,
+            tenant,
+            site,
+            expires_ms,
+            uses: b.uses,
+        })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Revoke an enrollment token: no device can enroll with it any more.
+#[utoipa::path(delete, path = "/enrollment-tokens/{enroll_token_id}", tag = "enrollment",
+    params(("enroll_token_id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn revoke(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_enroller(&p)?;
+    let now = now_ms();
+    db(&st, move |c| {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found: Option<(i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT tenant_id, revoked_ms FROM enroll_tokens WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                params![id, p.tenant_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let tid = match found {
+            None => return Err(ApiError::not_found(format!("enrollment token {id:?}"))),
+            Some((_, Some(_))) => {
+                return Err(ApiError::conflict(format!("enrollment token {id}: already revoked")));
+            }
+            Some((t, None)) => t,
+        };
+        tx.execute(
+            "UPDATE enroll_tokens SET revoked_ms = ?2 WHERE id = ?1 AND tenant_id = ?3 AND revoked_ms IS NULL",
+            params![id, now, tid],
+        )?;
+        auth::audit(&tx, &p.actor, Some(tid), "enroll_token.revoke", &format!("enrollment token {id}"), json!({}), now)?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,179 @@
+//! The console (issue 15): the JSON API under `/api/v1` and the dashboard, served on
+//! the collector's HTTP listener next to the ack links and the feed.
+//!
+//! Invariants:
+//! - every API route but login and the OpenAPI document needs a principal (a session
+//!   cookie or a bearer API token), and every write with a session cookie needs the
+//!   session's CSRF token in `X-CSRF-Token` ([`auth`]);
+//! - tenant scoping is in the SQL of every query: a principal bound to a tenant passes
+//!   its tenant id as a bound parameter, and another tenant's object answers 404, as
+//!   if it did not exist;
+//! - every write lands in `audit_log` in the same transaction as the change;
+//! - bodies above [`MAX_BODY_BYTES`] are refused with 413 before they are parsed; an
+//!   unknown field or a bad value is a 400 naming it ([`error`]);
+//! - the routes and the OpenAPI document come from the same code (utoipa-axum), so a
+//!   route cannot exist undocumented.
+
+pub mod actions;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod device;
+pub mod enroll;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod rules;
+pub mod samples;
+pub mod web;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use rusqlite::Connection;
+use tokio_util::sync::CancellationToken;
+
+use auth::{Principal, RateLimit};
+use error::ApiError;
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "tandem_session";
+/// A device is online when it was seen within this long.
+pub const ONLINE_MS: i64 = 120_000;
+
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub db_path: PathBuf,
+    pub stop: CancellationToken,
+    pub limiter: Arc<RateLimit>,
+    /// Mark cookies `Secure` (everywhere but plain HTTP on loopback).
+    pub secure_cookies: bool,
+    /// Login counts for `/metrics`.
+    pub counters: Arc<metrics::Counters>,
+}
+
+impl ConsoleState {
+    pub fn new(db_path: PathBuf, stop: CancellationToken, secure_cookies: bool) -> Self {
+        ConsoleState {
+            db_path,
+            stop,
+            // 5 failures per account, 20 per address, in 15 minutes.
+            limiter: Arc::new(RateLimit::new(Duration::from_secs(900), 5, 20)),
+            secure_cookies,
+            counters: Arc::default(),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn open(path: &std::path::Path) -> Result<Connection, ApiError> {
+    let mut c = Connection::open(path).map_err(ApiError::internal)?;
+    crate::store::wait_for_locks(&mut c)?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+/// Runs `f` on the blocking pool with its own connection.
+pub(crate) async fn db<T: Send + 'static>(
+    st: &ConsoleState,
+    f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let path = st.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = open(&path)?;
+        f(&mut c)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+pub(crate) fn cookie(parts: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    parts
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+impl FromRequestParts<ConsoleState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ConsoleState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        let session = cookie(&parts.headers, SESSION_COOKIE);
+        let p = match (bearer, session) {
+            (Some(t), _) => db(st, move |c| auth::token_principal(c, &t)).await?,
+            (None, Some(s)) => {
+                let now = now_ms();
+                db(st, move |c| auth::session_principal(c, &s, now)).await?
+            }
+            (None, None) => {
+                return Err(ApiError::unauthenticated(
+                    "log in (session cookie) or send Authorization: Bearer <API token>",
+                ));
+            }
+        };
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if let (false, Some(expected)) = (safe, p.csrf.as_deref()) {
+            let sent = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok());
+            if sent != Some(expected) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "csrf",
+                    "header X-CSRF-Token: missing or wrong (GET /api/v1/auth/me gives it)",
+                ));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The API and the dashboard, ready to merge into the HTTP listener's router.
+pub fn router(st: ConsoleState) -> axum::Router {
+    let (api, doc) = routes::routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let doc_json = {
+        let d = doc.clone();
+        move || {
+            let d = d.clone();
+            async move { axum::Json((*d).clone()) }
+        }
+    };
+    axum::Router::new()
+        .nest(
+            "/api/v1",
+            api.route("/openapi.json", axum::routing::get(doc_json)),
+        )
+        .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(web::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(st)
+}
+
+/// The OpenAPI document (for tests and `openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::routes().split_for_parts().1
+}

@@ -1,0 +1,51 @@
+//! The `/api/v1` router and its OpenAPI document: every handler module's routes in
+//! one place, so the handler modules depend on `api`'s shared helpers and never on
+//! each other (no import cycle).
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::{ConsoleState, actions, api, device, enroll, rules};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tandem console API", version = "1"),
+    components(schemas(ErrorBody))
+)]
+struct Doc;
+
+pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
+    OpenApiRouter::with_openapi(<Doc as utoipa::OpenApi>::openapi())
+        .routes(routes!(api::login))
+        .routes(routes!(api::logout))
+        .routes(routes!(api::me))
+        .routes(routes!(api::tenants))
+        .routes(routes!(api::fleet))
+        .routes(routes!(api::sites))
+        .routes(routes!(api::devices))
+        .routes(routes!(api::device))
+        .routes(routes!(api::device_latest))
+        .routes(routes!(api::device_series))
+        .routes(routes!(device::filesystems))
+        .routes(routes!(device::services))
+        .routes(routes!(device::updates))
+        .routes(routes!(device::software))
+        .routes(routes!(api::alerts))
+        .routes(routes!(api::alert))
+        .routes(routes!(api::alert_ack))
+        .routes(routes!(api::alert_unack))
+        .routes(routes!(actions::alert_snooze))
+        .routes(routes!(actions::silences, actions::silence_create))
+        .routes(routes!(actions::silence_expire))
+        .routes(routes!(api::users, api::user_add))
+        .routes(routes!(api::user_remove))
+        .routes(routes!(api::user_passwd))
+        .routes(routes!(api::tokens, api::token_create))
+        .routes(routes!(api::token_revoke))
+        .routes(routes!(enroll::list, enroll::create))
+        .routes(routes!(enroll::revoke))
+        .routes(routes!(api::audit))
+        .routes(routes!(rules::rules))
+        .routes(routes!(api::events))
+}

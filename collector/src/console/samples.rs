@@ -1,0 +1,58 @@
+//! The console's one door to stored samples: it reads through the store's
+//! backend-neutral [`MetricQuery`] interface (raw values, or rollups chosen by the
+//! range), so the console does not care how samples are kept. Latest values come
+//! from `store::query`.
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+use crate::store::compact::StorageConfig;
+use crate::store::query::{MetricQuery, SqliteMetrics};
+
+/// Points of one series of a device in `range` (Unix ms), oldest first: raw when
+/// `step_ms` is `None`, else the mean per bucket of at least `step_ms` (time =
+/// bucket start; the store raises the step to its tier's width for long ranges).
+/// At most `limit` points. An unknown series is no points. Tiers are chosen with
+/// the default retention (`StorageConfig::default()`).
+pub fn series(
+    conn: &Connection,
+    device_id: &str,
+    name: &str,
+    dimension: &str,
+    range: std::ops::Range<i64>,
+    step_ms: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    let m = SqliteMetrics::new(conn, StorageConfig::default());
+    let Some(info) = m
+        .series(device_id)?
+        .into_iter()
+        .find(|s| s.name == name && s.dimension == dimension)
+    else {
+        return Ok(Vec::new());
+    };
+    let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+    let mut out: Vec<(i64, f64)> = match step_ms {
+        None => m
+            .raw_points(info.id, range.start, range.end)?
+            .into_iter()
+            .map(|p| (p.ts_ms, p.value))
+            .collect(),
+        Some(step) => m
+            .series_range(info.id, range.start, range.end, step.max(1))?
+            .buckets
+            .into_iter()
+            .map(|b| (b.start_ms, b.avg()))
+            .collect(),
+    };
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// The latest value of every series of a device: (name, dimension, ts_ms, value).
+pub fn latest(
+    conn: &Connection,
+    device_id: &str,
+) -> rusqlite::Result<Vec<(String, String, i64, f64)>> {
+    crate::store::query::latest_values(conn, device_id)
+}

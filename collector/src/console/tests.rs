@@ -1,0 +1,1769 @@
+//! The console API against a real SQLite file, request by request through the router.
+//! The walk over every documented route is the isolation test (issue 15): another
+//! tenant's user sees nothing of it and changes nothing; a viewer changes nothing.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{ConsoleState, router};
+
+const PW: &str = "a long enough password";
+
+const FIXTURE_RULES: &str = r#"
+[[rule]]
+name = "disk-full"
+summary = "Volume nearly full"
+kind = "threshold"
+metric = "fs.used.percent"
+warning = { above = 90 }
+critical = { above = 95 }
+for_secs = 300
+
+[[rule]]
+name = "acme-db-disk"
+summary = "acme's database volume"
+kind = "threshold"
+metric = "fs.used.percent"
+critical = { above = 80 }
+scope = { tenants = ["acme"] }
+
+[[rule]]
+name = "globex-only"
+kind = "threshold"
+metric = "cpu.usage.percent"
+critical = { above = 99 }
+scope = { tenants = ["globex", "acme"] }
+
+[[maintenance]]
+name = "acme patch night"
+tz = "Europe/Berlin"
+weekdays = ["tue"]
+from = "22:00"
+to = "02:00"
+scope = { tenants = ["acme"] }
+
+[[maintenance]]
+name = "fleet migration"
+start = "2026-03-29T01:00"
+end = "2026-03-29T04:00"
+"#;
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    app: axum::Router,
+    /// acme's objects (the victim's): device, incident, token id.
+    acme_device: String,
+    acme_incident: i64,
+    acme_token: i64,
+    globex_incident: i64,
+    acme_silence: i64,
+    acme_enroll_token: String,
+}
+
+fn now() -> i64 {
+    super::now_ms()
+}
+
+fn seed_incident(c: &Connection, tenant: &str, device: &str, rule: &str) -> i64 {
+    let t = now();
+    c.execute(
+        "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity, since_ms,
+            breach_start_ms, breach_samples, recover_start_ms, last_sample_ms, last_arrival_ms,
+            last_value, stale, flapping, suppressed, changes, updated_ms)
+         VALUES (?1, ?2, '', ?3, 'firing', 'critical', ?4, ?4, 3, 0, ?4, ?4, 97.5, 0, 0, 0, '[]', ?4)",
+        params![rule, device, tenant, t],
+    )
+    .unwrap();
+    let inst = c.last_insert_rowid();
+    c.execute(
+        "INSERT INTO alert_history (instance_id, at_ms, event, from_state, to_state, severity, value, suppressed)
+         VALUES (?1, ?2, 'transition', 'pending', 'firing', 'critical', 97.5, 0)",
+        params![inst, t],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity, value, state,
+            opened_ms, suppressed, loop_start_ms) VALUES (?1, ?2, ?3, ?4, '', 'critical', 97.5, 'open', ?5, 0, ?5)",
+        params![inst, tenant, rule, device, t],
+    )
+    .unwrap();
+    let id = c.last_insert_rowid();
+    crate::notify::incident::feed_event(c, id, "opened", t).unwrap();
+    id
+}
+
+fn fixture() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tandem.db");
+    let mut c = crate::store::open(&db).unwrap();
+    let t = now();
+    for (tenant, dev, host) in [
+        ("acme", "dev-acme-1", "acme-ws-01"),
+        ("globex", "dev-globex-1", "globex-ws-01"),
+    ] {
+        crate::store::admin::create_tenant(&c, tenant, t).unwrap();
+        crate::store::admin::create_site(&c, tenant, &format!("{tenant}-hq"), t).unwrap();
+        c.execute(
+            "INSERT INTO devices (id, tenant_id, hostname, os_family, os_version, first_seen_ms, last_seen_ms, site_id)
+             VALUES (?1, (SELECT id FROM tenants WHERE name = ?2), ?3, 'linux', '12', ?4, ?4,
+                     (SELECT id FROM sites WHERE name = ?5))",
+            params![dev, tenant, host, t, format!("{tenant}-hq")],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO series (device_id, name, dimension) VALUES (?1, 'cpu.usage', '')",
+            [dev],
+        )
+        .unwrap();
+        let sid = c.last_insert_rowid();
+        // 30 samples as the store writer keeps them: one head row (one batch).
+        let values: Vec<[f64; 1]> = (0..30)
+            .map(|i| [i as f64 + if tenant == "acme" { 0.7734 } else { 0.25 }])
+            .collect();
+        let samples: Vec<(i64, &[f64])> = (0..30)
+            .map(|i| (t - (30 - i) * 10_000, &values[i as usize][..]))
+            .collect();
+        c.execute(
+            "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, 30, ?4)",
+            params![
+                dev,
+                samples[0].0,
+                samples[29].0,
+                crate::store::chunk::encode_head(&[sid], &samples)
+            ],
+        )
+        .unwrap();
+    }
+    // acme's device page: a filesystem, services, a patch report with pending
+    // updates, a software list (names that say acme, so the walk sees a leak).
+    let extra = [
+        ("fs.total.bytes", "/srv/acme"),
+        ("fs.used.bytes", "/srv/acme"),
+        ("fs.free.bytes", "/srv/acme"),
+        ("fs.used.percent", "/srv/acme"),
+        ("service.up", "acme-backup"),
+        ("service.up", "sshd"),
+        ("service.failed", "acme-sync.service"),
+    ];
+    let mut sids = Vec::new();
+    for (name, dim) in extra {
+        c.execute(
+            "INSERT INTO series (device_id, name, dimension) VALUES ('dev-acme-1', ?1, ?2)",
+            [name, dim],
+        )
+        .unwrap();
+        sids.push(c.last_insert_rowid());
+    }
+    let vals = [500e9, 430e9, 70e9, 86.0, 0.0, 1.0, 1.0];
+    c.execute(
+        "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES ('dev-acme-1', ?1, ?1, 7, ?2)",
+        params![t - 5_000, crate::store::chunk::encode_head(&sids, &[(t - 5_000, &vals[..])])],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required, reboot_since_ms, last_install_ms)
+         VALUES ('dev-acme-1', 1, ?1, 'apt', '', 1, ?1, 0)",
+        [t],
+    )
+    .unwrap();
+    for (name, class, age_days) in [("acme-tools", "security", 12), ("libacme2", "other", 2)] {
+        c.execute(
+            "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version, classification, advisory_id, first_seen_ms)
+             VALUES ('dev-acme-1', 1, ?1, '1.0', '1.1', ?2, 'DSA-0001', ?3)",
+            params![name, class, t - age_days * 86_400_000],
+        )
+        .unwrap();
+    }
+    for (name, publisher) in [
+        ("acme-suite", "ACME Corp"),
+        ("openssl", "Debian"),
+        ("zsh", "Debian"),
+    ] {
+        c.execute(
+            "INSERT INTO inventory_software (device_id, name, version, publisher) VALUES ('dev-acme-1', ?1, '3.0', ?2)",
+            [name, publisher],
+        )
+        .unwrap();
+    }
+    // An offline Windows device of acme, for the filters.
+    c.execute(
+        "INSERT INTO devices (id, tenant_id, hostname, os_family, first_seen_ms, last_seen_ms)
+         VALUES ('dev-acme-2', (SELECT id FROM tenants WHERE name = 'acme'), 'acme-laptop-7', 'windows', ?1, ?1)",
+        [t - 3 * 86_400_000],
+    )
+    .unwrap();
+    let acme_incident = seed_incident(&c, "acme", "dev-acme-1", "cpu_high");
+    let globex_incident = seed_incident(&c, "globex", "dev-globex-1", "cpu_high");
+    let acme = super::auth::tenant_id(&c, "acme").unwrap();
+    let globex = super::auth::tenant_id(&c, "globex").unwrap();
+    let hash = super::auth::hash_password(PW).unwrap();
+    use super::auth::Role::*;
+    for (u, r, tid) in [
+        ("admin", MspAdmin, None),
+        ("tech", MspTech, None),
+        ("acme-admin", TenantAdmin, Some(acme)),
+        ("acme-viewer", TenantViewer, Some(acme)),
+        ("globex-admin", TenantAdmin, Some(globex)),
+        ("globex-viewer", TenantViewer, Some(globex)),
+    ] {
+        super::auth::add_user(&mut c, "test", u, &hash, r, tid, t).unwrap();
+    }
+    let (acme_token, _) =
+        super::auth::create_token(&mut c, "test", "acme-script", TenantAdmin, Some(acme), t)
+            .unwrap();
+    let acme_silence = crate::alerts::silence::create(
+        &mut c,
+        &crate::alerts::silence::NewSilence {
+            starts_ms: t,
+            ends_ms: t + 3_600_000,
+            tenant: Some("acme".into()),
+            device: Some("dev-acme-1".into()),
+            comment: "acme disk swap".into(),
+            by: "test".into(),
+            ..Default::default()
+        },
+        t,
+    )
+    .unwrap();
+    crate::store::admin::insert_token(
+        &c,
+        &crate::store::admin::NewToken {
+            id_hex: "00acme00acme0001".into(),
+            secret_sha256: [7; 32],
+            tenant: "acme".into(),
+            site: Some("acme-hq".into()),
+            replace_device_id: None,
+            expires_ms: t + 86_400_000,
+            max_uses: 10,
+        },
+        t,
+    )
+    .unwrap();
+    drop(c);
+    // What a running engine of this collector would have loaded.
+    let set = crate::alerts::rules::parse_file(std::path::Path::new("fixture.toml"), FIXTURE_RULES)
+        .unwrap();
+    crate::alerts::published::publish(db.to_str(), &set);
+    let st = ConsoleState::new(
+        db.clone(),
+        tokio_util::sync::CancellationToken::new(),
+        false,
+    );
+    Fx {
+        _dir: dir,
+        db,
+        app: router(st),
+        acme_device: "dev-acme-1".into(),
+        acme_incident,
+        acme_token,
+        globex_incident,
+        acme_silence,
+        acme_enroll_token: "00acme00acme0001".into(),
+    }
+}
+
+#[derive(Clone, Default)]
+struct Who {
+    cookie: Option<String>,
+    csrf: Option<String>,
+    bearer: Option<String>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+}
+
+async fn send(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    who: &Who,
+    body: Option<Body>,
+    ctype: &str,
+) -> Answer {
+    send_from(app, "127.0.0.1:5555", method, uri, who, body, ctype).await
+}
+
+async fn send_from(
+    app: &axum::Router,
+    peer: &str,
+    method: Method,
+    uri: &str,
+    who: &Who,
+    body: Option<Body>,
+    ctype: &str,
+) -> Answer {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(c) = &who.cookie {
+        b = b.header("cookie", format!("tandem_session={c}"));
+    }
+    if let Some(c) = &who.csrf {
+        b = b.header("x-csrf-token", c);
+    }
+    if let Some(t) = &who.bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", ctype);
+    }
+    let mut req = b.body(body.unwrap_or_else(Body::empty)).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let sse = headers
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+    let text = if sse {
+        // An event stream never ends: read what it sends within a second.
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
+        while let Ok(Some(Ok(f))) = tokio::time::timeout_at(deadline, body.frame()).await {
+            if let Some(d) = f.data_ref() {
+                out.extend_from_slice(d);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned()
+    };
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    who: &Who,
+    body: Option<Value>,
+) -> Answer {
+    send(
+        app,
+        method,
+        uri,
+        who,
+        body.map(|b| Body::from(b.to_string())),
+        "application/json",
+    )
+    .await
+}
+
+async fn login(app: &axum::Router, user: &str) -> Who {
+    let a = call(
+        app,
+        Method::POST,
+        "/api/v1/auth/login",
+        &Who::default(),
+        Some(json!({"username": user, "password": PW})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{user}: {}", a.text);
+    let set = a
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cookie = set
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("tandem_session=")
+        .unwrap()
+        .to_owned();
+    Who {
+        cookie: Some(cookie),
+        csrf: a.json()["csrf_token"].as_str().map(str::to_owned),
+        bearer: None,
+    }
+}
+
+/// Every row of the tables a write could touch, as text.
+fn snapshot(db: &std::path::Path) -> String {
+    let c = Connection::open(db).unwrap();
+    let mut out = String::new();
+    for t in [
+        "users",
+        "sessions",
+        "api_tokens",
+        "audit_log",
+        "incidents",
+        "alert_instances",
+        "feed_events",
+        "alert_history",
+        "silences",
+        "enroll_tokens",
+    ] {
+        let mut s = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
+        let n = s.column_count();
+        let rows = s
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for r in rows {
+            out.push_str(t);
+            out.push(':');
+            out.push_str(&r.unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A valid body for each write route; a new write route must be added here.
+fn write_body(method: &str, path: &str) -> Value {
+    match (method, path) {
+        ("post", "/alerts/{incident_id}/ack") | ("post", "/alerts/{incident_id}/unack") => {
+            json!({"note": "walk"})
+        }
+        ("post", "/alerts/{incident_id}/snooze") => json!({"minutes": 30, "note": "walk"}),
+        ("post", "/silences") => {
+            json!({"tenant": "acme", "device": "dev-acme-1", "minutes": 30, "comment": "walk"})
+        }
+        ("post", "/enrollment-tokens") => {
+            json!({"tenant": "acme", "address": "collector.example.net:4444", "expires_hours": 24, "uses": 5})
+        }
+        ("post", "/users") => {
+            json!({"username": "intruder", "password": PW, "role": "tenant-admin", "tenant": "acme"})
+        }
+        ("put", "/users/{username}/password") => json!({"password": "another long password"}),
+        ("post", "/tokens") => {
+            json!({"name": "intruder", "role": "tenant-admin", "tenant": "acme"})
+        }
+        ("delete", _) => json!(null),
+        _ => panic!("no test body for {method} {path}: add one to write_body"),
+    }
+}
+
+fn routes_of_doc() -> Vec<(String, String)> {
+    let doc = serde_json::to_value(super::openapi()).unwrap();
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "delete", "patch"] {
+            if item.get(m).is_some() {
+                out.push((m.to_owned(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn fill(path: &str, fx: &Fx) -> String {
+    let mut p = path.to_owned();
+    for (k, v) in [
+        ("{device_id}", fx.acme_device.clone()),
+        ("{incident_id}", fx.acme_incident.to_string()),
+        ("{username}", "acme-admin".to_owned()),
+        ("{token_id}", fx.acme_token.to_string()),
+        ("{silence_id}", fx.acme_silence.to_string()),
+        ("{enroll_token_id}", fx.acme_enroll_token.clone()),
+    ] {
+        p = p.replace(k, &v);
+    }
+    assert!(
+        !p.contains('{'),
+        "{path}: a path parameter the walk does not know; add it to fill()"
+    );
+    // Required query parameters.
+    if p == "/events" {
+        p.push_str("?since=0");
+    }
+    if p.ends_with("/series") {
+        p.push_str("?metric=cpu.usage");
+    }
+    format!("/api/v1{p}")
+}
+
+fn method(m: &str) -> Method {
+    Method::from_bytes(m.to_uppercase().as_bytes()).unwrap()
+}
+
+/// Routes that act on the caller's own session, not on tenant data.
+const SESSION_ROUTES: &[&str] = &["/auth/login", "/auth/logout"];
+
+#[tokio::test]
+async fn every_route_leaks_nothing_to_another_tenant_and_a_viewer_writes_nothing() {
+    let fx = fixture();
+    let routes = routes_of_doc();
+    assert!(routes.len() >= 20, "{routes:?}");
+    let owner = login(&fx.app, "acme-admin").await;
+    let msp = login(&fx.app, "admin").await;
+    let outsiders = [
+        ("globex-admin", login(&fx.app, "globex-admin").await),
+        ("globex-viewer", login(&fx.app, "globex-viewer").await),
+    ];
+    let acme_viewer = login(&fx.app, "acme-viewer").await;
+    // acme's names, and the fraction of its sample values.
+    let secrets = ["acme", "dev-acme", ".7734"];
+    let mut walked = 0;
+    for (m, path) in &routes {
+        if SESSION_ROUTES.contains(&path.as_str()) {
+            continue;
+        }
+        let uri = fill(path, &fx);
+        if m == "get" {
+            // Positive controls: the owner and the MSP see it (so the route exists and the check can see a leak).
+            for who in [&owner, &msp] {
+                if path.starts_with("/auth/") && who.cookie == msp.cookie {
+                    continue; // the MSP admin's own identity names no tenant
+                }
+                let a = call(&fx.app, Method::GET, &uri, who, None).await;
+                assert_eq!(a.status, StatusCode::OK, "GET {uri}: {}", a.text);
+                assert!(
+                    secrets.iter().any(|s| a.text.contains(s)),
+                    "GET {uri} as owner shows no acme data, so the walk could not see a leak: {}",
+                    a.text
+                );
+            }
+            for (name, who) in &outsiders {
+                let a = call(&fx.app, Method::GET, &uri, who, None).await;
+                assert!(
+                    a.status == StatusCode::OK
+                        || a.status == StatusCode::NOT_FOUND
+                        || a.status == StatusCode::FORBIDDEN,
+                    "GET {uri} as {name}: {} {}",
+                    a.status,
+                    a.text
+                );
+                // A 404 may echo what was asked for; nothing else.
+                let text = a.text.replace(&fx.acme_device, "<asked>");
+                for s in &secrets {
+                    assert!(
+                        !text.contains(s),
+                        "GET {uri} as {name} leaks {s:?}: {}",
+                        a.text
+                    );
+                }
+            }
+        } else {
+            let body = write_body(m, path);
+            let body = (!body.is_null()).then_some(body);
+            let before = snapshot(&fx.db);
+            for (name, who) in outsiders
+                .iter()
+                .map(|(n, w)| (*n, w))
+                .chain([("acme-viewer", &acme_viewer)])
+            {
+                let a = call(&fx.app, method(m), &uri, who, body.clone()).await;
+                assert!(
+                    a.status == StatusCode::NOT_FOUND || a.status == StatusCode::FORBIDDEN,
+                    "{m} {uri} as {name}: {} {}",
+                    a.status,
+                    a.text
+                );
+                assert!(a.json()["code"].is_string(), "{}", a.text);
+                assert_eq!(
+                    snapshot(&fx.db),
+                    before,
+                    "{m} {uri} as {name} changed the database"
+                );
+            }
+        }
+        walked += 1;
+    }
+    assert_eq!(walked + SESSION_ROUTES.len(), routes.len());
+}
+
+#[tokio::test]
+async fn openapi_is_3_1_and_every_documented_route_answers() {
+    let fx = fixture();
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/openapi.json",
+        &Who::default(),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let doc = a.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    // The document served is the one the walk uses.
+    assert_eq!(doc, serde_json::to_value(super::openapi()).unwrap());
+    let admin = login(&fx.app, "admin").await;
+    for (m, path) in routes_of_doc() {
+        let uri = fill(&path, &fx);
+        let a = call(&fx.app, method(&m), &uri, &Who::default(), None).await;
+        // Unauthenticated: every route but login exists and refuses (never 404/405).
+        if path == "/auth/login" {
+            assert!(
+                a.status.is_client_error() && a.status != StatusCode::NOT_FOUND,
+                "{}",
+                a.text
+            );
+        } else {
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{m} {uri}: {}", a.text);
+        }
+    }
+    // A path that is not documented is not routed either.
+    let a = call(&fx.app, Method::GET, "/api/v1/nothing", &admin, None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn login_cookie_is_strict_and_a_wrong_password_is_refused_then_rate_limited() {
+    let fx = fixture();
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/auth/login",
+        &Who::default(),
+        Some(json!({"username": "admin", "password": PW})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let cookie = a.headers.get("set-cookie").unwrap().to_str().unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "loopback plain HTTP: no Secure ({cookie})"
+    );
+    for i in 0..5 {
+        let a = call(
+            &fx.app,
+            Method::POST,
+            "/api/v1/auth/login",
+            &Who::default(),
+            Some(json!({"username": "tech", "password": "wrong password!"})),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert_eq!(a.json()["code"], "bad_credentials");
+        assert!(a.headers.get("set-cookie").is_none());
+    }
+    // Locked now, even with the right password.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/auth/login",
+        &Who::default(),
+        Some(json!({"username": "tech", "password": PW})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    assert!(a.headers.get("retry-after").is_some());
+    // An unknown user is refused like a wrong password.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/auth/login",
+        &Who::default(),
+        Some(json!({"username": "nobody", "password": PW})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Every login landed in the audit log; failures did not.
+    let c = Connection::open(&fx.db).unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'session.login'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
+    let fx = fixture();
+    let who = login(&fx.app, "acme-admin").await;
+    let ack = format!("/api/v1/alerts/{}/ack", fx.acme_incident);
+    let before = snapshot(&fx.db);
+    // Malformed JSON.
+    let a = send(
+        &fx.app,
+        Method::POST,
+        &ack,
+        &who,
+        Some(Body::from("{\"note\": ")),
+        "application/json",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    assert_eq!(a.json()["code"], "bad_json");
+    assert!(
+        a.json()["message"].as_str().unwrap().contains("line 1"),
+        "{}",
+        a.text
+    );
+    // Unknown field: named.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &ack,
+        &who,
+        Some(json!({"note": "x", "nite": "y"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `nite`"),
+        "{}",
+        a.text
+    );
+    // Oversized body.
+    let big = json!({"note": "x".repeat(super::MAX_BODY_BYTES + 10)});
+    let a = call(&fx.app, Method::POST, &ack, &who, Some(big)).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+    assert_eq!(a.json()["code"], "body_too_large");
+    // Note too long (but within the body limit).
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &ack,
+        &who,
+        Some(json!({"note": "n".repeat(501)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // CSRF token missing, then wrong.
+    let mut no_csrf = who.clone();
+    no_csrf.csrf = None;
+    let a = call(&fx.app, Method::POST, &ack, &no_csrf, Some(json!({}))).await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("csrf")),
+        "{}",
+        a.text
+    );
+    no_csrf.csrf = Some("tdm_wrong".into());
+    let a = call(&fx.app, Method::POST, &ack, &no_csrf, Some(json!({}))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // Bad query values and ranges.
+    for q in [
+        "/api/v1/devices?per_page=0",
+        "/api/v1/devices?page=0",
+        "/api/v1/devices?online=maybe",
+        "/api/v1/devices?colour=red",
+        "/api/v1/alerts?state=sleeping",
+        "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&from_ms=10&to_ms=5",
+        "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&step_ms=10",
+        "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&from_ms=0&to_ms=4000000000000",
+    ] {
+        let a = call(&fx.app, Method::GET, q, &who, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}: {}", a.text);
+        assert!(
+            a.json()["message"].as_str().unwrap().starts_with("query"),
+            "{q}: {}",
+            a.text
+        );
+    }
+    assert_eq!(
+        snapshot(&fx.db),
+        before,
+        "a refused request changed the database"
+    );
+    // An expired session.
+    Connection::open(&fx.db)
+        .unwrap()
+        .execute("UPDATE sessions SET expires_ms = 0", [])
+        .unwrap();
+    let a = call(&fx.app, Method::GET, "/api/v1/auth/me", &who, None).await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_expired"))
+    );
+    let a = call(&fx.app, Method::POST, &ack, &who, Some(json!({}))).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Path traversal in asset paths: only the embedded table answers.
+    for p in [
+        "/console/../Cargo.toml",
+        "/console/..%2F..%2FCargo.toml",
+        "/console/vendor/../../src/main.rs",
+        "/console/%2e%2e/%2e%2e/Cargo.toml",
+        "/console//etc/passwd",
+    ] {
+        let a = call(&fx.app, Method::GET, p, &Who::default(), None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{p}: {}", a.text);
+    }
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/console/app.js",
+        &Who::default(),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ack_with_a_note_is_audited_and_unack_reopens() {
+    let fx = fixture();
+    let who = login(&fx.app, "acme-admin").await;
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &format!("/api/v1/alerts/{}/ack", fx.acme_incident),
+        &who,
+        Some(json!({"note": "on it"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["state"], "acked");
+    assert_eq!(a.json()["acked_by"], "acme-admin");
+    assert_eq!(a.json()["ack_note"], "on it");
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &format!("/api/v1/alerts/{}/ack", fx.acme_incident),
+        &who,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &format!("/api/v1/alerts/{}/unack", fx.acme_incident),
+        &who,
+        Some(json!({"note": "not fixed"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["state"], "open");
+    let a = call(&fx.app, Method::GET, "/api/v1/audit", &who, None).await;
+    let rows = a.json()["items"].as_array().unwrap().clone();
+    let actions: Vec<_> = rows
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.starts_with(&["alert.unack".to_owned(), "alert.ack".to_owned()]),
+        "{actions:?}"
+    );
+    assert_eq!(rows[1]["detail"]["note"], "on it");
+    assert_eq!(rows[1]["actor"], "acme-admin");
+    // The tenant admin's audit view holds no MSP-wide or other-tenant rows.
+    assert!(rows.iter().all(|r| r["tenant"] == "acme"), "{rows:?}");
+    let a = call(
+        &fx.app,
+        Method::GET,
+        &format!("/api/v1/alerts/{}", fx.acme_incident),
+        &who,
+        None,
+    )
+    .await;
+    let kinds: Vec<_> = a.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["opened", "acked", "reopened"]);
+    // The other tenant's alert does not exist for this admin.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &format!("/api/v1/alerts/{}/ack", fx.globex_incident),
+        &who,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn devices_filter_and_paginate_and_series_roll_up() {
+    let fx = fixture();
+    let who = login(&fx.app, "tech").await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let a = call(&fx.app, Method::GET, "/api/v1/devices", &who, None).await;
+    assert_eq!(a.json()["total"], 3);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?tenant=acme&online=false",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(ids(&a.json()), ["dev-acme-2"]);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?os=linux&hostname=WS",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()["total"], 2);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?site=acme-hq",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(ids(&a.json()), ["dev-acme-1"]);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?hostname=%25",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()["total"], 0, "a % in the filter is literal");
+    let p1 = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?per_page=2&page=1",
+        &who,
+        None,
+    )
+    .await
+    .json();
+    let p2 = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?per_page=2&page=2",
+        &who,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (ids(&p1).len(), ids(&p2).len(), p2["total"].as_i64()),
+        (2, 1, Some(3))
+    );
+    assert!(!ids(&p1).contains(&ids(&p2)[0]));
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/series?metric=cpu.usage",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()["points"].as_array().unwrap().len(), 30);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&step_ms=100000",
+        &who,
+        None,
+    )
+    .await;
+    let n = a.json()["points"].as_array().unwrap().len();
+    assert!((3..=5).contains(&n), "{n}: {}", a.text);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/latest",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()[0]["value"], 29.7734);
+    // A tenant user asking for the other tenant by name gets 404, not an empty list.
+    let v = login(&fx.app, "globex-viewer").await;
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?tenant=acme",
+        &v,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_scoped_and_revocable() {
+    let fx = fixture();
+    let who = login(&fx.app, "globex-admin").await;
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/tokens",
+        &who,
+        Some(json!({"name": "script", "role": "msp-admin"})),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "a tenant admin cannot mint an MSP token: {}",
+        a.text
+    );
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/tokens",
+        &who,
+        Some(json!({"name": "script", "role": "tenant-viewer", "tenant": "globex"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let token = a.json()["token"].as_str().unwrap().to_owned();
+    let id = a.json()["id"].as_i64().unwrap();
+    let c = Connection::open(&fx.db).unwrap();
+    let stored: i64 = c
+        .query_row(
+            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1",
+            [crate::notify::link::token_hash(&token)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let plain: i64 = c
+        .query_row(
+            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1 OR name = ?1",
+            [&token],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((stored, plain), (1, 0));
+    let bearer = Who {
+        bearer: Some(token),
+        ..Who::default()
+    };
+    let a = call(&fx.app, Method::GET, "/api/v1/devices", &bearer, None).await;
+    assert_eq!(ids_of(&a.json()), ["dev-globex-1"]);
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &format!("/api/v1/alerts/{}/ack", fx.globex_incident),
+        &bearer,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "a viewer token writes nothing"
+    );
+    let a = call(&fx.app, Method::GET, "/api/v1/tokens", &who, None).await;
+    assert!(!a.text.contains("acme-script"), "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{id}"),
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = call(&fx.app, Method::GET, "/api/v1/devices", &bearer, None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+fn ids_of(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_only_the_callers_tenant() {
+    let fx = fixture();
+    let g = login(&fx.app, "globex-viewer").await;
+    let a = call(&fx.app, Method::GET, "/api/v1/events?since=0", &g, None).await;
+    assert!(a.text.contains("globex-ws-01"), "{}", a.text);
+    assert!(!a.text.contains("acme"), "{}", a.text);
+    let m = login(&fx.app, "tech").await;
+    let a = call(&fx.app, Method::GET, "/api/v1/events?since=0", &m, None).await;
+    assert!(
+        a.text.contains("acme-ws-01") && a.text.contains("globex-ws-01"),
+        "{}",
+        a.text
+    );
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/events?since=0&tenant=acme",
+        &g,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn users_are_managed_within_scope() {
+    let fx = fixture();
+    let ga = login(&fx.app, "globex-admin").await;
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/users",
+        &ga,
+        Some(json!({"username": "g2", "password": PW, "role": "msp-tech"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/users",
+        &ga,
+        Some(
+            json!({"username": "g2", "password": PW, "role": "tenant-viewer", "tenant": "globex"}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let a = call(&fx.app, Method::GET, "/api/v1/users", &ga, None).await;
+    let names: Vec<_> = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["g2", "globex-admin", "globex-viewer"]);
+    assert!(!a.text.contains("argon2"), "no hashes in answers");
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        "/api/v1/users/acme-viewer",
+        &ga,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let admin = login(&fx.app, "admin").await;
+    let a = call(&fx.app, Method::DELETE, "/api/v1/users/admin", &admin, None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::CONFLICT,
+        "the last msp-admin stays: {}",
+        a.text
+    );
+    // A password change ends the user's sessions.
+    let g2 = login(&fx.app, "g2").await;
+    let a = call(
+        &fx.app,
+        Method::PUT,
+        "/api/v1/users/g2/password",
+        &ga,
+        Some(json!({"password": "a brand new password"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = call(&fx.app, Method::GET, "/api/v1/auth/me", &g2, None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn metrics_are_for_loopback_or_an_msp_token_and_name_no_tenant() {
+    let fx = fixture();
+    let a = call(&fx.app, Method::GET, "/metrics", &Who::default(), None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.text
+            .contains("tandem_incidents_open{severity=\"critical\"} 2"),
+        "{}",
+        a.text
+    );
+    assert!(
+        !a.text.contains("acme") && !a.text.contains("globex"),
+        "{}",
+        a.text
+    );
+    let remote = "192.0.2.7:4000";
+    let a = send_from(
+        &fx.app,
+        remote,
+        Method::GET,
+        "/metrics",
+        &Who::default(),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    let mut c = Connection::open(&fx.db).unwrap();
+    let (_, msp) = super::auth::create_token(
+        &mut c,
+        "test",
+        "prom",
+        super::auth::Role::MspTech,
+        None,
+        now(),
+    )
+    .unwrap();
+    let acme = super::auth::tenant_id(&c, "acme").unwrap();
+    let (_, tenant) = super::auth::create_token(
+        &mut c,
+        "test",
+        "t",
+        super::auth::Role::TenantAdmin,
+        Some(acme),
+        now(),
+    )
+    .unwrap();
+    let a = send_from(
+        &fx.app,
+        remote,
+        Method::GET,
+        "/metrics",
+        &Who {
+            bearer: Some(tenant),
+            ..Who::default()
+        },
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    let a = send_from(
+        &fx.app,
+        remote,
+        Method::GET,
+        "/metrics",
+        &Who {
+            bearer: Some(msp),
+            ..Who::default()
+        },
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
+
+#[tokio::test]
+async fn snooze_and_silences_are_scoped_validated_and_audited() {
+    let fx = fixture();
+    let who = login(&fx.app, "acme-admin").await;
+    let snooze = format!("/api/v1/alerts/{}/snooze", fx.acme_incident);
+    // Bad input: neither or both ends, the past, too far, unknown field.
+    for (b, needle) in [
+        (json!({"note": "x"}), "until or minutes"),
+        (
+            json!({"minutes": 5, "until": "2030-01-01T00:00:00Z"}),
+            "not both",
+        ),
+        (json!({"until": "2001-01-01T00:00:00Z"}), "in the past"),
+        (json!({"until": "tomorrow"}), "RFC 3339"),
+        (json!({"minutes": 100000}), "31 days"),
+        (json!({"minutes": 5, "colour": "red"}), "unknown field"),
+    ] {
+        let before = snapshot(&fx.db);
+        let a = call(&fx.app, Method::POST, &snooze, &who, Some(b.clone())).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{b}: {}", a.text);
+        assert!(a.text.contains(needle), "{b}: {}", a.text);
+        assert_eq!(snapshot(&fx.db), before);
+    }
+    let a = call(
+        &fx.app,
+        Method::POST,
+        &snooze,
+        &who,
+        Some(json!({"minutes": 90, "note": "after the backup"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["state"], "snoozed");
+    assert_eq!(a.json()["ack_note"], "after the backup");
+    let c = Connection::open(&fx.db).unwrap();
+    let until: i64 = c
+        .query_row(
+            "SELECT snoozed_until_ms FROM incidents WHERE id = ?1",
+            [fx.acme_incident],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((until - now() - 90 * 60_000).abs() < 60_000, "{until}");
+    let (action, detail): (String, String) = c
+        .query_row(
+            "SELECT action, detail FROM audit_log ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(action, "alert.snooze");
+    assert!(detail.contains("after the backup"), "{detail}");
+    // Silences: no matcher and no comment are refused; a tenant's silence is its own.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/silences",
+        &who,
+        Some(json!({"minutes": 10, "comment": "x"})),
+    )
+    .await;
+    // A tenant user always has its tenant as a matcher, so that is fine for it ...
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.json()["tenant"], "acme");
+    assert_eq!(a.json()["status"], "active");
+    let made = a.json()["id"].as_i64().unwrap();
+    // ... but not for the MSP.
+    let msp = login(&fx.app, "admin").await;
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/silences",
+        &msp,
+        Some(json!({"minutes": 10, "comment": "x"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    assert!(a.text.contains("at least one"), "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/silences",
+        &msp,
+        Some(json!({"device": "dev-acme-1", "minutes": 10, "comment": "  "})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    assert!(a.text.contains("comment"), "{}", a.text);
+    // An MSP silence of a device belongs to the device's tenant.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/silences",
+        &msp,
+        Some(json!({"device": "dev-globex-1", "rule": "cpu_high", "minutes": 10, "comment": "globex reboot"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.json()["tenant"], "globex");
+    let globex_silence = a.json()["id"].as_i64().unwrap();
+    // acme lists its own two, not globex's; it cannot expire globex's.
+    let a = call(&fx.app, Method::GET, "/api/v1/silences", &who, None).await;
+    let ids: Vec<i64> = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&made) && ids.contains(&fx.acme_silence),
+        "{ids:?}"
+    );
+    assert!(!ids.contains(&globex_silence), "{ids:?}");
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        &format!("/api/v1/silences/{globex_silence}"),
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+    // Expire: gone from the active list, kept with who lifted it, audited; twice is a conflict.
+    let del = format!("/api/v1/silences/{made}");
+    let a = call(&fx.app, Method::DELETE, &del, &who, None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = call(&fx.app, Method::DELETE, &del, &who, None).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/silences?all=true",
+        &who,
+        None,
+    )
+    .await;
+    let row = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == made)
+        .unwrap()
+        .clone();
+    assert_eq!(row["status"], "removed");
+    assert_eq!(row["removed_by"], "acme-admin");
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action IN ('silence.create', 'silence.expire')
+               AND target = ?1",
+            [format!("silence {made}")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 2);
+    // The feed filters by site.
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/alerts?site=acme-hq",
+        &msp,
+        None,
+    )
+    .await;
+    let items = a.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["tenant"], "acme");
+}
+
+#[tokio::test]
+async fn the_device_page_shows_filesystems_services_updates_and_searchable_software() {
+    let fx = fixture();
+    let who = login(&fx.app, "acme-viewer").await;
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/filesystems",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let fs = a.json();
+    assert_eq!(fs[0]["mount"], "/srv/acme");
+    assert_eq!(fs[0]["used_percent"], 86.0);
+    assert_eq!(fs[0]["free_bytes"], 70e9);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/services",
+        &who,
+        None,
+    )
+    .await;
+    let sv: Vec<(String, String, bool)> = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().into(),
+                s["kind"].as_str().unwrap().into(),
+                s["running"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sv,
+        [
+            ("acme-backup".to_string(), "configured".to_string(), false),
+            ("acme-sync.service".into(), "failed-unit".into(), false),
+            ("sshd".into(), "configured".into(), true),
+        ]
+    );
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/updates",
+        &who,
+        None,
+    )
+    .await;
+    let up = a.json();
+    assert_eq!(up[0]["name"], "acme-tools");
+    assert_eq!(up[0]["age_days"], 12);
+    assert_eq!(up[1]["classification"], "other");
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/software?q=DEBIAN&per_page=1",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["total"], 2);
+    assert_eq!(a.json()["items"][0]["name"], "openssl");
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/software?q=50%25",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()["total"], 0, "a % is a literal, not a wildcard");
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/software?per_page=0",
+        &who,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    // Another tenant's device does not exist for this viewer.
+    for r in ["filesystems", "services", "updates", "software"] {
+        let a = call(
+            &fx.app,
+            Method::GET,
+            &format!("/api/v1/devices/dev-globex-1/{r}"),
+            &who,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{r}: {}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_made_with_install_lines_scoped_and_revocable() {
+    let fx = fixture();
+    let dir = fx.db.parent().unwrap().to_owned();
+    let who = login(&fx.app, "acme-admin").await;
+    let good = json!({"address": "collector.example.net:4444", "server": "collector.example.net:4443",
+                      "site": "acme-hq", "expires_hours": 168, "uses": 50});
+    // Without a CA the collector cannot make a token, and says so.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/enrollment-tokens",
+        &who,
+        Some(good.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    assert!(a.text.contains("pki init"), "{}", a.text);
+    crate::pki::init(&dir, &["collector.example.net".to_owned()]).unwrap();
+    for (patch, needle) in [
+        (json!({"address": "nope"}), "not host:port"),
+        (json!({"address": "a.b:4444; rm -rf /"}), "not host:port"),
+        (json!({"server": "x y:1"}), "server"),
+        (json!({"expires_hours": 0}), "expires_hours"),
+        (json!({"uses": 0}), "uses"),
+        (json!({"site": "nowhere"}), "nowhere"),
+        (json!({"tenant": "globex"}), "not_found"),
+    ] {
+        let mut b = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let before = snapshot(&fx.db);
+        let a = call(
+            &fx.app,
+            Method::POST,
+            "/api/v1/enrollment-tokens",
+            &who,
+            Some(b.clone()),
+        )
+        .await;
+        assert!(a.status.is_client_error(), "{b}: {} {}", a.status, a.text);
+        assert!(a.text.contains(needle), "{b}: {}", a.text);
+        assert_eq!(snapshot(&fx.db), before, "{b}");
+    }
+    let a = call(
+        &fx.app,
+        Method::POST,
+        "/api/v1/enrollment-tokens",
+        &who,
+        Some(good),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let made = a.json();
+    let token = made["token"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["tenant"], "acme");
+    let parsed = tandem_proto::token::EnrollToken::parse(&token).unwrap();
+    assert_eq!(parsed.address, "collector.example.net:4444");
+    assert_eq!(
+        parsed.ca_fingerprint,
+        crate::pki::serving_fingerprint(&dir).unwrap()
+    );
+    assert_eq!(
+        made["install"]["deb"].as_str().unwrap(),
+        format!(
+            "sudo TANDEM_TOKEN={token} apt install ./tandem-agent_{}-1_amd64.deb",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(
+        made["install"]["rpm"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("TANDEM_TOKEN={token} dnf install"))
+    );
+    assert!(
+        made["install"]["msi"].as_str().unwrap().ends_with(&format!(
+            "/qn TOKEN={token} SERVER=collector.example.net:4443"
+        )),
+        "{}",
+        made["install"]["msi"]
+    );
+    // Stored hashed: the secret is not in the database; enrollment accepts it.
+    let c = Connection::open(&fx.db).unwrap();
+    let (hash, site, max): (Vec<u8>, Option<String>, i64) = c
+        .query_row(
+            "SELECT k.secret_sha256, s.name, k.max_uses FROM enroll_tokens k LEFT JOIN sites s ON s.id = k.site_id WHERE k.id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(hash, parsed.secret_hash().to_vec());
+    assert_eq!((site.as_deref(), max), (Some("acme-hq"), 50));
+    let audited: i64 = c
+        .query_row("SELECT count(*) FROM audit_log WHERE action = 'enroll_token.create' AND target LIKE ?1", [format!("%{id}")], |r| r.get(0))
+        .unwrap();
+    assert_eq!(audited, 1);
+    // Listed for acme, not for globex (which cannot revoke it either).
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/enrollment-tokens",
+        &who,
+        None,
+    )
+    .await;
+    assert!(
+        a.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["state"] == "usable"),
+        "{}",
+        a.text
+    );
+    assert!(!a.text.contains(&token), "a listing never shows the token");
+    let globex = login(&fx.app, "globex-admin").await;
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/enrollment-tokens",
+        &globex,
+        None,
+    )
+    .await;
+    assert_eq!(a.json(), json!([]));
+    let del = format!("/api/v1/enrollment-tokens/{id}");
+    let a = call(&fx.app, Method::DELETE, &del, &globex, None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = call(&fx.app, Method::DELETE, &del, &who, None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = call(&fx.app, Method::DELETE, &del, &who, None).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/enrollment-tokens",
+        &who,
+        None,
+    )
+    .await;
+    assert!(
+        a.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["state"] == "revoked"),
+        "{}",
+        a.text
+    );
+    // A revoked token no longer enrolls.
+    let mut conn = crate::store::open(&fx.db).unwrap();
+    let r = crate::store::admin::enroll(
+        &mut conn,
+        &id,
+        &parsed.secret_hash(),
+        "h",
+        1,
+        |_| unreachable!(),
+    );
+    assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn rules_and_windows_are_the_engines_set_scoped_to_the_tenant() {
+    let fx = fixture();
+    let msp = login(&fx.app, "admin").await;
+    let a = call(&fx.app, Method::GET, "/api/v1/rules", &msp, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let names = |v: &Value, k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = a.json();
+    assert_eq!(
+        names(&all, "rules"),
+        ["disk-full", "acme-db-disk", "globex-only"]
+    );
+    assert_eq!(
+        names(&all, "windows"),
+        ["acme patch night", "fleet migration"]
+    );
+    assert_eq!(all["rules"][0]["warning"], "> 90");
+    assert_eq!(all["rules"][0]["for_secs"], 300);
+    assert_eq!(all["windows"][0]["schedule"], "weekly Tue 22:00–02:00");
+    assert_eq!(all["windows"][0]["tz"], "Europe/Berlin");
+    // globex sees the global rule and its own, with acme's name taken out of the scope.
+    let g = login(&fx.app, "globex-viewer").await;
+    let a = call(&fx.app, Method::GET, "/api/v1/rules", &g, None).await;
+    let mine = a.json();
+    assert_eq!(names(&mine, "rules"), ["disk-full", "globex-only"]);
+    assert_eq!(mine["rules"][1]["scope"]["tenants"], json!(["globex"]));
+    assert_eq!(names(&mine, "windows"), ["fleet migration"]);
+    assert!(!a.text.contains("acme"), "{}", a.text);
+    // A collector whose engine has not published answers 503, not someone else's set.
+    let other = tempfile::tempdir().unwrap();
+    let db = other.path().join("tandem.db");
+    drop(crate::store::open(&db).unwrap());
+    let app = router(ConsoleState::new(
+        db,
+        tokio_util::sync::CancellationToken::new(),
+        false,
+    ));
+    let mut c = crate::store::open(&other.path().join("tandem.db")).unwrap();
+    let hash = super::auth::hash_password(PW).unwrap();
+    super::auth::add_user(
+        &mut c,
+        "test",
+        "admin",
+        &hash,
+        super::auth::Role::MspAdmin,
+        None,
+        now(),
+    )
+    .unwrap();
+    drop(c);
+    let w = login(&app, "admin").await;
+    let a = call(&app, Method::GET, "/api/v1/rules", &w, None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+}

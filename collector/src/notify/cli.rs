@@ -1,0 +1,442 @@
+//! The notification commands of `tandem-collector` (`policies`, `notify`,
+//! `incidents`, `token create-api`, `alerts tail`): argument types (clap) and their
+//! handlers, kept here so the binary's `main.rs` only dispatches to them.
+
+use std::path::{Path, PathBuf};
+use tandem_proto::util::now_ms;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::incident::{self, Outcome};
+use super::{outbox, policy};
+use crate::cli::{DataDir, format_ms, open_existing_db, parse_duration};
+
+#[derive(Subcommand)]
+pub enum PoliciesCommand {
+    /// Check a policies directory (or one file): every problem with file, line and
+    /// column; exits non-zero if there is any.
+    Check { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Every notification delivery and each attempt at it, with the remote's answer.
+    Log {
+        #[command(flatten)]
+        db: DataDir,
+        /// Only this incident's deliveries.
+        #[arg(long)]
+        incident: Option<i64>,
+    },
+    /// Send a test message to every target of a tenant's policy and print each result.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "/etc/tandem/collector.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum IncidentsCommand {
+    /// Incidents that are not resolved (with --all, every one), newest first.
+    List {
+        #[command(flatten)]
+        db: DataDir,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an incident: escalation and repeats stop.
+    Ack {
+        id: i64,
+        #[command(flatten)]
+        db: DataDir,
+        #[arg(long)]
+        by: Option<String>,
+        /// Shown to both sides (feed, mails).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Snooze an incident (a timed ack: it reopens when the time is up).
+    Snooze {
+        id: i64,
+        /// 30m, 4h, 1d.
+        #[arg(long = "for")]
+        for_: String,
+        #[command(flatten)]
+        db: DataDir,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Resolve an incident by hand.
+    Resolve {
+        id: i64,
+        #[command(flatten)]
+        db: DataDir,
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<()> {
+    let PoliciesCommand::Check { path } = cmd;
+    let res = if path.is_dir() {
+        policy::load_dir(&path)
+    } else {
+        let src = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        policy::parse_file(&path, &src)
+    };
+    match res {
+        Ok(set) => {
+            println!(
+                "{}: {} policies ({}), {} tenants, {} webhooks: ok",
+                path.display(),
+                set.policies.len(),
+                set.default_policy
+                    .as_deref()
+                    .map_or("no default".to_owned(), |d| format!("default {d}")),
+                set.tenants.len(),
+                set.webhooks.len()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            anyhow::bail!("{} problem(s) in {}", e.problems.len(), path.display())
+        }
+    }
+}
+
+pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
+    match cmd {
+        NotifyCommand::Log { db, incident } => {
+            let conn = open_existing_db(&db.dir()?)?;
+            let rows = outbox::log(&conn, incident)?;
+            if rows.is_empty() {
+                println!("no deliveries");
+            }
+            for r in rows {
+                let attempt = match (r.attempt, r.at_ms, &r.result, &r.answer) {
+                    (Some(n), Some(at), Some(res), Some(ans)) => {
+                        format!("attempt {n} {} {res}: {ans}", format_ms(at))
+                    }
+                    _ => "no attempt yet".to_owned(),
+                };
+                println!(
+                    "#{:<5} incident {:<5} {:<9} {:<8} {:<30} {:<9} {}",
+                    r.outbox_id,
+                    r.incident_id,
+                    r.transition,
+                    r.channel,
+                    r.recipient,
+                    r.status,
+                    attempt
+                );
+            }
+            Ok(())
+        }
+        NotifyCommand::Test { tenant, config } => {
+            let cfg = crate::config::load(&config)?;
+            let Some(n) = cfg.notify.clone() else {
+                anyhow::bail!("{}: no [notify] section", config.display());
+            };
+            let set = policy::load_dir(&n.policies_dir)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let results = rt.block_on(async {
+                // Built and dropped inside the runtime (lettre's pool needs it).
+                let sender = super::dispatch::Sender::new(n, cfg.http.clone(), &cfg.data_dir)?;
+                let r = super::dispatch::send_test(&sender, &set, &cfg.db_path(), &tenant).await;
+                drop(sender);
+                r.map_err(|e| anyhow::anyhow!(e))
+            })?;
+            if results.is_empty() {
+                println!("the policy of {tenant} has no mail or webhook targets (only the feed)");
+            }
+            let mut failed = 0;
+            for (target, a) in &results {
+                match a {
+                    outbox::Attempt::Sent { answer, .. } => println!("{target}: sent ({answer})"),
+                    outbox::Attempt::Retry { answer } | outbox::Attempt::Dead { answer } => {
+                        failed += 1;
+                        println!("{target}: FAILED ({answer})")
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} test messages failed", results.len());
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
+    let say = |id: i64, o: Outcome, done: String| -> anyhow::Result<()> {
+        match o {
+            Outcome::Done => {
+                println!("{done}");
+                Ok(())
+            }
+            Outcome::Already => {
+                println!("incident #{id}: nothing to do (already in that state)");
+                Ok(())
+            }
+            Outcome::Resolved => anyhow::bail!("incident #{id} is resolved"),
+            Outcome::NoSuchIncident => anyhow::bail!("no incident #{id} (see `incidents list`)"),
+        }
+    };
+    match cmd {
+        IncidentsCommand::List {
+            db,
+            tenant,
+            all,
+            json,
+        } => {
+            let conn = open_existing_db(&db.dir()?)?;
+            let rows = incident::list(&conn, tenant.as_deref(), all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            for i in rows {
+                let host = if i.hostname.is_empty() {
+                    &i.device_id
+                } else {
+                    &i.hostname
+                };
+                let ack = match (&i.acked_by, i.acked_ms) {
+                    (Some(b), Some(t)) => format!(
+                        " acked by {b} {}{}",
+                        format_ms(t),
+                        i.ack_note
+                            .as_ref()
+                            .map(|n| format!(" \"{n}\""))
+                            .unwrap_or_default()
+                    ),
+                    _ => String::new(),
+                };
+                println!(
+                    "#{:<5} {:<8} {:<8} {:<24} tenant {} {} opened {}{}{}",
+                    i.id,
+                    i.state,
+                    i.severity,
+                    i.rule,
+                    i.tenant,
+                    host,
+                    format_ms(i.opened_ms),
+                    ack,
+                    i.resolved_ms
+                        .map(|r| format!(" resolved {}", format_ms(r)))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        IncidentsCommand::Ack { id, db, by, note } => {
+            let mut conn = open_existing_db(&db.dir()?)?;
+            let by = who(by);
+            let o = incident::ack(&mut conn, id, &by, note.as_deref(), now_ms())?;
+            say(id, o, format!("incident #{id} acknowledged by {by}"))
+        }
+        IncidentsCommand::Snooze { id, for_, db, by } => {
+            let d = parse_duration(&for_).context("--for")?;
+            let mut conn = open_existing_db(&db.dir()?)?;
+            let until = now_ms() + d.as_millis() as i64;
+            let o = incident::snooze(&mut conn, id, &who(by), until, now_ms())?;
+            say(
+                id,
+                o,
+                format!("incident #{id} snoozed until {}", format_ms(until)),
+            )
+        }
+        IncidentsCommand::Resolve { id, db, by } => {
+            let mut conn = open_existing_db(&db.dir()?)?;
+            let by = who(by);
+            let o = incident::resolve(&mut conn, id, &by, now_ms())?;
+            say(id, o, format!("incident #{id} resolved by {by}"))
+        }
+    }
+}
+
+/// `token create-api NAME`: prints the token once; stores its hash.
+pub fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let conn = open_existing_db(data_dir)?;
+    let (token, hash) = super::link::new_api_token()?;
+    conn.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms) VALUES (?1, ?2, ?3)",
+        rusqlite::params![name, hash, now_ms()],
+    )?;
+    println!("{token}");
+    eprintln!(
+        "API token {name:?} created; it is shown only now (send it as `Authorization: Bearer TOKEN`)"
+    );
+    Ok(())
+}
+
+/// Where `alerts tail` reads and with what (issue 15: the feed needs a login).
+pub struct TailArgs<'a> {
+    pub url: &'a str,
+    pub tenant: Option<&'a str>,
+    pub severity: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub token_file: Option<&'a Path>,
+    /// The CA to trust for `https://`; default: the data dir's.
+    pub ca: Option<&'a Path>,
+    /// The collector's data dir, when it can be read (on the collector host).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A feed-only API token minted in the data dir for one local `alerts tail`, and
+/// revoked when it ends. (Killed with SIGKILL, the token stays unrevoked — but it
+/// existed only in that process's memory; the database holds its hash.)
+struct LocalToken {
+    db: PathBuf,
+    id: i64,
+}
+
+impl LocalToken {
+    fn mint(data_dir: &Path) -> anyhow::Result<(Self, String)> {
+        let conn = open_existing_db(data_dir).with_context(|| {
+            format!(
+                "alerts tail: no --token-file, and cannot mint a local token in {} (run it on the collector host as the collector's user, or pass --token-file)",
+                data_dir.display()
+            )
+        })?;
+        let (token, hash) = super::link::new_api_token()?;
+        conn.execute(
+            "INSERT INTO api_tokens (name, sha256_hex, created_ms, created_by) VALUES (?1, ?2, ?3, 'alerts tail')",
+            rusqlite::params![format!("alerts tail (local, pid {})", std::process::id()), hash, now_ms()],
+        )?;
+        Ok((
+            LocalToken {
+                db: data_dir.join(crate::store::DB_FILE),
+                id: conn.last_insert_rowid(),
+            },
+            token,
+        ))
+    }
+}
+
+impl Drop for LocalToken {
+    fn drop(&mut self) {
+        let r = crate::store::open(&self.db).and_then(|c| {
+            c.execute(
+                "UPDATE api_tokens SET revoked_ms = ?2 WHERE id = ?1",
+                rusqlite::params![self.id, now_ms()],
+            )
+            .map_err(Into::into)
+        });
+        if let Err(e) = r {
+            eprintln!(
+                "alerts tail: could not revoke its local token {}: {e}",
+                self.id
+            );
+        }
+    }
+}
+
+/// `alerts tail`: follows the feed and prints one line per event, resuming with
+/// `Last-Event-ID` after a dropped connection. With no token given, mints a
+/// feed-only token in the data dir (the collector host) and revokes it at exit.
+pub fn tail(a: TailArgs<'_>) -> anyhow::Result<()> {
+    let mut local = None;
+    let token = match (a.token, a.token_file) {
+        (Some(t), _) => t.trim().to_owned(),
+        (None, Some(f)) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}: cannot read it", f.display()))?;
+            let t = t.trim().to_owned();
+            if t.is_empty() {
+                anyhow::bail!("--token-file {}: empty", f.display());
+            }
+            t
+        }
+        (None, None) => {
+            let dir = a.data_dir.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("alerts tail: pass --token-file FILE (or run it on the collector host with --data-dir)")
+            })?;
+            let (guard, t) = LocalToken::mint(dir)?;
+            local = Some(guard);
+            t
+        }
+    };
+    let tls = if a.url.starts_with("https://") {
+        let ca = match (a.ca, &a.data_dir) {
+            (Some(ca), _) => ca.to_owned(),
+            (None, Some(dir)) if crate::pki::PkiPaths::new(dir).ca_cert.exists() => {
+                crate::pki::PkiPaths::new(dir).ca_cert
+            }
+            _ => anyhow::bail!(
+                "{}: https needs the collector CA to trust: --ca FILE (pki/ca.pem of the collector's data dir)",
+                a.url
+            ),
+        };
+        Some(crate::http::tail::client_tls(&ca)?)
+    } else {
+        None
+    };
+    let access = crate::http::tail::Access {
+        token: Some(token),
+        tls,
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let r = rt.block_on(async {
+        let follow = crate::http::tail::follow(a.url, a.tenant, a.severity, &access, |ev| {
+            println!("{}", crate::http::tail::describe(ev));
+            true
+        });
+        // Ctrl-C or SIGTERM ends the tail normally, so the local token is revoked.
+        tokio::select! {
+            r = follow => r,
+            _ = tandem_proto::util::shutdown_signal() => Ok(()),
+        }
+    });
+    drop(local);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(subcommand)]
+        cmd: IncidentsCommand,
+    }
+
+    #[test]
+    fn incidents_commands_take_the_shared_data_dir_option() {
+        let w = Wrap::try_parse_from(["x", "list", "--data-dir", "/srv/tandem", "--all"]).unwrap();
+        let IncidentsCommand::List { db, all, .. } = w.cmd else {
+            panic!("not list")
+        };
+        assert!(all);
+        assert_eq!(db.dir().unwrap(), PathBuf::from("/srv/tandem"));
+
+        // --config is the shared option's other source (its data_dir key).
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("collector.toml");
+        std::fs::write(&toml, "data_dir = \"/srv/from-config\"\n").unwrap();
+        let w =
+            Wrap::try_parse_from(["x", "ack", "7", "--config", toml.to_str().unwrap()]).unwrap();
+        let IncidentsCommand::Ack { id, db, .. } = w.cmd else {
+            panic!("not ack")
+        };
+        assert_eq!(id, 7);
+        assert_eq!(db.dir().unwrap(), PathBuf::from("/srv/from-config"));
+    }
+}

@@ -1,0 +1,773 @@
+//! The transactional outbox: which deliveries an incident's steps and resolution
+//! cause, with an idempotency key per (incident, transition, channel, recipient);
+//! which are due; and the delivery log of every attempt.
+//!
+//! Invariants:
+//! - a fired step, its deliveries and its feed event commit in one transaction
+//!   (`incident_steps` row + `INSERT OR IGNORE` on the unique key), so a step fires
+//!   once, even when the collector dies in between: after a restart the step is
+//!   either recorded with its rows or not at all, and then fires again;
+//! - a resolved notice goes only to recipients a problem notice reached;
+//! - every attempt is a `notify_log` row, with the remote's answer.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, params};
+
+use super::escalation::{self, IncidentState, Snapshot};
+use super::incident_row::{self as incident, IncidentRow};
+use super::policy::{Channel, PolicySet};
+use crate::alerts::model::Severity;
+
+/// A pending delivery, as the dispatcher sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub idem_key: String,
+    pub incident_id: i64,
+    pub tenant: String,
+    pub transition: String,
+    pub channel: Channel,
+    pub recipient: String,
+    pub created_ms: i64,
+    pub attempts: i64,
+}
+
+impl Delivery {
+    pub fn is_resolved(&self) -> bool {
+        self.transition == "resolved"
+    }
+}
+
+/// The idempotency key of one delivery.
+pub fn idem_key(incident: i64, transition: &str, channel: Channel, recipient: &str) -> String {
+    format!("{incident}:{transition}:{}:{recipient}", channel.as_str())
+}
+
+/// What one pass of [`escalate`] did.
+#[derive(Debug, Default, Clone)]
+pub struct Escalated {
+    pub steps_fired: usize,
+    pub deliveries: usize,
+    /// The earliest time something may become due (None: nothing waits).
+    pub wake_ms: Option<i64>,
+    /// Per incident evaluated: when it next needs looking at (None: only when it
+    /// changes). The dispatcher keeps these in its timer heap.
+    pub wakes: Vec<(i64, Option<i64>)>,
+    /// Incidents evaluated.
+    pub evaluated: usize,
+}
+
+fn fired_steps(conn: &Connection, incident: i64, loop_no: i64) -> rusqlite::Result<Vec<usize>> {
+    let mut s = conn.prepare_cached(
+        "SELECT step FROM incident_steps WHERE incident_id = ?1 AND loop_no = ?2",
+    )?;
+    let rows = s.query_map(params![incident, loop_no], |r| r.get::<_, i64>(0))?;
+    rows.map(|r| r.map(|v| v as usize)).collect()
+}
+
+fn insert(
+    conn: &Connection,
+    i: &IncidentRow,
+    transition: &str,
+    channel: Channel,
+    recipient: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO notify_outbox (idem_key, incident_id, tenant, transition, channel,
+            recipient, created_ms, status, next_attempt_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
+    )?
+    .execute(params![
+        idem_key(i.id, transition, channel, recipient),
+        i.id,
+        i.tenant,
+        transition,
+        channel.as_str(),
+        recipient,
+        now_ms
+    ])
+}
+
+/// Workflow notices to webhooks (`acked`, `snoozed`, `reopened`): every webhook a
+/// problem notice of this incident reached or is about to reach (sent or pending)
+/// gets one, keyed `incident:<kind>.<loop>:webhook:<name>`. Called inside the
+/// transaction that makes the change (ack, snooze, reopen). Mail recipients get no
+/// such notice (the ack shows in the resolved mail).
+pub fn workflow_notice(
+    conn: &Connection,
+    incident: i64,
+    kind: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let Some(i) = incident::get(conn, incident)? else {
+        return Ok(0);
+    };
+    let hooks: Vec<String> = {
+        let mut s = conn.prepare_cached(
+            "SELECT DISTINCT recipient FROM notify_outbox WHERE incident_id = ?1
+                AND channel = 'webhook' AND transition LIKE 'step%' AND status IN ('sent', 'pending')",
+        )?;
+        s.query_map([incident], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let transition = format!("{kind}.{}", i.loop_no);
+    let mut n = 0;
+    for h in hooks {
+        n += insert(conn, &i, &transition, Channel::Webhook, &h, now_ms)?;
+    }
+    Ok(n)
+}
+
+/// What [`decide_one`] found an incident needs.
+enum Work {
+    /// Nothing to write; look again at this time (None: only when it changes).
+    Idle(Option<i64>),
+    /// Something to commit.
+    Write,
+}
+
+fn snapshot(conn: &Connection, i: &IncidentRow) -> rusqlite::Result<(IncidentState, Snapshot)> {
+    let state = IncidentState::parse(&i.state).unwrap_or(IncidentState::Open);
+    Ok((
+        state,
+        Snapshot {
+            state,
+            severity: Severity::parse(&i.severity).unwrap_or(Severity::Warning),
+            suppressed: i.suppressed,
+            loop_no: i.loop_no as u32,
+            loop_start_ms: i.loop_start_ms,
+            acked_ms: i.acked_ms,
+            snoozed_until_ms: i.snoozed_until_ms,
+            fired: fired_steps(conn, i.id, i.loop_no)?,
+        },
+    ))
+}
+
+fn decide_one(
+    conn: &Connection,
+    set: &PolicySet,
+    i: &IncidentRow,
+    resolve_sent: bool,
+    now_ms: i64,
+) -> rusqlite::Result<Work> {
+    if i.state == "resolved" {
+        return Ok(if resolve_sent {
+            Work::Idle(None)
+        } else {
+            Work::Write
+        });
+    }
+    let Some(policy) = set.policy_for(&i.tenant) else {
+        return Ok(Work::Idle(None));
+    };
+    let (_, snap) = snapshot(conn, i)?;
+    let d = escalation::decide(policy, set.tenant(&i.tenant), &snap, now_ms);
+    Ok(if d.fire.is_empty() && !d.reopen && !d.next_loop {
+        Work::Idle(d.wake_ms)
+    } else {
+        Work::Write
+    })
+}
+
+/// Evaluates every incident with work left (see [`escalate_some`]; the tests).
+#[cfg(test)]
+pub fn escalate(
+    conn: &mut Connection,
+    set: &PolicySet,
+    now_ms: i64,
+) -> rusqlite::Result<Escalated> {
+    escalate_some(conn, set, now_ms, None)
+}
+
+/// Evaluates the incidents named (`None`: every incident with work left) and
+/// commits what fires. Deciding reads only (no lock held); the incidents with
+/// something to write are decided again and written in **one** short `IMMEDIATE`
+/// transaction, so the store writer waits for at most one commit per pass.
+pub fn escalate_some(
+    conn: &mut Connection,
+    set: &PolicySet,
+    now_ms: i64,
+    ids: Option<&[i64]>,
+) -> rusqlite::Result<Escalated> {
+    let mut out = Escalated::default();
+    let candidates: Vec<(IncidentRow, bool)> = match ids {
+        None => incident::pending_work(conn)?,
+        Some(ids) => {
+            let mut v = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(r) = incident::get_with_resolve_sent(conn, id)? {
+                    v.push(r);
+                }
+            }
+            v
+        }
+    };
+    let mut writes = Vec::new();
+    for (i, resolve_sent) in &candidates {
+        out.evaluated += 1;
+        match decide_one(conn, set, i, *resolve_sent, now_ms)? {
+            Work::Idle(w) => {
+                soonest(&mut out.wake_ms, w);
+                out.wakes.push((i.id, w));
+            }
+            Work::Write => writes.push(i.id),
+        }
+    }
+    if writes.is_empty() {
+        return Ok(out);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for id in writes {
+        // Again under the write lock: an ack may have come in since the read.
+        let Some((i, resolve_sent)) = incident::get_with_resolve_sent(&tx, id)? else {
+            continue;
+        };
+        let w = apply_one(&tx, set, &i, resolve_sent, now_ms, &mut out)?;
+        soonest(&mut out.wake_ms, w);
+        out.wakes.push((i.id, w));
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn soonest(wake: &mut Option<i64>, w: Option<i64>) {
+    if let Some(w) = w {
+        *wake = Some(wake.map_or(w, |x| x.min(w)));
+    }
+}
+
+/// Writes what one incident's decision causes (inside the pass's transaction);
+/// returns when to look at it again.
+fn apply_one(
+    tx: &Connection,
+    set: &PolicySet,
+    i: &IncidentRow,
+    resolve_sent: bool,
+    now_ms: i64,
+    out: &mut Escalated,
+) -> rusqlite::Result<Option<i64>> {
+    let state = IncidentState::parse(&i.state).unwrap_or(IncidentState::Open);
+    if state == IncidentState::Resolved {
+        if resolve_sent {
+            return Ok(None);
+        }
+        // Deliveries of problem notices not yet made will never be: the
+        // problem is over. Those told get the resolved notice.
+        tx.execute(
+            "UPDATE notify_outbox SET status = 'cancelled' WHERE incident_id = ?1
+                AND status = 'pending' AND transition LIKE 'step%'",
+            [i.id],
+        )?;
+        let told: Vec<(String, String)> = {
+            let mut s = tx.prepare_cached(
+                "SELECT DISTINCT channel, recipient FROM notify_outbox
+                 WHERE incident_id = ?1 AND status = 'sent' AND transition LIKE 'step%'",
+            )?;
+            s.query_map([i.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (ch, rcpt) in told {
+            if let Some(ch) = Channel::parse(&ch) {
+                out.deliveries += insert(tx, i, "resolved", ch, &rcpt, now_ms)?;
+            }
+        }
+        tx.execute(
+            "UPDATE incidents SET resolve_sent = 1 WHERE id = ?1",
+            [i.id],
+        )?;
+        return Ok(None);
+    }
+    let Some(policy) = set.policy_for(&i.tenant) else {
+        return Ok(None);
+    };
+    let (_, snap) = snapshot(tx, i)?;
+    let d = escalation::decide(policy, set.tenant(&i.tenant), &snap, now_ms);
+    if d.reopen || d.next_loop {
+        tx.execute(
+            "UPDATE incidents SET state = 'open', loop_no = loop_no + 1, loop_start_ms = ?2,
+                snoozed_until_ms = NULL WHERE id = ?1",
+            params![i.id, now_ms],
+        )?;
+        if d.reopen {
+            incident::feed_event(tx, i.id, "reopened", now_ms)?;
+            out.deliveries += workflow_notice(tx, i.id, "reopened", now_ms)?;
+            tracing::info!(
+                incident = i.id,
+                "incident reopened (ack timed out or snooze ended)"
+            );
+        }
+        // Evaluated again at once, from the new loop.
+        return Ok(Some(now_ms));
+    }
+    for step in &d.fire {
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO incident_steps (incident_id, loop_no, step, fired_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![i.id, i.loop_no, *step as i64, now_ms],
+        )?;
+        if n == 0 {
+            continue;
+        }
+        out.steps_fired += 1;
+        let transition = format!("step{step}.{}", i.loop_no);
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &policy.steps[*step].targets {
+            for (ch, rcpt) in set.expand(&i.tenant, t) {
+                if seen.insert((ch, rcpt.clone())) {
+                    out.deliveries += insert(tx, i, &transition, ch, &rcpt, now_ms)?;
+                }
+            }
+        }
+        if *step > 0 || i.loop_no > 0 {
+            incident::feed_event(tx, i.id, "escalated", now_ms)?;
+        }
+        tracing::info!(
+            incident = i.id,
+            step,
+            loop_no = i.loop_no,
+            "escalation step fired"
+        );
+    }
+    // Looked at again at once: with these steps recorded, the next decision knows
+    // the next step's time or the repeat (which a firing decision leaves out).
+    Ok(Some(now_ms))
+}
+
+/// Pending deliveries due at `now_ms`, emails grouped by (tenant, recipient,
+/// problem/resolved): a group is due once its oldest row is `group_wait_ms` old,
+/// and then goes out whole. Returns the groups and when the next one is due.
+pub fn due(
+    conn: &Connection,
+    now_ms: i64,
+    group_wait_ms: i64,
+) -> rusqlite::Result<(Vec<Vec<Delivery>>, Option<i64>)> {
+    let mut s = conn.prepare_cached(
+        "SELECT id, idem_key, incident_id, tenant, transition, channel, recipient, created_ms,
+                attempts, next_attempt_ms
+         FROM notify_outbox WHERE status = 'pending' ORDER BY id",
+    )?;
+    let rows: Vec<(Delivery, i64)> = s
+        .query_map([], |r| {
+            let ch: String = r.get(5)?;
+            Ok((
+                Delivery {
+                    id: r.get(0)?,
+                    idem_key: r.get(1)?,
+                    incident_id: r.get(2)?,
+                    tenant: r.get(3)?,
+                    transition: r.get(4)?,
+                    channel: Channel::parse(&ch).unwrap_or(Channel::Email),
+                    recipient: r.get(6)?,
+                    created_ms: r.get(7)?,
+                    attempts: r.get(8)?,
+                },
+                r.get(9)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    // (tenant, recipient, problem/resolved/test, test id) → rows with their next attempt.
+    type GroupKey = (String, String, u8, i64);
+    let mut groups: BTreeMap<GroupKey, Vec<(Delivery, i64)>> = BTreeMap::new();
+    let mut singles = Vec::new();
+    let mut wake: Option<i64> = None;
+    let mut soonest = |t: i64| wake = Some(wake.map_or(t, |w: i64| w.min(t)));
+    for (d, next) in rows {
+        match d.channel {
+            Channel::Email => {
+                let kind = match d.transition.as_str() {
+                    "resolved" => 1,
+                    "test" => 2,
+                    _ => 0,
+                };
+                // A test mail is never grouped with anything.
+                let solo = if kind == 2 { d.id } else { 0 };
+                groups
+                    .entry((d.tenant.clone(), d.recipient.clone(), kind, solo))
+                    .or_default()
+                    .push((d, next));
+            }
+            Channel::Webhook => {
+                if next <= now_ms {
+                    singles.push(vec![d]);
+                } else {
+                    soonest(next);
+                }
+            }
+        }
+    }
+    for ((_, _, kind, _), g) in groups {
+        let oldest = g.iter().map(|(d, _)| d.created_ms).min().unwrap_or(now_ms);
+        let retry_at = g.iter().map(|(_, n)| *n).max().unwrap_or(now_ms);
+        let wait = if kind == 2 { 0 } else { group_wait_ms };
+        let at = (oldest + wait).max(retry_at);
+        if at <= now_ms {
+            singles.push(g.into_iter().map(|(d, _)| d).collect());
+        } else {
+            soonest(at);
+        }
+    }
+    Ok((singles, wake))
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Sent {
+        answer: String,
+        message_id: Option<String>,
+    },
+    /// Failed; try again later.
+    Retry { answer: String },
+    /// Failed for good (4xx from a webhook, attempts exhausted): dead-lettered.
+    Dead { answer: String },
+}
+
+/// The wait before retry number `attempt` (1-based): exponential from `base_ms`,
+/// capped at `max_ms`, with "equal jitter" (half fixed, half random; `rand01` in
+/// [0, 1)) so that many failed deliveries do not retry in lockstep.
+pub fn backoff_ms(attempt: i64, base_ms: i64, max_ms: i64, rand01: f64) -> i64 {
+    let exp = base_ms.saturating_mul(1i64 << attempt.clamp(1, 30).saturating_sub(1));
+    let d = exp.min(max_ms).max(1);
+    d / 2 + ((d / 2) as f64 * rand01.clamp(0.0, 1.0)) as i64
+}
+
+/// Records the outcome of one attempt at each delivery (one transaction).
+pub fn record(
+    conn: &mut Connection,
+    results: &[(Delivery, Attempt)],
+    now_ms: i64,
+    retry: &dyn Fn(i64) -> i64,
+    max_attempts: u32,
+) -> rusqlite::Result<()> {
+    let timed: Vec<_> = results
+        .iter()
+        .map(|(d, a)| (d.clone(), a.clone(), now_ms))
+        .collect();
+    record_at(conn, &timed, retry, max_attempts)
+}
+
+/// As [`record`], each attempt with the time it ended (the remote's answer), so
+/// that `sent_ms` is when the server accepted, not when the pass finished.
+pub fn record_at(
+    conn: &mut Connection,
+    results: &[(Delivery, Attempt, i64)],
+    retry: &dyn Fn(i64) -> i64,
+    max_attempts: u32,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (d, a, now_ms) in results {
+        let now_ms = *now_ms;
+        let attempt = d.attempts + 1;
+        let (result, answer) = match a {
+            Attempt::Sent { answer, message_id } => {
+                tx.execute(
+                    "UPDATE notify_outbox SET status = 'sent', attempts = ?2, sent_ms = ?3, message_id = ?4 WHERE id = ?1",
+                    params![d.id, attempt, now_ms, message_id],
+                )?;
+                ("sent", answer)
+            }
+            Attempt::Retry { answer } if attempt < i64::from(max_attempts) => {
+                tx.execute(
+                    "UPDATE notify_outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+                    params![d.id, attempt, now_ms + retry(attempt)],
+                )?;
+                ("retry", answer)
+            }
+            Attempt::Retry { answer } | Attempt::Dead { answer } => {
+                tx.execute(
+                    "UPDATE notify_outbox SET status = 'dead', attempts = ?2 WHERE id = ?1",
+                    params![d.id, attempt],
+                )?;
+                ("dead", answer)
+            }
+        };
+        tx.execute(
+            "INSERT INTO notify_log (outbox_id, at_ms, attempt, result, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![d.id, now_ms, attempt, result, answer],
+        )?;
+    }
+    tx.commit()
+}
+
+/// The Message-ID a problem notice to `recipient` went out with (for threading).
+pub fn problem_message_id(
+    conn: &Connection,
+    incident: i64,
+    recipient: &str,
+) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT message_id FROM notify_outbox WHERE incident_id = ?1 AND recipient = ?2
+            AND channel = 'email' AND status = 'sent' AND transition != 'resolved'
+            AND message_id IS NOT NULL ORDER BY id LIMIT 1",
+        params![incident, recipient],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// One line of `notify log`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    pub outbox_id: i64,
+    pub incident_id: i64,
+    pub tenant: String,
+    pub transition: String,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub at_ms: Option<i64>,
+    pub attempt: Option<i64>,
+    pub result: Option<String>,
+    pub answer: Option<String>,
+}
+
+/// Every delivery with every attempt (deliveries without one yet included).
+pub fn log(conn: &Connection, incident: Option<i64>) -> rusqlite::Result<Vec<LogRow>> {
+    let mut s = conn.prepare(
+        "SELECT o.id, o.incident_id, o.tenant, o.transition, o.channel, o.recipient, o.status,
+                l.at_ms, l.attempt, l.result, l.answer
+         FROM notify_outbox o LEFT JOIN notify_log l ON l.outbox_id = o.id
+         WHERE ?1 IS NULL OR o.incident_id = ?1 ORDER BY o.id, l.id",
+    )?;
+    let rows = s.query_map([incident], |r| {
+        Ok(LogRow {
+            outbox_id: r.get(0)?,
+            incident_id: r.get(1)?,
+            tenant: r.get(2)?,
+            transition: r.get(3)?,
+            channel: r.get(4)?,
+            recipient: r.get(5)?,
+            status: r.get(6)?,
+            at_ms: r.get(7)?,
+            attempt: r.get(8)?,
+            result: r.get(9)?,
+            answer: r.get(10)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        assert_eq!(backoff_ms(1, 1000, 60_000, 0.0), 500);
+        assert_eq!(backoff_ms(1, 1000, 60_000, 0.999), 999);
+        assert_eq!(backoff_ms(3, 1000, 60_000, 0.0), 2000);
+        assert_eq!(backoff_ms(30, 1000, 60_000, 0.0), 30_000);
+        assert!(backoff_ms(99, 1000, 60_000, 0.5) <= 60_000);
+    }
+
+    const POLICY: &str = r#"
+[[tenant]]
+name = "acme"
+contacts = ["it@acme.example"]
+[[tenant]]
+name = "globex"
+contacts = ["it@globex.example"]
+[[policy]]
+name = "p"
+default = true
+  [[policy.step]]
+  after_secs = 0
+  targets = ["email:noc@msp.example"]
+  [[policy.step]]
+  after_secs = 60
+  targets = ["contacts"]
+"#;
+
+    fn open_incident(conn: &mut Connection, tenant: &str, device: &str, at: i64) -> i64 {
+        conn.execute(
+            "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity, since_ms,
+                breach_start_ms, breach_samples, recover_start_ms, last_sample_ms, last_value, stale,
+                flapping, suppressed, changes, updated_ms, last_arrival_ms)
+             VALUES ('cpu', ?1, '', ?2, 'firing', 'warning', 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]', 0, 0)",
+            params![device, tenant],
+        )
+        .unwrap();
+        let inst = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity, value,
+                state, opened_ms, suppressed, loop_start_ms)
+             VALUES (?1, ?2, 'cpu', ?3, '', 'warning', 99, 'open', ?4, 0, ?4)",
+            params![inst, tenant, device, at],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
+    }
+
+    fn recipients(conn: &Connection) -> Vec<(i64, String, String)> {
+        let mut s = conn
+            .prepare("SELECT incident_id, transition, recipient FROM notify_outbox ORDER BY id")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn steps_become_outbox_rows_once_per_tenant_and_resolved_goes_to_those_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
+        let a = open_incident(&mut conn, "acme", "d1", 0);
+        let g = open_incident(&mut conn, "globex", "d2", 0);
+        let e = escalate(&mut conn, &set, 0).unwrap();
+        // Fired: looked at again at once (the decision that fires does not know
+        // the next step's time yet).
+        assert_eq!((e.steps_fired, e.deliveries, e.wake_ms), (2, 2, Some(0)));
+        // Again: nothing new (the step is recorded), and each waits for step 1.
+        let e = escalate_some(&mut conn, &set, 1, Some(&[a])).unwrap();
+        assert_eq!(
+            (e.deliveries, e.wakes.clone()),
+            (0, vec![(a, Some(60_000))])
+        );
+        assert_eq!(escalate(&mut conn, &set, 1).unwrap().wake_ms, Some(60_000));
+        escalate(&mut conn, &set, 60_000).unwrap();
+        assert_eq!(
+            recipients(&conn),
+            vec![
+                (a, "step0.0".into(), "noc@msp.example".into()),
+                (g, "step0.0".into(), "noc@msp.example".into()),
+                (a, "step1.0".into(), "it@acme.example".into()),
+                (g, "step1.0".into(), "it@globex.example".into()),
+            ],
+            "each tenant's contact gets its own tenant's incident only"
+        );
+        // The NOC mails are grouped per recipient and tenant: two groups, each
+        // due once group_wait passed.
+        let (groups, wake) = due(&conn, 60_000, 30_000).unwrap();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(wake, Some(90_000));
+        let sent: Vec<_> = groups
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d,
+                    Attempt::Sent {
+                        answer: "250 ok".into(),
+                        message_id: Some("<m1@t>".into()),
+                    },
+                )
+            })
+            .collect();
+        record(&mut conn, &sent, 60_001, &|_| 1000, 5).unwrap();
+        crate::notify::incident::resolve(&mut conn, a, "bob", 70_000).unwrap();
+        escalate(&mut conn, &set, 70_000).unwrap();
+        let rows = recipients(&conn);
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.1 == "resolved")
+                .collect::<Vec<_>>(),
+            vec![&(a, "resolved".to_string(), "noc@msp.example".to_string())],
+            "acme's contact was never told (its step was pending): no resolved mail"
+        );
+        let cancelled: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM notify_outbox WHERE status = 'cancelled'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cancelled, 1);
+        assert_eq!(
+            problem_message_id(&conn, a, "noc@msp.example")
+                .unwrap()
+                .as_deref(),
+            Some("<m1@t>")
+        );
+    }
+
+    #[test]
+    fn acks_snoozes_and_reopenings_reach_the_webhooks_that_were_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let set = super::super::policy::parse_file(
+            std::path::Path::new("p.toml"),
+            r#"
+[[webhook]]
+name = "hook"
+url = "http://127.0.0.1:9/"
+[[policy]]
+name = "p"
+default = true
+ack_timeout_secs = 60
+  [[policy.step]]
+  after_secs = 0
+  targets = ["webhook:hook", "email:noc@msp.example"]
+"#,
+        )
+        .unwrap();
+        let a = open_incident(&mut conn, "acme", "d1", 0);
+        escalate(&mut conn, &set, 0).unwrap();
+        crate::notify::incident::ack(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
+        // Ack timeout: reopened at 61 s, a new loop.
+        escalate(&mut conn, &set, 61_000).unwrap();
+        crate::notify::incident::snooze(&mut conn, a, "bob", 200_000, 62_000).unwrap();
+        let rows = recipients(&conn);
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.2 == "hook")
+                .map(|r| r.1.as_str())
+                .collect::<Vec<_>>(),
+            vec!["step0.0", "acked.0", "reopened.1", "snoozed.1"],
+            "{rows:?}"
+        );
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.2 == "noc@msp.example" && r.1 != "step0.0"),
+            "mail recipients get no workflow notices: {rows:?}"
+        );
+    }
+
+    #[test]
+    fn failed_attempts_back_off_and_are_dead_lettered_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
+        open_incident(&mut conn, "acme", "d1", 0);
+        escalate(&mut conn, &set, 0).unwrap();
+        let (g, _) = due(&conn, 0, 0).unwrap();
+        let fail: Vec<_> = g[0]
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    Attempt::Retry {
+                        answer: "421 busy".into(),
+                    },
+                )
+            })
+            .collect();
+        record(&mut conn, &fail, 0, &|_| 5000, 2).unwrap();
+        let (g, wake) = due(&conn, 1000, 0).unwrap();
+        assert!(g.is_empty());
+        assert_eq!(wake, Some(5000));
+        let (g, _) = due(&conn, 5000, 0).unwrap();
+        let fail: Vec<_> = g[0]
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    Attempt::Retry {
+                        answer: "421 busy".into(),
+                    },
+                )
+            })
+            .collect();
+        record(&mut conn, &fail, 5000, &|_| 5000, 2).unwrap();
+        let l = log(&conn, None).unwrap();
+        let got: Vec<_> = l
+            .iter()
+            .map(|r| (r.status.as_str(), r.result.as_deref()))
+            .collect();
+        assert_eq!(got, vec![("dead", Some("retry")), ("dead", Some("dead"))]);
+    }
+}

@@ -1,0 +1,527 @@
+//! Background maintenance of the metric store (issue 17): compaction of the head
+//! into compressed device-hour chunks with their rollups, the in-place upgrade of
+//! the old row-per-value table, and retention.
+//!
+//! Every step is one short transaction on its own connection (SQLite serialises it
+//! with the ingest writer; a step holds the write lock for milliseconds, not for a
+//! whole pass), so a crash at any instant leaves either the step's whole effect or
+//! none of it: head rows are deleted in the same transaction that wrote their values
+//! into chunks, and merging into a chunk keeps the first value per (series, instant),
+//! so a repeated step can neither lose nor double a value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::chunk::{self, Agg, CHUNK_MS, ChunkView, DAY_MS, SeriesPoints, TIER_1H_MS, TIER_5M_MS};
+
+/// Retention and compaction settings (`[storage]` in collector.toml).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StorageConfig {
+    /// Raw values (chunks) are kept this long.
+    pub raw_retention: Duration,
+    /// 5-minute rollups.
+    pub rollup_5m_retention: Duration,
+    /// 1-hour rollups.
+    pub rollup_1h_retention: Duration,
+    /// How often the maintenance thread looks for work.
+    pub interval: Duration,
+    /// An hour is compacted once it ended this long ago (late batches of a closed
+    /// hour are merged into its chunk later all the same).
+    pub grace: Duration,
+    /// The other tables (see [`expire_other`]).
+    pub other: OtherRetention,
+}
+
+/// Retention of the tables besides the metric tiers (`[store] *_retention_days`).
+/// Whatever its age, the latest patch report of each device (and its latest
+/// successful one), the latest inventory of each device (`inventories`, never
+/// expired), the latest history record of each alert instance and the delivery log
+/// of a notification still pending are kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OtherRetention {
+    /// Patch status reports (`patch_reports`, with their `pending_updates`).
+    pub patch_reports: Duration,
+    /// Programs added or removed between inventories (`inventory_changes`).
+    pub inventory_changes: Duration,
+    /// Alert state changes (`alert_history`).
+    pub alert_history: Duration,
+    /// Notification delivery attempts (`notify_log`).
+    pub notify_log: Duration,
+}
+
+impl Default for OtherRetention {
+    fn default() -> Self {
+        Self {
+            patch_reports: Duration::from_secs(365 * DAY),
+            inventory_changes: Duration::from_secs(365 * DAY),
+            alert_history: Duration::from_secs(365 * DAY),
+            notify_log: Duration::from_secs(90 * DAY),
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            raw_retention: Duration::from_secs(14 * DAY),
+            rollup_5m_retention: Duration::from_secs(90 * DAY),
+            rollup_1h_retention: Duration::from_secs(730 * DAY),
+            interval: Duration::from_secs(60),
+            grace: Duration::from_secs(300),
+            other: OtherRetention::default(),
+        }
+    }
+}
+
+/// Head rows taken by one compaction step (one device).
+const STEP_HEAD_ROWS: i64 = 2048;
+/// Old-layout rows moved by one migration step.
+const STEP_OLD_ROWS: i64 = 20_000;
+/// Chunk or rollup rows expired by one retention step.
+const STEP_EXPIRE_ROWS: i64 = 64;
+/// Rows of the other tables expired by one retention step (small rows: a step
+/// holds the write lock for about a millisecond).
+pub const STEP_EXPIRE_OTHER: i64 = 500;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub head_rows_compacted: u64,
+    pub chunks_written: u64,
+    pub old_rows_migrated: u64,
+    pub chunks_expired: u64,
+    pub rollups_expired: u64,
+    /// Rows of the other tables expired ([`expire_other`]).
+    pub other_expired: OtherExpired,
+}
+
+/// Rows expired from the other tables.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OtherExpired {
+    pub patch_reports: u64,
+    pub inventory_changes: u64,
+    pub alert_history: u64,
+    pub notify_log: u64,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Runs every step that has work until none has, with the clock at `now_ms`.
+pub fn run_pass(
+    conn: &mut Connection,
+    cfg: &StorageConfig,
+    now_ms: i64,
+) -> Result<PassReport, StoreError> {
+    let mut report = PassReport::default();
+    loop {
+        let n = migrate_step(conn)?;
+        report.old_rows_migrated += n;
+        if n == 0 {
+            break;
+        }
+    }
+    let cutoff = chunk::floor(now_ms - ms(cfg.grace), CHUNK_MS);
+    let devices: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT DISTINCT device_id FROM head WHERE max_ts < ?1")?;
+        stmt.query_map([cutoff], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for device in devices {
+        loop {
+            let (rows, chunks) = compact_step(conn, &device, cutoff)?;
+            report.head_rows_compacted += rows;
+            report.chunks_written += chunks;
+            if rows < STEP_HEAD_ROWS as u64 {
+                break;
+            }
+        }
+    }
+    let (c, r) = expire(conn, cfg, now_ms)?;
+    report.chunks_expired += c;
+    report.rollups_expired += r;
+    report.other_expired = expire_other(conn, &cfg.other, now_ms)?;
+    Ok(report)
+}
+
+/// Moves up to `STEP_HEAD_ROWS` head rows of `device` whose samples all precede
+/// `cutoff` into their device-hour chunks and rollups, in one transaction.
+/// Returns (head rows moved, chunks written).
+pub fn compact_step(
+    conn: &mut Connection,
+    device: &str,
+    cutoff: i64,
+) -> Result<(u64, u64), StoreError> {
+    let tx = conn.transaction()?;
+    let mut ids = Vec::new();
+    let mut values = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, payload FROM head WHERE device_id = ?1 AND max_ts < ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![device, cutoff, STEP_HEAD_ROWS])?;
+        while let Some(r) = rows.next()? {
+            ids.push(r.get::<_, i64>(0)?);
+            let payload: Vec<u8> = r.get(1)?;
+            chunk::decode_head(&payload, &mut values).map_err(|e| damaged(device, &e))?;
+        }
+    }
+    if ids.is_empty() {
+        return Ok((0, 0));
+    }
+    // New values by hour, in arrival order (the first of equal instants wins).
+    let mut by_hour: BTreeMap<i64, Vec<chunk::Value>> = BTreeMap::new();
+    for v in values {
+        by_hour
+            .entry(chunk::floor(v.ts_ms, CHUNK_MS))
+            .or_default()
+            .push(v);
+    }
+    let mut chunks = 0;
+    for (hour, new) in by_hour {
+        merge_into_chunk(&tx, device, hour, &new)?;
+        chunks += 1;
+    }
+    {
+        let mut del = tx.prepare_cached("DELETE FROM head WHERE id = ?1")?;
+        for id in &ids {
+            del.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok((ids.len() as u64, chunks))
+}
+
+fn damaged(device: &str, e: &chunk::ChunkError) -> StoreError {
+    StoreError::CommitFailed(format!("device {device}: unreadable stored data: {e}"))
+}
+
+/// Merges `new` values into the chunk of (`device`, `hour`) — existing values first,
+/// so a value seen again (a repeated step, a live copy) is kept once — and rewrites
+/// that hour's rollups from the merged chunk.
+fn merge_into_chunk(
+    tx: &rusqlite::Transaction<'_>,
+    device: &str,
+    hour: i64,
+    new: &[chunk::Value],
+) -> Result<(), StoreError> {
+    let existing: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT blob FROM chunks WHERE device_id = ?1 AND start_ms = ?2")?
+        .query_row(params![device, hour], |r| r.get(0))
+        .optional()?;
+    let mut series: BTreeMap<i64, BTreeMap<i64, f64>> = BTreeMap::new();
+    if let Some(blob) = &existing {
+        let all = ChunkView::parse(blob)
+            .and_then(|v| v.all())
+            .map_err(|e| damaged(device, &e))?;
+        for (id, p) in all {
+            let s = series.entry(id).or_default();
+            for (t, v) in p.ts.into_iter().zip(p.values) {
+                s.entry(t).or_insert(v);
+            }
+        }
+    }
+    for v in new {
+        series
+            .entry(v.series_id)
+            .or_default()
+            .entry(v.ts_ms)
+            .or_insert(v.value);
+    }
+    let points: BTreeMap<i64, SeriesPoints> = series
+        .into_iter()
+        .map(|(id, m)| {
+            let (ts, values) = m.into_iter().unzip();
+            (id, SeriesPoints { ts, values })
+        })
+        .collect();
+    let n_values: usize = points.values().map(|p| p.ts.len()).sum();
+    let blob = chunk::encode_chunk(&points).map_err(|e| damaged(device, &e))?;
+    tx.prepare_cached(
+        "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (device_id, start_ms) DO UPDATE SET n_values = excluded.n_values, blob = excluded.blob",
+    )?
+    .execute(params![device, hour, n_values as i64, blob])?;
+
+    // Rollups of this hour, from all of its raw values.
+    let mut r5 = Vec::new();
+    let mut r1 = Vec::new();
+    for (id, p) in &points {
+        chunk::rollup(*id, p, TIER_5M_MS, &mut r5);
+        chunk::rollup(*id, p, TIER_1H_MS, &mut r1);
+    }
+    write_rollup_blob(tx, TIER_5M_MS, device, hour, r5)?;
+    // The 1-hour tier keeps a device-day per blob: replace this hour's buckets.
+    let day = chunk::floor(hour, DAY_MS);
+    let old: Option<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT blob FROM rollups WHERE tier = ?1 AND device_id = ?2 AND start_ms = ?3",
+        )?
+        .query_row(params![TIER_1H_MS, device, day], |r| r.get(0))
+        .optional()?;
+    let mut day_rows: Vec<Agg> = match old {
+        Some(b) => chunk::decode_rollups(&b).map_err(|e| damaged(device, &e))?,
+        None => Vec::new(),
+    };
+    day_rows.retain(|a| a.bucket_ms != hour);
+    day_rows.extend(r1);
+    day_rows.sort_by_key(|a| (a.series_id, a.bucket_ms));
+    write_rollup_blob(tx, TIER_1H_MS, device, day, day_rows)?;
+    Ok(())
+}
+
+fn write_rollup_blob(
+    tx: &rusqlite::Transaction<'_>,
+    tier: i64,
+    device: &str,
+    start: i64,
+    rows: Vec<Agg>,
+) -> Result<(), StoreError> {
+    let blob = chunk::encode_rollups(&rows).map_err(|e| damaged(device, &e))?;
+    tx.prepare_cached(
+        "INSERT INTO rollups (tier, device_id, start_ms, n_buckets, blob) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tier, device_id, start_ms) DO UPDATE SET n_buckets = excluded.n_buckets, blob = excluded.blob",
+    )?
+    .execute(params![tier, device, start, rows.len() as i64, blob])?;
+    Ok(())
+}
+
+/// Moves up to `STEP_OLD_ROWS` rows of the old row-per-value table (`samples_old`,
+/// issue 17 item 4) into the head, one head row per series run, in one transaction;
+/// compaction then takes them into chunks like any batch. Returns the rows moved
+/// (0: the upgrade is complete).
+pub fn migrate_step(conn: &mut Connection) -> Result<u64, StoreError> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, i64, f64, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT o.series_id, o.ts_ms, o.value, coalesce(s.device_id, '')
+             FROM samples_old o LEFT JOIN series s ON s.id = o.series_id
+             ORDER BY o.series_id, o.ts_ms LIMIT ?1",
+        )?;
+        stmt.query_map([STEP_OLD_ROWS], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let Some(&(last_sid, last_ts, _, _)) = rows.last() else {
+        return Ok(0);
+    };
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for run in rows.chunk_by(|a, b| {
+            a.0 == b.0 && chunk::floor(a.1, CHUNK_MS) == chunk::floor(b.1, CHUNK_MS)
+        }) {
+            let (sid, device) = (run[0].0, &run[0].3);
+            let samples: Vec<(i64, [f64; 1])> = run.iter().map(|r| (r.1, [r.2])).collect();
+            let refs: Vec<(i64, &[f64])> = samples.iter().map(|(t, v)| (*t, &v[..])).collect();
+            let payload = chunk::encode_head(&[sid], &refs);
+            ins.execute(params![
+                device,
+                run[0].1,
+                run[run.len() - 1].1,
+                run.len() as i64,
+                payload
+            ])?;
+        }
+    }
+    let moved = tx.execute(
+        "DELETE FROM samples_old WHERE (series_id, ts_ms) <= (?1, ?2)",
+        params![last_sid, last_ts],
+    )?;
+    tx.commit()?;
+    Ok(moved as u64)
+}
+
+/// Expires whole chunks and rollup blobs older than their tier's retention, a few
+/// rows per transaction (never one long DELETE that would stall the writer).
+/// Returns (chunks expired, rollup blobs expired).
+pub fn expire(
+    conn: &mut Connection,
+    cfg: &StorageConfig,
+    now_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    // A blob goes once all of its span is older than the retention.
+    let raw_before = now_ms - ms(cfg.raw_retention) - CHUNK_MS;
+    let r5_before = now_ms - ms(cfg.rollup_5m_retention) - CHUNK_MS;
+    let r1_before = now_ms - ms(cfg.rollup_1h_retention) - DAY_MS;
+    let mut chunks = 0;
+    loop {
+        let n = conn.execute(
+            "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE start_ms <= ?1 LIMIT ?2)",
+            params![raw_before, STEP_EXPIRE_ROWS],
+        )? as u64;
+        chunks += n;
+        if n < STEP_EXPIRE_ROWS as u64 {
+            break;
+        }
+    }
+    let mut rollups = 0;
+    for (tier, before) in [(TIER_5M_MS, r5_before), (TIER_1H_MS, r1_before)] {
+        loop {
+            let n = conn.execute(
+                "DELETE FROM rollups WHERE id IN
+                   (SELECT id FROM rollups WHERE tier = ?1 AND start_ms <= ?2 LIMIT ?3)",
+                params![tier, before, STEP_EXPIRE_ROWS],
+            )? as u64;
+            rollups += n;
+            if n < STEP_EXPIRE_ROWS as u64 {
+                break;
+            }
+        }
+    }
+    Ok((chunks, rollups))
+}
+
+/// Deletes, in bounded transactions, the rows that `delete` (a statement taking the
+/// cutoff as ?1 and the batch size as ?2) finds, until a step deletes less than a
+/// full batch. Returns the rows deleted.
+fn expire_table(conn: &mut Connection, delete: &str, cutoff: i64) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let tx = conn.transaction()?;
+        let n = tx
+            .prepare_cached(delete)?
+            .execute(params![cutoff, STEP_EXPIRE_OTHER])? as u64;
+        tx.commit()?;
+        total += n;
+        if n < STEP_EXPIRE_OTHER as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Patch reports older than `cutoff`, [`STEP_EXPIRE_OTHER`] a transaction, with the
+/// updates they listed; each device's latest report and latest successful one stay.
+fn expire_patch_reports(conn: &mut Connection, cutoff: i64) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let tx = conn.transaction()?;
+        let keys: Vec<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT p.device_id, p.seq FROM patch_reports p
+                 WHERE p.time_ms < ?1
+                   AND p.seq < (SELECT max(seq) FROM patch_reports l WHERE l.device_id = p.device_id)
+                   AND p.seq IS NOT (SELECT max(seq) FROM patch_reports l
+                                     WHERE l.device_id = p.device_id AND l.error = '')
+                 LIMIT ?2",
+            )?
+            .query_map(params![cutoff, STEP_EXPIRE_OTHER], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        {
+            let mut updates = tx.prepare_cached(
+                "DELETE FROM pending_updates WHERE device_id = ?1 AND report_seq = ?2",
+            )?;
+            let mut report =
+                tx.prepare_cached("DELETE FROM patch_reports WHERE device_id = ?1 AND seq = ?2")?;
+            for (device, seq) in &keys {
+                updates.execute(params![device, seq])?;
+                report.execute(params![device, seq])?;
+            }
+        }
+        tx.commit()?;
+        total += keys.len() as u64;
+        if keys.len() < STEP_EXPIRE_OTHER as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Expires rows of the tables besides the metric tiers that are older than their
+/// retention, in transactions of at most [`STEP_EXPIRE_OTHER`] rows each, so the
+/// ingest writer never waits behind a long DELETE. Kept whatever their age: each
+/// device's latest patch report and latest successful one (what the console and
+/// the patch-age alerts show), each alert instance's latest history record, the log
+/// of a delivery still pending. `inventories` holds only the latest inventory of
+/// each device and is never expired.
+pub fn expire_other(
+    conn: &mut Connection,
+    cfg: &OtherRetention,
+    now_ms: i64,
+) -> Result<OtherExpired, StoreError> {
+    let before = |d: Duration| now_ms.saturating_sub(ms(d));
+    let patch_reports = expire_patch_reports(conn, before(cfg.patch_reports))?;
+    let inventory_changes = expire_table(
+        conn,
+        "DELETE FROM inventory_changes WHERE rowid IN
+           (SELECT rowid FROM inventory_changes WHERE time_ms < ?1 LIMIT ?2)",
+        before(cfg.inventory_changes),
+    )?;
+    let alert_history = expire_table(
+        conn,
+        "DELETE FROM alert_history WHERE id IN
+           (SELECT h.id FROM alert_history h WHERE h.at_ms < ?1
+              AND h.at_ms < (SELECT max(at_ms) FROM alert_history l WHERE l.instance_id = h.instance_id)
+            LIMIT ?2)",
+        before(cfg.alert_history),
+    )?;
+    let notify_log = expire_table(
+        conn,
+        "DELETE FROM notify_log WHERE id IN
+           (SELECT l.id FROM notify_log l JOIN notify_outbox o ON o.id = l.outbox_id
+            WHERE l.at_ms < ?1 AND o.status <> 'pending' LIMIT ?2)",
+        before(cfg.notify_log),
+    )?;
+    Ok(OtherExpired {
+        patch_reports,
+        inventory_changes,
+        alert_history,
+        notify_log,
+    })
+}
+
+/// Starts the maintenance thread on its own connection to `db`; it runs a pass at
+/// start and every `cfg.interval`, and stops when `stop` is dropped or sent to.
+pub fn spawn(
+    db: &Path,
+    cfg: StorageConfig,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut conn = super::open(db)?;
+    std::thread::Builder::new()
+        .name("store-compact".into())
+        .spawn(move || {
+            let mut warned = HashSet::new();
+            loop {
+                let now = super::writer_now_ms();
+                match run_pass(&mut conn, &cfg, now) {
+                    Ok(r) if r != PassReport::default() => tracing::info!(
+                        head_rows = r.head_rows_compacted,
+                        chunks = r.chunks_written,
+                        old_rows_migrated = r.old_rows_migrated,
+                        chunks_expired = r.chunks_expired,
+                        rollups_expired = r.rollups_expired,
+                        patch_reports_expired = r.other_expired.patch_reports,
+                        inventory_changes_expired = r.other_expired.inventory_changes,
+                        alert_history_expired = r.other_expired.alert_history,
+                        notify_log_expired = r.other_expired.notify_log,
+                        "store maintenance pass"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Said once per distinct error, then retried each interval.
+                        if warned.insert(e.to_string()) {
+                            tracing::error!(error = %e, "store maintenance failed; retrying");
+                        }
+                    }
+                }
+                match stop.recv_timeout(cfg.interval) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
+                }
+            }
+        })
+        .map_err(|e| {
+            StoreError::CommitFailed(format!("cannot start the store maintenance thread: {e}"))
+        })
+}
