@@ -113,9 +113,13 @@ impl Site {
         )
     }
 
+    /// Issues and records a client certificate, as `pki issue-agent` does (the
+    /// collector accepts only certificates it recorded as issued).
     pub fn issue_with(&self, tenant: &str, device: &str, validity: Validity) -> Creds {
         let ca = pki::load_ca(&self.data_dir()).expect("load ca");
         let issued = ca.issue_agent(tenant, device, validity).expect("issue");
+        let conn = tandem_collector::store::open(&self.db_path()).expect("open db");
+        record_issued(&conn, device, &issued, validity).expect("record the certificate");
         Creds {
             ca_pem: self.ca_pem(),
             cert_pem: Some(issued.cert_pem),
@@ -145,6 +149,17 @@ impl Site {
             )?;
         }
         CollectorProc::spawn(&cfg, &self.dir.path().join("collector.log")).await
+    }
+
+    /// Like [`Site::start_collector`], under a hard open-file limit of `nofile`.
+    pub async fn start_collector_nofile(&self, nofile: u64) -> anyhow::Result<CollectorProc> {
+        let cfg = self.dir.path().join("collector.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+        )?;
+        CollectorProc::spawn_limited(&cfg, &self.dir.path().join("collector.log"), Some(nofile))
+            .await
     }
 
     /// Runs `tandem-collector ARGS --data-dir <this site>`; returns (success, stdout, stderr).
@@ -226,6 +241,8 @@ impl Site {
         .expect("open db");
         c.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
+        // store brief (issue 17): the `samples` view decodes head rows and chunks.
+        tandem_collector::store::register_sql_functions(&c).expect("sql functions");
         c
     }
 
@@ -300,6 +317,21 @@ impl Site {
             .collect()
     }
 
+    /// Waits until the collector has acknowledged seq `at_least` of `device`.
+    pub async fn wait_acked(
+        &self,
+        device: &str,
+        at_least: u64,
+        within: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        wait_for(within, what, || {
+            let n = self.acked_seq(device);
+            async move { n >= at_least }
+        })
+        .await
+    }
+
     pub fn acked_seq(&self, device: &str) -> u64 {
         self.db()
             .query_row(
@@ -330,6 +362,30 @@ impl AgentProc {
             .arg("--config")
             .arg(dir.join("agent.toml"))
             .env("RUST_LOG", "info,tandem_agent=debug")
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent");
+        Self {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Like [`AgentProc::start`], with extra environment variables (e.g. libfaketime's
+    /// to run the agent with a skewed clock).
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("log");
+        let child = Command::new(bin("tandem-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("agent.toml"))
+            .env("RUST_LOG", "info,tandem_agent=debug")
+            .envs(env.iter().copied())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
@@ -393,6 +449,28 @@ pub fn spool_contents(agent_dir: &Path) -> (usize, usize, u64) {
     out
 }
 
+/// Records a certificate made with `Ca::issue_agent` in the collector's
+/// `certificates` table, as `pki issue-agent` does.
+pub fn record_issued(
+    conn: &rusqlite::Connection,
+    device: &str,
+    issued: &pki::Issued,
+    validity: Validity,
+) -> anyhow::Result<()> {
+    tandem_collector::store::admin::record_certificate(
+        conn,
+        device,
+        &tandem_collector::store::admin::IssuedCert {
+            cert_pem: issued.cert_pem.clone(),
+            serial_hex: issued.serial_hex.clone(),
+            not_after_ms: validity.not_after_ms(),
+        },
+        "manual",
+        now_ms(),
+    )?;
+    Ok(())
+}
+
 /// A running collector process.
 pub struct CollectorProc {
     pub child: Child,
@@ -404,11 +482,28 @@ pub struct CollectorProc {
 
 impl CollectorProc {
     async fn spawn(cfg: &Path, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_limited(cfg, log, None).await
+    }
+
+    /// Spawns the collector; with `nofile`, under a soft *and hard* open-file limit
+    /// of that many (set by bash's `ulimit -n` before `exec`), so the collector's own
+    /// raise to the hard limit cannot lift it.
+    async fn spawn_limited(cfg: &Path, log: &Path, nofile: Option<u64>) -> anyhow::Result<Self> {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let mut child = Command::new(bin("tandem-collector"))
+        let mut cmd = match nofile {
+            None => Command::new(bin("tandem-collector")),
+            Some(n) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin("tandem-collector"));
+                c
+            }
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(cfg)
@@ -747,4 +842,52 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
+}
+
+/// A test that cannot run on this machine (no root, a tool missing) fails, always:
+/// the test command (tests/run-all.sh) installs what the tests need, and a test that
+/// did not run must never report as passed. (A developer without root runs a
+/// narrower filter instead.) Callers `return` right after, for the compiler.
+pub fn cannot_run(reason: &str) {
+    panic!(
+        "this test cannot run here: {reason} (run `bash tests/run-all.sh` as root, which \
+         installs what it needs)"
+    );
+}
+
+/// A tmpfs of a given size mounted at a path (needs root), for tests of full disks;
+/// unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `1m`, `128k`) at `path`,
+    /// creating the folder; `None` when it cannot (not root).
+    pub fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(path.to_owned()))
+    }
+
+    /// Grows or shrinks the mounted tmpfs.
+    pub fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {} with size {size}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }

@@ -47,6 +47,10 @@ struct Args {
     /// Measure only the agent.
     #[arg(long)]
     no_peers: bool,
+    /// Also give the agent a watched backup folder and two custom checks (each run
+    /// every 60 s); posture is always on (issue #14).
+    #[arg(long)]
+    with_checks: bool,
     /// The agent binary to measure (default: the one built next to this program).
     #[arg(long)]
     agent: Option<PathBuf>,
@@ -244,13 +248,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let collector = site.start_collector("").await?;
     let up = Arc::new(AtomicU64::new(0));
     let url = relay(collector.addr, up.clone()).await?;
-    let dir = site
-        .provision_agent(
-            "bench",
-            &url,
-            &format!("interval_secs = {}\n", args.interval),
-        )
-        .await;
+    let mut extra = format!("interval_secs = {}\n", args.interval);
+    if args.with_checks {
+        let backups = site.dir.path().join("backups");
+        std::fs::create_dir_all(&backups)?;
+        std::fs::write(backups.join("nightly.tar"), "x")?;
+        extra.push_str(&format!(
+            "[[backup]]\nname = \"nas\"\npath = \"{}\"\n\
+             [[check]]\nname = \"answer\"\ncommand = [\"/bin/echo\", \"42\"]\ninterval_secs = 60\nexpect_value = true\n\
+             [[check]]\nname = \"root-dir\"\ncommand = [\"/bin/sh\", \"-c\", \"test -d /\"]\ninterval_secs = 60\n",
+            backups.display()
+        ));
+        println!("agent: posture on, backup path watched, 2 custom checks every 60 s");
+    }
+    let dir = site.provision_agent("bench", &url, &extra).await;
     let agent_bin = args.agent.clone().unwrap_or_else(|| bin("tandem-agent"));
     let mut agent = Command::new(&agent_bin)
         .arg("run")

@@ -130,7 +130,7 @@ fn rules_toml(n: usize) -> String {
     let mut s = String::new();
     for i in 0..n {
         s.push_str(&format!(
-            "[[rule]]\nname = \"r{i}\"\nkind = \"threshold\"\nmetric = \"test.metric.{i}\"\n\
+            "[[rule]]\nname = \"r{i}\"\nkind = \"threshold\"\nmetric = \"test.metric.{i}\"\ncustom_metric = true\n\
              warning = {{ above = 80 }}\ncritical = {{ above = 95 }}\nrecover = {{ below = 50 }}\n\
              min_samples = 2\n\n"
         ));

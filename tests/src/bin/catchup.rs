@@ -9,10 +9,12 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/catchup --agents 200 --backlog 720 --series 50
+//! # issue 16: how soon agents are back after a 60 s collector outage
+//! target/release/catchup --agents 200 --backlog 30 --series 20 --outage-secs 60
 //! ```
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -40,6 +42,12 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// Issue 16: the collector is down for this long while the agents already run
+    /// (they retry), then comes back on the same port; prints how soon after its
+    /// return each agent had its first frame acknowledged. 0: the collector is up
+    /// from the start.
+    #[arg(long, default_value_t = 0)]
+    outage_secs: u64,
 }
 
 fn backlog_batch(seq: u64, t: i64, series: usize) -> AgentFrame {
@@ -84,9 +92,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     pki::init(&data_dir, &[])?;
     let ca = pki::load_ca(&data_dir)?;
     let site = Site { dir };
-    let collector = site.start_collector("").await?;
-    let pid = collector.pid();
-    let url = collector.url();
+    let first = site.start_collector("").await?;
+    let url = first.url();
+    let early = if args.outage_secs > 0 {
+        site.pin_port(first.addr.port(), "");
+        first.terminate().await;
+        None
+    } else {
+        Some(first)
+    };
 
     eprintln!(
         "spooling {} batches for each of {} agents…",
@@ -94,13 +108,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let now = now_ms();
     let mut agents = Vec::new();
+    let db = tandem_collector::store::open(&site.db_path())?;
     for i in 0..args.agents {
         let adir = site.dir.path().join(format!("agent-{i:04}"));
-        let issued = ca.issue_agent(
-            "bench",
-            &format!("bench-{i:04}"),
-            Validity::starting_now(Duration::from_secs(86_400)),
-        )?;
+        let validity = Validity::starting_now(Duration::from_secs(86_400));
+        let issued = ca.issue_agent("bench", &format!("bench-{i:04}"), validity)?;
+        tandem_tests::record_issued(&db, &format!("bench-{i:04}"), &issued, validity)?;
         pki::write_file(&adir.join("ca.pem"), &ca.cert_pem, false)?;
         pki::write_file(&adir.join("agent.pem"), &issued.cert_pem, false)?;
         pki::write_file(&adir.join("agent.key"), &issued.key_pem, true)?;
@@ -117,13 +130,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let t = now - (args.backlog - k) as i64 * 10_000;
             spool.push(|seq| backlog_batch(seq, t, args.series))?;
         }
-        agents.push((cfg, Arc::new(Mutex::new(spool))));
+        agents.push((cfg, tandem_agent::spool_handle::SpoolHandle::new(spool)));
     }
 
     eprintln!("all agents reconnect now");
     let stop = CancellationToken::new();
-    let cpu0 = cpu_secs(pid).unwrap_or(0.0);
-    let start = Instant::now();
+    let mut backlogs: Vec<usize> = Vec::new();
+    for (_, s) in &agents {
+        backlogs.push(s.run(|s| s.len()).await?);
+    }
     let mut tasks = Vec::new();
     let spools: Vec<_> = agents.iter().map(|(_, s)| s.clone()).collect();
     for (cfg, spool) in agents {
@@ -145,16 +160,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tandem_agent::uplink::run(cfg_rx, shared, stop).await;
         }));
     }
+    let collector = match early {
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "collector down for {} s while the agents retry…",
+                args.outage_secs
+            );
+            tokio::time::sleep(Duration::from_secs(args.outage_secs)).await;
+            site.start_collector("").await?
+        }
+    };
+    let pid = collector.pid();
+    let cpu0 = cpu_secs(pid).unwrap_or(0.0);
+    let start = Instant::now();
+    // When each agent's first frame was acknowledged, from the collector's start.
+    let mut first_ack: Vec<Option<Duration>> = vec![None; spools.len()];
     let total = (args.agents * args.backlog) as u64;
     let mut peak_rss = 0;
     let mut last_report = Instant::now();
     let caught_up = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         peak_rss = peak_rss.max(tandem_tests::rss_bytes(pid).unwrap_or(0));
-        let left: usize = spools
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum();
+        let mut lens: Vec<usize> = Vec::with_capacity(spools.len());
+        for s in &spools {
+            lens.push(s.run(|s| s.len()).await?);
+        }
+        for (i, &n) in lens.iter().enumerate() {
+            if first_ack[i].is_none() && n < backlogs[i] {
+                first_ack[i] = Some(start.elapsed());
+            }
+        }
+        let left: usize = lens.iter().sum();
         if last_report.elapsed() > Duration::from_secs(5) {
             eprintln!(
                 "  {:>6.1} s: {left} batches still spooled",
@@ -208,6 +245,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         None => println!("  NOT current after {} s", args.timeout_secs),
+    }
+    if args.outage_secs > 0 {
+        let mut t: Vec<f64> = first_ack
+            .iter()
+            .flatten()
+            .map(|d| d.as_secs_f64())
+            .collect();
+        t.sort_by(f64::total_cmp);
+        let at = |q: f64| t[((t.len() as f64 - 1.0) * q).round() as usize];
+        if t.is_empty() {
+            println!(
+                "  no agent reconnected after the {} s outage",
+                args.outage_secs
+            );
+        } else {
+            println!(
+                "  after a {} s outage, first ack after the collector's return: median {:.1} s, p90 {:.1} s, max {:.1} s, first {:.1} s ({} of {} agents; sampled every 0.2 s)",
+                args.outage_secs,
+                at(0.5),
+                at(0.9),
+                at(1.0),
+                at(0.0),
+                t.len(),
+                spools.len()
+            );
+        }
     }
     println!("  batches in the database    {stored:>8}");
     println!(

@@ -40,6 +40,11 @@ struct Args {
     /// Series per batch (values per sample).
     #[arg(long, default_value_t = 100)]
     series: usize,
+    /// Samples per batch (store2 brief): 1 is a live agent's batch; an agent catching
+    /// up on its spool sends several per batch, and per-message costs (TLS record,
+    /// HTTP/2 frame, gzip state, ack) are shared by that many more values.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
     /// Unacknowledged batches each agent may have in flight.
     #[arg(long, default_value_t = 4)]
     window: usize,
@@ -258,8 +263,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let values_per_sec = p.values as f64 / p.elapsed;
     println!(
-        "loadgen: {} agents ({} connected), {} values/batch, window {}, {pace}, {:.1} s measured after {} s warm-up",
-        args.agents, p.connected, args.series, args.window, p.elapsed, args.warmup_secs
+        "loadgen: {} agents ({} connected), {} values/batch ({} series × {} samples), window {}, {pace}, {:.1} s measured after {} s warm-up",
+        args.agents,
+        p.connected,
+        args.series * args.samples.max(1),
+        args.series,
+        args.samples.max(1),
+        args.window,
+        p.elapsed,
+        args.warmup_secs
     );
     println!("  durable values/s        {values_per_sec:>12.0}");
     println!(
@@ -310,13 +322,14 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
     let ca = pki::load_ca(&data_dir)?;
     let ca_pem = ca.cert_pem.clone();
     eprintln!("issuing {} agent certificates…", args.agents);
+    let mut db = tandem_collector::store::open(&data_dir.join(tandem_collector::store::DB_FILE))?;
+    // One transaction: recording thousands of certificates one commit each is slow.
+    let tx = db.transaction()?;
     let creds: Vec<Creds> = (0..args.agents)
         .map(|i| {
-            let issued = ca.issue_agent(
-                "load",
-                &format!("load-{i:05}"),
-                Validity::starting_now(Duration::from_secs(86_400)),
-            )?;
+            let validity = Validity::starting_now(Duration::from_secs(86_400));
+            let issued = ca.issue_agent("load", &format!("load-{i:05}"), validity)?;
+            tandem_tests::record_issued(&tx, &format!("load-{i:05}"), &issued, validity)?;
             Ok(Creds {
                 ca_pem: ca_pem.clone(),
                 cert_pem: Some(issued.cert_pem),
@@ -324,6 +337,8 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    tx.commit()?;
+    drop(db);
     let site = tandem_tests::Site { dir };
     let extra = match rules {
         None => String::new(),
@@ -361,6 +376,7 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
         let addr = collector.addr;
         let shape = Shape {
             series: args.series,
+            samples: args.samples.max(1),
             window: args.window,
             rate: args.rate,
             sawtooth: args.rules.is_some().then_some(k as u64),
@@ -405,7 +421,10 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
             connected += usize::from(ok);
         }
     }
-    let stored: i64 = site.count("SELECT count(*) FROM samples");
+    // Values recorded by head rows and chunks (issue 17), without decoding them.
+    let stored: i64 = site.count(
+        "SELECT (SELECT coalesce(sum(n_values), 0) FROM head) + (SELECT coalesce(sum(n_values), 0) FROM chunks) + (SELECT count(*) FROM samples_old)",
+    );
     let clean = collector.terminate().await;
     latencies.sort_unstable();
     let summary = std::fs::read_to_string(site.dir.path().join("collector.log"))
@@ -456,6 +475,7 @@ fn strip_ansi(line: &str) -> String {
 #[derive(Clone, Copy)]
 struct Shape {
     series: usize,
+    samples: usize,
     window: usize,
     rate: f64,
     /// With --rules: this agent's index; values follow a sawtooth and samples carry
@@ -473,7 +493,21 @@ fn saw(seq: u64, k: u64, i: usize) -> f64 {
 fn frame(seq: u64, base: i64, last_t: &mut i64, shape: &Shape) -> tandem_proto::v1::AgentFrame {
     let Some(k) = shape.sawtooth else {
         // One instant per batch, 1 ms apart: timestamps stay distinct and recent.
-        return batch(seq, base + seq as i64, shape.series);
+        if shape.samples == 1 {
+            return batch(seq, base + seq as i64, shape.series);
+        }
+        // Several instants per batch, 1 ms apart, distinct across batches.
+        let mut f = batch(seq, 0, shape.series);
+        if let Some(tandem_proto::v1::agent_frame::Kind::Batch(b)) = &mut f.kind {
+            let first = b.samples[0].clone();
+            b.samples = (0..shape.samples)
+                .map(|j| tandem_proto::v1::Sample {
+                    time_unix_ms: base + (seq as i64) * shape.samples as i64 + j as i64,
+                    ..first.clone()
+                })
+                .collect();
+        }
+        return f;
     };
     let t = now_ms().max(*last_t + 1);
     *last_t = t;
@@ -551,7 +585,9 @@ async fn agent(
                         break;
                     }
                     sent.pop_front();
-                    totals.values.fetch_add(series as u64, Ordering::Relaxed);
+                    totals
+                        .values
+                        .fetch_add((series * shape.samples) as u64, Ordering::Relaxed);
                     totals.batches.fetch_add(1, Ordering::Relaxed);
                     if measuring.load(Ordering::Relaxed) {
                         lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -579,8 +615,8 @@ fn rand_fraction(base: i64, creds: &Creds) -> f64 {
 
 /// Inserts `total` values into a fresh database with the collector's schema and
 /// pragmas (synchronous = FULL), in transactions of 1000 batches, with the same
-/// statements the writer runs per batch (ledger row, device bump, one row per
-/// value). No network, no TLS, no protobuf: the ceiling the collector can approach.
+/// statements the writer runs per batch (ledger row, device bump, one head row per
+/// batch since issue 17). No network, no TLS, no protobuf: the ceiling the collector can approach.
 fn raw_ceiling(
     path: &std::path::Path,
     devices: usize,
@@ -622,7 +658,7 @@ fn raw_ceiling(
             let mut ledger = tx.prepare_cached("INSERT OR IGNORE INTO batches (device_id, seq, received_ms, n_values) VALUES (?1, ?2, ?3, ?4)")?;
             let mut bump = tx.prepare_cached("UPDATE devices SET acked_seq = MAX(acked_seq, ?2), last_seen_ms = ?3 WHERE id = ?1")?;
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+                "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for b in done..(done + per_txn).min(batches) {
                 let d = b % devices;
@@ -630,14 +666,13 @@ fn raw_ceiling(
                 let id = format!("load-{d:05}");
                 ledger.execute(params![id, seq, now, series as i64])?;
                 bump.execute(params![id, seq, now])?;
-                for s in 0..series {
-                    let series_id = (d * series + s + 1) as i64;
-                    ins.execute(params![
-                        series_id,
-                        now + seq,
-                        (seq * 1000 + s as i64) as f64
-                    ])?;
-                }
+                let ids: Vec<i64> = (0..series).map(|s| (d * series + s + 1) as i64).collect();
+                let values: Vec<f64> = (0..series)
+                    .map(|s| (seq * 1000 + s as i64) as f64)
+                    .collect();
+                let payload =
+                    tandem_collector::store::chunk::encode_head(&ids, &[(now + seq, &values)]);
+                ins.execute(params![id, now + seq, now + seq, series as i64, payload])?;
             }
         }
         tx.commit()?;

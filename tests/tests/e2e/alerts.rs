@@ -136,8 +136,9 @@ async fn a_low_threshold_fires_and_resolves_across_a_restart() {
         out.contains("mem-low-threshold") && out.contains("agent-a"),
         "{out}"
     );
+    // A tenant that does not exist is an error, not "no alerts" (issue 16, item 9).
     let (ok, out) = cli(&["alerts", "list", "--tenant", "globex"], &site.data_dir()).await;
-    assert!(ok && out.contains("no alerts"), "{out}");
+    assert!(!ok && out.contains("no such tenant"), "{out}");
 
     // Acknowledge it with the CLI (a second writer next to the running collector).
     let id: i64 = site
@@ -374,6 +375,7 @@ const TAGGED: &str = r#"
 name = "hot-server"
 kind = "threshold"
 metric = "test.temp"
+custom_metric = true
 warning = { above = 50 }
 scope = { tags = ["server"] }
 "#;

@@ -165,12 +165,9 @@ async fn an_agent_killed_during_an_outage_replays_its_whole_spool() {
     site.pin_port(port, "");
     let dir = site.provision_agent("crashy", &collector.url(), "").await;
     let agent = AgentProc::start(&dir).await;
-    wait_for(Duration::from_secs(30), "first batches", || {
-        let n = site.acked_seq("crashy");
-        async move { n >= 2 }
-    })
-    .await
-    .unwrap();
+    site.wait_acked("crashy", 2, Duration::from_secs(30), "first batches")
+        .await
+        .unwrap();
     collector.kill9().await;
     let at_outage = last_seq(&dir);
     wait_for(
@@ -226,12 +223,9 @@ async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
         )
         .await;
     let agent = AgentProc::start(&dir).await;
-    wait_for(Duration::from_secs(30), "first batch", || {
-        let n = site.acked_seq("far");
-        async move { n >= 1 }
-    })
-    .await
-    .unwrap();
+    site.wait_acked("far", 1, Duration::from_secs(30), "first batch")
+        .await
+        .unwrap();
     collector.kill9().await;
     let at_outage = last_seq(&dir);
     // A "long" outage: far more samples than the spool can hold.
@@ -309,45 +303,14 @@ async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
     assert!(collector.terminate().await);
 }
 
-/// Mounts a tmpfs of `size` at `path`; unmounts on drop.
-struct SmallDisk(PathBuf);
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(path).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| Self(path.to_owned()))
-    }
-    fn resize(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "remount");
-    }
-}
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_clear_error_and_ingest_resumes_when_space_returns() {
     crate::crypto();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
-    let Some(disk) = SmallDisk::mount(&data, "1m") else {
-        // Mounting needs root (CI runs as root); say so rather than pass silently.
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+    let Some(disk) = tandem_tests::Tmpfs::mount(&data, "1m") else {
+        // Mounting needs root (CI runs as root): a failure there, a skip elsewhere.
+        tandem_tests::cannot_run("cannot mount a tmpfs here (not root?)");
         return;
     };
     let site = Site { dir };
@@ -488,12 +451,9 @@ async fn live_data_arrives_while_the_backlog_is_still_draining() {
         .provision_agent("laptop", &collector.url(), "catchup_batches_per_sec = 2\n")
         .await;
     let agent = AgentProc::start(&dir).await;
-    wait_for(Duration::from_secs(30), "first batch", || {
-        let n = site.acked_seq("laptop");
-        async move { n >= 1 }
-    })
-    .await
-    .unwrap();
+    site.wait_acked("laptop", 1, Duration::from_secs(30), "first batch")
+        .await
+        .unwrap();
     collector.kill9().await;
     let at_outage = last_seq(&dir);
     wait_for(Duration::from_secs(30), "a backlog of 10", || {
@@ -541,22 +501,21 @@ async fn config_edits_apply_without_restart_and_bad_edits_are_refused() {
         .provision_agent("tuned", &collector.url(), "interval_secs = 3600\n")
         .await;
     let agent = AgentProc::start(&dir).await;
-    wait_for(Duration::from_secs(30), "the first sample", || {
-        let n = site.acked_seq("tuned");
-        async move { n >= 1 }
-    })
-    .await
-    .unwrap();
+    site.wait_acked("tuned", 1, Duration::from_secs(30), "the first sample")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // One sample; the only other frames allowed are the start-up patch report and
-    // inventory.
-    assert!(last_seq(&dir) <= 3, "nothing more within the hour");
+    // One sample; the only other frames allowed are the start-up patch report,
+    // inventory and posture report.
+    assert!(last_seq(&dir) <= 4, "nothing more within the hour");
     assert_eq!(
         site.count(
             "SELECT count(*) FROM batches b WHERE device_id = 'tuned' AND NOT EXISTS \
              (SELECT 1 FROM patch_reports p WHERE p.device_id = b.device_id AND p.seq = b.seq) \
              AND NOT EXISTS \
-             (SELECT 1 FROM inventories i WHERE i.device_id = b.device_id AND i.seq = b.seq)"
+             (SELECT 1 FROM inventories i WHERE i.device_id = b.device_id AND i.seq = b.seq) \
+             AND NOT EXISTS \
+             (SELECT 1 FROM posture_reports r WHERE r.device_id = b.device_id AND r.seq = b.seq)"
         ),
         1,
         "one sample within the hour"
@@ -570,14 +529,12 @@ async fn config_edits_apply_without_restart_and_bad_edits_are_refused() {
         text.replace("interval_secs = 3600", "interval_secs = 1"),
     )
     .unwrap();
-    wait_for(
+    // The three start-up frames, then two samples at the new interval.
+    site.wait_acked(
+        "tuned",
+        5,
         Duration::from_secs(15),
         "samples at the new interval",
-        || {
-            // The three start-up frames, then two samples at the new interval.
-            let n = site.acked_seq("tuned");
-            async move { n >= 5 }
-        },
     )
     .await
     .unwrap();
@@ -598,10 +555,12 @@ async fn config_edits_apply_without_restart_and_bad_edits_are_refused() {
         .unwrap();
     assert!(line.contains("agent.toml:"), "names the file: {line}");
     let before = site.acked_seq("tuned");
-    wait_for(Duration::from_secs(10), "sampling to go on", || {
-        let n = site.acked_seq("tuned");
-        async move { n >= before + 2 }
-    })
+    site.wait_acked(
+        "tuned",
+        before + 2,
+        Duration::from_secs(10),
+        "sampling to go on",
+    )
     .await
     .unwrap();
 

@@ -86,6 +86,8 @@ async fn device_check_patches_runs_a_check_now_and_waits_for_an_offline_device()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_is_stored_and_not_sent_again_while_unchanged() {
     crate::crypto();
+    // The package list must not change between the two runs.
+    let _turn = crate::HOST_PACKAGES.lock().await;
     let site = Site::new().await.unwrap();
     let collector = site.start_collector("").await.unwrap();
     let dir = site
