@@ -55,12 +55,31 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Polls `cond` every 50 ms until it is true or `timeout` passes.
+/// How many times longer than written a test may wait for something to happen.
+/// `TANDEM_WAIT_SCALE` sets it; it is 3 under CI (the `CI` variable), where the
+/// whole suite shares 2 cores, and 1 otherwise. Only waits for a condition to
+/// become true are scaled: a defect still fails, only later, and no test asserts
+/// that something does *not* happen within a scaled time.
+pub fn wait_scale() -> u32 {
+    match std::env::var("TANDEM_WAIT_SCALE") {
+        Ok(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=20).contains(n))
+            .unwrap_or_else(|| panic!("TANDEM_WAIT_SCALE={v:?}: expected a whole number 1-20")),
+        Err(_) if std::env::var_os("CI").is_some() => 3,
+        Err(_) => 1,
+    }
+}
+
+/// Polls `cond` every 50 ms until it is true or `timeout` (times [`wait_scale`])
+/// passes.
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let timeout = timeout * wait_scale();
     let start = Instant::now();
     loop {
         if cond().await {

@@ -114,7 +114,7 @@ async fn browser() -> Option<Browser> {
 /// 2-core machine (CI, parallel tests) waits of 10–15 s timed out twice although
 /// the page was right; a real defect still fails, only later.
 async fn until(c: &Client, what: &str, secs: u64, js: &str) {
-    let secs = secs.max(45);
+    let secs = secs.max(45) * u64::from(tandem_tests::wait_scale());
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let v = c
