@@ -2,6 +2,15 @@
 //! many tenants, against a real SMTP server (Debian's python3-aiosmtpd), while
 //! simulated agents keep ingesting; and the same ingest with the dispatcher idle.
 //!
+//! The idle phase is the busy phase without the dispatcher: by default
+//! (`--baseline incidents`) as many incidents open over the same spread, from as
+//! many device streams, but in tenants whose policy targets only the feed, so the
+//! engine does the same work and the outbox stays empty. The ratio then measures
+//! what the dispatcher (and the SMTP server it talks to, on the same 2 cores) costs
+//! ingest. `--baseline silent` is the older comparison: devices connected but
+//! sending nothing, so the ratio also counts the engine's transitions and the
+//! incident devices' streams.
+//!
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/notifybench --incidents 1000 --tenants 100 --spread-secs 60 \
@@ -46,9 +55,20 @@ struct Args {
     /// Values per ingest batch.
     #[arg(long, default_value_t = 100)]
     series: usize,
-    /// Seconds of ingest measured with the dispatcher idle.
+    /// Seconds of ingest measured with the dispatcher idle (`--baseline silent` only;
+    /// the `incidents` baseline lasts as long as its incidents take to open).
     #[arg(long, default_value_t = 30)]
     idle_secs: u64,
+    /// What the idle phase runs: `incidents` (the same incidents in feed-only tenants)
+    /// or `silent` (no incidents at all).
+    #[arg(long, value_enum, default_value_t = Baseline::Incidents)]
+    baseline: Baseline,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Baseline {
+    Incidents,
+    Silent,
 }
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -117,9 +137,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut pol = String::from(
         "[[policy]]\nname = \"bench\"\ndefault = true\n  [[policy.step]]\n  after_secs = 0\n  targets = [\"contacts\"]\n",
     );
+    pol.push_str(
+        "[[policy]]\nname = \"feed-only\"\n  [[policy.step]]\n  after_secs = 0\n  targets = [\"feed\"]\n",
+    );
     for t in 0..args.tenants {
         pol.push_str(&format!(
-            "[[tenant]]\nname = \"t{t:03}\"\ncontacts = [\"it@t{t:03}.example\"]\n"
+            "[[tenant]]\nname = \"t{t:03}\"\ncontacts = [\"it@t{t:03}.example\"]\n\
+             [[tenant]]\nname = \"q{t:03}\"\ncontacts = [\"it@q{t:03}.example\"]\npolicy = \"feed-only\"\n"
         ));
     }
     std::fs::write(root.join("policies/bench.toml"), pol)?;
@@ -182,60 +206,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // The incident devices connect now (their hello is not part of either phase).
-    let per_tenant = args.incidents.div_ceil(args.tenants);
     let mut devices = Vec::new();
+    let mut quiet = Vec::new();
     for t in 0..args.tenants {
-        let creds = site.issue(&format!("t{t:03}"), &format!("dev-t{t:03}"));
-        let mut c = client(collector.addr, &creds).await?;
-        let (s, _) = Stream::hello(&mut c).await?;
-        devices.push((c, s));
+        for (prefix, into) in [("t", &mut devices), ("q", &mut quiet)] {
+            let creds = site.issue(&format!("{prefix}{t:03}"), &format!("dev-{prefix}{t:03}"));
+            let mut c = client(collector.addr, &creds).await?;
+            let (s, _) = Stream::hello(&mut c).await?;
+            into.push((c, s));
+        }
     }
     phase.store(1, Ordering::Relaxed);
     let cpu0 = cpu_secs(pid).unwrap_or(0.0);
-    eprintln!("idle phase: {} s", args.idle_secs);
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let idle_start = now_ms();
+    match args.baseline {
+        Baseline::Silent => {
+            eprintln!("idle phase: {} s, no incidents", args.idle_secs);
+            drop(quiet);
+            tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+        }
+        Baseline::Incidents => {
+            eprintln!(
+                "idle phase: {} incidents in feed-only tenants over {} s",
+                args.incidents, args.spread_secs
+            );
+            open_incidents(quiet, &args).await?;
+            let opened = site.count("SELECT count(*) FROM incidents");
+            let queued = site.count("SELECT count(*) FROM notify_outbox");
+            eprintln!("idle phase: {opened} incidents opened, {queued} deliveries queued");
+        }
+    }
+    let idle_secs = (now_ms() - idle_start) as f64 / 1000.0;
+    let idle_incidents = site.count("SELECT count(*) FROM incidents");
     let cpu1 = cpu_secs(pid).unwrap_or(0.0);
 
-    // Busy: each device sends every second; dimension k crosses at its own time.
+    // Busy: the same, in tenants whose policy mails their contacts.
     phase.store(2, Ordering::Relaxed);
     let start = now_ms();
-    let spread_ms = args.spread_secs as i64 * 1000;
-    let mut tasks = Vec::new();
-    for (t, (c, mut s)) in devices.into_iter().enumerate() {
-        let n = per_tenant.min(args.incidents.saturating_sub(t * per_tenant));
-        let dims: Vec<String> = (0..n).map(|k| format!("d{k}")).collect();
-        let cross: Vec<i64> = (0..n)
-            .map(|_| start + (rand::random::<f64>() * spread_ms as f64) as i64)
-            .collect();
-        tasks.push(tokio::spawn(async move {
-            let _c = c;
-            let mut seq = 0;
-            loop {
-                let now = now_ms();
-                if now > start + spread_ms + 2000 {
-                    break;
-                }
-                seq += 1;
-                let vals: Vec<(&str, &str, f64)> = dims
-                    .iter()
-                    .zip(&cross)
-                    .map(|(d, at)| ("bench.v", d.as_str(), if now >= *at { 99.0 } else { 1.0 }))
-                    .collect();
-                s.send(values_batch(seq, now, &vals)).await?;
-                s.next_ack().await?;
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    open_incidents(devices, &args).await?;
     // Until every first-step delivery is made (or 120 s more).
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let pending = site.count("SELECT count(*) FROM notify_outbox WHERE status = 'pending'");
-        let opened = site.count("SELECT count(*) FROM incidents");
+        let opened = site.count("SELECT count(*) FROM incidents") - idle_incidents;
         if (pending == 0 && opened >= args.incidents as i64) || Instant::now() > deadline {
             break;
         }
@@ -321,13 +334,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "deliveries sent {deliveries} in {mails} mails (grouping); {received} mail files received; {not_sent} not sent"
     );
     println!(
-        "collector CPU: idle phase {:.1} s over {} s, busy phase {:.1} s over {busy_secs:.0} s",
+        "collector CPU: idle phase {:.1} s over {idle_secs:.0} s, busy phase {:.1} s over {busy_secs:.0} s",
         cpu1 - cpu0,
-        args.idle_secs,
         cpu2 - cpu1
     );
     if args.ingest_values_per_sec > 0 {
         let (i99, b99) = (quantile(&mut idle, 0.99), quantile(&mut busy, 0.99));
+        println!(
+            "baseline (idle phase): {}",
+            match args.baseline {
+                Baseline::Incidents => "the same incidents in feed-only tenants (dispatcher idle)",
+                Baseline::Silent => "no incidents (devices connected, silent)",
+            }
+        );
         println!(
             "ingest {} values/s target ({} agents): ack p50/p99 idle {:.1}/{:.1} ms ({} batches, {:.0} values/s), busy {:.1}/{:.1} ms ({} batches, {:.0} values/s); p99 busy/idle {:.2}",
             args.ingest_values_per_sec,
@@ -335,7 +354,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             quantile(&mut idle, 0.5) as f64 / 1000.0,
             i99 as f64 / 1000.0,
             idle.len(),
-            (idle.len() * args.series) as f64 / args.idle_secs as f64,
+            (idle.len() * args.series) as f64 / idle_secs,
             quantile(&mut busy, 0.5) as f64 / 1000.0,
             b99 as f64 / 1000.0,
             busy.len(),
@@ -351,5 +370,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let _ = collector.terminate().await;
     let _ = smtp.start_kill();
+    Ok(())
+}
+
+type Device = (
+    tandem_proto::v1::telemetry_client::TelemetryClient<tonic::transport::Channel>,
+    Stream,
+);
+
+/// Each device sends every second; its tenant's share of `--incidents` dimensions
+/// cross the rule's threshold at random times within `--spread-secs`.
+async fn open_incidents(devices: Vec<Device>, args: &Args) -> anyhow::Result<()> {
+    let per_tenant = args.incidents.div_ceil(args.tenants);
+    let start = now_ms();
+    let spread_ms = args.spread_secs as i64 * 1000;
+    let mut tasks = Vec::new();
+    for (t, (c, mut s)) in devices.into_iter().enumerate() {
+        let n = per_tenant.min(args.incidents.saturating_sub(t * per_tenant));
+        let dims: Vec<String> = (0..n).map(|k| format!("d{k}")).collect();
+        let cross: Vec<i64> = (0..n)
+            .map(|_| start + (rand::random::<f64>() * spread_ms as f64) as i64)
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let _c = c;
+            let mut seq = 0;
+            loop {
+                let now = now_ms();
+                if now > start + spread_ms + 2000 {
+                    break;
+                }
+                seq += 1;
+                let vals: Vec<(&str, &str, f64)> = dims
+                    .iter()
+                    .zip(&cross)
+                    .map(|(d, at)| ("bench.v", d.as_str(), if now >= *at { 99.0 } else { 1.0 }))
+                    .collect();
+                s.send(values_batch(seq, now, &vals)).await?;
+                s.next_ack().await?;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
     Ok(())
 }
