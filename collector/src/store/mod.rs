@@ -308,12 +308,89 @@ fn sync_after_unlock(conn: &mut Connection) -> rusqlite::Result<()> {
 const AUTO_CHECKPOINT_PAGES: i32 = 1000;
 
 /// The store writer's connection: commits sync inside the lock (`synchronous =
-/// FULL`, SQLite's automatic checkpoint), as before [`sync_after_unlock`]. Its
-/// commit is what acknowledges a batch, and nothing else waits for its lock.
+/// FULL`), as before [`sync_after_unlock`]. Its commit is what acknowledges a
+/// batch, and nothing else waits for its lock.
+///
+/// It does not checkpoint on its commit path. SQLite's automatic checkpoint runs
+/// inside the `COMMIT` that crosses 1,000 WAL pages — copying those pages into the
+/// database and fsyncing it — so every so often one group's acks waited for a
+/// whole checkpoint (issue 12: ingest p99). Instead a WAL hook hands the
+/// checkpoint to a thread of its own ([`Checkpointer`]), which runs it on its own
+/// connection; passive, like SQLite's, so it never blocks the writer. Should that
+/// thread fall far behind or be gone, the writer checkpoints itself at
+/// [`WRITER_FALLBACK_CHECKPOINT_PAGES`], so the WAL stays bounded either way.
 pub(crate) fn sync_in_lock(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>)?;
+    let checkpointer = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .map(Checkpointer::spawn);
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)
+    let Some(checkpointer) = checkpointer.transpose().map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot start the checkpoint thread: {e}")),
+        )
+    })?
+    else {
+        conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>)?;
+        return conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES);
+    };
+    conn.wal_hook(Some(move |w: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages >= WRITER_FALLBACK_CHECKPOINT_PAGES {
+            let _ = w.checkpoint();
+        } else if pages >= AUTO_CHECKPOINT_PAGES {
+            checkpointer.request();
+        }
+        Ok(())
+    }))
+}
+
+/// WAL pages at which the writer checkpoints on its own commit path after all:
+/// only when the [`Checkpointer`] has fallen this far behind (about 40 MiB).
+const WRITER_FALLBACK_CHECKPOINT_PAGES: i32 = 10 * AUTO_CHECKPOINT_PAGES;
+
+/// A thread with its own connection that runs passive WAL checkpoints when the
+/// store writer's hook asks (see [`sync_in_lock`]). It ends when the writer's
+/// connection, which holds the only handle, is closed.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    fn spawn(path: PathBuf) -> std::io::Result<Self> {
+        let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                );
+                let mut conn = match conn {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, db = %path.display(), "checkpoint thread cannot open the database; the store writer checkpoints itself");
+                        return;
+                    }
+                };
+                let _ = wait_for_locks(&mut conn);
+                while asked.recv().is_ok() {
+                    // Passive: copies what it can without waiting for readers or the
+                    // writer; the next request finishes the rest.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next commit");
+                    }
+                }
+            })?;
+        Ok(Self { wake })
+    }
+
+    /// Asks for a checkpoint; one already asked for and not yet started covers it.
+    fn request(&self) {
+        let _ = self.wake.try_send(());
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -407,5 +484,43 @@ mod sync_tests {
             .query_row("SELECT count(*) FROM big", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 3000);
+    }
+
+    /// The writer's commits never checkpoint on their own path (issue 12): its
+    /// hook hands the checkpoint to the checkpoint thread, and the WAL still stays
+    /// bounded. Without any checkpoint the 3,000 pages would pass 12 MB.
+    #[test]
+    fn the_writer_hands_checkpoints_to_its_own_thread_and_the_wal_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = open(&path).unwrap();
+        sync_in_lock(&mut w).unwrap();
+        let auto: i64 = w
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "the hook replaces SQLite's automatic checkpoint");
+        w.execute_batch("CREATE TABLE big(x BLOB)").unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let mut largest = 0;
+        for _ in 0..3000 {
+            let tx = w.transaction().unwrap();
+            tx.execute("INSERT INTO big VALUES (zeroblob(4000))", [])
+                .unwrap();
+            tx.commit().unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        assert!(largest < 10 * 1024 * 1024, "WAL grew to {largest} bytes");
+        let reader = open_read_only(&path).unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM big", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3000);
+        let frames: i64 = w
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap();
+        assert!(
+            frames < 2 * AUTO_CHECKPOINT_PAGES as i64,
+            "{frames} frames in the WAL at the end"
+        );
     }
 }
