@@ -342,7 +342,7 @@ impl<'c> SqliteMetrics<'c> {
         Self {
             conn,
             retention,
-            now_ms: super::writer_now_ms,
+            now_ms: tandem_proto::util::now_ms,
         }
     }
 
