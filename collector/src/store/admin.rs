@@ -44,8 +44,8 @@ pub enum AdminError {
     },
     #[error("device {0:?} is revoked; a revoked device cannot be replaced (enroll a new one)")]
     ReplaceRevoked(String),
-    #[error("{0}")]
-    BadTag(String),
+    #[error(transparent)]
+    BadTag(crate::tags::TagError),
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), AdminError> {
