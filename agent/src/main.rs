@@ -267,15 +267,11 @@ fn main() -> anyhow::Result<()> {
                 // Read-only: a missing dir gives an empty record and nothing is saved.
                 let dir = state_dir.unwrap_or_else(|| PathBuf::from("/nonexistent"));
                 let mut first_seen = tandem_agent::patches::FirstSeen::load(&dir);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = tandem_proto::util::now_ms();
                 tandem_agent::patches::Status::from_check(check, &mut first_seen, now)
             });
             let inventory = inventory.then(|| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = tandem_proto::util::now_ms();
                 tandem_agent::inventory::collect(
                     std::time::Duration::from_secs(patch_timeout_secs),
                     now,
@@ -317,9 +313,7 @@ fn main() -> anyhow::Result<()> {
                 posture: Option<tandem_agent::posture::report::Reported>,
             }
             if let Some(p) = &posture {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = tandem_proto::util::now_ms();
                 p.push_metrics(&mut reading, now);
             }
             let json = Once {

@@ -17,7 +17,7 @@ pub mod services;
 mod system;
 mod temps;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
 
@@ -184,10 +184,7 @@ impl Sampler {
     /// Takes one reading. Blocking (reads /proc and friends): call it off the async
     /// runtime.
     pub fn sample(&mut self) -> Reading {
-        let time_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let time_unix_ms = tandem_proto::util::now_ms();
         let mut r = Reading {
             time_unix_ms,
             values: Vec::with_capacity(128),

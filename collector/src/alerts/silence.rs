@@ -123,8 +123,8 @@ pub enum SilenceError {
         actual: String,
         wanted: String,
     },
-    #[error("{0}")]
-    BadTag(String),
+    #[error(transparent)]
+    BadTag(crate::tags::TagError),
     #[error("--rrule, at character {at}: {message}")]
     BadRrule { at: usize, message: String },
     #[error("--tz {0:?} is not an IANA time zone name such as Europe/Berlin")]

@@ -253,7 +253,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
         AlertsCommand::Ack { id, db, by } => {
             let mut conn = open_existing_db(&db.dir()?)?;
             let by = who(by);
-            let now = jiff::Timestamp::now().as_millisecond();
+            let now = super::now_ms();
             match persist::ack(&mut conn, id, &by, now)? {
                 AckOutcome::Acked => {
                     println!("alert #{id} acknowledged by {by}");

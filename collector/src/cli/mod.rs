@@ -87,20 +87,39 @@ pub fn check_enroll_port(
     enrollment: std::net::SocketAddr,
     telemetry: std::net::SocketAddr,
     port_forwarded: bool,
-) -> Result<(), String> {
+) -> Result<(), EnrollPortError> {
     if port == telemetry.port() && telemetry.port() != 0 {
-        return Err(format!(
-            "--address port {port} is the telemetry listener (mTLS, {telemetry}); agents enroll on the enrollment listener, port {} ([enrollment] listen)",
-            enrollment.port()
-        ));
+        return Err(EnrollPortError::Telemetry {
+            port,
+            telemetry,
+            enrollment_port: enrollment.port(),
+        });
     }
     if !port_forwarded && enrollment.port() != 0 && port != enrollment.port() {
-        return Err(format!(
-            "--address port {port} is not the enrollment listener's port {} ([enrollment] listen = \"{enrollment}\"); if agents reach it through a port forward, pass --port-forwarded",
-            enrollment.port()
-        ));
+        return Err(EnrollPortError::NotEnrollment { port, enrollment });
     }
     Ok(())
+}
+
+/// Why a token's `--address` port is refused ([`check_enroll_port`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollPortError {
+    #[error(
+        "--address port {port} is the telemetry listener (mTLS, {telemetry}); agents enroll on the enrollment listener, port {enrollment_port} ([enrollment] listen)"
+    )]
+    Telemetry {
+        port: u16,
+        telemetry: std::net::SocketAddr,
+        enrollment_port: u16,
+    },
+    #[error(
+        "--address port {port} is not the enrollment listener's port {} ([enrollment] listen = \"{enrollment}\"); if agents reach it through a port forward, pass --port-forwarded",
+        .enrollment.port()
+    )]
+    NotEnrollment {
+        port: u16,
+        enrollment: std::net::SocketAddr,
+    },
 }
 
 /// Where the collector keeps its database and CA when nothing else says.
@@ -330,7 +349,9 @@ mod tests {
         let e: std::net::SocketAddr = "0.0.0.0:4444".parse().unwrap();
         let t: std::net::SocketAddr = "0.0.0.0:4443".parse().unwrap();
         assert!(check_enroll_port(4444, e, t, false).is_ok());
-        let err = check_enroll_port(4443, e, t, false).unwrap_err();
+        let err = check_enroll_port(4443, e, t, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("telemetry listener") && err.contains("port 4444"),
             "{err}"
@@ -339,7 +360,9 @@ mod tests {
             check_enroll_port(4443, e, t, true).is_err(),
             "never the telemetry port"
         );
-        let err = check_enroll_port(8443, e, t, false).unwrap_err();
+        let err = check_enroll_port(8443, e, t, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--port-forwarded"), "{err}");
         assert!(check_enroll_port(8443, e, t, true).is_ok());
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -74,9 +74,7 @@ impl ConsoleState {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
+pub(crate) use tandem_proto::util::now_ms;
 
 fn open(path: &std::path::Path) -> Result<Connection, ApiError> {
     let mut c = Connection::open(path).map_err(ApiError::internal)?;

@@ -33,6 +33,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use rusqlite::{Connection, OptionalExtension};
+use tandem_proto::util::now_ms;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -252,10 +253,6 @@ async fn serve_connection<S>(
             let _ = tokio::time::timeout(DRAIN, conn).await;
         }
     }
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 fn esc(s: &str) -> String {

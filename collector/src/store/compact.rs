@@ -493,7 +493,7 @@ pub fn spawn(
         .spawn(move || {
             let mut warned = HashSet::new();
             loop {
-                let now = super::writer_now_ms();
+                let now = tandem_proto::util::now_ms();
                 match run_pass(&mut conn, &cfg, now) {
                     Ok(r) if r != PassReport::default() => tracing::info!(
                         head_rows = r.head_rows_compacted,

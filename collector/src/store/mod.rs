@@ -158,14 +158,6 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 }
 
 // --- store brief (issue 17): SQL access to compressed values ---
-/// Wall clock in ms (the maintenance thread's notion of now).
-pub(crate) fn writer_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Registers `tandem_head_json(payload)` and `tandem_chunk_json(blob)`, which the
 /// `samples` view uses to show head rows and chunks as one row per value (JSON
 /// arrays `[[series_id, ts_ms, value], ...]`). For people and tests reading the

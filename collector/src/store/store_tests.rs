@@ -215,7 +215,7 @@ fn conformance(
 async fn sqlite_backend_passes_the_conformance_suite_before_and_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let now = super::writer_now_ms();
+    let now = tandem_proto::util::now_ms();
     // 32 days up to the last full hour, then 20 minutes of the open hour.
     let to = now - now.rem_euclid(H) - 2 * H;
     let from = to - 32 * DAY_MS;
@@ -281,7 +281,7 @@ async fn sqlite_backend_passes_the_conformance_suite_before_and_after_compaction
 async fn retention_expires_whole_chunks_exactly_at_tier_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let now = super::writer_now_ms();
+    let now = tandem_proto::util::now_ms();
     let top = now - now.rem_euclid(DAY_MS) - DAY_MS;
     // Ten days of data ending at a day boundary.
     fill(&path, "d1", top - 10 * DAY_MS, top).await;
@@ -376,7 +376,7 @@ async fn old_row_per_value_layout_upgrades_in_bounded_steps_without_loss() {
              INSERT INTO devices (id, tenant_id, first_seen_ms, last_seen_ms) VALUES ('d1', 1, 0, 0);",
         )
         .unwrap();
-        let base = super::writer_now_ms() - 5 * DAY_MS;
+        let base = tandem_proto::util::now_ms() - 5 * DAY_MS;
         let tx = conn.transaction().unwrap();
         for s in 0..SERIES {
             tx.execute(
@@ -415,7 +415,12 @@ async fn old_row_per_value_layout_upgrades_in_bounded_steps_without_loss() {
         .query_row("SELECT count(*) FROM samples_old", [], |r| r.get(0))
         .unwrap();
     assert_eq!(old, 0);
-    compact::run_pass(&mut conn, &StorageConfig::default(), super::writer_now_ms()).unwrap();
+    compact::run_pass(
+        &mut conn,
+        &StorageConfig::default(),
+        tandem_proto::util::now_ms(),
+    )
+    .unwrap();
     assert_eq!(count_values(&conn), before, "counted after compaction");
     let q = SqliteMetrics::new(&conn, StorageConfig::default());
     let id: i64 = conn
