@@ -268,21 +268,24 @@ pub(super) async fn fleet(
                LEFT JOIN inc ON inc.tenant = t.name
               WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
         )?;
-        let rows = s.query_map(params![p.tenant_id, now - ONLINE_MS, now - 86_400_000], |r| {
-            let devices: i64 = r.get(1)?;
-            let online: i64 = r.get(2)?;
-            Ok(FleetOut {
-                tenant: r.get(0)?,
-                devices,
-                online,
-                offline: devices - online,
-                stale_24h: r.get(3)?,
-                alerts_warning: r.get(4)?,
-                alerts_critical: r.get(5)?,
-                reboot_pending: r.get(6)?,
-                security_pending: r.get(7)?,
-            })
-        })?;
+        let rows = s.query_map(
+            params![p.tenant_id, now - ONLINE_MS, now - 86_400_000],
+            |r| {
+                let devices: i64 = r.get(1)?;
+                let online: i64 = r.get(2)?;
+                Ok(FleetOut {
+                    tenant: r.get(0)?,
+                    devices,
+                    online,
+                    offline: devices - online,
+                    stale_24h: r.get(3)?,
+                    alerts_warning: r.get(4)?,
+                    alerts_critical: r.get(5)?,
+                    reboot_pending: r.get(6)?,
+                    security_pending: r.get(7)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     })
     .await?;

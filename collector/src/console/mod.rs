@@ -95,7 +95,9 @@ pub(crate) async fn db<T: Send + 'static>(
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let pool = st.pool.clone();
+    let turn = pool.gate().await;
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let mut c = pool.get().map_err(ApiError::internal)?;
         f(&mut c)
     })

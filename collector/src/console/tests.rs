@@ -1118,7 +1118,9 @@ async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports()
         .json();
     let all = all.as_array().unwrap();
     assert_eq!(
-        all.iter().map(|v| v["tenant"].as_str().unwrap()).collect::<Vec<_>>(),
+        all.iter()
+            .map(|v| v["tenant"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         ["acme", "globex"]
     );
     // acme: dev-acme-1 online (report 1: reboot, a security update), dev-acme-2 seen

@@ -65,7 +65,9 @@ async fn watch_feed(hub: Arc<Inner>, tx: watch::Sender<i64>) {
             continue;
         }
         let pool = hub.pool.clone();
+        let turn = pool.gate().await;
         let read = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let c = pool.get().map_err(|e| e.to_string())?;
             c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
                 r.get::<_, i64>(0)

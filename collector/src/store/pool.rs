@@ -8,8 +8,10 @@
 //! - a connection goes back to the pool only in autocommit mode: a handler that
 //!   failed inside a transaction it did not finish drops its connection rather than
 //!   hand an open transaction to the next request;
-//! - at most `max_idle` connections wait in the pool; more may be out at once (the
-//!   blocking pool bounds that), and those are closed when returned.
+//! - at most `max_idle` connections wait in the pool, and at most as many requests
+//!   hold one at a time when they pass [`Pool::gate`] first (the handlers do), so a
+//!   burst of 200 feed reads waits its turn instead of opening 200 connections on
+//!   200 blocking threads.
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ pub struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pool {
@@ -33,7 +36,18 @@ impl Pool {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
             max_idle,
+            gate: Arc::new(tokio::sync::Semaphore::new(max_idle.max(1))),
         })
+    }
+
+    /// Waits (asynchronously) for a turn to use a connection; hold the permit while
+    /// the connection is out (move it into the blocking task).
+    pub async fn gate(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.gate
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed")
     }
 
     pub fn path(&self) -> &Path {
@@ -68,13 +82,17 @@ pub struct Pooled {
 impl Deref for Pooled {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("a Pooled holds its connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("a Pooled holds its connection until dropped")
     }
 }
 
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn.as_mut().expect("a Pooled holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a Pooled holds its connection until dropped")
     }
 }
 
@@ -105,9 +123,17 @@ mod tests {
             let c = pool.get().unwrap();
             c.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         }
-        assert_eq!(pool.idle(), 1, "a finished request gives its connection back");
+        assert_eq!(
+            pool.idle(),
+            1,
+            "a finished request gives its connection back"
+        );
         {
-            let (a, b, c) = (pool.get().unwrap(), pool.get().unwrap(), pool.get().unwrap());
+            let (a, b, c) = (
+                pool.get().unwrap(),
+                pool.get().unwrap(),
+                pool.get().unwrap(),
+            );
             assert_eq!(pool.idle(), 0);
             drop((a, b, c));
         }
@@ -123,9 +149,16 @@ mod tests {
         );
         // The abandoned transaction was rolled back when its connection closed.
         let c = pool.get().unwrap();
-        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
-        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
-        assert_eq!(fk, 1, "pooled connections are configured like store::open's");
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            fk, 1,
+            "pooled connections are configured like store::open's"
+        );
     }
 }
