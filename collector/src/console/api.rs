@@ -1200,8 +1200,6 @@ pub struct EventsQuery {
     pub since: Option<i64>,
 }
 
-/// How often an event stream looks for new events.
-
 /// The live alert feed (server-sent events), scoped to the caller's tenant.
 #[utoipa::path(get, path = "/events", tag = "alerts", params(EventsQuery),
     responses((status = 200, content_type = "text/event-stream", description = "incident events")))]

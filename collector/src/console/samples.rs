@@ -9,6 +9,9 @@ use crate::store::StoreError;
 use crate::store::compact::StorageConfig;
 use crate::store::query::{MetricQuery, SeriesInfo, SqliteMetrics};
 
+/// `(time_ms, value)` pairs, oldest first.
+pub type Points = Vec<(i64, f64)>;
+
 /// Points of one series of a device in `range` (Unix ms), oldest first: raw when
 /// `step_ms` is `None`, else the mean per bucket of at least `step_ms` (time =
 /// bucket start; the store raises the step to its tier's width for long ranges).
@@ -44,7 +47,7 @@ pub fn charts(
     range: std::ops::Range<i64>,
     step_ms: Option<i64>,
     limit: i64,
-) -> Result<Vec<(SeriesInfo, Vec<(i64, f64)>)>, StoreError> {
+) -> Result<Vec<(SeriesInfo, Points)>, StoreError> {
     let m = SqliteMetrics::new(conn, StorageConfig::default());
     let mut infos: Vec<SeriesInfo> = m
         .series(device_id)?

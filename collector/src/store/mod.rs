@@ -540,9 +540,14 @@ mod sync_tests {
         let frames: i64 = w
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
             .unwrap();
+        // ~7,500 frames were written. What is left is what came since the last
+        // rewind: at most the fallback's 4,000 pages, plus what was appended while
+        // the thread's checkpoint kept the writer's own one busy (as the 20 MiB
+        // bound above allows). Fewer than 2,000 is not promised: it depends on
+        // where in the 4,000-page cycle the loop ends (it failed under load).
         assert!(
-            frames < 2 * AUTO_CHECKPOINT_PAGES as i64,
-            "{frames} frames in the WAL at the end"
+            frames < 5 * AUTO_CHECKPOINT_PAGES as i64,
+            "{frames} frames in the WAL at the end: it never rewound"
         );
     }
 }
