@@ -514,7 +514,7 @@ pub fn session_principal(
 }
 
 /// Resolves a bearer API token. Tokens without a role (`token create-api`) read
-/// only the feed, and are refused here.
+/// only the feed and `/metrics`, and are refused here.
 pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
     let row: Row5<String, Option<String>, Option<i64>, Option<String>, Option<i64>> = conn
         .query_row(
@@ -528,7 +528,7 @@ pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiE
         None => Err(ApiError::unauthenticated("API token: unknown")),
         Some((_, _, _, _, Some(_))) => Err(ApiError::unauthenticated("API token: revoked")),
         Some((name, None, ..)) => Err(ApiError::forbidden(format!(
-            "API token {name:?} was made by `token create-api` for the feed only; create one with a role in the console"
+            "API token {name:?} was made by `token create-api` for the feed and /metrics only; create one with a role in the console"
         ))),
         Some((name, Some(role), tenant_id, tenant, None)) => Ok(Principal {
             actor: format!("token:{name}"),

@@ -1194,33 +1194,27 @@ async fn users_are_managed_within_scope() {
 }
 
 #[tokio::test]
-async fn metrics_are_for_loopback_or_an_msp_token_and_name_no_tenant() {
+async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     let fx = fixture();
-    let a = call(&fx.app, Method::GET, "/metrics", &Who::default(), None).await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(
-        a.text
-            .contains("tandem_incidents_open{severity=\"critical\"} 2"),
-        "{}",
-        a.text
-    );
-    assert!(
-        !a.text.contains("acme") && !a.text.contains("globex"),
-        "{}",
-        a.text
-    );
     let remote = "192.0.2.7:4000";
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who::default(),
-        None,
-        "",
-    )
-    .await;
+    let scrape = |peer: &'static str, who: Who| {
+        let app = fx.app.clone();
+        async move { send_from(&app, peer, Method::GET, "/metrics", &who, None, "").await }
+    };
+    let bearer = |t: &str| Who {
+        bearer: Some(t.to_owned()),
+        ..Who::default()
+    };
+    // No credential: refused from loopback exactly as from elsewhere.
+    for peer in ["127.0.0.1:5555", "[::1]:5555", remote] {
+        let a = scrape(peer, Who::default()).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{peer}: {}", a.text);
+        assert!(a.text.contains("token create-api"), "says how: {}", a.text);
+        assert!(!a.text.contains("tandem_"), "no figures: {}", a.text);
+    }
+    let a = scrape("127.0.0.1:5555", bearer("not-a-token")).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+
     let mut c = Connection::open(&fx.db).unwrap();
     let (_, msp) = super::auth::create_token(
         &mut c,
@@ -1241,34 +1235,54 @@ async fn metrics_are_for_loopback_or_an_msp_token_and_name_no_tenant() {
         now(),
     )
     .unwrap();
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who {
-            bearer: Some(tenant),
-            ..Who::default()
-        },
-        None,
-        "",
+    // A token as `token create-api` makes it: no role, no tenant.
+    let (roleless, hash) = crate::notify::link::new_api_token().unwrap();
+    c.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms) VALUES ('prometheus', ?1, ?2)",
+        params![hash, now()],
     )
-    .await;
+    .unwrap();
+    let (revoked, hash) = crate::notify::link::new_api_token().unwrap();
+    c.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms, revoked_ms) VALUES ('old', ?1, ?2, ?2)",
+        params![hash, now()],
+    )
+    .unwrap();
+    drop(c);
+
+    // A tenant's token or session: 403, from loopback too.
+    for peer in ["127.0.0.1:5555", remote] {
+        let a = scrape(peer, bearer(&tenant)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{peer}: {}", a.text);
+    }
+    let a = scrape("127.0.0.1:5555", login(&fx.app, "acme-admin").await).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who {
-            bearer: Some(msp),
-            ..Who::default()
-        },
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = scrape(remote, bearer(&revoked)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+
+    // The MSP's token, the feed token of `token create-api`, an MSP session.
+    let admin = login(&fx.app, "admin").await;
+    for (what, who) in [
+        ("msp-tech token", bearer(&msp)),
+        ("token create-api", bearer(&roleless)),
+        ("msp-admin session", admin),
+    ] {
+        for peer in ["127.0.0.1:5555", remote] {
+            let a = scrape(peer, who.clone()).await;
+            assert_eq!(a.status, StatusCode::OK, "{what} from {peer}: {}", a.text);
+            assert!(
+                a.text
+                    .contains("tandem_incidents_open{severity=\"critical\"} 2"),
+                "{}",
+                a.text
+            );
+            assert!(
+                !a.text.contains("acme") && !a.text.contains("globex"),
+                "{}",
+                a.text
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -550,12 +550,47 @@ async fn metrics_counters_move_under_real_ingest_and_pass_promtool() {
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
-    let scrape = || async move {
-        let (status, _, text) = request("127.0.0.1", port, None, "GET", "/metrics", &[], "")
+    // Loopback is no credential: a scrape without a token is refused.
+    let (status, _, text) = request("127.0.0.1", port, None, "GET", "/metrics", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a scrape without a token: {text}");
+    assert!(
+        !text.contains("tandem_"),
+        "no figures without a token: {text}"
+    );
+    // What Prometheus is given: a token of `token create-api`.
+    let token = site.cli_ok(&["token", "create-api", "prometheus"]).await;
+    let auth = Arc::new(format!("Bearer {}", token.trim()));
+    let (status, _, text) = request(
+        "127.0.0.1",
+        port,
+        None,
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer not-the-token")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "a wrong token: {text}");
+    let scrape = move || {
+        let auth = auth.clone();
+        async move {
+            let (status, _, text) = request(
+                "127.0.0.1",
+                port,
+                None,
+                "GET",
+                "/metrics",
+                &[("authorization", auth.as_str())],
+                "",
+            )
             .await
             .unwrap();
-        assert_eq!(status, 200, "{text}");
-        text
+            assert_eq!(status, 200, "{text}");
+            text
+        }
     };
     let before = scrape().await;
     let get = |t: &str, s: &str| sample(t, s).unwrap_or_else(|| panic!("no {s} in:\n{t}"));
