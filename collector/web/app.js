@@ -307,7 +307,7 @@ async function newSilenceForm() {
 // ------------------------------------------------------------------ enrollment tokens
 
 async function showEnroll() {
-  const [rows, tenants, sites] = await Promise.all([api("GET", "/enrollment-tokens"), me.tenant ? [] : api("GET", "/tenants"), api("GET", "/sites")]);
+  const [tenants, sites, defaults] = await Promise.all([me.tenant ? [] : api("GET", "/tenants"), api("GET", "/sites"), api("GET", "/enrollment/defaults")]);
   const f = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("div", { class: "hint", id: id + "-hint" }, hint) : "");
   const tenant = me.tenant ? null : h("select", { id: "et-tenant", required: true }, tenants.map(t => h("option", { value: t.name }, t.name)));
   const site = h("select", { id: "et-site" });
@@ -315,8 +315,11 @@ async function showEnroll() {
     ...sites.filter(s => !tenant || s.tenant === tenant.value).map(s => h("option", { value: s.name }, s.name)));
   fillSites();
   if (tenant) tenant.addEventListener("change", fillSites);
-  const address = h("input", { id: "et-address", required: true, value: location.hostname + ":4444", "aria-describedby": "et-address-hint" });
-  const server = h("input", { id: "et-server", placeholder: "optional, e.g. " + location.hostname + ":4443", "aria-describedby": "et-server-hint" });
+  // The collector's own answer (collector.toml's listeners, the certificate's names);
+  // without one, this page's host with the configured enrollment port.
+  const host = location.hostname.includes(":") ? "[" + location.hostname + "]" : location.hostname;
+  const address = h("input", { id: "et-address", required: true, value: defaults.address || host + ":" + defaults.enrollment_port, "aria-describedby": "et-address-hint" });
+  const server = h("input", { id: "et-server", placeholder: "optional, e.g. " + (defaults.server || host + ":" + defaults.telemetry_port), "aria-describedby": "et-server-hint" });
   const expires = h("select", { id: "et-expires" }, [["1", "1 hour"], ["24", "1 day"], ["168", "7 days"], ["720", "30 days"], ["2160", "90 days"]]
     .map(([v, t]) => h("option", { value: v, selected: v === "168" }, t)));
   const uses = h("input", { id: "et-uses", type: "number", min: "1", max: "100000", value: "10", required: true });
@@ -340,7 +343,7 @@ async function showEnroll() {
       f("et-expires", "Valid for", expires), f("et-uses", "Devices (uses)", uses)),
     h("div", { class: "filters" },
       h("div", { class: "grow" }, f("et-address", "Enrollment address", address, "host:port of this collector's enrollment listener, as the devices reach it")),
-      h("div", { class: "grow" }, f("et-server", "Telemetry address (MSI SERVER)", server, "only when it differs from the enrollment host with port 4443"))),
+      h("div", { class: "grow" }, f("et-server", "Telemetry address (MSI SERVER)", server, "only when it differs from the enrollment host with port " + defaults.telemetry_port))),
     h("button", { type: "submit", id: "et-submit" }, "Create token"), err);
   const list = h("div", { id: "token-list" });
   const refreshTokens = async () => {

@@ -45,6 +45,7 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(api::token_revoke))
         .routes(routes!(enroll::list, enroll::create))
         .routes(routes!(enroll::revoke))
+        .routes(routes!(enroll::defaults_route))
         .routes(routes!(api::audit))
         .routes(routes!(rules::rules))
         .routes(routes!(api::events))

@@ -507,6 +507,9 @@ fn method(m: &str) -> Method {
 
 /// Routes that act on the caller's own session, not on tenant data.
 const SESSION_ROUTES: &[&str] = &["/auth/login", "/auth/logout"];
+/// GET routes about the collector itself (its listeners and certificate), no
+/// tenant's data: every caller allowed them gets the very same answer.
+const COLLECTOR_ROUTES: &[&str] = &["/enrollment/defaults"];
 
 #[tokio::test]
 async fn every_route_leaks_nothing_to_another_tenant_and_a_viewer_writes_nothing() {
@@ -528,7 +531,23 @@ async fn every_route_leaks_nothing_to_another_tenant_and_a_viewer_writes_nothing
             continue;
         }
         let uri = fill(path, &fx);
-        if m == "get" {
+        if m == "get" && COLLECTOR_ROUTES.contains(&path.as_str()) {
+            let same = call(&fx.app, Method::GET, &uri, &msp, None).await;
+            assert_eq!(same.status, StatusCode::OK, "GET {uri}: {}", same.text);
+            for (name, who) in [("acme-admin", &owner)]
+                .into_iter()
+                .chain(outsiders.iter().map(|(n, w)| (*n, w)))
+            {
+                let a = call(&fx.app, Method::GET, &uri, who, None).await;
+                assert!(
+                    a.status == StatusCode::FORBIDDEN
+                        || (a.status == StatusCode::OK && a.text == same.text),
+                    "GET {uri} as {name} differs from the MSP's answer: {} {}",
+                    a.status,
+                    a.text
+                );
+            }
+        } else if m == "get" {
             // Positive controls: the owner and the MSP see it (so the route exists and the check can see a leak).
             for who in [&owner, &msp] {
                 if path.starts_with("/auth/") && who.cookie == msp.cookie {
@@ -1554,6 +1573,171 @@ async fn the_device_page_shows_filesystems_services_updates_and_searchable_softw
         .await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{r}: {}", a.text);
     }
+}
+
+#[test]
+fn enrollment_defaults_prefer_an_operator_name_with_the_configured_ports() {
+    use super::{Listeners, enroll::defaults};
+    let l = |e: &str, t: &str| Listeners {
+        enrollment: e.parse().unwrap(),
+        telemetry: t.parse().unwrap(),
+    };
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // As `pki init --name collector.example.net` writes them: localhost, loopback,
+    // this host's name, then the operator's.
+    let cert = names(&[
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "box7",
+        "collector.example.net",
+        "203.0.113.9",
+    ]);
+    let d = defaults(&cert, l("0.0.0.0:5544", "0.0.0.0:5543"), Some("box7"));
+    assert_eq!(d.address.as_deref(), Some("collector.example.net:5544"));
+    assert_eq!(d.server.as_deref(), Some("collector.example.net:5543"));
+    assert_eq!(
+        (d.enrollment_port, d.telemetry_port, d.source.as_str()),
+        (5544, 5543, "certificate")
+    );
+    // An operator's IP only: that one.
+    let ip_only = names(&["localhost", "127.0.0.1", "::1", "box7", "2001:db8::7"]);
+    let d = defaults(&ip_only, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(d.address.as_deref(), Some("[2001:db8::7]:4444"));
+    // The listener's own IP, when the certificate names it, before another IP.
+    let two = names(&["localhost", "box7", "198.51.100.1", "198.51.100.2"]);
+    let d = defaults(&two, l("198.51.100.2:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("198.51.100.2:4444"), "listen")
+    );
+    // No operator name: this host's name.
+    let plain = names(&["localhost", "127.0.0.1", "::1", "box7"]);
+    let d = defaults(&plain, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("box7:4444"), "hostname")
+    );
+    // A loopback listener: only this machine reaches it.
+    let d = defaults(&cert, l("127.0.0.1:4444", "127.0.0.1:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("127.0.0.1:4444"), "listen")
+    );
+    // No certificate, or one naming only localhost, off loopback: nothing to offer.
+    for none in [names(&[]), names(&["localhost", "127.0.0.1"])] {
+        let d = defaults(&none, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+        assert_eq!(
+            (d.address, d.server, d.source.as_str()),
+            (None, None, "none")
+        );
+        assert_eq!(
+            d.enrollment_port, 4444,
+            "the page still has the configured port"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enrollment_page_defaults_come_from_collector_toml_and_the_certificate() {
+    let fx = fixture();
+    let dir = fx.db.parent().unwrap().to_owned();
+    let listeners = super::Listeners {
+        enrollment: "0.0.0.0:14444".parse().unwrap(),
+        telemetry: "0.0.0.0:14443".parse().unwrap(),
+    };
+    let app = router(
+        ConsoleState::new(
+            fx.db.clone(),
+            tokio_util::sync::CancellationToken::new(),
+            false,
+        )
+        .with_listeners(listeners),
+    );
+    let admin = login(&app, "admin").await;
+    let a = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json()["address"],
+        Value::Null,
+        "no certificate yet: {}",
+        a.text
+    );
+    assert_eq!(a.json()["enrollment_port"], 14444, "{}", a.text);
+    crate::pki::init(&dir, &["collector.example.net".to_owned()]).unwrap();
+    let a = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        a.json(),
+        json!({"address": "collector.example.net:14444", "server": "collector.example.net:14443",
+               "enrollment_port": 14444, "telemetry_port": 14443, "source": "certificate"}),
+        "{}",
+        a.text
+    );
+    // A tenant admin gets the same; a viewer makes no tokens, so gets no defaults.
+    let t = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &login(&app, "acme-admin").await,
+        None,
+    )
+    .await;
+    assert_eq!(t.text, a.text);
+    let v = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &login(&app, "acme-viewer").await,
+        None,
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::FORBIDDEN, "{}", v.text);
+    // The default makes a token whose address is that listener.
+    let address = a.json()["address"].as_str().unwrap().to_owned();
+    let made = call(
+        &app,
+        Method::POST,
+        "/api/v1/enrollment-tokens",
+        &admin,
+        Some(json!({"tenant": "acme", "address": address, "expires_hours": 1, "uses": 1})),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let token =
+        tandem_proto::token::EnrollToken::parse(made.json()["token"].as_str().unwrap()).unwrap();
+    assert_eq!(token.address, "collector.example.net:14444");
+    // The page asks for them and fills them in.
+    let js = send(
+        &app,
+        Method::GET,
+        "/console/app.js",
+        &Who::default(),
+        None,
+        "",
+    )
+    .await;
+    assert!(
+        js.text.contains("\"/enrollment/defaults\""),
+        "the enrollment page reads the defaults"
+    );
+    assert!(
+        !js.text.contains("\":4444\""),
+        "no port hard-coded in the page"
+    );
 }
 
 #[tokio::test]

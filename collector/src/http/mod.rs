@@ -54,6 +54,9 @@ pub struct HttpState {
     /// which [`listener_tls`] allows on loopback only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: Limits,
+    /// collector.toml's enrollment and telemetry listeners (the console's enrollment
+    /// page defaults its address from them).
+    pub listeners: crate::console::Listeners,
 }
 
 impl HttpState {
@@ -134,7 +137,8 @@ pub fn router(state: HttpState, secure_cookies: bool) -> Router {
         state.db_path.clone(),
         state.stop.clone(),
         secure_cookies,
-    );
+    )
+    .with_listeners(state.listeners);
     Router::new()
         .merge(notify_routes(state))
         .route("/healthz", get(|| async { "ok" }))
