@@ -21,6 +21,7 @@ pub mod cli;
 pub mod device;
 pub mod enroll;
 pub mod error;
+pub mod maintenance;
 pub mod metrics;
 pub mod routes;
 pub mod rules;

@@ -74,6 +74,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0014_retention.sql"),
     ),
     // --- end store2 brief ---
+    // --- issue 15 (console4): maintenance windows made at run time. Appended. ---
+    (
+        "0021_maintenance",
+        include_str!("migrations/0021_maintenance.sql"),
+    ),
+    // --- end issue 15 (console4) ---
 ];
 
 /// File name of the database inside the data dir.
