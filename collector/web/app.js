@@ -412,9 +412,51 @@ async function showRules() {
     : h("p", { class: "status" }, "No maintenance windows are defined.");
   setView("Rules",
     h("p", { class: "status" }, "What the alert engine has loaded (" + set.rules.length + " rules, " + set.windows.length + " windows, as of " + fmtMs(set.loaded_ms) +
-      "). Rules and maintenance windows are defined in the rule files on the collector ([[rule]] and [[maintenance]]) and reload when the files change; here they are read-only. For a pause made on the spot, use a ", h("a", { href: "#/silences" }, "silence"), "."),
+      "). Rules and the windows below are defined in the rule files on the collector ([[rule]] and [[maintenance]]) and reload when the files change; here they are read-only. Windows made on this page are kept in the database; the engine picks them up within a tick. For a pause of one alert, use a ", h("a", { href: "#/silences" }, "silence"), "."),
     h("section", { class: "card" }, h("h2", {}, "Rules"), set.rules.length ? rules : h("p", { class: "status" }, "No rules are loaded.")),
-    h("section", { class: "card" }, h("h2", {}, "Maintenance windows"), wins));
+    h("section", { class: "card" }, h("h2", {}, "Maintenance windows"), wins),
+    ...await runtimeWindows());
+}
+
+// Maintenance windows made here (stored in the database, honoured like the files').
+async function runtimeWindows() {
+  const rows = await api("GET", "/maintenance");
+  const may = me.role !== "tenant-viewer";
+  const list = rows.length ? h("table", { id: "db-windows" }, h("thead", {}, h("tr", {}, ["Window", "From", "To", "Applies to", "Status", ""].map(c => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map(w => h("tr", { id: "window-" + w.id },
+      h("td", { "data-label": "Window" }, h("b", {}, w.note), h("div", { class: "meta" }, "by " + w.created_by + ", " + agoMs(w.created_ms))),
+      h("td", { "data-label": "From" }, fmtMs(w.starts_ms)),
+      h("td", { "data-label": "To" }, fmtMs(w.ends_ms)),
+      h("td", { "data-label": "Applies to" }, "tenant " + w.tenant + (w.site ? ", site " + w.site : "") + (w.device_id ? ", device " + w.device_id : "")),
+      h("td", { "data-label": "Status" }, h("span", { class: "pill " + w.status }, w.status === "active" ? "in maintenance" : w.status)),
+      h("td", { "data-label": "" }, may ? h("button", { type: "button", class: "secondary delete-window", "aria-label": "Delete maintenance window " + w.id + " (" + w.note + ")", onclick: async () => {
+        try { await api("DELETE", "/maintenance/" + w.id); say("Maintenance window " + w.id + " deleted"); route(); } catch (e) { say(e.message); }
+      } }, "Delete") : "")))))
+    : h("p", { class: "status", id: "no-db-windows" }, "No maintenance windows made here are current or upcoming.");
+  const out = [h("section", { class: "card" }, h("h2", {}, "Maintenance windows made here"), list)];
+  if (!may) return out;
+  const f = (id, label, input) => h("div", {}, h("label", { for: id }, label), input);
+  const tenants = me.tenant ? [] : await api("GET", "/tenants");
+  const tenant = me.tenant ? null : h("select", { id: "mw-tenant" }, [h("option", { value: "" }, "The device's tenant"), ...tenants.map(t => h("option", { value: t.name }, t.name))]);
+  const site = h("input", { id: "mw-site", placeholder: "whole tenant" });
+  const device = h("input", { id: "mw-device", placeholder: "device id (optional)" });
+  const start = h("input", { id: "mw-start", type: "datetime-local", "aria-describedby": "mw-start-hint" });
+  const mins = durationSelect("mw-minutes");
+  const note = h("input", { id: "mw-note", required: true, maxlength: "500", placeholder: "What is done (required)" });
+  const err = h("p", { class: "err", role: "alert" });
+  const form = h("form", { class: "card", id: "new-window", "aria-labelledby": "mw-title", onsubmit: async ev => {
+    ev.preventDefault(); err.textContent = "";
+    const b = { minutes: Number(mins.value), note: note.value };
+    if (start.value) b.start = new Date(start.value).toISOString();
+    for (const [k, el] of [["tenant", tenant], ["site", site], ["device", device]]) if (el && el.value.trim()) b[k] = el.value.trim();
+    try { const w = await api("POST", "/maintenance", b); say("Maintenance window " + w.id + " created"); route(); } catch (e) { err.textContent = e.message; }
+  } },
+    h("h2", { id: "mw-title" }, "New maintenance window"),
+    h("div", { class: "filters" }, tenant ? f("mw-tenant", "Tenant", tenant) : "", f("mw-site", "Site", site), f("mw-device", "Device", device)),
+    h("div", { class: "filters" }, h("div", {}, h("label", { for: "mw-start" }, "Starts"), start, h("div", { class: "hint", id: "mw-start-hint" }, "your local time; empty = now")),
+      f("mw-minutes", "For", mins), h("div", { class: "grow" }, h("label", { for: "mw-note" }, "Note"), note), h("button", { type: "submit", id: "mw-submit" }, "Create window")),
+    err);
+  return [form, ...out];
 }
 
 const ROLES = [["msp-admin", "MSP admin"], ["msp-tech", "MSP technician"], ["tenant-admin", "Tenant admin"], ["tenant-viewer", "Tenant viewer"]];
