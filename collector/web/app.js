@@ -486,6 +486,7 @@ async function showUsers() {
     h("td", { "data-label": "Added" }, agoMs(u.created_ms)),
     h("td", { "data-label": "" }, h("div", { class: "actions" },
       h("button", { type: "button", class: "secondary", "aria-label": "Set the password of " + u.username, onclick: ev => passwordForm(ev.target.closest("td"), u.username) }, "Set password"),
+      h("button", { type: "button", class: "secondary", "aria-label": "Change the role of " + u.username, onclick: ev => roleForm(ev.target.closest("td"), u, roles, tenants) }, "Change role"),
       u.username === me.username ? "" : h("button", { type: "button", class: "secondary danger", "aria-label": "Remove user " + u.username, onclick: async () => {
         if (!confirm("Remove " + u.username + "? Their sessions end.")) return;
         try { await api("DELETE", "/users/" + encodeURIComponent(u.username)); say("User " + u.username + " removed"); route(); } catch (e) { say(e.message); }
@@ -493,6 +494,26 @@ async function showUsers() {
   setView("Users", form, h("section", { class: "card" }, h("h2", {}, "Users (" + users.length + ")"),
     h("table", { id: "users" }, h("thead", {}, h("tr", {}, ["User", "Role", "Tenant", "Added", ""].map(c => h("th", { scope: "col" }, c)))), h("tbody", {}, rows))),
     await apiTokensSection(roles, tenants));
+}
+
+// Role (and tenant) of a user: a tenant admin is offered only its tenant's roles; the
+// API refuses anything else anyway.
+function roleForm(cell, u, roles, tenants) {
+  cell.querySelector(".roleform")?.remove();
+  const id = "role-" + u.username.replace(/[^a-zA-Z0-9]/g, "_");
+  const role = h("select", { id }, roles.map(([v, t]) => h("option", { value: v, selected: v === u.role }, t)));
+  const tenant = me.tenant ? null : h("select", { id: id + "-tenant", "aria-label": "Tenant for " + u.username },
+    [h("option", { value: "" }, "— (MSP roles)"), ...tenants.map(t => h("option", { value: t.name, selected: t.name === u.tenant }, t.name))]);
+  const err = h("span", { class: "err", role: "alert" });
+  const form = h("form", { class: "roleform ackform", onsubmit: async ev => {
+    ev.preventDefault();
+    const b = { role: role.value };
+    if (me.tenant) b.tenant = me.tenant; else if (tenant.value) b.tenant = tenant.value;
+    try { await api("PUT", "/users/" + encodeURIComponent(u.username) + "/role", b); say("Role of " + u.username + " changed; their sessions ended"); route(); }
+    catch (e) { err.textContent = e.message; }
+  } }, h("label", { for: id, class: "sr-only" }, "New role for " + u.username), role, tenant || "", h("button", { type: "submit" }, "Change"), err);
+  cell.append(form);
+  role.focus();
 }
 
 function passwordForm(cell, user) {

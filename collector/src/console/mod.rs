@@ -23,6 +23,7 @@ pub mod enroll;
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
+pub mod roles;
 pub mod routes;
 pub mod rules;
 pub mod samples;

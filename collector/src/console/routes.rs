@@ -6,7 +6,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ConsoleState, actions, api, device, enroll, maintenance, rules};
+use super::{ConsoleState, actions, api, device, enroll, maintenance, roles, rules};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -43,6 +43,7 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(api::users, api::user_add))
         .routes(routes!(api::user_remove))
         .routes(routes!(api::user_passwd))
+        .routes(routes!(roles::user_role))
         .routes(routes!(api::tokens, api::token_create))
         .routes(routes!(api::token_revoke))
         .routes(routes!(enroll::list, enroll::create))
