@@ -12,6 +12,7 @@ pub mod v1 {
     tonic::include_proto!("tandem.v1");
 }
 
+pub mod codec;
 pub mod metrics;
 pub mod token;
 pub mod util;

@@ -77,6 +77,10 @@ impl Default for Listeners {
 #[derive(Clone)]
 pub struct ConsoleState {
     pub db_path: PathBuf,
+    /// Connections reused across requests (a request used to open its own).
+    pub pool: Arc<crate::store::pool::Pool>,
+    /// The shared feed watcher the event streams wait on.
+    pub feeds: crate::http::hub::FeedHub,
     pub stop: CancellationToken,
     pub limiter: Arc<RateLimit>,
     /// Mark cookies `Secure` (everywhere but plain HTTP on loopback).
@@ -89,7 +93,10 @@ pub struct ConsoleState {
 
 impl ConsoleState {
     pub fn new(db_path: PathBuf, stop: CancellationToken, secure_cookies: bool) -> Self {
+        let pool = crate::store::pool::Pool::new(&db_path, POOL_IDLE);
         ConsoleState {
+            feeds: crate::http::hub::FeedHub::new(pool.clone(), EVENTS_POLL, stop.clone()),
+            pool,
             db_path,
             stop,
             // 5 failures per account, 20 per address, in 15 minutes.
@@ -109,21 +116,22 @@ impl ConsoleState {
 
 pub(crate) use tandem_proto::util::now_ms;
 
-fn open(path: &std::path::Path) -> Result<Connection, ApiError> {
-    let mut c = Connection::open(path).map_err(ApiError::internal)?;
-    crate::store::wait_for_locks(&mut c)?;
-    c.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(c)
-}
+/// Connections kept open for requests: about as many as requests run at once on
+/// the blocking pool in normal use (a page load fetches up to eight charts).
+const POOL_IDLE: usize = 8;
+/// How often the event streams' watcher looks for new events.
+const EVENTS_POLL: Duration = Duration::from_millis(250);
 
-/// Runs `f` on the blocking pool with its own connection.
+/// Runs `f` on the blocking pool with a pooled connection.
 pub(crate) async fn db<T: Send + 'static>(
     st: &ConsoleState,
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let path = st.db_path.clone();
+    let pool = st.pool.clone();
+    let turn = pool.gate().await;
     tokio::task::spawn_blocking(move || {
-        let mut c = open(&path)?;
+        let _turn = turn;
+        let mut c = pool.get().map_err(ApiError::internal)?;
         f(&mut c)
     })
     .await

@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(api::device))
         .routes(routes!(api::device_latest))
         .routes(routes!(api::device_series))
+        .routes(routes!(api::device_charts))
         .routes(routes!(device::filesystems))
         .routes(routes!(device::services))
         .routes(routes!(device::updates))

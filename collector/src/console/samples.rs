@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use crate::store::StoreError;
 use crate::store::compact::StorageConfig;
-use crate::store::query::{MetricQuery, SqliteMetrics};
+use crate::store::query::{MetricQuery, SeriesInfo, SqliteMetrics};
 
 /// Points of one series of a device in `range` (Unix ms), oldest first: raw when
 /// `step_ms` is `None`, else the mean per bucket of at least `step_ms` (time =
@@ -31,6 +31,43 @@ pub fn series(
     else {
         return Ok(Vec::new());
     };
+    points(&m, &info, range, step_ms, limit)
+}
+
+/// Every series of a device whose metric is in `metrics` (all of them when `None`),
+/// each as [`series`] gives it, ordered by name then dimension: a whole chart page
+/// in one read, the series list looked up once.
+pub fn charts(
+    conn: &Connection,
+    device_id: &str,
+    metrics: Option<&[&str]>,
+    range: std::ops::Range<i64>,
+    step_ms: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(SeriesInfo, Vec<(i64, f64)>)>, StoreError> {
+    let m = SqliteMetrics::new(conn, StorageConfig::default());
+    let mut infos: Vec<SeriesInfo> = m
+        .series(device_id)?
+        .into_iter()
+        .filter(|s| metrics.is_none_or(|ms| ms.contains(&s.name.as_str())))
+        .collect();
+    infos.sort_by(|a, b| (&a.name, &a.dimension).cmp(&(&b.name, &b.dimension)));
+    infos
+        .into_iter()
+        .map(|info| {
+            let p = points(&m, &info, range.clone(), step_ms, limit)?;
+            Ok((info, p))
+        })
+        .collect()
+}
+
+fn points(
+    m: &SqliteMetrics<'_>,
+    info: &SeriesInfo,
+    range: std::ops::Range<i64>,
+    step_ms: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
     let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
     let mut out: Vec<(i64, f64)> = match step_ms {
         None => m

@@ -810,6 +810,8 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&from_ms=10&to_ms=5",
         "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&step_ms=10",
         "/api/v1/devices/dev-acme-1/series?metric=cpu.usage&from_ms=0&to_ms=4000000000000",
+        "/api/v1/devices/dev-acme-1/charts?from_ms=10&to_ms=5",
+        "/api/v1/devices/dev-acme-1/charts?metrics=cpu.usage,,mem.used&step_ms=100000",
     ] {
         let a = call(&fx.app, Method::GET, q, &who, None).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}: {}", a.text);
@@ -1026,6 +1028,45 @@ async fn devices_filter_and_paginate_and_series_roll_up() {
     .await;
     let n = a.json()["points"].as_array().unwrap().len();
     assert!((3..=5).contains(&n), "{n}: {}", a.text);
+    // The charts route answers the same series in one request.
+    let one = a.json()["points"].clone();
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/charts?metrics=cpu.usage&step_ms=100000",
+        &who,
+        None,
+    )
+    .await;
+    let series = a.json()["series"].as_array().unwrap().clone();
+    assert_eq!(series.len(), 1, "{}", a.text);
+    assert_eq!(
+        (&series[0]["metric"], &series[0]["points"]),
+        (&json!("cpu.usage"), &one)
+    );
+    let all = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/charts",
+        &who,
+        None,
+    )
+    .await
+    .json();
+    let latest = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices/dev-acme-1/latest",
+        &who,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        all["series"].as_array().unwrap().len(),
+        latest.as_array().unwrap().len(),
+        "without metrics, every series of the device: {all}"
+    );
     let a = call(
         &fx.app,
         Method::GET,
@@ -1046,6 +1087,86 @@ async fn devices_filter_and_paginate_and_series_roll_up() {
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports() {
+    let fx = fixture();
+    let c = Connection::open(&fx.db).unwrap();
+    let t = now();
+    // Not counted anywhere: a revoked device (with an old report that needs a reboot)
+    // and a resolved incident.
+    c.execute(
+        "INSERT INTO devices (id, tenant_id, hostname, first_seen_ms, last_seen_ms, revoked_ms)
+         VALUES ('dev-acme-3', (SELECT id FROM tenants WHERE name = 'acme'), 'gone', ?1, ?1, ?1)",
+        [t],
+    )
+    .unwrap();
+    let report = |dev: &str, seq: i64, reboot: i64| {
+        c.execute(
+            "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required, reboot_since_ms, last_install_ms)
+             VALUES (?1, ?2, ?3, 'apt', '', ?4, 0, 0)",
+            params![dev, seq, t, reboot],
+        )
+        .unwrap();
+    };
+    report("dev-acme-3", 1, 1);
+    let gone = seed_incident(&c, "acme", "dev-acme-1", "disk_full");
+    c.execute(
+        "UPDATE incidents SET state = 'resolved', severity = 'warning' WHERE id = ?1",
+        [gone],
+    )
+    .unwrap();
+    // globex: an older report needed a reboot and had a security update; the latest
+    // needs neither. And an acknowledged warning.
+    report("dev-globex-1", 1, 1);
+    c.execute(
+        "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version, classification, advisory_id, first_seen_ms)
+         VALUES ('dev-globex-1', 1, 'openssl', '1', '2', 'security', '', ?1)",
+        [t],
+    )
+    .unwrap();
+    report("dev-globex-1", 2, 0);
+    let warn = seed_incident(&c, "globex", "dev-globex-1", "mem_high");
+    c.execute(
+        "UPDATE incidents SET state = 'acked', severity = 'warning' WHERE id = ?1",
+        [warn],
+    )
+    .unwrap();
+    let row = |v: &Value| {
+        [
+            "devices",
+            "online",
+            "offline",
+            "stale_24h",
+            "alerts_warning",
+            "alerts_critical",
+            "reboot_pending",
+            "security_pending",
+        ]
+        .map(|k| v[k].as_i64().unwrap())
+    };
+    let admin = login(&fx.app, "admin").await;
+    let all = call(&fx.app, Method::GET, "/api/v1/fleet", &admin, None)
+        .await
+        .json();
+    let all = all.as_array().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|v| v["tenant"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["acme", "globex"]
+    );
+    // acme: dev-acme-1 online (report 1: reboot, a security update), dev-acme-2 seen
+    // three days ago; one open critical.
+    assert_eq!(row(&all[0]), [2, 1, 1, 1, 0, 1, 1, 1], "{:?}", all[0]);
+    assert_eq!(row(&all[1]), [1, 1, 0, 0, 1, 1, 0, 0], "{:?}", all[1]);
+    let v = login(&fx.app, "acme-viewer").await;
+    let mine = call(&fx.app, Method::GET, "/api/v1/fleet", &v, None)
+        .await
+        .json();
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(row(&mine[0]), row(&all[0]));
 }
 
 #[tokio::test]

@@ -19,11 +19,12 @@
 //! - SQLite is read on the blocking pool, never on the runtime's threads; internal
 //!   errors are logged and answered with a plain 500, never their text.
 
+pub mod hub;
 pub mod tail;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -40,12 +41,20 @@ use tokio_util::sync::CancellationToken;
 use crate::notify::incident::{self, Outcome};
 use crate::notify::link::{LinkError, LinkKey, token_hash};
 
-/// How often a feed stream looks for new events.
+/// How often the feed watcher looks for new events (see [`hub`]).
 const FEED_POLL: Duration = Duration::from_millis(200);
+/// Connections kept open for the listener's requests (ack links, feeds, console).
+const POOL_IDLE: usize = 8;
+/// Most events one read of the feed returns.
+const FEED_PAGE: usize = 500;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub db_path: PathBuf,
+    /// Connections reused across requests, shared with the console.
+    pub pool: Arc<crate::store::pool::Pool>,
+    /// The one watcher of the feed that every open stream waits on.
+    pub feeds: hub::FeedHub,
     pub key: LinkKey,
     /// Ends feed streams at shutdown (graceful shutdown waits for open connections,
     /// and an event stream never ends on its own).
@@ -60,6 +69,33 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// The state for a listener over the database at `db_path`.
+    pub fn new(
+        db_path: PathBuf,
+        key: LinkKey,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        limits: Limits,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let pool = crate::store::pool::Pool::new(&db_path, POOL_IDLE);
+        HttpState {
+            feeds: hub::FeedHub::new(pool.clone(), FEED_POLL, stop.clone()),
+            pool,
+            db_path,
+            key,
+            stop,
+            tls,
+            limits,
+            listeners: crate::console::Listeners::default(),
+        }
+    }
+
+    /// With the enrollment and telemetry listeners as bound (not the defaults).
+    pub fn with_listeners(mut self, listeners: crate::console::Listeners) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
     /// `https` or `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -133,12 +169,14 @@ pub fn listener_tls(
 /// own state, so that `serve` stays the one place the server is built.
 pub fn router(state: HttpState, secure_cookies: bool) -> Router {
     // Issue 15: the console (API + dashboard); cookies are Secure unless on loopback.
-    let console = crate::console::ConsoleState::new(
+    let mut console = crate::console::ConsoleState::new(
         state.db_path.clone(),
         state.stop.clone(),
         secure_cookies,
     )
     .with_listeners(state.listeners);
+    console.pool = state.pool.clone();
+    console.feeds = state.feeds.clone();
     Router::new()
         .merge(notify_routes(state))
         .route("/healthz", get(|| async { "ok" }))
@@ -318,11 +356,13 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn with_db<T: Send + 'static>(
-    path: PathBuf,
+    pool: Arc<crate::store::pool::Pool>,
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, String> {
+    let turn = pool.gate().await;
     tokio::task::spawn_blocking(move || {
-        let mut c = crate::store::open(&path).map_err(|e| e.to_string())?;
+        let _turn = turn;
+        let mut c = pool.get().map_err(|e| e.to_string())?;
         f(&mut c).map_err(|e| e.to_string())
     })
     .await
@@ -335,7 +375,7 @@ async fn ack_page(State(st): State<HttpState>, Path(token): Path<String>) -> Res
         Err(e) => return link_refused(&e),
     };
     let id = link.incident;
-    let inc = match with_db(st.db_path.clone(), move |c| incident::get(c, id)).await {
+    let inc = match with_db(st.pool.clone(), move |c| incident::get(c, id)).await {
         Ok(Some(i)) => i,
         Ok(None) => {
             return page(
@@ -412,7 +452,7 @@ async fn ack_post(
     let note = (!note.trim().is_empty()).then_some(note);
     let (id, by) = (link.incident, format!("{} (mail link)", link.recipient));
     let by2 = by.clone();
-    let out = with_db(st.db_path.clone(), move |c| {
+    let out = with_db(st.pool.clone(), move |c| {
         incident::ack(c, id, &by2, note.as_deref(), now_ms())
     })
     .await;
@@ -528,7 +568,7 @@ async fn feed(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
     let session = crate::console::cookie(&headers, crate::console::SESSION_COOKIE);
-    let scope = match with_db(st.db_path.clone(), move |c| {
+    let scope = match with_db(st.pool.clone(), move |c| {
         feed_scope(c, bearer.as_deref(), session.as_deref(), now_ms())
     })
     .await
@@ -567,51 +607,34 @@ async fn feed(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(q.since);
-    let path = st.db_path.clone();
-    let conn = match tokio::task::spawn_blocking(move || crate::store::open_read_only(&path)).await
-    {
-        Ok(Ok(c)) => Arc::new(Mutex::new(c)),
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
-    };
     let start = match resume {
         Some(id) => id,
-        None => {
-            let c = conn.clone();
-            match tokio::task::spawn_blocking(move || {
-                let c = c.lock().map_err(|_| "poisoned".to_owned())?;
-                c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map_err(|e| e.to_string())
+        None => match with_db(st.pool.clone(), |c| {
+            c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
+                r.get::<_, i64>(0)
             })
-            .await
-            {
-                Ok(Ok(id)) => id,
-                Ok(Err(e)) => return internal(e),
-                Err(e) => return internal(e),
-            }
-        }
+        })
+        .await
+        {
+            Ok(id) => id,
+            Err(e) => return internal(e),
+        },
     };
-    feed_sse(start, FEED_POLL, st.stop.clone(), move |from| {
-        let (c, t) = (conn.clone(), tenant.clone());
+    let pool = st.pool.clone();
+    feed_sse(start, st.feeds.subscribe(), st.stop.clone(), move |from| {
+        let (pool, t) = (pool.clone(), tenant.clone());
         async move {
-            tokio::task::spawn_blocking(move || {
-                let c = c
-                    .lock()
-                    .map_err(|_| "the feed's connection is poisoned".to_owned())?;
-                feed_page(&c, from, t.as_deref(), critical_only).map_err(|e| e.to_string())
+            with_db(pool, move |c| {
+                feed_page(c, from, t.as_deref(), critical_only)
             })
             .await
-            .map_err(|e| format!("feed read task: {e}"))?
         }
     })
 }
 
-/// One feed event as the SSE stream sends it: (id, kind, JSON body).
 pub(crate) type FeedRow = (i64, String, String);
 
-/// Up to 500 feed events after `after`, oldest first: of one tenant (or all), and
+/// Up to [`FEED_PAGE`] feed events after `after`, oldest first: of one tenant (or all), and
 /// only critical ones when `critical_only`. Shared by the MSP feed and the console's
 /// tenant-scoped event stream.
 pub(crate) fn feed_page(
@@ -623,21 +646,23 @@ pub(crate) fn feed_page(
     let mut s = c.prepare_cached(
         "SELECT id, kind, body FROM feed_events WHERE id > ?1
            AND (?2 IS NULL OR tenant = ?2) AND (NOT ?3 OR severity = 'critical')
-         ORDER BY id LIMIT 500",
+         ORDER BY id LIMIT ?4",
     )?;
-    let rows = s.query_map(rusqlite::params![after, tenant, critical_only], |r| {
+    let page = FEED_PAGE as i64;
+    let rows = s.query_map(rusqlite::params![after, tenant, critical_only, page], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
     rows.collect()
 }
 
 /// A server-sent-events response of feed events after `start`: each page from
-/// `read(cursor)` is sent in order (event id = feed id, so `Last-Event-ID` resumes),
-/// then `read` is polled again every `poll`. A failed read is logged and retried;
+/// `read(cursor)` is sent in order (event id = feed id, so `Last-Event-ID` resumes);
+/// after a short page the stream sleeps until `head` (the [`hub`]'s newest feed id)
+/// moves, then reads again. A failed read is logged and retried at the next move;
 /// the stream ends when `stop` is cancelled.
 pub(crate) fn feed_sse<F, Fut>(
     start: i64,
-    poll: Duration,
+    head: tokio::sync::watch::Receiver<i64>,
     stop: CancellationToken,
     read: F,
 ) -> axum::response::Response
@@ -645,36 +670,53 @@ where
     F: Fn(i64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Vec<FeedRow>, String>> + Send,
 {
-    let stream = futures::stream::unfold(
-        (start, std::collections::VecDeque::<FeedRow>::new(), true),
-        move |(mut cursor, mut queue, mut first)| {
-            let read = read.clone();
-            async move {
-                loop {
-                    if let Some((id, kind, body)) = queue.pop_front() {
-                        let ev = Event::default().id(id.to_string()).event(kind).data(body);
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(ev),
-                            (cursor, queue, first),
-                        ));
-                    }
-                    if !first {
-                        tokio::time::sleep(poll).await;
-                    }
-                    first = false;
-                    match read(cursor).await {
-                        Ok(rows) => {
-                            if let Some(last) = rows.last() {
-                                cursor = last.0;
-                            }
-                            queue.extend(rows);
+    struct At {
+        cursor: i64,
+        queue: std::collections::VecDeque<FeedRow>,
+        /// Read again without waiting: the first read, or the last page was full.
+        now: bool,
+        head: tokio::sync::watch::Receiver<i64>,
+    }
+    let at = At {
+        cursor: start,
+        queue: Default::default(),
+        now: true,
+        head,
+    };
+    let stream = futures::stream::unfold(at, move |mut at| {
+        let read = read.clone();
+        async move {
+            loop {
+                if let Some((id, kind, body)) = at.queue.pop_front() {
+                    let ev = Event::default().id(id.to_string()).event(kind).data(body);
+                    return Some((Ok::<_, std::convert::Infallible>(ev), at));
+                }
+                if !at.now {
+                    // Wait for the feed to move; a closed hub ends the stream.
+                    at.head.changed().await.ok()?;
+                }
+                let seen = *at.head.borrow_and_update();
+                match read(at.cursor).await {
+                    Ok(rows) => {
+                        at.now = rows.len() >= FEED_PAGE;
+                        if let Some(last) = rows.last() {
+                            at.cursor = last.0;
                         }
-                        Err(e) => tracing::warn!(error = %e, "feed read failed; retrying"),
+                        if !at.now {
+                            // Everything up to `seen` is read (the hub's invariant): a
+                            // filtered stream need not scan other tenants' events again.
+                            at.cursor = at.cursor.max(seen);
+                        }
+                        at.queue.extend(rows);
+                    }
+                    Err(e) => {
+                        at.now = false;
+                        tracing::warn!(error = %e, "feed read failed; retrying");
                     }
                 }
             }
-        },
-    );
+        }
+    });
     let stream = futures::StreamExt::take_until(stream, stop.cancelled_owned());
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

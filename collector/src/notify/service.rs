@@ -61,14 +61,13 @@ impl Notifier {
                         })?;
                 Some((
                     l,
-                    crate::http::HttpState {
-                        db_path: config.db_path(),
+                    crate::http::HttpState::new(
+                        config.db_path(),
                         key,
-                        stop: CancellationToken::new(),
                         tls,
-                        limits: crate::http::Limits::from_config(h),
-                        listeners,
-                    },
+                        crate::http::Limits::from_config(h),
+                    )
+                    .with_listeners(listeners),
                 ))
             }
         };

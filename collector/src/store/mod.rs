@@ -25,6 +25,7 @@ pub mod stats;
 #[cfg(test)]
 mod store_tests;
 // --- end store brief ---
+pub mod pool;
 pub mod posture;
 pub mod query;
 pub mod removal;
@@ -74,6 +75,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0014_retention.sql"),
     ),
     // --- end store2 brief ---
+    // Issue 15: indexes for the fleet page and the device list (appended, as above).
+    (
+        "0015_console_indexes",
+        include_str!("migrations/0015_console_indexes.sql"),
+    ),
     // --- issue 15 (console4): maintenance windows made at run time. Appended. ---
     (
         "0021_maintenance",

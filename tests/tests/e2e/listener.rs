@@ -375,10 +375,14 @@ async fn connection_caps_and_deadlines_hold_off_a_squatter() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let t = closed_within(&mut fourth, Duration::from_secs(2)).await;
+    // "At once": well before the 5 s first-byte deadline, which would close it too.
+    // 2 s, or 4 s when the whole suite shares the cores (CI), where the accept loop
+    // of a debug build was once seen to take longer than 2 s.
+    let within = Duration::from_secs(if tandem_tests::wait_scale() > 1 { 4 } else { 2 });
+    let t = closed_within(&mut fourth, within).await;
     assert!(
         t.is_some(),
-        "the 4th connection from one address is closed at once"
+        "the 4th connection from one address is closed at once (within {within:?})"
     );
     let err = request("127.0.0.1", port, Some(&ca), "GET", "/healthz", &[], "").await;
     assert!(

@@ -7,20 +7,24 @@
 //! every request of the group. An answer of `Ok` therefore means "on disk": ingest
 //! acknowledges a sequence number to the agent only after it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use tandem_proto::util::now_ms;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_proto::v1::{
-    Gap, GapReason, Inventory, MetricBatch, PatchReport, PostureReport, PostureState,
-    UpdateClassification,
-};
+use tandem_proto::v1::{Gap, GapReason, Inventory, MetricBatch, PatchReport, PostureReport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+
+mod reports;
+mod values;
+
+#[cfg(test)]
+use reports::{MAX_CHANGES_PER_DEVICE, MAX_CHANGES_PER_INVENTORY};
+use reports::{write_inventory, write_patch, write_posture};
+use values::{SeriesCache, write_values};
 
 /// Who a write is for: taken from the client certificate, never from a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,31 +282,6 @@ impl Writer {
     /// Requests waiting for the writer right now.
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-/// Series ids by device, name and dimension, so ingest does not look them up in
-/// SQLite per value. Nested by part so that a hit is found with the batch's borrowed
-/// strings: the ingest path allocates only for a series seen for the first time.
-#[derive(Default)]
-struct SeriesCache(HashMap<String, HashMap<String, HashMap<String, i64>>>);
-
-impl SeriesCache {
-    fn get(&self, device_id: &str, name: &str, dimension: &str) -> Option<i64> {
-        self.0.get(device_id)?.get(name)?.get(dimension).copied()
-    }
-
-    fn insert(&mut self, device_id: &str, name: &str, dimension: &str, id: i64) {
-        self.0
-            .entry(device_id.to_owned())
-            .or_default()
-            .entry(name.to_owned())
-            .or_default()
-            .insert(dimension.to_owned(), id);
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
@@ -581,7 +560,7 @@ fn write_hello(
 }
 
 /// Claims `(device, seq)` in the ledger; false if it was claimed before.
-fn claim_seq(
+pub(super) fn claim_seq(
     tx: &rusqlite::Transaction<'_>,
     device_id: &str,
     seq: u64,
@@ -621,78 +600,6 @@ fn write_batch(
     Ok((Outcome::Stored, inserted))
 }
 
-/// Stores a batch's values as one head row (issue 17: one row per batch, not per
-/// value); compaction later moves it into the device-hour chunk. A value already
-/// stored for the same series and instant (a live copy sent earlier) is kept as it
-/// is: compaction and reads keep the first one. Returns the values stored.
-fn write_values(
-    tx: &rusqlite::Transaction<'_>,
-    cache: &mut SeriesCache,
-    device_id: &str,
-    batch: &MetricBatch,
-) -> Result<u64, StoreError> {
-    let mut series_ids = Vec::with_capacity(batch.series.len());
-    for key in &batch.series {
-        series_ids.push(series_id(tx, cache, device_id, &key.name, &key.dimension)?);
-    }
-    let mut n = 0u64;
-    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    let samples: Vec<(i64, &[f64])> = batch
-        .samples
-        .iter()
-        .map(|s| {
-            n += s
-                .values
-                .iter()
-                .take(series_ids.len())
-                .filter(|v| !v.is_nan())
-                .count() as u64;
-            min_ts = min_ts.min(s.time_unix_ms);
-            max_ts = max_ts.max(s.time_unix_ms);
-            (s.time_unix_ms, s.values.as_slice())
-        })
-        .collect();
-    if n == 0 {
-        return Ok(0);
-    }
-    let payload = super::chunk::encode_head(&series_ids, &samples);
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    insert.execute(params![device_id, min_ts, max_ts, n as i64, payload])?;
-    Ok(n)
-}
-
-fn series_id(
-    tx: &rusqlite::Transaction<'_>,
-    cache: &mut SeriesCache,
-    device_id: &str,
-    name: &str,
-    dimension: &str,
-) -> rusqlite::Result<i64> {
-    if let Some(id) = cache.get(device_id, name, dimension) {
-        return Ok(id);
-    }
-    let mut find = tx.prepare_cached(
-        "SELECT id FROM series WHERE device_id = ?1 AND name = ?2 AND dimension = ?3",
-    )?;
-    let id = match find
-        .query_row(params![device_id, name, dimension], |r| r.get(0))
-        .optional()?
-    {
-        Some(id) => id,
-        None => {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO series (device_id, name, dimension) VALUES (?1, ?2, ?3)",
-            )?;
-            ins.execute(params![device_id, name, dimension])?;
-            tx.last_insert_rowid()
-        }
-    };
-    cache.insert(device_id, name, dimension, id);
-    Ok(id)
-}
-
 fn write_gap(
     tx: &rusqlite::Transaction<'_>,
     device_id: &str,
@@ -725,293 +632,6 @@ fn write_gap(
         ],
     )?;
     tracing::warn!(device = %device_id, first = gap.first_dropped_seq, last = gap.last_dropped_seq, reason, "agent reported a gap in its data");
-    Ok(Outcome::Stored)
-}
-
-/// Stores an inventory as the device's latest (unless a higher seq is stored
-/// already), replaces its software list when the inventory carries one, and records
-/// what was added and removed since the previous list.
-fn write_inventory(
-    tx: &rusqlite::Transaction<'_>,
-    device_id: &str,
-    inv: &Inventory,
-    now: i64,
-) -> Result<Outcome, StoreError> {
-    // n_values 0: the ledger's count is of sample values (and, for a patch report,
-    // its updates); an inventory holds neither, and counting its programs would
-    // make value checks over the ledger (e2e `assert_exactly_once`) miscount.
-    if !claim_seq(tx, device_id, inv.seq, 0, now)? {
-        return Ok(Outcome::Duplicate);
-    }
-    let newer_stored: bool = tx
-        .query_row(
-            "SELECT count(*) FROM inventories WHERE device_id = ?1 AND seq > ?2",
-            params![device_id, inv.seq as i64],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    if newer_stored {
-        // A late frame (a gap filled after a newer inventory): the ledger has it,
-        // the latest stays the latest.
-        return Ok(Outcome::Stored);
-    }
-    tx.execute(
-        "INSERT OR REPLACE INTO inventories (device_id, seq, time_ms, received_ms, os_name,
-            os_version, os_build, kernel, arch, hw_vendor, hw_model, hw_serial, cpu_model,
-            cpu_cores, memory_bytes, software_source, software_error, software_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        params![
-            device_id,
-            inv.seq as i64,
-            inv.time_unix_ms,
-            now,
-            inv.os_name,
-            inv.os_version,
-            inv.os_build,
-            inv.kernel,
-            inv.arch,
-            inv.hw_vendor,
-            inv.hw_model,
-            inv.hw_serial,
-            inv.cpu_model,
-            inv.cpu_cores,
-            // SQLite integers are signed; no machine has 2^63 bytes of memory.
-            i64::try_from(inv.memory_bytes).unwrap_or(i64::MAX),
-            inv.software_source,
-            inv.software_error,
-            inv.software.len() as i64
-        ],
-    )?;
-    if !inv.software_error.is_empty() {
-        // The list could not be read: keep the last good one rather than record
-        // every program as removed.
-        return Ok(Outcome::Stored);
-    }
-    let mut old: HashMap<(String, String), i64> = HashMap::new();
-    let had_list = {
-        let mut st =
-            tx.prepare_cached("SELECT name, version FROM inventory_software WHERE device_id = ?1")?;
-        let rows = st.query_map([device_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let mut any = false;
-        for row in rows {
-            *old.entry(row?).or_default() += 1;
-            any = true;
-        }
-        any || tx
-            .query_row(
-                "SELECT count(*) FROM inventory_changes WHERE device_id = ?1",
-                [device_id],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)?
-    };
-    let mut new: HashMap<(String, String), i64> = HashMap::new();
-    for sw in &inv.software {
-        *new.entry((sw.name.clone(), sw.version.clone()))
-            .or_default() += 1;
-    }
-    if had_list {
-        let mut changes: Vec<(&str, &String, &String)> = Vec::new();
-        for ((name, version), n) in &new {
-            if old
-                .get(&(name.clone(), version.clone()))
-                .copied()
-                .unwrap_or(0)
-                < *n
-            {
-                changes.push(("added", name, version));
-            }
-        }
-        for ((name, version), n) in &old {
-            if new
-                .get(&(name.clone(), version.clone()))
-                .copied()
-                .unwrap_or(0)
-                < *n
-            {
-                changes.push(("removed", name, version));
-            }
-        }
-        record_changes(tx, device_id, inv, &changes)?;
-    }
-    tx.execute(
-        "DELETE FROM inventory_software WHERE device_id = ?1",
-        [device_id],
-    )?;
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO inventory_software (device_id, name, version, publisher) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for sw in &inv.software {
-        ins.execute(params![device_id, sw.name, sw.version, sw.publisher])?;
-    }
-    Ok(Outcome::Stored)
-}
-
-/// Most change rows one inventory records; beyond it one `truncated` row says how
-/// many were left out. A dist-upgrade of a few thousand packages fits; a device
-/// that swaps a 50,000-program list each time no longer adds 100,000 rows.
-pub(crate) const MAX_CHANGES_PER_INVENTORY: usize = 5_000;
-/// Most change rows kept per device; the oldest go first.
-pub(crate) const MAX_CHANGES_PER_DEVICE: i64 = 20_000;
-
-/// Writes the changes of one inventory within the bounds above.
-fn record_changes(
-    tx: &rusqlite::Transaction<'_>,
-    device_id: &str,
-    inv: &Inventory,
-    changes: &[(&str, &String, &String)],
-) -> Result<(), StoreError> {
-    let mut ch = tx.prepare_cached(
-        "INSERT INTO inventory_changes (device_id, seq, time_ms, change, name, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for (change, name, version) in changes.iter().take(MAX_CHANGES_PER_INVENTORY) {
-        ch.execute(params![
-            device_id,
-            inv.seq as i64,
-            inv.time_unix_ms,
-            change,
-            name,
-            version
-        ])?;
-    }
-    if changes.len() > MAX_CHANGES_PER_INVENTORY {
-        let left_out = changes.len() - MAX_CHANGES_PER_INVENTORY;
-        ch.execute(params![
-            device_id,
-            inv.seq as i64,
-            inv.time_unix_ms,
-            "truncated",
-            format!("{left_out} more changes not recorded"),
-            ""
-        ])?;
-        tracing::warn!(device = %device_id, seq = inv.seq, changes = changes.len(),
-            recorded = MAX_CHANGES_PER_INVENTORY, "inventory change history truncated");
-    }
-    tx.execute(
-        "DELETE FROM inventory_changes WHERE rowid IN (
-             SELECT rowid FROM inventory_changes WHERE device_id = ?1
-             ORDER BY time_ms DESC, rowid DESC LIMIT -1 OFFSET ?2)",
-        params![device_id, MAX_CHANGES_PER_DEVICE],
-    )?;
-    Ok(())
-}
-
-/// Stores a posture report as the device's latest (unless a higher seq is stored
-/// already): its checks, backups and custom checks replace the previous ones.
-fn write_posture(
-    tx: &rusqlite::Transaction<'_>,
-    device_id: &str,
-    r: &PostureReport,
-    now: i64,
-) -> Result<Outcome, StoreError> {
-    // n_values 0, as for an inventory: the ledger counts sample values.
-    if !claim_seq(tx, device_id, r.seq, 0, now)? {
-        return Ok(Outcome::Duplicate);
-    }
-    let newer_stored: bool = tx
-        .query_row(
-            "SELECT count(*) FROM posture_reports WHERE device_id = ?1 AND seq > ?2",
-            params![device_id, r.seq as i64],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    if newer_stored {
-        return Ok(Outcome::Stored);
-    }
-    tx.execute(
-        "INSERT OR REPLACE INTO posture_reports (device_id, seq, time_ms, received_ms)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![device_id, r.seq as i64, r.time_unix_ms, now],
-    )?;
-    for table in ["posture_checks", "backup_states", "custom_check_states"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE device_id = ?1"),
-            [device_id],
-        )?;
-    }
-    let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO posture_checks (device_id, check_name, state, evidence, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for c in &r.checks {
-        // Validation refused every other value.
-        let state = match PostureState::try_from(c.state) {
-            Ok(PostureState::Pass) => "pass",
-            Ok(PostureState::Fail) => "fail",
-            _ => "unknown",
-        };
-        ins.execute(params![device_id, c.check, state, c.evidence, c.reason])?;
-    }
-    let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO backup_states (device_id, name, source, last_success_ms,
-            max_age_secs, error, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for b in &r.backups {
-        ins.execute(params![
-            device_id,
-            b.name,
-            b.source,
-            b.last_success_unix_ms,
-            b.max_age_secs,
-            b.error,
-            b.evidence
-        ])?;
-    }
-    let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO custom_check_states (device_id, name, status, reason)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for c in &r.custom_checks {
-        ins.execute(params![device_id, c.name, c.status, c.reason])?;
-    }
-    Ok(Outcome::Stored)
-}
-
-fn write_patch(
-    tx: &rusqlite::Transaction<'_>,
-    device_id: &str,
-    report: &PatchReport,
-    now: i64,
-) -> Result<Outcome, StoreError> {
-    if !claim_seq(tx, device_id, report.seq, report.updates.len() as u64, now)? {
-        return Ok(Outcome::Duplicate);
-    }
-    tx.execute(
-        "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required,
-            reboot_since_ms, last_install_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            device_id,
-            report.seq as i64,
-            report.time_unix_ms,
-            report.source,
-            report.error,
-            report.reboot_required,
-            report.reboot_required_since_unix_ms,
-            report.last_install_unix_ms
-        ],
-    )?;
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version,
-            classification, advisory_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for u in &report.updates {
-        let class = match UpdateClassification::try_from(u.classification) {
-            Ok(UpdateClassification::Security) => "security",
-            Ok(UpdateClassification::Other) => "other",
-            _ => "unknown",
-        };
-        ins.execute(params![
-            device_id,
-            report.seq as i64,
-            u.name,
-            u.current_version,
-            u.new_version,
-            class,
-            u.advisory_id,
-            u.first_seen_unix_ms
-        ])?;
-    }
     Ok(Outcome::Stored)
 }
 
