@@ -197,7 +197,6 @@ impl Collector {
                     addr: config.listen,
                     source,
                 })?;
-        let notifier = crate::notify::service::Notifier::bind(&config).await?;
         let enroll_addr = config.enrollment.listen;
         let enroll_listener =
             TcpListener::bind(enroll_addr)
@@ -206,6 +205,12 @@ impl Collector {
                     addr: enroll_addr,
                     source,
                 })?;
+        // Issue 15: the console's enrollment page defaults to the ports bound.
+        let bound = crate::console::Listeners {
+            enrollment: enroll_listener.local_addr().unwrap_or(enroll_addr),
+            telemetry: listener.local_addr().unwrap_or(config.listen),
+        };
+        let notifier = crate::notify::service::Notifier::bind(&config, bound).await?;
         Ok(Self {
             config,
             config_path: None,

@@ -307,7 +307,7 @@ async function newSilenceForm() {
 // ------------------------------------------------------------------ enrollment tokens
 
 async function showEnroll() {
-  const [rows, tenants, sites] = await Promise.all([api("GET", "/enrollment-tokens"), me.tenant ? [] : api("GET", "/tenants"), api("GET", "/sites")]);
+  const [tenants, sites, defaults] = await Promise.all([me.tenant ? [] : api("GET", "/tenants"), api("GET", "/sites"), api("GET", "/enrollment/defaults")]);
   const f = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("div", { class: "hint", id: id + "-hint" }, hint) : "");
   const tenant = me.tenant ? null : h("select", { id: "et-tenant", required: true }, tenants.map(t => h("option", { value: t.name }, t.name)));
   const site = h("select", { id: "et-site" });
@@ -315,8 +315,11 @@ async function showEnroll() {
     ...sites.filter(s => !tenant || s.tenant === tenant.value).map(s => h("option", { value: s.name }, s.name)));
   fillSites();
   if (tenant) tenant.addEventListener("change", fillSites);
-  const address = h("input", { id: "et-address", required: true, value: location.hostname + ":4444", "aria-describedby": "et-address-hint" });
-  const server = h("input", { id: "et-server", placeholder: "optional, e.g. " + location.hostname + ":4443", "aria-describedby": "et-server-hint" });
+  // The collector's own answer (collector.toml's listeners, the certificate's names);
+  // without one, this page's host with the configured enrollment port.
+  const host = location.hostname.includes(":") ? "[" + location.hostname + "]" : location.hostname;
+  const address = h("input", { id: "et-address", required: true, value: defaults.address || host + ":" + defaults.enrollment_port, "aria-describedby": "et-address-hint" });
+  const server = h("input", { id: "et-server", placeholder: "optional, e.g. " + (defaults.server || host + ":" + defaults.telemetry_port), "aria-describedby": "et-server-hint" });
   const expires = h("select", { id: "et-expires" }, [["1", "1 hour"], ["24", "1 day"], ["168", "7 days"], ["720", "30 days"], ["2160", "90 days"]]
     .map(([v, t]) => h("option", { value: v, selected: v === "168" }, t)));
   const uses = h("input", { id: "et-uses", type: "number", min: "1", max: "100000", value: "10", required: true });
@@ -340,7 +343,7 @@ async function showEnroll() {
       f("et-expires", "Valid for", expires), f("et-uses", "Devices (uses)", uses)),
     h("div", { class: "filters" },
       h("div", { class: "grow" }, f("et-address", "Enrollment address", address, "host:port of this collector's enrollment listener, as the devices reach it")),
-      h("div", { class: "grow" }, f("et-server", "Telemetry address (MSI SERVER)", server, "only when it differs from the enrollment host with port 4443"))),
+      h("div", { class: "grow" }, f("et-server", "Telemetry address (MSI SERVER)", server, "only when it differs from the enrollment host with port " + defaults.telemetry_port))),
     h("button", { type: "submit", id: "et-submit" }, "Create token"), err);
   const list = h("div", { id: "token-list" });
   const refreshTokens = async () => {
@@ -409,9 +412,51 @@ async function showRules() {
     : h("p", { class: "status" }, "No maintenance windows are defined.");
   setView("Rules",
     h("p", { class: "status" }, "What the alert engine has loaded (" + set.rules.length + " rules, " + set.windows.length + " windows, as of " + fmtMs(set.loaded_ms) +
-      "). Rules and maintenance windows are defined in the rule files on the collector ([[rule]] and [[maintenance]]) and reload when the files change; here they are read-only. For a pause made on the spot, use a ", h("a", { href: "#/silences" }, "silence"), "."),
+      "). Rules and the windows below are defined in the rule files on the collector ([[rule]] and [[maintenance]]) and reload when the files change; here they are read-only. Windows made on this page are kept in the database; the engine picks them up within a tick. For a pause of one alert, use a ", h("a", { href: "#/silences" }, "silence"), "."),
     h("section", { class: "card" }, h("h2", {}, "Rules"), set.rules.length ? rules : h("p", { class: "status" }, "No rules are loaded.")),
-    h("section", { class: "card" }, h("h2", {}, "Maintenance windows"), wins));
+    h("section", { class: "card" }, h("h2", {}, "Maintenance windows"), wins),
+    ...await runtimeWindows());
+}
+
+// Maintenance windows made here (stored in the database, honoured like the files').
+async function runtimeWindows() {
+  const rows = await api("GET", "/maintenance");
+  const may = me.role !== "tenant-viewer";
+  const list = rows.length ? h("table", { id: "db-windows" }, h("thead", {}, h("tr", {}, ["Window", "From", "To", "Applies to", "Status", ""].map(c => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map(w => h("tr", { id: "window-" + w.id },
+      h("td", { "data-label": "Window" }, h("b", {}, w.note), h("div", { class: "meta" }, "by " + w.created_by + ", " + agoMs(w.created_ms))),
+      h("td", { "data-label": "From" }, fmtMs(w.starts_ms)),
+      h("td", { "data-label": "To" }, fmtMs(w.ends_ms)),
+      h("td", { "data-label": "Applies to" }, "tenant " + w.tenant + (w.site ? ", site " + w.site : "") + (w.device_id ? ", device " + w.device_id : "")),
+      h("td", { "data-label": "Status" }, h("span", { class: "pill " + w.status }, w.status === "active" ? "in maintenance" : w.status)),
+      h("td", { "data-label": "" }, may ? h("button", { type: "button", class: "secondary delete-window", "aria-label": "Delete maintenance window " + w.id + " (" + w.note + ")", onclick: async () => {
+        try { await api("DELETE", "/maintenance/" + w.id); say("Maintenance window " + w.id + " deleted"); route(); } catch (e) { say(e.message); }
+      } }, "Delete") : "")))))
+    : h("p", { class: "status", id: "no-db-windows" }, "No maintenance windows made here are current or upcoming.");
+  const out = [h("section", { class: "card" }, h("h2", {}, "Maintenance windows made here"), list)];
+  if (!may) return out;
+  const f = (id, label, input) => h("div", {}, h("label", { for: id }, label), input);
+  const tenants = me.tenant ? [] : await api("GET", "/tenants");
+  const tenant = me.tenant ? null : h("select", { id: "mw-tenant" }, [h("option", { value: "" }, "The device's tenant"), ...tenants.map(t => h("option", { value: t.name }, t.name))]);
+  const site = h("input", { id: "mw-site", placeholder: "whole tenant" });
+  const device = h("input", { id: "mw-device", placeholder: "device id (optional)" });
+  const start = h("input", { id: "mw-start", type: "datetime-local", "aria-describedby": "mw-start-hint" });
+  const mins = durationSelect("mw-minutes");
+  const note = h("input", { id: "mw-note", required: true, maxlength: "500", placeholder: "What is done (required)" });
+  const err = h("p", { class: "err", role: "alert" });
+  const form = h("form", { class: "card", id: "new-window", "aria-labelledby": "mw-title", onsubmit: async ev => {
+    ev.preventDefault(); err.textContent = "";
+    const b = { minutes: Number(mins.value), note: note.value };
+    if (start.value) b.start = new Date(start.value).toISOString();
+    for (const [k, el] of [["tenant", tenant], ["site", site], ["device", device]]) if (el && el.value.trim()) b[k] = el.value.trim();
+    try { const w = await api("POST", "/maintenance", b); say("Maintenance window " + w.id + " created"); route(); } catch (e) { err.textContent = e.message; }
+  } },
+    h("h2", { id: "mw-title" }, "New maintenance window"),
+    h("div", { class: "filters" }, tenant ? f("mw-tenant", "Tenant", tenant) : "", f("mw-site", "Site", site), f("mw-device", "Device", device)),
+    h("div", { class: "filters" }, h("div", {}, h("label", { for: "mw-start" }, "Starts"), start, h("div", { class: "hint", id: "mw-start-hint" }, "your local time; empty = now")),
+      f("mw-minutes", "For", mins), h("div", { class: "grow" }, h("label", { for: "mw-note" }, "Note"), note), h("button", { type: "submit", id: "mw-submit" }, "Create window")),
+    err);
+  return [form, ...out];
 }
 
 const ROLES = [["msp-admin", "MSP admin"], ["msp-tech", "MSP technician"], ["tenant-admin", "Tenant admin"], ["tenant-viewer", "Tenant viewer"]];
@@ -441,6 +486,7 @@ async function showUsers() {
     h("td", { "data-label": "Added" }, agoMs(u.created_ms)),
     h("td", { "data-label": "" }, h("div", { class: "actions" },
       h("button", { type: "button", class: "secondary", "aria-label": "Set the password of " + u.username, onclick: ev => passwordForm(ev.target.closest("td"), u.username) }, "Set password"),
+      h("button", { type: "button", class: "secondary", "aria-label": "Change the role of " + u.username, onclick: ev => roleForm(ev.target.closest("td"), u, roles, tenants) }, "Change role"),
       u.username === me.username ? "" : h("button", { type: "button", class: "secondary danger", "aria-label": "Remove user " + u.username, onclick: async () => {
         if (!confirm("Remove " + u.username + "? Their sessions end.")) return;
         try { await api("DELETE", "/users/" + encodeURIComponent(u.username)); say("User " + u.username + " removed"); route(); } catch (e) { say(e.message); }
@@ -448,6 +494,26 @@ async function showUsers() {
   setView("Users", form, h("section", { class: "card" }, h("h2", {}, "Users (" + users.length + ")"),
     h("table", { id: "users" }, h("thead", {}, h("tr", {}, ["User", "Role", "Tenant", "Added", ""].map(c => h("th", { scope: "col" }, c)))), h("tbody", {}, rows))),
     await apiTokensSection(roles, tenants));
+}
+
+// Role (and tenant) of a user: a tenant admin is offered only its tenant's roles; the
+// API refuses anything else anyway.
+function roleForm(cell, u, roles, tenants) {
+  cell.querySelector(".roleform")?.remove();
+  const id = "role-" + u.username.replace(/[^a-zA-Z0-9]/g, "_");
+  const role = h("select", { id }, roles.map(([v, t]) => h("option", { value: v, selected: v === u.role }, t)));
+  const tenant = me.tenant ? null : h("select", { id: id + "-tenant", "aria-label": "Tenant for " + u.username },
+    [h("option", { value: "" }, "— (MSP roles)"), ...tenants.map(t => h("option", { value: t.name, selected: t.name === u.tenant }, t.name))]);
+  const err = h("span", { class: "err", role: "alert" });
+  const form = h("form", { class: "roleform ackform", onsubmit: async ev => {
+    ev.preventDefault();
+    const b = { role: role.value };
+    if (me.tenant) b.tenant = me.tenant; else if (tenant.value) b.tenant = tenant.value;
+    try { await api("PUT", "/users/" + encodeURIComponent(u.username) + "/role", b); say("Role of " + u.username + " changed; their sessions ended"); route(); }
+    catch (e) { err.textContent = e.message; }
+  } }, h("label", { for: id, class: "sr-only" }, "New role for " + u.username), role, tenant || "", h("button", { type: "submit" }, "Change"), err);
+  cell.append(form);
+  role.focus();
 }
 
 function passwordForm(cell, user) {

@@ -11,6 +11,13 @@
 //! subset and its DST rules).
 //!
 //! Evaluation goes on inside a window; only the `suppressed` flag is set.
+//!
+//! Windows come from two places: `[[maintenance]]` in the rule files (reloaded when
+//! the files change) and the `maintenance_windows` table, made at run time through
+//! the console API (issue 15). The engine re-reads the table every tick
+//! ([`load_db`]) and holds those windows beside the file's, as [`Window`]s of the
+//! same kind (one-off, in UTC, scope tenant + optional site or device), so both are
+//! honoured by the same code.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time, Weekday};
@@ -70,6 +77,86 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
         "sun" | "sunday" => Weekday::Sunday,
         _ => return None,
     })
+}
+
+// ---------------------------------------------------------------- made at run time
+
+/// A maintenance window made at run time (the API, the console), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DbWindow {
+    pub id: i64,
+    pub tenant: String,
+    pub site: Option<String>,
+    pub device_id: Option<String>,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub note: String,
+    pub created_by: String,
+    pub created_ms: i64,
+}
+
+/// The columns [`db_row`] reads; add a `WHERE` on `w.` / `t.`.
+pub const DB_SELECT: &str =
+    "SELECT w.id, t.name, w.site, w.device_id, w.starts_ms, w.ends_ms, w.note,
+        w.created_by, w.created_ms
+    FROM maintenance_windows w JOIN tenants t ON t.id = w.tenant_id";
+
+pub fn db_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbWindow> {
+    Ok(DbWindow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        site: r.get(2)?,
+        device_id: r.get(3)?,
+        starts_ms: r.get(4)?,
+        ends_ms: r.get(5)?,
+        note: r.get(6)?,
+        created_by: r.get(7)?,
+        created_ms: r.get(8)?,
+    })
+}
+
+impl DbWindow {
+    /// As the engine holds windows: one-off between two instants (civil UTC, which
+    /// maps back to the same milliseconds), scoped to its tenant and site or device.
+    pub fn to_window(&self) -> Option<Window> {
+        let civil = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .ok()
+                .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).datetime())
+        };
+        Some(Window {
+            name: format!("#{} {}", self.id, self.note),
+            tz: jiff::tz::TimeZone::UTC,
+            schedule: Schedule::Once {
+                start: civil(self.starts_ms)?,
+                end: civil(self.ends_ms)?,
+            },
+            scope: super::model::Scope {
+                tenants: vec![self.tenant.clone()],
+                sites: self.site.iter().cloned().collect(),
+                devices: self.device_id.iter().cloned().collect(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// The windows made at run time that have not ended at `now_ms`, for the engine.
+pub fn load_db(conn: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<Vec<Window>> {
+    let mut s = conn.prepare_cached(&format!("{DB_SELECT} WHERE w.ends_ms > ?1 ORDER BY w.id"))?;
+    let rows = s.query_map([now_ms], db_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let r = r?;
+        match r.to_window() {
+            Some(w) => out.push(w),
+            None => tracing::warn!(
+                window = r.id,
+                "maintenance window with out-of-range times skipped"
+            ),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -167,6 +254,38 @@ mod tests {
             !w.active_at(ms("2026-11-08T04:00:00Z")),
             "Saturday night is not in it"
         );
+    }
+
+    #[test]
+    fn a_window_made_at_run_time_covers_its_instants_and_its_scope_only() {
+        use crate::alerts::model::Target;
+        let w = DbWindow {
+            id: 7,
+            tenant: "acme".into(),
+            site: None,
+            device_id: Some("d1".into()),
+            starts_ms: 1_780_000_000_123,
+            ends_ms: 1_780_000_600_456,
+            note: "disk swap".into(),
+            created_by: "ann".into(),
+            created_ms: 0,
+        }
+        .to_window()
+        .unwrap();
+        assert!(!w.active_at(1_780_000_000_122));
+        assert!(w.active_at(1_780_000_000_123));
+        assert!(w.active_at(1_780_000_600_455));
+        assert!(!w.active_at(1_780_000_600_456));
+        let t = Target::device("acme", "d1", "linux", "cpu");
+        assert!(w.scope.matches(&t));
+        assert!(!w.scope.matches(&Target {
+            device_id: "d2",
+            ..t
+        }));
+        assert!(!w.scope.matches(&Target {
+            tenant: "globex",
+            ..t
+        }));
     }
 
     #[test]

@@ -355,8 +355,8 @@ fn reload(dir: &Path, engine: &mut Engine) {
     }
 }
 
-/// Re-reads what operators change with the CLI while the collector runs: device
-/// tags and silences. Cheap (two small tables), so it runs on every tick; a failed
+/// Re-reads what operators change with the CLI or the console while the collector
+/// runs: device tags, silences and maintenance windows. Cheap (small tables), so it runs on every tick; a failed
 /// read keeps what the engine had.
 fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
     match persist::load_tags(conn) {
@@ -366,6 +366,13 @@ fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
     match silence::load(conn, now_ms) {
         Ok(s) => engine.set_silences(s),
         Err(e) => tracing::warn!(error = %e, "cannot read silences; keeping the previous ones"),
+    }
+    // Issue 15: maintenance windows made from the console API, beside the files'.
+    match super::maintenance::load_db(conn, now_ms) {
+        Ok(w) => engine.set_db_windows(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read maintenance windows; keeping the previous ones")
+        }
     }
     // `device revoke` / `device remove` run in another process: their devices leave
     // the fleet here, within a tick (their alerts close, no offline alert follows).

@@ -51,7 +51,7 @@ pub enum TokenCommand {
         #[command(flatten)]
         db: DataDir,
     },
-    /// Create an API token for the feed from other than loopback (printed once).
+    /// Create an API token that reads the alert feed and /metrics (printed once).
     CreateApi {
         /// What the token is for (e.g. noc-screen); shown in listings.
         name: String,

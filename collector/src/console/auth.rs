@@ -382,6 +382,90 @@ pub fn remove_user(
     Ok(())
 }
 
+/// Changes a user's role (and tenant), found within `scope`; ends its sessions (its
+/// next request logs in again with what it may do now). Refuses to demote the last
+/// msp-admin and a change that changes nothing. Audited: one row for the tenant the
+/// user is in afterwards and, when it moves, one for the tenant it left, each naming
+/// only its own tenant (tenant admins read their tenant's rows).
+pub fn set_role(
+    conn: &mut Connection,
+    actor: &str,
+    username: &str,
+    role: Role,
+    tenant_id: Option<i64>,
+    scope: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    if role.is_tenant() != tenant_id.is_some() {
+        return Err(ApiError::bad_request(if role.is_tenant() {
+            format!("role {role}: needs a tenant")
+        } else {
+            format!("role {role}: an MSP role takes no tenant")
+        }));
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (id, old_role, old_tenant) = user_in_scope(&tx, username, scope)?;
+    if old_role == role && old_tenant == tenant_id {
+        return Err(ApiError::conflict(format!(
+            "user {username:?} has role {role} there already"
+        )));
+    }
+    if old_role == Role::MspAdmin && role != Role::MspAdmin {
+        let admins: i64 = tx.query_row(
+            "SELECT count(*) FROM users WHERE role = 'msp-admin'",
+            [],
+            |r| r.get(0),
+        )?;
+        if admins <= 1 {
+            return Err(ApiError::conflict(format!(
+                "user {username:?} is the last msp-admin; make another one first"
+            )));
+        }
+    }
+    tx.execute(
+        "UPDATE users SET role = ?2, tenant_id = ?3, updated_ms = ?4 WHERE id = ?1",
+        params![id, role.as_str(), tenant_id, now_ms],
+    )?;
+    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    let name_of = |t: Option<i64>| -> rusqlite::Result<Option<String>> {
+        match t {
+            Some(t) => tx
+                .query_row("SELECT name FROM tenants WHERE id = ?1", [t], |r| r.get(0))
+                .optional(),
+            None => Ok(None),
+        }
+    };
+    let (old_name, new_name) = (name_of(old_tenant)?, name_of(tenant_id)?);
+    let moved = old_tenant != tenant_id;
+    audit(
+        &tx,
+        actor,
+        tenant_id,
+        "user.role",
+        username,
+        serde_json::json!({
+            "from": old_role.as_str(), "to": role.as_str(), "tenant": new_name,
+            "moved_in": moved && tenant_id.is_some(),
+        }),
+        now_ms,
+    )?;
+    if moved && old_tenant.is_some() {
+        audit(
+            &tx,
+            actor,
+            old_tenant,
+            "user.role",
+            username,
+            serde_json::json!({
+                "from": old_role.as_str(), "tenant": old_name, "moved_out": true,
+            }),
+            now_ms,
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Why a login failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoginError {
@@ -514,7 +598,7 @@ pub fn session_principal(
 }
 
 /// Resolves a bearer API token. Tokens without a role (`token create-api`) read
-/// only the feed, and are refused here.
+/// only the feed and `/metrics`, and are refused here.
 pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
     let row: Row5<String, Option<String>, Option<i64>, Option<String>, Option<i64>> = conn
         .query_row(
@@ -528,7 +612,7 @@ pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiE
         None => Err(ApiError::unauthenticated("API token: unknown")),
         Some((_, _, _, _, Some(_))) => Err(ApiError::unauthenticated("API token: revoked")),
         Some((name, None, ..)) => Err(ApiError::forbidden(format!(
-            "API token {name:?} was made by `token create-api` for the feed only; create one with a role in the console"
+            "API token {name:?} was made by `token create-api` for the feed and /metrics only; create one with a role in the console"
         ))),
         Some((name, Some(role), tenant_id, tenant, None)) => Ok(Principal {
             actor: format!("token:{name}"),

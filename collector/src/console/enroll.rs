@@ -179,6 +179,112 @@ pub fn install_lines(token: &str, server: Option<&str>) -> InstallLines {
     }
 }
 
+/// What the enrollment page fills in for a new token.
+#[derive(Debug, Serialize, ToSchema, PartialEq, Eq)]
+pub struct EnrollDefaults {
+    /// host:port agents enroll at: a name of the serving certificate ([`defaults`]
+    /// says which) with the `[enrollment] listen` port as bound. `null` when there
+    /// is none (a certificate naming only localhost, on a non-loopback listener).
+    pub address: Option<String>,
+    /// The same host with the `[telemetry] listen` port (the MSI's `SERVER`).
+    pub server: Option<String>,
+    pub enrollment_port: u16,
+    pub telemetry_port: u16,
+    /// Where the host came from: `listen`, `certificate`, `hostname` or `none`.
+    pub source: String,
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The defaults from the serving certificate's names (in their order) and the
+/// listeners as bound; `this_host` is the machine's name (`pki` always puts it in
+/// the certificate, so it is a last resort, not an operator's choice). In order:
+/// a loopback listener's own address (nothing else reaches it); the first DNS name
+/// an operator gave the certificate; the listener's own IP when the certificate
+/// names it; the first IP an operator gave it; this host's name; nothing.
+pub fn defaults(names: &[String], l: super::Listeners, this_host: Option<&str>) -> EnrollDefaults {
+    use std::net::IpAddr;
+    let listen_ip = l.enrollment.ip();
+    let public: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            n.as_str() != "localhost"
+                && n.parse::<IpAddr>()
+                    .map_or(true, |ip| !ip.is_loopback() && !ip.is_unspecified())
+        })
+        .collect();
+    let operator = |n: &&&String| Some(n.as_str()) != this_host;
+    let chosen = if listen_ip.is_loopback() {
+        Some((listen_ip.to_string(), "listen"))
+    } else {
+        public
+            .iter()
+            .filter(operator)
+            .find(|n| n.parse::<IpAddr>().is_err())
+            .map(|n| (n.to_string(), "certificate"))
+            .or_else(|| {
+                public
+                    .iter()
+                    .find(|n| n.parse::<IpAddr>().ok() == Some(listen_ip))
+                    .map(|n| (n.to_string(), "listen"))
+            })
+            .or_else(|| {
+                public
+                    .iter()
+                    .find(operator)
+                    .map(|n| (n.to_string(), "certificate"))
+            })
+            .or_else(|| public.first().map(|n| (n.to_string(), "hostname")))
+    };
+    let (address, server, source) = match &chosen {
+        Some((h, src)) if l.enrollment.port() != 0 => (
+            Some(with_port(h, l.enrollment.port())),
+            (l.telemetry.port() != 0).then(|| with_port(h, l.telemetry.port())),
+            *src,
+        ),
+        _ => (None, None, "none"),
+    };
+    EnrollDefaults {
+        address,
+        server,
+        enrollment_port: l.enrollment.port(),
+        telemetry_port: l.telemetry.port(),
+        source: source.to_owned(),
+    }
+}
+
+/// The enrollment page's defaults: the address agents enroll at, from collector.toml's
+/// listeners and the serving certificate's names.
+#[utoipa::path(get, path = "/enrollment/defaults", tag = "enrollment",
+    responses((status = 200, body = EnrollDefaults), (status = 403, body = ErrorBody)))]
+pub(super) async fn defaults_route(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<EnrollDefaults> {
+    require_enroller(&p)?;
+    let cert = crate::pki::PkiPaths::new(st.db_path.parent().unwrap_or(std::path::Path::new(".")))
+        .server_cert;
+    let listeners = st.listeners;
+    let out = tokio::task::spawn_blocking(move || {
+        let names = std::fs::read_to_string(&cert)
+            .ok()
+            .and_then(|pem| crate::pki::first_cert_der(&pem))
+            .map(|der| crate::pki::server_names(&der))
+            .unwrap_or_default();
+        let host = hostname::get().ok().and_then(|h| h.into_string().ok());
+        defaults(&names, listeners, host.as_deref())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(out))
+}
+
 /// Create an enrollment token (shown once, with the install lines to copy).
 #[utoipa::path(post, path = "/enrollment-tokens", tag = "enrollment", request_body = NewEnrollToken,
     responses((status = 201, body = CreatedEnrollToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),

@@ -4,14 +4,15 @@
 //! reason, write queue depth, commit latency, alert evaluations, notifications,
 //! connected agents).
 //!
-//! Served to loopback peers, or with a bearer API token of an MSP role. Carries no
-//! tenant names (a scrape target is MSP infrastructure, but still: no customer data).
+//! Served only to a caller with a credential, from every address, loopback included
+//! ([`may_scrape`]): a `token create-api` token, an MSP role's API token or console
+//! session. Carries no tenant names (a scrape target is MSP infrastructure, but
+//! still: no customer data).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -185,28 +186,65 @@ pub fn render(f: &DbFigures, c: &Counters) -> String {
     out
 }
 
+/// Who may scrape (issue 15: every peer, loopback included, shows a credential):
+/// a bearer token of `token create-api` (no role, no tenant: it reads the whole feed,
+/// which says more than these figures do), a bearer API token of an MSP role, or a
+/// console session of an MSP role. A tenant's token or session is refused (403):
+/// the figures are about every tenant's devices together.
+pub(crate) fn may_scrape(
+    c: &rusqlite::Connection,
+    bearer: Option<&str>,
+    session: Option<&str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    use rusqlite::OptionalExtension;
+    let p = match (bearer, session) {
+        (Some(token), _) => {
+            let roleless: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT revoked_ms FROM api_tokens WHERE sha256_hex = ?1 AND role IS NULL AND tenant_id IS NULL",
+                    [crate::notify::link::token_hash(token)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match roleless {
+                Some(None) => return Ok(()),
+                Some(Some(_)) => return Err(ApiError::unauthenticated("API token: revoked")),
+                None => super::auth::token_principal(c, token)?,
+            }
+        }
+        (None, Some(cookie)) => super::auth::session_principal(c, cookie, now)?,
+        (None, None) => {
+            return Err(ApiError::unauthenticated(
+                "/metrics: send Authorization: Bearer <token> (`tandem-collector token create-api NAME`, \
+                 or an API token of an MSP role), or log in to the console as MSP staff",
+            ));
+        }
+    };
+    if p.tenant_id.is_some() || p.role.is_tenant() {
+        return Err(ApiError::forbidden(format!(
+            "/metrics: {} has role {}; the collector's figures need an MSP role or a `token create-api` token",
+            p.actor, p.role
+        )));
+    }
+    Ok(())
+}
+
 pub async fn metrics(
     State(st): State<ConsoleState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !peer.ip().is_loopback() {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned())
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "/metrics: from loopback, or with Authorization: Bearer <MSP API token>",
-                )
-            })?;
-        let p = db(&st, move |c| super::auth::token_principal(c, &token)).await?;
-        if p.tenant_id.is_some() || p.role.is_tenant() {
-            return Err(ApiError::forbidden("/metrics: needs an MSP role"));
-        }
-    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let session = super::cookie(&headers, super::SESSION_COOKIE);
     let now = now_ms();
+    db(&st, move |c| {
+        may_scrape(c, bearer.as_deref(), session.as_deref(), now)
+    })
+    .await?;
     let f = db(&st, move |c| Ok(figures(c, now)?)).await?;
     Ok((
         StatusCode::OK,

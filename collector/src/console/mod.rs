@@ -21,7 +21,9 @@ pub mod cli;
 pub mod device;
 pub mod enroll;
 pub mod error;
+pub mod maintenance;
 pub mod metrics;
+pub mod roles;
 pub mod routes;
 pub mod rules;
 pub mod samples;
@@ -50,6 +52,28 @@ pub const SESSION_COOKIE: &str = "tandem_session";
 /// A device is online when it was seen within this long.
 pub const ONLINE_MS: i64 = 120_000;
 
+/// The collector's listeners as collector.toml configures them (`[enrollment] listen`
+/// and `[telemetry] listen`): where the enrollment page's address defaults come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listeners {
+    pub enrollment: std::net::SocketAddr,
+    pub telemetry: std::net::SocketAddr,
+}
+
+impl Default for Listeners {
+    /// The defaults of an empty collector.toml.
+    fn default() -> Self {
+        let c = crate::config::Config::new(
+            std::path::PathBuf::new(),
+            std::net::SocketAddr::from(([0, 0, 0, 0], 4443)),
+        );
+        Listeners {
+            enrollment: c.enrollment.listen,
+            telemetry: c.listen,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ConsoleState {
     pub db_path: PathBuf,
@@ -63,6 +87,8 @@ pub struct ConsoleState {
     pub secure_cookies: bool,
     /// Login counts for `/metrics`.
     pub counters: Arc<metrics::Counters>,
+    /// collector.toml's listeners, for the enrollment page's address defaults.
+    pub listeners: Listeners,
 }
 
 impl ConsoleState {
@@ -77,7 +103,14 @@ impl ConsoleState {
             limiter: Arc::new(RateLimit::new(Duration::from_secs(900), 5, 20)),
             secure_cookies,
             counters: Arc::default(),
+            listeners: Listeners::default(),
         }
+    }
+
+    /// With the listeners of the collector's configuration (not the defaults).
+    pub fn with_listeners(mut self, listeners: Listeners) -> Self {
+        self.listeners = listeners;
+        self
     }
 }
 

@@ -6,7 +6,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ConsoleState, actions, api, device, enroll, rules};
+use super::{ConsoleState, actions, api, device, enroll, maintenance, roles, rules};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -39,13 +39,17 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(actions::alert_snooze))
         .routes(routes!(actions::silences, actions::silence_create))
         .routes(routes!(actions::silence_expire))
+        .routes(routes!(maintenance::list, maintenance::create))
+        .routes(routes!(maintenance::delete))
         .routes(routes!(api::users, api::user_add))
         .routes(routes!(api::user_remove))
         .routes(routes!(api::user_passwd))
+        .routes(routes!(roles::user_role))
         .routes(routes!(api::tokens, api::token_create))
         .routes(routes!(api::token_revoke))
         .routes(routes!(enroll::list, enroll::create))
         .routes(routes!(enroll::revoke))
+        .routes(routes!(enroll::defaults_route))
         .routes(routes!(api::audit))
         .routes(routes!(rules::rules))
         .routes(routes!(api::events))

@@ -66,6 +66,7 @@ struct Fx {
     globex_incident: i64,
     acme_silence: i64,
     acme_enroll_token: String,
+    acme_window: i64,
 }
 
 fn now() -> i64 {
@@ -247,6 +248,13 @@ fn fixture() -> Fx {
         t,
     )
     .unwrap();
+    c.execute(
+        "INSERT INTO maintenance_windows (tenant_id, site, device_id, starts_ms, ends_ms, note, created_by, created_ms)
+         VALUES (?1, NULL, 'dev-acme-1', ?2, ?3, 'acme disk swap night', 'test', ?2)",
+        params![acme, t, t + 3_600_000],
+    )
+    .unwrap();
+    let acme_window = c.last_insert_rowid();
     drop(c);
     // What a running engine of this collector would have loaded.
     let set = crate::alerts::rules::parse_file(std::path::Path::new("fixture.toml"), FIXTURE_RULES)
@@ -267,6 +275,7 @@ fn fixture() -> Fx {
         globex_incident,
         acme_silence,
         acme_enroll_token: "00acme00acme0001".into(),
+        acme_window,
     }
 }
 
@@ -416,6 +425,7 @@ fn snapshot(db: &std::path::Path) -> String {
         "alert_history",
         "silences",
         "enroll_tokens",
+        "maintenance_windows",
     ] {
         let mut s = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
         let n = s.column_count();
@@ -447,6 +457,9 @@ fn write_body(method: &str, path: &str) -> Value {
         ("post", "/silences") => {
             json!({"tenant": "acme", "device": "dev-acme-1", "minutes": 30, "comment": "walk"})
         }
+        ("post", "/maintenance") => {
+            json!({"tenant": "acme", "device": "dev-acme-1", "minutes": 60, "note": "walk"})
+        }
         ("post", "/enrollment-tokens") => {
             json!({"tenant": "acme", "address": "collector.example.net:4444", "expires_hours": 24, "uses": 5})
         }
@@ -454,6 +467,7 @@ fn write_body(method: &str, path: &str) -> Value {
             json!({"username": "intruder", "password": PW, "role": "tenant-admin", "tenant": "acme"})
         }
         ("put", "/users/{username}/password") => json!({"password": "another long password"}),
+        ("put", "/users/{username}/role") => json!({"role": "tenant-viewer", "tenant": "acme"}),
         ("post", "/tokens") => {
             json!({"name": "intruder", "role": "tenant-admin", "tenant": "acme"})
         }
@@ -484,6 +498,7 @@ fn fill(path: &str, fx: &Fx) -> String {
         ("{token_id}", fx.acme_token.to_string()),
         ("{silence_id}", fx.acme_silence.to_string()),
         ("{enroll_token_id}", fx.acme_enroll_token.clone()),
+        ("{window_id}", fx.acme_window.to_string()),
     ] {
         p = p.replace(k, &v);
     }
@@ -507,6 +522,9 @@ fn method(m: &str) -> Method {
 
 /// Routes that act on the caller's own session, not on tenant data.
 const SESSION_ROUTES: &[&str] = &["/auth/login", "/auth/logout"];
+/// GET routes about the collector itself (its listeners and certificate), no
+/// tenant's data: every caller allowed them gets the very same answer.
+const COLLECTOR_ROUTES: &[&str] = &["/enrollment/defaults"];
 
 #[tokio::test]
 async fn every_route_leaks_nothing_to_another_tenant_and_a_viewer_writes_nothing() {
@@ -528,7 +546,23 @@ async fn every_route_leaks_nothing_to_another_tenant_and_a_viewer_writes_nothing
             continue;
         }
         let uri = fill(path, &fx);
-        if m == "get" {
+        if m == "get" && COLLECTOR_ROUTES.contains(&path.as_str()) {
+            let same = call(&fx.app, Method::GET, &uri, &msp, None).await;
+            assert_eq!(same.status, StatusCode::OK, "GET {uri}: {}", same.text);
+            for (name, who) in [("acme-admin", &owner)]
+                .into_iter()
+                .chain(outsiders.iter().map(|(n, w)| (*n, w)))
+            {
+                let a = call(&fx.app, Method::GET, &uri, who, None).await;
+                assert!(
+                    a.status == StatusCode::FORBIDDEN
+                        || (a.status == StatusCode::OK && a.text == same.text),
+                    "GET {uri} as {name} differs from the MSP's answer: {} {}",
+                    a.status,
+                    a.text
+                );
+            }
+        } else if m == "get" {
             // Positive controls: the owner and the MSP see it (so the route exists and the check can see a leak).
             for who in [&owner, &msp] {
                 if path.starts_with("/auth/") && who.cookie == msp.cookie {
@@ -1315,33 +1349,27 @@ async fn users_are_managed_within_scope() {
 }
 
 #[tokio::test]
-async fn metrics_are_for_loopback_or_an_msp_token_and_name_no_tenant() {
+async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     let fx = fixture();
-    let a = call(&fx.app, Method::GET, "/metrics", &Who::default(), None).await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(
-        a.text
-            .contains("tandem_incidents_open{severity=\"critical\"} 2"),
-        "{}",
-        a.text
-    );
-    assert!(
-        !a.text.contains("acme") && !a.text.contains("globex"),
-        "{}",
-        a.text
-    );
     let remote = "192.0.2.7:4000";
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who::default(),
-        None,
-        "",
-    )
-    .await;
+    let scrape = |peer: &'static str, who: Who| {
+        let app = fx.app.clone();
+        async move { send_from(&app, peer, Method::GET, "/metrics", &who, None, "").await }
+    };
+    let bearer = |t: &str| Who {
+        bearer: Some(t.to_owned()),
+        ..Who::default()
+    };
+    // No credential: refused from loopback exactly as from elsewhere.
+    for peer in ["127.0.0.1:5555", "[::1]:5555", remote] {
+        let a = scrape(peer, Who::default()).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{peer}: {}", a.text);
+        assert!(a.text.contains("token create-api"), "says how: {}", a.text);
+        assert!(!a.text.contains("tandem_"), "no figures: {}", a.text);
+    }
+    let a = scrape("127.0.0.1:5555", bearer("not-a-token")).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+
     let mut c = Connection::open(&fx.db).unwrap();
     let (_, msp) = super::auth::create_token(
         &mut c,
@@ -1362,34 +1390,54 @@ async fn metrics_are_for_loopback_or_an_msp_token_and_name_no_tenant() {
         now(),
     )
     .unwrap();
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who {
-            bearer: Some(tenant),
-            ..Who::default()
-        },
-        None,
-        "",
+    // A token as `token create-api` makes it: no role, no tenant.
+    let (roleless, hash) = crate::notify::link::new_api_token().unwrap();
+    c.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms) VALUES ('prometheus', ?1, ?2)",
+        params![hash, now()],
     )
-    .await;
+    .unwrap();
+    let (revoked, hash) = crate::notify::link::new_api_token().unwrap();
+    c.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms, revoked_ms) VALUES ('old', ?1, ?2, ?2)",
+        params![hash, now()],
+    )
+    .unwrap();
+    drop(c);
+
+    // A tenant's token or session: 403, from loopback too.
+    for peer in ["127.0.0.1:5555", remote] {
+        let a = scrape(peer, bearer(&tenant)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{peer}: {}", a.text);
+    }
+    let a = scrape("127.0.0.1:5555", login(&fx.app, "acme-admin").await).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
-    let a = send_from(
-        &fx.app,
-        remote,
-        Method::GET,
-        "/metrics",
-        &Who {
-            bearer: Some(msp),
-            ..Who::default()
-        },
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = scrape(remote, bearer(&revoked)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+
+    // The MSP's token, the feed token of `token create-api`, an MSP session.
+    let admin = login(&fx.app, "admin").await;
+    for (what, who) in [
+        ("msp-tech token", bearer(&msp)),
+        ("token create-api", bearer(&roleless)),
+        ("msp-admin session", admin),
+    ] {
+        for peer in ["127.0.0.1:5555", remote] {
+            let a = scrape(peer, who.clone()).await;
+            assert_eq!(a.status, StatusCode::OK, "{what} from {peer}: {}", a.text);
+            assert!(
+                a.text
+                    .contains("tandem_incidents_open{severity=\"critical\"} 2"),
+                "{}",
+                a.text
+            );
+            assert!(
+                !a.text.contains("acme") && !a.text.contains("globex"),
+                "{}",
+                a.text
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -1663,6 +1711,171 @@ async fn the_device_page_shows_filesystems_services_updates_and_searchable_softw
     }
 }
 
+#[test]
+fn enrollment_defaults_prefer_an_operator_name_with_the_configured_ports() {
+    use super::{Listeners, enroll::defaults};
+    let l = |e: &str, t: &str| Listeners {
+        enrollment: e.parse().unwrap(),
+        telemetry: t.parse().unwrap(),
+    };
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // As `pki init --name collector.example.net` writes them: localhost, loopback,
+    // this host's name, then the operator's.
+    let cert = names(&[
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "box7",
+        "collector.example.net",
+        "203.0.113.9",
+    ]);
+    let d = defaults(&cert, l("0.0.0.0:5544", "0.0.0.0:5543"), Some("box7"));
+    assert_eq!(d.address.as_deref(), Some("collector.example.net:5544"));
+    assert_eq!(d.server.as_deref(), Some("collector.example.net:5543"));
+    assert_eq!(
+        (d.enrollment_port, d.telemetry_port, d.source.as_str()),
+        (5544, 5543, "certificate")
+    );
+    // An operator's IP only: that one.
+    let ip_only = names(&["localhost", "127.0.0.1", "::1", "box7", "2001:db8::7"]);
+    let d = defaults(&ip_only, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(d.address.as_deref(), Some("[2001:db8::7]:4444"));
+    // The listener's own IP, when the certificate names it, before another IP.
+    let two = names(&["localhost", "box7", "198.51.100.1", "198.51.100.2"]);
+    let d = defaults(&two, l("198.51.100.2:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("198.51.100.2:4444"), "listen")
+    );
+    // No operator name: this host's name.
+    let plain = names(&["localhost", "127.0.0.1", "::1", "box7"]);
+    let d = defaults(&plain, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("box7:4444"), "hostname")
+    );
+    // A loopback listener: only this machine reaches it.
+    let d = defaults(&cert, l("127.0.0.1:4444", "127.0.0.1:4443"), Some("box7"));
+    assert_eq!(
+        (d.address.as_deref(), d.source.as_str()),
+        (Some("127.0.0.1:4444"), "listen")
+    );
+    // No certificate, or one naming only localhost, off loopback: nothing to offer.
+    for none in [names(&[]), names(&["localhost", "127.0.0.1"])] {
+        let d = defaults(&none, l("0.0.0.0:4444", "0.0.0.0:4443"), Some("box7"));
+        assert_eq!(
+            (d.address, d.server, d.source.as_str()),
+            (None, None, "none")
+        );
+        assert_eq!(
+            d.enrollment_port, 4444,
+            "the page still has the configured port"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enrollment_page_defaults_come_from_collector_toml_and_the_certificate() {
+    let fx = fixture();
+    let dir = fx.db.parent().unwrap().to_owned();
+    let listeners = super::Listeners {
+        enrollment: "0.0.0.0:14444".parse().unwrap(),
+        telemetry: "0.0.0.0:14443".parse().unwrap(),
+    };
+    let app = router(
+        ConsoleState::new(
+            fx.db.clone(),
+            tokio_util::sync::CancellationToken::new(),
+            false,
+        )
+        .with_listeners(listeners),
+    );
+    let admin = login(&app, "admin").await;
+    let a = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json()["address"],
+        Value::Null,
+        "no certificate yet: {}",
+        a.text
+    );
+    assert_eq!(a.json()["enrollment_port"], 14444, "{}", a.text);
+    crate::pki::init(&dir, &["collector.example.net".to_owned()]).unwrap();
+    let a = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        a.json(),
+        json!({"address": "collector.example.net:14444", "server": "collector.example.net:14443",
+               "enrollment_port": 14444, "telemetry_port": 14443, "source": "certificate"}),
+        "{}",
+        a.text
+    );
+    // A tenant admin gets the same; a viewer makes no tokens, so gets no defaults.
+    let t = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &login(&app, "acme-admin").await,
+        None,
+    )
+    .await;
+    assert_eq!(t.text, a.text);
+    let v = call(
+        &app,
+        Method::GET,
+        "/api/v1/enrollment/defaults",
+        &login(&app, "acme-viewer").await,
+        None,
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::FORBIDDEN, "{}", v.text);
+    // The default makes a token whose address is that listener.
+    let address = a.json()["address"].as_str().unwrap().to_owned();
+    let made = call(
+        &app,
+        Method::POST,
+        "/api/v1/enrollment-tokens",
+        &admin,
+        Some(json!({"tenant": "acme", "address": address, "expires_hours": 1, "uses": 1})),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let token =
+        tandem_proto::token::EnrollToken::parse(made.json()["token"].as_str().unwrap()).unwrap();
+    assert_eq!(token.address, "collector.example.net:14444");
+    // The page asks for them and fills them in.
+    let js = send(
+        &app,
+        Method::GET,
+        "/console/app.js",
+        &Who::default(),
+        None,
+        "",
+    )
+    .await;
+    assert!(
+        js.text.contains("\"/enrollment/defaults\""),
+        "the enrollment page reads the defaults"
+    );
+    assert!(
+        !js.text.contains("\":4444\""),
+        "no port hard-coded in the page"
+    );
+}
+
 #[tokio::test]
 async fn enrollment_tokens_are_made_with_install_lines_scoped_and_revocable() {
     let fx = fixture();
@@ -1887,4 +2100,465 @@ async fn rules_and_windows_are_the_engines_set_scoped_to_the_tenant() {
     let w = login(&app, "admin").await;
     let a = call(&app, Method::GET, "/api/v1/rules", &w, None).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+}
+
+#[tokio::test]
+async fn maintenance_windows_are_scoped_validated_audited_and_loaded_for_the_engine() {
+    let fx = fixture();
+    let acme_admin = login(&fx.app, "acme-admin").await;
+    let globex_admin = login(&fx.app, "globex-admin").await;
+    let msp = login(&fx.app, "tech").await;
+    let uri = "/api/v1/maintenance";
+    // acme's own window: made, listed to acme and the MSP, never to globex.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        uri,
+        &acme_admin,
+        Some(json!({"site": "acme-hq", "minutes": 90, "note": "switch swap"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let made = a.json();
+    assert_eq!(
+        (
+            &made["tenant"],
+            &made["site"],
+            &made["status"],
+            &made["created_by"]
+        ),
+        (
+            &json!("acme"),
+            &json!("acme-hq"),
+            &json!("active"),
+            &json!("acme-admin")
+        )
+    );
+    let id = made["id"].as_i64().unwrap();
+    for (who, sees) in [(&acme_admin, true), (&msp, true), (&globex_admin, false)] {
+        let a = call(&fx.app, Method::GET, uri, who, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.text.contains("switch swap"), sees, "{}", a.text);
+    }
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/maintenance?tenant=acme",
+        &globex_admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::NOT_FOUND,
+        "naming another tenant: {}",
+        a.text
+    );
+    // An MSP window of a device is its tenant's.
+    let a = call(
+        &fx.app,
+        Method::POST,
+        uri,
+        &msp,
+        Some(json!({"device": "dev-globex-1", "note": "n",
+            "start": jiff::Timestamp::from_millisecond(now() + 2 * 86_400_000).unwrap().to_string(),
+            "end": jiff::Timestamp::from_millisecond(now() + 2 * 86_400_000 + 4 * 3_600_000).unwrap().to_string()})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(
+        (&a.json()["tenant"], &a.json()["status"]),
+        (&json!("globex"), &json!("upcoming"))
+    );
+    // Refusals, each changing nothing.
+    let viewer = login(&fx.app, "acme-viewer").await;
+    let before = snapshot(&fx.db);
+    for (who, b, status, needle) in [
+        (
+            &msp,
+            json!({"minutes": 30, "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "tenant: required",
+        ),
+        (
+            &acme_admin,
+            json!({"note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "end or minutes",
+        ),
+        (
+            &acme_admin,
+            json!({"minutes": 30, "end": "2030-01-01T00:00:00Z", "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            &acme_admin,
+            json!({"end": "2020-01-01T00:00:00Z", "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "end",
+        ),
+        (
+            &acme_admin,
+            json!({"start": "2030-01-02T00:00:00Z", "end": "2030-01-01T00:00:00Z", "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "not after start",
+        ),
+        (
+            &acme_admin,
+            json!({"minutes": 50000, "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "31 days",
+        ),
+        (
+            &acme_admin,
+            json!({"start": "tomorrow", "minutes": 5, "note": "n"}),
+            StatusCode::BAD_REQUEST,
+            "RFC 3339",
+        ),
+        (
+            &acme_admin,
+            json!({"minutes": 30, "note": "  "}),
+            StatusCode::BAD_REQUEST,
+            "note",
+        ),
+        (
+            &acme_admin,
+            json!({"minutes": 30, "note": "n", "rule": "x"}),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            &acme_admin,
+            json!({"device": "dev-globex-1", "minutes": 30, "note": "n"}),
+            StatusCode::NOT_FOUND,
+            "device",
+        ),
+        (
+            &acme_admin,
+            json!({"tenant": "globex", "minutes": 30, "note": "n"}),
+            StatusCode::NOT_FOUND,
+            "tenant",
+        ),
+        (
+            &acme_admin,
+            json!({"site": "globex-hq", "minutes": 30, "note": "n"}),
+            StatusCode::NOT_FOUND,
+            "site",
+        ),
+        (
+            &viewer,
+            json!({"minutes": 30, "note": "n"}),
+            StatusCode::FORBIDDEN,
+            "read-only",
+        ),
+    ] {
+        let a = call(&fx.app, Method::POST, uri, who, Some(b.clone())).await;
+        assert_eq!(a.status, status, "{b}: {}", a.text);
+        assert!(a.text.contains(needle), "{b}: {needle:?} not in {}", a.text);
+    }
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        &format!("{uri}/{id}"),
+        &globex_admin,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+    let after = snapshot(&fx.db);
+    let changed: Vec<&str> = after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "refusals change nothing: {}",
+        changed.join("\n").chars().take(600).collect::<String>()
+    );
+    // What the engine loads: the windows not ended, as windows it matches.
+    let c = Connection::open(&fx.db).unwrap();
+    let loaded = crate::alerts::maintenance::load_db(&c, now()).unwrap();
+    let target = crate::alerts::model::Target {
+        site: Some("acme-hq"),
+        ..crate::alerts::model::Target::device("acme", "dev-acme-2", "windows", "cpu_high")
+    };
+    assert!(
+        loaded
+            .iter()
+            .any(|w| w.scope.matches(&target) && w.active_at(now()))
+    );
+    // Deleted by its tenant's admin: gone for the engine, audited with what it was.
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        &format!("{uri}/{id}"),
+        &acme_admin,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::DELETE,
+        &format!("{uri}/{id}"),
+        &acme_admin,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "twice: {}", a.text);
+    let loaded = crate::alerts::maintenance::load_db(&c, now()).unwrap();
+    assert!(
+        !loaded
+            .iter()
+            .any(|w| w.scope.matches(&target) && w.active_at(now()))
+    );
+    let audit: Vec<(String, String)> = c
+        .prepare(
+            "SELECT action, detail FROM audit_log WHERE action LIKE 'maintenance.%' ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(audit.len(), 3, "{audit:?}");
+    assert_eq!(audit[2].0, "maintenance.delete");
+    assert!(audit[2].1.contains("switch swap"), "{audit:?}");
+}
+
+#[tokio::test]
+async fn role_changes_are_for_admins_within_their_scope_and_audited() {
+    let fx = fixture();
+    let admin = login(&fx.app, "admin").await;
+    let acme_admin = login(&fx.app, "acme-admin").await;
+    let tech = login(&fx.app, "tech").await;
+    let put = |user: &str| format!("/api/v1/users/{user}/role");
+    // Refusals first; none changes anything.
+    let viewer_session = login(&fx.app, "acme-viewer").await;
+    let before = snapshot(&fx.db);
+    for (who, user, b, status, needle) in [
+        // A tenant admin never grants an MSP role, nor reaches another tenant.
+        (
+            &acme_admin,
+            "acme-viewer",
+            json!({"role": "msp-admin"}),
+            StatusCode::FORBIDDEN,
+            "tenant roles of its own tenant",
+        ),
+        (
+            &acme_admin,
+            "acme-viewer",
+            json!({"role": "msp-tech"}),
+            StatusCode::FORBIDDEN,
+            "tenant roles of its own tenant",
+        ),
+        (
+            &acme_admin,
+            "acme-viewer",
+            json!({"role": "tenant-admin", "tenant": "globex"}),
+            StatusCode::NOT_FOUND,
+            "tenant",
+        ),
+        (
+            &acme_admin,
+            "globex-viewer",
+            json!({"role": "tenant-admin"}),
+            StatusCode::NOT_FOUND,
+            "user",
+        ),
+        (
+            &acme_admin,
+            "tech",
+            json!({"role": "tenant-viewer"}),
+            StatusCode::NOT_FOUND,
+            "user",
+        ),
+        (
+            &acme_admin,
+            "admin",
+            json!({"role": "tenant-viewer"}),
+            StatusCode::NOT_FOUND,
+            "user",
+        ),
+        // Not an admin.
+        (
+            &tech,
+            "acme-viewer",
+            json!({"role": "tenant-admin", "tenant": "acme"}),
+            StatusCode::FORBIDDEN,
+            "cannot manage users",
+        ),
+        (
+            &viewer_session,
+            "acme-viewer",
+            json!({"role": "tenant-admin"}),
+            StatusCode::FORBIDDEN,
+            "cannot manage users",
+        ),
+        // Shape of the change.
+        (
+            &admin,
+            "acme-viewer",
+            json!({"role": "tenant-admin"}),
+            StatusCode::BAD_REQUEST,
+            "needs a tenant",
+        ),
+        (
+            &admin,
+            "tech",
+            json!({"role": "msp-admin", "tenant": "acme"}),
+            StatusCode::BAD_REQUEST,
+            "takes no tenant",
+        ),
+        (
+            &admin,
+            "acme-viewer",
+            json!({"role": "owner", "tenant": "acme"}),
+            StatusCode::BAD_REQUEST,
+            "role",
+        ),
+        (
+            &admin,
+            "acme-viewer",
+            json!({"role": "tenant-admin", "tenant": "acme", "x": 1}),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            &admin,
+            "acme-viewer",
+            json!({"role": "tenant-viewer", "tenant": "acme"}),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            &admin,
+            "nobody",
+            json!({"role": "msp-tech"}),
+            StatusCode::NOT_FOUND,
+            "user",
+        ),
+        // The last msp-admin stays one.
+        (
+            &admin,
+            "admin",
+            json!({"role": "msp-tech"}),
+            StatusCode::CONFLICT,
+            "last msp-admin",
+        ),
+    ] {
+        let a = call(&fx.app, Method::PUT, &put(user), who, Some(b.clone())).await;
+        assert_eq!(a.status, status, "{user} {b}: {}", a.text);
+        assert!(
+            a.text.contains(needle),
+            "{user} {b}: {needle:?} not in {}",
+            a.text
+        );
+    }
+    assert!(
+        snapshot(&fx.db) == before,
+        "the refusals changed the database"
+    );
+
+    // A tenant admin promotes a viewer of its tenant (its tenant implied).
+    let a = call(
+        &fx.app,
+        Method::PUT,
+        &put("acme-viewer"),
+        &acme_admin,
+        Some(json!({"role": "tenant-admin"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()[0]["role"], "tenant-admin", "{}", a.text);
+    // Its sessions ended: it logs in again with the new role.
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/auth/me",
+        &viewer_session,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    let a = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/auth/me",
+        &login(&fx.app, "acme-viewer").await,
+        None,
+    )
+    .await;
+    assert_eq!(a.json()["role"], "tenant-admin", "{}", a.text);
+
+    // The MSP admin moves a user to another tenant; each tenant's audit names only itself.
+    let a = call(
+        &fx.app,
+        Method::PUT,
+        &put("acme-viewer"),
+        &admin,
+        Some(json!({"role": "tenant-viewer", "tenant": "globex"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        (&a.json()[0]["role"], &a.json()[0]["tenant"]),
+        (&json!("tenant-viewer"), &json!("globex"))
+    );
+    let a = call(
+        &fx.app,
+        Method::PUT,
+        &put("tech"),
+        &admin,
+        Some(json!({"role": "msp-admin"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // With a second msp-admin, the first may step down.
+    let a = call(
+        &fx.app,
+        Method::PUT,
+        &put("admin"),
+        &admin,
+        Some(json!({"role": "msp-tech"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let c = Connection::open(&fx.db).unwrap();
+    let rows: Vec<(String, Option<String>, String)> = c
+        .prepare("SELECT a.actor, t.name, a.detail FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.action = 'user.role' ORDER BY a.id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_deref()),
+        ("acme-admin", Some("acme"))
+    );
+    let moved: Vec<_> = rows[1..3]
+        .iter()
+        .map(|r| (r.1.as_deref(), r.2.as_str()))
+        .collect();
+    for (tenant, detail) in &moved {
+        let other = if *tenant == Some("acme") {
+            "globex"
+        } else {
+            "acme"
+        };
+        assert!(
+            !detail.contains(other),
+            "{tenant:?}'s audit row names {other}: {detail}"
+        );
+    }
+    assert!(
+        moved.iter().any(|(t, _)| *t == Some("acme"))
+            && moved.iter().any(|(t, _)| *t == Some("globex")),
+        "{moved:?}"
+    );
+    // globex's admin sees the move in, acme's admin does not see globex.
+    let a = call(&fx.app, Method::GET, "/api/v1/audit", &acme_admin, None).await;
+    assert!(!a.text.contains("globex"), "{}", a.text);
 }

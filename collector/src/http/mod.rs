@@ -63,6 +63,9 @@ pub struct HttpState {
     /// which [`listener_tls`] allows on loopback only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: Limits,
+    /// collector.toml's enrollment and telemetry listeners (the console's enrollment
+    /// page defaults its address from them).
+    pub listeners: crate::console::Listeners,
 }
 
 impl HttpState {
@@ -83,7 +86,14 @@ impl HttpState {
             stop,
             tls,
             limits,
+            listeners: crate::console::Listeners::default(),
         }
+    }
+
+    /// With the enrollment and telemetry listeners as bound (not the defaults).
+    pub fn with_listeners(mut self, listeners: crate::console::Listeners) -> Self {
+        self.listeners = listeners;
+        self
     }
 
     /// `https` or `http`.
@@ -163,7 +173,8 @@ pub fn router(state: HttpState, secure_cookies: bool) -> Router {
         state.db_path.clone(),
         state.stop.clone(),
         secure_cookies,
-    );
+    )
+    .with_listeners(state.listeners);
     console.pool = state.pool.clone();
     console.feeds = state.feeds.clone();
     Router::new()

@@ -36,8 +36,12 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// `None` when the config has neither `[notify]` nor `[http]`.
-    pub async fn bind(config: &Config) -> Result<Option<Notifier>, NotifyStartError> {
+    /// `None` when the config has neither `[notify]` nor `[http]`. `listeners`: the
+    /// enrollment and telemetry listeners as bound (for the console's defaults).
+    pub async fn bind(
+        config: &Config,
+        listeners: crate::console::Listeners,
+    ) -> Result<Option<Notifier>, NotifyStartError> {
         if config.notify.is_none() && config.http.is_none() {
             return Ok(None);
         }
@@ -62,7 +66,8 @@ impl Notifier {
                         key,
                         tls,
                         crate::http::Limits::from_config(h),
-                    ),
+                    )
+                    .with_listeners(listeners),
                 ))
             }
         };

@@ -393,7 +393,7 @@ pub fn server_cert(
 }
 
 /// DNS names and IP addresses in a certificate's SAN, as text.
-fn server_names(der: &[u8]) -> Vec<String> {
+pub(crate) fn server_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();

@@ -80,6 +80,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_console_indexes",
         include_str!("migrations/0015_console_indexes.sql"),
     ),
+    // --- issue 15 (console4): maintenance windows made at run time. Appended. ---
+    (
+        "0021_maintenance",
+        include_str!("migrations/0021_maintenance.sql"),
+    ),
+    // --- end issue 15 (console4) ---
 ];
 
 /// File name of the database inside the data dir.

@@ -718,6 +718,8 @@ async fn console_in_a_browser_live_feed_ack_charts_tenant_scope_and_refused_logi
         .unwrap()
         .to_owned();
     let parsed = tandem_proto::token::EnrollToken::parse(&token).unwrap();
+    // The address field was left as the page filled it: the enrollment listener.
+    assert_eq!(parsed.address, collector.enroll_addr.to_string());
     let (tid, max_uses): (String, i64) = site
         .db()
         .query_row(
@@ -777,6 +779,13 @@ async fn console_in_a_browser_live_feed_ack_charts_tenant_scope_and_refused_logi
     )
     .await;
     assert!(text(c).await.contains("memory-in-use"));
+    until(
+        c,
+        "the form for a maintenance window made at run time",
+        15,
+        "document.getElementById('mw-submit') && document.getElementById('no-db-windows')",
+    )
+    .await;
     c.find(Locator::Id("nav-users"))
         .await
         .unwrap()

@@ -554,12 +554,47 @@ async fn metrics_counters_move_under_real_ingest_and_pass_promtool() {
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
-    let scrape = || async move {
-        let (status, _, text) = request("127.0.0.1", port, None, "GET", "/metrics", &[], "")
+    // Loopback is no credential: a scrape without a token is refused.
+    let (status, _, text) = request("127.0.0.1", port, None, "GET", "/metrics", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a scrape without a token: {text}");
+    assert!(
+        !text.contains("tandem_"),
+        "no figures without a token: {text}"
+    );
+    // What Prometheus is given: a token of `token create-api`.
+    let token = site.cli_ok(&["token", "create-api", "prometheus"]).await;
+    let auth = Arc::new(format!("Bearer {}", token.trim()));
+    let (status, _, text) = request(
+        "127.0.0.1",
+        port,
+        None,
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer not-the-token")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "a wrong token: {text}");
+    let scrape = move || {
+        let auth = auth.clone();
+        async move {
+            let (status, _, text) = request(
+                "127.0.0.1",
+                port,
+                None,
+                "GET",
+                "/metrics",
+                &[("authorization", auth.as_str())],
+                "",
+            )
             .await
             .unwrap();
-        assert_eq!(status, 200, "{text}");
-        text
+            assert_eq!(status, 200, "{text}");
+            text
+        }
     };
     let before = scrape().await;
     let get = |t: &str, s: &str| sample(t, s).unwrap_or_else(|| panic!("no {s} in:\n{t}"));
@@ -647,4 +682,165 @@ async fn metrics_counters_move_under_real_ingest_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(collector.terminate().await);
+}
+
+/// Maintenance windows made at run time (issue 15): a window created through the
+/// API for one device marks that device's firing alert suppressed in the running
+/// engine (the other device's stays unsuppressed); deleting it ends the suppression.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_made_through_the_api_suppresses_until_deleted() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let root = site.dir.path();
+    std::fs::create_dir_all(root.join("rules")).unwrap();
+    std::fs::write(
+        root.join("rules/r.toml"),
+        "[[rule]]\nname = \"cpu-high\"\nkind = \"threshold\"\nmetric = \"cpu.percent\"\n\
+         custom_metric = true\ncritical = { above = 90 }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let collector = site
+        .start_collector(&format!(
+            "[alerts]\nrules_dir = \"rules\"\ntick_secs = 1\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ))
+        .await
+        .unwrap();
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let out = Command::new(bin("tandem-collector"))
+        .args(["user", "add", "noc", "--role", "msp-tech", "--data-dir"])
+        .arg(site.data_dir())
+        .env("TANDEM_PASSWORD", "correct horse battery staple")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, head, body) = request(
+        "127.0.0.1",
+        port,
+        None,
+        "POST",
+        "/api/v1/auth/login",
+        &[("content-type", "application/json")],
+        r#"{"username":"noc","password":"correct horse battery staple"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let cookie = head
+        .get(hyper::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api = |method: &'static str, path: String, body: String| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        async move {
+            request(
+                "127.0.0.1",
+                port,
+                None,
+                method,
+                &path,
+                &[
+                    ("cookie", cookie.as_str()),
+                    ("x-csrf-token", csrf.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                &body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let _hot = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "pc-1"),
+        Duration::from_millis(200),
+        &[("cpu.percent", "", 99.0)],
+    )
+    .await
+    .unwrap();
+    let _other = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "pc-2"),
+        Duration::from_millis(200),
+        &[("cpu.percent", "", 99.0)],
+    )
+    .await
+    .unwrap();
+    let suppressed = |device: &'static str| {
+        let db = site.db();
+        move || {
+            db.query_row(
+                "SELECT suppressed FROM alert_instances WHERE rule = 'cpu-high' AND device_id = ?1 AND state = 'firing'",
+                [device],
+                |r| r.get::<_, bool>(0),
+            )
+            .ok()
+        }
+    };
+    let (pc1, pc2) = (suppressed("pc-1"), suppressed("pc-2"));
+    wait_state("pc-1 firing", Some(false), &pc1, &collector).await;
+    wait_state("pc-2 firing", Some(false), &pc2, &collector).await;
+
+    let (status, _, body) = api(
+        "POST",
+        "/api/v1/maintenance".into(),
+        r#"{"device":"pc-1","minutes":30,"note":"disk swap"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let made: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(made["tenant"], "acme", "the device's tenant: {body}");
+    assert_eq!(made["status"], "active", "{body}");
+    wait_state("pc-1 in the window", Some(true), &pc1, &collector).await;
+    assert_eq!(pc2(), Some(false), "pc-2 is not in the window");
+    let (status, _, body) = api("GET", "/api/v1/maintenance".into(), String::new()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("disk swap"), "{body}");
+
+    let id = made["id"].as_i64().unwrap();
+    let (status, _, body) = api("DELETE", format!("/api/v1/maintenance/{id}"), String::new()).await;
+    assert_eq!(status, 204, "{body}");
+    wait_state(
+        "pc-1 after the window is deleted",
+        Some(false),
+        &pc1,
+        &collector,
+    )
+    .await;
+    assert_eq!(
+        site.count("SELECT count(*) FROM audit_log WHERE action IN ('maintenance.create', 'maintenance.delete') AND actor = 'noc'"),
+        2
+    );
+    assert!(collector.terminate().await);
+}
+
+/// Waits (bounded) until `f` answers `want`; fails with the collector's log.
+async fn wait_state(
+    what: &str,
+    want: Option<bool>,
+    f: &dyn Fn() -> Option<bool>,
+    collector: &tandem_tests::CollectorProc,
+) {
+    let r = wait_for(Duration::from_secs(15), what, || {
+        let now = f();
+        async move { now == want }
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "{what}: {:?}, wanted {want:?}\n{}",
+        f(),
+        collector.log()
+    );
 }

@@ -643,7 +643,7 @@ async fn smtp_down_delays_but_never_loses_or_doubles_and_a_killed_collector_send
     let mut smtp = Smtp::new(site.dir.path());
     setup_files(&site, RESTART_POLICY);
     let http_port = free_port();
-    let toml = collector_toml(smtp.port, http_port, 0);
+    let toml = collector_toml(smtp.port, http_port, 1);
     let collector = site.start_collector(&toml).await.unwrap();
     let feeder = Feeder::start(
         collector.addr,
@@ -1641,7 +1641,7 @@ async fn the_ack_page_and_a_problem_mail_render_in_headless_chromium() {
     setup_files(&site, FLOW_POLICY);
     let http_port = free_port();
     let collector = site
-        .start_collector(&collector_toml(smtp.port, http_port, 0))
+        .start_collector(&collector_toml(smtp.port, http_port, 1))
         .await
         .unwrap();
     let feeder = Feeder::start(
@@ -1711,4 +1711,112 @@ async fn the_ack_page_and_a_problem_mail_render_in_headless_chromium() {
     drop(feeder);
     assert!(collector.terminate().await);
     smtp.stop().await;
+}
+
+/// The HTTP listener with TLS (issue 15): the acknowledge link in a real mail is
+/// `https://`, and a TLS client trusting only the collector CA gets the ack page
+/// from it and acknowledges through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_links_are_https_on_a_tls_listener_and_served_with_the_collector_ca() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let mut smtp = Smtp::new(site.dir.path());
+    smtp.start().await;
+    setup_files(&site, PAUSE_POLICY);
+    let http_port = free_port();
+    let collector = site
+        .start_collector(&format!(
+            "{}tls = true\n",
+            collector_toml(smtp.port, http_port, 1)
+        ))
+        .await
+        .unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the HTTP listener",
+        || async move { tokio::net::TcpStream::connect(http).await.is_ok() },
+    )
+    .await
+    .unwrap();
+    let _feeder = Feeder::start(
+        collector.addr,
+        &site.issue("acme", "pc-acme"),
+        Duration::from_millis(300),
+        &[("cpu.percent", "", 99.0)],
+    )
+    .await
+    .unwrap();
+    let mails = wait_mails(
+        &smtp,
+        &collector,
+        "noc@msp.example",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    let mail = &mails[0];
+    let link = mail
+        .ack_link()
+        .unwrap_or_else(|| panic!("no ack link in\n{}", mail.text));
+    let base = format!("https://127.0.0.1:{http_port}");
+    assert!(
+        link.starts_with(&format!("{base}/ack/")),
+        "the link is https on the listener: {link}"
+    );
+    assert!(
+        !mail.text.contains(&format!("http://127.0.0.1:{http_port}")),
+        "no plain-http link anywhere in the mail:\n{}",
+        mail.text
+    );
+    let path = link.strip_prefix(&base).unwrap().to_owned();
+    let ca = tandem_collector::http::tail::client_tls(
+        &tandem_collector::pki::PkiPaths::new(&site.data_dir()).ca_cert,
+    )
+    .unwrap();
+    let (status, _, body) =
+        crate::listener::request("127.0.0.1", http_port, Some(&ca), "GET", &path, &[], "")
+            .await
+            .unwrap_or_else(|e| panic!("GET {link} over TLS with the collector CA: {e}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<form method=post>") && body.contains("cpu-high"),
+        "the ack page: {body}"
+    );
+    assert_eq!(
+        site.count("SELECT count(*) FROM incidents WHERE state = 'acked'"),
+        0,
+        "GET does not ack"
+    );
+    let (status, _, body) = crate::listener::request(
+        "127.0.0.1",
+        http_port,
+        Some(&ca),
+        "POST",
+        &path,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "note=via+https",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Acknowledged"), "{body}");
+    assert_eq!(
+        site.count(
+            "SELECT count(*) FROM incidents WHERE state = 'acked' AND ack_note = 'via https'"
+        ),
+        1
+    );
+    // Plain HTTP to that port gets no page.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(8),
+        crate::listener::request("127.0.0.1", http_port, None, "GET", &path, &[], ""),
+    )
+    .await;
+    assert!(
+        !matches!(plain, Ok(Ok((200, _, _)))),
+        "plain HTTP must not be served: {plain:?}"
+    );
+    smtp.stop().await;
+    assert!(collector.terminate().await);
 }

@@ -1,4 +1,5 @@
-//! Whether an instance's notifications pause: a maintenance window or a silence
+//! Whether an instance's notifications pause: a maintenance window (of the rule
+//! files or made at run time) or a silence
 //! covers it, or it is inhibited by its device's offline alert, or (a per-device
 //! offline alert) by the group alert of its dark site or tenant. Evaluation goes on
 //! either way; only the `suppressed` flag follows this.
@@ -26,6 +27,7 @@ impl Engine {
             .set
             .windows
             .iter()
+            .chain(&self.db_windows)
             .any(|w| w.scope.matches(&target) && w.active_at(now_ms))
             || self.silences.iter().any(|s| s.covers(&target, now_ms))
         {

@@ -114,6 +114,9 @@ pub struct Engine {
     dark_tenants: HashSet<(usize, String)>,
     /// Silences made with the CLI (active and upcoming), re-read by the service.
     silences: Vec<Silence>,
+    /// Maintenance windows made at run time (the console API; issue 15), re-read by
+    /// the service every tick; honoured like the rule files' `set.windows`.
+    db_windows: Vec<crate::alerts::model::Window>,
     /// Revoked (or removed) devices: out of the fleet, so nothing of theirs alerts
     /// again, not even "offline" ([`Engine::retire_device`]).
     retired: HashSet<String>,
@@ -148,6 +151,7 @@ impl Engine {
             offline: HashSet::new(),
             dark_tenants: HashSet::new(),
             silences: Vec::new(),
+            db_windows: Vec::new(),
             retired: HashSet::new(),
             evaluations: 0,
             fed_transitions: 0,
@@ -335,6 +339,11 @@ impl Engine {
     /// Replaces the silences (the next tick applies them).
     pub fn set_silences(&mut self, silences: Vec<Silence>) {
         self.silences = silences;
+    }
+
+    /// Replaces the maintenance windows made at run time (the next tick applies them).
+    pub fn set_db_windows(&mut self, windows: Vec<crate::alerts::model::Window>) {
+        self.db_windows = windows;
     }
 
     /// Sets the site a device belongs to (from its enrollment; `None` for none).

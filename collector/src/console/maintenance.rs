@@ -1,0 +1,294 @@
+//! Maintenance windows made at run time (issue 15): create, list, delete. Stored in
+//! `maintenance_windows` ([`crate::alerts::maintenance::DbWindow`]), read by the
+//! alert engine every tick beside the `[[maintenance]]` of the rule files and
+//! honoured the same way (notifications of what they cover pause; evaluation goes on).
+//!
+//! Invariants:
+//! - every window belongs to one tenant: a tenant user's always to its own, an MSP
+//!   window of a device to the device's tenant; site and device only narrow it, and
+//!   must be that tenant's;
+//! - the tenant is in the SQL of the list and the delete (another tenant's window
+//!   answers 404);
+//! - create and delete append their audit row in the same transaction.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{ApiResult, body, query, scope};
+use super::auth::{self, Principal};
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, db, now_ms};
+use crate::alerts::maintenance::{DB_SELECT, DbWindow, db_row};
+
+/// Longest window made here (longer ones belong in the rule files).
+const MAX_LENGTH_MS: i64 = 31 * 86_400_000;
+/// Furthest ahead a window may start.
+const MAX_AHEAD_MS: i64 = 366 * 86_400_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsQuery {
+    pub tenant: Option<String>,
+    /// Also windows that have ended (default: current and upcoming only).
+    pub all: Option<bool>,
+}
+
+/// A window, with its state at the time of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowOut {
+    #[serde(flatten)]
+    pub window: DbWindow,
+    /// `active`, `upcoming` or `ended`.
+    pub status: String,
+}
+
+fn out(w: DbWindow, now: i64) -> WindowOut {
+    let status = if w.ends_ms <= now {
+        "ended"
+    } else if w.starts_ms <= now {
+        "active"
+    } else {
+        "upcoming"
+    };
+    WindowOut {
+        window: w,
+        status: status.to_owned(),
+    }
+}
+
+/// Maintenance windows made at run time (current and upcoming; `all=true` for every
+/// one), soonest start first. The rule files' windows are in `GET /rules`.
+#[utoipa::path(get, path = "/maintenance", tag = "alerts", params(WindowsQuery),
+    responses((status = 200, body = Vec<WindowOut>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn list(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<WindowsQuery>, QueryRejection>,
+) -> ApiResult<Vec<WindowOut>> {
+    let q = query(q)?;
+    let now = now_ms();
+    let rows = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let rows = c
+            .prepare(&format!(
+                "{DB_SELECT} WHERE (?1 IS NULL OR w.tenant_id = ?1) AND (?2 OR w.ends_ms > ?3)
+                 ORDER BY w.starts_ms, w.id LIMIT 1000"
+            ))?
+            .query_map(params![scope, q.all.unwrap_or(false), now], db_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().map(|w| out(w, now)).collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWindow {
+    /// The tenant it covers (a tenant user: its own, may be left out; an MSP user:
+    /// required unless `device` is given, whose tenant it then is).
+    pub tenant: Option<String>,
+    /// Only this site of the tenant.
+    pub site: Option<String>,
+    /// Only this device (of the tenant).
+    pub device: Option<String>,
+    /// When it starts (RFC 3339); default: now.
+    pub start: Option<String>,
+    /// When it ends (RFC 3339), or
+    pub end: Option<String>,
+    /// how many minutes after the start (one of the two; at most 31 days long).
+    pub minutes: Option<u32>,
+    /// Why (required, at most 500 characters).
+    pub note: String,
+}
+
+fn text_of(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(n) if n.chars().count() > max => Err(ApiError::bad_request(format!(
+            "{what}: {} characters; at most {max}",
+            n.chars().count()
+        ))),
+        Some(n) if n.trim().is_empty() => Ok(None),
+        n => Ok(n.map(|n| n.trim().to_owned())),
+    }
+}
+
+fn instant_of(what: &str, v: &str) -> Result<i64, ApiError> {
+    v.trim()
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{what} {v:?}: not an RFC 3339 time such as 2026-12-02T22:00:00Z ({e})"
+            ))
+        })
+}
+
+/// (start, end) of a new window, checked against `now`.
+pub(crate) fn span_of(
+    start: Option<&str>,
+    end: Option<&str>,
+    minutes: Option<u32>,
+    now: i64,
+) -> Result<(i64, i64), ApiError> {
+    let start = match start.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => instant_of("start", s)?,
+        None => now,
+    };
+    let end = match (end.map(str::trim).filter(|s| !s.is_empty()), minutes) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "end and minutes: give one of them, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "end or minutes: one is required (when it ends)",
+            ));
+        }
+        (Some(e), None) => instant_of("end", e)?,
+        (None, Some(0)) => return Err(ApiError::bad_request("minutes: at least 1")),
+        (None, Some(m)) => start.saturating_add(i64::from(m) * 60_000),
+    };
+    if end <= start {
+        return Err(ApiError::bad_request("end: not after start"));
+    }
+    if end <= now {
+        return Err(ApiError::bad_request("end: in the past; give a later time"));
+    }
+    if end - start > MAX_LENGTH_MS {
+        return Err(ApiError::bad_request(
+            "end: at most 31 days after start (put longer windows in the rule files)",
+        ));
+    }
+    if start - now > MAX_AHEAD_MS {
+        return Err(ApiError::bad_request("start: at most a year ahead"));
+    }
+    Ok((start, end))
+}
+
+/// Create a maintenance window: notifications of what it covers pause from its
+/// start to its end (the engine picks it up within a tick).
+#[utoipa::path(post, path = "/maintenance", tag = "alerts", request_body = NewWindow,
+    responses((status = 201, body = WindowOut), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn create(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewWindow>, JsonRejection>,
+) -> Result<(StatusCode, Json<WindowOut>), ApiError> {
+    p.require_ack()?;
+    let b = body(b)?;
+    let now = now_ms();
+    let (starts, ends) = span_of(b.start.as_deref(), b.end.as_deref(), b.minutes, now)?;
+    let note = text_of("note", Some(b.note), 500)?
+        .ok_or_else(|| ApiError::bad_request("note: say why"))?;
+    let tenant = text_of("tenant", b.tenant, 200)?;
+    let site = text_of("site", b.site, 200)?;
+    let device = text_of("device", b.device, 200)?;
+    let w = db(&st, move |c| {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let named = scope(&tx, &p, tenant.as_deref())?;
+        // The device, within the caller's scope (another tenant's does not exist).
+        let device_tenant: Option<i64> = match &device {
+            Some(d) => Some(
+                tx.query_row(
+                    "SELECT tenant_id FROM devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                    params![d, named],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| ApiError::not_found(format!("device {d:?}")))?,
+            ),
+            None => None,
+        };
+        let tid = named.or(device_tenant).ok_or_else(|| {
+            ApiError::bad_request("tenant: required (or a device, whose tenant it then is)")
+        })?;
+        if let Some(s) = &site {
+            tx.query_row(
+                "SELECT 1 FROM sites WHERE tenant_id = ?1 AND name = ?2",
+                params![tid, s],
+                |_| Ok(()),
+            )
+            .optional()?
+            .ok_or_else(|| ApiError::not_found(format!("site {s:?}")))?;
+        }
+        tx.execute(
+            "INSERT INTO maintenance_windows (tenant_id, site, device_id, starts_ms, ends_ms, note, created_by, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![tid, site, device, starts, ends, note, p.actor, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        let w = tx.query_row(&format!("{DB_SELECT} WHERE w.id = ?1"), [id], db_row)?;
+        auth::audit(
+            &tx,
+            &p.actor,
+            Some(tid),
+            "maintenance.create",
+            &format!("maintenance window {id}"),
+            json!({ "tenant": w.tenant, "site": w.site, "device": w.device_id,
+                    "starts_ms": starts, "ends_ms": ends, "note": w.note }),
+            now,
+        )?;
+        tx.commit()?;
+        Ok(w)
+    })
+    .await?;
+    tracing::info!(window = w.id, tenant = %w.tenant, by = %w.created_by, "maintenance window created");
+    Ok((StatusCode::CREATED, Json(out(w, now))))
+}
+
+/// Delete a maintenance window (the audit log keeps what it was); suppression by
+/// it ends within a tick.
+#[utoipa::path(delete, path = "/maintenance/{window_id}", tag = "alerts", params(("window_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn delete(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    p.require_ack()?;
+    let now = now_ms();
+    let actor = p.actor.clone();
+    db(&st, move |c| {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let w = tx
+            .query_row(
+                &format!("{DB_SELECT} WHERE w.id = ?1 AND (?2 IS NULL OR w.tenant_id = ?2)"),
+                params![id, p.tenant_id],
+                db_row,
+            )
+            .optional()?
+            .ok_or_else(|| ApiError::not_found(format!("maintenance window {id}")))?;
+        let tid: i64 = tx.query_row(
+            "SELECT tenant_id FROM maintenance_windows WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "DELETE FROM maintenance_windows WHERE id = ?1 AND tenant_id = ?2",
+            params![id, tid],
+        )?;
+        auth::audit(
+            &tx,
+            &p.actor,
+            Some(tid),
+            "maintenance.delete",
+            &format!("maintenance window {id}"),
+            json!({ "tenant": w.tenant, "site": w.site, "device": w.device_id,
+                    "starts_ms": w.starts_ms, "ends_ms": w.ends_ms, "note": w.note }),
+            now,
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(window = id, by = %actor, "maintenance window deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
