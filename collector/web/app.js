@@ -593,8 +593,11 @@ async function showAudit() {
 
 async function showFleet() {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
-  const [fleet, devs] = await Promise.all([api("GET", "/fleet"), api("GET", "/devices?per_page=200" +
-    (params.get("hostname") ? "&hostname=" + encodeURIComponent(params.get("hostname")) : ""))]);
+  const dq = new URLSearchParams({ per_page: "200" });
+  for (const k of ["hostname", "tag"]) if (params.get(k)) dq.set(k, params.get(k));
+  const [fleet, devs] = await Promise.all([api("GET", "/fleet"), api("GET", "/devices?" + dq)]);
+  // Patch compliance: the share of devices with no security update pending longer than overdue_days.
+  const compliance = t => t.devices ? Math.floor(100 * (t.devices - t.security_overdue) / t.devices) + "%" : "—";
   const num = (label, n, cls) => h("div", { class: "num " + (cls || "") }, h("b", {}, String(n)), label);
   const cards = h("div", { class: "grid", id: "tenants" }, fleet.map(t => h("section", { class: "card tenant", "aria-label": "Tenant " + t.tenant },
     h("h2", {}, t.tenant),
@@ -602,10 +605,19 @@ async function showFleet() {
       num("online", t.online, t.online ? "good" : ""), num("offline", t.offline, t.offline ? "bad" : ""),
       num("critical alerts", t.alerts_critical, t.alerts_critical ? "bad" : ""), num("warnings", t.alerts_warning),
       num("not seen for a day", t.stale_24h, t.stale_24h ? "bad" : ""), num("security updates pending", t.security_pending),
-      num("reboot pending", t.reboot_pending)))));
+      num("security updates over " + t.overdue_days + " days", t.security_overdue, t.security_overdue ? "bad" : ""),
+      num("patch compliance", compliance(t)), num("reboot pending", t.reboot_pending)))));
   const search = h("input", { id: "hostname", type: "search", value: params.get("hostname") || "", placeholder: "part of a host name" });
-  const form = h("form", { class: "filters", role: "search", onsubmit: ev => { ev.preventDefault(); location.hash = "#/fleet?hostname=" + encodeURIComponent(search.value); } },
-    h("div", {}, h("label", { for: "hostname" }, "Find a device"), search), h("button", { type: "submit" }, "Search"));
+  const tagIn = h("input", { id: "tag", type: "search", value: params.get("tag") || "", placeholder: "e.g. servers" });
+  const form = h("form", { class: "filters", role: "search", onsubmit: ev => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (search.value.trim()) q.set("hostname", search.value.trim());
+    if (tagIn.value.trim()) q.set("tag", tagIn.value.trim());
+    location.hash = "#/fleet?" + q;
+  } },
+    h("div", {}, h("label", { for: "hostname" }, "Find a device"), search),
+    h("div", {}, h("label", { for: "tag" }, "Tag"), tagIn), h("button", { type: "submit" }, "Search"));
   const rows = devs.items.map(d => h("tr", {},
     h("td", { "data-label": "Host" }, h("span", { class: "dot " + (d.online ? "on" : "off"), "aria-hidden": "true" }),
       h("a", { href: "#/device/" + encodeURIComponent(d.id) }, d.hostname || d.id)),

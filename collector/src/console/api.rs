@@ -228,15 +228,41 @@ pub struct FleetOut {
     pub reboot_pending: i64,
     /// Devices with a pending security update.
     pub security_pending: i64,
+    /// Devices with a security update pending for more than `overdue_days` (patch
+    /// compliance: `1 - security_overdue / devices`).
+    pub security_overdue: i64,
+    /// The `overdue_days` these counts used.
+    pub overdue_days: u32,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    /// A security update pending longer than this many days is overdue (1–365,
+    /// default 7).
+    pub overdue_days: Option<u32>,
+}
+
+/// Default of [`FleetQuery::overdue_days`].
+const OVERDUE_DAYS: u32 = 7;
+
 /// Fleet overview per tenant: online/offline counts, open alerts by severity, patches.
-#[utoipa::path(get, path = "/fleet", tag = "fleet", responses((status = 200, body = Vec<FleetOut>)))]
+#[utoipa::path(get, path = "/fleet", tag = "fleet", params(FleetQuery),
+    responses((status = 200, body = Vec<FleetOut>), (status = 400, body = ErrorBody)))]
 pub(super) async fn fleet(
     State(st): State<ConsoleState>,
     p: Principal,
+    q: Result<Query<FleetQuery>, QueryRejection>,
 ) -> ApiResult<Vec<FleetOut>> {
+    let q = query(q)?;
+    let overdue_days = q.overdue_days.unwrap_or(OVERDUE_DAYS);
+    if !(1..=365).contains(&overdue_days) {
+        return Err(ApiError::bad_request(format!(
+            "query overdue_days {overdue_days}: use 1 to 365"
+        )));
+    }
     let now = now_ms();
+    let overdue_before = now - i64::from(overdue_days) * 86_400_000;
     let rows = db(&st, move |c| {
         // One pass over the devices grouped by tenant (not eight subqueries per
         // tenant): the fleet page must stay fast at 10,000 devices.
@@ -252,7 +278,11 @@ pub(super) async fn fleet(
                  SELECT l.tenant_id, sum(r.reboot_required != 0) AS reboot,
                         sum(EXISTS (SELECT 1 FROM pending_updates u
                                      WHERE u.device_id = l.id AND u.report_seq = r.seq
-                                       AND u.classification = 'security')) AS sec
+                                       AND u.classification = 'security')) AS sec,
+                        sum(EXISTS (SELECT 1 FROM pending_updates u
+                                     WHERE u.device_id = l.id AND u.report_seq = r.seq
+                                       AND u.classification = 'security'
+                                       AND u.first_seen_ms < ?4)) AS overdue
                    FROM live l JOIN patch_reports r ON r.device_id = l.id
                     AND r.seq = (SELECT max(seq) FROM patch_reports WHERE device_id = l.id)
                   GROUP BY l.tenant_id),
@@ -261,7 +291,7 @@ pub(super) async fn fleet(
                    FROM incidents WHERE state IN ('open', 'acked', 'snoozed') GROUP BY tenant)
              SELECT t.name, coalesce(devs.n, 0), coalesce(devs.online, 0),
                     coalesce(devs.stale, 0), coalesce(inc.w, 0), coalesce(inc.c, 0),
-                    coalesce(pat.reboot, 0), coalesce(pat.sec, 0)
+                    coalesce(pat.reboot, 0), coalesce(pat.sec, 0), coalesce(pat.overdue, 0)
                FROM tenants t
                LEFT JOIN devs ON devs.tenant_id = t.id
                LEFT JOIN pat ON pat.tenant_id = t.id
@@ -269,7 +299,12 @@ pub(super) async fn fleet(
               WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
         )?;
         let rows = s.query_map(
-            params![p.tenant_id, now - ONLINE_MS, now - 86_400_000],
+            params![
+                p.tenant_id,
+                now - ONLINE_MS,
+                now - 86_400_000,
+                overdue_before
+            ],
             |r| {
                 let devices: i64 = r.get(1)?;
                 let online: i64 = r.get(2)?;
@@ -283,6 +318,8 @@ pub(super) async fn fleet(
                     alerts_critical: r.get(5)?,
                     reboot_pending: r.get(6)?,
                     security_pending: r.get(7)?,
+                    security_overdue: r.get(8)?,
+                    overdue_days,
                 })
             },
         )?;
@@ -384,6 +421,8 @@ pub struct DevicesQuery {
     pub os: Option<String>,
     /// Part of the host name (case-insensitive).
     pub hostname: Option<String>,
+    /// Only devices with this tag (`tandem-collector device tag`).
+    pub tag: Option<String>,
     pub page: Option<u32>,
     pub per_page: Option<u32>,
 }
@@ -413,8 +452,10 @@ pub(super) async fn devices(
               AND (?2 IS NULL OR s.name = ?2)
               AND (?3 IS NULL OR (d.last_seen_ms >= ?4) = ?3)
               AND (?5 IS NULL OR d.os_family = ?5)
-              AND (?6 IS NULL OR d.hostname LIKE ?6 ESCAPE '\\')";
-        let args = params![scope, q.site, q.online, now - ONLINE_MS, q.os, host];
+              AND (?6 IS NULL OR d.hostname LIKE ?6 ESCAPE '\\')
+              AND (?7 IS NULL OR EXISTS (SELECT 1 FROM device_tags dt
+                                          WHERE dt.device_id = d.id AND dt.tag = ?7))";
+        let args = params![scope, q.site, q.online, now - ONLINE_MS, q.os, host, q.tag];
         let total: i64 = c.query_row(
             &format!(
                 "SELECT count(*) FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}"

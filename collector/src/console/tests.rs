@@ -1161,12 +1161,85 @@ async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports()
     // three days ago; one open critical.
     assert_eq!(row(&all[0]), [2, 1, 1, 1, 0, 1, 1, 1], "{:?}", all[0]);
     assert_eq!(row(&all[1]), [1, 1, 0, 0, 1, 1, 0, 0], "{:?}", all[1]);
+    // Patch compliance: acme's security update has waited 12 days, overdue after the
+    // default 7 and not after 30; globex's was in an older report.
+    let overdue = |v: &Value| (v["security_overdue"].as_i64(), v["overdue_days"].as_i64());
+    assert_eq!(
+        (overdue(&all[0]), overdue(&all[1])),
+        ((Some(1), Some(7)), (Some(0), Some(7)))
+    );
+    let month = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/fleet?overdue_days=30",
+        &admin,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(overdue(&month[0]), (Some(0), Some(30)), "{month}");
+    for bad in [
+        "/api/v1/fleet?overdue_days=0",
+        "/api/v1/fleet?overdue_days=9999",
+        "/api/v1/fleet?days=3",
+    ] {
+        let a = call(&fx.app, Method::GET, bad, &admin, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text);
+    }
     let v = login(&fx.app, "acme-viewer").await;
     let mine = call(&fx.app, Method::GET, "/api/v1/fleet", &v, None)
         .await
         .json();
     assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
     assert_eq!(row(&mine[0]), row(&all[0]));
+    // The device list filters by tag, within the caller's tenant.
+    for (dev, tag) in [("dev-acme-2", "laptops"), ("dev-globex-1", "laptops")] {
+        c.execute(
+            "INSERT INTO device_tags (device_id, tag, created_ms) VALUES (?1, ?2, 0)",
+            [dev, tag],
+        )
+        .unwrap();
+    }
+    let ids = |v: Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let tagged = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?tag=laptops",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(tagged.json()),
+        ["dev-acme-2", "dev-globex-1"],
+        "{}",
+        tagged.text
+    );
+    let tagged = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?tag=laptops",
+        &v,
+        None,
+    )
+    .await;
+    assert_eq!(ids(tagged.json()), ["dev-acme-2"], "{}", tagged.text);
+    let none = call(
+        &fx.app,
+        Method::GET,
+        "/api/v1/devices?tag=servers",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(ids(none.json()), Vec::<String>::new());
 }
 
 #[tokio::test]
