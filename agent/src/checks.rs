@@ -4,7 +4,7 @@
 //! the status and whose output may carry a number.
 //!
 //! - The command runs without a shell (argv as written) unless `shell = true`, and
-//!   through `crate::tool::run`: no stdin, `LANG=C`, its own process group, killed
+//!   through `crate::platform::tool::run`: no stdin, `LANG=C`, its own process group, killed
 //!   with its children at the timeout.
 //! - Exit code 0/1/2 is ok/warning/critical, 3 (and anything else) unknown — the
 //!   Nagios plugin convention. A timeout is critical, with the reason.
@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use crate::tool::{Output, ToolError};
+use crate::platform::tool::{Output, ToolError};
 
 /// Most custom checks one agent runs.
 pub const MAX_CHECKS: usize = 64;
@@ -59,13 +59,13 @@ pub fn run_argv(argv: &[String], shell: bool, timeout: Duration) -> Result<Outpu
     if shell {
         let (sh, flag) = crate::platform::SHELL;
         let script = argv.join(" ");
-        crate::tool::run(sh, &[flag, &script], timeout)
+        crate::platform::tool::run(sh, &[flag, &script], timeout)
     } else {
         let (prog, args) = argv.split_first().ok_or_else(|| ToolError::NotFound {
             program: String::new(),
         })?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::tool::run(prog, &args, timeout)
+        crate::platform::tool::run(prog, &args, timeout)
     }
 }
 

@@ -2,7 +2,8 @@
 //! streams the spool to the collector over mutual-TLS gRPC.
 // `deny`, not `forbid`: the platform modules that call the OS through FFI allow it
 // on their `mod` line (`platform/windows.rs` and `platform/wua.rs` for Win32 and
-// COM, `platform/glibc.rs` for one mallopt call). Nothing else may.
+// COM, `platform/glibc.rs` for one mallopt call, `service/windows.rs` for the SCM
+// entry point). Nothing else may.
 #![deny(unsafe_code)]
 
 pub mod backup;
@@ -18,10 +19,10 @@ pub mod patches;
 pub mod platform;
 pub mod posture;
 pub(crate) mod reload;
+pub mod service;
 pub mod spool;
 pub mod spool_handle;
 mod tasks;
-pub(crate) mod tool;
 pub mod uplink;
 
 use std::future::Future;
@@ -699,16 +700,8 @@ async fn inventory_loop(
     }
 }
 
-/// The text of `agent/tests/fixtures/<dir>/<name>`: captured tool output and files
-/// the pure parsers are tested on.
 #[cfg(test)]
-pub(crate) fn test_fixture(dir: &str, name: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-        .join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
+pub(crate) use platform::test_fixture;
 
 #[cfg(test)]
 mod tests {

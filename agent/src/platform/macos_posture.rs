@@ -1,17 +1,21 @@
 //! macOS: posture sources (the application firewall, FileVault, softwareupdate's
 //! schedule, the admin group, sshd_config), Time Machine for backups, `/bin/sh -c`
-//! for custom checks. Parsers in `crate::posture::{macos, sshd}`.
+//! for custom checks. Parsers in `facts::posture::{macos, sshd}`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::posture::{self, Check, macos as m, sshd};
+use crate::platform::facts::posture::{self, Check, macos as m, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
 pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
-fn out(program: &str, args: &[&str], timeout: Duration) -> Result<String, crate::tool::ToolError> {
-    let o = crate::tool::run(program, args, timeout)?.accept(program, &[0])?;
+fn out(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, crate::platform::tool::ToolError> {
+    let o = crate::platform::tool::run(program, args, timeout)?.accept(program, &[0])?;
     Ok(format!("{}{}", o.stdout, o.stderr))
 }
 
@@ -66,7 +70,7 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
     let config = Path::new("/etc/ssh/sshd_config");
     // Remote Login off: launchd has no ssh job loaded; the config alone says nothing.
     let remote_login =
-        crate::tool::run("launchctl", &["print", "system/com.openssh.sshd"], timeout)
+        crate::platform::tool::run("launchctl", &["print", "system/com.openssh.sshd"], timeout)
             .is_ok_and(|o| o.code == Some(0));
     if !remote_login {
         v.extend(sshd::not_installed(
@@ -95,8 +99,11 @@ pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), Str
     if kind != "time_machine" {
         return Err(format!("{kind} backups exist on Windows only"));
     }
-    let o = crate::tool::run("tmutil", &["latestbackup"], timeout)
+    let o = crate::platform::tool::run("tmutil", &["latestbackup"], timeout)
         .and_then(|o| o.accept("tmutil", &[0]))
         .map_err(|e| e.to_string())?;
-    crate::backup::parse_tmutil_latest(&o.stdout, crate::backup::local_offset_secs())
+    crate::platform::facts::backup::parse_tmutil_latest(
+        &o.stdout,
+        crate::platform::facts::backup::local_offset_secs(),
+    )
 }

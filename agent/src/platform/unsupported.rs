@@ -15,12 +15,12 @@ pub fn disk_io() -> Option<Vec<super::DiskIo>> {
 }
 
 /// No known source here.
-pub fn kernel() -> crate::collect::kernel::Snapshot {
-    crate::collect::kernel::Snapshot::default()
+pub fn kernel() -> crate::platform::facts::kernel::Snapshot {
+    crate::platform::facts::kernel::Snapshot::default()
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+pub fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -30,12 +30,12 @@ pub fn thread_cpu_ns() -> Option<u64> {
 }
 
 /// Not measured here: the budget is then not enforced (no `agent.*` metrics).
-pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
     None
 }
 
 /// No battery source known here.
-pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     Vec::new()
 }
 
@@ -54,13 +54,13 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::R
 }
 
 /// No package manager is known on this platform; the report says so.
-pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
-    crate::patches::Check {
+pub fn check_patches(_timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
+    crate::platform::facts::patches::Check {
         source: "none",
-        updates: Err(crate::patches::ReadError::NotImplemented(
+        updates: Err(crate::platform::facts::patches::ReadError::NotImplemented(
             "patch status is not supported on this operating system",
         )),
-        reboot: crate::patches::Reboot::default(),
+        reboot: crate::platform::facts::patches::Reboot::default(),
         last_install_unix_ms: 0,
     }
 }
@@ -80,14 +80,16 @@ pub fn kill_tree(child: &mut std::process::Child) {
 }
 
 /// No software source is known on this platform; the inventory says so.
-pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    crate::inventory::PlatformFacts {
+pub fn inventory_facts(
+    _timeout: std::time::Duration,
+) -> crate::platform::facts::inventory::PlatformFacts {
+    crate::platform::facts::inventory::PlatformFacts {
         os_build: String::new(),
         os_name: String::new(),
         os_version: String::new(),
-        hardware: crate::inventory::Hardware::default(),
+        hardware: crate::platform::facts::inventory::Hardware::default(),
         software_source: "none",
-        software: Err(crate::tool::ReadError::NoSource {
+        software: Err(crate::platform::tool::ReadError::NoSource {
             looked_for: "nothing: this operating system is not supported",
         }),
     }
@@ -96,7 +98,7 @@ pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::Platf
 /// Failed units are a systemd notion: not applicable here.
 pub fn failed_units(
     _timeout: std::time::Duration,
-) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None
 }
 
@@ -105,14 +107,17 @@ pub fn service_states(
     _names: &[String],
     _timeout: std::time::Duration,
 ) -> Option<
-    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+    Result<
+        Vec<crate::platform::facts::services::ServiceState>,
+        crate::platform::facts::services::ServiceError,
+    >,
 > {
     None
 }
 
 /// No posture sources on this platform: every check unknown, saying so.
-pub fn posture(_timeout: std::time::Duration) -> Vec<crate::posture::Check> {
-    use crate::posture::*;
+pub fn posture(_timeout: std::time::Duration) -> Vec<crate::platform::facts::posture::Check> {
+    use crate::platform::facts::posture::*;
     [
         FIREWALL,
         DISK_ENCRYPTION,

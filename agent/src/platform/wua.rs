@@ -25,7 +25,7 @@ use windows::Win32::System::UpdateAgent::{
 };
 use windows::core::BSTR;
 
-use crate::patches::windows_update::{HistoryEntry, Update};
+use crate::platform::facts::patches::windows_update::{HistoryEntry, Update};
 
 /// Most history entries read: the newest come first, and a successful install is
 /// among them on any machine that installs updates at all.
