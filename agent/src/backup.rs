@@ -83,42 +83,70 @@ impl BackupState {
     }
 }
 
+/// Why a backup's time is unknown (the message is what `BackupState::error` carries).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Read(#[from] BackupReadError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{} holds no files", .0.display())]
+    NoFiles(PathBuf),
+    #[error("{program} exited with {status} : {stderr}")]
+    Exited {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
+
 /// Reads one backup's evidence. Blocking (file walks, commands).
 pub fn check(cfg: &BackupConfig) -> BackupState {
     let timeout = std::time::Duration::from_secs(cfg.timeout_secs);
-    let result: Result<(i64, String), String> = match &cfg.source {
+    let result: Result<(i64, String), BackupError> = match &cfg.source {
         Source::Path(dir) => newest_file(dir).and_then(|found| match found {
             Some((p, t)) => Ok((t, format!("newest file {}", p.display()))),
-            None => Err(format!("{} holds no files", dir.display())),
+            None => Err(BackupError::NoFiles(dir.clone())),
         }),
         Source::Command { argv, shell } => crate::checks::run_argv(argv, *shell, timeout)
-            .map_err(|e| e.to_string())
+            .map_err(|e| BackupError::Read(e.into()))
             .and_then(|o| {
                 if o.code != Some(0) {
-                    return Err(format!(
-                        "{} exited with {} : {}",
-                        argv.first().map_or("", String::as_str),
-                        o.code.map_or("a signal".into(), |c| c.to_string()),
-                        crate::posture::excerpt(&o.stderr, 200)
-                    ));
+                    return Err(BackupError::Exited {
+                        program: argv.first().cloned().unwrap_or_default(),
+                        status: o.code.map_or("a signal".into(), |c| c.to_string()),
+                        stderr: crate::posture::excerpt(&o.stderr, 200),
+                    });
                 }
-                parse_timestamp_output(&o.stdout).map(|t| {
-                    (
-                        t,
-                        format!(
-                            "{} printed {:?}",
-                            argv.first().map_or("", String::as_str),
-                            last_line(&o.stdout)
-                        ),
-                    )
-                })
+                parse_timestamp_output(&o.stdout)
+                    .map_err(|e| BackupError::Read(e.into()))
+                    .map(|t| {
+                        (
+                            t,
+                            format!(
+                                "{} printed {:?}",
+                                argv.first().map_or("", String::as_str),
+                                last_line(&o.stdout)
+                            ),
+                        )
+                    })
             }),
-        Source::Wbadmin => crate::platform::native_backup("wbadmin", timeout),
-        Source::TimeMachine => crate::platform::native_backup("time_machine", timeout),
+        Source::Wbadmin => {
+            crate::platform::native_backup("wbadmin", timeout).map_err(BackupError::Read)
+        }
+        Source::TimeMachine => {
+            crate::platform::native_backup("time_machine", timeout).map_err(BackupError::Read)
+        }
     };
     let (last, error, evidence) = match result {
         Ok((t, ev)) => (Some(t), None, ev),
-        Err(e) => (None, Some(e), String::new()),
+        Err(e) => (None, Some(e.to_string()), String::new()),
     };
     BackupState {
         name: cfg.name.clone(),
@@ -133,10 +161,13 @@ pub fn check(cfg: &BackupConfig) -> BackupState {
 /// The newest regular file below `dir` (depth-first, [`MAX_DEPTH`] levels, at most
 /// [`MAX_ENTRIES`] entries) and its modification time in Unix ms; `None` if no
 /// file. Files whose names start with `.` (partial uploads, `.DS_Store`) are skipped.
-pub fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, BackupError> {
+    let meta = std::fs::metadata(dir).map_err(|source| BackupError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(BackupError::NotADirectory(dir.to_path_buf()));
     }
     let mut best: Option<(PathBuf, i64)> = None;
     let mut seen = 0usize;
@@ -176,8 +207,8 @@ pub fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, String> {
 
 use crate::platform::facts::backup::last_line;
 pub use crate::platform::facts::backup::{
-    local_offset_secs, parse_rfc3339, parse_timestamp_output, parse_tmutil_latest,
-    parse_utc_offset, parse_wbadmin_versions,
+    BackupReadError, TimeError, local_offset_secs, parse_rfc3339, parse_timestamp_output,
+    parse_tmutil_latest, parse_utc_offset, parse_wbadmin_versions,
 };
 
 #[cfg(test)]
@@ -210,11 +241,14 @@ mod tests {
             parse_timestamp_output("snapshot saved\n1705284000\n\n"),
             Ok(1_705_284_000_000)
         );
-        let e = parse_timestamp_output("\u{1}\u{2}garbage").unwrap_err();
+        let e = parse_timestamp_output("\u{1}\u{2}garbage")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read a time"), "{e}");
         assert!(
             parse_timestamp_output("")
                 .unwrap_err()
+                .to_string()
                 .contains("printed nothing")
         );
         assert_eq!(parse_utc_offset("+0130"), Some(5400));
@@ -255,7 +289,12 @@ mod tests {
         let (p, _) = newest_file(dir.path()).unwrap().unwrap();
         assert_eq!(p, deep);
         assert!(newest_file(&dir.path().join("missing")).is_err());
-        assert!(newest_file(&old).unwrap_err().contains("not a directory"));
+        assert!(
+            newest_file(&old)
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool)
     let value = match value_of(first) {
         Ok(v) => v,
         Err(why) => {
-            return result(UNKNOWN, None, Some(why), output);
+            return result(UNKNOWN, None, Some(why.to_string()), output);
         }
     };
     if value.is_none() && expect_value && reason.is_none() {
@@ -147,22 +147,31 @@ pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool)
     result(status, value, reason, output)
 }
 
+/// Why a check's first line carries no usable number.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("the value {0:?} is not a finite number")]
+    NotFinite(String),
+    #[error("performance data {0:?} is not label=value[unit];...")]
+    PerfData(String),
+}
+
 /// The number a first line carries: the line itself, or the first performance
 /// datum after `|` (`label=value[unit][;warn;crit;min;max]`). `Ok(None)` for plain
 /// text; `Err` for performance data that is not in the plugin format.
-pub fn value_of(first: &str) -> Result<Option<f64>, String> {
+pub fn value_of(first: &str) -> Result<Option<f64>, ValueError> {
     if let Ok(v) = first.parse::<f64>() {
         return if v.is_finite() {
             Ok(Some(v))
         } else {
-            Err(format!("the value {first:?} is not a finite number"))
+            Err(ValueError::NotFinite(first.to_owned()))
         };
     }
     let Some((_, perf)) = first.split_once('|') else {
         return Ok(None);
     };
     let datum = perf.split_whitespace().next().unwrap_or("");
-    let bad = || format!("performance data {datum:?} is not label=value[unit];...");
+    let bad = || ValueError::PerfData(datum.to_owned());
     let (_, rest) = datum.rsplit_once('=').ok_or_else(bad)?;
     let num = rest.split(';').next().unwrap_or("");
     let end = num

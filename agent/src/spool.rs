@@ -88,28 +88,42 @@ pub(crate) fn encode_file(frame: &AgentFrame) -> Vec<u8> {
     out
 }
 
+/// What is wrong with a spool file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("truncated header ({0} bytes)")]
+    Truncated(usize),
+    #[error("checksum mismatch (stored {want:08x}, computed {got:08x} over {len} bytes)")]
+    Checksum { want: u32, got: u32, len: usize },
+    #[error("undecodable: {0}")]
+    Undecodable(#[source] prost::DecodeError),
+    #[error("holds no frame")]
+    Empty,
+}
+
 /// Reads a spool file back; the error says what is wrong with it.
-pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, String> {
+pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, DecodeError> {
     let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
         Some(rest) => {
             let Some((crc, payload)) = rest.split_first_chunk::<4>() else {
-                return Err(format!("truncated header ({} bytes)", bytes.len()));
+                return Err(DecodeError::Truncated(bytes.len()));
             };
             let want = u32::from_le_bytes(*crc);
             let got = crc32fast::hash(payload);
             if want != got {
-                return Err(format!(
-                    "checksum mismatch (stored {want:08x}, computed {got:08x} over {} bytes)",
-                    payload.len()
-                ));
+                return Err(DecodeError::Checksum {
+                    want,
+                    got,
+                    len: payload.len(),
+                });
             }
             payload
         }
         None => bytes,
     };
-    let frame = AgentFrame::decode(payload).map_err(|e| format!("undecodable: {e}"))?;
+    let frame = AgentFrame::decode(payload).map_err(DecodeError::Undecodable)?;
     if frame.kind.is_none() {
-        return Err("holds no frame".to_owned());
+        return Err(DecodeError::Empty);
     }
     Ok(frame)
 }
@@ -861,9 +875,9 @@ impl Spool {
     fn read(&self, seq: u64, gap: bool) -> Result<AgentFrame, SpoolError> {
         let path = self.path_of(seq, gap);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let mut frame = decode_file(&bytes).map_err(|reason| SpoolError::Corrupt {
+        let mut frame = decode_file(&bytes).map_err(|e| SpoolError::Corrupt {
             path: path.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         // A file whose frame carries another seq than its name (a stray copy) is
         // as wrong as a garbled one.

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, linux as p, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
@@ -118,7 +119,7 @@ fn disk_encryption(timeout: Duration) -> Check {
     match run {
         Err(e) => Check::unknown(posture::DISK_ENCRYPTION, e.to_string()),
         Ok(o) => match p::lsblk_root_chain(&o.stdout) {
-            Err(why) => Check::unknown(posture::DISK_ENCRYPTION, why),
+            Err(why) => Check::unknown(posture::DISK_ENCRYPTION, why.to_string()),
             Ok(chain) => {
                 let path: Vec<String> = chain.iter().map(|(n, t)| format!("{n} ({t})")).collect();
                 Check::verdict(
@@ -226,6 +227,9 @@ pub fn children_cpu_ms() -> Option<u64> {
 }
 
 /// Native backup records: none on Linux (use a `path` or `command` source).
-pub fn native_backup(kind: &str, _timeout: Duration) -> Result<(i64, String), String> {
-    Err(format!("{kind} backups exist on Windows or macOS only"))
+pub fn native_backup(kind: &str, _timeout: Duration) -> Result<(i64, String), BackupReadError> {
+    Err(BackupReadError::OtherOs {
+        kind: kind.to_owned(),
+        only: "Windows or macOS",
+    })
 }

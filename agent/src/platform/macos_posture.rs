@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, macos as m, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
@@ -95,15 +96,17 @@ pub fn children_cpu_ms() -> Option<u64> {
 
 /// `tmutil latestbackup`: the newest Time Machine snapshot's time, from its name
 /// (`2024-01-15-020000`, local time).
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), String> {
+pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), BackupReadError> {
     if kind != "time_machine" {
-        return Err(format!("{kind} backups exist on Windows only"));
+        return Err(BackupReadError::OtherOs {
+            kind: kind.to_owned(),
+            only: "Windows",
+        });
     }
     let o = crate::platform::tool::run("tmutil", &["latestbackup"], timeout)
-        .and_then(|o| o.accept("tmutil", &[0]))
-        .map_err(|e| e.to_string())?;
-    crate::platform::facts::backup::parse_tmutil_latest(
+        .and_then(|o| o.accept("tmutil", &[0]))?;
+    Ok(crate::platform::facts::backup::parse_tmutil_latest(
         &o.stdout,
         crate::platform::facts::backup::local_offset_secs(),
-    )
+    )?)
 }

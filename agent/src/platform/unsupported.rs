@@ -142,8 +142,11 @@ pub fn children_cpu_ms() -> Option<u64> {
 }
 
 /// No native backup records on this platform.
-pub fn native_backup(kind: &str, _timeout: std::time::Duration) -> Result<(i64, String), String> {
-    Err(format!(
-        "{kind} backups are not read on this operating system"
+pub fn native_backup(
+    kind: &str,
+    _timeout: std::time::Duration,
+) -> Result<(i64, String), crate::platform::facts::backup::BackupReadError> {
+    Err(crate::platform::facts::backup::BackupReadError::NotRead(
+        kind.to_owned(),
     ))
 }

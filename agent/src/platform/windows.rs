@@ -328,9 +328,9 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::pa
             }
             Ok(_) => match rx.recv_timeout(timeout) {
                 Ok(Ok(found)) => Ok(found),
-                Ok(Err(detail)) => Err(ReadError::Malformed {
+                Ok(Err(err)) => Err(ReadError::Malformed {
                     what: "windows update search",
-                    detail,
+                    detail: err.to_string(),
                 }),
                 Err(_) => Err(ReadError::Tool(
                     crate::platform::tool::ToolError::TimedOut {

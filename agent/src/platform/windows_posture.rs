@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, sshd, windows as w};
 
 /// The shell for custom checks that ask for one (`shell = true`).
@@ -166,13 +167,15 @@ pub fn children_cpu_ms() -> Option<u64> {
 
 /// `wbadmin get versions`: the newest backup's time. Local time, as wbadmin prints
 /// it, converted with the machine's current UTC offset.
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), String> {
+pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), BackupReadError> {
     if kind != "wbadmin" {
-        return Err(format!("{kind} backups exist on macOS only"));
+        return Err(BackupReadError::OtherOs {
+            kind: kind.to_owned(),
+            only: "macOS",
+        });
     }
     let o = crate::platform::tool::run("wbadmin", &["get", "versions"], timeout)
-        .and_then(|o| o.accept("wbadmin", &[0]))
-        .map_err(|e| e.to_string())?;
+        .and_then(|o| o.accept("wbadmin", &[0]))?;
     // wbadmin prints local time; PowerShell knows the zone's offset now.
     let offset_secs = powershell(
         "[int][TimeZoneInfo]::Local.GetUtcOffset([DateTime]::Now).TotalSeconds",
@@ -181,5 +184,8 @@ pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), Str
     .ok()
     .and_then(|s| s.trim().parse::<i64>().ok())
     .unwrap_or(0);
-    crate::platform::facts::backup::parse_wbadmin_versions(&o.stdout, offset_secs)
+    Ok(crate::platform::facts::backup::parse_wbadmin_versions(
+        &o.stdout,
+        offset_secs,
+    )?)
 }

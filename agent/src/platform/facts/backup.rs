@@ -3,6 +3,35 @@
 //! (local times), and the machine's UTC offset they are converted with.
 //! The agent's `backup` module decides which source to read and how old is too old.
 
+use crate::platform::tool::ToolError;
+
+/// Why a native backup source (wbadmin, Time Machine) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupReadError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Time(#[from] TimeError),
+    /// A native source of another OS (`only`: where it exists).
+    #[error("{kind} backups exist on {only} only")]
+    OtherOs { kind: String, only: &'static str },
+    #[error("{0} backups are not read on this operating system")]
+    NotRead(String),
+}
+
+/// What a backup tool printed holds no time of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("the command printed nothing (expected the last success's time)")]
+    NothingPrinted,
+    #[error("cannot read a time from {0:?} (expected Unix seconds or RFC 3339)")]
+    NoTime(String),
+    #[error("wbadmin lists no backup version: {0}")]
+    NoWbadminVersion(String),
+    #[error("tmutil latestbackup printed no backup: {0:?}")]
+    NoTmutilBackup(String),
+}
+
 /// The last non-empty line of `text`, trimmed.
 pub(crate) fn last_line(text: &str) -> &str {
     text.lines()
@@ -15,10 +44,10 @@ pub(crate) fn last_line(text: &str) -> &str {
 /// The time a backup command printed as its last non-empty line: Unix seconds
 /// (`1700000000`, `1700000000.5`) or RFC 3339 (`2024-01-15T02:00:00Z`,
 /// `2024-01-15T02:00:00.123+01:00`; restic prints nanoseconds, accepted).
-pub fn parse_timestamp_output(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp_output(text: &str) -> Result<i64, TimeError> {
     let line = last_line(text);
     if line.is_empty() {
-        return Err("the command printed nothing (expected the last success's time)".into());
+        return Err(TimeError::NothingPrinted);
     }
     if let Ok(secs) = line.parse::<f64>()
         && secs.is_finite()
@@ -26,12 +55,7 @@ pub fn parse_timestamp_output(text: &str) -> Result<i64, String> {
     {
         return Ok((secs * 1000.0) as i64);
     }
-    parse_rfc3339(line).ok_or_else(|| {
-        format!(
-            "cannot read a time from {:?} (expected Unix seconds or RFC 3339)",
-            line.chars().take(80).collect::<String>()
-        )
-    })
+    parse_rfc3339(line).ok_or_else(|| TimeError::NoTime(line.chars().take(80).collect()))
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -102,7 +126,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// `wbadmin get versions`: the newest `Backup time: M/D/YYYY h:mm AM|PM` (English
 /// Windows; local time, converted with `offset_secs`).
-pub fn parse_wbadmin_versions(text: &str, offset_secs: i64) -> Result<(i64, String), String> {
+pub fn parse_wbadmin_versions(text: &str, offset_secs: i64) -> Result<(i64, String), TimeError> {
     let mut best: Option<(i64, String)> = None;
     for line in text.lines() {
         let Some(rest) = line.trim().strip_prefix("Backup time:") else {
@@ -138,17 +162,12 @@ pub fn parse_wbadmin_versions(text: &str, offset_secs: i64) -> Result<(i64, Stri
             best = Some((ms, format!("wbadmin get versions: Backup time {rest}")));
         }
     }
-    best.ok_or_else(|| {
-        format!(
-            "wbadmin lists no backup version: {}",
-            super::posture::excerpt(text, 160)
-        )
-    })
+    best.ok_or_else(|| TimeError::NoWbadminVersion(super::posture::excerpt(text, 160)))
 }
 
 /// `tmutil latestbackup`: a path ending in `YYYY-MM-DD-HHMMSS` (optionally
 /// `.backup`, on APFS destinations), local time.
-pub fn parse_tmutil_latest(text: &str, offset_secs: i64) -> Result<(i64, String), String> {
+pub fn parse_tmutil_latest(text: &str, offset_secs: i64) -> Result<(i64, String), TimeError> {
     let line = last_line(text);
     let name = line
         .rsplit('/')
@@ -173,7 +192,7 @@ pub fn parse_tmutil_latest(text: &str, offset_secs: i64) -> Result<(i64, String)
     };
     parse()
         .map(|t| (t, format!("tmutil latestbackup: {line}")))
-        .ok_or_else(|| format!("tmutil latestbackup printed no backup: {line:?}"))
+        .ok_or_else(|| TimeError::NoTmutilBackup(line.to_owned()))
 }
 
 /// `+0100`-style offsets (`date +%z`) in seconds east of UTC.
