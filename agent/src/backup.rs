@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 /// Deepest directory level searched below a `path` source.
-pub const MAX_DEPTH: usize = 4;
+pub(crate) const MAX_DEPTH: usize = 4;
 /// Most directory entries looked at per `path` check (a bound on the I/O).
-pub const MAX_ENTRIES: usize = 100_000;
+pub(crate) const MAX_ENTRIES: usize = 100_000;
 
 /// Where one backup's evidence is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub enum Source {
 
 impl Source {
     /// The wire's source name.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Source::Path(_) => "path",
             Source::Command { .. } => "command",
@@ -73,19 +73,19 @@ pub struct BackupState {
 
 impl BackupState {
     /// Age at `now_ms`, in seconds (0 for a time slightly in the future).
-    pub fn age_secs(&self, now_ms: i64) -> Option<f64> {
+    pub(crate) fn age_secs(&self, now_ms: i64) -> Option<f64> {
         self.last_success_unix_ms
             .map(|t| (now_ms.saturating_sub(t)).max(0) as f64 / 1000.0)
     }
 
-    pub fn stale(&self, now_ms: i64) -> Option<bool> {
+    pub(crate) fn stale(&self, now_ms: i64) -> Option<bool> {
         self.age_secs(now_ms).map(|a| a > self.max_age_secs as f64)
     }
 }
 
 /// Why a backup's time is unknown (the message is what `BackupState::error` carries).
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     #[error(transparent)]
     Read(#[from] BackupReadError),
     #[error("{}: {source}", path.display())]
@@ -161,7 +161,7 @@ pub fn check(cfg: &BackupConfig) -> BackupState {
 /// The newest regular file below `dir` (depth-first, [`MAX_DEPTH`] levels, at most
 /// [`MAX_ENTRIES`] entries) and its modification time in Unix ms; `None` if no
 /// file. Files whose names start with `.` (partial uploads, `.DS_Store`) are skipped.
-pub fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, BackupError> {
+pub(crate) fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, BackupError> {
     let meta = std::fs::metadata(dir).map_err(|source| BackupError::Io {
         path: dir.to_path_buf(),
         source,
@@ -206,14 +206,12 @@ pub fn newest_file(dir: &Path) -> Result<Option<(PathBuf, i64)>, BackupError> {
 }
 
 use crate::platform::facts::backup::last_line;
-pub use crate::platform::facts::backup::{
-    BackupReadError, TimeError, local_offset_secs, parse_rfc3339, parse_timestamp_output,
-    parse_tmutil_latest, parse_utc_offset, parse_wbadmin_versions,
-};
+pub(crate) use crate::platform::facts::backup::{BackupReadError, parse_timestamp_output};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::backup::*;
 
     #[test]
     fn timestamps() {

@@ -34,9 +34,7 @@ pub(crate) const RECOVER_MS: u64 = 120_000;
 /// What optional work is shed, for the log line and the docs.
 pub(crate) const SHED: &str = "top processes, temperatures and battery skipped; service checks every 5 min; patch checks deferred; custom checks skipped";
 
-pub use crate::platform::facts::usage::{
-    SelfUsage, parse_proc_stat_children_cpu_ms, parse_proc_stat_cpu_ms, parse_status_rss_bytes,
-};
+pub(crate) use crate::platform::facts::usage::SelfUsage;
 
 /// The governor's judgement after one measurement.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +67,7 @@ pub(crate) struct Governor {
 }
 
 impl Governor {
-    pub fn new(budget: Budget) -> Self {
+    pub(crate) fn new(budget: Budget) -> Self {
         Governor {
             budget,
             window: VecDeque::new(),
@@ -144,6 +142,7 @@ impl Governor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::usage::*;
 
     const MIB: u64 = 1024 * 1024;
 

@@ -20,12 +20,12 @@ use std::time::Duration;
 use crate::platform::tool::{Output, ToolError};
 
 /// Most custom checks one agent runs.
-pub const MAX_CHECKS: usize = 64;
+pub(crate) const MAX_CHECKS: usize = 64;
 
-pub const OK: u8 = 0;
-pub const WARNING: u8 = 1;
-pub const CRITICAL: u8 = 2;
-pub const UNKNOWN: u8 = 3;
+pub(crate) const OK: u8 = 0;
+pub(crate) const WARNING: u8 = 1;
+pub(crate) const CRITICAL: u8 = 2;
+pub(crate) const UNKNOWN: u8 = 3;
 
 /// One validated `[[check]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,11 @@ pub struct CheckResult {
 }
 
 /// Runs `argv` (through the platform shell when `shell`), bounded by `timeout`.
-pub fn run_argv(argv: &[String], shell: bool, timeout: Duration) -> Result<Output, ToolError> {
+pub(crate) fn run_argv(
+    argv: &[String],
+    shell: bool,
+    timeout: Duration,
+) -> Result<Output, ToolError> {
     if shell {
         let (sh, flag) = crate::platform::SHELL;
         let script = argv.join(" ");
@@ -76,7 +80,11 @@ pub fn run(cfg: &CheckConfig) -> CheckResult {
 }
 
 /// What a run means. Pure.
-pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool) -> CheckResult {
+pub(crate) fn interpret(
+    name: &str,
+    run: Result<Output, ToolError>,
+    expect_value: bool,
+) -> CheckResult {
     let result = |status, value, reason: Option<String>, output: String| CheckResult {
         name: name.to_owned(),
         status,
@@ -149,7 +157,7 @@ pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool)
 
 /// Why a check's first line carries no usable number.
 #[derive(Debug, thiserror::Error)]
-pub enum ValueError {
+pub(crate) enum ValueError {
     #[error("the value {0:?} is not a finite number")]
     NotFinite(String),
     #[error("performance data {0:?} is not label=value[unit];...")]
@@ -159,7 +167,7 @@ pub enum ValueError {
 /// The number a first line carries: the line itself, or the first performance
 /// datum after `|` (`label=value[unit][;warn;crit;min;max]`). `Ok(None)` for plain
 /// text; `Err` for performance data that is not in the plugin format.
-pub fn value_of(first: &str) -> Result<Option<f64>, ValueError> {
+pub(crate) fn value_of(first: &str) -> Result<Option<f64>, ValueError> {
     if let Ok(v) = first.parse::<f64>() {
         return if v.is_finite() {
             Ok(Some(v))

@@ -24,11 +24,7 @@ use tandem_proto::v1;
 /// (`collector/src/grpc/validate.rs`, `MAX_SOFTWARE_PER_INVENTORY`).
 pub(crate) const MAX_SOFTWARE: usize = 50_000;
 
-pub use crate::platform::facts::inventory::{
-    Hardware, PlatformFacts, Software, dmi_hardware, parse_dpkg_query, parse_os_release,
-    parse_pacman_q, parse_rpm_qa, parse_system_profiler_apps, parse_system_profiler_hardware,
-    parse_uninstall_keys, parse_windows_version,
-};
+pub(crate) use crate::platform::facts::inventory::{Hardware, Software};
 
 /// One inventory, ready to print or send.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,7 +147,7 @@ impl Inventory {
 
 /// A hex SHA-256 of what the inventory says, leaving out its seq and time: equal
 /// for two inventories that describe the same device state.
-pub fn fingerprint(inv: &v1::Inventory) -> String {
+pub(crate) fn fingerprint(inv: &v1::Inventory) -> String {
     use prost::Message;
     let bare = v1::Inventory {
         seq: 0,
@@ -169,15 +165,15 @@ pub fn fingerprint(inv: &v1::Inventory) -> String {
 /// bound: a frame the spool dropped over a bound (reported as a gap) is thereby
 /// replaced within `spool_max_age_secs`, although nothing changed.
 #[derive(Debug)]
-pub struct LastSent {
+pub(crate) struct LastSent {
     path: PathBuf,
 }
 
 impl LastSent {
     /// File name under the state dir.
-    pub const FILE: &'static str = "inventory_sent.sha256";
+    pub(crate) const FILE: &'static str = "inventory_sent.sha256";
 
-    pub fn new(state_dir: &Path) -> Self {
+    pub(crate) fn new(state_dir: &Path) -> Self {
         LastSent {
             path: state_dir.join(Self::FILE),
         }
@@ -185,7 +181,7 @@ impl LastSent {
 
     /// The same record under another file name in the state dir (the posture
     /// report's, `crate::posture::report`).
-    pub fn named(state_dir: &Path, file: &str) -> Self {
+    pub(crate) fn named(state_dir: &Path, file: &str) -> Self {
         LastSent {
             path: state_dir.join(file),
         }
@@ -194,7 +190,7 @@ impl LastSent {
     /// The stored fingerprint and when it was spooled (`i64::MIN`, i.e. expired, if
     /// the file does not say); none if missing or unreadable (then the inventory
     /// is simply sent).
-    pub fn get(&self) -> Option<(String, i64)> {
+    pub(crate) fn get(&self) -> Option<(String, i64)> {
         let text = std::fs::read_to_string(&self.path).ok()?;
         let mut f = text.split_whitespace();
         let fp = f.next()?.to_owned();
@@ -211,7 +207,7 @@ impl LastSent {
 
     /// Records `fingerprint`, spooled at `now_ms`, atomically (temp file, then
     /// rename).
-    pub fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
+    pub(crate) fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, format!("{fingerprint} {now_ms}\n"))?;
         std::fs::rename(&tmp, &self.path)
@@ -221,6 +217,7 @@ impl LastSent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::inventory::*;
 
     fn fixture(name: &str) -> String {
         crate::test_fixture("inventory", name)

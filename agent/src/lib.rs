@@ -11,7 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod backup;
-pub mod budget;
+pub(crate) mod budget;
 pub mod checks;
 pub(crate) mod clock;
 pub mod collect;

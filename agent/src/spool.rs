@@ -703,7 +703,7 @@ impl Spool {
     }
 
     /// Drops every frame with seq <= `upto` (the collector has them).
-    pub fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
+    pub(crate) fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
         let done: Vec<u64> = self.index.range(..=upto).map(|(s, _)| *s).collect();
         for seq in done {
             self.remove(seq)?;
@@ -915,16 +915,19 @@ impl Spool {
         self.index.is_empty()
     }
 
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    /// Bytes on disk (for the bound tests; the spool keeps the sum itself).
+    #[cfg(test)]
+    fn total_bytes(&self) -> u64 {
         self.total_bytes
     }
 
-    /// Whether drops wait to be reported.
-    pub fn has_unreported_drops(&self) -> bool {
+    /// Whether drops wait to be reported (the tests' view of the `dropped` file).
+    #[cfg(test)]
+    fn has_unreported_drops(&self) -> bool {
         !self.dropped.is_empty()
     }
 }

@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Reading;
 use super::rates::Rates;
-pub use crate::platform::facts::kernel::{
-    CpuTimes, FileHandles, MemInfo, Pressure, ProcStat, Snapshot, Snmp, SockStat, VmStat,
-    parse_file_nr, parse_loadavg_threads, parse_meminfo, parse_net_snmp, parse_pressure,
-    parse_proc_stat, parse_sockstat, parse_vmstat,
-};
+pub(crate) use crate::platform::facts::kernel::{CpuTimes, ProcStat, Snapshot};
 
 /// Percent of the interval spent in each state, from two readings of the same CPU
 /// (`None` if no tick passed or a counter went backwards: a core went offline and
@@ -36,7 +32,7 @@ pub(crate) struct CpuSplit {
 }
 
 impl CpuSplit {
-    pub fn between(before: &CpuTimes, after: &CpuTimes) -> Option<Self> {
+    pub(crate) fn between(before: &CpuTimes, after: &CpuTimes) -> Option<Self> {
         let d = |a: u64, b: u64| b.checked_sub(a);
         let total = d(before.total(), after.total())?;
         if total == 0 {
@@ -56,7 +52,7 @@ impl CpuSplit {
 
     /// Busy: everything but idle and iowait (what `cpu.usage.percent` has always
     /// meant: sysinfo counts it the same way).
-    pub fn busy(&self) -> f64 {
+    pub(crate) fn busy(&self) -> f64 {
         (100.0 - self.idle - self.iowait).clamp(0.0, 100.0)
     }
 }
@@ -252,6 +248,7 @@ fn push_opt(r: &mut Reading, name: &'static str, v: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::kernel::*;
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(

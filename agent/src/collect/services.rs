@@ -23,9 +23,7 @@ const EVERY_SHEDDING: Duration = Duration::from_secs(300);
 /// Deadline of one `systemctl` call.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub use crate::platform::facts::services::{
-    ServiceError, ServiceState, parse_failed_units, parse_launchctl_list, parse_systemctl_show,
-};
+pub(crate) use crate::platform::facts::services::{ServiceError, ServiceState};
 
 impl ServiceState {
     fn value(self) -> f64 {
@@ -220,6 +218,7 @@ fn record_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::services::*;
 
     fn fixture(name: &str) -> String {
         crate::test_fixture("services", name)

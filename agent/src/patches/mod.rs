@@ -25,10 +25,7 @@ use tandem_proto::v1::{PatchReport, PendingUpdate, UpdateClassification};
 /// (`collector/src/grpc/validate.rs`, `MAX_UPDATES_PER_REPORT`).
 pub(crate) const MAX_UPDATES_PER_REPORT: usize = 20_000;
 
-pub use crate::platform::facts::patches::{
-    Check, Class, Pending, ReadError, Reboot, apt, dnf, history, pacman, softwareupdate,
-    windows_update, zypper,
-};
+pub(crate) use crate::platform::facts::patches::{Check, Class, Pending, Reboot};
 
 /// The key an update's age is kept under: its source and name, not its version, so
 /// that a newer version superseding a pending one does not reset the age (the
@@ -56,7 +53,7 @@ pub(crate) enum FirstSeenError {
 
 impl FirstSeen {
     /// File name under the state dir.
-    pub const FILE: &'static str = "patches_first_seen.json";
+    pub(crate) const FILE: &'static str = "patches_first_seen.json";
 
     /// Loads the record; a missing file is an empty record, and so is a damaged one
     /// (logged): losing ages is better than never reporting patches again.
@@ -226,6 +223,7 @@ pub(crate) fn wire_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::patches::*;
 
     fn p(name: &str, v: &str) -> Pending {
         Pending {

@@ -2,12 +2,12 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Linux;
-pub const HAS_LOAD_AVERAGE: bool = true;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Linux;
+pub(crate) const HAS_LOAD_AVERAGE: bool = true;
 
 /// Number of processes: the numeric entries of /proc (cheaper than a sysinfo
 /// process refresh, which reads every process's status).
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     let dir = std::fs::read_dir("/proc").ok()?;
     Some(
         dir.filter_map(Result::ok)
@@ -21,13 +21,13 @@ pub fn process_count() -> Option<usize> {
 }
 
 /// I/O totals of every whole disk, from one read of `/proc/diskstats`.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     let text = std::fs::read_to_string("/proc/diskstats").ok()?;
     Some(super::parse_diskstats(&text))
 }
 
 /// Counters of every interface, from one read of `/proc/net/dev`.
-pub fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     let text = std::fs::read_to_string("/proc/net/dev").ok()?;
     Some(crate::platform::facts::network::parse_proc_net_dev(&text))
 }
@@ -35,7 +35,7 @@ pub fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters
 /// The kernel's health counters, one read of each small `/proc` file (see
 /// `collect::kernel`); a file that is missing (no PSI, no `/proc/net` in this
 /// namespace) leaves its part `None`.
-pub fn kernel() -> crate::platform::facts::kernel::Snapshot {
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
     use crate::platform::facts::kernel as k;
     let read = |path: &str| std::fs::read_to_string(path).ok();
     k::Snapshot {
@@ -79,7 +79,7 @@ pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
 
 /// System batteries, from each `/sys/class/power_supply/*/uevent` (mains adapters
 /// and device batteries left out by the parser).
-pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     let Ok(dir) = std::fs::read_dir("/sys/class/power_supply") else {
         return Vec::new();
     };
@@ -96,7 +96,7 @@ pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
 }
 
 /// Flushes a directory's entries (a rename) to disk.
-pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -256,7 +256,7 @@ fn last_install(source: &str, run: &RunTool) -> i64 {
 /// Inventory facts only Linux knows: os-release, the Debian point release, DMI
 /// hardware, and the package list from dpkg, rpm or pacman (the first found; one
 /// command bounded by `timeout`). Blocking.
-pub fn inventory_facts(
+pub(crate) fn inventory_facts(
     timeout: std::time::Duration,
 ) -> crate::platform::facts::inventory::PlatformFacts {
     use crate::platform::facts::inventory as inv;
@@ -321,7 +321,7 @@ pub fn inventory_facts(
 }
 
 /// Failed systemd units; `None` where `systemctl` is not installed. Blocking.
-pub fn failed_units(
+pub(crate) fn failed_units(
     timeout: std::time::Duration,
 ) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     if !in_path("systemctl") {
@@ -341,7 +341,7 @@ pub fn failed_units(
 
 /// States of the configured units, from one `systemctl show` call; `None` where
 /// `systemctl` is not installed. Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     timeout: std::time::Duration,
 ) -> Option<

@@ -10,7 +10,7 @@ use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, linux as p, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+pub(crate) const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
 fn installed(paths: &[&str]) -> Option<String> {
     paths
@@ -20,7 +20,7 @@ fn installed(paths: &[&str]) -> Option<String> {
 }
 
 /// Every posture check of a Linux machine. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
     let mut out = vec![
         firewall(timeout),
         disk_encryption(timeout),
@@ -221,13 +221,16 @@ fn ssh(timeout: Duration) -> Vec<Check> {
 
 /// CPU time of the agent's reaped children (`cutime + cstime` of /proc/self/stat),
 /// in ms: custom checks are counted against the budget with it.
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     crate::platform::facts::usage::parse_proc_stat_children_cpu_ms(&stat)
 }
 
 /// Native backup records: none on Linux (use a `path` or `command` source).
-pub fn native_backup(kind: &str, _timeout: Duration) -> Result<(i64, String), BackupReadError> {
+pub(crate) fn native_backup(
+    kind: &str,
+    _timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
     Err(BackupReadError::OtherOs {
         kind: kind.to_owned(),
         only: "Windows or macOS",

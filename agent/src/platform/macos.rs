@@ -2,26 +2,26 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Macos;
-pub const HAS_LOAD_AVERAGE: bool = true;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Macos;
+pub(crate) const HAS_LOAD_AVERAGE: bool = true;
 
 /// Process count (not collected on macOS yet).
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     None
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
 /// Not read on macOS yet (no /proc; host_statistics would need unsafe FFI).
-pub fn kernel() -> crate::platform::facts::kernel::Snapshot {
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
     crate::platform::facts::kernel::Snapshot::default()
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -50,7 +50,7 @@ pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
 
 /// Batteries from `pmset -g batt` (2 s deadline: it answers in milliseconds, and
 /// this runs in the sample's path once a minute).
-pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     crate::platform::tool::run("pmset", &["-g", "batt"], std::time::Duration::from_secs(2))
         .and_then(|o| o.accept("pmset", &[0]))
         .map(|o| crate::platform::facts::battery::parse_pmset_batt(&o.stdout))
@@ -58,7 +58,7 @@ pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
 }
 
 /// Flushes a directory's entries (a rename) to disk.
-pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -104,7 +104,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::pa
 /// Inventory facts from `sw_vers` and `system_profiler` (hardware, applications),
 /// each bounded by `timeout`. Blocking. Not exercised on a real Mac by CI: only the
 /// parsers are tested, on fixtures written from Apple's documented format.
-pub fn inventory_facts(
+pub(crate) fn inventory_facts(
     timeout: std::time::Duration,
 ) -> crate::platform::facts::inventory::PlatformFacts {
     use crate::platform::facts::inventory as inv;
@@ -137,7 +137,7 @@ pub fn inventory_facts(
 }
 
 /// Failed units are a systemd notion: not applicable here.
-pub fn failed_units(
+pub(crate) fn failed_units(
     _timeout: std::time::Duration,
 ) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None
@@ -145,7 +145,7 @@ pub fn failed_units(
 
 /// States of the configured launchd jobs (labels), from one `launchctl list` (run as
 /// root, the agent sees the system domain). Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     timeout: std::time::Duration,
 ) -> Option<

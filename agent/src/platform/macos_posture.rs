@@ -9,7 +9,7 @@ use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, macos as m, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+pub(crate) const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
 fn out(
     program: &str,
@@ -21,7 +21,7 @@ fn out(
 }
 
 /// Every posture check of a Mac. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
     let firewall = match out(
         "/usr/libexec/ApplicationFirewall/socketfilterfw",
         &["--getglobalstate"],
@@ -90,13 +90,16 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
 }
 
 /// CPU time of reaped children: not read on macOS yet.
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     None
 }
 
 /// `tmutil latestbackup`: the newest Time Machine snapshot's time, from its name
 /// (`2024-01-15-020000`, local time).
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), BackupReadError> {
+pub(crate) fn native_backup(
+    kind: &str,
+    timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
     if kind != "time_machine" {
         return Err(BackupReadError::OtherOs {
             kind: kind.to_owned(),

@@ -30,15 +30,15 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod linux_posture;
 #[cfg(target_os = "linux")]
-pub use linux_posture::*;
+pub(crate) use linux_posture::*;
 #[cfg(windows)]
 mod windows_posture;
 #[cfg(windows)]
-pub use windows_posture::*;
+pub(crate) use windows_posture::*;
 #[cfg(target_os = "macos")]
 mod macos_posture;
 #[cfg(target_os = "macos")]
-pub use macos_posture::*;
+pub(crate) use macos_posture::*;
 
 // The Win32 calls (service manager, process times, power status, job objects) need unsafe code;
 // this is the one module where the agent allows it (the crate denies it elsewhere).
@@ -74,22 +74,22 @@ pub use unsupported::*;
 #[cfg(unix)]
 mod unix_files;
 #[cfg(unix)]
-pub use unix_files::write_private_file;
+pub(crate) use unix_files::write_private_file;
 
 #[cfg(unix)]
 mod unix_statvfs;
 #[cfg(unix)]
-pub use unix_statvfs::fs_inodes;
+pub(crate) use unix_statvfs::fs_inodes;
 /// Inode counts: a unix notion (NTFS has no fixed inode table).
 #[cfg(not(unix))]
-pub fn fs_inodes(_mount: &std::path::Path) -> Option<Inodes> {
+pub(crate) fn fs_inodes(_mount: &std::path::Path) -> Option<Inodes> {
     None
 }
 
 #[cfg(unix)]
 mod unix_process;
 #[cfg(unix)]
-pub use unix_process::{contain, isolate, kill_tree, release};
+pub(crate) use unix_process::{contain, isolate, kill_tree, release};
 
 /// The text of `agent/tests/fixtures/<dir>/<name>`: captured tool output and files
 /// the pure parsers are tested on.

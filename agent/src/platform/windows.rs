@@ -8,12 +8,12 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Windows;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Windows;
 /// Windows has no load average.
-pub const HAS_LOAD_AVERAGE: bool = false;
+pub(crate) const HAS_LOAD_AVERAGE: bool = false;
 
 /// Process count, from `K32GetPerformanceInfo`.
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     performance_info().map(|p| p.ProcessCount as usize)
 }
 
@@ -35,7 +35,7 @@ fn performance_info() -> Option<windows_sys::Win32::System::ProcessStatus::PERFO
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
@@ -43,7 +43,7 @@ pub fn disk_io() -> Option<Vec<super::DiskIo>> {
 /// (Windows enforces it: at the limit allocations fail), the system cache and the
 /// thread count. The rest (CPU split, paging, PSI, TCP) would need the performance
 /// counters, which are not cheap single reads: not sent.
-pub fn kernel() -> crate::platform::facts::kernel::Snapshot {
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
     use crate::platform::facts::kernel::{MemInfo, Snapshot};
     let Some(p) = performance_info() else {
         return Snapshot::default();
@@ -62,7 +62,7 @@ pub fn kernel() -> crate::platform::facts::kernel::Snapshot {
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -118,7 +118,7 @@ pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
 }
 
 /// The system battery from `GetSystemPowerStatus` (none on a desktop or server).
-pub fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     use windows_sys::Win32::System::Power::{GetSystemPowerStatus, SYSTEM_POWER_STATUS};
     let mut st = SYSTEM_POWER_STATUS::default();
     // SAFETY: `st` is a live, writable SYSTEM_POWER_STATUS.
@@ -147,7 +147,7 @@ impl Drop for ScHandle {
 /// `W3SVC`, not display names) from the Service Control Manager: running when
 /// `QueryServiceStatusEx` says `SERVICE_RUNNING`; a name the SCM does not know is
 /// missing. Fast local RPCs; the deadline is not needed. Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     _timeout: std::time::Duration,
 ) -> Option<
@@ -234,7 +234,7 @@ fn scm_states(
 
 /// Flushes a directory's entries to disk: NTFS journals renames itself, and a
 /// directory cannot be opened as a file here, so there is nothing to do.
-pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -247,7 +247,7 @@ pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
 /// Windows; if it fails, nothing is written (fail closed).
 ///
 /// Not yet exercised on a real Windows machine: CI only type-checks this file.
-pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -405,7 +405,7 @@ fn reg_query(
 /// name, display version and build, the BIOS's manufacturer and product, and the
 /// installed programs under both Uninstall keys (64- and 32-bit). The hardware
 /// serial is not in the registry (WMI's Win32_BIOS has it) and stays empty.
-pub fn inventory_facts(
+pub(crate) fn inventory_facts(
     timeout: std::time::Duration,
 ) -> crate::platform::facts::inventory::PlatformFacts {
     use crate::platform::facts::inventory as inv;
@@ -459,7 +459,7 @@ pub fn inventory_facts(
 
 /// Nothing to prepare before the start: the tree is held by a job object that
 /// [`contain`] makes right after it.
-pub fn isolate(_cmd: &mut std::process::Command) {}
+pub(crate) fn isolate(_cmd: &mut std::process::Command) {}
 
 /// Job objects of running external tools, by process id (as `isize`: a `HANDLE` is
 /// a raw pointer, not `Send`). Each is closed by [`kill_tree`] or [`release`].
@@ -478,7 +478,7 @@ fn take_job(pid: u32) -> Option<windows_sys::Win32::Foundation::HANDLE> {
 /// `cmd /C` and what it starts, `start /B` included). A process the tool starts in
 /// the instant between its start and this call is not held; if the job cannot be
 /// made, `kill_tree` ends the child only, as before.
-pub fn contain(child: &std::process::Child) {
+pub(crate) fn contain(child: &std::process::Child) {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::JobObjects::{AssignProcessToJobObject, CreateJobObjectW};
@@ -503,7 +503,7 @@ pub fn contain(child: &std::process::Child) {
 
 /// Kills the child and everything in its job object ([`contain`]), then the child
 /// itself in case it was not in one.
-pub fn kill_tree(child: &mut std::process::Child) {
+pub(crate) fn kill_tree(child: &mut std::process::Child) {
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::JobObjects::TerminateJobObject;
     if let Some(job) = take_job(child.id()) {
@@ -519,7 +519,7 @@ pub fn kill_tree(child: &mut std::process::Child) {
 
 /// Closes the job object of a tool that ended on its own (its processes keep
 /// running if it left any: only a timeout kills the tree).
-pub fn release(child: &std::process::Child) {
+pub(crate) fn release(child: &std::process::Child) {
     use windows_sys::Win32::Foundation::CloseHandle;
     if let Some(job) = take_job(child.id()) {
         // SAFETY: `job` is an open job handle taken out of JOBS; closed once, here.
@@ -528,7 +528,7 @@ pub fn release(child: &std::process::Child) {
 }
 
 /// Failed units are a systemd notion: not applicable here.
-pub fn failed_units(
+pub(crate) fn failed_units(
     _timeout: std::time::Duration,
 ) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None

@@ -10,7 +10,7 @@ use crate::platform::facts::backup::BackupReadError;
 use crate::platform::facts::posture::{self, Check, sshd, windows as w};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("cmd", "/C");
+pub(crate) const SHELL: (&str, &str) = ("cmd", "/C");
 
 /// Defender's signatures older than this fail the antivirus check.
 const MAX_SIGNATURE_AGE_DAYS: u32 = 7;
@@ -46,7 +46,7 @@ fn reg(key: &str, timeout: Duration) -> Result<(String, bool), crate::platform::
 }
 
 /// Every posture check of a Windows machine. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
     let firewall = match crate::platform::tool::run(
         "netsh",
         &["advfirewall", "show", "allprofiles", "state"],
@@ -161,13 +161,16 @@ fn antivirus(timeout: Duration) -> Check {
 
 /// CPU time of reaped children: not read on Windows yet (custom checks are then
 /// not counted against the budget; see docs/METRICS.md).
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     None
 }
 
 /// `wbadmin get versions`: the newest backup's time. Local time, as wbadmin prints
 /// it, converted with the machine's current UTC offset.
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), BackupReadError> {
+pub(crate) fn native_backup(
+    kind: &str,
+    timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
     if kind != "wbadmin" {
         return Err(BackupReadError::OtherOs {
             kind: kind.to_owned(),

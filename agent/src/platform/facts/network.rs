@@ -44,3 +44,39 @@ pub fn parse_proc_net_dev(text: &str) -> Vec<NetCounters> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_dev_captured_on_a_vm() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/proc/net-dev.debian12-vm.txt"),
+        )
+        .unwrap();
+        let all = parse_proc_net_dev(&text);
+        let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["lo", "ifb0", "ifb1", "eth0"]);
+        let eth0 = &all[3];
+        assert_eq!(eth0.rx_bytes, 292_440_684);
+        assert_eq!(eth0.rx_packets, 9458);
+        assert_eq!(eth0.tx_bytes, 518_222);
+        assert_eq!(eth0.tx_packets, 5531);
+        assert_eq!(eth0.drops, Some((0, 0)));
+    }
+
+    #[test]
+    fn columns_land_where_the_kernel_puts_them() {
+        let text =
+            "Inter-| x\n face | y\n  wlan0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\nbad: x y\n";
+        let n = &parse_proc_net_dev(text)[0];
+        assert_eq!(
+            (n.rx_bytes, n.rx_packets, n.rx_errors, n.drops),
+            (1, 2, 3, Some((4, 12)))
+        );
+        assert_eq!((n.tx_bytes, n.tx_packets, n.tx_errors), (9, 10, 11));
+        assert_eq!(parse_proc_net_dev(text).len(), 1);
+    }
+}
