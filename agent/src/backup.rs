@@ -11,7 +11,8 @@
 //!   seconds or an RFC 3339 time (docs/METRICS.md has examples for restic, Borg and
 //!   Veeam);
 //! - `wbadmin` (Windows Server Backup) and `time_machine` (macOS): read through the
-//!   platform facade, parsed by [`parse_wbadmin_versions`] and [`parse_tmutil_latest`].
+//!   platform facade, parsed by `parse_wbadmin_versions` and `parse_tmutil_latest`
+//!   (`platform/facts/backup.rs`).
 //!
 //! Invariant: an age is reported only from a time read from the source; a source
 //! that cannot be read reports its error and no age (never age 0).

@@ -2,7 +2,7 @@
 //! vendor, model and serial, CPU, memory, and the installed software.
 //!
 //! The layers, as for patches:
-//! - the parsers below are pure functions from what a tool or file printed to
+//! - the parsers (`platform/facts/inventory.rs`) are pure functions from what a tool or file printed to
 //!   [`Software`] lists and facts, tested on fixtures under
 //!   `agent/tests/fixtures/inventory/` (the dpkg and os-release ones are real
 //!   captures; the others are labelled in `README.md` there);

@@ -2,10 +2,10 @@
 //! reboot is waiting.
 //!
 //! The layers, each replaceable on its own:
-//! - the parsers (`apt`, `dnf`, `zypper`, `pacman`, `softwareupdate`, `windows_update`)
-//!   are pure functions from what a tool printed to [`Pending`] entries, tested on
-//!   fixtures under `agent/tests/fixtures/patches/`;
-//! - [`crate::platform::tool`] runs a tool with a timeout on the calling (blocking) thread, so a
+//! - the parsers (`apt`, `dnf`, `zypper`, `pacman`, `softwareupdate`, `windows_update`,
+//!   in `platform/facts/patches/`) are pure functions from what a tool printed to
+//!   [`Pending`] entries, tested on fixtures under `agent/tests/fixtures/patches/`;
+//! - `platform::tool` runs a tool with a timeout on the calling (blocking) thread, so a
 //!   locked or hung package manager costs one patch check, never the metrics;
 //! - the platform facade (`crate::platform::check_patches`) decides which tool answers
 //!   on this OS and returns a [`Check`];

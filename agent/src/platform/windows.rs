@@ -299,7 +299,7 @@ static SEARCH_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 ///
 /// **Not exercised on a real Windows machine**: CI type-checks and cross-builds it
 /// only (Wine has no Windows Update Agent). The interpretation is tested on Linux
-/// (`patches/windows_update.rs`).
+/// (`facts/patches/windows_update.rs`).
 pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
     use crate::platform::facts::patches::{Reboot, windows_update};
     use crate::platform::tool::ReadError;

@@ -5,7 +5,7 @@
 //! This module only moves properties out of COM objects into plain values
 //! (`patches::windows_update::{Update, HistoryEntry}`); every decision (security or
 //! not, advisory id, last successful install) is made by the pure functions in
-//! `patches/windows_update.rs`, which are tested on Linux.
+//! `facts/patches/windows_update.rs`, which are tested on Linux.
 //!
 //! It is the agent's only `unsafe` code: the `windows` crate marks every COM call
 //! `unsafe`. Each call is made on a COM-initialised thread (this module initialises

@@ -4,8 +4,8 @@
 //!
 //! The layers, as for patches and the inventory:
 //! - the parsers are pure functions from what a tool or file printed to a [`Check`],
-//!   in [`linux`], [`windows`], [`macos`] and [`sshd`] (shared by every OS that runs
-//!   OpenSSH), tested on fixtures under `agent/tests/fixtures/posture/` (which are
+//!   in `platform/facts/posture/` (`linux`, `windows`, `macos`, and `sshd`, shared by
+//!   every OS that runs OpenSSH), tested on fixtures under `agent/tests/fixtures/posture/` (which are
 //!   real captures and which are written from documentation is in `README.md` there);
 //! - the platform facade (`crate::platform::posture`) runs the tools, bounded by a
 //!   timeout, and feeds the parsers;
