@@ -4,7 +4,7 @@
 //! the status and whose output may carry a number.
 //!
 //! - The command runs without a shell (argv as written) unless `shell = true`, and
-//!   through `crate::tool::run`: no stdin, `LANG=C`, its own process group, killed
+//!   through `crate::platform::tool::run`: no stdin, `LANG=C`, its own process group, killed
 //!   with its children at the timeout.
 //! - Exit code 0/1/2 is ok/warning/critical, 3 (and anything else) unknown — the
 //!   Nagios plugin convention. A timeout is critical, with the reason.
@@ -17,15 +17,15 @@
 
 use std::time::Duration;
 
-use crate::tool::{Output, ToolError};
+use crate::platform::tool::{Output, ToolError};
 
 /// Most custom checks one agent runs.
-pub const MAX_CHECKS: usize = 64;
+pub(crate) const MAX_CHECKS: usize = 64;
 
-pub const OK: u8 = 0;
-pub const WARNING: u8 = 1;
-pub const CRITICAL: u8 = 2;
-pub const UNKNOWN: u8 = 3;
+pub(crate) const OK: u8 = 0;
+pub(crate) const WARNING: u8 = 1;
+pub(crate) const CRITICAL: u8 = 2;
+pub(crate) const UNKNOWN: u8 = 3;
 
 /// One validated `[[check]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,17 +55,21 @@ pub struct CheckResult {
 }
 
 /// Runs `argv` (through the platform shell when `shell`), bounded by `timeout`.
-pub fn run_argv(argv: &[String], shell: bool, timeout: Duration) -> Result<Output, ToolError> {
+pub(crate) fn run_argv(
+    argv: &[String],
+    shell: bool,
+    timeout: Duration,
+) -> Result<Output, ToolError> {
     if shell {
         let (sh, flag) = crate::platform::SHELL;
         let script = argv.join(" ");
-        crate::tool::run(sh, &[flag, &script], timeout)
+        crate::platform::tool::run(sh, &[flag, &script], timeout)
     } else {
         let (prog, args) = argv.split_first().ok_or_else(|| ToolError::NotFound {
             program: String::new(),
         })?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::tool::run(prog, &args, timeout)
+        crate::platform::tool::run(prog, &args, timeout)
     }
 }
 
@@ -76,7 +80,11 @@ pub fn run(cfg: &CheckConfig) -> CheckResult {
 }
 
 /// What a run means. Pure.
-pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool) -> CheckResult {
+pub(crate) fn interpret(
+    name: &str,
+    run: Result<Output, ToolError>,
+    expect_value: bool,
+) -> CheckResult {
     let result = |status, value, reason: Option<String>, output: String| CheckResult {
         name: name.to_owned(),
         status,
@@ -133,7 +141,7 @@ pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool)
     let value = match value_of(first) {
         Ok(v) => v,
         Err(why) => {
-            return result(UNKNOWN, None, Some(why), output);
+            return result(UNKNOWN, None, Some(why.to_string()), output);
         }
     };
     if value.is_none() && expect_value && reason.is_none() {
@@ -147,22 +155,31 @@ pub fn interpret(name: &str, run: Result<Output, ToolError>, expect_value: bool)
     result(status, value, reason, output)
 }
 
+/// Why a check's first line carries no usable number.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error("the value {0:?} is not a finite number")]
+    NotFinite(String),
+    #[error("performance data {0:?} is not label=value[unit];...")]
+    PerfData(String),
+}
+
 /// The number a first line carries: the line itself, or the first performance
 /// datum after `|` (`label=value[unit][;warn;crit;min;max]`). `Ok(None)` for plain
 /// text; `Err` for performance data that is not in the plugin format.
-pub fn value_of(first: &str) -> Result<Option<f64>, String> {
+pub(crate) fn value_of(first: &str) -> Result<Option<f64>, ValueError> {
     if let Ok(v) = first.parse::<f64>() {
         return if v.is_finite() {
             Ok(Some(v))
         } else {
-            Err(format!("the value {first:?} is not a finite number"))
+            Err(ValueError::NotFinite(first.to_owned()))
         };
     }
     let Some((_, perf)) = first.split_once('|') else {
         return Ok(None);
     };
     let datum = perf.split_whitespace().next().unwrap_or("");
-    let bad = || format!("performance data {datum:?} is not label=value[unit];...");
+    let bad = || ValueError::PerfData(datum.to_owned());
     let (_, rest) = datum.rsplit_once('=').ok_or_else(bad)?;
     let num = rest.split(';').next().unwrap_or("");
     let end = num

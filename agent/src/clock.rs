@@ -32,7 +32,7 @@ pub(crate) fn local_now_ms() -> i64 {
 }
 
 /// The wall clock corrected to the collector's.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     corrected(local_now_ms(), OFFSET_MS.load(Ordering::Relaxed))
 }
 
@@ -120,7 +120,7 @@ pub(crate) fn offset_from(collector_ms: i64, local_ms: i64) -> Option<i64> {
 }
 
 /// Loads the offset the last run saved, if no answer arrived yet.
-pub fn load(state_dir: &Path) {
+pub(crate) fn load(state_dir: &Path) {
     let Ok(text) = std::fs::read_to_string(state_dir.join(FILE)) else {
         return;
     };

@@ -254,7 +254,7 @@ pub(crate) fn url_host(url: &str) -> Option<&str> {
 }
 
 /// Validates config text; `path` names it in messages and anchors relative paths.
-pub fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
+pub(crate) fn parse(path: &Path, src: &str) -> Result<AgentConfig, ConfigError> {
     let raw: Raw = toml::from_str(src).map_err(|e| {
         let problem = match e.span() {
             Some(span) => {

@@ -178,7 +178,7 @@ pub(crate) struct PinnedCa {
 }
 
 impl PinnedCa {
-    pub fn new(pin: [u8; 32]) -> Self {
+    pub(crate) fn new(pin: [u8; 32]) -> Self {
         Self {
             pin,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -192,7 +192,7 @@ impl PinnedCa {
     }
 
     /// Why the last handshake was refused, if it was.
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -67,7 +67,7 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    pub fn path(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(ENROLLMENT_FILE)
     }
 
@@ -119,7 +119,7 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
 /// certificate and CA are staged first, so the key and the certificate change
 /// within microseconds of each other; an uplink that reads them in between fails
 /// one connection attempt and retries.
-pub fn store(
+pub(crate) fn store(
     cfg: &AgentConfig,
     key_pem: &str,
     cert_pem: &str,
@@ -173,7 +173,7 @@ pub(crate) fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemT
 
 /// Why one renewal did not happen (the current certificate stays in use).
 #[derive(Debug, thiserror::Error)]
-pub enum RenewError {
+pub(crate) enum RenewError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]

@@ -2,7 +2,7 @@
 //! vendor, model and serial, CPU, memory, and the installed software.
 //!
 //! The layers, as for patches:
-//! - the parsers below are pure functions from what a tool or file printed to
+//! - the parsers (`platform/facts/inventory.rs`) are pure functions from what a tool or file printed to
 //!   [`Software`] lists and facts, tested on fixtures under
 //!   `agent/tests/fixtures/inventory/` (the dpkg and os-release ones are real
 //!   captures; the others are labelled in `README.md` there);
@@ -20,44 +20,11 @@ use std::path::{Path, PathBuf};
 
 use tandem_proto::v1;
 
-use crate::tool::ReadError;
-
 /// Most programs one inventory carries: the collector's limit
 /// (`collector/src/grpc/validate.rs`, `MAX_SOFTWARE_PER_INVENTORY`).
 pub(crate) const MAX_SOFTWARE: usize = 50_000;
 
-/// One installed program or package.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Software {
-    pub name: String,
-    pub version: String,
-    /// Empty where the source does not say (dpkg).
-    pub publisher: String,
-}
-
-/// Hardware facts; empty where unreadable.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Hardware {
-    pub vendor: String,
-    pub model: String,
-    pub serial: String,
-}
-
-/// What the platform module contributes.
-#[derive(Debug)]
-pub struct PlatformFacts {
-    /// Build number where the OS has one beyond its version ("12.5" from
-    /// /etc/debian_version, "22631.3447" on Windows); may be empty.
-    pub os_build: String,
-    /// Better OS name/version than sysinfo's where the platform knows one
-    /// (Windows' ProductName and DisplayVersion); empty to keep sysinfo's.
-    pub os_name: String,
-    pub os_version: String,
-    pub hardware: Hardware,
-    /// Which source listed the software ("dpkg", "rpm", ...; "none").
-    pub software_source: &'static str,
-    pub software: Result<Vec<Software>, ReadError>,
-}
+pub(crate) use crate::platform::facts::inventory::{Hardware, Software};
 
 /// One inventory, ready to print or send.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -180,7 +147,7 @@ impl Inventory {
 
 /// A hex SHA-256 of what the inventory says, leaving out its seq and time: equal
 /// for two inventories that describe the same device state.
-pub fn fingerprint(inv: &v1::Inventory) -> String {
+pub(crate) fn fingerprint(inv: &v1::Inventory) -> String {
     use prost::Message;
     let bare = v1::Inventory {
         seq: 0,
@@ -198,15 +165,15 @@ pub fn fingerprint(inv: &v1::Inventory) -> String {
 /// bound: a frame the spool dropped over a bound (reported as a gap) is thereby
 /// replaced within `spool_max_age_secs`, although nothing changed.
 #[derive(Debug)]
-pub struct LastSent {
+pub(crate) struct LastSent {
     path: PathBuf,
 }
 
 impl LastSent {
     /// File name under the state dir.
-    pub const FILE: &'static str = "inventory_sent.sha256";
+    pub(crate) const FILE: &'static str = "inventory_sent.sha256";
 
-    pub fn new(state_dir: &Path) -> Self {
+    pub(crate) fn new(state_dir: &Path) -> Self {
         LastSent {
             path: state_dir.join(Self::FILE),
         }
@@ -214,7 +181,7 @@ impl LastSent {
 
     /// The same record under another file name in the state dir (the posture
     /// report's, `crate::posture::report`).
-    pub fn named(state_dir: &Path, file: &str) -> Self {
+    pub(crate) fn named(state_dir: &Path, file: &str) -> Self {
         LastSent {
             path: state_dir.join(file),
         }
@@ -223,7 +190,7 @@ impl LastSent {
     /// The stored fingerprint and when it was spooled (`i64::MIN`, i.e. expired, if
     /// the file does not say); none if missing or unreadable (then the inventory
     /// is simply sent).
-    pub fn get(&self) -> Option<(String, i64)> {
+    pub(crate) fn get(&self) -> Option<(String, i64)> {
         let text = std::fs::read_to_string(&self.path).ok()?;
         let mut f = text.split_whitespace();
         let fp = f.next()?.to_owned();
@@ -240,333 +207,17 @@ impl LastSent {
 
     /// Records `fingerprint`, spooled at `now_ms`, atomically (temp file, then
     /// rename).
-    pub fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
+    pub(crate) fn set(&self, fingerprint: &str, now_ms: i64) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, format!("{fingerprint} {now_ms}\n"))?;
         std::fs::rename(&tmp, &self.path)
     }
 }
 
-/// `/etc/os-release`: (NAME, VERSION_ID), unquoted. Missing keys are empty.
-pub fn parse_os_release(text: &str) -> (String, String) {
-    let mut name = String::new();
-    let mut version = String::new();
-    for line in text.lines() {
-        let Some((k, v)) = line.trim().split_once('=') else {
-            continue;
-        };
-        let v = v.trim().trim_matches('"').trim_matches('\'').to_owned();
-        match k {
-            "NAME" => name = v,
-            "VERSION_ID" => version = v,
-            _ => {}
-        }
-    }
-    (name, version)
-}
-
-/// `dpkg-query -W -f '${db:Status-Abbrev}\t${binary:Package}\t${Version}\n'`:
-/// installed packages (status letter `i`, e.g. "ii ", "hi "); removed ones whose
-/// configuration remains ("rc ") are left out.
-pub fn parse_dpkg_query(text: &str) -> Result<Vec<Software>, ReadError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut f = line.split('\t');
-        let (Some(status), Some(name), Some(version)) = (f.next(), f.next(), f.next()) else {
-            return Err(ReadError::parse("dpkg-query", i + 1, line));
-        };
-        if name.is_empty() || status.len() < 2 {
-            return Err(ReadError::parse("dpkg-query", i + 1, line));
-        }
-        if status.as_bytes()[1] != b'i' {
-            continue;
-        }
-        out.push(Software {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            publisher: String::new(),
-        });
-    }
-    Ok(out)
-}
-
-/// `rpm -qa --queryformat '%{NAME}\t%{VERSION}-%{RELEASE}\t%{VENDOR}\n'`. The
-/// `gpg-pubkey` pseudo-packages (imported signing keys) are left out; a vendor of
-/// "(none)" is empty.
-pub fn parse_rpm_qa(text: &str) -> Result<Vec<Software>, ReadError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut f = line.split('\t');
-        let (Some(name), Some(version)) = (f.next(), f.next()) else {
-            return Err(ReadError::parse("rpm -qa", i + 1, line));
-        };
-        if name.is_empty() {
-            return Err(ReadError::parse("rpm -qa", i + 1, line));
-        }
-        if name == "gpg-pubkey" {
-            continue;
-        }
-        let vendor = f.next().unwrap_or("");
-        out.push(Software {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            publisher: if vendor == "(none)" {
-                String::new()
-            } else {
-                vendor.to_owned()
-            },
-        });
-    }
-    Ok(out)
-}
-
-/// `pacman -Q`: `name version` per line.
-pub fn parse_pacman_q(text: &str) -> Result<Vec<Software>, ReadError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut f = line.split_whitespace();
-        let (Some(name), Some(version), None) = (f.next(), f.next(), f.next()) else {
-            return Err(ReadError::parse("pacman -Q", i + 1, line));
-        };
-        out.push(Software {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            publisher: String::new(),
-        });
-    }
-    Ok(out)
-}
-
-/// `system_profiler SPHardwareDataType -json`: (model, serial) of the Mac.
-pub fn parse_system_profiler_hardware(text: &str) -> Result<(String, String), ReadError> {
-    #[derive(serde::Deserialize)]
-    struct Top {
-        #[serde(rename = "SPHardwareDataType", default)]
-        hw: Vec<Hw>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Hw {
-        #[serde(default)]
-        machine_model: String,
-        #[serde(default)]
-        machine_name: String,
-        #[serde(default)]
-        serial_number: String,
-    }
-    let top: Top = serde_json::from_str(text).map_err(|e| ReadError::Malformed {
-        what: "system_profiler SPHardwareDataType",
-        detail: e.to_string(),
-    })?;
-    Ok(top
-        .hw
-        .into_iter()
-        .next()
-        .map(|h| {
-            let model = if h.machine_model.is_empty() {
-                h.machine_name
-            } else {
-                h.machine_model
-            };
-            (model, h.serial_number)
-        })
-        .unwrap_or_default())
-}
-
-/// `system_profiler SPApplicationsDataType -json`: one entry per application,
-/// `_name`, `version`, and as publisher the first `signed_by` authority (else
-/// `obtained_from`).
-pub fn parse_system_profiler_apps(text: &str) -> Result<Vec<Software>, ReadError> {
-    #[derive(serde::Deserialize)]
-    struct Top {
-        #[serde(rename = "SPApplicationsDataType", default)]
-        apps: Vec<App>,
-    }
-    #[derive(serde::Deserialize)]
-    struct App {
-        #[serde(rename = "_name")]
-        name: String,
-        #[serde(default)]
-        version: Option<String>,
-        #[serde(default)]
-        signed_by: Vec<String>,
-        #[serde(default)]
-        obtained_from: Option<String>,
-    }
-    let top: Top = serde_json::from_str(text).map_err(|e| ReadError::Malformed {
-        what: "system_profiler SPApplicationsDataType",
-        detail: e.to_string(),
-    })?;
-    Ok(top
-        .apps
-        .into_iter()
-        .filter(|a| !a.name.is_empty())
-        .map(|a| Software {
-            name: a.name,
-            version: a.version.unwrap_or_default(),
-            publisher: a
-                .signed_by
-                .into_iter()
-                .next()
-                .or(a.obtained_from)
-                .unwrap_or_default(),
-        })
-        .collect())
-}
-
-/// One key of `reg query` output and its values: (name, type, data).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RegKey {
-    pub path: String,
-    pub values: Vec<(String, String, String)>,
-}
-
-impl RegKey {
-    /// The data of value `name` (case-insensitive, as the registry is).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, _, d)| d.as_str())
-    }
-
-    /// A REG_DWORD value ("0x1") as a number.
-    pub(crate) fn dword(&self, name: &str) -> Option<u64> {
-        let d = self.get(name)?;
-        u64::from_str_radix(d.trim().trim_start_matches("0x"), 16).ok()
-    }
-}
-
-/// The output of `reg query KEY [/s]`: a key line (starting with `HKEY_`), then
-/// its values, each indented by four spaces as `NAME    TYPE    DATA` (the
-/// default value's name is `(Default)`).
-pub(crate) fn parse_reg_query(text: &str) -> Vec<RegKey> {
-    let mut keys: Vec<RegKey> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("HKEY_") {
-            keys.push(RegKey {
-                path: line.trim().to_owned(),
-                values: Vec::new(),
-            });
-            continue;
-        }
-        let Some(rest) = line.strip_prefix("    ") else {
-            continue;
-        };
-        let Some(key) = keys.last_mut() else { continue };
-        // Fields are separated by four spaces; a value's name may itself contain
-        // single spaces, and its data anything.
-        let mut parts = rest.splitn(3, "    ");
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if !kind.starts_with("REG_") {
-            continue;
-        }
-        key.values.push((
-            name.to_owned(),
-            kind.to_owned(),
-            parts.next().unwrap_or("").to_owned(),
-        ));
-    }
-    keys
-}
-
-/// Installed programs from `reg query HKLM\...\Uninstall /s` (and the same under
-/// WOW6432Node): keys with a `DisplayName`, minus system components and updates
-/// of other programs (`SystemComponent` = 1, a `ParentKeyName`), as the Windows
-/// "Installed apps" list does.
-pub fn parse_uninstall_keys(text: &str) -> Vec<Software> {
-    parse_reg_query(text)
-        .into_iter()
-        .filter(|k| k.dword("SystemComponent") != Some(1) && k.get("ParentKeyName").is_none())
-        .filter_map(|k| {
-            let name = k.get("DisplayName")?.trim();
-            if name.is_empty() {
-                return None;
-            }
-            Some(Software {
-                name: name.to_owned(),
-                version: k.get("DisplayVersion").unwrap_or("").trim().to_owned(),
-                publisher: k.get("Publisher").unwrap_or("").trim().to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Windows' own name, version and build from `reg query "HKLM\SOFTWARE\Microsoft\
-/// Windows NT\CurrentVersion"`: (ProductName, DisplayVersion, "CurrentBuild.UBR").
-///
-/// Windows 11 still says "Windows 10" in ProductName; a build of 22000 or more is
-/// Windows 11, so the name is corrected from the build number.
-pub fn parse_windows_version(text: &str) -> (String, String, String) {
-    let keys = parse_reg_query(text);
-    let Some(k) = keys.first() else {
-        return Default::default();
-    };
-    let mut name = k.get("ProductName").unwrap_or("").trim().to_owned();
-    let build = k.get("CurrentBuild").unwrap_or("").trim().to_owned();
-    if build.parse::<u32>().is_ok_and(|b| b >= 22_000) && name.starts_with("Windows 10") {
-        name = name.replacen("Windows 10", "Windows 11", 1);
-    }
-    let version = k
-        .get("DisplayVersion")
-        .or_else(|| k.get("ReleaseId"))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    let full_build = match k.dword("UBR") {
-        Some(ubr) if !build.is_empty() => format!("{build}.{ubr}"),
-        _ => build,
-    };
-    (name, version, full_build)
-}
-
-/// Hardware from the DMI files of a Linux `/sys/class/dmi/id` directory (the
-/// serial is readable by root only on most systems; then it stays empty).
-pub fn dmi_hardware(dir: &Path) -> Hardware {
-    let read = |f: &str| {
-        std::fs::read_to_string(dir.join(f))
-            .map(|s| clean_dmi(&s))
-            .unwrap_or_default()
-    };
-    Hardware {
-        vendor: read("sys_vendor"),
-        model: read("product_name"),
-        serial: read("product_serial"),
-    }
-}
-
-/// Firmware leaves placeholders in DMI fields; they mean "unknown".
-fn clean_dmi(s: &str) -> String {
-    let s = s.trim();
-    const PLACEHOLDERS: [&str; 6] = [
-        "to be filled by o.e.m.",
-        "default string",
-        "system serial number",
-        "not specified",
-        "none",
-        "0",
-    ];
-    if PLACEHOLDERS.contains(&s.to_ascii_lowercase().as_str()) {
-        String::new()
-    } else {
-        s.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::inventory::*;
 
     fn fixture(name: &str) -> String {
         crate::test_fixture("inventory", name)

@@ -135,7 +135,7 @@ fn service_config(config: Option<PathBuf>) -> PathBuf {
 }
 
 fn service_command(action: ServiceCmd) -> anyhow::Result<()> {
-    use tandem_agent::platform::service;
+    use tandem_agent::service;
     match action {
         ServiceCmd::Install { config } => {
             let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -143,7 +143,7 @@ fn service_command(action: ServiceCmd) -> anyhow::Result<()> {
             service::install(&exe, &config)?;
             println!(
                 "service {} installed: {} service run --config {}",
-                tandem_agent::platform::service_spec::SERVICE_NAME,
+                tandem_agent::service::spec::SERVICE_NAME,
                 exe.display(),
                 config.display()
             );
@@ -164,7 +164,7 @@ fn service_command(action: ServiceCmd) -> anyhow::Result<()> {
         ServiceCmd::Prepare { dir, token, server } => {
             let dir = dir.unwrap_or_else(windows_dir);
             let token = token.or_else(|| std::env::var(tandem_agent::TOKEN_ENV).ok());
-            let config = tandem_agent::platform::service_spec::prepare_dir(
+            let config = tandem_agent::service::spec::prepare_dir(
                 &dir,
                 token.as_deref(),
                 server.as_deref(),

@@ -11,12 +11,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tandem_proto::util::fswatch::FileChanges;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AgentConfig};
+use crate::spool_handle::SpoolHandle;
 
 /// Starts watching `path`; the returned task (for the caller to spawn and own)
 /// ends on `stop`.
@@ -53,4 +55,44 @@ pub(crate) fn watch(
             }
         }
     })
+}
+
+/// Applies the parts of a reloaded config that live outside the uplink: the sample
+/// interval and the spool bounds. (The uplink watches the config itself.)
+pub(crate) async fn apply_reloads(
+    mut cfg: watch::Receiver<Arc<AgentConfig>>,
+    spool: SpoolHandle,
+    interval: watch::Sender<Duration>,
+    stop: CancellationToken,
+) {
+    let mut current = cfg.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = cfg.changed() => if r.is_err() { return },
+        }
+        let new = cfg.borrow_and_update().clone();
+        if new.interval != current.interval {
+            let _ = interval.send(new.interval);
+        }
+        if new.spool_bounds() != current.spool_bounds() {
+            let bounds = new.spool_bounds();
+            match spool.run(move |s| s.set_bounds(bounds)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "applying new spool bounds failed"),
+                Err(err) => {
+                    tracing::error!(error = %err, "applying new spool bounds failed");
+                    return;
+                }
+            }
+        }
+        if new.state_dir != current.state_dir {
+            tracing::warn!("state_dir changed: takes effect at the next restart");
+        }
+        tracing::info!(
+            interval_secs = new.interval.as_secs(),
+            "configuration reloaded"
+        );
+        current = new;
+    }
 }

@@ -88,28 +88,42 @@ pub(crate) fn encode_file(frame: &AgentFrame) -> Vec<u8> {
     out
 }
 
+/// What is wrong with a spool file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("truncated header ({0} bytes)")]
+    Truncated(usize),
+    #[error("checksum mismatch (stored {want:08x}, computed {got:08x} over {len} bytes)")]
+    Checksum { want: u32, got: u32, len: usize },
+    #[error("undecodable: {0}")]
+    Undecodable(#[source] prost::DecodeError),
+    #[error("holds no frame")]
+    Empty,
+}
+
 /// Reads a spool file back; the error says what is wrong with it.
-pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, String> {
+pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, DecodeError> {
     let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
         Some(rest) => {
             let Some((crc, payload)) = rest.split_first_chunk::<4>() else {
-                return Err(format!("truncated header ({} bytes)", bytes.len()));
+                return Err(DecodeError::Truncated(bytes.len()));
             };
             let want = u32::from_le_bytes(*crc);
             let got = crc32fast::hash(payload);
             if want != got {
-                return Err(format!(
-                    "checksum mismatch (stored {want:08x}, computed {got:08x} over {} bytes)",
-                    payload.len()
-                ));
+                return Err(DecodeError::Checksum {
+                    want,
+                    got,
+                    len: payload.len(),
+                });
             }
             payload
         }
         None => bytes,
     };
-    let frame = AgentFrame::decode(payload).map_err(|e| format!("undecodable: {e}"))?;
+    let frame = AgentFrame::decode(payload).map_err(DecodeError::Undecodable)?;
     if frame.kind.is_none() {
-        return Err("holds no frame".to_owned());
+        return Err(DecodeError::Empty);
     }
     Ok(frame)
 }
@@ -689,7 +703,7 @@ impl Spool {
     }
 
     /// Drops every frame with seq <= `upto` (the collector has them).
-    pub fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
+    pub(crate) fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
         let done: Vec<u64> = self.index.range(..=upto).map(|(s, _)| *s).collect();
         for seq in done {
             self.remove(seq)?;
@@ -861,9 +875,9 @@ impl Spool {
     fn read(&self, seq: u64, gap: bool) -> Result<AgentFrame, SpoolError> {
         let path = self.path_of(seq, gap);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let mut frame = decode_file(&bytes).map_err(|reason| SpoolError::Corrupt {
+        let mut frame = decode_file(&bytes).map_err(|e| SpoolError::Corrupt {
             path: path.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         // A file whose frame carries another seq than its name (a stray copy) is
         // as wrong as a garbled one.
@@ -901,16 +915,19 @@ impl Spool {
         self.index.is_empty()
     }
 
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    /// Bytes on disk (for the bound tests; the spool keeps the sum itself).
+    #[cfg(test)]
+    fn total_bytes(&self) -> u64 {
         self.total_bytes
     }
 
-    /// Whether drops wait to be reported.
-    pub fn has_unreported_drops(&self) -> bool {
+    /// Whether drops wait to be reported (the tests' view of the `dropped` file).
+    #[cfg(test)]
+    fn has_unreported_drops(&self) -> bool {
         !self.dropped.is_empty()
     }
 }

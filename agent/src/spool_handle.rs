@@ -51,7 +51,7 @@ impl SpoolHandle {
     /// Runs `f` on the spool on this thread. Only for code that already runs on a
     /// blocking thread (inside `spawn_blocking` or a plain thread), never on the async
     /// runtime.
-    pub fn blocking<T>(&self, f: impl FnOnce(&mut Spool) -> T) -> T {
+    pub(crate) fn blocking<T>(&self, f: impl FnOnce(&mut Spool) -> T) -> T {
         self.access(f)
     }
 

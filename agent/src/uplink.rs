@@ -86,7 +86,7 @@ pub struct Shared {
 }
 
 /// Builds the mTLS endpoint from the config's files.
-pub fn endpoint(cfg: &AgentConfig) -> Result<Endpoint, UplinkError> {
+pub(crate) fn endpoint(cfg: &AgentConfig) -> Result<Endpoint, UplinkError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| UplinkError::Tls {
             path: p.display().to_string(),
@@ -115,7 +115,7 @@ pub fn endpoint(cfg: &AgentConfig) -> Result<Endpoint, UplinkError> {
 }
 
 /// A gRPC client with Tandem's limits and compression.
-pub fn client(channel: Channel) -> TelemetryClient<Channel> {
+pub(crate) fn client(channel: Channel) -> TelemetryClient<Channel> {
     TelemetryClient::new(channel)
         .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -124,7 +124,7 @@ pub fn client(channel: Channel) -> TelemetryClient<Channel> {
 }
 
 /// The Hello this agent sends.
-pub fn hello() -> Hello {
+pub(crate) fn hello() -> Hello {
     Hello {
         protocol_version: tandem_proto::PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -451,7 +451,7 @@ async fn drain_acks(
 
 /// How a failed session bears on when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Nobody answered (connection refused or reset), or the collector closed
     /// the stream: it is restarting. Trying often costs a refused connection.
     Unreachable,
@@ -488,7 +488,7 @@ fn io_errors<'a>(
     std::iter::successors(Some(err), |e| e.source()).filter_map(|e| e.downcast_ref())
 }
 
-pub fn classify(err: &UplinkError) -> Failure {
+pub(crate) fn classify(err: &UplinkError) -> Failure {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     match err {
         UplinkError::Connect { source, .. }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::Reading;
 use super::rates::Rates;
 
-pub use crate::platform::DiskIo;
+pub(crate) use crate::platform::DiskIo;
 #[cfg(test)]
 use crate::platform::{Inodes, parse_diskstats};
 

@@ -7,10 +7,10 @@
 //! submodule, and one that cannot read its source contributes nothing rather than
 //! failing the whole sample.
 
-pub mod battery;
-pub mod disks;
-pub mod kernel;
-pub mod network;
+pub(crate) mod battery;
+pub(crate) mod disks;
+pub(crate) mod kernel;
+pub(crate) mod network;
 mod processes;
 mod rates;
 pub mod services;
@@ -211,12 +211,12 @@ impl Sampler {
 }
 
 /// Boot time of this machine, seconds since the epoch (0 if unknown).
-pub fn boot_time_unix() -> i64 {
+pub(crate) fn boot_time_unix() -> i64 {
     sysinfo::System::boot_time().map(|t| t as i64).unwrap_or(0)
 }
 
 /// "Debian GNU/Linux 12 (bookworm)" and the like.
-pub fn os_version() -> String {
+pub(crate) fn os_version() -> String {
     sysinfo::System::long_os_version().unwrap_or_default()
 }
 

@@ -2,10 +2,10 @@
 //! reboot is waiting.
 //!
 //! The layers, each replaceable on its own:
-//! - the parsers (`apt`, `dnf`, `zypper`, `pacman`, `softwareupdate`, `windows_update`)
-//!   are pure functions from what a tool printed to [`Pending`] entries, tested on
-//!   fixtures under `agent/tests/fixtures/patches/`;
-//! - [`crate::tool`] runs a tool with a timeout on the calling (blocking) thread, so a
+//! - the parsers (`apt`, `dnf`, `zypper`, `pacman`, `softwareupdate`, `windows_update`,
+//!   in `platform/facts/patches/`) are pure functions from what a tool printed to
+//!   [`Pending`] entries, tested on fixtures under `agent/tests/fixtures/patches/`;
+//! - `platform::tool` runs a tool with a timeout on the calling (blocking) thread, so a
 //!   locked or hung package manager costs one patch check, never the metrics;
 //! - the platform facade (`crate::platform::check_patches`) decides which tool answers
 //!   on this OS and returns a [`Check`];
@@ -16,14 +16,6 @@
 //! Invariant: a source that cannot be read yields a report with `source` and `error`
 //! set, never an empty list that would read as "0 pending" (issue 3, "Bad input").
 
-pub mod apt;
-pub mod dnf;
-pub mod history;
-pub mod pacman;
-pub mod softwareupdate;
-pub mod windows_update;
-pub mod zypper;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -33,50 +25,7 @@ use tandem_proto::v1::{PatchReport, PendingUpdate, UpdateClassification};
 /// (`collector/src/grpc/validate.rs`, `MAX_UPDATES_PER_REPORT`).
 pub(crate) const MAX_UPDATES_PER_REPORT: usize = 20_000;
 
-/// Whether an update fixes a security problem, as far as its source says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    Security,
-    Other,
-    /// The source does not classify (pacman, `dnf check-update` alone).
-    Unknown,
-}
-
-/// One pending update as a source reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Pending {
-    pub name: String,
-    /// Empty where the source does not say (dnf check-update, Windows Update).
-    pub current_version: String,
-    pub new_version: String,
-    pub class: Class,
-    /// KB number or advisory id, empty when unknown.
-    pub advisory_id: String,
-}
-
-/// Why a source could not be read (shared with the inventory).
-use crate::tool::ReadError;
-
-/// What one patch check found.
-#[derive(Debug)]
-pub struct Check {
-    /// Which source answered or was tried ("apt", "dnf", "windows_update", ...).
-    pub source: &'static str,
-    pub updates: Result<Vec<Pending>, ReadError>,
-    pub reboot: Reboot,
-    /// The newest successful update installation, ms since the epoch; 0 where the
-    /// source does not say (only Windows Update's history is read today).
-    pub last_install_unix_ms: i64,
-}
-
-/// Whether the OS waits for a reboot, and since when if it says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Reboot {
-    pub required: bool,
-    /// ms since the epoch; 0 when unknown.
-    pub since_unix_ms: i64,
-}
+pub(crate) use crate::platform::facts::patches::{Check, Class, Pending, Reboot};
 
 /// The key an update's age is kept under: its source and name, not its version, so
 /// that a newer version superseding a pending one does not reset the age (the
@@ -104,7 +53,7 @@ pub(crate) enum FirstSeenError {
 
 impl FirstSeen {
     /// File name under the state dir.
-    pub const FILE: &'static str = "patches_first_seen.json";
+    pub(crate) const FILE: &'static str = "patches_first_seen.json";
 
     /// Loads the record; a missing file is an empty record, and so is a damaged one
     /// (logged): losing ages is better than never reporting patches again.
@@ -274,6 +223,7 @@ pub(crate) fn wire_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::facts::patches::*;
 
     fn p(name: &str, v: &str) -> Pending {
         Pending {
@@ -313,10 +263,12 @@ mod tests {
         let s = Status::from_check(
             Check {
                 source: "apt",
-                updates: Err(ReadError::Tool(crate::tool::ToolError::TimedOut {
-                    program: "apt".into(),
-                    secs: 120,
-                })),
+                updates: Err(ReadError::Tool(
+                    crate::platform::tool::ToolError::TimedOut {
+                        program: "apt".into(),
+                        secs: 120,
+                    },
+                )),
                 reboot: Reboot::default(),
                 last_install_unix_ms: 0,
             },

@@ -2,12 +2,12 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Linux;
-pub const HAS_LOAD_AVERAGE: bool = true;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Linux;
+pub(crate) const HAS_LOAD_AVERAGE: bool = true;
 
 /// Number of processes: the numeric entries of /proc (cheaper than a sysinfo
 /// process refresh, which reads every process's status).
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     let dir = std::fs::read_dir("/proc").ok()?;
     Some(
         dir.filter_map(Result::ok)
@@ -21,22 +21,22 @@ pub fn process_count() -> Option<usize> {
 }
 
 /// I/O totals of every whole disk, from one read of `/proc/diskstats`.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     let text = std::fs::read_to_string("/proc/diskstats").ok()?;
     Some(super::parse_diskstats(&text))
 }
 
 /// Counters of every interface, from one read of `/proc/net/dev`.
-pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     let text = std::fs::read_to_string("/proc/net/dev").ok()?;
-    Some(crate::collect::network::parse_proc_net_dev(&text))
+    Some(crate::platform::facts::network::parse_proc_net_dev(&text))
 }
 
 /// The kernel's health counters, one read of each small `/proc` file (see
 /// `collect::kernel`); a file that is missing (no PSI, no `/proc/net` in this
 /// namespace) leaves its part `None`.
-pub fn kernel() -> crate::collect::kernel::Snapshot {
-    use crate::collect::kernel as k;
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
+    use crate::platform::facts::kernel as k;
     let read = |path: &str| std::fs::read_to_string(path).ok();
     k::Snapshot {
         stat: read("/proc/stat").and_then(|t| k::parse_proc_stat(&t)),
@@ -68,18 +68,18 @@ pub fn thread_cpu_ns() -> Option<u64> {
 
 /// The agent's own CPU time and resident memory, from `/proc/self/stat` and
 /// `/proc/self/status` (two small reads, no process spawned).
-pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    Some(crate::budget::SelfUsage {
-        cpu_ms: crate::budget::parse_proc_stat_cpu_ms(&stat)?,
-        rss_bytes: crate::budget::parse_status_rss_bytes(&status)?,
+    Some(crate::platform::facts::usage::SelfUsage {
+        cpu_ms: crate::platform::facts::usage::parse_proc_stat_cpu_ms(&stat)?,
+        rss_bytes: crate::platform::facts::usage::parse_status_rss_bytes(&status)?,
     })
 }
 
 /// System batteries, from each `/sys/class/power_supply/*/uevent` (mains adapters
 /// and device batteries left out by the parser).
-pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     let Ok(dir) = std::fs::read_dir("/sys/class/power_supply") else {
         return Vec::new();
     };
@@ -88,7 +88,7 @@ pub fn batteries() -> Vec<crate::collect::battery::Battery> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(e.path().join("uevent")).ok()?;
-            crate::collect::battery::parse_power_supply_uevent(&name, &text)
+            crate::platform::facts::battery::parse_power_supply_uevent(&name, &text)
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -96,7 +96,7 @@ pub fn batteries() -> Vec<crate::collect::battery::Battery> {
 }
 
 /// Flushes a directory's entries (a rename) to disk.
-pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -113,12 +113,12 @@ fn in_path(program: &str) -> bool {
 /// No command changes the system: the agent never refreshes package lists itself,
 /// so results are as fresh as the last refresh the OS did (apt's daily timer,
 /// dnf's makecache, ...).
-pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{Check, apt, dnf, pacman, zypper};
-    use crate::tool::ReadError;
+pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
+    use crate::platform::facts::patches::{Check, apt, dnf, pacman, zypper};
+    use crate::platform::tool::ReadError;
     // stdout of a command whose exit code is one of `ok`.
     let run = move |program: &str, args: &[&str], ok: &[i32]| -> Result<String, ReadError> {
-        Ok(crate::tool::run(program, args, timeout)?
+        Ok(crate::platform::tool::run(program, args, timeout)?
             .accept(program, ok)?
             .stdout)
     };
@@ -186,7 +186,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         ("pacman", r)
     } else if in_path("pacman") {
         // `pacman -Qu` exits 1, silently, when nothing is pending.
-        let r = crate::tool::run("pacman", &["-Qu"], timeout)
+        let r = crate::platform::tool::run("pacman", &["-Qu"], timeout)
             .map_err(ReadError::from)
             .and_then(|o| match o.code {
                 Some(1) if o.stdout.trim().is_empty() && o.stderr.trim().is_empty() => Ok(o),
@@ -218,14 +218,14 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
 }
 
 /// Runs a tool; its stdout when the exit code is one of the accepted ones.
-type RunTool = dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::tool::ReadError>;
+type RunTool = dyn Fn(&str, &[&str], &[i32]) -> Result<String, crate::platform::tool::ReadError>;
 
 /// When `source` last installed updates (ms since the epoch; 0 when unknown — the
 /// reason is logged). apt: the newest upgrade in history.log, else in the rotated
 /// history.log.1 (a month back); rpm-based: the newest package install time;
 /// pacman: the newest upgrade in pacman.log.
 fn last_install(source: &str, run: &RunTool) -> i64 {
-    use crate::patches::history;
+    use crate::platform::facts::patches::history;
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"));
     let found: Result<Option<i64>, String> = match source {
         "apt" => {
@@ -256,9 +256,11 @@ fn last_install(source: &str, run: &RunTool) -> i64 {
 /// Inventory facts only Linux knows: os-release, the Debian point release, DMI
 /// hardware, and the package list from dpkg, rpm or pacman (the first found; one
 /// command bounded by `timeout`). Blocking.
-pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    use crate::inventory as inv;
-    use crate::tool::ReadError;
+pub(crate) fn inventory_facts(
+    timeout: std::time::Duration,
+) -> crate::platform::facts::inventory::PlatformFacts {
+    use crate::platform::facts::inventory as inv;
+    use crate::platform::tool::ReadError;
     let (os_name, os_version) = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
@@ -269,7 +271,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     let run = |program: &str, args: &[&str]| -> Result<String, ReadError> {
-        Ok(crate::tool::run(program, args, timeout)?
+        Ok(crate::platform::tool::run(program, args, timeout)?
             .accept(program, &[0])?
             .stdout)
     };
@@ -319,31 +321,34 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
 }
 
 /// Failed systemd units; `None` where `systemctl` is not installed. Blocking.
-pub fn failed_units(
+pub(crate) fn failed_units(
     timeout: std::time::Duration,
-) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     if !in_path("systemctl") {
         return None;
     }
     Some(
-        crate::tool::run(
+        crate::platform::tool::run(
             "systemctl",
             &["list-units", "--state=failed", "--plain", "--no-legend"],
             timeout,
         )
         .and_then(|o| o.accept("systemctl", &[0]))
         .map_err(Into::into)
-        .and_then(|o| crate::collect::services::parse_failed_units(&o.stdout)),
+        .and_then(|o| crate::platform::facts::services::parse_failed_units(&o.stdout)),
     )
 }
 
 /// States of the configured units, from one `systemctl show` call; `None` where
 /// `systemctl` is not installed. Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     timeout: std::time::Duration,
 ) -> Option<
-    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+    Result<
+        Vec<crate::platform::facts::services::ServiceState>,
+        crate::platform::facts::services::ServiceError,
+    >,
 > {
     if !in_path("systemctl") {
         return None;
@@ -351,10 +356,12 @@ pub fn service_states(
     let mut args = vec!["show", "--property=Id,LoadState,ActiveState,SubState", "--"];
     args.extend(names.iter().map(String::as_str));
     Some(
-        crate::tool::run("systemctl", &args, timeout)
+        crate::platform::tool::run("systemctl", &args, timeout)
             .and_then(|o| o.accept("systemctl", &[0]))
             .map_err(Into::into)
-            .and_then(|o| crate::collect::services::parse_systemctl_show(&o.stdout, names.len())),
+            .and_then(|o| {
+                crate::platform::facts::services::parse_systemctl_show(&o.stdout, names.len())
+            }),
     )
 }
 
@@ -370,15 +377,17 @@ fn other_reboot_signals(
     source: &str,
     timeout: std::time::Duration,
     last_install_unix_ms: i64,
-) -> crate::patches::Reboot {
-    let due = crate::patches::Reboot {
+) -> crate::platform::facts::patches::Reboot {
+    let due = crate::platform::facts::patches::Reboot {
         required: true,
         since_unix_ms: last_install_unix_ms,
     };
     if matches!(source, "dnf" | "yum") && in_path("needs-restarting") {
-        match crate::tool::run("needs-restarting", &["-r"], timeout) {
+        match crate::platform::tool::run("needs-restarting", &["-r"], timeout) {
             Ok(o) if o.code == Some(1) => return due,
-            Ok(o) if o.code == Some(0) => return crate::patches::Reboot::default(),
+            Ok(o) if o.code == Some(0) => {
+                return crate::platform::facts::patches::Reboot::default();
+            }
             Ok(o) => tracing::warn!(code = ?o.code, "needs-restarting -r: unexpected exit"),
             Err(error) => tracing::warn!(%error, "needs-restarting -r failed"),
         }
@@ -389,7 +398,7 @@ fn other_reboot_signals(
     {
         return due;
     }
-    crate::patches::Reboot::default()
+    crate::platform::facts::patches::Reboot::default()
 }
 
 /// Whether `modules/<release>` is missing while `modules` itself holds kernels: the
@@ -401,9 +410,9 @@ fn running_kernel_removed(modules: &std::path::Path, release: &str) -> bool {
 }
 
 /// A flag file that exists while a reboot is pending; its mtime says since when.
-fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
+fn reboot_required(flag: &std::path::Path) -> crate::platform::facts::patches::Reboot {
     match std::fs::metadata(flag) {
-        Ok(meta) => crate::patches::Reboot {
+        Ok(meta) => crate::platform::facts::patches::Reboot {
             required: true,
             since_unix_ms: meta
                 .modified()
@@ -411,7 +420,7 @@ fn reboot_required(flag: &std::path::Path) -> crate::patches::Reboot {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_millis() as i64),
         },
-        Err(_) => crate::patches::Reboot::default(),
+        Err(_) => crate::platform::facts::patches::Reboot::default(),
     }
 }
 
@@ -451,10 +460,10 @@ mod tests {
                 .iter()
                 .all(|u| !u.name.is_empty() && !u.new_version.is_empty())
         );
-        let out = crate::tool::run("apt-get", &["-s", "upgrade"], timeout)
+        let out = crate::platform::tool::run("apt-get", &["-s", "upgrade"], timeout)
             .and_then(|o| o.accept("apt-get", &[0]))
             .expect("apt-get -s upgrade runs");
-        let simulated = crate::patches::apt::parse_simulated_upgrade(&out.stdout)
+        let simulated = crate::platform::facts::patches::apt::parse_simulated_upgrade(&out.stdout)
             .expect("apt-get -s upgrade parses");
         // apt-get upgrade leaves out held-back packages; apt list shows them.
         for u in &simulated {

@@ -1,15 +1,16 @@
 //! Linux: posture sources (firewall front ends, lsblk, APT/dnf-automatic, passwd
 //! and group, sshd), the shell for custom checks, the CPU time of reaped children.
-//! Tools run through `crate::tool::run` (deadline, process-group kill); what they
-//! print is parsed in `crate::posture::{linux, sshd}`.
+//! Tools run through `crate::platform::tool::run` (deadline, process-group kill); what they
+//! print is parsed in `facts::posture::{linux, sshd}`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::posture::{self, Check, linux as p, sshd};
+use crate::platform::facts::backup::BackupReadError;
+use crate::platform::facts::posture::{self, Check, linux as p, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+pub(crate) const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
 fn installed(paths: &[&str]) -> Option<String> {
     paths
@@ -19,7 +20,7 @@ fn installed(paths: &[&str]) -> Option<String> {
 }
 
 /// Every posture check of a Linux machine. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
     let mut out = vec![
         firewall(timeout),
         disk_encryption(timeout),
@@ -74,7 +75,7 @@ fn firewall(timeout: Duration) -> Check {
         };
         // firewall-cmd exits 252 when not running (36 without D-Bus); its words
         // still say so.
-        match crate::tool::run(&prog, args, timeout) {
+        match crate::platform::tool::run(&prog, args, timeout) {
             Ok(o) => {
                 let text = format!("{}{}", o.stdout, o.stderr);
                 match parse(&text) {
@@ -109,7 +110,7 @@ fn firewall(timeout: Duration) -> Check {
 }
 
 fn disk_encryption(timeout: Duration) -> Check {
-    let run = crate::tool::run(
+    let run = crate::platform::tool::run(
         "lsblk",
         &["-J", "-o", "NAME,TYPE,FSTYPE,MOUNTPOINTS"],
         timeout,
@@ -118,7 +119,7 @@ fn disk_encryption(timeout: Duration) -> Check {
     match run {
         Err(e) => Check::unknown(posture::DISK_ENCRYPTION, e.to_string()),
         Ok(o) => match p::lsblk_root_chain(&o.stdout) {
-            Err(why) => Check::unknown(posture::DISK_ENCRYPTION, why),
+            Err(why) => Check::unknown(posture::DISK_ENCRYPTION, why.to_string()),
             Ok(chain) => {
                 let path: Vec<String> = chain.iter().map(|(n, t)| format!("{n} ({t})")).collect();
                 Check::verdict(
@@ -133,7 +134,7 @@ fn disk_encryption(timeout: Duration) -> Check {
 
 fn auto_updates(timeout: Duration) -> Check {
     if Path::new("/usr/bin/apt-config").exists() {
-        let dump = match crate::tool::run("apt-config", &["dump"], timeout)
+        let dump = match crate::platform::tool::run("apt-config", &["dump"], timeout)
             .and_then(|o| o.accept("apt-config", &[0]))
         {
             Ok(o) => o.stdout,
@@ -159,7 +160,7 @@ fn auto_updates(timeout: Duration) -> Check {
         // dnf-automatic-install.timer installs whatever automatic.conf says;
         // dnf-automatic.timer installs only with apply_updates = yes.
         let enabled = |unit: &str| {
-            crate::tool::run("systemctl", &["is-enabled", unit], timeout)
+            crate::platform::tool::run("systemctl", &["is-enabled", unit], timeout)
                 .is_ok_and(|o| o.stdout.trim() == "enabled")
         };
         let conf = std::fs::read_to_string("/etc/dnf/automatic.conf").unwrap_or_default();
@@ -200,7 +201,7 @@ fn ssh(timeout: Duration) -> Vec<Check> {
     let Some(sshd_bin) = installed(&["/usr/sbin/sshd", "/usr/bin/sshd"]) else {
         return sshd::not_installed("no SSH server installed (no /usr/sbin/sshd)");
     };
-    if let Ok(o) = crate::tool::run(&sshd_bin, &["-T"], timeout)
+    if let Ok(o) = crate::platform::tool::run(&sshd_bin, &["-T"], timeout)
         && o.code == Some(0)
     {
         return sshd::checks(&sshd::parse_sshd_t(&o.stdout), "sshd -T");
@@ -220,12 +221,18 @@ fn ssh(timeout: Duration) -> Vec<Check> {
 
 /// CPU time of the agent's reaped children (`cutime + cstime` of /proc/self/stat),
 /// in ms: custom checks are counted against the budget with it.
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    crate::budget::parse_proc_stat_children_cpu_ms(&stat)
+    crate::platform::facts::usage::parse_proc_stat_children_cpu_ms(&stat)
 }
 
 /// Native backup records: none on Linux (use a `path` or `command` source).
-pub fn native_backup(kind: &str, _timeout: Duration) -> Result<(i64, String), String> {
-    Err(format!("{kind} backups exist on Windows or macOS only"))
+pub(crate) fn native_backup(
+    kind: &str,
+    _timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
+    Err(BackupReadError::OtherOs {
+        kind: kind.to_owned(),
+        only: "Windows or macOS",
+    })
 }

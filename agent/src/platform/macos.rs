@@ -2,26 +2,26 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Macos;
-pub const HAS_LOAD_AVERAGE: bool = true;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Macos;
+pub(crate) const HAS_LOAD_AVERAGE: bool = true;
 
 /// Process count (not collected on macOS yet).
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     None
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
 /// Not read on macOS yet (no /proc; host_statistics would need unsafe FFI).
-pub fn kernel() -> crate::collect::kernel::Snapshot {
-    crate::collect::kernel::Snapshot::default()
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
+    crate::platform::facts::kernel::Snapshot::default()
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -32,7 +32,7 @@ pub fn thread_cpu_ns() -> Option<u64> {
 
 /// The agent's own CPU time and resident memory, through sysinfo (which asks the
 /// kernel with `proc_pidinfo`): no unsafe code and no process spawned here.
-pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
     use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
     let pid = sysinfo::get_current_pid().ok()?;
     let mut sys = System::new().ok()?;
@@ -42,7 +42,7 @@ pub fn self_usage() -> Option<crate::budget::SelfUsage> {
         ProcessRefreshKind::nothing().with_cpu().with_memory(),
     );
     let p = sys.process(pid)?;
-    Some(crate::budget::SelfUsage {
+    Some(crate::platform::facts::usage::SelfUsage {
         cpu_ms: p.accumulated_cpu_time(),
         rss_bytes: p.memory(),
     })
@@ -50,30 +50,30 @@ pub fn self_usage() -> Option<crate::budget::SelfUsage> {
 
 /// Batteries from `pmset -g batt` (2 s deadline: it answers in milliseconds, and
 /// this runs in the sample's path once a minute).
-pub fn batteries() -> Vec<crate::collect::battery::Battery> {
-    crate::tool::run("pmset", &["-g", "batt"], std::time::Duration::from_secs(2))
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
+    crate::platform::tool::run("pmset", &["-g", "batt"], std::time::Duration::from_secs(2))
         .and_then(|o| o.accept("pmset", &[0]))
-        .map(|o| crate::collect::battery::parse_pmset_batt(&o.stdout))
+        .map(|o| crate::platform::facts::battery::parse_pmset_batt(&o.stdout))
         .unwrap_or_default()
 }
 
 /// Flushes a directory's entries (a rename) to disk.
-pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// Pending updates from `softwareupdate --list` (which asks Apple's servers, hence
 /// the timeout). The reboot state is not read yet (always "not required").
-pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::softwareupdate;
-    use crate::tool::ReadError;
-    let updates = crate::tool::run("softwareupdate", &["--list"], timeout)
+pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
+    use crate::platform::facts::patches::softwareupdate;
+    use crate::platform::tool::ReadError;
+    let updates = crate::platform::tool::run("softwareupdate", &["--list"], timeout)
         .and_then(|o| o.accept("softwareupdate", &[0]))
         .map_err(ReadError::from)
         .and_then(|o| softwareupdate::parse(&format!("{}\n{}", o.stdout, o.stderr)));
     // Written by softwareupdate after each successful install; absent on a Mac that
     // never installed one (`defaults` then exits 1: unknown, not an error).
-    let last_install_unix_ms = match crate::tool::run(
+    let last_install_unix_ms = match crate::platform::tool::run(
         "defaults",
         &[
             "read",
@@ -83,7 +83,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         timeout,
     ) {
         Ok(o) if o.code == Some(0) => {
-            match crate::patches::history::macos_last_successful(&o.stdout) {
+            match crate::platform::facts::patches::history::macos_last_successful(&o.stdout) {
                 Ok(t) => t.unwrap_or(0),
                 Err(error) => {
                     tracing::warn!(%error, "cannot tell when updates were last installed");
@@ -93,10 +93,10 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         }
         _ => 0,
     };
-    crate::patches::Check {
+    crate::platform::facts::patches::Check {
         source: "softwareupdate",
         updates,
-        reboot: crate::patches::Reboot::default(),
+        reboot: crate::platform::facts::patches::Reboot::default(),
         last_install_unix_ms,
     }
 }
@@ -104,11 +104,13 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
 /// Inventory facts from `sw_vers` and `system_profiler` (hardware, applications),
 /// each bounded by `timeout`. Blocking. Not exercised on a real Mac by CI: only the
 /// parsers are tested, on fixtures written from Apple's documented format.
-pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    use crate::inventory as inv;
-    use crate::tool::ReadError;
+pub(crate) fn inventory_facts(
+    timeout: std::time::Duration,
+) -> crate::platform::facts::inventory::PlatformFacts {
+    use crate::platform::facts::inventory as inv;
+    use crate::platform::tool::ReadError;
     let run = |program: &str, args: &[&str]| -> Result<String, ReadError> {
-        Ok(crate::tool::run(program, args, timeout)?
+        Ok(crate::platform::tool::run(program, args, timeout)?
             .accept(program, &[0])?
             .stdout)
     };
@@ -135,24 +137,27 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
 }
 
 /// Failed units are a systemd notion: not applicable here.
-pub fn failed_units(
+pub(crate) fn failed_units(
     _timeout: std::time::Duration,
-) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None
 }
 
 /// States of the configured launchd jobs (labels), from one `launchctl list` (run as
 /// root, the agent sees the system domain). Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     timeout: std::time::Duration,
 ) -> Option<
-    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+    Result<
+        Vec<crate::platform::facts::services::ServiceState>,
+        crate::platform::facts::services::ServiceError,
+    >,
 > {
     Some(
-        crate::tool::run("launchctl", &["list"], timeout)
+        crate::platform::tool::run("launchctl", &["list"], timeout)
             .and_then(|o| o.accept("launchctl", &[0]))
             .map_err(Into::into)
-            .and_then(|o| crate::collect::services::parse_launchctl_list(&o.stdout, names)),
+            .and_then(|o| crate::platform::facts::services::parse_launchctl_list(&o.stdout, names)),
     )
 }

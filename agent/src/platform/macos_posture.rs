@@ -1,22 +1,27 @@
 //! macOS: posture sources (the application firewall, FileVault, softwareupdate's
 //! schedule, the admin group, sshd_config), Time Machine for backups, `/bin/sh -c`
-//! for custom checks. Parsers in `crate::posture::{macos, sshd}`.
+//! for custom checks. Parsers in `facts::posture::{macos, sshd}`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::posture::{self, Check, macos as m, sshd};
+use crate::platform::facts::backup::BackupReadError;
+use crate::platform::facts::posture::{self, Check, macos as m, sshd};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+pub(crate) const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
-fn out(program: &str, args: &[&str], timeout: Duration) -> Result<String, crate::tool::ToolError> {
-    let o = crate::tool::run(program, args, timeout)?.accept(program, &[0])?;
+fn out(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, crate::platform::tool::ToolError> {
+    let o = crate::platform::tool::run(program, args, timeout)?.accept(program, &[0])?;
     Ok(format!("{}{}", o.stdout, o.stderr))
 }
 
 /// Every posture check of a Mac. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
     let firewall = match out(
         "/usr/libexec/ApplicationFirewall/socketfilterfw",
         &["--getglobalstate"],
@@ -66,7 +71,7 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
     let config = Path::new("/etc/ssh/sshd_config");
     // Remote Login off: launchd has no ssh job loaded; the config alone says nothing.
     let remote_login =
-        crate::tool::run("launchctl", &["print", "system/com.openssh.sshd"], timeout)
+        crate::platform::tool::run("launchctl", &["print", "system/com.openssh.sshd"], timeout)
             .is_ok_and(|o| o.code == Some(0));
     if !remote_login {
         v.extend(sshd::not_installed(
@@ -85,18 +90,26 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
 }
 
 /// CPU time of reaped children: not read on macOS yet.
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     None
 }
 
 /// `tmutil latestbackup`: the newest Time Machine snapshot's time, from its name
 /// (`2024-01-15-020000`, local time).
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), String> {
+pub(crate) fn native_backup(
+    kind: &str,
+    timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
     if kind != "time_machine" {
-        return Err(format!("{kind} backups exist on Windows only"));
+        return Err(BackupReadError::OtherOs {
+            kind: kind.to_owned(),
+            only: "Windows",
+        });
     }
-    let o = crate::tool::run("tmutil", &["latestbackup"], timeout)
-        .and_then(|o| o.accept("tmutil", &[0]))
-        .map_err(|e| e.to_string())?;
-    crate::backup::parse_tmutil_latest(&o.stdout, crate::backup::local_offset_secs())
+    let o = crate::platform::tool::run("tmutil", &["latestbackup"], timeout)
+        .and_then(|o| o.accept("tmutil", &[0]))?;
+    Ok(crate::platform::facts::backup::parse_tmutil_latest(
+        &o.stdout,
+        crate::platform::facts::backup::local_offset_secs(),
+    )?)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename), readable and
 /// writable by the owner only.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);

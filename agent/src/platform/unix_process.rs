@@ -7,20 +7,20 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 /// Makes `cmd` start in a new process group led by the child.
-pub fn isolate(cmd: &mut Command) {
+pub(crate) fn isolate(cmd: &mut Command) {
     cmd.process_group(0);
 }
 
 /// Nothing to do after the start on unix: the process group made by [`isolate`]
 /// holds the tree.
-pub fn contain(_child: &Child) {}
+pub(crate) fn contain(_child: &Child) {}
 
 /// Nothing to release on unix.
-pub fn release(_child: &Child) {}
+pub(crate) fn release(_child: &Child) {}
 
 /// Kills `child`'s process group (through `kill(1)`: the agent has no unsafe code
 /// to call kill(2) with), then the child itself in case that failed.
-pub fn kill_tree(child: &mut Child) {
+pub(crate) fn kill_tree(child: &mut Child) {
     let group = format!("-{}", child.id());
     let _ = Command::new("kill")
         .args(["-s", "KILL", "--", &group])

@@ -2,25 +2,25 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Other;
-pub const HAS_LOAD_AVERAGE: bool = false;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Other;
+pub(crate) const HAS_LOAD_AVERAGE: bool = false;
 
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     None
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
 /// No known source here.
-pub fn kernel() -> crate::collect::kernel::Snapshot {
-    crate::collect::kernel::Snapshot::default()
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
+    crate::platform::facts::kernel::Snapshot::default()
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -30,89 +30,96 @@ pub fn thread_cpu_ns() -> Option<u64> {
 }
 
 /// Not measured here: the budget is then not enforced (no `agent.*` metrics).
-pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
     None
 }
 
 /// No battery source known here.
-pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     Vec::new()
 }
 
 /// Flushes a directory's entries to disk: NTFS journals renames itself, and a
 /// directory cannot be opened as a file here, so there is nothing to do.
-pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
 /// Writes `contents` to `path` atomically (temp file, rename). No permission
 /// restriction is applied on platforms Tandem does not know.
-pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
 }
 
 /// No package manager is known on this platform; the report says so.
-pub fn check_patches(_timeout: std::time::Duration) -> crate::patches::Check {
-    crate::patches::Check {
+pub fn check_patches(_timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
+    crate::platform::facts::patches::Check {
         source: "none",
-        updates: Err(crate::patches::ReadError::NotImplemented(
+        updates: Err(crate::platform::facts::patches::ReadError::NotImplemented(
             "patch status is not supported on this operating system",
         )),
-        reboot: crate::patches::Reboot::default(),
+        reboot: crate::platform::facts::patches::Reboot::default(),
         last_install_unix_ms: 0,
     }
 }
 
 /// Nothing to prepare: `kill_tree` ends the child only (no process groups here).
-pub fn isolate(_cmd: &mut std::process::Command) {}
+pub(crate) fn isolate(_cmd: &mut std::process::Command) {}
 
 /// Nothing to hold the tree with here: `kill_tree` ends the child only.
-pub fn contain(_child: &std::process::Child) {}
+pub(crate) fn contain(_child: &std::process::Child) {}
 
 /// Nothing to release here.
-pub fn release(_child: &std::process::Child) {}
+pub(crate) fn release(_child: &std::process::Child) {}
 
 /// Kills the child.
-pub fn kill_tree(child: &mut std::process::Child) {
+pub(crate) fn kill_tree(child: &mut std::process::Child) {
     let _ = child.kill();
 }
 
 /// No software source is known on this platform; the inventory says so.
-pub fn inventory_facts(_timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    crate::inventory::PlatformFacts {
+pub(crate) fn inventory_facts(
+    _timeout: std::time::Duration,
+) -> crate::platform::facts::inventory::PlatformFacts {
+    crate::platform::facts::inventory::PlatformFacts {
         os_build: String::new(),
         os_name: String::new(),
         os_version: String::new(),
-        hardware: crate::inventory::Hardware::default(),
+        hardware: crate::platform::facts::inventory::Hardware::default(),
         software_source: "none",
-        software: Err(crate::tool::ReadError::NoSource {
+        software: Err(crate::platform::tool::ReadError::NoSource {
             looked_for: "nothing: this operating system is not supported",
         }),
     }
 }
 
 /// Failed units are a systemd notion: not applicable here.
-pub fn failed_units(
+pub(crate) fn failed_units(
     _timeout: std::time::Duration,
-) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None
 }
 
 /// No service manager is known here: configured services are not reported.
-pub fn service_states(
+pub(crate) fn service_states(
     _names: &[String],
     _timeout: std::time::Duration,
 ) -> Option<
-    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+    Result<
+        Vec<crate::platform::facts::services::ServiceState>,
+        crate::platform::facts::services::ServiceError,
+    >,
 > {
     None
 }
 
 /// No posture sources on this platform: every check unknown, saying so.
-pub fn posture(_timeout: std::time::Duration) -> Vec<crate::posture::Check> {
-    use crate::posture::*;
+pub(crate) fn posture(
+    _timeout: std::time::Duration,
+) -> Vec<crate::platform::facts::posture::Check> {
+    use crate::platform::facts::posture::*;
     [
         FIREWALL,
         DISK_ENCRYPTION,
@@ -129,16 +136,19 @@ pub fn posture(_timeout: std::time::Duration) -> Vec<crate::posture::Check> {
 }
 
 /// The shell for custom checks that ask for one.
-pub const SHELL: (&str, &str) = ("/bin/sh", "-c");
+pub(crate) const SHELL: (&str, &str) = ("/bin/sh", "-c");
 
 /// Not read on this platform.
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     None
 }
 
 /// No native backup records on this platform.
-pub fn native_backup(kind: &str, _timeout: std::time::Duration) -> Result<(i64, String), String> {
-    Err(format!(
-        "{kind} backups are not read on this operating system"
+pub(crate) fn native_backup(
+    kind: &str,
+    _timeout: std::time::Duration,
+) -> Result<(i64, String), crate::platform::facts::backup::BackupReadError> {
+    Err(crate::platform::facts::backup::BackupReadError::NotRead(
+        kind.to_owned(),
     ))
 }

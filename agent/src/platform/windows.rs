@@ -8,12 +8,12 @@
 
 use tandem_proto::v1::OsFamily;
 
-pub const OS_FAMILY: OsFamily = OsFamily::Windows;
+pub(crate) const OS_FAMILY: OsFamily = OsFamily::Windows;
 /// Windows has no load average.
-pub const HAS_LOAD_AVERAGE: bool = false;
+pub(crate) const HAS_LOAD_AVERAGE: bool = false;
 
 /// Process count, from `K32GetPerformanceInfo`.
-pub fn process_count() -> Option<usize> {
+pub(crate) fn process_count() -> Option<usize> {
     performance_info().map(|p| p.ProcessCount as usize)
 }
 
@@ -35,7 +35,7 @@ fn performance_info() -> Option<windows_sys::Win32::System::ProcessStatus::PERFO
 }
 
 /// No cheaper source than sysinfo's per-disk usage, which the caller falls back to.
-pub fn disk_io() -> Option<Vec<super::DiskIo>> {
+pub(crate) fn disk_io() -> Option<Vec<super::DiskIo>> {
     None
 }
 
@@ -43,8 +43,8 @@ pub fn disk_io() -> Option<Vec<super::DiskIo>> {
 /// (Windows enforces it: at the limit allocations fail), the system cache and the
 /// thread count. The rest (CPU split, paging, PSI, TCP) would need the performance
 /// counters, which are not cheap single reads: not sent.
-pub fn kernel() -> crate::collect::kernel::Snapshot {
-    use crate::collect::kernel::{MemInfo, Snapshot};
+pub(crate) fn kernel() -> crate::platform::facts::kernel::Snapshot {
+    use crate::platform::facts::kernel::{MemInfo, Snapshot};
     let Some(p) = performance_info() else {
         return Snapshot::default();
     };
@@ -62,7 +62,7 @@ pub fn kernel() -> crate::collect::kernel::Snapshot {
 }
 
 /// No cheaper source than sysinfo, which the caller falls back to (no drop counts).
-pub fn net_counters() -> Option<Vec<crate::collect::network::NetCounters>> {
+pub(crate) fn net_counters() -> Option<Vec<crate::platform::facts::network::NetCounters>> {
     None
 }
 
@@ -73,7 +73,7 @@ pub fn thread_cpu_ns() -> Option<u64> {
 
 /// The agent's own CPU time (`GetProcessTimes`, kernel + user) and working set
 /// (`K32GetProcessMemoryInfo`).
-pub fn self_usage() -> Option<crate::budget::SelfUsage> {
+pub fn self_usage() -> Option<crate::platform::facts::usage::SelfUsage> {
     use windows_sys::Win32::Foundation::FILETIME;
     use windows_sys::Win32::System::ProcessStatus::{
         K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
@@ -111,21 +111,21 @@ pub fn self_usage() -> Option<crate::budget::SelfUsage> {
     if ok == 0 {
         return None;
     }
-    Some(crate::budget::SelfUsage {
+    Some(crate::platform::facts::usage::SelfUsage {
         cpu_ms: ms(kernel) + ms(user),
         rss_bytes: mem.WorkingSetSize as u64,
     })
 }
 
 /// The system battery from `GetSystemPowerStatus` (none on a desktop or server).
-pub fn batteries() -> Vec<crate::collect::battery::Battery> {
+pub(crate) fn batteries() -> Vec<crate::platform::facts::battery::Battery> {
     use windows_sys::Win32::System::Power::{GetSystemPowerStatus, SYSTEM_POWER_STATUS};
     let mut st = SYSTEM_POWER_STATUS::default();
     // SAFETY: `st` is a live, writable SYSTEM_POWER_STATUS.
     if unsafe { GetSystemPowerStatus(&mut st) } == 0 {
         return Vec::new();
     }
-    crate::collect::battery::from_power_status(st.BatteryFlag, st.BatteryLifePercent)
+    crate::platform::facts::battery::from_power_status(st.BatteryFlag, st.BatteryLifePercent)
         .into_iter()
         .collect()
 }
@@ -147,19 +147,25 @@ impl Drop for ScHandle {
 /// `W3SVC`, not display names) from the Service Control Manager: running when
 /// `QueryServiceStatusEx` says `SERVICE_RUNNING`; a name the SCM does not know is
 /// missing. Fast local RPCs; the deadline is not needed. Blocking.
-pub fn service_states(
+pub(crate) fn service_states(
     names: &[String],
     _timeout: std::time::Duration,
 ) -> Option<
-    Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError>,
+    Result<
+        Vec<crate::platform::facts::services::ServiceState>,
+        crate::platform::facts::services::ServiceError,
+    >,
 > {
     Some(scm_states(names))
 }
 
 fn scm_states(
     names: &[String],
-) -> Result<Vec<crate::collect::services::ServiceState>, crate::collect::services::ServiceError> {
-    use crate::collect::services::{ServiceError, ServiceState};
+) -> Result<
+    Vec<crate::platform::facts::services::ServiceState>,
+    crate::platform::facts::services::ServiceError,
+> {
+    use crate::platform::facts::services::{ServiceError, ServiceState};
     use windows_sys::Win32::Foundation::{
         ERROR_INVALID_NAME, ERROR_SERVICE_DOES_NOT_EXIST, GetLastError,
     };
@@ -228,7 +234,7 @@ fn scm_states(
 
 /// Flushes a directory's entries to disk: NTFS journals renames itself, and a
 /// directory cannot be opened as a file here, so there is nothing to do.
-pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -241,7 +247,7 @@ pub fn sync_dir(_dir: &std::path::Path) -> std::io::Result<()> {
 /// Windows; if it fails, nothing is written (fail closed).
 ///
 /// Not yet exercised on a real Windows machine: CI only type-checks this file.
-pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -293,10 +299,10 @@ static SEARCH_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 ///
 /// **Not exercised on a real Windows machine**: CI type-checks and cross-builds it
 /// only (Wine has no Windows Update Agent). The interpretation is tested on Linux
-/// (`patches/windows_update.rs`).
-pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
-    use crate::patches::{Reboot, windows_update};
-    use crate::tool::ReadError;
+/// (`facts/patches/windows_update.rs`).
+pub fn check_patches(timeout: std::time::Duration) -> crate::platform::facts::patches::Check {
+    use crate::platform::facts::patches::{Reboot, windows_update};
+    use crate::platform::tool::ReadError;
     use std::sync::atomic::Ordering;
     let searched = if SEARCH_RUNNING.swap(true, Ordering::SeqCst) {
         Err(ReadError::Malformed {
@@ -322,14 +328,16 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
             }
             Ok(_) => match rx.recv_timeout(timeout) {
                 Ok(Ok(found)) => Ok(found),
-                Ok(Err(detail)) => Err(ReadError::Malformed {
+                Ok(Err(err)) => Err(ReadError::Malformed {
                     what: "windows update search",
-                    detail,
+                    detail: err.to_string(),
                 }),
-                Err(_) => Err(ReadError::Tool(crate::tool::ToolError::TimedOut {
-                    program: "windows update search".into(),
-                    secs: timeout.as_secs(),
-                })),
+                Err(_) => Err(ReadError::Tool(
+                    crate::platform::tool::ToolError::TimedOut {
+                        program: "windows update search".into(),
+                        secs: timeout.as_secs(),
+                    },
+                )),
             },
         }
     };
@@ -341,9 +349,9 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         Err(err) => (Err(err), 0),
     };
     let key_exists = |key: &str| {
-        crate::tool::run("reg", &["query", key], timeout).is_ok_and(|o| o.code == Some(0))
+        crate::platform::tool::run("reg", &["query", key], timeout).is_ok_and(|o| o.code == Some(0))
     };
-    let renames = crate::tool::run(
+    let renames = crate::platform::tool::run(
         "reg",
         &[
             "query",
@@ -365,7 +373,7 @@ pub fn check_patches(timeout: std::time::Duration) -> crate::patches::Check {
         ),
         renames.as_deref(),
     );
-    crate::patches::Check {
+    crate::platform::facts::patches::Check {
         source: "windows_update",
         updates,
         reboot: Reboot {
@@ -382,12 +390,12 @@ fn reg_query(
     key: &str,
     recurse: bool,
     timeout: std::time::Duration,
-) -> Result<String, crate::tool::ToolError> {
+) -> Result<String, crate::platform::tool::ToolError> {
     let mut args = vec!["query", key];
     if recurse {
         args.push("/s");
     }
-    Ok(crate::tool::run("reg", &args, timeout)?
+    Ok(crate::platform::tool::run("reg", &args, timeout)?
         .accept("reg", &[0])?
         .stdout)
 }
@@ -397,8 +405,10 @@ fn reg_query(
 /// name, display version and build, the BIOS's manufacturer and product, and the
 /// installed programs under both Uninstall keys (64- and 32-bit). The hardware
 /// serial is not in the registry (WMI's Win32_BIOS has it) and stays empty.
-pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::PlatformFacts {
-    use crate::inventory as inv;
+pub(crate) fn inventory_facts(
+    timeout: std::time::Duration,
+) -> crate::platform::facts::inventory::PlatformFacts {
+    use crate::platform::facts::inventory as inv;
     let (os_name, os_version, os_build) = reg_query(
         r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion",
         false,
@@ -408,7 +418,11 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
     .unwrap_or_default();
     let hardware = reg_query(r"HKLM\HARDWARE\DESCRIPTION\System\BIOS", false, timeout)
         .ok()
-        .and_then(|o| inv::parse_reg_query(&o).into_iter().next())
+        .and_then(|o| {
+            crate::platform::facts::registry::parse_reg_query(&o)
+                .into_iter()
+                .next()
+        })
         .map(|k| inv::Hardware {
             vendor: k.get("SystemManufacturer").unwrap_or("").trim().to_owned(),
             model: k.get("SystemProductName").unwrap_or("").trim().to_owned(),
@@ -420,7 +434,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
         true,
         timeout,
     )
-    .map_err(crate::tool::ReadError::from)
+    .map_err(crate::platform::tool::ReadError::from)
     .map(|o| {
         let mut list = inv::parse_uninstall_keys(&o);
         // 32-bit programs; absent on 32-bit Windows, which is not an error.
@@ -445,7 +459,7 @@ pub fn inventory_facts(timeout: std::time::Duration) -> crate::inventory::Platfo
 
 /// Nothing to prepare before the start: the tree is held by a job object that
 /// [`contain`] makes right after it.
-pub fn isolate(_cmd: &mut std::process::Command) {}
+pub(crate) fn isolate(_cmd: &mut std::process::Command) {}
 
 /// Job objects of running external tools, by process id (as `isize`: a `HANDLE` is
 /// a raw pointer, not `Send`). Each is closed by [`kill_tree`] or [`release`].
@@ -464,7 +478,7 @@ fn take_job(pid: u32) -> Option<windows_sys::Win32::Foundation::HANDLE> {
 /// `cmd /C` and what it starts, `start /B` included). A process the tool starts in
 /// the instant between its start and this call is not held; if the job cannot be
 /// made, `kill_tree` ends the child only, as before.
-pub fn contain(child: &std::process::Child) {
+pub(crate) fn contain(child: &std::process::Child) {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::JobObjects::{AssignProcessToJobObject, CreateJobObjectW};
@@ -489,7 +503,7 @@ pub fn contain(child: &std::process::Child) {
 
 /// Kills the child and everything in its job object ([`contain`]), then the child
 /// itself in case it was not in one.
-pub fn kill_tree(child: &mut std::process::Child) {
+pub(crate) fn kill_tree(child: &mut std::process::Child) {
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::JobObjects::TerminateJobObject;
     if let Some(job) = take_job(child.id()) {
@@ -505,7 +519,7 @@ pub fn kill_tree(child: &mut std::process::Child) {
 
 /// Closes the job object of a tool that ended on its own (its processes keep
 /// running if it left any: only a timeout kills the tree).
-pub fn release(child: &std::process::Child) {
+pub(crate) fn release(child: &std::process::Child) {
     use windows_sys::Win32::Foundation::CloseHandle;
     if let Some(job) = take_job(child.id()) {
         // SAFETY: `job` is an open job handle taken out of JOBS; closed once, here.
@@ -514,8 +528,8 @@ pub fn release(child: &std::process::Child) {
 }
 
 /// Failed units are a systemd notion: not applicable here.
-pub fn failed_units(
+pub(crate) fn failed_units(
     _timeout: std::time::Duration,
-) -> Option<Result<Vec<String>, crate::collect::services::ServiceError>> {
+) -> Option<Result<Vec<String>, crate::platform::facts::services::ServiceError>> {
     None
 }

@@ -1,23 +1,24 @@
 //! Windows: posture sources (netsh, manage-bde, Defender and Security Center via
 //! PowerShell, the Windows Update policy and lock policy via `reg`, `net localgroup`,
 //! OpenSSH's sshd_config), `wbadmin` for backups, `cmd /C` for custom checks. What
-//! the tools print is parsed in `crate::posture::{windows, sshd}`, tested on Linux.
+//! the tools print is parsed in `facts::posture::{windows, sshd}`, tested on Linux.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::posture::{self, Check, sshd, windows as w};
+use crate::platform::facts::backup::BackupReadError;
+use crate::platform::facts::posture::{self, Check, sshd, windows as w};
 
 /// The shell for custom checks that ask for one (`shell = true`).
-pub const SHELL: (&str, &str) = ("cmd", "/C");
+pub(crate) const SHELL: (&str, &str) = ("cmd", "/C");
 
 /// Defender's signatures older than this fail the antivirus check.
 const MAX_SIGNATURE_AGE_DAYS: u32 = 7;
 /// A machine lock policy longer than this (15 min, CIS) fails the screen-lock check.
 const MAX_LOCK_SECS: u64 = 900;
 
-fn powershell(script: &str, timeout: Duration) -> Result<String, crate::tool::ToolError> {
-    Ok(crate::tool::run(
+fn powershell(script: &str, timeout: Duration) -> Result<String, crate::platform::tool::ToolError> {
+    Ok(crate::platform::tool::run(
         "powershell",
         &["-NoProfile", "-NonInteractive", "-Command", script],
         timeout,
@@ -27,24 +28,26 @@ fn powershell(script: &str, timeout: Duration) -> Result<String, crate::tool::To
 }
 
 /// `reg query KEY`: (text, found); a missing key exits 1.
-fn reg(key: &str, timeout: Duration) -> Result<(String, bool), crate::tool::ToolError> {
-    let o = crate::tool::run("reg", &["query", key], timeout)?;
+fn reg(key: &str, timeout: Duration) -> Result<(String, bool), crate::platform::tool::ToolError> {
+    let o = crate::platform::tool::run("reg", &["query", key], timeout)?;
     match o.code {
         Some(0) => Ok((o.stdout, true)),
         Some(1) => Ok((String::new(), false)),
-        _ => Err(o
-            .accept("reg", &[0])
-            .err()
-            .unwrap_or(crate::tool::ToolError::TimedOut {
-                program: "reg".into(),
-                secs: 0,
-            })),
+        _ => {
+            Err(o
+                .accept("reg", &[0])
+                .err()
+                .unwrap_or(crate::platform::tool::ToolError::TimedOut {
+                    program: "reg".into(),
+                    secs: 0,
+                }))
+        }
     }
 }
 
 /// Every posture check of a Windows machine. Blocking.
-pub fn posture(timeout: Duration) -> Vec<Check> {
-    let firewall = match crate::tool::run(
+pub(crate) fn posture(timeout: Duration) -> Vec<Check> {
+    let firewall = match crate::platform::tool::run(
         "netsh",
         &["advfirewall", "show", "allprofiles", "state"],
         timeout,
@@ -53,7 +56,7 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
         Err(e) => Check::unknown(posture::FIREWALL, e.to_string()),
     };
     let drive = std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into());
-    let bitlocker = match crate::tool::run("manage-bde", &["-status", &drive], timeout) {
+    let bitlocker = match crate::platform::tool::run("manage-bde", &["-status", &drive], timeout) {
         Ok(o) => w::parse_manage_bde(&format!("{}{}", o.stdout, o.stderr), &drive),
         Err(e) => Check::unknown(posture::DISK_ENCRYPTION, e.to_string()),
     };
@@ -65,7 +68,7 @@ pub fn posture(timeout: Duration) -> Vec<Check> {
         Ok((text, found)) => w::parse_wu_policy(&text, found),
         Err(e) => Check::unknown(posture::AUTO_UPDATES, e.to_string()),
     };
-    let admins = match crate::tool::run("net", &["localgroup", "Administrators"], timeout)
+    let admins = match crate::platform::tool::run("net", &["localgroup", "Administrators"], timeout)
         .and_then(|o| o.accept("net", &[0]))
     {
         Ok(o) => match w::parse_net_localgroup(&o.stdout) {
@@ -158,19 +161,24 @@ fn antivirus(timeout: Duration) -> Check {
 
 /// CPU time of reaped children: not read on Windows yet (custom checks are then
 /// not counted against the budget; see docs/METRICS.md).
-pub fn children_cpu_ms() -> Option<u64> {
+pub(crate) fn children_cpu_ms() -> Option<u64> {
     None
 }
 
 /// `wbadmin get versions`: the newest backup's time. Local time, as wbadmin prints
 /// it, converted with the machine's current UTC offset.
-pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), String> {
+pub(crate) fn native_backup(
+    kind: &str,
+    timeout: Duration,
+) -> Result<(i64, String), BackupReadError> {
     if kind != "wbadmin" {
-        return Err(format!("{kind} backups exist on macOS only"));
+        return Err(BackupReadError::OtherOs {
+            kind: kind.to_owned(),
+            only: "macOS",
+        });
     }
-    let o = crate::tool::run("wbadmin", &["get", "versions"], timeout)
-        .and_then(|o| o.accept("wbadmin", &[0]))
-        .map_err(|e| e.to_string())?;
+    let o = crate::platform::tool::run("wbadmin", &["get", "versions"], timeout)
+        .and_then(|o| o.accept("wbadmin", &[0]))?;
     // wbadmin prints local time; PowerShell knows the zone's offset now.
     let offset_secs = powershell(
         "[int][TimeZoneInfo]::Local.GetUtcOffset([DateTime]::Now).TotalSeconds",
@@ -179,5 +187,8 @@ pub fn native_backup(kind: &str, timeout: Duration) -> Result<(i64, String), Str
     .ok()
     .and_then(|s| s.trim().parse::<i64>().ok())
     .unwrap_or(0);
-    crate::backup::parse_wbadmin_versions(&o.stdout, offset_secs)
+    Ok(crate::platform::facts::backup::parse_wbadmin_versions(
+        &o.stdout,
+        offset_secs,
+    )?)
 }

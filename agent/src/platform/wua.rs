@@ -5,7 +5,7 @@
 //! This module only moves properties out of COM objects into plain values
 //! (`patches::windows_update::{Update, HistoryEntry}`); every decision (security or
 //! not, advisory id, last successful install) is made by the pure functions in
-//! `patches/windows_update.rs`, which are tested on Linux.
+//! `facts/patches/windows_update.rs`, which are tested on Linux.
 //!
 //! It is the agent's only `unsafe` code: the `windows` crate marks every COM call
 //! `unsafe`. Each call is made on a COM-initialised thread (this module initialises
@@ -25,7 +25,7 @@ use windows::Win32::System::UpdateAgent::{
 };
 use windows::core::BSTR;
 
-use crate::patches::windows_update::{HistoryEntry, Update};
+use crate::platform::facts::patches::windows_update::{HistoryEntry, Update};
 
 /// Most history entries read: the newest come first, and a successful install is
 /// among them on any machine that installs updates at all.
@@ -51,17 +51,34 @@ fn strings(c: &IStringCollection) -> windows::core::Result<Vec<String>> {
     }
 }
 
-/// The pending updates and the update history, or the failing call's message
-/// (HRESULT and its text) naming what failed.
-pub(crate) fn search() -> Result<(Vec<Update>, Vec<HistoryEntry>), String> {
+/// Why the Windows Update Agent gave no list of pending updates.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WuaError {
+    #[error("cannot initialise COM: {0}")]
+    InitCom(String),
+    /// A COM call failed: `what` names it, the source holds its HRESULT and text.
+    #[error("{what}: {source}")]
+    Call {
+        what: &'static str,
+        #[source]
+        source: windows::core::Error,
+    },
+    #[error("windows update search ended with result code {0}")]
+    ResultCode(i32),
+}
+
+/// The pending updates and the update history, or the failing call (HRESULT and
+/// its text) naming what failed.
+pub(crate) fn search() -> Result<(Vec<Update>, Vec<HistoryEntry>), WuaError> {
     // SAFETY: initialises COM on this thread (a thread of its own, see
     // `windows::check_patches`); uninitialised by `_apartment`.
     let init = unsafe { CoInitializeEx(None, COINIT_MULTITHREADED) };
     if init.is_err() {
-        return Err(format!("cannot initialise COM: {}", init.message()));
+        return Err(WuaError::InitCom(init.message().to_string()));
     }
     let _apartment = ComApartment;
-    let ctx = |what: &'static str| move |e: windows::core::Error| format!("{what}: {e}");
+    let ctx =
+        |what: &'static str| move |source: windows::core::Error| WuaError::Call { what, source };
     // SAFETY: COM is initialised on this thread; every object below is released
     // before `_apartment` (declared first, dropped last).
     unsafe {
@@ -79,10 +96,7 @@ pub(crate) fn search() -> Result<(Vec<Update>, Vec<HistoryEntry>), String> {
             .ResultCode()
             .map_err(ctx("cannot read the search result"))?;
         if code != orcSucceeded && code != orcSucceededWithErrors {
-            return Err(format!(
-                "windows update search ended with result code {}",
-                code.0
-            ));
+            return Err(WuaError::ResultCode(code.0));
         }
         let list = result
             .Updates()

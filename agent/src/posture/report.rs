@@ -34,7 +34,7 @@ use crate::checks::CheckResult;
 use crate::config::AgentConfig;
 
 /// File name of the last spooled report's fingerprint, under the state dir.
-pub const SENT_FILE: &str = "posture_sent.sha256";
+pub(crate) const SENT_FILE: &str = "posture_sent.sha256";
 
 /// The latest of everything; `None`/empty until first found.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -87,7 +87,7 @@ impl Reported {
     }
 
     /// The wire's frame with sequence number `seq`, stamped `now_ms`.
-    pub fn to_wire(&self, seq: u64, now_ms: i64) -> v1::PostureReport {
+    pub(crate) fn to_wire(&self, seq: u64, now_ms: i64) -> v1::PostureReport {
         let t = crate::patches::wire_text;
         v1::PostureReport {
             seq,
@@ -119,7 +119,7 @@ impl Reported {
 }
 
 /// A hex SHA-256 of a report without its seq and time.
-pub fn fingerprint(r: &v1::PostureReport) -> String {
+pub(crate) fn fingerprint(r: &v1::PostureReport) -> String {
     use prost::Message;
     let bare = v1::PostureReport {
         seq: 0,
@@ -132,7 +132,7 @@ pub fn fingerprint(r: &v1::PostureReport) -> String {
 
 /// What the three loops share.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub reported: Arc<Mutex<Reported>>,
     pub spool: crate::spool_handle::SpoolHandle,
     pub new_data: Arc<Notify>,
@@ -141,7 +141,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         state_dir: &std::path::Path,
         spool: crate::spool_handle::SpoolHandle,
         new_data: Arc<Notify>,
@@ -163,7 +163,7 @@ impl Shared {
 
 /// Spools a `PostureReport` if the state differs from the last one spooled (or
 /// that is older than `max_age_ms`). Blocking (spool I/O): call in `spawn_blocking`.
-pub fn send_if_changed(shared: &Shared, max_age_ms: i64) {
+pub(crate) fn send_if_changed(shared: &Shared, max_age_ms: i64) {
     let last = shared.last_sent.lock().unwrap_or_else(|p| p.into_inner());
     let snapshot = shared
         .reported
@@ -248,7 +248,7 @@ async fn spool_if_changed(shared: &Shared, max_age_ms: i64) {
 }
 
 /// Collects the posture at start and every `posture_interval` (plus jitter).
-pub async fn posture_loop(
+pub(crate) async fn posture_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
     shared: Shared,
     stop: CancellationToken,
@@ -286,7 +286,7 @@ pub async fn posture_loop(
 /// Reads each configured backup at start, every `check_interval_secs`, and a
 /// `path` source again ~1 s after files under it change. A config reload starts
 /// over with the new list.
-pub async fn backup_loop(
+pub(crate) async fn backup_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
     shared: Shared,
     stop: CancellationToken,
@@ -385,7 +385,7 @@ pub async fn backup_loop(
 /// time, while the agent is not shedding work (a skipped run keeps the last
 /// result). The CPU time of each run (reaped children, where the platform reads
 /// it) is added to `checks_cpu_ms`.
-pub async fn checks_loop(
+pub(crate) async fn checks_loop(
     mut cfg: watch::Receiver<Arc<AgentConfig>>,
     shared: Shared,
     shedding: Arc<AtomicBool>,
@@ -465,8 +465,8 @@ mod tests {
     fn state() -> Reported {
         let mut r = Reported {
             posture: Some(vec![
-                Check::pass(super::super::FIREWALL, "ufw: active"),
-                Check::unknown(super::super::ANTIVIRUS, "not reported")
+                Check::pass(crate::platform::facts::posture::FIREWALL, "ufw: active"),
+                Check::unknown(crate::platform::facts::posture::ANTIVIRUS, "not reported")
                     .with_value("av.signature.age.days", 3.0),
             ]),
             ..Default::default()

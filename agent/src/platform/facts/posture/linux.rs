@@ -64,7 +64,7 @@ pub fn parse_iptables_s(text: &str) -> Verdict {
 /// output: `Ok(chain)` with the devices from the disk down to the one mounted at
 /// `/` (e.g. `["nvme0n1", "nvme0n1p3", "nvme0n1p3_crypt", "vg0-root"]` with their
 /// types), `Err` when `/` is not on a listed block device (a container's overlay).
-pub fn lsblk_root_chain(json: &str) -> Result<Vec<(String, String)>, String> {
+pub fn lsblk_root_chain(json: &str) -> Result<Vec<(String, String)>, LsblkError> {
     #[derive(serde::Deserialize)]
     struct Top {
         blockdevices: Vec<Dev>,
@@ -92,14 +92,23 @@ pub fn lsblk_root_chain(json: &str) -> Result<Vec<(String, String)>, String> {
         path.pop();
         false
     }
-    let top: Top = serde_json::from_str(json).map_err(|e| format!("lsblk -J output: {e}"))?;
+    let top: Top = serde_json::from_str(json).map_err(LsblkError::Json)?;
     let mut path = Vec::new();
     for d in &top.blockdevices {
         if find(d, &mut path) {
             return Ok(path);
         }
     }
-    Err("no block device lsblk lists is mounted at / (a container or a network root)".into())
+    Err(LsblkError::NoRoot)
+}
+
+/// Why `lsblk` output does not say where `/` lives.
+#[derive(Debug, thiserror::Error)]
+pub enum LsblkError {
+    #[error("lsblk -J output: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("no block device lsblk lists is mounted at / (a container or a network root)")]
+    NoRoot,
 }
 
 /// Whether a chain from [`lsblk_root_chain`] passes through dm-crypt (LUKS or plain).
@@ -196,7 +205,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("posture", name)
+        crate::platform::test_fixture("posture", name)
     }
 
     #[test]
@@ -248,7 +257,9 @@ mod tests {
         let chain = lsblk_root_chain(&fixture("lsblk.luks.documented.json")).unwrap();
         assert_eq!(chain.len(), 4);
         assert!(chain_encrypted(&chain));
-        let e = lsblk_root_chain(r#"{"blockdevices":[{"name":"sda","type":"disk"}]}"#).unwrap_err();
+        let e = lsblk_root_chain(r#"{"blockdevices":[{"name":"sda","type":"disk"}]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mounted at /"), "{e}");
         assert!(lsblk_root_chain("lsblk: not json").is_err());
     }

@@ -24,7 +24,7 @@ use windows_service::service_control_handler::{self, ServiceControlHandlerResult
 use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
-use super::service_spec::{
+use super::spec::{
     DESCRIPTION, DISPLAY_NAME, FAILURE_RESET, RESTART_DELAYS, SERVICE_NAME, ServiceError,
     launch_arguments, private_dir_acl_args,
 };

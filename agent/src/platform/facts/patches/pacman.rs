@@ -34,7 +34,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("patches", name)
+        crate::platform::test_fixture("patches", name)
     }
 
     #[test]
@@ -55,7 +55,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        crate::test_fixture("captured", name)
+        crate::platform::test_fixture("captured", name)
     }
 
     /// Real pacman 6.0.2 `-Qu` output (`tests/fixtures/capture.sh`).

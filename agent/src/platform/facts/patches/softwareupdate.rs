@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("patches", name)
+        crate::platform::test_fixture("patches", name)
     }
 
     #[test]

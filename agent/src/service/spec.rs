@@ -1,8 +1,8 @@
 //! What the agent's OS service is, independent of the OS: its name, the arguments
 //! the service manager starts it with, its recovery plan, and the layout of a
 //! Windows install (`%ProgramData%\Tandem`). Pure, so it is tested everywhere;
-//! `windows_service.rs` applies it through the Service Control Manager and
-//! `no_service.rs` refuses on other systems (they have systemd and launchd units).
+//! `windows.rs` applies it through the Service Control Manager and
+//! `unsupported.rs` refuses on other systems (they have systemd and launchd units).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -150,7 +150,8 @@ pub fn prepare_dir(
     }
     if let Some(t) = token.map(str::trim).filter(|t| !t.is_empty()) {
         let file = dir.join("enroll.token");
-        super::write_private_file(&file, format!("{t}\n").as_bytes()).map_err(io(&file))?;
+        crate::platform::write_private_file(&file, format!("{t}\n").as_bytes())
+            .map_err(io(&file))?;
     }
     Ok(config)
 }

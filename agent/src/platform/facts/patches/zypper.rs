@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("patches", name)
+        crate::platform::test_fixture("patches", name)
     }
 
     #[test]
@@ -150,7 +150,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        crate::test_fixture("captured", name)
+        crate::platform::test_fixture("captured", name)
     }
 
     /// Real zypper 1.14.42 output (`tests/fixtures/capture.sh`): the XML of a

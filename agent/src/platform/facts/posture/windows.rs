@@ -176,7 +176,7 @@ pub fn parse_wu_policy(text: &str, found: bool) -> Check {
             format!("{KEY} absent: no policy, Windows installs updates automatically"),
         );
     }
-    let keys = crate::inventory::parse_reg_query(text);
+    let keys = crate::platform::facts::registry::parse_reg_query(text);
     let Some(k) = keys.first() else {
         return Check::pass(
             AUTO_UPDATES,
@@ -233,7 +233,7 @@ pub fn parse_net_localgroup(text: &str) -> Option<Vec<String>> {
 pub fn parse_inactivity_timeout(text: &str, found: bool, max_secs: u64) -> Check {
     const KEY: &str = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System";
     let value = if found {
-        crate::inventory::parse_reg_query(text)
+        crate::platform::facts::registry::parse_reg_query(text)
             .first()
             .and_then(|k| k.dword("InactivityTimeoutSecs"))
     } else {
@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("posture", name)
+        crate::platform::test_fixture("posture", name)
     }
 
     // Every `*.win11`/`*.ws2022` fixture is written from Microsoft's documentation, not
@@ -364,8 +364,9 @@ mod tests {
             c.evidence.contains("InactivityTimeoutSecs not set"),
             "{c:?}"
         );
-        let keys =
-            crate::inventory::parse_reg_query(&fixture("reg-query-policies-system.wine8.txt"));
+        let keys = crate::platform::facts::registry::parse_reg_query(&fixture(
+            "reg-query-policies-system.wine8.txt",
+        ));
         assert_eq!(keys.first().and_then(|k| k.dword("EnableLUA")), Some(0));
         assert_eq!(
             parse_net_localgroup(&fixture("net-localgroup-administrators.wine8.txt")),

@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("posture", name)
+        crate::platform::test_fixture("posture", name)
     }
 
     #[test]

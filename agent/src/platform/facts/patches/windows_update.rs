@@ -88,7 +88,7 @@ pub fn reboot_required(
     pending_renames: Option<&str>,
 ) -> bool {
     let renames = pending_renames.is_some_and(|out| {
-        crate::inventory::parse_reg_query(out)
+        crate::platform::facts::registry::parse_reg_query(out)
             .iter()
             .filter_map(|k| k.get("PendingFileRenameOperations"))
             .any(|d| !d.trim().is_empty())

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::service_spec::ServiceError;
+use super::spec::ServiceError;
 
 pub fn install(_exe: &Path, _config: &Path) -> Result<(), ServiceError> {
     Err(ServiceError::Unsupported)

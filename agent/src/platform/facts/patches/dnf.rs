@@ -129,7 +129,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        crate::test_fixture("patches", name)
+        crate::platform::test_fixture("patches", name)
     }
 
     #[test]
@@ -197,7 +197,7 @@ mod tests {
     }
 
     fn captured(name: &str) -> String {
-        crate::test_fixture("captured", name)
+        crate::platform::test_fixture("captured", name)
     }
 
     /// Real dnf 4.14 output (`tests/fixtures/capture.sh`): two updates, one with a

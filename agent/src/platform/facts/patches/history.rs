@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn apt_history_captured_on_this_machine() {
-        let text = crate::test_fixture("patches", "apt-history.debian12.log");
+        let text = crate::platform::test_fixture("patches", "apt-history.debian12.log");
         // The capture's only upgrade: perl, pulled in by `apt-get install makepkg`
         // (End-Date 2026-11-27 06:03:07, UTC on the build machine). Later entries
         // only install new packages.
