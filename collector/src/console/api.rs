@@ -1283,10 +1283,15 @@ pub(super) async fn events(
     })
     .await?;
     let stop = st.stop.clone();
+    let only = tenant.clone();
+    let keep = move |e: &crate::http::hub::FeedEvent| {
+        only.as_deref().is_none_or(|t| e.tenant == t) && (!critical_only || e.critical)
+    };
     Ok(crate::http::feed_sse(
         start,
         st.feeds.subscribe(),
         stop,
+        keep,
         move |from| {
             let (st, t) = (st.clone(), tenant.clone());
             async move {

@@ -621,15 +621,25 @@ async fn feed(
         },
     };
     let pool = st.pool.clone();
-    feed_sse(start, st.feeds.subscribe(), st.stop.clone(), move |from| {
-        let (pool, t) = (pool.clone(), tenant.clone());
-        async move {
-            with_db(pool, move |c| {
-                feed_page(c, from, t.as_deref(), critical_only)
-            })
-            .await
-        }
-    })
+    let only = tenant.clone();
+    let keep = move |e: &hub::FeedEvent| {
+        only.as_deref().is_none_or(|t| e.tenant == t) && (!critical_only || e.critical)
+    };
+    feed_sse(
+        start,
+        st.feeds.subscribe(),
+        st.stop.clone(),
+        keep,
+        move |from| {
+            let (pool, t) = (pool.clone(), tenant.clone());
+            async move {
+                with_db(pool, move |c| {
+                    feed_page(c, from, t.as_deref(), critical_only)
+                })
+                .await
+            }
+        },
+    )
 }
 
 pub(crate) type FeedRow = (i64, String, String);
@@ -655,36 +665,39 @@ pub(crate) fn feed_page(
     rows.collect()
 }
 
-/// A server-sent-events response of feed events after `start`: each page from
-/// `read(cursor)` is sent in order (event id = feed id, so `Last-Event-ID` resumes);
-/// after a short page the stream sleeps until `head` (the [`hub`]'s newest feed id)
-/// moves, then reads again. A failed read is logged and retried at the next move;
-/// the stream ends when `stop` is cancelled.
-pub(crate) fn feed_sse<F, Fut>(
+/// A server-sent-events response of feed events after `start`, in order (event id
+/// = feed id, so `Last-Event-ID` resumes): those `keep` accepts of the [`hub`]'s
+/// `recent` events, or, when the stream's cursor is below what the hub holds (a
+/// resume from far back), pages from `read(cursor)` until it catches up. Between
+/// pages the stream sleeps until the hub publishes. A failed read is logged and
+/// retried at the next publish; the stream ends when `stop` is cancelled.
+pub(crate) fn feed_sse<F, Fut, K>(
     start: i64,
-    head: tokio::sync::watch::Receiver<i64>,
+    recent: tokio::sync::watch::Receiver<Arc<hub::Recent>>,
     stop: CancellationToken,
+    keep: K,
     read: F,
 ) -> axum::response::Response
 where
     F: Fn(i64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Vec<FeedRow>, String>> + Send,
+    K: Fn(&hub::FeedEvent) -> bool + Clone + Send + Sync + 'static,
 {
     struct At {
         cursor: i64,
         queue: std::collections::VecDeque<FeedRow>,
-        /// Read again without waiting: the first read, or the last page was full.
+        /// Look again without waiting: the first look, or the last page was full.
         now: bool,
-        head: tokio::sync::watch::Receiver<i64>,
+        recent: tokio::sync::watch::Receiver<Arc<hub::Recent>>,
     }
     let at = At {
         cursor: start,
         queue: Default::default(),
         now: true,
-        head,
+        recent,
     };
     let stream = futures::stream::unfold(at, move |mut at| {
-        let read = read.clone();
+        let (read, keep) = (read.clone(), keep.clone());
         async move {
             loop {
                 if let Some((id, kind, body)) = at.queue.pop_front() {
@@ -693,9 +706,23 @@ where
                 }
                 if !at.now {
                     // Wait for the feed to move; a closed hub ends the stream.
-                    at.head.changed().await.ok()?;
+                    at.recent.changed().await.ok()?;
                 }
-                let seen = *at.head.borrow_and_update();
+                let snap = at.recent.borrow_and_update().clone();
+                if let Some(events) = snap.after(at.cursor, &keep, FEED_PAGE) {
+                    at.now = events.len() >= FEED_PAGE;
+                    at.cursor = match (at.now, events.last()) {
+                        (true, Some(last)) => last.id,
+                        // Every event up to the hub's head was looked at.
+                        _ => at.cursor.max(snap.head),
+                    };
+                    at.queue.extend(
+                        events
+                            .iter()
+                            .map(|e| (e.id, e.kind.clone(), e.body.clone())),
+                    );
+                    continue;
+                }
                 match read(at.cursor).await {
                     Ok(rows) => {
                         at.now = rows.len() >= FEED_PAGE;
@@ -703,9 +730,9 @@ where
                             at.cursor = last.0;
                         }
                         if !at.now {
-                            // Everything up to `seen` is read (the hub's invariant): a
-                            // filtered stream need not scan other tenants' events again.
-                            at.cursor = at.cursor.max(seen);
+                            // Everything up to the hub's head is read (its invariant):
+                            // the next look can be served from memory.
+                            at.cursor = at.cursor.max(snap.head);
                         }
                         at.queue.extend(rows);
                     }
