@@ -1218,7 +1218,7 @@ async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports()
     .await;
     assert_eq!(
         ids(tagged.json()),
-        ["dev-acme-2", "dev-globex-1"],
+        ["dev-globex-1", "dev-acme-2"],
         "{}",
         tagged.text
     );
