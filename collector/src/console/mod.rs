@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod device;
+pub mod devices;
 pub mod enroll;
 pub mod error;
 pub mod maintenance;
@@ -27,6 +28,7 @@ pub mod roles;
 pub mod routes;
 pub mod rules;
 pub mod samples;
+pub mod users;
 pub mod web;
 
 #[cfg(test)]

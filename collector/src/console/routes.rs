@@ -6,7 +6,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ConsoleState, actions, api, device, enroll, maintenance, roles, rules};
+use super::{
+    ConsoleState, actions, api, device, devices, enroll, maintenance, roles, rules, users,
+};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -23,11 +25,11 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(api::tenants))
         .routes(routes!(api::fleet))
         .routes(routes!(api::sites))
-        .routes(routes!(api::devices))
-        .routes(routes!(api::device))
-        .routes(routes!(api::device_latest))
-        .routes(routes!(api::device_series))
-        .routes(routes!(api::device_charts))
+        .routes(routes!(devices::devices))
+        .routes(routes!(devices::device))
+        .routes(routes!(devices::device_latest))
+        .routes(routes!(devices::device_series))
+        .routes(routes!(devices::device_charts))
         .routes(routes!(device::filesystems))
         .routes(routes!(device::services))
         .routes(routes!(device::updates))
@@ -41,16 +43,16 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(actions::silence_expire))
         .routes(routes!(maintenance::list, maintenance::create))
         .routes(routes!(maintenance::delete))
-        .routes(routes!(api::users, api::user_add))
-        .routes(routes!(api::user_remove))
-        .routes(routes!(api::user_passwd))
+        .routes(routes!(users::users, users::user_add))
+        .routes(routes!(users::user_remove))
+        .routes(routes!(users::user_passwd))
         .routes(routes!(roles::user_role))
-        .routes(routes!(api::tokens, api::token_create))
-        .routes(routes!(api::token_revoke))
+        .routes(routes!(users::tokens, users::token_create))
+        .routes(routes!(users::token_revoke))
         .routes(routes!(enroll::list, enroll::create))
         .routes(routes!(enroll::revoke))
         .routes(routes!(enroll::defaults_route))
-        .routes(routes!(api::audit))
+        .routes(routes!(users::audit))
         .routes(routes!(rules::rules))
         .routes(routes!(api::events))
 }

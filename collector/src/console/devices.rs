@@ -1,0 +1,337 @@
+//! The device routes: the device list (filtered, paginated), one device, its latest
+//! values, one series, and a device's charts in one answer.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{
+    ApiResult, DEVICE_SELECT, DeviceOut, Page, device_in_scope, device_row, paging, query, scope,
+};
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, ONLINE_MS, db, now_ms};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesQuery {
+    pub tenant: Option<String>,
+    pub site: Option<String>,
+    /// true: seen in the last 2 minutes; false: not.
+    pub online: Option<bool>,
+    /// OS family, e.g. `linux`, `windows`.
+    pub os: Option<String>,
+    /// Part of the host name (case-insensitive).
+    pub hostname: Option<String>,
+    /// Only devices with this tag (`tandem-collector device tag`).
+    pub tag: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Devices (filtered, paginated), most recently seen first.
+#[utoipa::path(get, path = "/devices", tag = "devices", params(DevicesQuery),
+    responses((status = 200, body = Page<DeviceOut>), (status = 400, body = ErrorBody)))]
+pub(super) async fn devices(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<DevicesQuery>, QueryRejection>,
+) -> ApiResult<Page<DeviceOut>> {
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let scope = scope(c, &p, q.tenant.as_deref())?;
+        let host = q.hostname.as_ref().map(|h| {
+            format!(
+                "%{}%",
+                h.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let filter = "WHERE d.revoked_ms IS NULL AND (?1 IS NULL OR d.tenant_id = ?1)
+              AND (?2 IS NULL OR s.name = ?2)
+              AND (?3 IS NULL OR (d.last_seen_ms >= ?4) = ?3)
+              AND (?5 IS NULL OR d.os_family = ?5)
+              AND (?6 IS NULL OR d.hostname LIKE ?6 ESCAPE '\\')
+              AND (?7 IS NULL OR EXISTS (SELECT 1 FROM device_tags dt
+                                          WHERE dt.device_id = d.id AND dt.tag = ?7))";
+        let args = params![scope, q.site, q.online, now - ONLINE_MS, q.os, host, q.tag];
+        let total: i64 = c.query_row(
+            &format!(
+                "SELECT count(*) FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}"
+            ),
+            args,
+            |r| r.get(0),
+        )?;
+        // The page's ids first, then its rows: the open-alert count is computed for
+        // the page only, not for every device before the sort.
+        let mut s = c.prepare(&format!(
+            "{DEVICE_SELECT} WHERE d.id IN (
+                 SELECT d.id FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}
+                  ORDER BY d.last_seen_ms DESC, d.id LIMIT {per} OFFSET {})
+             ORDER BY d.last_seen_ms DESC, d.id",
+            (page - 1) * per
+        ))?;
+        let items = s
+            .query_map(args, |r| device_row(r, now))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            page,
+            per_page: per,
+            total,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// One device, with its patch status and inventory.
+#[utoipa::path(get, path = "/devices/{device_id}", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub(super) async fn device(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        let d = device_in_scope(c, &id, p.tenant_id, now)?;
+        let patch = crate::store::query::patch_status(c, &id)?;
+        let inv = crate::store::query::inventory(c, &id)?;
+        Ok(json!({ "device": d, "patch": patch, "inventory": inv }))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestOut {
+    pub name: String,
+    pub dimension: String,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// The latest value of each of a device's series.
+#[utoipa::path(get, path = "/devices/{device_id}/latest", tag = "devices",
+    params(("device_id" = String, Path)), responses((status = 200, body = Vec<LatestOut>), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_latest(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<LatestOut>> {
+    let now = now_ms();
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        Ok(super::samples::latest(c, &id)?
+            .into_iter()
+            .map(|(name, dimension, ts_ms, value)| LatestOut {
+                name,
+                dimension,
+                ts_ms,
+                value,
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    /// Metric name, e.g. `cpu.usage`.
+    pub metric: String,
+    #[serde(default)]
+    pub dimension: String,
+    /// Start, Unix ms (default: `to` minus one hour).
+    pub from_ms: Option<i64>,
+    /// End, Unix ms, exclusive (default: now).
+    pub to_ms: Option<i64>,
+    /// Roll up to the mean per step (ms, at least 1000); raw when absent.
+    pub step_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesOut {
+    pub metric: String,
+    pub dimension: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub step_ms: Option<i64>,
+    /// `[time_ms, value]` pairs, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Most points one series answer carries.
+const MAX_POINTS: i64 = 10_000;
+/// Most series one charts answer carries (a device has about 100–150).
+const MAX_CHART_SERIES: usize = 500;
+
+/// The range and step of a series query, checked: `to` defaults to now, `from` to an
+/// hour before it; at most 31 days, a step of at least 1 s and no more than
+/// [`MAX_POINTS`] buckets.
+fn window(
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    step_ms: Option<i64>,
+    now: i64,
+) -> Result<(i64, i64), ApiError> {
+    let to = to_ms.unwrap_or(now);
+    let from = from_ms.unwrap_or(to - 3_600_000);
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "query from_ms {from}: must be before to_ms {to}"
+        )));
+    }
+    if to - from > 31 * 86_400_000 {
+        return Err(ApiError::bad_request(
+            "query from_ms..to_ms: at most 31 days",
+        ));
+    }
+    if let Some(step) = step_ms {
+        if step < 1000 {
+            return Err(ApiError::bad_request(format!(
+                "query step_ms {step}: at least 1000"
+            )));
+        }
+        if (to - from) / step > MAX_POINTS {
+            return Err(ApiError::bad_request(format!(
+                "query step_ms {step}: gives more than {MAX_POINTS} points over that range; use a larger step"
+            )));
+        }
+    }
+    Ok((from, to))
+}
+
+/// One metric series of a device over a range, raw or rolled up.
+#[utoipa::path(get, path = "/devices/{device_id}/series", tag = "devices",
+    params(("device_id" = String, Path), SeriesQuery),
+    responses((status = 200, body = SeriesOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_series(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
+) -> ApiResult<SeriesOut> {
+    let q = query(q)?;
+    let now = now_ms();
+    let (from, to) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let points = super::samples::series(
+            c,
+            &id,
+            &q.metric,
+            &q.dimension,
+            from..to,
+            q.step_ms,
+            MAX_POINTS,
+        )?;
+        Ok(SeriesOut {
+            metric: q.metric,
+            dimension: q.dimension,
+            from_ms: from,
+            to_ms: to,
+            step_ms: q.step_ms,
+            points,
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ChartsQuery {
+    /// Comma-separated metric names (every dimension of each); all of the device's
+    /// series when absent.
+    pub metrics: Option<String>,
+    /// Start, Unix ms (default: `to` minus one hour).
+    pub from_ms: Option<i64>,
+    /// End, Unix ms, exclusive (default: now).
+    pub to_ms: Option<i64>,
+    /// Roll up to the mean per step (ms, at least 1000); raw when absent.
+    pub step_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChartSeries {
+    pub metric: String,
+    pub dimension: String,
+    /// `[time_ms, value]` pairs, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChartsOut {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub step_ms: Option<i64>,
+    pub series: Vec<ChartSeries>,
+}
+
+/// Several series of a device over one range in one answer (the device page's
+/// charts), ordered by metric then dimension.
+#[utoipa::path(get, path = "/devices/{device_id}/charts", tag = "devices",
+    params(("device_id" = String, Path), ChartsQuery),
+    responses((status = 200, body = ChartsOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_charts(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<String>,
+    q: Result<Query<ChartsQuery>, QueryRejection>,
+) -> ApiResult<ChartsOut> {
+    let q = query(q)?;
+    let now = now_ms();
+    let (from, to) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
+    let metrics: Option<Vec<String>> = q
+        .metrics
+        .as_deref()
+        .map(|m| m.split(',').map(|n| n.trim().to_owned()).collect());
+    if let Some(bad) = metrics
+        .iter()
+        .flatten()
+        .find(|n| n.is_empty() || n.len() > 200)
+    {
+        return Err(ApiError::bad_request(format!(
+            "query metrics: {bad:?} is not a metric name (comma-separated names, e.g. cpu.usage.percent,mem.used.percent)"
+        )));
+    }
+    let step = q.step_ms;
+    let out = db(&st, move |c| {
+        device_in_scope(c, &id, p.tenant_id, now)?;
+        let names: Option<Vec<&str>> = metrics
+            .as_ref()
+            .map(|m| m.iter().map(String::as_str).collect());
+        let got = super::samples::charts(c, &id, names.as_deref(), from..to, step, MAX_POINTS)?;
+        if got.len() > MAX_CHART_SERIES {
+            return Err(ApiError::bad_request(format!(
+                "this device has {} series: name at most {MAX_CHART_SERIES} (query metrics)",
+                got.len()
+            )));
+        }
+        Ok(ChartsOut {
+            from_ms: from,
+            to_ms: to,
+            step_ms: step,
+            series: got
+                .into_iter()
+                .map(|(info, points)| ChartSeries {
+                    metric: info.name,
+                    dimension: info.dimension,
+                    points,
+                })
+                .collect(),
+        })
+    })
+    .await?;
+    Ok(Json(out))
+}

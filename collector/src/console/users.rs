@@ -1,0 +1,255 @@
+//! The user, API token and audit log routes.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{ApiResult, Page, body, paging, query, scope};
+use super::auth::{self, Principal, Role};
+use super::error::{ApiError, ErrorBody};
+use super::{ConsoleState, db, now_ms};
+
+/// Users (a tenant admin sees its tenant's).
+#[utoipa::path(get, path = "/users", tag = "admin", responses((status = 200, body = Vec<auth::UserRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn users(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<auth::UserRow>> {
+    p.require_admin()?;
+    Ok(Json(
+        db(&st, move |c| Ok(auth::list_users(c, p.tenant_id)?)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    /// Required for tenant roles.
+    pub tenant: Option<String>,
+}
+
+/// Add a user.
+#[utoipa::path(post, path = "/users", tag = "admin", request_body = NewUser,
+    responses((status = 201, body = auth::UserRow), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn user_add(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<Vec<auth::UserRow>>), ApiError> {
+    p.require_admin()?;
+    let b = body(b)?;
+    auth::check_username(&b.username)?;
+    let tenant_name = b.tenant.clone();
+    let tid = db(&st, move |c| match &tenant_name {
+        Some(t) => scope(c, &p, Some(t)).map(|s| (s, p)),
+        None => Ok((None, p)),
+    })
+    .await?;
+    let (tid, p) = tid;
+    p.may_grant(b.role, tid)?;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&b.password))
+        .await
+        .map_err(ApiError::internal)??;
+    let now = now_ms();
+    let (user, role) = (b.username, b.role);
+    let rows = db(&st, move |c| {
+        auth::add_user(c, &p.actor, &user, &hash, role, tid, now)?;
+        Ok(auth::list_users(c, tid)?
+            .into_iter()
+            .filter(|u| u.username == user)
+            .collect())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(rows)))
+}
+
+/// Remove a user.
+#[utoipa::path(delete, path = "/users/{username}", tag = "admin", params(("username" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn user_remove(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
+    let now = now_ms();
+    db(&st, move |c| {
+        auth::remove_user(c, &p.actor, &user, p.tenant_id, now)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+}
+
+/// Set a user's password (ends its sessions).
+#[utoipa::path(put, path = "/users/{username}/password", tag = "admin", params(("username" = String, Path)),
+    request_body = NewPassword, responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn user_passwd(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(user): Path<String>,
+    b: Result<Json<NewPassword>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = body(b)?;
+    if user != p.actor || p.csrf.is_none() {
+        p.require_admin()?;
+    }
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&b.password))
+        .await
+        .map_err(ApiError::internal)??;
+    let now = now_ms();
+    let own = user == p.actor;
+    db(&st, move |c| {
+        auth::set_password(
+            c,
+            &p.actor,
+            &user,
+            &hash,
+            if own { None } else { p.tenant_id },
+            now,
+        )
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// API tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<auth::TokenRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn tokens(
+    State(st): State<ConsoleState>,
+    p: Principal,
+) -> ApiResult<Vec<auth::TokenRow>> {
+    p.require_admin()?;
+    Ok(Json(
+        db(&st, move |c| Ok(auth::list_tokens(c, p.tenant_id)?)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    /// Bind the token to this tenant (required for tenant roles).
+    pub tenant: Option<String>,
+}
+
+/// The new token, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub token: String,
+}
+
+/// Create an API token (shown once, stored hashed).
+#[utoipa::path(post, path = "/tokens", tag = "admin", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn token_create(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    b: Result<Json<NewToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    p.require_admin()?;
+    let b = body(b)?;
+    let now = now_ms();
+    let (id, token) = db(&st, move |c| {
+        let tid = match &b.tenant {
+            Some(t) => scope(c, &p, Some(t))?,
+            None => None,
+        };
+        p.may_grant(b.role, tid)?;
+        auth::create_token(c, &p.actor, &b.name, b.role, tid, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { id, token })))
+}
+
+/// Revoke an API token.
+#[utoipa::path(delete, path = "/tokens/{token_id}", tag = "admin", params(("token_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn token_revoke(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    p.require_admin()?;
+    let now = now_ms();
+    db(&st, move |c| {
+        auth::revoke_token(c, &p.actor, id, p.tenant_id, now)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub tenant: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+}
+
+/// The audit log, newest first (a tenant admin sees its tenant's rows).
+#[utoipa::path(get, path = "/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = Page<AuditRow>), (status = 403, body = ErrorBody)))]
+pub(super) async fn audit(
+    State(st): State<ConsoleState>,
+    p: Principal,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Page<AuditRow>> {
+    p.require_admin()?;
+    let q = query(q)?;
+    let (page, per) = paging(q.page, q.per_page)?;
+    let out = db(&st, move |c| {
+        let total: i64 = c.query_row(
+            "SELECT count(*) FROM audit_log WHERE (?1 IS NULL OR tenant_id = ?1)",
+            [p.tenant_id],
+            |r| r.get(0),
+        )?;
+        let items = c
+            .prepare(&format!(
+                "SELECT a.id, a.at_ms, a.actor, t.name, a.action, a.target, a.detail FROM audit_log a
+                 LEFT JOIN tenants t ON t.id = a.tenant_id WHERE (?1 IS NULL OR a.tenant_id = ?1)
+                 ORDER BY a.id DESC LIMIT {per} OFFSET {}",
+                (page - 1) * per
+            ))?
+            .query_map([p.tenant_id], |r| {
+                let detail: String = r.get(6)?;
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    tenant: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, page, per_page: per, total })
+    })
+    .await?;
+    Ok(Json(out))
+}
