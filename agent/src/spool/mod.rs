@@ -34,10 +34,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+#[cfg(test)]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+#[cfg(test)]
 use prost::Message;
 use tandem_proto::v1::{AgentFrame, Gap, GapReason, agent_frame};
 
@@ -69,64 +71,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 
 use tandem_proto::util::now_ms;
 
-/// First bytes of a checksummed spool file. Files without it are read as the bare
-/// protobuf earlier agents wrote (no checksum). It cannot begin a valid `AgentFrame`:
-/// `T` (0x54) is field 10 with wire type 4, which protobuf never emits.
-const MAGIC: &[u8; 4] = b"TSP1";
-const HEADER: usize = 8;
+mod bounds;
+mod file;
+mod renumber;
+
+use file::write_atomic;
+pub(crate) use file::{decode_file, encode_file};
+
 /// Size of the reserve file (see the module docs): room for many loss records.
 const RESERVE_BYTES: usize = 64 * 1024;
-
-/// A spool file: `TSP1`, the CRC-32 (IEEE, little-endian) of the payload, the
-/// encoded frame.
-pub(crate) fn encode_file(frame: &AgentFrame) -> Vec<u8> {
-    let payload = frame.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
-/// What is wrong with a spool file.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DecodeError {
-    #[error("truncated header ({0} bytes)")]
-    Truncated(usize),
-    #[error("checksum mismatch (stored {want:08x}, computed {got:08x} over {len} bytes)")]
-    Checksum { want: u32, got: u32, len: usize },
-    #[error("undecodable: {0}")]
-    Undecodable(#[source] prost::DecodeError),
-    #[error("holds no frame")]
-    Empty,
-}
-
-/// Reads a spool file back; the error says what is wrong with it.
-pub(crate) fn decode_file(bytes: &[u8]) -> Result<AgentFrame, DecodeError> {
-    let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
-        Some(rest) => {
-            let Some((crc, payload)) = rest.split_first_chunk::<4>() else {
-                return Err(DecodeError::Truncated(bytes.len()));
-            };
-            let want = u32::from_le_bytes(*crc);
-            let got = crc32fast::hash(payload);
-            if want != got {
-                return Err(DecodeError::Checksum {
-                    want,
-                    got,
-                    len: payload.len(),
-                });
-            }
-            payload
-        }
-        None => bytes,
-    };
-    let frame = AgentFrame::decode(payload).map_err(DecodeError::Undecodable)?;
-    if frame.kind.is_none() {
-        return Err(DecodeError::Empty);
-    }
-    Ok(frame)
-}
 
 /// The spool's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,29 +129,6 @@ pub struct Spool {
     /// Test hook: the step at which to "crash" (return an error, do nothing more).
     #[cfg(test)]
     crash_at: Option<&'static str>,
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        // A half-written temp file only takes space a full disk needs.
-        let _ = fs::remove_file(&tmp);
-        return Err(SpoolError::Io {
-            path: tmp,
-            source: e,
-        });
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    // The rename itself must reach the disk too, or a power cut can undo it.
-    if let Some(dir) = path.parent() {
-        crate::platform::sync_dir(dir).map_err(io(dir))?;
-    }
-    Ok(())
 }
 
 fn reason_code(r: GapReason) -> i32 {
@@ -475,184 +405,6 @@ impl Spool {
         Ok(seq)
     }
 
-    /// Drops the oldest data frames while the spool is over its size bound (the
-    /// newest frame is always kept) or older than its age bound, and records what
-    /// was dropped. Returns how many frames were dropped.
-    pub(crate) fn enforce_bounds(&mut self, now: i64) -> Result<usize, SpoolError> {
-        let max_age_ms = self.bounds.max_age.as_millis() as i64;
-        let newest = self.index.keys().next_back().copied();
-        let mut victims = Vec::new();
-        let mut bytes = self.total_bytes;
-        for (&seq, e) in &self.index {
-            if e.gap {
-                continue;
-            }
-            let too_big = bytes > self.bounds.max_bytes && Some(seq) != newest;
-            let too_old = now.saturating_sub(e.time_ms) > max_age_ms;
-            if !too_big && !too_old {
-                break;
-            }
-            bytes -= e.size;
-            let reason = if too_big {
-                GapReason::SpoolFull
-            } else {
-                GapReason::TooOld
-            };
-            victims.push((seq, e.time_ms, reason));
-        }
-        if victims.is_empty() {
-            return Ok(0);
-        }
-        // The record first, then the deletion: a crash in between leaves frames
-        // that `open` deletes because `dropped` names them. (The other order lost
-        // seqs without a trace.)
-        let before = self.dropped.clone();
-        for &(seq, time_ms, reason) in &victims {
-            self.note_dropped(seq, time_ms, reason);
-        }
-        if let Err(err) = self.save_dropped() {
-            self.dropped = before;
-            return Err(err);
-        }
-        self.step("bound:recorded")?;
-        for (i, &(seq, _, _)) in victims.iter().enumerate() {
-            self.remove(seq)?;
-            if i == 0 {
-                self.step("bound:removed-one")?;
-            }
-        }
-        tracing::warn!(
-            dropped = victims.len(),
-            max_bytes = self.bounds.max_bytes,
-            max_age_secs = self.bounds.max_age.as_secs(),
-            "spool bound reached: oldest unacknowledged data dropped (a gap record will report it)"
-        );
-        Ok(victims.len())
-    }
-
-    fn note_dropped(&mut self, seq: u64, time_ms: i64, reason: GapReason) {
-        if self
-            .dropped
-            .iter()
-            .any(|d| (d.first..=d.last).contains(&seq))
-        {
-            return;
-        }
-        if let Some(last) = self.dropped.last_mut()
-            && last.last + 1 == seq
-            && last.reason == reason
-        {
-            last.last = seq;
-            last.newest_ms = last.newest_ms.max(time_ms);
-            return;
-        }
-        self.dropped.push(Dropped {
-            first: seq,
-            last: seq,
-            oldest_ms: time_ms,
-            newest_ms: time_ms,
-            reason,
-        });
-    }
-
-    /// Records a whole run (the range of a refused gap record, reported again).
-    fn note_run(&mut self, run: Dropped) {
-        if self
-            .dropped
-            .iter()
-            .any(|d| (d.first, d.last) == (run.first, run.last))
-        {
-            return;
-        }
-        self.dropped.push(run);
-    }
-
-    fn save_dropped(&self) -> Result<(), SpoolError> {
-        let text: String = self
-            .dropped
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {} {} {} {}\n",
-                    d.first,
-                    d.last,
-                    d.oldest_ms,
-                    d.newest_ms,
-                    reason_code(d.reason)
-                )
-            })
-            .collect();
-        write_atomic(&self.dropped_file, text.as_bytes())
-    }
-
-    /// Turns every recorded drop into a gap record in the spool (called when the
-    /// uplink is connected, so the records go out at once). Returns how many.
-    pub(crate) fn flush_gaps(&mut self) -> Result<usize, SpoolError> {
-        self.save_dirty_dropped();
-        if self.dropped.is_empty() || self.dropped_dirty {
-            // Nothing to report, or the disk has no room for the record yet.
-            return Ok(0);
-        }
-        // Each run leaves `dropped` only once its gap record is written; a crash in
-        // between leaves both, and `open` drops the run its record already covers.
-        let runs = self.dropped.clone();
-        let mut written = Vec::new();
-        for (i, d) in runs.iter().enumerate() {
-            let d = *d;
-            let make = move |seq| AgentFrame {
-                kind: Some(agent_frame::Kind::Gap(Gap {
-                    seq,
-                    first_dropped_seq: d.first,
-                    last_dropped_seq: d.last,
-                    oldest_unix_ms: d.oldest_ms,
-                    newest_unix_ms: d.newest_ms,
-                    reason: d.reason as i32,
-                    time_unix_ms: now_ms(),
-                })),
-            };
-            let mut result = self.write_frame(make);
-            if matches!(&result, Err(e) if out_of_room(e))
-                && fs::remove_file(&self.reserve_file).is_ok()
-            {
-                // The reserve is there for loss records: give it up and try again.
-                result = self.write_frame(make);
-            }
-            match result {
-                Ok(_) => written.push(d),
-                Err(err) if out_of_room(&err) => {
-                    // No room for the record yet. The run stays in `dropped` (on
-                    // disk) and is reported once delivery frees space: the frames
-                    // spooled before it are sent and acknowledged meanwhile, so a
-                    // full disk never stops the uplink (it did before: the failed
-                    // record ended every connection before anything was sent).
-                    let _ = fs::remove_file(self.path_of(self.last_seq + 1, true));
-                    if !self.gap_unsaved_logged {
-                        self.gap_unsaved_logged = true;
-                        tracing::warn!(error = %err, "no room for a gap record yet; it is written once delivery frees space");
-                    }
-                    break;
-                }
-                Err(err) => return Err(err),
-            }
-            if i == 0 {
-                self.step("flush:gap-written")?;
-            }
-        }
-        if written.is_empty() {
-            return Ok(0);
-        }
-        self.gap_unsaved_logged = false;
-        self.dropped.retain(|d| !written.contains(d));
-        match self.save_dropped() {
-            Ok(()) => {}
-            // The file still lists runs whose records now exist; `open` drops
-            // those, so this is only rewritten later.
-            Err(err) if out_of_room(&err) => self.dropped_dirty = true,
-            Err(err) => return Err(err),
-        }
-        Ok(written.len())
-    }
-
     fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
         if let Some(e) = self.index.remove(&seq) {
             self.total_bytes -= e.size;
@@ -736,104 +488,6 @@ impl Spool {
         self.save_dropped()?;
         self.step("discard:recorded")?;
         self.remove(seq)
-    }
-
-    /// Applies the collector's Welcome: it holds everything of this device up to
-    /// `acked`. Normally that acknowledges spooled frames. If the collector holds
-    /// *more* than this spool ever numbered, this machine's state was lost or
-    /// restored from an old copy: then nothing here was acknowledged, and every
-    /// spooled frame is renumbered above `acked` (oldest first) instead of dropped.
-    /// Returns how many frames were renumbered.
-    pub(crate) fn reconcile(&mut self, acked: u64) -> Result<usize, SpoolError> {
-        if acked <= self.last_seq {
-            self.ack(acked)?;
-            return Ok(0);
-        }
-        // The marker makes a crash in the middle resumable: see `resume_renumbering`.
-        write_atomic(&self.renumber_file(), acked.to_string().as_bytes())?;
-        write_atomic(&self.seq_file, acked.to_string().as_bytes())?;
-        self.last_seq = acked;
-        let old: Vec<u64> = self.index.keys().copied().collect();
-        self.renumber(&old)
-    }
-
-    fn renumber_file(&self) -> PathBuf {
-        self.seq_file.with_file_name("renumbering")
-    }
-
-    /// Renumbers `old` (oldest first) above `last_seq`, then removes the marker.
-    /// Each new copy is written before its old file goes.
-    fn renumber(&mut self, old: &[u64]) -> Result<usize, SpoolError> {
-        let mut renumbered = 0;
-        for &seq in old {
-            let Some(e) = self.index.get(&seq).copied() else {
-                continue;
-            };
-            let mut frame = match self.read(seq, e.gap) {
-                Ok(f) => f,
-                Err(SpoolError::Corrupt { reason, .. }) => {
-                    // It takes a new seq like the others, reported as corrupt.
-                    tracing::error!(
-                        seq,
-                        reason,
-                        "spooled frame is corrupt: moved aside and reported as a gap"
-                    );
-                    let new_seq = self.last_seq + 1;
-                    self.note_dropped(new_seq, e.time_ms, GapReason::Corrupt);
-                    self.save_dropped()?;
-                    write_atomic(&self.seq_file, new_seq.to_string().as_bytes())?;
-                    self.last_seq = new_seq;
-                    self.move_aside(seq);
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            self.write_frame(move |new_seq| {
-                if let Some(s) = seq_of(&mut frame) {
-                    *s = new_seq;
-                }
-                frame
-            })?;
-            self.step("reconcile:written")?;
-            self.remove(seq)?;
-            renumbered += 1;
-        }
-        let marker = self.renumber_file();
-        fs::remove_file(&marker).map_err(io(&marker))?;
-        Ok(renumbered)
-    }
-
-    /// Finishes a renumbering a crash interrupted. When it started, every spooled
-    /// frame was at or below the marker's `acked`, and they are copied oldest
-    /// first: so the frames above `acked` are copies of the oldest ones below it.
-    fn resume_renumbering(&mut self) -> Result<(), SpoolError> {
-        let marker = self.renumber_file();
-        let acked: u64 = match fs::read_to_string(&marker) {
-            Ok(s) => s.trim().parse().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(SpoolError::Io {
-                    path: marker,
-                    source: e,
-                });
-            }
-        };
-        if self.last_seq < acked {
-            write_atomic(&self.seq_file, acked.to_string().as_bytes())?;
-            self.last_seq = acked;
-        }
-        let copies = self.index.range(acked + 1..).count();
-        let old: Vec<u64> = self.index.range(..=acked).map(|(s, _)| *s).collect();
-        for &seq in &old[..copies.min(old.len())] {
-            self.remove(seq)?;
-        }
-        let rest = old[copies.min(old.len())..].to_vec();
-        let n = self.renumber(&rest)?;
-        tracing::warn!(
-            renumbered = n,
-            "finished renumbering the spool after a crash"
-        );
-        Ok(())
     }
 
     /// The first readable spooled frame with seq > `after`. A corrupt one on the
