@@ -24,5 +24,4 @@ pub(crate) mod server;
 pub mod store;
 pub(crate) mod tags; // issue 11: the tag syntax, a leaf for store and alerts
 
-pub use config::Config;
 pub use server::Collector;
