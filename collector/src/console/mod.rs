@@ -14,22 +14,22 @@
 //! - the routes and the OpenAPI document come from the same code (utoipa-axum), so a
 //!   route cannot exist undocumented.
 
-pub mod actions;
-pub mod api;
+pub(crate) mod actions;
+pub(crate) mod api;
 pub mod auth;
 pub mod cli;
-pub mod device;
-pub mod devices;
-pub mod enroll;
-pub mod error;
-pub mod maintenance;
-pub mod metrics;
-pub mod roles;
-pub mod routes;
-pub mod rules;
-pub mod samples;
-pub mod users;
-pub mod web;
+pub(crate) mod device;
+pub(crate) mod devices;
+pub(crate) mod enroll;
+pub(crate) mod error;
+pub(crate) mod maintenance;
+pub(crate) mod metrics;
+pub(crate) mod roles;
+pub(crate) mod routes;
+pub(crate) mod rules;
+pub(crate) mod samples;
+pub(crate) mod users;
+pub(crate) mod web;
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@
 //! - SQLite is read on the blocking pool, never on the runtime's threads; internal
 //!   errors are logged and answered with a plain 500, never their text.
 
-pub mod hub;
+pub(crate) mod hub;
 pub mod tail;
 
 use std::net::SocketAddr;
