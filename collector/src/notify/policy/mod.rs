@@ -150,7 +150,7 @@ static NO_TENANT: std::sync::LazyLock<Tenant> = std::sync::LazyLock::new(Tenant:
 
 impl PolicySet {
     /// The tenant's settings (UTC, no contacts, no calendars when not configured).
-    pub fn tenant(&self, name: &str) -> &Tenant {
+    pub(crate) fn tenant(&self, name: &str) -> &Tenant {
         self.tenants.get(name).unwrap_or(&NO_TENANT)
     }
 
