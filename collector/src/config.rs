@@ -83,7 +83,7 @@ pub struct AlertsConfig {
 
 impl Config {
     /// Defaults with a given data dir and listen address (used by `demo` and tests).
-    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+    pub(crate) fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self {
             data_dir,
             listen,
@@ -101,7 +101,7 @@ impl Config {
         }
     }
 
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.join(crate::store::DB_FILE)
     }
 }
@@ -172,7 +172,7 @@ pub struct ConfigError {
 }
 
 /// Line and column (1-based) of a byte offset in `src`.
-pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
     let col = before
@@ -229,7 +229,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Validates config text; `path` is used for messages and to resolve relative paths.
-pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let msg = e.message().to_owned();
         let problem = match e.span() {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upper bounds of the commit-latency buckets, in seconds.
-pub const COMMIT_BUCKETS: [f64; 14] = [
+pub(crate) const COMMIT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -35,7 +35,7 @@ const REASONS: [&str; 9] = [
 ];
 
 /// A fixed-bucket histogram of durations (Prometheus `histogram`).
-pub struct DurationHistogram {
+pub(crate) struct DurationHistogram {
     buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -50,7 +50,7 @@ impl DurationHistogram {
         }
     }
 
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = COMMIT_BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -61,7 +61,8 @@ impl DurationHistogram {
     }
 
     /// Observations so far.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 }
@@ -72,7 +73,7 @@ impl DurationHistogram {
 type Sources = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 /// The process's counters.
-pub struct Counters {
+pub(crate) struct Counters {
     refusals: [AtomicU64; REASONS.len()],
     /// Store commits (one transaction of grouped requests), timed from the start of
     /// the group to its answers.
@@ -94,12 +95,13 @@ static COUNTERS: Counters = Counters {
 };
 
 /// The process's counters.
-pub fn get() -> &'static Counters {
+#[cfg(test)]
+pub(crate) fn get() -> &'static Counters {
     &COUNTERS
 }
 
 /// Records the time until it is dropped as one store commit.
-pub struct CommitTimer(Instant);
+pub(crate) struct CommitTimer(Instant);
 
 impl Drop for CommitTimer {
     fn drop(&mut self) {
@@ -108,12 +110,12 @@ impl Drop for CommitTimer {
 }
 
 /// Starts timing a store commit (`let _t = counters::commit_timer();`).
-pub fn commit_timer() -> CommitTimer {
+pub(crate) fn commit_timer() -> CommitTimer {
     CommitTimer(Instant::now())
 }
 
 /// Counts a telemetry stream ended by the collector with `status` (a refusal).
-pub fn ingest_refused(status: &tonic::Status) {
+pub(crate) fn ingest_refused(status: &tonic::Status) {
     let revoked = status
         .metadata()
         .get(tandem_proto::REFUSAL_METADATA)
@@ -133,7 +135,7 @@ pub fn ingest_refused(status: &tonic::Status) {
 }
 
 /// Counts a TLS handshake refused on a gRPC listener.
-pub fn tls_refused() {
+pub(crate) fn tls_refused() {
     count_refusal("tls_handshake");
 }
 
@@ -145,7 +147,7 @@ fn count_refusal(reason: &str) {
 
 /// Counts one notification attempt: `result` is `sent`, `failed` (will retry) or
 /// `dead` (dead-lettered).
-pub fn notification(channel: &'static str, result: &'static str) {
+pub(crate) fn notification(channel: &'static str, result: &'static str) {
     let mut n = COUNTERS
         .notifications
         .lock()
@@ -157,12 +159,12 @@ pub fn notification(channel: &'static str, result: &'static str) {
 }
 
 /// A serving collector's own figures, from now on (the last registration wins).
-pub fn register(sources: impl Fn(&mut String) + Send + Sync + 'static) {
+pub(crate) fn register(sources: impl Fn(&mut String) + Send + Sync + 'static) {
     *COUNTERS.sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(sources));
 }
 
 /// The writer's queue depth and capacity, as last sampled (`crate::stats`).
-pub fn set_queue(depth: usize, capacity: usize) {
+pub(crate) fn set_queue(depth: usize, capacity: usize) {
     COUNTERS.queue_depth.store(depth as u64, Ordering::Relaxed);
     COUNTERS
         .queue_capacity
@@ -175,7 +177,7 @@ pub(crate) fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Appends the exposition text of these counters.
-pub fn render(out: &mut String) {
+pub(crate) fn render(out: &mut String) {
     let c = &COUNTERS;
     let src = c.sources.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

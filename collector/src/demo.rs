@@ -27,7 +27,7 @@ use crate::pki::{self, DEFAULT_AGENT_VALIDITY, Validity};
 use crate::server::Collector;
 
 /// The tenant the demo's agent belongs to.
-pub const DEMO_TENANT: &str = "demo";
+pub(crate) const DEMO_TENANT: &str = "demo";
 
 /// A rule the demo's agent is sure to trip: some memory is always in use.
 const DEMO_RULE: &str = r#"# Written by `tandem-collector demo`: fires on any machine within about 15 s, to

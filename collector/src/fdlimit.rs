@@ -10,7 +10,7 @@
 
 /// What the limit was and is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NofileLimit {
+pub(crate) struct NofileLimit {
     /// The soft limit found at start.
     pub before: u64,
     /// The soft limit now (the hard limit, if raising worked).
@@ -21,7 +21,7 @@ pub struct NofileLimit {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and says what it is now.
 #[cfg(unix)]
-pub fn raise() -> NofileLimit {
+pub(crate) fn raise() -> NofileLimit {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let cur = getrlimit(Resource::Nofile);
     let before = cur.current.unwrap_or(u64::MAX);
@@ -47,7 +47,7 @@ const UNKNOWN_LIMIT: u64 = 1024;
 
 /// Other platforms have no such per-process limit to raise.
 #[cfg(not(unix))]
-pub fn raise() -> NofileLimit {
+pub(crate) fn raise() -> NofileLimit {
     NofileLimit {
         before: UNKNOWN_LIMIT,
         now: UNKNOWN_LIMIT,

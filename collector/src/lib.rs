@@ -6,7 +6,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod console; // issue 15
-pub mod counters; // issue 15 (api): in-process figures for /metrics
+pub(crate) mod counters; // issue 15 (api): in-process figures for /metrics
 pub(crate) mod stats; // the writer's, engine's and stream figures for /metrics
 // The demo runs an agent in-process: only it links the agent crate (issue 11).
 #[cfg(feature = "demo")]
@@ -24,5 +24,4 @@ pub(crate) mod server;
 pub mod store;
 pub(crate) mod tags; // issue 11: the tag syntax, a leaf for store and alerts
 
-pub use config::Config;
 pub use server::Collector;

@@ -43,7 +43,7 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> FsError + '_ {
 
 /// Creates `dir` and its missing parents with mode 0700. An existing directory is
 /// left as it is (see [`tighten`]).
-pub fn create_dir(dir: &Path) -> Result<(), FsError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), FsError> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     dir_mode(&mut b);
@@ -52,7 +52,7 @@ pub fn create_dir(dir: &Path) -> Result<(), FsError> {
 
 /// Makes an existing file or directory owner-only (0600 / 0700) if it is more open;
 /// returns whether it changed anything, so the caller can say so.
-pub fn tighten(path: &Path) -> Result<bool, FsError> {
+pub(crate) fn tighten(path: &Path) -> Result<bool, FsError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -75,7 +75,7 @@ pub fn tighten(path: &Path) -> Result<bool, FsError> {
 /// Creates `path` empty with mode 0600 if it does not exist yet (so that SQLite,
 /// which gives its `-wal` and `-shm` files the database's mode, opens a private
 /// file); an existing file is left alone.
-pub fn create_file_if_missing(path: &Path) -> Result<(), FsError> {
+pub(crate) fn create_file_if_missing(path: &Path) -> Result<(), FsError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     file_mode(&mut opts);
@@ -89,7 +89,7 @@ pub fn create_file_if_missing(path: &Path) -> Result<(), FsError> {
 /// Replaces `path` with `contents` atomically and durably (temp file, fsync,
 /// rename, directory fsync). A `private` file is 0600 from creation on, another
 /// 0644; the parent directory is created 0700 if missing.
-pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), FsError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), FsError> {
     let dir = parent_of(path);
     create_dir(&dir)?;
     let name = path
@@ -119,7 +119,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), F
 }
 
 /// Makes renames and removals in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), FsError> {
     #[cfg(unix)]
     {
         fs::File::open(dir)

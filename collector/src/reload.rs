@@ -32,7 +32,7 @@ pub(crate) fn live_config(config: &Config) -> LiveConfig {
 }
 
 /// Starts watching `path`; `running` is the configuration in force.
-pub fn watch(
+pub(crate) fn watch(
     path: PathBuf,
     mut running: Config,
     tx: watch::Sender<LiveConfig>,

@@ -34,7 +34,7 @@ use crate::store::admin::{self, AdminError, Revocation};
 
 /// How often the tables are polled: the promise is "takes effect at once", and a
 /// second is what an operator perceives as that.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What is revoked: whole devices and single certificates.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ struct SessionEntry {
 /// Shared by the TLS verifier, the ingest sessions, the renewal service and the
 /// poller.
 #[derive(Default)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     revoked: RwLock<RevokedSet>,
     /// Open streams by device id. A std mutex: held only to insert, remove or scan.
     sessions: Mutex<HashMap<String, Vec<SessionEntry>>>,
@@ -83,7 +83,7 @@ impl std::fmt::Debug for Revocations {
 }
 
 /// Removes a stream from the registry when dropped.
-pub struct SessionGuard {
+pub(crate) struct SessionGuard {
     owner: Arc<Revocations>,
     device: String,
     id: u64,
@@ -113,7 +113,7 @@ impl Drop for SessionGuard {
 
 impl Revocations {
     /// True the first time a revoked `device`'s handshake is refused in this run.
-    pub fn first_refusal(&self, device: &str) -> bool {
+    pub(crate) fn first_refusal(&self, device: &str) -> bool {
         self.refusal_logged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -121,14 +121,14 @@ impl Revocations {
     }
 
     /// Whether a certificate (device id and serial) may no longer be used.
-    pub fn is_revoked(&self, device_id: &str, serial: &str) -> bool {
+    pub(crate) fn is_revoked(&self, device_id: &str, serial: &str) -> bool {
         let set = self.revoked.read().unwrap_or_else(|p| p.into_inner());
         set.devices.contains(device_id) || set.serials.contains(serial)
     }
 
     /// Applies revocation rows; ends the open streams they cover. Returns how many
     /// streams were ended.
-    pub fn apply(&self, rows: &[Revocation]) -> usize {
+    pub(crate) fn apply(&self, rows: &[Revocation]) -> usize {
         if rows.is_empty() {
             return 0;
         }
@@ -155,7 +155,7 @@ impl Revocations {
     }
 
     /// Registers an open stream of `device_id` presenting certificate `serial`.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         device_id: &str,
         serial: &str,
@@ -196,7 +196,7 @@ impl Revocations {
     }
 
     /// Asks `device_id` to renew: now on its open streams, and in its next Welcome.
-    pub fn request_renew(&self, device_id: &str) {
+    pub(crate) fn request_renew(&self, device_id: &str) {
         self.renew_pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -217,7 +217,7 @@ impl Revocations {
 
     /// Asks `device_id` to check its patches: now on its welcomed open streams, or
     /// after its next Welcome.
-    pub fn request_patch_check(&self, device_id: &str) {
+    pub(crate) fn request_patch_check(&self, device_id: &str) {
         let map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let mut delivered = false;
         for e in map
@@ -241,7 +241,7 @@ impl Revocations {
 
     /// Marks the stream of `guard` as welcomed; returns whether a patch check waits
     /// for this device (and forgets it: the caller sends it).
-    pub fn welcomed(&self, guard: &SessionGuard) -> bool {
+    pub(crate) fn welcomed(&self, guard: &SessionGuard) -> bool {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map
             .get_mut(&guard.device)
@@ -256,7 +256,7 @@ impl Revocations {
     }
 
     /// Whether `device_id` should renew now (asked and not yet renewed).
-    pub fn renew_pending(&self, device_id: &str) -> bool {
+    pub(crate) fn renew_pending(&self, device_id: &str) -> bool {
         self.renew_pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -264,7 +264,7 @@ impl Revocations {
     }
 
     /// A new certificate was issued to `device_id`.
-    pub fn renewed(&self, device_id: &str) {
+    pub(crate) fn renewed(&self, device_id: &str) {
         self.renew_pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -274,14 +274,14 @@ impl Revocations {
 
 /// Where the poller is in the two append-only tables.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     revocation: i64,
     renew: i64,
     patch_check: i64,
 }
 
 /// Reads what is new since `cursor` and applies it. Blocking (SQLite).
-pub fn load_new(
+pub(crate) fn load_new(
     conn: &rusqlite::Connection,
     revs: &Revocations,
     cursor: &mut Cursor,
@@ -311,7 +311,7 @@ pub fn load_new(
 }
 
 /// Polls the revocation and renew tables every second until `stop`.
-pub async fn poll(
+pub(crate) async fn poll(
     db_path: PathBuf,
     revs: Arc<Revocations>,
     mut cursor: Cursor,

@@ -39,7 +39,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest enrollment request, enforced by tonic from the message's length prefix,
 /// before its body is buffered: a CSR is at most `pki::MAX_CSR_BYTES` (16 KiB) plus
 /// a token and a hostname.
-pub const ENROLL_MAX_REQUEST_BYTES: usize = 32 * 1024;
+pub(crate) const ENROLL_MAX_REQUEST_BYTES: usize = 32 * 1024;
 /// HTTP/2 streams at once on one enrollment connection (an agent uses one).
 const ENROLL_MAX_STREAMS: u32 = 4;
 /// Flow-control windows of an enrollment connection: what a peer may have sent and
@@ -239,7 +239,8 @@ impl Collector {
 
     // --- issue 15 (api): the HTTP listener's URL, with its scheme ---
     /// The HTTP listener's base URL (`https://` unless plain HTTP on loopback).
-    pub fn http_url(&self) -> Option<String> {
+    #[cfg(feature = "demo")]
+    pub(crate) fn http_url(&self) -> Option<String> {
         self.notifier.as_ref().and_then(|n| n.http_url())
     }
     // --- end issue 15 (api) ---

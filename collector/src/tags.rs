@@ -15,7 +15,7 @@ pub enum TagError {
 /// Checks a device tag's text: 1-63 characters of lowercase ASCII letters, digits
 /// and `- _ . : =`, starting with a letter or digit (e.g. `server`, `env:prod`).
 /// The error says what is wrong with it.
-pub fn check_tag(tag: &str) -> Result<(), TagError> {
+pub(crate) fn check_tag(tag: &str) -> Result<(), TagError> {
     if tag.is_empty() || tag.len() > 63 {
         return Err(TagError::Length { tag: tag.into() });
     }

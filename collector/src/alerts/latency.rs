@@ -49,7 +49,7 @@ fn upper(i: usize) -> u64 {
 
 impl Histogram {
     /// Counts `n` occurrences of `v`.
-    pub fn record(&mut self, v: u64, n: u64) {
+    pub(crate) fn record(&mut self, v: u64, n: u64) {
         if n == 0 {
             return;
         }

@@ -22,7 +22,7 @@ use super::model::{Params, Severity, Verdict};
 
 /// The state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
+pub(crate) enum State {
     Ok,
     Pending,
     Firing,
@@ -30,7 +30,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Ok => "ok",
             State::Pending => "pending",
@@ -39,7 +39,7 @@ impl State {
         }
     }
 
-    pub fn parse(s: &str) -> Option<State> {
+    pub(crate) fn parse(s: &str) -> Option<State> {
         Some(match s {
             "ok" => State::Ok,
             "pending" => State::Pending,
@@ -52,7 +52,7 @@ impl State {
 
 /// One entry of the alert history.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     Transition { from: State, to: State },
     Severity { from: Severity, to: Severity },
     Stale(bool),
@@ -62,7 +62,7 @@ pub enum Event {
 
 impl Event {
     /// Short name stored in the history table.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Event::Transition { .. } => "transition",
             Event::Severity { .. } => "severity",
@@ -79,7 +79,7 @@ impl Event {
 /// A history record: what happened, when, at which value, and whether the instance
 /// was suppressed then (a notifier sends nothing for a suppressed record).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     pub at_ms: i64,
     pub event: Event,
     pub state: State,
@@ -90,7 +90,7 @@ pub struct Record {
 
 /// The persisted state of one instance.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Instance {
+pub(crate) struct Instance {
     pub state: State,
     /// Severity while not OK.
     pub severity: Option<Severity>,
@@ -135,13 +135,13 @@ impl Default for Instance {
 
 impl Instance {
     /// True when nothing about the instance is worth keeping (OK and no flags).
-    pub fn is_quiet(&self) -> bool {
+    pub(crate) fn is_quiet(&self) -> bool {
         self.state == State::Ok && !self.flapping && !self.suppressed && !self.stale
     }
 
     /// Feeds one sample taken at `at_ms` that arrives at `at_ms` (one clock; the tests).
     #[cfg(test)]
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         p: &Params,
         at_ms: i64,
@@ -155,7 +155,7 @@ impl Instance {
     /// Feeds one sample taken at `at_ms` (device clock) that arrived at `arrival_ms`
     /// (collector clock). Samples older than the last one seen are ignored (a late
     /// replay must not rewind the timers).
-    pub fn observe_at(
+    pub(crate) fn observe_at(
         &mut self,
         p: &Params,
         at_ms: i64,
@@ -217,7 +217,7 @@ impl Instance {
 
     /// Moves time-based conditions on to `now_ms`: `for`, `clear_for`, staleness and
     /// the end of flapping.
-    pub fn tick(&mut self, p: &Params, now_ms: i64, out: &mut Vec<Record>) {
+    pub(crate) fn tick(&mut self, p: &Params, now_ms: i64, out: &mut Vec<Record>) {
         // Time since the last evidence arrived, on the collector's clock.
         let since = if self.last_arrival_ms == i64::MIN {
             i64::MAX
@@ -252,7 +252,7 @@ impl Instance {
     }
 
     /// Closes an active instance whose rule is gone: straight to OK, one record.
-    pub fn close(&mut self, now_ms: i64, out: &mut Vec<Record>) {
+    pub(crate) fn close(&mut self, now_ms: i64, out: &mut Vec<Record>) {
         if self.state == State::Ok {
             return;
         }
@@ -282,7 +282,7 @@ impl Instance {
     }
 
     /// Sets the suppressed flag (maintenance, silence or inhibition).
-    pub fn set_suppressed(&mut self, on: bool, now_ms: i64, out: &mut Vec<Record>) {
+    pub(crate) fn set_suppressed(&mut self, on: bool, now_ms: i64, out: &mut Vec<Record>) {
         if self.suppressed != on {
             self.suppressed = on;
             self.record(now_ms, Event::Suppressed(on), out);

@@ -28,7 +28,7 @@ use super::rrule::instant;
 
 impl Window {
     /// Whether the window covers the instant `now_ms` (start inclusive, end exclusive).
-    pub fn active_at(&self, now_ms: i64) -> bool {
+    pub(crate) fn active_at(&self, now_ms: i64) -> bool {
         match &self.schedule {
             Schedule::Once { start, end } => {
                 match (instant(&self.tz, *start), instant(&self.tz, *end)) {
@@ -66,7 +66,7 @@ impl Window {
 }
 
 /// Parses a weekday name as written in rule files (`mon` or `monday`).
-pub fn parse_weekday(s: &str) -> Option<Weekday> {
+pub(crate) fn parse_weekday(s: &str) -> Option<Weekday> {
     Some(match s.to_ascii_lowercase().as_str() {
         "mon" | "monday" => Weekday::Monday,
         "tue" | "tuesday" => Weekday::Tuesday,
@@ -83,7 +83,7 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
 
 /// A maintenance window made at run time (the API, the console), as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct DbWindow {
+pub(crate) struct DbWindow {
     pub id: i64,
     pub tenant: String,
     pub site: Option<String>,
@@ -96,12 +96,12 @@ pub struct DbWindow {
 }
 
 /// The columns [`db_row`] reads; add a `WHERE` on `w.` / `t.`.
-pub const DB_SELECT: &str =
+pub(crate) const DB_SELECT: &str =
     "SELECT w.id, t.name, w.site, w.device_id, w.starts_ms, w.ends_ms, w.note,
         w.created_by, w.created_ms
     FROM maintenance_windows w JOIN tenants t ON t.id = w.tenant_id";
 
-pub fn db_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbWindow> {
+pub(crate) fn db_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbWindow> {
     Ok(DbWindow {
         id: r.get(0)?,
         tenant: r.get(1)?,
@@ -118,7 +118,7 @@ pub fn db_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbWindow> {
 impl DbWindow {
     /// As the engine holds windows: one-off between two instants (civil UTC, which
     /// maps back to the same milliseconds), scoped to its tenant and site or device.
-    pub fn to_window(&self) -> Option<Window> {
+    pub(crate) fn to_window(&self) -> Option<Window> {
         let civil = |ms: i64| {
             Timestamp::from_millisecond(ms)
                 .ok()
@@ -142,7 +142,7 @@ impl DbWindow {
 }
 
 /// The windows made at run time that have not ended at `now_ms`, for the engine.
-pub fn load_db(conn: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<Vec<Window>> {
+pub(crate) fn load_db(conn: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<Vec<Window>> {
     let mut s = conn.prepare_cached(&format!("{DB_SELECT} WHERE w.ends_ms > ?1 ORDER BY w.id"))?;
     let rows = s.query_map([now_ms], db_row)?;
     let mut out = Vec::new();

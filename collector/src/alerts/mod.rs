@@ -28,7 +28,8 @@ pub mod service;
 pub(crate) mod silence;
 
 /// The default rule pack (deploy/rules), built in so `demo` runs with it anywhere.
-pub const DEFAULT_PACK: &[(&str, &str)] = &[
+#[cfg(feature = "demo")]
+pub(crate) const DEFAULT_PACK: &[(&str, &str)] = &[
     (
         "system.toml",
         include_str!("../../../deploy/rules/system.toml"),
@@ -48,7 +49,8 @@ pub const DEFAULT_PACK: &[(&str, &str)] = &[
 ];
 
 /// Writes the default pack into `dir` (files that exist are left as they are).
-pub fn write_default_pack(dir: &std::path::Path) -> std::io::Result<()> {
+#[cfg(feature = "demo")]
+pub(crate) fn write_default_pack(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, text) in DEFAULT_PACK {
         let path = dir.join(name);

@@ -17,14 +17,14 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Severity> {
+    pub(crate) fn parse(s: &str) -> Option<Severity> {
         match s {
             "warning" => Some(Severity::Warning),
             "critical" => Some(Severity::Critical),
@@ -41,7 +41,7 @@ pub enum Bound {
 }
 
 impl Bound {
-    pub fn holds(self, v: f64) -> bool {
+    pub(crate) fn holds(self, v: f64) -> bool {
         match self {
             Bound::Above(t) => v > t,
             Bound::Below(t) => v < t,
@@ -64,7 +64,7 @@ pub struct Scope {
 
 /// What a scope is matched against.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub tenant: &'a str,
     pub device_id: &'a str,
     pub os_family: &'a str,
@@ -75,7 +75,12 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// A device with no site and no tags (set them on the result if it has any).
-    pub fn device(tenant: &'a str, device_id: &'a str, os_family: &'a str, rule: &'a str) -> Self {
+    pub(crate) fn device(
+        tenant: &'a str,
+        device_id: &'a str,
+        os_family: &'a str,
+        rule: &'a str,
+    ) -> Self {
         Target {
             tenant,
             device_id,
@@ -88,7 +93,7 @@ impl<'a> Target<'a> {
 }
 
 impl Scope {
-    pub fn matches(&self, t: &Target<'_>) -> bool {
+    pub(crate) fn matches(&self, t: &Target<'_>) -> bool {
         fn any_or(list: &[String], v: &str) -> bool {
             list.is_empty() || list.iter().any(|x| x == v)
         }
@@ -120,7 +125,7 @@ pub struct Params {
 
 /// What the rule says about one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The trigger holds, at this severity.
     Breach(Severity),
     /// The recover condition holds.

@@ -25,7 +25,11 @@ fn flag(b: bool) -> i64 {
 }
 
 /// Writes the changed instances and their records, in one transaction.
-pub fn save(conn: &mut Connection, changes: &[Change], now_ms: i64) -> Result<(), PersistError> {
+pub(crate) fn save(
+    conn: &mut Connection,
+    changes: &[Change],
+    now_ms: i64,
+) -> Result<(), PersistError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -116,7 +120,7 @@ fn finite(v: f64) -> f64 {
 
 /// When each device's newest certificate expires, for the periodic refresh of the
 /// certificate-expiry rules (renewals happen without a new hello).
-pub fn load_cert_expiries(conn: &Connection) -> Result<Vec<(String, i64)>, PersistError> {
+pub(crate) fn load_cert_expiries(conn: &Connection) -> Result<Vec<(String, i64)>, PersistError> {
     let mut stmt =
         conn.prepare("SELECT device_id, max(not_after_ms) FROM certificates GROUP BY device_id")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -124,7 +128,7 @@ pub fn load_cert_expiries(conn: &Connection) -> Result<Vec<(String, i64)>, Persi
 }
 
 /// Every device as the engine needs it, with its latest successful patch report.
-pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistError> {
+pub(crate) fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, d.os_family, d.os_version, d.last_seen_ms,
                 p.seq, p.time_ms, p.reboot_required, p.reboot_since_ms, s.name,
@@ -201,7 +205,7 @@ pub fn load_devices(conn: &Connection) -> Result<Vec<(String, Device)>, PersistE
 }
 
 /// Devices revoked (or removed, which revokes): out of the fleet for alerting.
-pub fn load_revoked_devices(conn: &Connection) -> Result<Vec<String>, PersistError> {
+pub(crate) fn load_revoked_devices(conn: &Connection) -> Result<Vec<String>, PersistError> {
     let mut stmt = conn.prepare("SELECT id FROM devices WHERE revoked_ms IS NOT NULL")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -209,7 +213,7 @@ pub fn load_revoked_devices(conn: &Connection) -> Result<Vec<String>, PersistErr
 
 /// Every device's tags (`device tag`), for scopes; re-read on each engine tick so
 /// the CLI's changes reach a running collector.
-pub fn load_tags(
+pub(crate) fn load_tags(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<String, Vec<String>>, PersistError> {
     let mut stmt = conn.prepare_cached("SELECT device_id, tag FROM device_tags ORDER BY 1, 2")?;
@@ -222,7 +226,9 @@ pub fn load_tags(
 }
 
 /// Every stored instance, to resume the state machines after a restart.
-pub fn load_instances(conn: &Connection) -> Result<Vec<(Key, String, Instance)>, PersistError> {
+pub(crate) fn load_instances(
+    conn: &Connection,
+) -> Result<Vec<(Key, String, Instance)>, PersistError> {
     let mut stmt = conn.prepare(
         "SELECT id, rule, device_id, dimension, tenant, state, severity, since_ms, breach_start_ms,
                 breach_samples, recover_start_ms, last_sample_ms, last_value, stale, flapping,
@@ -273,7 +279,7 @@ pub fn load_instances(conn: &Connection) -> Result<Vec<(Key, String, Instance)>,
 
 /// An alert as listed by the CLI.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct AlertRow {
+pub(crate) struct AlertRow {
     pub id: i64,
     pub rule: String,
     pub device_id: String,
@@ -293,7 +299,7 @@ pub struct AlertRow {
 
 /// Filters for [`list`].
 #[derive(Debug, Clone, Default)]
-pub struct ListFilter<'a> {
+pub(crate) struct ListFilter<'a> {
     pub tenant: Option<&'a str>,
     pub state: Option<State>,
     pub device: Option<&'a str>,
@@ -304,7 +310,7 @@ pub struct ListFilter<'a> {
 }
 
 /// Alerts, most recent state change first.
-pub fn list(conn: &Connection, f: &ListFilter<'_>) -> Result<Vec<AlertRow>, PersistError> {
+pub(crate) fn list(conn: &Connection, f: &ListFilter<'_>) -> Result<Vec<AlertRow>, PersistError> {
     let mut stmt = conn.prepare(
         "SELECT a.id, a.rule, a.device_id, coalesce(d.hostname, ''), a.dimension, a.tenant, a.state,
                 a.severity, a.since_ms, a.last_value, a.stale, a.flapping, a.suppressed,
@@ -348,7 +354,7 @@ pub fn list(conn: &Connection, f: &ListFilter<'_>) -> Result<Vec<AlertRow>, Pers
 
 /// One history entry as listed by the CLI.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryRow {
+pub(crate) struct HistoryRow {
     pub instance_id: i64,
     pub rule: String,
     pub tenant: String,
@@ -364,7 +370,7 @@ pub struct HistoryRow {
 }
 
 /// The history of one device's alerts (or of all, or of one tenant's), oldest first.
-pub fn history(
+pub(crate) fn history(
     conn: &Connection,
     device: Option<&str>,
     tenant: Option<&str>,
@@ -397,7 +403,7 @@ pub fn history(
 
 /// What acknowledging found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckOutcome {
+pub(crate) enum AckOutcome {
     Acked,
     AlreadyAcked,
     NotActive,
@@ -405,7 +411,7 @@ pub enum AckOutcome {
 }
 
 /// Acknowledges an active alert (records who and when, and a history row).
-pub fn ack(
+pub(crate) fn ack(
     conn: &mut Connection,
     id: i64,
     by: &str,

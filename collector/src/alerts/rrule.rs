@@ -52,7 +52,7 @@ pub enum Until {
 
 /// A problem in an RRULE string: byte offset of the offending part, and what is wrong.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RruleError {
+pub(crate) struct RruleError {
     pub offset: usize,
     pub message: String,
 }
@@ -74,7 +74,7 @@ fn weekday_code(s: &str) -> Option<Weekday> {
 }
 
 /// Parses an RRULE value (an optional `RRULE:` prefix is allowed).
-pub fn parse(text: &str) -> Result<Recurrence, RruleError> {
+pub(crate) fn parse(text: &str) -> Result<Recurrence, RruleError> {
     let err = |offset: usize, message: String| RruleError { offset, message };
     let (mut offset, body) = match text.strip_prefix("RRULE:") {
         Some(rest) => (6, rest),
@@ -287,7 +287,7 @@ fn parse_until(v: &str) -> Option<Until> {
 }
 
 /// The instant of a local date-time: a gap moves later, a fold takes the earlier.
-pub fn instant(tz: &TimeZone, dt: DateTime) -> Option<i64> {
+pub(crate) fn instant(tz: &TimeZone, dt: DateTime) -> Option<i64> {
     tz.to_ambiguous_zoned_datetime(dt)
         .compatible()
         .ok()
@@ -314,11 +314,16 @@ pub struct Series {
 }
 
 /// Longest occurrence: the lookback of [`Series::active_at`] is this long.
-pub const MAX_DURATION_MS: i64 = 31 * 86_400_000;
+pub(crate) const MAX_DURATION_MS: i64 = 31 * 86_400_000;
 
 impl Series {
     /// Builds a series; COUNT is resolved here (the COUNT-th occurrence's start).
-    pub fn new(rule: Recurrence, dtstart: DateTime, duration_ms: i64, tz: &TimeZone) -> Self {
+    pub(crate) fn new(
+        rule: Recurrence,
+        dtstart: DateTime,
+        duration_ms: i64,
+        tz: &TimeZone,
+    ) -> Self {
         let mut s = Series {
             last_start_ms: match rule.until {
                 Some(Until::Utc(t)) => Some(t.as_millisecond()),
@@ -456,7 +461,7 @@ impl Series {
 
     /// The start instant of the occurrence covering `now_ms`, if any (start
     /// inclusive, end exclusive).
-    pub fn covering(&self, tz: &TimeZone, now_ms: i64) -> Option<i64> {
+    pub(crate) fn covering(&self, tz: &TimeZone, now_ms: i64) -> Option<i64> {
         let today = Timestamp::from_millisecond(now_ms)
             .ok()?
             .to_zoned_datetime(tz.clone())

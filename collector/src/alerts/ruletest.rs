@@ -120,7 +120,7 @@ struct RawExpect {
 
 /// The outcome of a test file.
 #[derive(Debug)]
-pub struct TestReport {
+pub(crate) struct TestReport {
     pub passed: usize,
     pub failed: usize,
     /// Human-readable results, one block per test.
@@ -162,7 +162,7 @@ fn load_rules(base: &Path, names: &[String]) -> Result<RuleSet, RulesError> {
 }
 
 /// Runs the tests in `path`. Errors are problems with the files themselves.
-pub fn run_file(path: &Path) -> Result<TestReport, RulesError> {
+pub(crate) fn run_file(path: &Path) -> Result<TestReport, RulesError> {
     let src = std::fs::read_to_string(path)
         .map_err(|e| problem(path, "", None, format!("cannot read: {e}")))?;
     let raw: RawTests = toml::from_str(&src)

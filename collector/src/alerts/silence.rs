@@ -22,7 +22,7 @@ use crate::tags::check_tag;
 
 /// A silence as the engine uses it.
 #[derive(Debug, Clone)]
-pub struct Silence {
+pub(crate) struct Silence {
     /// Its row id: in Debug output (logs) and what the tests check; the engine
     /// itself matches by scope and time only.
     #[allow(dead_code)]
@@ -36,7 +36,7 @@ pub struct Silence {
 
 impl Silence {
     /// Whether the silence covers `target` at `now_ms`.
-    pub fn covers(&self, target: &Target<'_>, now_ms: i64) -> bool {
+    pub(crate) fn covers(&self, target: &Target<'_>, now_ms: i64) -> bool {
         self.starts_ms <= now_ms
             && now_ms < self.ends_ms
             && self
@@ -49,7 +49,7 @@ impl Silence {
 
 /// What makes a silence recur.
 #[derive(Debug, Clone)]
-pub struct NewRecurrence {
+pub(crate) struct NewRecurrence {
     pub rrule: String,
     /// IANA zone name the RRULE's local times are in.
     pub tz: String,
@@ -58,7 +58,7 @@ pub struct NewRecurrence {
 }
 
 /// Open-ended: a recurring silence without `--until` lasts until removed.
-pub const FOREVER_MS: i64 = i64::MAX;
+pub(crate) const FOREVER_MS: i64 = i64::MAX;
 
 fn series_of(
     rule: &str,
@@ -84,7 +84,7 @@ fn series_of(
 
 /// What `alerts silence` asks for.
 #[derive(Debug, Clone, Default)]
-pub struct NewSilence {
+pub(crate) struct NewSilence {
     pub starts_ms: i64,
     pub ends_ms: i64,
     pub tenant: Option<String>,
@@ -98,7 +98,7 @@ pub struct NewSilence {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SilenceError {
+pub(crate) enum SilenceError {
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error(
@@ -142,7 +142,11 @@ fn ts(ms: i64) -> String {
 /// Checks and stores a silence; returns its id. Tenants, sites and devices named
 /// must exist (a typo would otherwise silence nothing, quietly); rules are not
 /// checked (they live in files the CLI may not see), tags only for their text.
-pub fn create(conn: &mut Connection, s: &NewSilence, now_ms: i64) -> Result<i64, SilenceError> {
+pub(crate) fn create(
+    conn: &mut Connection,
+    s: &NewSilence,
+    now_ms: i64,
+) -> Result<i64, SilenceError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let id = create_in(&tx, s, now_ms)?;
     tx.commit()?;
@@ -246,7 +250,7 @@ pub(crate) fn create_in(tx: &Connection, s: &NewSilence, now_ms: i64) -> Result<
 
 /// A silence as listed by `alerts silences`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SilenceRow {
+pub(crate) struct SilenceRow {
     pub id: i64,
     pub starts_ms: i64,
     pub ends_ms: i64,
@@ -267,7 +271,7 @@ pub struct SilenceRow {
 
 impl SilenceRow {
     /// `active`, `upcoming`, `ended` or `removed` at `now_ms`.
-    pub fn status(&self, now_ms: i64) -> &'static str {
+    pub(crate) fn status(&self, now_ms: i64) -> &'static str {
         if self.removed_ms.is_some() {
             "removed"
         } else if now_ms < self.starts_ms {
@@ -282,7 +286,7 @@ impl SilenceRow {
     }
 
     /// The matchers, as `tenant=acme device=d1`.
-    pub fn matchers(&self) -> String {
+    pub(crate) fn matchers(&self) -> String {
         [
             ("tenant", &self.tenant),
             ("site", &self.site),
@@ -338,7 +342,7 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SilenceRow> {
 
 /// Silences not removed and not ended at `now_ms` (with `all`: every one ever made),
 /// soonest end first.
-pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
+pub(crate) fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "{SELECT} WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1) ORDER BY ends_ms, id"
     ))?;
@@ -349,7 +353,7 @@ pub fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<S
 /// The silences the engine must honour from `now_ms` on (active and upcoming). A
 /// recurring one whose rule no longer reads (only possible by editing the database
 /// by hand) is skipped with a warning.
-pub fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
+pub(crate) fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
     let mut out = Vec::new();
     for r in list(conn, now_ms, false)? {
         let recurring = match (&r.rrule, &r.tz, r.duration_ms) {
@@ -377,7 +381,7 @@ pub fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
 
 /// What `unsilence` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoveOutcome {
+pub(crate) enum RemoveOutcome {
     Removed,
     AlreadyRemoved,
     AlreadyEnded,
@@ -385,7 +389,7 @@ pub enum RemoveOutcome {
 }
 
 /// Lifts a silence (keeps the row, records who and when).
-pub fn remove(
+pub(crate) fn remove(
     conn: &Connection,
     id: i64,
     by: &str,

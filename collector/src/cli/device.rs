@@ -199,7 +199,7 @@ fn remove_device(id: &str, purge: bool, yes: bool, db: &DataDir) -> anyhow::Resu
 
 /// A device heard from within this long is shown as online (agents report every
 /// 10 s by default; three missed reports and a margin).
-pub const ONLINE_WITHIN_MS: i64 = 90_000;
+pub(crate) const ONLINE_WITHIN_MS: i64 = 90_000;
 
 /// `online`, or `offline` with how long ago it was last heard from.
 pub(crate) fn presence(last_seen_ms: i64, now_ms: i64) -> String {

@@ -26,7 +26,7 @@ use crate::store::admin;
 
 /// Why a duration (`--for`, `--expires`) was refused; says what was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("{0:?} has no unit; use s, m, h or d (e.g. 24h)")]
     NoUnit(String),
     #[error("{0:?} does not start with a whole number (e.g. 24h)")]
@@ -38,7 +38,7 @@ pub enum DurationError {
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a whole number and one unit).
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit())
@@ -67,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 }
 
 /// `2026-11-27 04:05Z` for a time in ms since the Unix epoch.
-pub fn format_ms(ms: i64) -> String {
+pub(crate) fn format_ms(ms: i64) -> String {
     // jiff, the collector's one time crate for formatting (`time` stays only for
     // rcgen's certificate validity, in pki/mod.rs).
     match jiff::Timestamp::from_second(ms.div_euclid(1000)) {
@@ -82,7 +82,7 @@ pub fn format_ms(ms: i64) -> String {
 /// listener's, unless the listener's port is 0 (chosen at start, not knowable here).
 /// `port_forwarded`: agents reach the listener through a port forward, so a
 /// different port is expected (the telemetry port is still refused).
-pub fn check_enroll_port(
+pub(crate) fn check_enroll_port(
     port: u16,
     enrollment: std::net::SocketAddr,
     telemetry: std::net::SocketAddr,
@@ -103,7 +103,7 @@ pub fn check_enroll_port(
 
 /// Why a token's `--address` port is refused ([`check_enroll_port`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnrollPortError {
+pub(crate) enum EnrollPortError {
     #[error(
         "--address port {port} is the telemetry listener (mTLS, {telemetry}); agents enroll on the enrollment listener, port {enrollment_port} ([enrollment] listen)"
     )]
@@ -123,7 +123,7 @@ pub enum EnrollPortError {
 }
 
 /// Where the collector keeps its database and CA when nothing else says.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/tandem";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/tandem";
 
 /// The data dir option every command that reads or writes the database shares.
 #[derive(Args, Clone)]
@@ -139,14 +139,6 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// A data dir given as a path (for callers outside the command line).
-    pub fn at(path: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: Some(path.into()),
-            config: None,
-        }
-    }
-
     /// The data dir: `--data-dir`, else the `data_dir` of `--config`, else
     /// `$TANDEM_DATA_DIR`, else /var/lib/tandem.
     pub fn dir(&self) -> anyhow::Result<PathBuf> {
@@ -318,7 +310,7 @@ pub(crate) fn format_bytes(v: f64) -> String {
 /// people: bytes in KiB/MiB/GiB, percentages to one decimal, seconds as a duration,
 /// epoch seconds as a time, `1 x / 0 y` flags as the word, anything else as a
 /// rounded number followed by the unit.
-pub fn format_value(v: f64, unit: &str) -> String {
+pub(crate) fn format_value(v: f64, unit: &str) -> String {
     match unit {
         "bytes" => format_bytes(v),
         "bytes/s" => format!("{}/s", format_bytes(v)),

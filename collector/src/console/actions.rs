@@ -74,7 +74,7 @@ fn text_of(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, 
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SnoozeBody {
+pub(crate) struct SnoozeBody {
     /// Snooze until this instant (RFC 3339), or
     pub until: Option<String>,
     /// for this many minutes (one of the two; at most 31 days).
@@ -132,7 +132,7 @@ pub(super) async fn alert_snooze(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SilencesQuery {
+pub(crate) struct SilencesQuery {
     pub tenant: Option<String>,
     /// Also ended and expired ones (default: active and upcoming only).
     pub all: Option<bool>,
@@ -140,7 +140,7 @@ pub struct SilencesQuery {
 
 /// A silence, with its state at the time of the answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SilenceOut {
+pub(crate) struct SilenceOut {
     pub id: i64,
     /// `active`, `recurring`, `upcoming`, `ended` or `removed`.
     pub status: String,
@@ -214,7 +214,7 @@ pub(super) async fn silences(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewSilenceBody {
+pub(crate) struct NewSilenceBody {
     /// Matchers: each one given must match; at least one. A tenant user's silences
     /// are always within its tenant.
     pub tenant: Option<String>,

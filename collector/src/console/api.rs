@@ -61,7 +61,7 @@ pub(super) fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(i64, i
 
 /// A page of results.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     pub items: Vec<T>,
     pub page: i64,
     pub per_page: i64,
@@ -72,14 +72,14 @@ pub struct Page<T> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginBody {
+pub(crate) struct LoginBody {
     pub username: String,
     pub password: String,
 }
 
 /// Who is logged in, and the CSRF token to send with every write.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Me {
+pub(crate) struct Me {
     pub username: String,
     pub role: Role,
     pub tenant: Option<String>,
@@ -186,7 +186,7 @@ pub(super) async fn me(p: Principal) -> ApiResult<Me> {
 // ---------------------------------------------------------------- tenants, sites, fleet
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TenantOut {
+pub(crate) struct TenantOut {
     pub name: String,
     pub devices: i64,
     pub sites: i64,
@@ -215,7 +215,7 @@ pub(super) async fn tenants(
 
 /// One tenant's fleet at a glance.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FleetOut {
+pub(crate) struct FleetOut {
     pub tenant: String,
     pub devices: i64,
     pub online: i64,
@@ -237,7 +237,7 @@ pub struct FleetOut {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct FleetQuery {
+pub(crate) struct FleetQuery {
     /// A security update pending longer than this many days is overdue (1–365,
     /// default 7).
     pub overdue_days: Option<u32>,
@@ -331,13 +331,13 @@ pub(super) async fn fleet(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct TenantFilter {
+pub(crate) struct TenantFilter {
     /// Only this tenant.
     pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SiteOut {
+pub(crate) struct SiteOut {
     pub tenant: String,
     pub name: String,
     pub devices: i64,
@@ -374,7 +374,7 @@ pub(super) async fn sites(
 // ---------------------------------------------------------------- shared by the device routes
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceOut {
+pub(crate) struct DeviceOut {
     pub id: String,
     pub tenant: String,
     pub site: Option<String>,
@@ -430,7 +430,7 @@ pub(super) fn device_in_scope(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct AlertsQuery {
+pub(crate) struct AlertsQuery {
     pub tenant: Option<String>,
     /// `active` (default: open, acked, snoozed), `open`, `acked`, `snoozed`, `resolved`, `all`.
     pub state: Option<String>,
@@ -557,7 +557,7 @@ pub(super) async fn alert(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NoteBody {
+pub(crate) struct NoteBody {
     /// Shown to both sides (at most 500 characters).
     #[serde(default)]
     pub note: Option<String>,
@@ -671,7 +671,7 @@ pub(super) async fn alert_unack(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     pub tenant: Option<String>,
     /// `warning` (default) or `critical`.
     pub min_severity: Option<String>,

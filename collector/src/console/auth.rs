@@ -25,9 +25,9 @@ type Row5<A, B, C, D, E> = Option<(A, B, C, D, E)>;
 type SessionRow = Option<(String, String, Option<i64>, Option<String>, String, i64)>;
 
 /// How long a console session lasts.
-pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+pub(crate) const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 /// Shortest password accepted.
-pub const MIN_PASSWORD: usize = 10;
+pub(crate) const MIN_PASSWORD: usize = 10;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
@@ -41,13 +41,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub(crate) const ALL: [Role; 4] = [
         Role::MspAdmin,
         Role::MspTech,
         Role::TenantAdmin,
         Role::TenantViewer,
     ];
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::MspAdmin => "msp-admin",
             Role::MspTech => "msp-tech",
@@ -55,19 +55,19 @@ impl Role {
             Role::TenantViewer => "tenant-viewer",
         }
     }
-    pub fn parse(s: &str) -> Option<Role> {
+    pub(crate) fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
     /// Bound to one tenant.
-    pub fn is_tenant(self) -> bool {
+    pub(crate) fn is_tenant(self) -> bool {
         matches!(self, Role::TenantAdmin | Role::TenantViewer)
     }
     /// May acknowledge alerts.
-    pub fn can_ack(self) -> bool {
+    pub(crate) fn can_ack(self) -> bool {
         !matches!(self, Role::TenantViewer)
     }
     /// May manage users and API tokens (a tenant admin: of its own tenant only).
-    pub fn can_admin(self) -> bool {
+    pub(crate) fn can_admin(self) -> bool {
         matches!(self, Role::MspAdmin | Role::TenantAdmin)
     }
 }
@@ -80,7 +80,7 @@ impl std::fmt::Display for Role {
 
 /// Who is asking, and what they may see.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// User name, or `token:<name>`.
     pub actor: String,
     pub role: Role,
@@ -92,7 +92,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn require_ack(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_ack(&self) -> Result<(), ApiError> {
         if self.role.can_ack() {
             Ok(())
         } else {
@@ -102,7 +102,7 @@ impl Principal {
             )))
         }
     }
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         if self.role.can_admin() {
             Ok(())
         } else {
@@ -113,7 +113,7 @@ impl Principal {
         }
     }
     /// May this principal grant `role` bound to `tenant_id`?
-    pub fn may_grant(&self, role: Role, tenant_id: Option<i64>) -> Result<(), ApiError> {
+    pub(crate) fn may_grant(&self, role: Role, tenant_id: Option<i64>) -> Result<(), ApiError> {
         self.require_admin()?;
         if self.role == Role::TenantAdmin && (!role.is_tenant() || tenant_id != self.tenant_id) {
             return Err(ApiError::forbidden(
@@ -129,7 +129,7 @@ fn argon() -> Argon2<'static> {
     Argon2::default()
 }
 
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, ApiError> {
     check_password(password)?;
     let mut bytes = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
@@ -141,7 +141,7 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
-pub fn check_password(password: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD || password.len() > 1024 {
         return Err(ApiError::bad_request(format!(
@@ -151,7 +151,7 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn verify_password(phc: &str, password: &str) -> bool {
+pub(crate) fn verify_password(phc: &str, password: &str) -> bool {
     PasswordHash::new(phc)
         .map(|h| argon().verify_password(password.as_bytes(), &h).is_ok())
         .unwrap_or(false)
@@ -172,7 +172,7 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-pub fn check_username(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_username(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -188,7 +188,7 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
 }
 
 /// Appends one audit row (inside the caller's transaction).
-pub fn audit(
+pub(crate) fn audit(
     conn: &Connection,
     actor: &str,
     tenant_id: Option<i64>,
@@ -212,7 +212,7 @@ pub fn audit(
     Ok(())
 }
 
-pub fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {
+pub(crate) fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {
     conn.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
         r.get(0)
     })
@@ -222,7 +222,7 @@ pub fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {
 
 /// One user as listed (never with its hash).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct UserRow {
+pub(crate) struct UserRow {
     pub username: String,
     pub role: Role,
     pub tenant: Option<String>,
@@ -230,7 +230,7 @@ pub struct UserRow {
 }
 
 /// Users, within `scope` (a tenant id) when given.
-pub fn list_users(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<UserRow>> {
+pub(crate) fn list_users(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<UserRow>> {
     let mut s = conn.prepare(
         "SELECT u.username, u.role, t.name, u.created_ms FROM users u
          LEFT JOIN tenants t ON t.id = u.tenant_id
@@ -249,7 +249,7 @@ pub fn list_users(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec
 }
 
 /// Adds a user (and its audit row). `tenant` is required exactly for tenant roles.
-pub fn add_user(
+pub(crate) fn add_user(
     conn: &mut Connection,
     actor: &str,
     username: &str,
@@ -317,7 +317,7 @@ fn user_in_scope(
 }
 
 /// Sets a user's password; ends its sessions.
-pub fn set_password(
+pub(crate) fn set_password(
     conn: &mut Connection,
     actor: &str,
     username: &str,
@@ -346,7 +346,7 @@ pub fn set_password(
 }
 
 /// Removes a user (its sessions go with it).
-pub fn remove_user(
+pub(crate) fn remove_user(
     conn: &mut Connection,
     actor: &str,
     username: &str,
@@ -387,7 +387,7 @@ pub fn remove_user(
 /// msp-admin and a change that changes nothing. Audited: one row for the tenant the
 /// user is in afterwards and, when it moves, one for the tenant it left, each naming
 /// only its own tenant (tenant admins read their tenant's rows).
-pub fn set_role(
+pub(crate) fn set_role(
     conn: &mut Connection,
     actor: &str,
     username: &str,
@@ -468,12 +468,12 @@ pub fn set_role(
 
 /// Why a login failed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     BadCredentials,
 }
 
 /// Checks a password; on success creates a session and returns (cookie value, csrf, principal).
-pub fn login(
+pub(crate) fn login(
     conn: &mut Connection,
     username: &str,
     password: &str,
@@ -525,7 +525,7 @@ pub fn login(
     )))
 }
 
-pub fn logout(conn: &mut Connection, cookie: &str, now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn logout(conn: &mut Connection, cookie: &str, now_ms: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let who: Option<(String, Option<i64>)> = tx
         .query_row(
@@ -553,7 +553,7 @@ pub fn logout(conn: &mut Connection, cookie: &str, now_ms: i64) -> rusqlite::Res
 }
 
 /// Resolves a session cookie.
-pub fn session_principal(
+pub(crate) fn session_principal(
     conn: &Connection,
     cookie: &str,
     now_ms: i64,
@@ -599,7 +599,7 @@ pub fn session_principal(
 
 /// Resolves a bearer API token. Tokens without a role (`token create-api`) read
 /// only the feed and `/metrics`, and are refused here.
-pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
+pub(crate) fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
     let row: Row5<String, Option<String>, Option<i64>, Option<String>, Option<i64>> = conn
         .query_row(
             "SELECT a.name, a.role, a.tenant_id, t.name, a.revoked_ms FROM api_tokens a
@@ -626,7 +626,7 @@ pub fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiE
 
 /// An API token as listed (never the token).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct TokenRow {
+pub(crate) struct TokenRow {
     pub id: i64,
     pub name: String,
     pub role: Option<Role>,
@@ -636,7 +636,10 @@ pub struct TokenRow {
     pub revoked_ms: Option<i64>,
 }
 
-pub fn list_tokens(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<TokenRow>> {
+pub(crate) fn list_tokens(
+    conn: &Connection,
+    scope: Option<i64>,
+) -> rusqlite::Result<Vec<TokenRow>> {
     let mut s = conn.prepare(
         "SELECT a.id, a.name, a.role, t.name, a.created_ms, a.created_by, a.revoked_ms
          FROM api_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id
@@ -695,7 +698,7 @@ pub fn create_token(
     Ok((id, token))
 }
 
-pub fn revoke_token(
+pub(crate) fn revoke_token(
     conn: &mut Connection,
     actor: &str,
     id: i64,
@@ -731,7 +734,7 @@ pub fn revoke_token(
 }
 
 /// Failed logins per account and per address in a sliding window.
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     window: Duration,
     per_account: usize,
     per_address: usize,
@@ -739,7 +742,7 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub fn new(window: Duration, per_account: usize, per_address: usize) -> Self {
+    pub(crate) fn new(window: Duration, per_account: usize, per_address: usize) -> Self {
         RateLimit {
             window,
             per_account,
@@ -761,14 +764,14 @@ impl RateLimit {
     }
 
     /// `Some(seconds to wait)` when this account or this address is locked out.
-    pub fn blocked(&self, account: &str, address: &str) -> Option<u64> {
+    pub(crate) fn blocked(&self, account: &str, address: &str) -> Option<u64> {
         let now = Instant::now();
         let locked = self.count(&format!("u:{account}"), now) >= self.per_account
             || self.count(&format!("a:{address}"), now) >= self.per_address;
         locked.then_some(self.window.as_secs())
     }
 
-    pub fn failed(&self, account: &str, address: &str) {
+    pub(crate) fn failed(&self, account: &str, address: &str) {
         let now = Instant::now();
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() > 100_000 {
@@ -779,7 +782,7 @@ impl RateLimit {
         }
     }
 
-    pub fn succeeded(&self, account: &str) {
+    pub(crate) fn succeeded(&self, account: &str) {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(&format!("u:{account}"));
     }

@@ -57,9 +57,9 @@ pub enum UserCommand {
 }
 
 /// The environment variable a password may come from.
-pub const PASSWORD_ENV: &str = "TANDEM_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "TANDEM_PASSWORD";
 
-pub fn read_password(src: &PasswordSource) -> anyhow::Result<String> {
+pub(crate) fn read_password(src: &PasswordSource) -> anyhow::Result<String> {
     let raw = match &src.password_file {
         Some(p) if p == Path::new("-") => {
             let mut s = String::new();
@@ -100,7 +100,7 @@ fn api(e: super::error::ApiError) -> anyhow::Error {
 }
 
 /// Adds a user; used by `user add` and by `demo`.
-pub fn add_user(
+pub(crate) fn add_user(
     data_dir: &Path,
     username: &str,
     role: Role,
@@ -183,7 +183,8 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
 
 /// `demo`: the admin user `admin` with a random password, kept in
 /// `<data dir>/console-admin-password` (0600) so a reused demo dir logs in the same.
-pub fn demo_admin(data_dir: &Path) -> anyhow::Result<(String, String)> {
+#[cfg(feature = "demo")]
+pub(crate) fn demo_admin(data_dir: &Path) -> anyhow::Result<(String, String)> {
     let file = data_dir.join("console-admin-password");
     if let Ok(pw) = std::fs::read_to_string(&file) {
         return Ok(("admin".into(), pw.trim().to_owned()));

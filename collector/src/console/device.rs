@@ -17,7 +17,7 @@ use super::{ConsoleState, db, now_ms};
 
 /// One mounted filesystem, from the device's latest `fs.*` values.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FilesystemOut {
+pub(crate) struct FilesystemOut {
     pub mount: String,
     pub total_bytes: Option<f64>,
     pub used_bytes: Option<f64>,
@@ -80,7 +80,7 @@ pub(super) async fn filesystems(
 
 /// A service the agent watches (`service.up`) or a failed systemd unit (`service.failed`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ServiceOut {
+pub(crate) struct ServiceOut {
     pub name: String,
     /// `configured` (from the agent's config) or `failed-unit` (systemd reported it failed).
     pub kind: String,
@@ -127,7 +127,7 @@ pub(super) async fn services(
 
 /// One pending update of the device's latest patch report.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UpdateOut {
+pub(crate) struct UpdateOut {
     pub name: String,
     pub current_version: String,
     pub new_version: String,
@@ -180,7 +180,7 @@ pub(super) async fn updates(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SoftwareQuery {
+pub(crate) struct SoftwareQuery {
     /// Part of the name or publisher (case-insensitive).
     pub q: Option<String>,
     pub page: Option<u32>,
@@ -188,7 +188,7 @@ pub struct SoftwareQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SoftwareOut {
+pub(crate) struct SoftwareOut {
     pub name: String,
     pub version: String,
     pub publisher: String,

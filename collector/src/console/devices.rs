@@ -18,7 +18,7 @@ use super::{ConsoleState, ONLINE_MS, db, now_ms};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct DevicesQuery {
+pub(crate) struct DevicesQuery {
     pub tenant: Option<String>,
     pub site: Option<String>,
     /// true: seen in the last 2 minutes; false: not.
@@ -112,7 +112,7 @@ pub(super) async fn device(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LatestOut {
+pub(crate) struct LatestOut {
     pub name: String,
     pub dimension: String,
     pub ts_ms: i64,
@@ -146,7 +146,7 @@ pub(super) async fn device_latest(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SeriesQuery {
+pub(crate) struct SeriesQuery {
     /// Metric name, e.g. `cpu.usage`.
     pub metric: String,
     #[serde(default)]
@@ -160,7 +160,7 @@ pub struct SeriesQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SeriesOut {
+pub(crate) struct SeriesOut {
     pub metric: String,
     pub dimension: String,
     pub from_ms: i64,
@@ -250,7 +250,7 @@ pub(super) async fn device_series(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ChartsQuery {
+pub(crate) struct ChartsQuery {
     /// Comma-separated metric names (every dimension of each); all of the device's
     /// series when absent.
     pub metrics: Option<String>,
@@ -263,7 +263,7 @@ pub struct ChartsQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChartSeries {
+pub(crate) struct ChartSeries {
     pub metric: String,
     pub dimension: String,
     /// `[time_ms, value]` pairs, oldest first.
@@ -271,7 +271,7 @@ pub struct ChartSeries {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChartsOut {
+pub(crate) struct ChartsOut {
     pub from_ms: i64,
     pub to_ms: i64,
     pub step_ms: Option<i64>,

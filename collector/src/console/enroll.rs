@@ -39,13 +39,13 @@ fn require_enroller(p: &Principal) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EnrollListQuery {
+pub(crate) struct EnrollListQuery {
     pub tenant: Option<String>,
 }
 
 /// An enrollment token as listed (never its secret).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EnrollTokenOut {
+pub(crate) struct EnrollTokenOut {
     pub id: String,
     pub tenant: String,
     pub site: Option<String>,
@@ -114,7 +114,7 @@ pub(super) async fn list(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewEnrollToken {
+pub(crate) struct NewEnrollToken {
     /// The tenant devices enroll into (a tenant admin: its own; may be left out).
     pub tenant: Option<String>,
     /// The site they are placed at.
@@ -132,7 +132,7 @@ pub struct NewEnrollToken {
 
 /// The lines to paste on a device, each with the token in it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct InstallLines {
+pub(crate) struct InstallLines {
     pub deb: String,
     pub rpm: String,
     pub msi: String,
@@ -142,7 +142,7 @@ pub struct InstallLines {
 
 /// A new token, shown this once with its install lines.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedEnrollToken {
+pub(crate) struct CreatedEnrollToken {
     pub id: String,
     pub token: String,
     pub tenant: String,
@@ -166,7 +166,7 @@ fn host_port(what: &str, v: &str) -> Result<(), ApiError> {
 }
 
 /// The install lines of docs/INSTALL.md for this collector's version.
-pub fn install_lines(token: &str, server: Option<&str>) -> InstallLines {
+pub(crate) fn install_lines(token: &str, server: Option<&str>) -> InstallLines {
     let v = env!("CARGO_PKG_VERSION");
     InstallLines {
         deb: format!("sudo TANDEM_TOKEN={token} apt install ./tandem-agent_{v}-1_amd64.deb"),
@@ -181,7 +181,7 @@ pub fn install_lines(token: &str, server: Option<&str>) -> InstallLines {
 
 /// What the enrollment page fills in for a new token.
 #[derive(Debug, Serialize, ToSchema, PartialEq, Eq)]
-pub struct EnrollDefaults {
+pub(crate) struct EnrollDefaults {
     /// host:port agents enroll at: a name of the serving certificate ([`defaults`]
     /// says which) with the `[enrollment] listen` port as bound. `null` when there
     /// is none (a certificate naming only localhost, on a non-loopback listener).
@@ -208,7 +208,11 @@ fn with_port(host: &str, port: u16) -> String {
 /// a loopback listener's own address (nothing else reaches it); the first DNS name
 /// an operator gave the certificate; the listener's own IP when the certificate
 /// names it; the first IP an operator gave it; this host's name; nothing.
-pub fn defaults(names: &[String], l: super::Listeners, this_host: Option<&str>) -> EnrollDefaults {
+pub(crate) fn defaults(
+    names: &[String],
+    l: super::Listeners,
+    this_host: Option<&str>,
+) -> EnrollDefaults {
     use std::net::IpAddr;
     let listen_ip = l.enrollment.ip();
     let public: Vec<&String> = names

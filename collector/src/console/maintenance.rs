@@ -33,7 +33,7 @@ const MAX_AHEAD_MS: i64 = 366 * 86_400_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct WindowsQuery {
+pub(crate) struct WindowsQuery {
     pub tenant: Option<String>,
     /// Also windows that have ended (default: current and upcoming only).
     pub all: Option<bool>,
@@ -41,7 +41,7 @@ pub struct WindowsQuery {
 
 /// A window, with its state at the time of the answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WindowOut {
+pub(crate) struct WindowOut {
     #[serde(flatten)]
     pub window: DbWindow,
     /// `active`, `upcoming` or `ended`.
@@ -90,7 +90,7 @@ pub(super) async fn list(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewWindow {
+pub(crate) struct NewWindow {
     /// The tenant it covers (a tenant user: its own, may be left out; an MSP user:
     /// required unless `device` is given, whose tenant it then is).
     pub tenant: Option<String>,

@@ -21,7 +21,7 @@ use super::{ConsoleState, ONLINE_MS, db, now_ms};
 
 /// Console counters since start.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub logins_ok: AtomicU64,
     pub logins_failed: AtomicU64,
     pub logins_rate_limited: AtomicU64,
@@ -29,7 +29,7 @@ pub struct Counters {
 
 /// What the database says, at scrape time.
 #[derive(Debug, Default)]
-pub struct DbFigures {
+pub(crate) struct DbFigures {
     pub devices_online: i64,
     pub devices_offline: i64,
     pub incidents_open: Vec<(String, i64)>,
@@ -100,7 +100,7 @@ fn family(
 }
 
 /// The exposition text.
-pub fn render(f: &DbFigures, c: &Counters) -> String {
+pub(crate) fn render(f: &DbFigures, c: &Counters) -> String {
     let mut out = String::new();
     let labelled = |rows: &[(String, i64)]| -> Vec<(String, f64)> {
         rows.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
@@ -230,7 +230,7 @@ pub(crate) fn may_scrape(
     Ok(())
 }
 
-pub async fn metrics(
+pub(crate) async fn metrics(
     State(st): State<ConsoleState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

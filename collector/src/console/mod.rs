@@ -14,22 +14,22 @@
 //! - the routes and the OpenAPI document come from the same code (utoipa-axum), so a
 //!   route cannot exist undocumented.
 
-pub mod actions;
-pub mod api;
+pub(crate) mod actions;
+pub(crate) mod api;
 pub mod auth;
 pub mod cli;
-pub mod device;
-pub mod devices;
-pub mod enroll;
-pub mod error;
-pub mod maintenance;
-pub mod metrics;
-pub mod roles;
-pub mod routes;
-pub mod rules;
-pub mod samples;
-pub mod users;
-pub mod web;
+pub(crate) mod device;
+pub(crate) mod devices;
+pub(crate) mod enroll;
+pub(crate) mod error;
+pub(crate) mod maintenance;
+pub(crate) mod metrics;
+pub(crate) mod roles;
+pub(crate) mod routes;
+pub(crate) mod rules;
+pub(crate) mod samples;
+pub(crate) mod users;
+pub(crate) mod web;
 
 #[cfg(test)]
 mod tests;
@@ -48,16 +48,16 @@ use auth::{Principal, RateLimit};
 use error::ApiError;
 
 /// Largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "tandem_session";
+pub(crate) const SESSION_COOKIE: &str = "tandem_session";
 /// A device is online when it was seen within this long.
-pub const ONLINE_MS: i64 = 120_000;
+pub(crate) const ONLINE_MS: i64 = 120_000;
 
 /// The collector's listeners as collector.toml configures them (`[enrollment] listen`
 /// and `[telemetry] listen`): where the enrollment page's address defaults come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub enrollment: std::net::SocketAddr,
     pub telemetry: std::net::SocketAddr,
 }
@@ -77,7 +77,7 @@ impl Default for Listeners {
 }
 
 #[derive(Clone)]
-pub struct ConsoleState {
+pub(crate) struct ConsoleState {
     pub db_path: PathBuf,
     /// Connections reused across requests (a request used to open its own).
     pub pool: Arc<crate::store::pool::Pool>,
@@ -94,7 +94,7 @@ pub struct ConsoleState {
 }
 
 impl ConsoleState {
-    pub fn new(db_path: PathBuf, stop: CancellationToken, secure_cookies: bool) -> Self {
+    pub(crate) fn new(db_path: PathBuf, stop: CancellationToken, secure_cookies: bool) -> Self {
         let pool = crate::store::pool::Pool::new(&db_path, POOL_IDLE);
         ConsoleState {
             feeds: crate::http::hub::FeedHub::new(pool.clone(), EVENTS_POLL, stop.clone()),
@@ -110,7 +110,7 @@ impl ConsoleState {
     }
 
     /// With the listeners of the collector's configuration (not the defaults).
-    pub fn with_listeners(mut self, listeners: Listeners) -> Self {
+    pub(crate) fn with_listeners(mut self, listeners: Listeners) -> Self {
         self.listeners = listeners;
         self
     }
@@ -193,7 +193,7 @@ impl FromRequestParts<ConsoleState> for Principal {
 }
 
 /// The API and the dashboard, ready to merge into the HTTP listener's router.
-pub fn router(st: ConsoleState) -> axum::Router {
+pub(crate) fn router(st: ConsoleState) -> axum::Router {
     let (api, doc) = routes::routes().split_for_parts();
     let doc = Arc::new(doc);
     let doc_json = {
@@ -215,6 +215,7 @@ pub fn router(st: ConsoleState) -> axum::Router {
 }
 
 /// The OpenAPI document (for tests and `openapi.json`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+#[cfg(test)]
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
     routes::routes().split_for_parts().1
 }

@@ -18,7 +18,7 @@ use super::{ConsoleState, db, now_ms};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewRole {
+pub(crate) struct NewRole {
     pub role: Role,
     /// Required for tenant roles (a tenant admin may leave it out: its own tenant);
     /// none for MSP roles.

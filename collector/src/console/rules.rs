@@ -27,7 +27,7 @@ use crate::alerts::rules::{Kind, Rule};
 
 /// A rule as loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RuleOut {
+pub(crate) struct RuleOut {
     pub name: String,
     pub summary: String,
     /// `threshold`, `rate`, `forecast`, `offline`, `security_update_age`,
@@ -47,7 +47,7 @@ pub struct RuleOut {
 
 /// Which devices something applies to (an empty list: any).
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ScopeOut {
+pub(crate) struct ScopeOut {
     pub tenants: Vec<String>,
     pub sites: Vec<String>,
     pub tags: Vec<String>,
@@ -59,7 +59,7 @@ pub struct ScopeOut {
 
 /// A maintenance window as loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct WindowOut {
+pub(crate) struct WindowOut {
     pub name: String,
     /// IANA zone its times are in.
     pub tz: String,
@@ -72,7 +72,7 @@ pub struct WindowOut {
 
 /// What the engine has loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LoadedRules {
+pub(crate) struct LoadedRules {
     /// When the engine published this set (Unix ms).
     pub loaded_ms: i64,
     pub rules: Vec<RuleOut>,

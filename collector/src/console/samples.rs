@@ -10,14 +10,14 @@ use crate::store::compact::StorageConfig;
 use crate::store::query::{MetricQuery, SeriesInfo, SqliteMetrics};
 
 /// `(time_ms, value)` pairs, oldest first.
-pub type Points = Vec<(i64, f64)>;
+pub(crate) type Points = Vec<(i64, f64)>;
 
 /// Points of one series of a device in `range` (Unix ms), oldest first: raw when
 /// `step_ms` is `None`, else the mean per bucket of at least `step_ms` (time =
 /// bucket start; the store raises the step to its tier's width for long ranges).
 /// At most `limit` points. An unknown series is no points. Tiers are chosen with
 /// the default retention (`StorageConfig::default()`).
-pub fn series(
+pub(crate) fn series(
     conn: &Connection,
     device_id: &str,
     name: &str,
@@ -40,7 +40,7 @@ pub fn series(
 /// Every series of a device whose metric is in `metrics` (all of them when `None`),
 /// each as [`series`] gives it, ordered by name then dimension: a whole chart page
 /// in one read, the series list looked up once.
-pub fn charts(
+pub(crate) fn charts(
     conn: &Connection,
     device_id: &str,
     metrics: Option<&[&str]>,
@@ -90,7 +90,7 @@ fn points(
 }
 
 /// The latest value of every series of a device: (name, dimension, ts_ms, value).
-pub fn latest(
+pub(crate) fn latest(
     conn: &Connection,
     device_id: &str,
 ) -> rusqlite::Result<Vec<(String, String, i64, f64)>> {

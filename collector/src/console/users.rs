@@ -27,7 +27,7 @@ pub(super) async fn users(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewUser {
+pub(crate) struct NewUser {
     pub username: String,
     pub password: String,
     pub role: Role,
@@ -89,7 +89,7 @@ pub(super) async fn user_remove(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewPassword {
+pub(crate) struct NewPassword {
     pub password: String,
 }
 
@@ -139,7 +139,7 @@ pub(super) async fn tokens(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     pub name: String,
     pub role: Role,
     /// Bind the token to this tenant (required for tenant roles).
@@ -148,7 +148,7 @@ pub struct NewToken {
 
 /// The new token, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedToken {
+pub(crate) struct CreatedToken {
     pub id: i64,
     pub token: String,
 }
@@ -195,13 +195,13 @@ pub(super) async fn token_revoke(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     pub page: Option<u32>,
     pub per_page: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub id: i64,
     pub at_ms: i64,
     pub actor: String,

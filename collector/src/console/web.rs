@@ -11,7 +11,7 @@ use axum::routing::get;
 use super::ConsoleState;
 
 /// (path under `/console/`, content type, bytes)
-pub const ASSETS: &[(&str, &str, &[u8])] = &[
+pub(crate) const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -39,7 +39,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-pub fn routes() -> Router<ConsoleState> {
+pub(crate) fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))
@@ -51,7 +51,7 @@ pub fn routes() -> Router<ConsoleState> {
 }
 
 /// One embedded asset, or 404.
-pub fn asset(path: &str) -> Response {
+pub(crate) fn asset(path: &str) -> Response {
     match ASSETS.iter().find(|(p, _, _)| *p == path) {
         Some((_, ctype, bytes)) => (
             [

@@ -32,7 +32,7 @@ use crate::store::admin::{self, AdminError, EnrollFailure, IssuedCert};
 const MAX_HOSTNAME_BYTES: usize = 1024;
 
 /// What both services need to sign and record certificates.
-pub struct Issuing {
+pub(crate) struct Issuing {
     pub ca: Ca,
     /// The database, opened on first use by an admin connection of its own; a std
     /// mutex because it is only used inside `spawn_blocking`.
@@ -141,7 +141,7 @@ fn unavailable() -> Status {
 }
 
 /// The `Enrollment` service (enrollment listener).
-pub struct EnrollService {
+pub(crate) struct EnrollService {
     pub issuing: Arc<Issuing>,
     /// Per source address; a std mutex held only for one bucket update.
     pub limiter: Mutex<RateLimiter>,
@@ -239,18 +239,18 @@ impl Enrollment for EnrollService {
 }
 
 /// Renewals one device may make at once, before [`renew_refill`] applies.
-pub const RENEW_BURST: f64 = 3.0;
+pub(crate) const RENEW_BURST: f64 = 3.0;
 
 /// One more renewal per device every thirtieth of the certificate lifetime (a day
 /// for 30-day certificates), at least a second: an agent renews once per two
 /// thirds of a lifetime, so this leaves room for `device renew` and retries while
 /// a stolen certificate can no longer mint dozens of 30-day certificates a second.
-pub fn renew_refill(lifetime: Duration) -> Duration {
+pub(crate) fn renew_refill(lifetime: Duration) -> Duration {
     (lifetime / 30).max(Duration::from_secs(1))
 }
 
 /// The `Identity` service (telemetry listener, mTLS).
-pub struct RenewService {
+pub(crate) struct RenewService {
     pub issuing: Arc<Issuing>,
     pub revocations: Arc<Revocations>,
     /// Renewals per device; a std mutex held only for one bucket update.

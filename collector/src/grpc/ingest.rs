@@ -56,13 +56,13 @@ const SLOW_DOWN_PAUSE: Duration = Duration::from_secs(1);
 /// The part of the configuration that applies to open streams at once when the
 /// config file is reloaded.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveConfig {
+pub(crate) struct LiveConfig {
     pub limits: TimeLimits,
     pub settings: Settings,
 }
 
 /// The ingest service.
-pub struct Ingest {
+pub(crate) struct Ingest {
     pub(crate) writer: Writer,
     /// What a config reload may change while streams are open.
     pub(crate) live_config: watch::Receiver<LiveConfig>,

@@ -1,11 +1,11 @@
 //! The gRPC listeners: TLS acceptors, frame checks, ingest sessions, enrollment
 //! and renewal.
 
-pub mod enroll;
-pub mod ingest;
-pub mod ratelimit;
-pub mod tls;
-pub mod validate;
+pub(crate) mod enroll;
+pub(crate) mod ingest;
+pub(crate) mod ratelimit;
+pub(crate) mod tls;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests {

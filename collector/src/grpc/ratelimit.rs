@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug)]
-pub struct RateLimiter<K = IpAddr> {
+pub(crate) struct RateLimiter<K = IpAddr> {
     /// Tokens a full bucket holds (the burst).
     capacity: f64,
     /// Tokens added per second.
@@ -23,7 +23,7 @@ pub struct RateLimiter<K = IpAddr> {
 
 impl RateLimiter<IpAddr> {
     /// `per_minute` attempts per address, all of them at once at most.
-    pub fn new(per_minute: u32) -> Self {
+    pub(crate) fn new(per_minute: u32) -> Self {
         let per_minute = f64::from(per_minute.max(1));
         Self::with_rate(per_minute, Duration::from_secs_f64(60.0 / per_minute))
     }
@@ -31,7 +31,7 @@ impl RateLimiter<IpAddr> {
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A burst of `capacity`, then one more every `refill_every`.
-    pub fn with_rate(capacity: f64, refill_every: Duration) -> Self {
+    pub(crate) fn with_rate(capacity: f64, refill_every: Duration) -> Self {
         Self {
             capacity: capacity.max(1.0),
             per_sec: 1.0 / refill_every.as_secs_f64().max(1e-3),
@@ -46,7 +46,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Takes one attempt for `ip` at `now`; `Err(wait)` if none is left, with how long
     /// until the next one.
-    pub fn check(&mut self, ip: K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&mut self, ip: K, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
             let cap = self.capacity;
             let snapshot: Vec<_> = self.buckets.iter().map(|(k, v)| (k.clone(), *v)).collect();

@@ -62,7 +62,7 @@ pub enum TlsSetupError {
 /// The client-certificate verifier of the telemetry listener: rustls' WebPKI checks
 /// (chain to our CA, validity, ClientAuth usage), then the revocation set.
 #[derive(Debug)]
-pub struct RevocationCheck {
+pub(crate) struct RevocationCheck {
     inner: Arc<dyn ClientCertVerifier>,
     revoked: Arc<Revocations>,
     /// The CA certificates of `ca.pem`: a leaf must be signed by one of them itself.
@@ -149,7 +149,7 @@ impl ClientCertVerifier for RevocationCheck {
 }
 
 /// Builds the telemetry listener's TLS configuration from the PKI files.
-pub fn server_config(
+pub(crate) fn server_config(
     paths: &PkiPaths,
     revoked: Arc<Revocations>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
@@ -183,7 +183,9 @@ pub fn server_config(
 
 /// Builds the enrollment listener's TLS configuration: no client certificate; the
 /// chain carries the CA so a new agent can check it against its token's pin.
-pub fn enroll_server_config(paths: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+pub(crate) fn enroll_server_config(
+    paths: &PkiPaths,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut chain = load_certs(&paths.server_cert)?;
     chain.extend(load_certs(&paths.ca_cert)?);
@@ -213,7 +215,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
 /// on connections in progress and open. See docs/SECURITY.md, "Listener limits",
 /// for the figures and how they were chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerLimits {
+pub(crate) struct ListenerLimits {
     /// A peer that has sent no byte of its ClientHello by then is dropped: a silent
     /// TCP socket cannot hold a handshake slot for the whole handshake deadline.
     pub first_byte: Duration,
@@ -240,7 +242,7 @@ const HTTP2_PREFACE_LEN: usize = 24;
 
 /// Telemetry: every connection must present a certificate of our CA, so only the
 /// unauthenticated part (before and during the handshake) is tightly bounded.
-pub const TELEMETRY_LIMITS: ListenerLimits = ListenerLimits {
+pub(crate) const TELEMETRY_LIMITS: ListenerLimits = ListenerLimits {
     first_byte: Duration::from_secs(3),
     handshake: Duration::from_secs(5),
     preface: Duration::from_secs(5),
@@ -253,15 +255,15 @@ pub const TELEMETRY_LIMITS: ListenerLimits = ListenerLimits {
 /// Most connections the enrollment listener holds, before the share of the file
 /// limit ([`enroll_limits`]) is applied. An agent enrolls once, with one connection
 /// that lives a second.
-pub const ENROLL_MAX_CONNECTIONS: usize = 256;
+pub(crate) const ENROLL_MAX_CONNECTIONS: usize = 256;
 /// Connections from one address on the enrollment listener: a site enrolling many
 /// machines behind one NAT retries with backoff; one host cannot take more.
-pub const ENROLL_CONNECTIONS_PER_ADDRESS: usize = 8;
+pub(crate) const ENROLL_CONNECTIONS_PER_ADDRESS: usize = 8;
 
 /// Enrollment: unauthenticated, so everything is capped, and its total is at most a
 /// quarter of the open-file limit `nofile`, so the telemetry listener always keeps
 /// file descriptors.
-pub fn enroll_limits(nofile: u64) -> ListenerLimits {
+pub(crate) fn enroll_limits(nofile: u64) -> ListenerLimits {
     let share = usize::try_from(nofile / 4).unwrap_or(usize::MAX);
     let total = ENROLL_MAX_CONNECTIONS.min(share).max(1);
     ListenerLimits {
@@ -333,7 +335,7 @@ impl Drop for Counted {
 
 /// A finished TLS connection as tonic serves it: counted against its listener's caps
 /// until tonic drops it, and closed if the HTTP/2 preface does not arrive in time.
-pub struct Conn {
+pub(crate) struct Conn {
     inner: TlsStream<TcpStream>,
     _counted: Counted,
     /// Until the preface is read: its deadline and how many bytes are still due.
@@ -433,7 +435,7 @@ const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Accepts TCP connections, runs the TLS handshake for each on its own task under
 /// `limits`, and hands finished connections to `out` (which tonic serves). Stops on
 /// `shutdown`.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     limits: ListenerLimits,

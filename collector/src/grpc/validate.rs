@@ -17,11 +17,11 @@ use tandem_proto::{MAX_LABEL_BYTES, MAX_SAMPLES_PER_BATCH, MAX_SERIES_PER_BATCH,
 use crate::store::writer::DeviceFacts;
 
 /// Most pending updates one patch report may list.
-pub const MAX_UPDATES_PER_REPORT: usize = 20_000;
+pub(crate) const MAX_UPDATES_PER_REPORT: usize = 20_000;
 /// Most installed programs one inventory may list. A busy Windows desktop lists a
 /// few hundred, a Linux server a few thousand packages; 50 000 leaves room while
 /// keeping the message well under `MAX_MESSAGE_BYTES`.
-pub const MAX_SOFTWARE_PER_INVENTORY: usize = 50_000;
+pub(crate) const MAX_SOFTWARE_PER_INVENTORY: usize = 50_000;
 /// Most logical CPUs an inventory may claim (a sanity bound, not a hardware limit
 /// anyone reaches).
 const MAX_CPU_CORES: u32 = 1 << 16;
@@ -51,7 +51,7 @@ pub struct TimeLimits {
 
 /// A refused frame: the reason class and the message for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub reason: Refusal,
     pub message: String,
 }
@@ -77,7 +77,7 @@ fn text(field: &str, value: &str) -> Result<(), Refused> {
 }
 
 /// Checks a Hello against the identity from the certificate.
-pub fn check_hello(hello: &Hello, cert_device_id: &str) -> Result<DeviceFacts, Refused> {
+pub(crate) fn check_hello(hello: &Hello, cert_device_id: &str) -> Result<DeviceFacts, Refused> {
     if hello.protocol_version == 0 {
         return Err(bad("hello: protocol_version is missing".into()));
     }
@@ -117,7 +117,11 @@ pub fn check_hello(hello: &Hello, cert_device_id: &str) -> Result<DeviceFacts, R
 
 /// Checks that `seq` moves forward within one stream. Across reconnects a seq at or
 /// below the stored one is a replay, handled by the store's ledger, not an error.
-pub fn check_seq(what: &str, seq: u64, previous_in_stream: Option<u64>) -> Result<(), Refused> {
+pub(crate) fn check_seq(
+    what: &str,
+    seq: u64,
+    previous_in_stream: Option<u64>,
+) -> Result<(), Refused> {
     if seq == 0 {
         return Err(bad(format!("{what}: seq must be 1 or more")));
     }
@@ -163,7 +167,7 @@ fn check_time(where_: &str, t: i64, now_ms: i64, limits: TimeLimits) -> Result<(
 }
 
 /// Checks a metric batch's shape and contents.
-pub fn check_batch(
+pub(crate) fn check_batch(
     batch: &MetricBatch,
     previous_in_stream: Option<u64>,
     now_ms: i64,
@@ -175,7 +179,11 @@ pub fn check_batch(
 
 /// Checks a live copy of a batch: the same shape rules, no seq ordering (it is sent
 /// ahead of the backlog, so its seq is above frames still to come).
-pub fn check_live(batch: &MetricBatch, now_ms: i64, limits: TimeLimits) -> Result<(), Refused> {
+pub(crate) fn check_live(
+    batch: &MetricBatch,
+    now_ms: i64,
+    limits: TimeLimits,
+) -> Result<(), Refused> {
     storable("live batch: seq", batch.seq)?;
     check_batch_body(
         &format!("live batch seq {}", batch.seq),
@@ -186,7 +194,7 @@ pub fn check_live(batch: &MetricBatch, now_ms: i64, limits: TimeLimits) -> Resul
 }
 
 /// Checks a gap record.
-pub fn check_gap(
+pub(crate) fn check_gap(
     gap: &Gap,
     previous_in_stream: Option<u64>,
     now_ms: i64,
@@ -216,7 +224,7 @@ pub fn check_gap(
 
 /// The time to store for a gap record: the agent's, unless it lies outside the
 /// limits a sample would be held to, then the collector's `now_ms`.
-pub fn gap_time(gap: &Gap, now_ms: i64, limits: TimeLimits) -> i64 {
+pub(crate) fn gap_time(gap: &Gap, now_ms: i64, limits: TimeLimits) -> i64 {
     match check_time("gap", gap.time_unix_ms, now_ms, limits) {
         Ok(()) => gap.time_unix_ms,
         Err(_) => now_ms,
@@ -290,7 +298,7 @@ fn check_batch_body(
 }
 
 /// Checks a patch report.
-pub fn check_patch(
+pub(crate) fn check_patch(
     report: &PatchReport,
     previous_in_stream: Option<u64>,
     now_ms: i64,
@@ -332,7 +340,7 @@ pub fn check_patch(
 
 /// Checks an inventory: seq and time like a batch, every text field within the
 /// text limits, at most [`MAX_SOFTWARE_PER_INVENTORY`] programs, each with a name.
-pub fn check_inventory(
+pub(crate) fn check_inventory(
     inv: &Inventory,
     previous_in_stream: Option<u64>,
     now_ms: i64,
@@ -386,13 +394,13 @@ pub fn check_inventory(
 }
 
 /// Most posture checks, backups or custom checks one posture report may list.
-pub const MAX_POSTURE_ITEMS: usize = 256;
+pub(crate) const MAX_POSTURE_ITEMS: usize = 256;
 
 /// Checks a posture report: seq and time like a batch; every check named (a
 /// metric-name-like word), with a known state, an `unknown` one saying why; every
 /// backup and custom check named (a valid dimension), a custom-check status 0..=3,
 /// no name twice; every text within the limits.
-pub fn check_posture(
+pub(crate) fn check_posture(
     r: &PostureReport,
     previous_in_stream: Option<u64>,
     now_ms: i64,

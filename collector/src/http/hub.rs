@@ -35,7 +35,7 @@ const READ_LIMIT: i64 = 1000;
 
 /// One feed event, as the streams need it.
 #[derive(Debug)]
-pub struct FeedEvent {
+pub(crate) struct FeedEvent {
     pub id: i64,
     pub tenant: String,
     pub critical: bool,
@@ -45,7 +45,7 @@ pub struct FeedEvent {
 
 /// The most recent feed events (see the invariants above).
 #[derive(Debug)]
-pub struct Recent {
+pub(crate) struct Recent {
     pub floor: i64,
     pub head: i64,
     pub events: Vec<Arc<FeedEvent>>,
@@ -64,7 +64,7 @@ impl Recent {
 
     /// The first `limit` events after `cursor` that `keep` accepts, or `None` when
     /// events after `cursor` may be missing here (`cursor < floor`).
-    pub fn after(
+    pub(crate) fn after(
         &self,
         cursor: i64,
         keep: impl Fn(&FeedEvent) -> bool,
@@ -87,7 +87,7 @@ impl Recent {
 
 /// A handle on the shared feed watcher (cheap to clone).
 #[derive(Clone)]
-pub struct FeedHub(Arc<Inner>);
+pub(crate) struct FeedHub(Arc<Inner>);
 
 struct Inner {
     pool: Arc<Pool>,
@@ -97,7 +97,7 @@ struct Inner {
 }
 
 impl FeedHub {
-    pub fn new(pool: Arc<Pool>, poll: Duration, stop: CancellationToken) -> FeedHub {
+    pub(crate) fn new(pool: Arc<Pool>, poll: Duration, stop: CancellationToken) -> FeedHub {
         FeedHub(Arc::new(Inner {
             pool,
             poll,
@@ -108,7 +108,7 @@ impl FeedHub {
 
     /// The most recent feed events, updated as events are added. The first call
     /// starts the watcher (so it must come from inside the runtime).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Recent>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Recent>> {
         self.0
             .recent
             .get_or_init(|| {

@@ -19,7 +19,7 @@
 //! - SQLite is read on the blocking pool, never on the runtime's threads; internal
 //!   errors are logged and answered with a plain 500, never their text.
 
-pub mod hub;
+pub(crate) mod hub;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ const POOL_IDLE: usize = 8;
 const FEED_PAGE: usize = 500;
 
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub db_path: PathBuf,
     /// Connections reused across requests, shared with the console.
     pub pool: Arc<crate::store::pool::Pool>,
@@ -70,7 +70,7 @@ pub struct HttpState {
 
 impl HttpState {
     /// The state for a listener over the database at `db_path`.
-    pub fn new(
+    pub(crate) fn new(
         db_path: PathBuf,
         key: LinkKey,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -91,13 +91,13 @@ impl HttpState {
     }
 
     /// With the enrollment and telemetry listeners as bound (not the defaults).
-    pub fn with_listeners(mut self, listeners: crate::console::Listeners) -> Self {
+    pub(crate) fn with_listeners(mut self, listeners: crate::console::Listeners) -> Self {
         self.listeners = listeners;
         self
     }
 
     /// `https` or `http`.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
 }
@@ -106,7 +106,7 @@ impl HttpState {
 /// to the HTTP listener): an unauthenticated peer cannot hold connections open
 /// without talking, nor take every connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A peer that has sent no byte by then is dropped (before the TLS handshake).
     pub first_byte: Duration,
     /// The whole TLS handshake must be done by then.
@@ -119,7 +119,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(h: &crate::notify::config::HttpConfig) -> Self {
+    pub(crate) fn from_config(h: &crate::notify::config::HttpConfig) -> Self {
         Limits {
             first_byte: Duration::from_secs(5),
             handshake: Duration::from_secs(10),
@@ -147,7 +147,7 @@ pub enum ListenerTlsError {
 /// `alerts tail --ca` trust), no client certificate, HTTP/1.1.
 /// `[http] tls` unset means TLS unless `listen` is loopback; `tls = false` off
 /// loopback is refused.
-pub fn listener_tls(
+pub(crate) fn listener_tls(
     h: &crate::notify::config::HttpConfig,
     data_dir: &std::path::Path,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, ListenerTlsError> {
@@ -167,7 +167,7 @@ pub fn listener_tls(
 /// The whole application: every route of the listener. Other parts of the
 /// collector (the console) add theirs here, as nested or merged routers with their
 /// own state, so that `serve` stays the one place the server is built.
-pub fn router(state: HttpState, secure_cookies: bool) -> Router {
+pub(crate) fn router(state: HttpState, secure_cookies: bool) -> Router {
     // Issue 15: the console (API + dashboard); cookies are Secure unless on loopback.
     let mut console = crate::console::ConsoleState::new(
         state.db_path.clone(),
@@ -184,7 +184,7 @@ pub fn router(state: HttpState, secure_cookies: bool) -> Router {
 }
 
 /// The notification routes: ack links and the MSP feed.
-pub fn notify_routes(state: HttpState) -> Router {
+pub(crate) fn notify_routes(state: HttpState) -> Router {
     Router::new()
         .route("/ack/{token}", get(ack_page).post(ack_post))
         .route("/api/v1/feed", get(feed))
@@ -196,7 +196,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves [`router`] until `stop` is cancelled: each connection under
 /// `state.limits` (counted per address and in total, TLS when `state.tls`), HTTP/1.1.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: HttpState,
     stop: CancellationToken,

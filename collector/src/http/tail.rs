@@ -20,7 +20,7 @@ pub struct FeedEvent {
 }
 
 /// One line for a terminal.
-pub fn describe(e: &FeedEvent) -> String {
+pub(crate) fn describe(e: &FeedEvent) -> String {
     let i = &e.data["incident"];
     let s = |k: &str| i[k].as_str().unwrap_or("").to_owned();
     let host = if s("hostname").is_empty() {
@@ -56,7 +56,7 @@ pub fn describe(e: &FeedEvent) -> String {
 }
 
 /// Parses SSE text into complete events; returns the unparsed rest.
-pub fn parse_events(buf: &str) -> (Vec<FeedEvent>, usize) {
+pub(crate) fn parse_events(buf: &str) -> (Vec<FeedEvent>, usize) {
     let mut out = Vec::new();
     let mut used = 0;
     while let Some(end) = buf[used..].find("\n\n") {

@@ -270,7 +270,7 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
 }
 
 /// `token create-api NAME`: prints the token once; stores its hash.
-pub fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()> {
     let conn = open_existing_db(data_dir)?;
     let (token, hash) = super::link::new_api_token()?;
     conn.execute(
@@ -285,7 +285,7 @@ pub fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()> {
 }
 
 /// Where `alerts tail` reads and with what (issue 15: the feed needs a login).
-pub struct TailArgs<'a> {
+pub(crate) struct TailArgs<'a> {
     pub url: &'a str,
     pub tenant: Option<&'a str>,
     pub severity: Option<&'a str>,
@@ -349,7 +349,7 @@ impl Drop for LocalToken {
 /// `alerts tail`: follows the feed and prints one line per event, resuming with
 /// `Last-Event-ID` after a dropped connection. With no token given, mints a
 /// feed-only token in the data dir (the collector host) and revokes it at exit.
-pub fn tail(a: TailArgs<'_>) -> anyhow::Result<()> {
+pub(crate) fn tail(a: TailArgs<'_>) -> anyhow::Result<()> {
     let mut local = None;
     let token = match (a.token, a.token_file) {
         (Some(t), _) => t.trim().to_owned(),

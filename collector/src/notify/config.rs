@@ -79,7 +79,7 @@ pub struct NotifyConfig {
 
 impl NotifyConfig {
     /// Defaults: policies and mail folders inside `data_dir`, no SMTP.
-    pub fn new(policies_dir: PathBuf, mail_dir: PathBuf) -> Self {
+    pub(crate) fn new(policies_dir: PathBuf, mail_dir: PathBuf) -> Self {
         NotifyConfig {
             policies_dir,
             mail_dir,
@@ -112,7 +112,8 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// `listen` with the defaults: TLS unless loopback, 1024 connections, 64 per address.
-    pub fn new(listen: SocketAddr) -> Self {
+    #[cfg(feature = "demo")]
+    pub(crate) fn new(listen: SocketAddr) -> Self {
         HttpConfig {
             listen,
             public_url: String::new(),
@@ -126,7 +127,7 @@ impl HttpConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawNotify {
+pub(crate) struct RawNotify {
     policies_dir: Option<Spanned<String>>,
     mail_dir: Option<Spanned<String>>,
     smtp_host: Option<Spanned<String>>,
@@ -146,7 +147,7 @@ pub struct RawNotify {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHttp {
+pub(crate) struct RawHttp {
     listen: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
     ack_link_ttl_secs: Option<Spanned<i64>>,
@@ -180,7 +181,7 @@ fn ranged(
 }
 
 /// Checks `[notify]`; relative paths are relative to `base` (the config's folder).
-pub fn build_notify(
+pub(crate) fn build_notify(
     raw: &RawNotify,
     base: &Path,
     data_dir: &Path,
@@ -296,7 +297,7 @@ pub fn build_notify(
 }
 
 /// Checks `[http]`.
-pub fn build_http(raw: &RawHttp, at: &mut dyn FnMut(Range<usize>, String)) -> HttpConfig {
+pub(crate) fn build_http(raw: &RawHttp, at: &mut dyn FnMut(Range<usize>, String)) -> HttpConfig {
     let listen = match &raw.listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(s) => match s.get_ref().parse::<SocketAddr>() {

@@ -57,7 +57,7 @@ pub enum DispatchError {
 }
 
 /// What sending needs, shared by the dispatcher and `notify test`.
-pub struct Sender {
+pub(crate) struct Sender {
     pub cfg: NotifyConfig,
     pub http: Option<HttpConfig>,
     pub key: LinkKey,
@@ -66,7 +66,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(
+    pub(crate) fn new(
         cfg: NotifyConfig,
         http: Option<HttpConfig>,
         data_dir: &Path,
@@ -91,7 +91,7 @@ impl Sender {
     }
 
     /// Sends one group (one mail, or one webhook call) and says how it went.
-    pub async fn send_group(
+    pub(crate) async fn send_group(
         &self,
         set: &PolicySet,
         group: &[Delivery],
@@ -178,7 +178,7 @@ impl Sender {
 }
 
 /// Runs until `stop` is cancelled.
-pub async fn run(
+pub(crate) async fn run(
     sender: Sender,
     db_path: PathBuf,
     policies: PolicySet,
@@ -298,7 +298,7 @@ async fn blocking<T: Send + 'static>(
 
 /// What the dispatcher knows about when work is next due (see the module doc).
 #[derive(Debug, Default)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// (due, incident), earliest first; stale entries are skipped via `next`.
     heap: BinaryHeap<Reverse<(i64, i64)>>,
     next: HashMap<i64, i64>,
@@ -356,7 +356,7 @@ impl Schedule {
 }
 
 /// One pass: find what is due, escalate it, send what is due, record.
-pub async fn one_pass(
+pub(crate) async fn one_pass(
     sender: &Sender,
     conn: &Arc<Mutex<Connection>>,
     set: &Arc<PolicySet>,
@@ -517,7 +517,7 @@ async fn pass_inner(
 
 /// `notify test --tenant T`: a test message to every target of the tenant's
 /// policy, sent now; each result is recorded in the delivery log and returned.
-pub async fn send_test(
+pub(crate) async fn send_test(
     sender: &Sender,
     set: &PolicySet,
     db_path: &Path,

@@ -40,7 +40,7 @@ pub enum EmailError {
 
 /// What kind of mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Problem,
     Resolved,
     Test,
@@ -85,10 +85,10 @@ const BUILTIN: &[(&str, &str)] = &[
 /// Templates: the built-in ones, replaced by any file of the same name in the
 /// operator's folder.
 #[derive(Debug, Clone)]
-pub struct Templates(HashMap<String, String>);
+pub(crate) struct Templates(HashMap<String, String>);
 
 impl Templates {
-    pub fn load(dir: Option<&Path>) -> Templates {
+    pub(crate) fn load(dir: Option<&Path>) -> Templates {
         let mut t: HashMap<String, String> = BUILTIN
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -116,7 +116,7 @@ impl Templates {
 }
 
 /// Replaces `{{key}}` by its value (unknown keys are left as they are).
-pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+pub(crate) fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut out = template.to_owned();
     for (k, v) in vars {
         out = out.replace(&format!("{{{{{k}}}}}"), v);
@@ -133,13 +133,13 @@ fn html_escape(s: &str) -> String {
 
 /// One incident in a mail: its row and (maybe) its acknowledge link.
 #[derive(Debug, Clone)]
-pub struct Item {
+pub(crate) struct Item {
     pub incident: IncidentRow,
     pub ack_link: Option<String>,
 }
 
 /// The time of `ms` in the tenant's zone, e.g. `2026-12-01 14:05 CET`.
-pub fn local_time(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+pub(crate) fn local_time(ms: i64, tz: &jiff::tz::TimeZone) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(t) => t
             .to_zoned_datetime(tz.clone())
@@ -159,7 +159,7 @@ fn human_duration(ms: i64) -> String {
 }
 
 /// Everything a mail needs besides its incidents.
-pub struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     pub kind: Kind,
     pub tenant: &'a str,
     pub recipient: &'a str,
@@ -259,7 +259,7 @@ fn vars_for(
 }
 
 /// The subject of a mail.
-pub fn subject(kind: Kind, tenant: &str, items: &[Item]) -> String {
+pub(crate) fn subject(kind: Kind, tenant: &str, items: &[Item]) -> String {
     match (kind, items) {
         (Kind::Test, _) => format!("[Tandem] Test message for {tenant}"),
         (k, [one]) => {
@@ -286,7 +286,7 @@ pub fn subject(kind: Kind, tenant: &str, items: &[Item]) -> String {
 }
 
 /// Builds the mail.
-pub fn compose(
+pub(crate) fn compose(
     cfg: &NotifyConfig,
     templates: &Templates,
     env: &Envelope<'_>,
@@ -360,7 +360,7 @@ pub fn compose(
 }
 
 /// A Message-ID from an idempotency key (stable across retries).
-pub fn message_id(idem_key: &str) -> String {
+pub(crate) fn message_id(idem_key: &str) -> String {
     let safe: String = idem_key
         .chars()
         .map(|c| {
@@ -375,7 +375,7 @@ pub fn message_id(idem_key: &str) -> String {
 }
 
 /// Where mail goes: an SMTP server, or a folder of `.eml` files.
-pub enum Mailer {
+pub(crate) enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     Folder(PathBuf),
 }
@@ -383,7 +383,7 @@ pub enum Mailer {
 impl Mailer {
     /// Builds the transport (must be called inside the Tokio runtime, and dropped
     /// there: lettre's pool panics otherwise, see shared/TOOLCHAIN.md).
-    pub fn new(cfg: &NotifyConfig) -> Result<Mailer, EmailError> {
+    pub(crate) fn new(cfg: &NotifyConfig) -> Result<Mailer, EmailError> {
         let Some(s) = &cfg.smtp else {
             std::fs::create_dir_all(&cfg.mail_dir).map_err(|source| EmailError::Write {
                 path: cfg.mail_dir.clone(),
@@ -410,7 +410,7 @@ impl Mailer {
     }
 
     /// Sends one mail; returns the server's answer (or the file written).
-    pub async fn send(&self, msg: &Message, file_stem: &str) -> Result<String, EmailError> {
+    pub(crate) async fn send(&self, msg: &Message, file_stem: &str) -> Result<String, EmailError> {
         match self {
             Mailer::Smtp(t) => match t.send(msg.clone()).await {
                 Ok(r) => Ok(format!(
@@ -435,7 +435,7 @@ impl Mailer {
     }
 
     /// Whether a failure is worth retrying (a permanent SMTP refusal is not).
-    pub fn is_permanent(e: &EmailError) -> bool {
+    pub(crate) fn is_permanent(e: &EmailError) -> bool {
         match e {
             EmailError::Build(_) => true,
             EmailError::Smtp(m) => m.contains("permanent"),

@@ -19,7 +19,7 @@ use crate::alerts::rrule::instant;
 
 /// Where an incident is in the workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncidentState {
+pub(crate) enum IncidentState {
     Open,
     Acked,
     Snoozed,
@@ -27,7 +27,7 @@ pub enum IncidentState {
 }
 
 impl IncidentState {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "open" => IncidentState::Open,
             "acked" => IncidentState::Acked,
@@ -40,7 +40,7 @@ impl IncidentState {
 
 /// What the evaluation needs of an incident.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub state: IncidentState,
     pub severity: Severity,
     pub suppressed: bool,
@@ -54,7 +54,7 @@ pub struct Snapshot {
 
 /// What to do now.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Steps (indexes) that fire now.
     pub fire: Vec<usize>,
     /// The ack timed out or the snooze ended: back to open, a new loop from now.
@@ -66,7 +66,7 @@ pub struct Decision {
 }
 
 /// Evaluates one incident at `now_ms`.
-pub fn decide(policy: &Policy, tenant: &Tenant, s: &Snapshot, now_ms: i64) -> Decision {
+pub(crate) fn decide(policy: &Policy, tenant: &Tenant, s: &Snapshot, now_ms: i64) -> Decision {
     let mut d = Decision::default();
     match s.state {
         IncidentState::Resolved => return d,
@@ -125,7 +125,7 @@ pub fn decide(policy: &Policy, tenant: &Tenant, s: &Snapshot, now_ms: i64) -> De
 
 /// When a step due at `base_ms` may fire, given its calendar guard. A missing
 /// calendar (the tenant does not define it) does not hold a step back.
-pub fn step_due(guard: Option<&HoursGuard>, tenant: &Tenant, base_ms: i64) -> Option<i64> {
+pub(crate) fn step_due(guard: Option<&HoursGuard>, tenant: &Tenant, base_ms: i64) -> Option<i64> {
     match guard {
         None => Some(base_ms),
         Some(HoursGuard::Inside(name)) => match tenant.calendars.get(name) {
@@ -160,7 +160,7 @@ fn local_day(tz: &TimeZone, ms: i64) -> Option<Date> {
 }
 
 /// The first instant at or after `t` inside the calendar's hours.
-pub fn next_inside(cal: &Calendar, tz: &TimeZone, t: i64) -> Option<i64> {
+pub(crate) fn next_inside(cal: &Calendar, tz: &TimeZone, t: i64) -> Option<i64> {
     let mut day = local_day(tz, t)?;
     for _ in 0..400 {
         if let Some((open, close)) = hours_of(cal, tz, day) {
@@ -177,7 +177,7 @@ pub fn next_inside(cal: &Calendar, tz: &TimeZone, t: i64) -> Option<i64> {
 }
 
 /// The first instant at or after `t` outside the calendar's hours.
-pub fn next_outside(cal: &Calendar, tz: &TimeZone, t: i64) -> Option<i64> {
+pub(crate) fn next_outside(cal: &Calendar, tz: &TimeZone, t: i64) -> Option<i64> {
     let day = local_day(tz, t)?;
     match hours_of(cal, tz, day) {
         Some((open, close)) if open <= t && t < close => Some(close),

@@ -16,14 +16,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::escalation::IncidentState;
 // The read side lives in `incident_row` (a leaf the outbox also uses); re-exported
 // here because callers think of it as part of the incident.
-pub use super::incident_row::{IncidentRow, SCHEMA, feed_event, get, incident_json, list};
+pub(crate) use super::incident_row::{IncidentRow, SCHEMA, feed_event, get, incident_json, list};
 use crate::alerts::engine::Change;
 use crate::alerts::machine::{Event, State};
 use crate::alerts::model::Severity;
 
 /// An opening or resolution committed by the engine, logged after its commit.
 #[derive(Debug, Clone)]
-pub struct Logged {
+pub(crate) struct Logged {
     pub incident: i64,
     pub opened: bool,
     pub tenant: String,
@@ -35,7 +35,7 @@ pub struct Logged {
 
 /// Logs what [`on_change`] recorded (after the transaction committed): one info
 /// line per incident opening and resolution.
-pub fn log_committed(events: &[Logged]) {
+pub(crate) fn log_committed(events: &[Logged]) {
     for e in events {
         if e.opened {
             tracing::info!(incident = e.incident, tenant = %e.tenant, rule = %e.rule, device = %e.device_id, severity = %e.severity, "incident opened");
@@ -54,7 +54,7 @@ fn active(conn: &Connection, instance_id: i64) -> rusqlite::Result<Option<(i64, 
 }
 
 /// Applies one instance's records to its incident, inside the engine's transaction.
-pub fn on_change(
+pub(crate) fn on_change(
     conn: &Connection,
     instance_id: i64,
     c: &Change,
@@ -180,7 +180,7 @@ fn finite(v: f64) -> f64 {
 
 /// What a workflow command found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// Already in that state (acked twice, resolved twice).
     Already,
@@ -190,7 +190,7 @@ pub enum Outcome {
 
 /// Acknowledges an incident: escalation and repeats stop. Also marks the alert
 /// instance acked, as `alerts ack` does.
-pub fn ack(
+pub(crate) fn ack(
     conn: &mut Connection,
     id: i64,
     by: &str,
@@ -240,7 +240,7 @@ pub(crate) fn ack_in(
 }
 
 /// `alerts ack` on an instance acknowledges its incident too (inside its transaction).
-pub fn ack_instance(
+pub(crate) fn ack_instance(
     conn: &Connection,
     instance_id: i64,
     by: &str,
@@ -260,7 +260,7 @@ pub fn ack_instance(
 }
 
 /// Snoozes an incident until `until_ms` (a timed ack: it reopens then).
-pub fn snooze(
+pub(crate) fn snooze(
     conn: &mut Connection,
     id: i64,
     by: &str,
@@ -306,7 +306,12 @@ pub(crate) fn snooze_in(
 
 /// Resolves an incident by hand (the alert may still fire; its next episode opens
 /// a new incident only after it recovers).
-pub fn resolve(conn: &mut Connection, id: i64, by: &str, now_ms: i64) -> rusqlite::Result<Outcome> {
+pub(crate) fn resolve(
+    conn: &mut Connection,
+    id: i64,
+    by: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Outcome> {
     let tx = conn.transaction()?;
     let st: Option<String> = tx
         .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {

@@ -8,11 +8,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 /// Version of the JSON documents of the feed and the generic webhook.
-pub const SCHEMA: &str = "tandem.notify/v1";
+pub(crate) const SCHEMA: &str = "tandem.notify/v1";
 
 /// One incident as the CLI, the feed, mails and webhooks show it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct IncidentRow {
+pub(crate) struct IncidentRow {
     pub id: i64,
     pub tenant: String,
     pub site: Option<String>,
@@ -66,14 +66,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     })
 }
 
-pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<IncidentRow>> {
+pub(crate) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<IncidentRow>> {
     conn.prepare_cached(&format!("{SELECT} WHERE i.id = ?1"))?
         .query_row([id], row)
         .optional()
 }
 
 /// Incidents, newest first; `all` includes resolved ones.
-pub fn list(
+pub(crate) fn list(
     conn: &Connection,
     tenant: Option<&str>,
     all: bool,
@@ -88,7 +88,7 @@ pub fn list(
 
 /// Incidents the escalation looks at: not resolved, or resolved with resolved
 /// notices still to expand; each with its `resolve_sent` flag.
-pub fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(IncidentRow, bool)>> {
+pub(crate) fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(IncidentRow, bool)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "{SELECT_RS} WHERE i.state != 'resolved' OR i.resolve_sent = 0"
     ))?;
@@ -97,7 +97,7 @@ pub fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(IncidentRow, boo
 }
 
 /// One incident with its `resolve_sent` flag (the escalation's view).
-pub fn get_with_resolve_sent(
+pub(crate) fn get_with_resolve_sent(
     conn: &Connection,
     id: i64,
 ) -> rusqlite::Result<Option<(IncidentRow, bool)>> {
@@ -124,7 +124,7 @@ fn ms_to_rfc3339(ms: Option<i64>) -> serde_json::Value {
 }
 
 /// The incident object of the versioned JSON schema (docs/NOTIFICATIONS.md).
-pub fn incident_json(i: &IncidentRow) -> serde_json::Value {
+pub(crate) fn incident_json(i: &IncidentRow) -> serde_json::Value {
     json!({
         "id": i.id,
         "tenant": i.tenant,
@@ -148,7 +148,7 @@ pub fn incident_json(i: &IncidentRow) -> serde_json::Value {
 }
 
 /// Writes a feed event for the incident as it is now.
-pub fn feed_event(
+pub(crate) fn feed_event(
     conn: &Connection,
     incident: i64,
     kind: &str,

@@ -17,7 +17,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// File name of the link key inside the data dir.
-pub const KEY_FILE: &str = "notify-link.key";
+pub(crate) const KEY_FILE: &str = "notify-link.key";
 
 const PURPOSE: &[u8] = b"ack\n";
 
@@ -39,7 +39,7 @@ pub enum LinkError {
 
 /// What a verified link says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckLink {
+pub(crate) struct AckLink {
     pub incident: i64,
     pub expires_ms: i64,
     pub recipient: String,
@@ -47,7 +47,7 @@ pub struct AckLink {
 
 /// The HMAC key of ack links (cheap to clone).
 #[derive(Clone)]
-pub struct LinkKey(hmac::Key);
+pub(crate) struct LinkKey(hmac::Key);
 
 impl std::fmt::Debug for LinkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +57,7 @@ impl std::fmt::Debug for LinkKey {
 
 impl LinkKey {
     /// Loads the key from the data dir, creating it on first use.
-    pub fn load_or_create(data_dir: &Path) -> Result<LinkKey, LinkError> {
+    pub(crate) fn load_or_create(data_dir: &Path) -> Result<LinkKey, LinkError> {
         let path = data_dir.join(KEY_FILE);
         let err = |source| LinkError::Key {
             path: path.clone(),
@@ -85,7 +85,7 @@ impl LinkKey {
         Ok(LinkKey::from_bytes(&on_disk))
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> LinkKey {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> LinkKey {
         LinkKey(hmac::Key::new(hmac::HMAC_SHA256, bytes))
     }
 
@@ -97,14 +97,14 @@ impl LinkKey {
     }
 
     /// A token acknowledging `incident` on behalf of `recipient` until `expires_ms`.
-    pub fn ack_token(&self, incident: i64, recipient: &str, expires_ms: i64) -> String {
+    pub(crate) fn ack_token(&self, incident: i64, recipient: &str, expires_ms: i64) -> String {
         let payload = format!("{incident}.{expires_ms}.{recipient}");
         let tag = self.sign(payload.as_bytes());
         format!("{}.{}", B64.encode(payload), B64.encode(tag.as_ref()))
     }
 
     /// Checks a token's signature and expiry at `now_ms`.
-    pub fn verify(&self, token: &str, now_ms: i64) -> Result<AckLink, LinkError> {
+    pub(crate) fn verify(&self, token: &str, now_ms: i64) -> Result<AckLink, LinkError> {
         let (p, t) = token.split_once('.').ok_or(LinkError::Malformed)?;
         let payload = B64.decode(p).map_err(|_| LinkError::Malformed)?;
         let tag = B64.decode(t).map_err(|_| LinkError::Malformed)?;
@@ -135,7 +135,7 @@ impl LinkKey {
 }
 
 /// A new API token (shown once) and the hex SHA-256 to store.
-pub fn new_api_token() -> Result<(String, String), LinkError> {
+pub(crate) fn new_api_token() -> Result<(String, String), LinkError> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -149,7 +149,7 @@ pub fn new_api_token() -> Result<(String, String), LinkError> {
 }
 
 /// Hex SHA-256 of an API token, as stored.
-pub fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
         .as_ref()
         .iter()
@@ -158,7 +158,7 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// HMAC-SHA256 of `timestamp "." body`, hex: the generic webhook's signature.
-pub fn webhook_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn webhook_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(timestamp.to_string().as_bytes());

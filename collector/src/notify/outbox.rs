@@ -21,7 +21,7 @@ use crate::alerts::model::Severity;
 
 /// A pending delivery, as the dispatcher sends it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub id: i64,
     pub idem_key: String,
     pub incident_id: i64,
@@ -34,19 +34,24 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn is_resolved(&self) -> bool {
+    pub(crate) fn is_resolved(&self) -> bool {
         self.transition == "resolved"
     }
 }
 
 /// The idempotency key of one delivery.
-pub fn idem_key(incident: i64, transition: &str, channel: Channel, recipient: &str) -> String {
+pub(crate) fn idem_key(
+    incident: i64,
+    transition: &str,
+    channel: Channel,
+    recipient: &str,
+) -> String {
     format!("{incident}:{transition}:{}:{recipient}", channel.as_str())
 }
 
 /// What one pass of [`escalate`] did.
 #[derive(Debug, Default, Clone)]
-pub struct Escalated {
+pub(crate) struct Escalated {
     pub steps_fired: usize,
     pub deliveries: usize,
     /// The earliest time something may become due (None: nothing waits).
@@ -95,7 +100,7 @@ fn insert(
 /// gets one, keyed `incident:<kind>.<loop>:webhook:<name>`. Called inside the
 /// transaction that makes the change (ack, snooze, reopen). Mail recipients get no
 /// such notice (the ack shows in the resolved mail).
-pub fn workflow_notice(
+pub(crate) fn workflow_notice(
     conn: &Connection,
     incident: i64,
     kind: &str,
@@ -173,7 +178,7 @@ fn decide_one(
 
 /// Evaluates every incident with work left (see [`escalate_some`]; the tests).
 #[cfg(test)]
-pub fn escalate(
+pub(crate) fn escalate(
     conn: &mut Connection,
     set: &PolicySet,
     now_ms: i64,
@@ -185,7 +190,7 @@ pub fn escalate(
 /// commits what fires. Deciding reads only (no lock held); the incidents with
 /// something to write are decided again and written in **one** short `IMMEDIATE`
 /// transaction, so the store writer waits for at most one commit per pass.
-pub fn escalate_some(
+pub(crate) fn escalate_some(
     conn: &mut Connection,
     set: &PolicySet,
     now_ms: i64,
@@ -337,7 +342,7 @@ fn apply_one(
 /// Pending deliveries due at `now_ms`, emails grouped by (tenant, recipient,
 /// problem/resolved): a group is due once its oldest row is `group_wait_ms` old,
 /// and then goes out whole. Returns the groups and when the next one is due.
-pub fn due(
+pub(crate) fn due(
     conn: &Connection,
     now_ms: i64,
     group_wait_ms: i64,
@@ -412,7 +417,7 @@ pub fn due(
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     Sent {
         answer: String,
         message_id: Option<String>,
@@ -426,14 +431,14 @@ pub enum Attempt {
 /// The wait before retry number `attempt` (1-based): exponential from `base_ms`,
 /// capped at `max_ms`, with "equal jitter" (half fixed, half random; `rand01` in
 /// [0, 1)) so that many failed deliveries do not retry in lockstep.
-pub fn backoff_ms(attempt: i64, base_ms: i64, max_ms: i64, rand01: f64) -> i64 {
+pub(crate) fn backoff_ms(attempt: i64, base_ms: i64, max_ms: i64, rand01: f64) -> i64 {
     let exp = base_ms.saturating_mul(1i64 << attempt.clamp(1, 30).saturating_sub(1));
     let d = exp.min(max_ms).max(1);
     d / 2 + ((d / 2) as f64 * rand01.clamp(0.0, 1.0)) as i64
 }
 
 /// Records the outcome of one attempt at each delivery (one transaction).
-pub fn record(
+pub(crate) fn record(
     conn: &mut Connection,
     results: &[(Delivery, Attempt)],
     now_ms: i64,
@@ -449,7 +454,7 @@ pub fn record(
 
 /// As [`record`], each attempt with the time it ended (the remote's answer), so
 /// that `sent_ms` is when the server accepted, not when the pass finished.
-pub fn record_at(
+pub(crate) fn record_at(
     conn: &mut Connection,
     results: &[(Delivery, Attempt, i64)],
     retry: &dyn Fn(i64) -> i64,
@@ -491,7 +496,7 @@ pub fn record_at(
 }
 
 /// The Message-ID a problem notice to `recipient` went out with (for threading).
-pub fn problem_message_id(
+pub(crate) fn problem_message_id(
     conn: &Connection,
     incident: i64,
     recipient: &str,
@@ -509,7 +514,7 @@ pub fn problem_message_id(
 
 /// One line of `notify log`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct LogRow {
+pub(crate) struct LogRow {
     pub outbox_id: i64,
     pub incident_id: i64,
     pub tenant: String,
@@ -524,7 +529,7 @@ pub struct LogRow {
 }
 
 /// Every delivery with every attempt (deliveries without one yet included).
-pub fn log(conn: &Connection, incident: Option<i64>) -> rusqlite::Result<Vec<LogRow>> {
+pub(crate) fn log(conn: &Connection, incident: Option<i64>) -> rusqlite::Result<Vec<LogRow>> {
     let mut s = conn.prepare(
         "SELECT o.id, o.incident_id, o.tenant, o.transition, o.channel, o.recipient, o.status,
                 l.at_ms, l.attempt, l.result, l.answer

@@ -28,7 +28,7 @@ pub enum NotifyStartError {
 }
 
 /// Notifications and the HTTP listener of one collector, bound, not yet running.
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// `None` without a `[notify]` section (the HTTP listener may still serve the feed).
     dispatch: Option<(Sender, PolicySet)>,
     http: Option<(TcpListener, crate::http::HttpState)>,
@@ -38,7 +38,7 @@ pub struct Notifier {
 impl Notifier {
     /// `None` when the config has neither `[notify]` nor `[http]`. `listeners`: the
     /// enrollment and telemetry listeners as bound (for the console's defaults).
-    pub async fn bind(
+    pub(crate) async fn bind(
         config: &Config,
         listeners: crate::console::Listeners,
     ) -> Result<Option<Notifier>, NotifyStartError> {
@@ -107,18 +107,19 @@ impl Notifier {
     }
 
     /// The HTTP listener's base URL (`https://` unless plain on loopback).
-    pub fn http_url(&self) -> Option<String> {
+    #[cfg(feature = "demo")]
+    pub(crate) fn http_url(&self) -> Option<String> {
         let (l, st) = self.http.as_ref()?;
         Some(format!("{}://{}", st.scheme(), l.local_addr().ok()?))
     }
 
     /// The address the HTTP listener bound.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Starts the dispatcher and the HTTP server; both end when `stop` is cancelled.
-    pub fn spawn(self, stop: CancellationToken) -> JoinHandle<()> {
+    pub(crate) fn spawn(self, stop: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             let d = self.dispatch.map(|(sender, set)| {
                 let (db, stop) = (self.db_path.clone(), stop.clone());

@@ -18,12 +18,12 @@ use super::outbox::Attempt;
 use super::policy::{Webhook, WebhookFormat};
 
 /// Headers of the generic format.
-pub const SIGNATURE_HEADER: &str = "x-tandem-signature";
-pub const TIMESTAMP_HEADER: &str = "x-tandem-timestamp";
-pub const IDEMPOTENCY_HEADER: &str = "x-tandem-idempotency-key";
+pub(crate) const SIGNATURE_HEADER: &str = "x-tandem-signature";
+pub(crate) const TIMESTAMP_HEADER: &str = "x-tandem-timestamp";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "x-tandem-idempotency-key";
 
 /// The body for one incident event in the webhook's format.
-pub fn payload(
+pub(crate) fn payload(
     format: WebhookFormat,
     event: &str,
     i: &IncidentRow,
@@ -85,7 +85,7 @@ enum PostError {
 }
 
 /// POSTs `body`; classifies the answer.
-pub async fn deliver(hook: &Webhook, body: &[u8], idem_key: &str, now_secs: i64) -> Attempt {
+pub(crate) async fn deliver(hook: &Webhook, body: &[u8], idem_key: &str, now_secs: i64) -> Attempt {
     let sig = (!hook.secret.is_empty()).then(|| {
         format!(
             "v1={}",

@@ -7,7 +7,7 @@ use super::{PkiError, Validity, load_ca, write_file};
 
 /// Why `pki issue-agent` could not write an agent's bundle.
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub(crate) enum BundleError {
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("cannot open the database to record the certificate: {0}")]
@@ -20,7 +20,7 @@ pub enum BundleError {
 /// `agent.toml` into `out`, and records the certificate in the database (so
 /// `device list` shows its expiry and `--replace` can revoke it). A new device id
 /// unless `device_id` is given. Returns the device id.
-pub fn write_agent_bundle(
+pub(crate) fn write_agent_bundle(
     data_dir: &Path,
     tenant: &str,
     device_id: Option<&str>,

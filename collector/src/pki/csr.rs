@@ -4,7 +4,7 @@
 
 /// Why a certificate signing request was refused. The text goes to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CsrError {
+pub(crate) enum CsrError {
     #[error("the CSR is empty")]
     Empty,
     #[error("the CSR is {0} bytes, more than the limit of {MAX_CSR_BYTES}")]
@@ -41,10 +41,10 @@ fn csr_key_accepted(der: &[u8]) -> Option<bool> {
 }
 
 /// Largest CSR accepted; a P-256 request is about 250 bytes.
-pub const MAX_CSR_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_CSR_BYTES: usize = 16 * 1024;
 
 /// Checks a DER CSR: size, structure, self-signature, key algorithm.
-pub fn check_csr(der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, CsrError> {
+pub(crate) fn check_csr(der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, CsrError> {
     if der.is_empty() {
         return Err(CsrError::Empty);
     }
@@ -72,7 +72,7 @@ pub fn check_csr(der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, C
 }
 
 /// The raw public key bits of a CSR (for "the renewal must use a new key").
-pub fn csr_key_bits(csr: &rcgen::CertificateSigningRequestParams) -> Vec<u8> {
+pub(crate) fn csr_key_bits(csr: &rcgen::CertificateSigningRequestParams) -> Vec<u8> {
     use rcgen::PublicKeyData;
     csr.public_key.der_bytes().to_vec()
 }

@@ -94,7 +94,7 @@ pub(super) fn commit_files(dir: &Path, steps: &[Step]) -> Result<(), PkiError> {
 /// Finishes a PKI change that a crash interrupted after its commit point, or
 /// discards the staged files of one interrupted before it. Run before the PKI files
 /// are read.
-pub fn recover(data_dir: &Path) -> Result<(), PkiError> {
+pub(crate) fn recover(data_dir: &Path) -> Result<(), PkiError> {
     recover_dir(&PkiPaths::new(data_dir).dir)
 }
 

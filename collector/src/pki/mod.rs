@@ -36,17 +36,20 @@ mod csr;
 mod files;
 mod peer;
 
-pub use bundle::{BundleError, write_agent_bundle};
-pub use csr::{CsrError, MAX_CSR_BYTES, check_csr, csr_key_bits};
-pub use files::recover;
+pub(crate) use bundle::write_agent_bundle;
+#[cfg(test)]
+pub(crate) use csr::{CsrError, MAX_CSR_BYTES};
+pub(crate) use csr::{check_csr, csr_key_bits};
+pub(crate) use files::recover;
 use files::{Step, commit_files, recover_dir};
-pub use peer::{
-    PolicyError, bundle_ders, cert_key_bits, cert_serial_hex, check_client_policy,
-    identity_from_der,
-};
+#[cfg(test)]
+pub(crate) use peer::bundle_ders;
+pub(crate) use peer::{PolicyError, cert_key_bits, check_client_policy};
+pub use peer::{cert_serial_hex, identity_from_der};
 
 /// Default lifetime of a manually issued agent certificate.
-pub const DEFAULT_AGENT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+#[cfg(any(test, feature = "demo"))]
+pub(crate) const DEFAULT_AGENT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 /// Certificates are valid from well before "now" (as public CAs backdate), so a
@@ -191,7 +194,7 @@ impl Validity {
     /// For short-lived device certificates: backdated by a tenth of the lifetime (at
     /// most 5 minutes), so the agent's "renew at two thirds" lands near two thirds
     /// of the real lifetime while small clock differences are still tolerated.
-    pub fn device(lifetime: Duration) -> Self {
+    pub(crate) fn device(lifetime: Duration) -> Self {
         let now = OffsetDateTime::now_utc();
         let back = (lifetime / 10).min(Duration::from_secs(300));
         Self {
@@ -272,7 +275,7 @@ fn all_cert_ders(pem: &str) -> Vec<Vec<u8>> {
 }
 
 /// When the CA rotation in progress started (ms since epoch), if one is.
-pub fn rotation_started(data_dir: &Path) -> Result<Option<i64>, PkiError> {
+pub(crate) fn rotation_started(data_dir: &Path) -> Result<Option<i64>, PkiError> {
     let paths = PkiPaths::new(data_dir);
     recover_dir(&paths.dir)?;
     match fs::read_to_string(&paths.rotation) {
@@ -293,7 +296,7 @@ pub fn rotation_started(data_dir: &Path) -> Result<Option<i64>, PkiError> {
 /// keeps working, and the server certificate (old CA) stays, so agents that know
 /// only the old CA still connect. The old key is kept as `ca.key.retired-<ms>`.
 /// Restart the collector afterwards, then have every device renew.
-pub fn rotate_begin(data_dir: &Path, now_ms: i64) -> Result<(), PkiError> {
+pub(crate) fn rotate_begin(data_dir: &Path, now_ms: i64) -> Result<(), PkiError> {
     let paths = PkiPaths::new(data_dir);
     if let Some(started) = rotation_started(data_dir)? {
         return Err(PkiError::RotationInProgress(started.to_string()));
@@ -333,7 +336,7 @@ fn pem_of_first(pem: &str) -> Option<String> {
 /// Step 2 of a CA rotation, once every device has renewed: the server certificate
 /// is re-issued by the new CA (same names) and the old CA leaves the bundle, so
 /// certificates it issued stop working. Restart the collector afterwards.
-pub fn rotate_finish(data_dir: &Path) -> Result<(), PkiError> {
+pub(crate) fn rotate_finish(data_dir: &Path) -> Result<(), PkiError> {
     let paths = PkiPaths::new(data_dir);
     if rotation_started(data_dir)?.is_none() {
         return Err(PkiError::NoRotation);
@@ -421,7 +424,7 @@ pub(crate) fn server_names(der: &[u8]) -> Vec<String> {
 /// signed the server certificate (the enrollment listener presents that one, so the
 /// agent can verify the server against the pinned CA). Outside a rotation it is the
 /// issuing CA; during one, still the old CA until `rotate-ca finish`.
-pub fn serving_fingerprint(data_dir: &Path) -> Result<[u8; 32], PkiError> {
+pub(crate) fn serving_fingerprint(data_dir: &Path) -> Result<[u8; 32], PkiError> {
     let paths = PkiPaths::new(data_dir);
     let bundle = fs::read_to_string(&paths.ca_cert).map_err(io_err(&paths.ca_cert))?;
     let server_pem = fs::read_to_string(&paths.server_cert).map_err(io_err(&paths.server_cert))?;
@@ -533,7 +536,7 @@ impl Ca {
 
     /// Signs a device certificate for the public key of a checked CSR. Nothing else
     /// of the CSR is used.
-    pub fn sign_device(
+    pub(crate) fn sign_device(
         &self,
         csr: &rcgen::CertificateSigningRequestParams,
         tenant: &str,

@@ -2,10 +2,11 @@
 //! our CA", device identities from URI SANs, serials and key bits. Pure functions
 //! of DER bytes.
 
+#[cfg(test)]
 use super::all_cert_ders;
 
 /// The raw public key bits of a DER certificate.
-pub fn cert_key_bits(der: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn cert_key_bits(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(
         cert.tbs_certificate
@@ -25,7 +26,7 @@ pub fn cert_serial_hex(der: &[u8]) -> Option<String> {
 /// Why a client certificate that chains to our CA is still refused (the certificate
 /// policy, docs/SECURITY.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     #[error("the client certificate cannot be parsed")]
     Unparsable,
     #[error("the client certificate has no extended key usage clientAuth")]
@@ -41,7 +42,7 @@ pub enum PolicyError {
 /// certificates in `ca_ders` itself, so no intermediate is honoured whatever the
 /// peer sends (our CA says pathlen:0, which the WebPKI verifier does not enforce).
 /// Pure: the caller passes the CA certificates.
-pub fn check_client_policy(leaf_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<(), PolicyError> {
+pub(crate) fn check_client_policy(leaf_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<(), PolicyError> {
     let (_, leaf) =
         x509_parser::parse_x509_certificate(leaf_der).map_err(|_| PolicyError::Unparsable)?;
     let client_auth = matches!(leaf.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
@@ -59,7 +60,8 @@ pub fn check_client_policy(leaf_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<(), P
 }
 
 /// The DER of every certificate in a PEM bundle (the CA bundle `ca.pem`).
-pub fn bundle_ders(pem: &str) -> Vec<Vec<u8>> {
+#[cfg(test)]
+pub(crate) fn bundle_ders(pem: &str) -> Vec<Vec<u8>> {
     all_cert_ders(pem)
 }
 

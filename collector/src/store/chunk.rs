@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 /// Bucket widths of the rollup tiers, in ms; also the `tier` column of `rollups`.
-pub const TIER_5M_MS: i64 = 300_000;
-pub const TIER_1H_MS: i64 = 3_600_000;
+pub(crate) const TIER_5M_MS: i64 = 300_000;
+pub(crate) const TIER_1H_MS: i64 = 3_600_000;
 /// Span of one raw chunk and of one 5-minute rollup blob.
 pub const CHUNK_MS: i64 = 3_600_000;
 /// Span of one 1-hour rollup blob.
@@ -31,7 +31,7 @@ pub enum ChunkError {
 }
 
 /// Floor of `ts` to a multiple of `width` (also for times before 1970).
-pub fn floor(ts: i64, width: i64) -> i64 {
+pub(crate) fn floor(ts: i64, width: i64) -> i64 {
     ts.div_euclid(width) * width
 }
 
@@ -113,14 +113,14 @@ pub fn encode_head(series_ids: &[i64], samples: &[(i64, &[f64])]) -> Vec<u8> {
 
 /// One stored value.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Value {
+pub(crate) struct Value {
     pub series_id: i64,
     pub ts_ms: i64,
     pub value: f64,
 }
 
 /// Decodes a head payload into its values (NaN = absent, skipped), in batch order.
-pub fn decode_head(payload: &[u8], out: &mut Vec<Value>) -> Result<(), ChunkError> {
+pub(crate) fn decode_head(payload: &[u8], out: &mut Vec<Value>) -> Result<(), ChunkError> {
     let mut r = Reader::new(payload, "head payload");
     version(&mut r)?;
     let n_series = r.u32()? as usize;
@@ -182,7 +182,7 @@ const ENTRY: usize = 8 + 4 * 6 + 8 + 8;
 /// agent samples all its series at once) points at that series' time stream
 /// (`ts_ref`) instead of storing its own, so times cost ~nothing per value.
 /// Series with no points are left out.
-pub fn encode_chunk(series: &BTreeMap<i64, SeriesPoints>) -> Result<Vec<u8>, ChunkError> {
+pub(crate) fn encode_chunk(series: &BTreeMap<i64, SeriesPoints>) -> Result<Vec<u8>, ChunkError> {
     let live: Vec<(&i64, &SeriesPoints)> =
         series.iter().filter(|(_, p)| !p.ts.is_empty()).collect();
     let mut body = Vec::new();
@@ -296,7 +296,7 @@ impl<'a> ChunkView<'a> {
     }
 
     /// Decodes the series at `index` of [`ChunkView::entries`]: two streams, nothing else.
-    pub fn series_at(&self, index: usize) -> Result<SeriesPoints, ChunkError> {
+    pub(crate) fn series_at(&self, index: usize) -> Result<SeriesPoints, ChunkError> {
         let e = self.entries[index];
         // ts_off/ts_len already point at the stream of series `ts_ref`.
         let ts: Vec<i64> = decompress(self.slice(e.ts_off, e.ts_len)?, "chunk times")?;
@@ -311,7 +311,7 @@ impl<'a> ChunkView<'a> {
     }
 
     /// Decodes one series, if the chunk holds it.
-    pub fn series(&self, series_id: i64) -> Result<Option<SeriesPoints>, ChunkError> {
+    pub(crate) fn series(&self, series_id: i64) -> Result<Option<SeriesPoints>, ChunkError> {
         match self
             .entries
             .binary_search_by_key(&series_id, |e| e.series_id)
@@ -333,7 +333,7 @@ impl<'a> ChunkView<'a> {
 
     /// Calls `f` with every series in ascending id order, decoding each shared time
     /// stream once (what [`ChunkView::all`] does, without the map).
-    pub fn each(&self, mut f: impl FnMut(i64, SeriesPoints)) -> Result<(), ChunkError> {
+    pub(crate) fn each(&self, mut f: impl FnMut(i64, SeriesPoints)) -> Result<(), ChunkError> {
         // Decoded time streams by offset: an agent samples all its series at once,
         // so a device-hour usually has one.
         let mut times: Vec<(u32, Vec<i64>)> = Vec::new();
@@ -363,7 +363,7 @@ impl<'a> ChunkView<'a> {
 
 /// Aggregates of one series over one bucket `[bucket_ms, bucket_ms + width)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Agg {
+pub(crate) struct Agg {
     pub series_id: i64,
     pub bucket_ms: i64,
     pub min: f64,
@@ -380,7 +380,7 @@ pub struct Agg {
 
 impl Agg {
     /// Folds `b` (later in time) into `self`.
-    pub fn merge(&mut self, b: &Agg) {
+    pub(crate) fn merge(&mut self, b: &Agg) {
         self.min = self.min.min(b.min);
         self.max = self.max.max(b.max);
         self.sum += b.sum;
@@ -391,7 +391,7 @@ impl Agg {
 }
 
 /// Rollups of one series' points (ascending times) at bucket `width`.
-pub fn rollup(series_id: i64, p: &SeriesPoints, width: i64, out: &mut Vec<Agg>) {
+pub(crate) fn rollup(series_id: i64, p: &SeriesPoints, width: i64, out: &mut Vec<Agg>) {
     let mut prev: Option<f64> = None;
     for (&ts, &v) in p.ts.iter().zip(&p.values) {
         let bucket = floor(ts, width);
@@ -431,7 +431,7 @@ pub fn rollup(series_id: i64, p: &SeriesPoints, width: i64, out: &mut Vec<Agg>) 
 /// Encodes rollup rows column-wise, one `pco` stream per field over all the
 /// device's series (rollup rows are few: a per-series stream would cost more in
 /// stream headers than in data).
-pub fn encode_rollups(aggs: &[Agg]) -> Result<Vec<u8>, ChunkError> {
+pub(crate) fn encode_rollups(aggs: &[Agg]) -> Result<Vec<u8>, ChunkError> {
     let col_i = |f: fn(&Agg) -> i64| aggs.iter().map(f).collect::<Vec<_>>();
     let col_f = |f: fn(&Agg) -> f64| aggs.iter().map(f).collect::<Vec<_>>();
     let streams = [
@@ -456,7 +456,7 @@ pub fn encode_rollups(aggs: &[Agg]) -> Result<Vec<u8>, ChunkError> {
 }
 
 /// Decodes a rollup blob (rows ordered by series, then bucket).
-pub fn decode_rollups(blob: &[u8]) -> Result<Vec<Agg>, ChunkError> {
+pub(crate) fn decode_rollups(blob: &[u8]) -> Result<Vec<Agg>, ChunkError> {
     let mut r = Reader::new(blob, "rollup");
     version(&mut r)?;
     let n = r.u32()? as usize;

@@ -87,11 +87,11 @@ const STEP_OLD_ROWS: i64 = 20_000;
 const STEP_EXPIRE_ROWS: i64 = 64;
 /// Rows of the other tables expired by one retention step (small rows: a step
 /// holds the write lock for about a millisecond).
-pub const STEP_EXPIRE_OTHER: i64 = 500;
+pub(crate) const STEP_EXPIRE_OTHER: i64 = 500;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PassReport {
+pub(crate) struct PassReport {
     pub head_rows_compacted: u64,
     pub chunks_written: u64,
     pub old_rows_migrated: u64,
@@ -103,7 +103,7 @@ pub struct PassReport {
 
 /// Rows expired from the other tables.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OtherExpired {
+pub(crate) struct OtherExpired {
     pub patch_reports: u64,
     pub inventory_changes: u64,
     pub alert_history: u64,
@@ -115,7 +115,7 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// Runs every step that has work until none has, with the clock at `now_ms`.
-pub fn run_pass(
+pub(crate) fn run_pass(
     conn: &mut Connection,
     cfg: &StorageConfig,
     now_ms: i64,
@@ -297,7 +297,7 @@ fn write_rollup_blob(
 /// issue 17 item 4) into the head, one head row per series run, in one transaction;
 /// compaction then takes them into chunks like any batch. Returns the rows moved
 /// (0: the upgrade is complete).
-pub fn migrate_step(conn: &mut Connection) -> Result<u64, StoreError> {
+pub(crate) fn migrate_step(conn: &mut Connection) -> Result<u64, StoreError> {
     let tx = conn.transaction()?;
     let rows: Vec<(i64, i64, f64, String)> = {
         let mut stmt = tx.prepare_cached(
@@ -444,7 +444,7 @@ fn expire_patch_reports(conn: &mut Connection, cutoff: i64) -> Result<u64, Store
 /// the patch-age alerts show), each alert instance's latest history record, the log
 /// of a delivery still pending. `inventories` holds only the latest inventory of
 /// each device and is never expired.
-pub fn expire_other(
+pub(crate) fn expire_other(
     conn: &mut Connection,
     cfg: &OtherRetention,
     now_ms: i64,
@@ -482,7 +482,7 @@ pub fn expire_other(
 
 /// Starts the maintenance thread on its own connection to `db`; it runs a pass at
 /// start and every `cfg.interval`, and stops when `stop` is dropped or sent to.
-pub fn spawn(
+pub(crate) fn spawn(
     db: &Path,
     cfg: StorageConfig,
     stop: std::sync::mpsc::Receiver<()>,

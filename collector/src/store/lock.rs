@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside the data dir.
-pub const LOCK_FILE: &str = "tandem.lock";
+pub(crate) const LOCK_FILE: &str = "tandem.lock";
 
 /// Why the data dir could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -34,20 +34,12 @@ pub enum LockError {
 
 /// Held while the collector runs; dropping it (or the process dying) releases the lock.
 #[derive(Debug)]
-pub struct DataDirLock {
+pub(crate) struct DataDirLock {
     _file: File,
-    path: PathBuf,
-}
-
-impl DataDirLock {
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Takes the data dir's lock at once, or says who holds it. Never waits.
-pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
+pub(crate) fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io {
         dir: dir.to_owned(),
@@ -85,7 +77,7 @@ pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
         file.sync_data()
     })()
     .map_err(io)?;
-    Ok(DataDirLock { _file: file, path })
+    Ok(DataDirLock { _file: file })
 }
 
 #[cfg(test)]

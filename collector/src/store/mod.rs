@@ -20,15 +20,15 @@ pub mod integrity;
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;
-pub mod lock;
-pub mod stats;
+pub(crate) mod lock;
+pub(crate) mod stats;
 #[cfg(test)]
 mod store_tests;
 // --- end store brief ---
-pub mod pool;
-pub mod posture;
+pub(crate) mod pool;
+pub(crate) mod posture;
 pub mod query;
-pub mod removal;
+pub(crate) mod removal;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -22,7 +22,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Connections to one database file, reused across requests.
-pub struct Pool {
+pub(crate) struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
@@ -31,7 +31,7 @@ pub struct Pool {
 
 impl Pool {
     /// A pool of connections to `path`; nothing is opened until first needed.
-    pub fn new(path: &Path, max_idle: usize) -> Arc<Pool> {
+    pub(crate) fn new(path: &Path, max_idle: usize) -> Arc<Pool> {
         Arc::new(Pool {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
@@ -42,7 +42,7 @@ impl Pool {
 
     /// Waits (asynchronously) for a turn to use a connection; hold the permit while
     /// the connection is out (move it into the blocking task).
-    pub async fn gate(&self) -> tokio::sync::OwnedSemaphorePermit {
+    pub(crate) async fn gate(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.gate
             .clone()
             .acquire_owned()
@@ -50,12 +50,8 @@ impl Pool {
             .expect("the pool's semaphore is never closed")
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// An idle connection, or a new one (opened as [`super::open`] opens).
-    pub fn get(self: &Arc<Self>) -> Result<Pooled, StoreError> {
+    pub(crate) fn get(self: &Arc<Self>) -> Result<Pooled, StoreError> {
         let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match reused {
             Some(c) => c,
@@ -68,13 +64,14 @@ impl Pool {
     }
 
     /// How many connections wait in the pool (for tests and `/metrics`).
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
 /// A connection on loan from a [`Pool`]; returned when dropped.
-pub struct Pooled {
+pub(crate) struct Pooled {
     conn: Option<Connection>,
     pool: Arc<Pool>,
 }

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 
 /// One posture check of a device.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct CheckRow {
+pub(crate) struct CheckRow {
     pub check: String,
     pub state: String,
     pub evidence: String,
@@ -19,7 +19,7 @@ pub struct CheckRow {
 
 /// One backup of a device, with its age and staleness at the query's `now`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BackupRow {
+pub(crate) struct BackupRow {
     pub name: String,
     pub source: String,
     /// 0 = unknown (`error` says why).
@@ -35,7 +35,7 @@ pub struct BackupRow {
 
 /// One custom check's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct CustomCheckRow {
+pub(crate) struct CustomCheckRow {
     pub name: String,
     pub status: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -44,7 +44,7 @@ pub struct CustomCheckRow {
 
 /// A device's latest posture report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DevicePosture {
+pub(crate) struct DevicePosture {
     pub seq: i64,
     pub time_ms: i64,
     pub checks: Vec<CheckRow>,
@@ -53,7 +53,7 @@ pub struct DevicePosture {
 }
 
 /// The device's latest posture report, if it ever sent one.
-pub fn device_posture(
+pub(crate) fn device_posture(
     conn: &Connection,
     device_id: &str,
     now_ms: i64,
@@ -127,7 +127,7 @@ pub fn device_posture(
 
 /// Pass / fail / unknown counts of one check across a tenant's devices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CheckCounts {
+pub(crate) struct CheckCounts {
     pub check: String,
     pub pass: i64,
     pub fail: i64,
@@ -136,7 +136,7 @@ pub struct CheckCounts {
 
 /// A device with a stale (or unknown) backup.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StaleBackup {
+pub(crate) struct StaleBackup {
     pub device_id: String,
     pub hostname: String,
     pub name: String,
@@ -149,7 +149,7 @@ pub struct StaleBackup {
 
 /// One tenant's posture summary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TenantSummary {
+pub(crate) struct TenantSummary {
     pub tenant: String,
     /// Devices of the tenant that sent a posture report.
     pub devices_reporting: i64,
@@ -161,7 +161,7 @@ pub struct TenantSummary {
 }
 
 /// Every tenant's summary (or only `tenant`'s), by tenant name.
-pub fn tenant_summaries(
+pub(crate) fn tenant_summaries(
     conn: &Connection,
     tenant: Option<&str>,
     now_ms: i64,
@@ -241,7 +241,7 @@ pub fn tenant_summaries(
 }
 
 /// `inspect`'s lines for a device's posture, one per item.
-pub fn lines(p: Option<&DevicePosture>) -> Vec<String> {
+pub(crate) fn lines(p: Option<&DevicePosture>) -> Vec<String> {
     let Some(p) = p else {
         return vec!["posture: no report yet".into()];
     };
@@ -308,7 +308,7 @@ fn human_secs(s: i64) -> String {
 }
 
 /// `tandem-collector posture`'s text for the summaries.
-pub fn summary_text(all: &[TenantSummary]) -> String {
+pub(crate) fn summary_text(all: &[TenantSummary]) -> String {
     let mut s = String::new();
     if all.is_empty() {
         s.push_str("no such tenant\n");

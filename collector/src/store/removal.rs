@@ -19,7 +19,7 @@ use super::admin::AdminError;
 
 /// What `remove_device` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removed {
+pub(crate) struct Removed {
     pub tenant: String,
     pub hostname: String,
     /// Rows deleted by `purge` (0 without it).
@@ -29,7 +29,7 @@ pub struct Removed {
 }
 
 /// What the confirmation names: (tenant, hostname, revoked, removed).
-pub fn describe(
+pub(crate) fn describe(
     conn: &Connection,
     device_id: &str,
 ) -> Result<Option<(String, String, bool, bool)>, AdminError> {
@@ -44,7 +44,7 @@ pub fn describe(
 }
 
 /// Revokes and removes `device_id`; with `purge`, deletes its data too.
-pub fn remove_device(
+pub(crate) fn remove_device(
     conn: &mut Connection,
     device_id: &str,
     purge: bool,

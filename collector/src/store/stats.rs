@@ -7,14 +7,14 @@ use super::StoreError;
 
 /// One table or index and its size on disk (pages it uses, page overhead included).
 #[derive(Debug, serde::Serialize)]
-pub struct TableBytes {
+pub(crate) struct TableBytes {
     pub name: String,
     pub bytes: i64,
 }
 
 /// One storage tier.
 #[derive(Debug, serde::Serialize)]
-pub struct TierStats {
+pub(crate) struct TierStats {
     pub tier: &'static str,
     /// Rows (head rows, chunks or rollup blobs).
     pub rows: i64,
@@ -28,7 +28,7 @@ pub struct TierStats {
 
 /// What `storage stats` shows.
 #[derive(Debug, serde::Serialize)]
-pub struct StorageStats {
+pub(crate) struct StorageStats {
     pub file_bytes: i64,
     pub tables: Vec<TableBytes>,
     pub tiers: Vec<TierStats>,
@@ -42,13 +42,13 @@ pub struct StorageStats {
 
 /// A table with its own retention: its rows and the time of its oldest.
 #[derive(Debug, serde::Serialize)]
-pub struct OtherTable {
+pub(crate) struct OtherTable {
     pub table: &'static str,
     pub rows: i64,
     pub oldest_ms: Option<i64>,
 }
 
-pub fn stats(conn: &Connection) -> Result<StorageStats, StoreError> {
+pub(crate) fn stats(conn: &Connection) -> Result<StorageStats, StoreError> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let mut tables = Vec::new();

@@ -29,13 +29,13 @@ mod offline;
 mod reports;
 mod signals;
 
-pub use reports::PatchSummary;
+pub(crate) use reports::PatchSummary;
 use signals::Points;
 
 /// Identity of an instance: rule × device × dimension. A group (tenant) alert has an
 /// empty device and the dimension `tenant:<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
+pub(crate) struct Key {
     pub rule: String,
     pub device_id: String,
     pub dimension: String,
@@ -43,7 +43,7 @@ pub struct Key {
 
 /// What the engine knows about a device.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Device {
+pub(crate) struct Device {
     pub tenant: String,
     /// The site the device enrolled into, if any (fixed by its enrollment token).
     pub site: Option<String>,
@@ -79,7 +79,7 @@ impl Device {
 
 /// One instance that changed, with the history records to append.
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     pub key: Key,
     pub tenant: String,
     pub instance: Instance,
@@ -95,7 +95,7 @@ struct Tracked {
 }
 
 /// All instances and what feeds them.
-pub struct Engine {
+pub(crate) struct Engine {
     /// Shared so evaluation can hold a rule while feeding instances mutably.
     rules: Arc<Vec<Rule>>,
     set: RuleSet,
@@ -128,7 +128,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(set: RuleSet) -> Self {
+    pub(crate) fn new(set: RuleSet) -> Self {
         let rules: Vec<Rule> = set.rules.clone();
         let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_name = HashMap::new();
@@ -159,18 +159,24 @@ impl Engine {
     }
 
     /// The rule set the engine runs.
-    pub fn rule_set(&self) -> &RuleSet {
+    pub(crate) fn rule_set(&self) -> &RuleSet {
         &self.set
     }
 
     /// Restores a device (at startup, from the store).
-    pub fn restore_device(&mut self, id: String, device: Device) {
+    pub(crate) fn restore_device(&mut self, id: String, device: Device) {
         self.devices.insert(id, device);
     }
 
     /// Restores a persisted instance. One of a rule no longer defined is retired
     /// (see [`Engine::replace_rules`]).
-    pub fn restore_instance(&mut self, key: Key, tenant: String, inst: Instance, now_ms: i64) {
+    pub(crate) fn restore_instance(
+        &mut self,
+        key: Key,
+        tenant: String,
+        inst: Instance,
+        now_ms: i64,
+    ) {
         let persisted_sample_ms = inst.last_sample_ms;
         *self.per_device.entry(key.device_id.clone()).or_default() += 1;
         let retire = !self.by_name.contains_key(&key.rule) || self.retired.contains(&key.device_id);
@@ -191,7 +197,7 @@ impl Engine {
     /// their state; those of rules that are gone are retired: an active one goes to
     /// OK with a history record, so it does not stay "firing" in the store forever.
     /// Rate and forecast windows start afresh.
-    pub fn replace_rules(&mut self, set: RuleSet, now_ms: i64) {
+    pub(crate) fn replace_rules(&mut self, set: RuleSet, now_ms: i64) {
         let fresh = Engine::new(set);
         self.rules = fresh.rules;
         self.set = fresh.set;
@@ -214,7 +220,7 @@ impl Engine {
     /// it is closed (to OK, with a history record, as a retired rule's are), it is
     /// forgotten as a device, so it cannot go "offline", and its later hellos,
     /// batches and reports are ignored. Returns false if it was retired already.
-    pub fn retire_device(&mut self, id: &str, now_ms: i64) -> bool {
+    pub(crate) fn retire_device(&mut self, id: &str, now_ms: i64) -> bool {
         if !self.retired.insert(id.to_owned()) {
             return false;
         }
@@ -248,7 +254,7 @@ impl Engine {
     /// so agents get their offline window to reconnect instead of all "going offline"
     /// at the first tick; devices already alerting keep their real last-seen time.
     /// Call after restoring devices and instances.
-    pub fn start_grace(&mut self, now_ms: i64) {
+    pub(crate) fn start_grace(&mut self, now_ms: i64) {
         let alerting: HashSet<&str> = self
             .instances
             .iter()
@@ -277,7 +283,7 @@ impl Engine {
 
     /// Puts changes whose saving failed back, to be saved with the next round (their
     /// instances' current state is saved then; the records are kept in order).
-    pub fn requeue(&mut self, changes: Vec<Change>) {
+    pub(crate) fn requeue(&mut self, changes: Vec<Change>) {
         for c in changes {
             let later = self.dirty.remove(&c.key).unwrap_or_default();
             let mut records = c.records;
@@ -287,7 +293,7 @@ impl Engine {
     }
 
     /// Sets when a device's newest certificate expires (after enrollment or renewal).
-    pub fn set_cert_expiry(&mut self, id: &str, not_after_ms: Option<i64>) {
+    pub(crate) fn set_cert_expiry(&mut self, id: &str, not_after_ms: Option<i64>) {
         if let Some(d) = self.devices.get_mut(id) {
             d.cert_not_after_ms = not_after_ms;
         }
@@ -298,7 +304,7 @@ impl Engine {
     /// instance whose device no longer falls in its rule's scope is closed (to OK,
     /// with a history record), as when its rule is removed: no sample would ever
     /// move it again.
-    pub fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>, now_ms: i64) {
+    pub(crate) fn set_tags(&mut self, mut tags: HashMap<String, Vec<String>>, now_ms: i64) {
         let mut changed = Vec::new();
         for (id, d) in &mut self.devices {
             let mut t = tags.remove(id).unwrap_or_default();
@@ -337,24 +343,24 @@ impl Engine {
     }
 
     /// Replaces the silences (the next tick applies them).
-    pub fn set_silences(&mut self, silences: Vec<Silence>) {
+    pub(crate) fn set_silences(&mut self, silences: Vec<Silence>) {
         self.silences = silences;
     }
 
     /// Replaces the maintenance windows made at run time (the next tick applies them).
-    pub fn set_db_windows(&mut self, windows: Vec<crate::alerts::model::Window>) {
+    pub(crate) fn set_db_windows(&mut self, windows: Vec<crate::alerts::model::Window>) {
         self.db_windows = windows;
     }
 
     /// Sets the site a device belongs to (from its enrollment; `None` for none).
-    pub fn set_site(&mut self, id: &str, site: Option<String>) {
+    pub(crate) fn set_site(&mut self, id: &str, site: Option<String>) {
         if let Some(d) = self.devices.get_mut(id) {
             d.site = site;
         }
     }
 
     /// A device said hello (or was refreshed).
-    pub fn on_hello(
+    pub(crate) fn on_hello(
         &mut self,
         id: &str,
         tenant: &str,
@@ -380,7 +386,7 @@ impl Engine {
     }
 
     /// A metric batch of `device` was committed at `now_ms`.
-    pub fn on_batch(&mut self, device_id: &str, batch: &MetricBatch, now_ms: i64) {
+    pub(crate) fn on_batch(&mut self, device_id: &str, batch: &MetricBatch, now_ms: i64) {
         let Some(dev) = self.devices.get_mut(device_id) else {
             return;
         };
@@ -470,7 +476,7 @@ impl Engine {
     }
 
     /// A patch report of `device` was committed at `now_ms`.
-    pub fn on_patch(&mut self, device_id: &str, report: &PatchReport, now_ms: i64) {
+    pub(crate) fn on_patch(&mut self, device_id: &str, report: &PatchReport, now_ms: i64) {
         let Some(dev) = self.devices.get_mut(device_id) else {
             return;
         };
@@ -483,7 +489,7 @@ impl Engine {
     }
 
     /// Moves every time-based condition on to `now_ms`.
-    pub fn tick(&mut self, now_ms: i64) {
+    pub(crate) fn tick(&mut self, now_ms: i64) {
         // Instances that are quiet and were persisted: forget them (an OK instance
         // needs no memory once its flap window has passed).
         let rules = &self.rules;
@@ -542,7 +548,7 @@ impl Engine {
     }
 
     /// The instances changed since the last call, with their new history records.
-    pub fn take_changes(&mut self) -> Vec<Change> {
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::with_capacity(self.dirty.len());
         for (key, records) in self.dirty.drain() {
             if let Some(t) = self.instances.get_mut(&key) {
@@ -561,7 +567,7 @@ impl Engine {
 
     /// Every instance currently tracked (for the tests).
     #[cfg(test)]
-    pub fn instance(&self, key: &Key) -> Option<&Instance> {
+    pub(crate) fn instance(&self, key: &Key) -> Option<&Instance> {
         self.instances.get(key).map(|t| &t.inst)
     }
 

@@ -13,7 +13,7 @@ use crate::alerts::rules::Kind;
 /// Servers and workstations get different offline limits. Devices carry no role
 /// yet, so it is inferred: Linux and Windows Server are servers, the rest
 /// workstations.
-pub fn is_server(os_family: &str, os_version: &str) -> bool {
+pub(crate) fn is_server(os_family: &str, os_version: &str) -> bool {
     os_family == "linux" || (os_family == "windows" && os_version.contains("Server"))
 }
 

@@ -10,7 +10,7 @@ use crate::alerts::rules::Kind;
 
 /// The part of a device's latest patch report the patch-age rules need.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PatchSummary {
+pub(crate) struct PatchSummary {
     /// When the oldest still-pending security update was first seen.
     pub oldest_security_ms: Option<i64>,
     /// Since when a reboot has been required.
@@ -19,7 +19,7 @@ pub struct PatchSummary {
 
 impl PatchSummary {
     /// Summarises a report; `None` for a failed check (it says nothing new).
-    pub fn of(report: &PatchReport) -> Option<PatchSummary> {
+    pub(crate) fn of(report: &PatchReport) -> Option<PatchSummary> {
         if !report.error.is_empty() {
             return None;
         }

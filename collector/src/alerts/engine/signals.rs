@@ -11,7 +11,7 @@ pub(super) struct Points {
 }
 
 /// Seconds reported by a forecast that never reaches its target.
-pub const NEVER_SECS: f64 = 1e12;
+pub(crate) const NEVER_SECS: f64 = 1e12;
 
 impl Points {
     pub(super) fn rate(&mut self, at: i64, v: f64, per_secs: f64) -> Option<f64> {

@@ -57,7 +57,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn metric(&self) -> Option<&str> {
+    pub(crate) fn metric(&self) -> Option<&str> {
         match self {
             Kind::Threshold { metric }
             | Kind::Rate { metric, .. }
@@ -67,7 +67,7 @@ impl Kind {
     }
 
     /// The agent metric whose samples move this kind's instances, if any.
-    pub fn source_metric(&self) -> Option<&str> {
+    pub(crate) fn source_metric(&self) -> Option<&str> {
         match self {
             Kind::ServiceDown { .. } => Some(SERVICE_UP),
             other => other.metric(),
@@ -75,14 +75,14 @@ impl Kind {
     }
 
     /// Kinds judged by a fixed severity (`severity`), not by a value ladder.
-    pub fn has_fixed_severity(&self) -> bool {
+    pub(crate) fn has_fixed_severity(&self) -> bool {
         matches!(self, Kind::Offline { .. } | Kind::ServiceDown { .. })
     }
 }
 
 /// The metric the agent sends per watched service: dimension = service name,
 /// 1 = running, 0 = not (the contract of `service_down` rules).
-pub const SERVICE_UP: &str = "service.up";
+pub(crate) const SERVICE_UP: &str = "service.up";
 
 /// A checked rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +120,7 @@ impl fmt::Display for Origin {
 
 impl Rule {
     /// The verdict of the severity ladder on one value.
-    pub fn verdict(&self, v: f64) -> Verdict {
+    pub(crate) fn verdict(&self, v: f64) -> Verdict {
         if v.is_nan() {
             return Verdict::Hold;
         }

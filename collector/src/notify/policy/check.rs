@@ -459,7 +459,7 @@ fn calendar(c: &mut Checker<'_>, raw: &RawCalendar) -> Option<Calendar> {
 }
 
 /// `08:00-17:00` → (open, close), close after open.
-pub fn parse_hours(s: &str) -> Option<(Time, Time)> {
+pub(crate) fn parse_hours(s: &str) -> Option<(Time, Time)> {
     let (a, b) = s.split_once('-')?;
     let t = |x: &str| -> Option<Time> {
         let (h, m) = x.trim().split_once(':')?;

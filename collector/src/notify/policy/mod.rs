@@ -27,7 +27,7 @@ use check::{Seen, finish, parse_into};
 
 /// Where a step sends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
+pub(crate) enum Target {
     /// The live MSP feed (every incident is on it; naming it documents intent).
     Feed,
     /// The incident tenant's IT contacts.
@@ -39,13 +39,13 @@ pub enum Target {
 
 /// The guard of a step against a business-hours calendar.
 #[derive(Debug, Clone, PartialEq)]
-pub enum HoursGuard {
+pub(crate) enum HoursGuard {
     Inside(String),
     Outside(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     pub after_ms: i64,
     pub min_severity: Option<Severity>,
     pub hours: Option<HoursGuard>,
@@ -53,7 +53,7 @@ pub struct Step {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub name: String,
     pub steps: Vec<Step>,
     /// Start the steps over this long after the loop started (0: never).
@@ -66,7 +66,7 @@ pub struct Policy {
 
 /// Weekly opening hours in the tenant's zone, closed on holidays.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Calendar {
+pub(crate) struct Calendar {
     pub days: BTreeSet<u8>,
     pub open: Time,
     pub close: Time,
@@ -74,7 +74,7 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    pub fn is_open_day(&self, d: Date) -> bool {
+    pub(crate) fn is_open_day(&self, d: Date) -> bool {
         self.days.contains(&weekday_no(d.weekday())) && !self.holidays.contains(&d)
     }
 }
@@ -84,7 +84,7 @@ fn weekday_no(w: Weekday) -> u8 {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tenant {
+pub(crate) struct Tenant {
     pub zone: TimeZone,
     pub zone_name: String,
     pub contacts: Vec<String>,
@@ -105,7 +105,7 @@ impl Default for Tenant {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
+pub(crate) enum WebhookFormat {
     Generic,
     Slack,
     Teams,
@@ -113,7 +113,7 @@ pub enum WebhookFormat {
 
 /// A webhook receiver. `Debug` leaves the secret out.
 #[derive(Clone, PartialEq)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     pub url: String,
     pub format: WebhookFormat,
     /// HMAC key of the signature header (generic format); empty: unsigned.
@@ -139,7 +139,7 @@ impl std::fmt::Debug for Webhook {
 
 /// Everything the policy files say, checked.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PolicySet {
+pub(crate) struct PolicySet {
     pub tenants: BTreeMap<String, Tenant>,
     pub policies: BTreeMap<String, Policy>,
     pub default_policy: Option<String>,
@@ -150,12 +150,12 @@ static NO_TENANT: std::sync::LazyLock<Tenant> = std::sync::LazyLock::new(Tenant:
 
 impl PolicySet {
     /// The tenant's settings (UTC, no contacts, no calendars when not configured).
-    pub fn tenant(&self, name: &str) -> &Tenant {
+    pub(crate) fn tenant(&self, name: &str) -> &Tenant {
         self.tenants.get(name).unwrap_or(&NO_TENANT)
     }
 
     /// The policy that applies to a tenant's incidents, if any.
-    pub fn policy_for(&self, tenant: &str) -> Option<&Policy> {
+    pub(crate) fn policy_for(&self, tenant: &str) -> Option<&Policy> {
         let name = self
             .tenants
             .get(tenant)
@@ -166,7 +166,7 @@ impl PolicySet {
 
     /// The recipients a target stands for, for an incident of `tenant`: a tenant's
     /// contacts are only ever its own.
-    pub fn expand(&self, tenant: &str, t: &Target) -> Vec<(Channel, String)> {
+    pub(crate) fn expand(&self, tenant: &str, t: &Target) -> Vec<(Channel, String)> {
         match t {
             Target::Feed => Vec::new(),
             Target::Contacts => self
@@ -183,20 +183,20 @@ impl PolicySet {
 
 /// A delivery channel (a column of the outbox).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
+pub(crate) enum Channel {
     Email,
     Webhook,
 }
 
 impl Channel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
             Channel::Webhook => "webhook",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Channel> {
+    pub(crate) fn parse(s: &str) -> Option<Channel> {
         match s {
             "email" => Some(Channel::Email),
             "webhook" => Some(Channel::Webhook),
@@ -206,7 +206,7 @@ impl Channel {
 }
 
 /// Loads and checks every `*.toml` file of `dir` (sorted by name).
-pub fn load_dir(dir: &Path) -> Result<PolicySet, RulesError> {
+pub(crate) fn load_dir(dir: &Path) -> Result<PolicySet, RulesError> {
     let one = |message: String| RulesError {
         problems: vec![Problem {
             file: dir.to_owned(),
@@ -251,7 +251,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, RulesError> {
 
 /// Checks the given files together (pure apart from webhook secrets read from a
 /// file or the environment).
-pub fn parse_files(files: &[(&Path, &str)]) -> Result<PolicySet, RulesError> {
+pub(crate) fn parse_files(files: &[(&Path, &str)]) -> Result<PolicySet, RulesError> {
     let mut set = PolicySet::default();
     let mut seen = Seen::default();
     let mut refs = Vec::new();
@@ -268,7 +268,7 @@ pub fn parse_files(files: &[(&Path, &str)]) -> Result<PolicySet, RulesError> {
 }
 
 /// One file on its own (tests, `policies check FILE`).
-pub fn parse_file(path: &Path, src: &str) -> Result<PolicySet, RulesError> {
+pub(crate) fn parse_file(path: &Path, src: &str) -> Result<PolicySet, RulesError> {
     parse_files(&[(path, src)])
 }
 

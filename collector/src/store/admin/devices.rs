@@ -8,7 +8,7 @@ use super::enroll::device_in_good_standing;
 
 /// Revokes a device: every certificate it holds stops working, at once on a running
 /// collector (which polls `revocations`).
-pub fn revoke_device(
+pub(crate) fn revoke_device(
     conn: &mut Connection,
     device_id: &str,
     now_ms: i64,
@@ -30,7 +30,11 @@ pub fn revoke_device(
 }
 
 /// Asks a device to renew its certificate as soon as it is connected.
-pub fn request_renew(conn: &Connection, device_id: &str, now_ms: i64) -> Result<(), AdminError> {
+pub(crate) fn request_renew(
+    conn: &Connection,
+    device_id: &str,
+    now_ms: i64,
+) -> Result<(), AdminError> {
     device_in_good_standing(conn, device_id)?;
     conn.execute(
         "INSERT INTO renew_requests (device_id, created_ms) VALUES (?1, ?2)",
@@ -40,7 +44,7 @@ pub fn request_renew(conn: &Connection, device_id: &str, now_ms: i64) -> Result<
 }
 
 /// Asks a device to check its patch status now (`device check-patches`).
-pub fn request_patch_check(
+pub(crate) fn request_patch_check(
     conn: &Connection,
     device_id: &str,
     now_ms: i64,
@@ -55,7 +59,7 @@ pub fn request_patch_check(
 
 /// Patch-check requests above `after` that no patch report received since has
 /// answered: `(id, device_id)`.
-pub fn patch_check_requests_since(
+pub(crate) fn patch_check_requests_since(
     conn: &Connection,
     after: i64,
 ) -> Result<Vec<(i64, String)>, AdminError> {
@@ -72,14 +76,17 @@ pub fn patch_check_requests_since(
 
 /// One revocation row: a whole device (`serial` None) or one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     pub id: i64,
     pub device_id: String,
     pub serial: Option<String>,
 }
 
 /// Revocations with an id above `after`, in order.
-pub fn revocations_since(conn: &Connection, after: i64) -> Result<Vec<Revocation>, AdminError> {
+pub(crate) fn revocations_since(
+    conn: &Connection,
+    after: i64,
+) -> Result<Vec<Revocation>, AdminError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, device_id, serial FROM revocations WHERE id > ?1 ORDER BY id",
     )?;
@@ -95,7 +102,7 @@ pub fn revocations_since(conn: &Connection, after: i64) -> Result<Vec<Revocation
 
 /// Renew requests above `after` that no certificate issued since has answered:
 /// `(id, device_id)`.
-pub fn renew_requests_since(
+pub(crate) fn renew_requests_since(
     conn: &Connection,
     after: i64,
 ) -> Result<Vec<(i64, String)>, AdminError> {
@@ -109,18 +116,9 @@ pub fn renew_requests_since(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The highest id of renew requests (answered or not), to resume polling after.
-pub fn last_renew_request_id(conn: &Connection) -> Result<i64, AdminError> {
-    Ok(
-        conn.query_row("SELECT coalesce(max(id), 0) FROM renew_requests", [], |r| {
-            r.get(0)
-        })?,
-    )
-}
-
 /// Adds tags to a device (tags it has already are kept). Every tag is checked
 /// before anything is written; returns the tags that were new.
-pub fn tag_device(
+pub(crate) fn tag_device(
     conn: &mut Connection,
     device_id: &str,
     tags: &[String],
@@ -147,7 +145,7 @@ pub fn tag_device(
 }
 
 /// Removes tags from a device; returns those it had (the others are ignored).
-pub fn untag_device(
+pub(crate) fn untag_device(
     conn: &mut Connection,
     device_id: &str,
     tags: &[String],
@@ -170,7 +168,7 @@ pub fn untag_device(
 
 /// A device for `device list`.
 #[derive(Debug, serde::Serialize)]
-pub struct DeviceListRow {
+pub(crate) struct DeviceListRow {
     pub id: String,
     pub tenant: String,
     pub site: Option<String>,
@@ -188,7 +186,7 @@ pub struct DeviceListRow {
     pub tags: Vec<String>,
 }
 
-pub fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError> {
+pub(crate) fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError> {
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version, d.agent_version,
                 (SELECT max(c.not_after_ms) FROM certificates c WHERE c.device_id = d.id),

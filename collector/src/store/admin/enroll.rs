@@ -8,7 +8,7 @@ use super::tokens::TokenRefusal;
 
 /// What a valid token grants: the device's place and id.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub tenant: String,
     pub site: Option<String>,
     pub device_id: String,
@@ -26,7 +26,7 @@ pub struct IssuedCert {
 
 /// How an enrollment attempt ended, short of success.
 #[derive(Debug, thiserror::Error)]
-pub enum EnrollFailure {
+pub(crate) enum EnrollFailure {
     #[error("{}", .0.message())]
     Refused(TokenRefusal),
     #[error("cannot sign the certificate: {0}")]
@@ -45,7 +45,7 @@ impl From<rusqlite::Error> for EnrollFailure {
 /// device_id)` and records the device, the certificate and the token's use, all in
 /// one transaction. A replaced device keeps its id; its earlier certificates are
 /// revoked.
-pub fn enroll(
+pub(crate) fn enroll(
     conn: &mut Connection,
     token_id: &str,
     secret_sha256: &[u8; 32],
@@ -165,7 +165,10 @@ pub fn enroll(
 
 /// Whether a device may get a new certificate: `Err(NoDevice)` if unknown,
 /// `Ok(false)` if revoked.
-pub fn device_in_good_standing(conn: &Connection, device_id: &str) -> Result<bool, AdminError> {
+pub(crate) fn device_in_good_standing(
+    conn: &Connection,
+    device_id: &str,
+) -> Result<bool, AdminError> {
     let revoked: Option<Option<i64>> = conn
         .query_row(
             "SELECT revoked_ms FROM devices WHERE id = ?1",
@@ -197,7 +200,7 @@ pub fn record_certificate(
 
 /// Whether the collector recorded a certificate with this serial as issued to
 /// `device_id` (enrollment, renewal or `pki issue-agent`).
-pub fn certificate_issued(
+pub(crate) fn certificate_issued(
     conn: &Connection,
     device_id: &str,
     serial: &str,

@@ -25,10 +25,10 @@ mod enroll;
 mod tenancy;
 mod tokens;
 
-pub use devices::*;
+pub(crate) use devices::*;
 pub use enroll::*;
-pub use tenancy::*;
-pub use tokens::*;
+pub(crate) use tenancy::*;
+pub(crate) use tokens::*;
 
 /// Errors of administrative commands; each says what was wrong with the input.
 #[derive(Debug, thiserror::Error)]

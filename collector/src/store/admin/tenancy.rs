@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{AdminError, check_name, tenant_id};
 
 /// Creates a tenant.
-pub fn create_tenant(conn: &Connection, name: &str, now_ms: i64) -> Result<(), AdminError> {
+pub(crate) fn create_tenant(conn: &Connection, name: &str, now_ms: i64) -> Result<(), AdminError> {
     check_name("tenant", name)?;
     let n = conn.execute(
         "INSERT INTO tenants (name, created_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
@@ -19,14 +19,14 @@ pub fn create_tenant(conn: &Connection, name: &str, now_ms: i64) -> Result<(), A
 
 /// A tenant for `tenant list`.
 #[derive(Debug, serde::Serialize)]
-pub struct TenantRow {
+pub(crate) struct TenantRow {
     pub name: String,
     pub created_ms: i64,
     pub sites: i64,
     pub devices: i64,
 }
 
-pub fn list_tenants(conn: &Connection) -> Result<Vec<TenantRow>, AdminError> {
+pub(crate) fn list_tenants(conn: &Connection) -> Result<Vec<TenantRow>, AdminError> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.created_ms,
                 (SELECT count(*) FROM sites s WHERE s.tenant_id = t.id),
@@ -45,7 +45,7 @@ pub fn list_tenants(conn: &Connection) -> Result<Vec<TenantRow>, AdminError> {
 }
 
 /// Creates a site in an existing tenant.
-pub fn create_site(
+pub(crate) fn create_site(
     conn: &Connection,
     tenant: &str,
     site: &str,
@@ -69,14 +69,17 @@ pub fn create_site(
 
 /// A site for `site list`.
 #[derive(Debug, serde::Serialize)]
-pub struct SiteRow {
+pub(crate) struct SiteRow {
     pub tenant: String,
     pub name: String,
     pub created_ms: i64,
     pub devices: i64,
 }
 
-pub fn list_sites(conn: &Connection, tenant: Option<&str>) -> Result<Vec<SiteRow>, AdminError> {
+pub(crate) fn list_sites(
+    conn: &Connection,
+    tenant: Option<&str>,
+) -> Result<Vec<SiteRow>, AdminError> {
     let mut stmt = conn.prepare(
         "SELECT t.name, s.name, s.created_ms,
                 (SELECT count(*) FROM devices d WHERE d.site_id = s.id)
@@ -95,7 +98,7 @@ pub fn list_sites(conn: &Connection, tenant: Option<&str>) -> Result<Vec<SiteRow
 }
 
 /// Whether a device with this id is known (revoked ones included).
-pub fn device_exists(conn: &Connection, id: &str) -> Result<bool, AdminError> {
+pub(crate) fn device_exists(conn: &Connection, id: &str) -> Result<bool, AdminError> {
     Ok(conn
         .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
         .optional()?
@@ -103,7 +106,7 @@ pub fn device_exists(conn: &Connection, id: &str) -> Result<bool, AdminError> {
 }
 
 /// Whether a tenant with this name exists.
-pub fn tenant_exists(conn: &Connection, name: &str) -> Result<bool, AdminError> {
+pub(crate) fn tenant_exists(conn: &Connection, name: &str) -> Result<bool, AdminError> {
     Ok(conn
         .query_row("SELECT 1 FROM tenants WHERE name = ?1", [name], |_| Ok(()))
         .optional()?

@@ -7,7 +7,7 @@ use super::{AdminError, site_id, tenant_id};
 
 /// A token to store (the secret itself is never passed here).
 #[derive(Debug, Clone)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     pub id_hex: String,
     pub secret_sha256: [u8; 32],
     pub tenant: String,
@@ -18,7 +18,7 @@ pub struct NewToken {
 }
 
 /// Stores a new token after checking that its tenant, site and replaced device exist.
-pub fn insert_token(conn: &Connection, t: &NewToken, now_ms: i64) -> Result<(), AdminError> {
+pub(crate) fn insert_token(conn: &Connection, t: &NewToken, now_ms: i64) -> Result<(), AdminError> {
     let tid = tenant_id(conn, &t.tenant)?;
     let sid = match &t.site {
         Some(s) => Some(site_id(conn, tid, &t.tenant, s)?),
@@ -66,7 +66,7 @@ pub fn insert_token(conn: &Connection, t: &NewToken, now_ms: i64) -> Result<(), 
 
 /// A token for `token list` (no secret, no hash).
 #[derive(Debug, serde::Serialize)]
-pub struct TokenRow {
+pub(crate) struct TokenRow {
     pub id: String,
     pub tenant: String,
     pub site: Option<String>,
@@ -80,7 +80,7 @@ pub struct TokenRow {
 
 impl TokenRow {
     /// "usable", "expired", "used up" or "revoked" at `now_ms`.
-    pub fn state(&self, now_ms: i64) -> &'static str {
+    pub(crate) fn state(&self, now_ms: i64) -> &'static str {
         if self.revoked_ms.is_some() {
             "revoked"
         } else if self.uses >= self.max_uses {
@@ -93,7 +93,7 @@ impl TokenRow {
     }
 }
 
-pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>, AdminError> {
+pub(crate) fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>, AdminError> {
     let mut stmt = conn.prepare(
         "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
                 k.max_uses, k.revoked_ms
@@ -116,7 +116,7 @@ pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>, AdminError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn revoke_token(conn: &Connection, id: &str, now_ms: i64) -> Result<(), AdminError> {
+pub(crate) fn revoke_token(conn: &Connection, id: &str, now_ms: i64) -> Result<(), AdminError> {
     let n = conn.execute(
         "UPDATE enroll_tokens SET revoked_ms = coalesce(revoked_ms, ?2) WHERE id = ?1",
         params![id, now_ms],
@@ -130,7 +130,7 @@ pub fn revoke_token(conn: &Connection, id: &str, now_ms: i64) -> Result<(), Admi
 /// Why an enrollment token was refused. The message goes to the enrolling agent:
 /// it says which check failed and nothing about other tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenRefusal {
+pub(crate) enum TokenRefusal {
     Unknown,
     SecretMismatch,
     Revoked,
@@ -140,7 +140,7 @@ pub enum TokenRefusal {
 }
 
 impl TokenRefusal {
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             TokenRefusal::Unknown => {
                 "enrollment token not recognised by this collector (unknown token id)".into()

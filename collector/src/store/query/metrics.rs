@@ -23,7 +23,7 @@ pub enum Tier {
 
 impl Tier {
     /// Width of one stored bucket of this tier, in ms (1 for raw values).
-    pub fn width_ms(self) -> i64 {
+    pub(crate) fn width_ms(self) -> i64 {
         match self {
             Tier::Raw => 1,
             Tier::FiveMinutes => TIER_5M_MS,
@@ -64,7 +64,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// Mean of the bucket's values.
-    pub fn avg(&self) -> f64 {
+    pub(crate) fn avg(&self) -> f64 {
         if self.count == 0 {
             f64::NAN
         } else {
@@ -101,10 +101,10 @@ pub struct SeriesPoints {
 }
 
 /// Ranges up to this long are answered from raw values.
-pub const RAW_UP_TO_MS: i64 = 48 * 3_600_000;
+pub(crate) const RAW_UP_TO_MS: i64 = 48 * 3_600_000;
 /// Ranges up to this long (and older than raw retention) from 5-minute rollups;
 /// longer ones from 1-hour rollups.
-pub const FIVE_MINUTES_UP_TO_MS: i64 = 30 * 86_400_000;
+pub(crate) const FIVE_MINUTES_UP_TO_MS: i64 = 30 * 86_400_000;
 
 /// Reads of metric values, whatever the backend. The console and the CLI call
 /// these; a second backend implements the same trait and passes the same
@@ -364,7 +364,7 @@ impl<'c> SqliteMetrics<'c> {
     }
 
     /// The tier for a range, by its length and by what retention has left.
-    pub fn tier_for(&self, from_ms: i64, to_ms: i64) -> Tier {
+    pub(crate) fn tier_for(&self, from_ms: i64, to_ms: i64) -> Tier {
         let now = (self.now_ms)();
         let len = to_ms - from_ms;
         let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;

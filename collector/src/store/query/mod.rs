@@ -13,7 +13,7 @@ pub use metrics::*;
 
 /// A device as the store knows it.
 #[derive(Debug, serde::Serialize)]
-pub struct DeviceRow {
+pub(crate) struct DeviceRow {
     pub id: String,
     pub tenant: String,
     pub hostname: String,
@@ -26,7 +26,7 @@ pub struct DeviceRow {
 }
 
 /// All devices, most recently seen first.
-pub fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRow>> {
+pub(crate) fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRow>> {
     let mut stmt = conn.prepare(
         "SELECT d.id, t.name, d.hostname, d.os_family, d.os_version, d.agent_version,
                 d.first_seen_ms, d.last_seen_ms, d.acked_seq
@@ -50,7 +50,7 @@ pub fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRow>> {
 
 /// The latest value of every series of a device: (name, dimension, ts_ms, value).
 /// Through [`MetricQuery::latest_values`] (issue 17: values live in chunks now).
-pub fn latest_values(
+pub(crate) fn latest_values(
     conn: &Connection,
     device_id: &str,
 ) -> rusqlite::Result<Vec<(String, String, i64, f64)>> {
@@ -65,7 +65,7 @@ pub fn latest_values(
 
 /// The latest patch report of a device, summarised for `inspect`.
 #[derive(Debug, serde::Serialize)]
-pub struct PatchStatus {
+pub(crate) struct PatchStatus {
     pub seq: i64,
     pub time_ms: i64,
     pub source: String,
@@ -83,7 +83,10 @@ pub struct PatchStatus {
 }
 
 /// The device's latest patch status, if it ever sent a report.
-pub fn patch_status(conn: &Connection, device_id: &str) -> rusqlite::Result<Option<PatchStatus>> {
+pub(crate) fn patch_status(
+    conn: &Connection,
+    device_id: &str,
+) -> rusqlite::Result<Option<PatchStatus>> {
     use rusqlite::OptionalExtension;
     conn.query_row(
         "SELECT p.seq, p.time_ms, p.source, p.error, p.reboot_required, p.reboot_since_ms,
@@ -118,7 +121,7 @@ pub fn patch_status(conn: &Connection, device_id: &str) -> rusqlite::Result<Opti
 
 /// A device's latest inventory (without its software list).
 #[derive(Debug, serde::Serialize)]
-pub struct InventoryRow {
+pub(crate) struct InventoryRow {
     pub seq: i64,
     pub time_ms: i64,
     pub received_ms: i64,
@@ -139,7 +142,10 @@ pub struct InventoryRow {
 }
 
 /// The device's latest inventory, if it ever sent one.
-pub fn inventory(conn: &Connection, device_id: &str) -> rusqlite::Result<Option<InventoryRow>> {
+pub(crate) fn inventory(
+    conn: &Connection,
+    device_id: &str,
+) -> rusqlite::Result<Option<InventoryRow>> {
     use rusqlite::OptionalExtension;
     conn.query_row(
         "SELECT seq, time_ms, received_ms, os_name, os_version, os_build, kernel, arch,
@@ -174,14 +180,14 @@ pub fn inventory(conn: &Connection, device_id: &str) -> rusqlite::Result<Option<
 
 /// One program of a device's stored software list.
 #[derive(Debug, serde::Serialize)]
-pub struct SoftwareRow {
+pub(crate) struct SoftwareRow {
     pub name: String,
     pub version: String,
     pub publisher: String,
 }
 
 /// The device's stored software list, by name.
-pub fn software(conn: &Connection, device_id: &str) -> rusqlite::Result<Vec<SoftwareRow>> {
+pub(crate) fn software(conn: &Connection, device_id: &str) -> rusqlite::Result<Vec<SoftwareRow>> {
     let mut stmt = conn.prepare(
         "SELECT name, version, publisher FROM inventory_software WHERE device_id = ?1
          ORDER BY name, version",

@@ -155,18 +155,19 @@ pub struct CommittedGroup {
 
 /// One committed request, as it was queued. Duplicates and failed requests are not
 /// included.
-pub type Committed = Request;
+pub(crate) type Committed = Request;
 
 /// Where committed groups go. Bounded: when the engine falls behind, the writer
 /// waits, and ingest backpressure reaches the agents, rather than alerts being lost.
-pub type CommitSink = std::sync::mpsc::SyncSender<CommittedGroup>;
+pub(crate) type CommitSink = std::sync::mpsc::SyncSender<CommittedGroup>;
 
 /// A pending answer from the writer.
-pub type Pending = oneshot::Receiver<Result<Outcome, StoreError>>;
+pub(crate) type Pending = oneshot::Receiver<Result<Outcome, StoreError>>;
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub fn spawn(
+    #[cfg(test)]
+    pub(crate) fn spawn(
         conn: Connection,
         config: WriterConfig,
     ) -> std::io::Result<(Writer, WriterThread)> {
@@ -220,7 +221,7 @@ impl Writer {
     }
 
     /// Queues a patch report, like [`Writer::submit_batch`].
-    pub async fn submit_patch(
+    pub(crate) async fn submit_patch(
         &self,
         device_id: String,
         report: PatchReport,
@@ -229,7 +230,7 @@ impl Writer {
     }
 
     /// Queues an inventory, like [`Writer::submit_batch`].
-    pub async fn submit_inventory(
+    pub(crate) async fn submit_inventory(
         &self,
         device_id: String,
         inventory: Inventory,
@@ -242,7 +243,7 @@ impl Writer {
     }
 
     /// Queues a posture report, like [`Writer::submit_batch`].
-    pub async fn submit_posture(
+    pub(crate) async fn submit_posture(
         &self,
         device_id: String,
         report: PostureReport,
@@ -251,13 +252,17 @@ impl Writer {
     }
 
     /// Queues a gap record, like [`Writer::submit_batch`].
-    pub async fn submit_gap(&self, device_id: String, gap: Gap) -> Result<Pending, StoreError> {
+    pub(crate) async fn submit_gap(
+        &self,
+        device_id: String,
+        gap: Gap,
+    ) -> Result<Pending, StoreError> {
         self.submit(Request::Gap { device_id, gap }).await
     }
 
     /// Queues a live copy of a batch: its values are stored (once per series and
     /// instant), nothing else.
-    pub async fn submit_live(
+    pub(crate) async fn submit_live(
         &self,
         device_id: String,
         batch: MetricBatch,
@@ -275,12 +280,12 @@ impl Writer {
     }
 
     /// Most requests that can wait for the writer.
-    pub fn queue_capacity(&self) -> usize {
+    pub(crate) fn queue_capacity(&self) -> usize {
         self.tx.max_capacity()
     }
 
     /// Requests waiting for the writer right now.
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
