@@ -43,6 +43,8 @@ impl Pool {
     /// Waits (asynchronously) for a turn to use a connection; hold the permit while
     /// the connection is out (move it into the blocking task).
     pub(crate) async fn gate(&self) -> tokio::sync::OwnedSemaphorePermit {
+        // Invariant: the semaphore lives in the pool and nothing calls `close` on it,
+        // so `acquire_owned` cannot fail.
         self.gate
             .clone()
             .acquire_owned()
@@ -79,6 +81,7 @@ pub(crate) struct Pooled {
 impl Deref for Pooled {
     type Target = Connection;
     fn deref(&self) -> &Connection {
+        // Invariant: `conn` is `Some` from `Pool::get` until `drop` takes it.
         self.conn
             .as_ref()
             .expect("a Pooled holds its connection until dropped")
@@ -87,6 +90,7 @@ impl Deref for Pooled {
 
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Connection {
+        // Invariant: as in `deref`.
         self.conn
             .as_mut()
             .expect("a Pooled holds its connection until dropped")
