@@ -1137,8 +1137,10 @@ async fn maintenance_and_silences_pause_notification_and_one_still_firing_at_the
     smtp.start().await;
     setup_files(&site, PAUSE_POLICY);
     // The window and the silences end together, 20 s from now (the collector
-    // starting and the devices firing take a few of them).
-    let end_ms = tandem_tests::now_ms() + 20_000;
+    // starting and the devices firing take a few of them). A whole second: the
+    // window is written to the rules file at second precision, so an end with
+    // milliseconds would end the window up to 999 ms before `end_ms`.
+    let end_ms = (tandem_tests::now_ms() + 20_000).div_euclid(1000) * 1000 + 1000;
     std::fs::write(
         site.dir.path().join("rules/r.toml"),
         rules_with_window("pc-maint", end_ms),
