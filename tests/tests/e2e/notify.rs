@@ -1822,3 +1822,143 @@ async fn mail_links_are_https_on_a_tls_listener_and_served_with_the_collector_ca
     smtp.stop().await;
     assert!(collector.terminate().await);
 }
+
+/// Reads SSE events (`id:` lines) from a feed response until `n` were seen or
+/// `limit` passed; returns the ids in the order received.
+async fn read_feed_ids(body: &mut hyper::body::Incoming, n: usize, limit: Duration) -> Vec<i64> {
+    use http_body_util::BodyExt;
+    let mut ids = Vec::new();
+    let mut pending = String::new();
+    let _ = tokio::time::timeout(limit, async {
+        while ids.len() < n {
+            let Some(Ok(frame)) = body.frame().await else {
+                return;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                if let Some(id) = line.trim_end().strip_prefix("id: ") {
+                    ids.push(id.parse().expect("an event id is a number"));
+                }
+            }
+        }
+    })
+    .await;
+    ids
+}
+
+/// A reader that resumes from further back than the feed hub keeps in memory (its
+/// latest 2,048 events) reads the older events from the database and then the
+/// hub's, in order, none missing and none twice; after a drop it resumes with
+/// `Last-Event-ID` where it stopped, and a new event still reaches it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_resumed_from_far_back_reads_the_database_then_the_hub_with_no_gap() {
+    crate::crypto();
+    let site = Site::new().await.unwrap();
+    let root = site.dir.path();
+    std::fs::create_dir_all(root.join("rules")).unwrap();
+    std::fs::write(root.join("rules/r.toml"), RULES).unwrap();
+    let port = free_port();
+    let collector = site
+        .start_collector(&format!(
+            "[alerts]\nrules_dir = \"rules\"\ntick_secs = 1\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ))
+        .await
+        .unwrap();
+    let token = site.cli_ok(&["token", "create-api", "noc-screen"]).await;
+    let token = token.trim().to_owned();
+    // 3,000 incidents (one per dimension), each an `opened` event on the feed.
+    const N: usize = 3_000;
+    let dims: Vec<String> = (0..N).map(|i| format!("core{i}")).collect();
+    let creds = site.issue("acme", "pc-many");
+    let mut c = tandem_tests::client(collector.addr, &creds).await.unwrap();
+    let (mut s, _) = tandem_tests::Stream::hello(&mut c).await.unwrap();
+    for (k, part) in dims.chunks(1_000).enumerate() {
+        let values: Vec<(&str, &str, f64)> = part
+            .iter()
+            .map(|d| ("cpu.percent", d.as_str(), 99.0))
+            .collect();
+        s.send(tandem_tests::values_batch(
+            k as u64 + 1,
+            tandem_tests::now_ms(),
+            &values,
+        ))
+        .await
+        .unwrap();
+        s.next_ack().await.unwrap();
+    }
+    wait_for(Duration::from_secs(30), "3,000 feed events", || {
+        let n = site.count("SELECT count(*) FROM feed_events");
+        async move { n >= N as i64 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log()));
+    let stored: Vec<i64> = {
+        let db = site.db();
+        let mut q = db
+            .prepare("SELECT id FROM feed_events ORDER BY id")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(stored.len(), N);
+    let open = |resume: Option<i64>| {
+        let token = token.clone();
+        async move {
+            let (mut sender, driver) =
+                tandem_collector::http::tail::connect("127.0.0.1", port, None)
+                    .await
+                    .unwrap();
+            let mut req = hyper::Request::get("/api/v1/feed?since=0")
+                .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+                .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(id) = resume {
+                req = req.header("last-event-id", id.to_string());
+            }
+            let resp = sender
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            (resp.into_body(), driver)
+        }
+    };
+    // From the start: the first 1,500 (all below the hub's floor: database pages).
+    let (mut body, driver) = open(None).await;
+    let first = read_feed_ids(&mut body, 1_500, Duration::from_secs(30)).await;
+    drop(body);
+    driver.abort();
+    assert_eq!(first, stored[..1_500], "the first pages, in order");
+    // Resumed where it stopped: the rest, across the database/hub boundary.
+    let (mut body, _driver) = open(first.last().copied()).await;
+    let rest = read_feed_ids(&mut body, N - 1_500, Duration::from_secs(30)).await;
+    assert_eq!(rest, stored[1_500..], "the rest, none missing or twice");
+    // And the stream is live: a new incident arrives on it.
+    s.send(tandem_tests::values_batch(
+        100,
+        tandem_tests::now_ms(),
+        &[("cpu.percent", "core-live", 99.0)],
+    ))
+    .await
+    .unwrap();
+    s.next_ack().await.unwrap();
+    let live = read_feed_ids(&mut body, 1, Duration::from_secs(15)).await;
+    let newest = site.count("SELECT max(id) FROM feed_events");
+    assert_eq!(
+        live,
+        vec![newest],
+        "the new event, live\n{}",
+        collector.log()
+    );
+    assert!(newest > stored[N - 1]);
+    drop((s, c));
+    assert!(collector.terminate().await);
+}
