@@ -62,10 +62,10 @@ pub(super) fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(i64, i
 /// A page of results.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Page<T> {
-    pub items: Vec<T>,
-    pub page: i64,
-    pub per_page: i64,
-    pub total: i64,
+    pub(crate) items: Vec<T>,
+    pub(crate) page: i64,
+    pub(crate) per_page: i64,
+    pub(crate) total: i64,
 }
 
 // ---------------------------------------------------------------- auth
@@ -73,18 +73,18 @@ pub(crate) struct Page<T> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
-    pub username: String,
-    pub password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 /// Who is logged in, and the CSRF token to send with every write.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Me {
-    pub username: String,
-    pub role: Role,
-    pub tenant: Option<String>,
+    pub(crate) username: String,
+    pub(crate) role: Role,
+    pub(crate) tenant: Option<String>,
     /// Send as `X-CSRF-Token` on every write (absent for API tokens).
-    pub csrf_token: Option<String>,
+    pub(crate) csrf_token: Option<String>,
 }
 
 fn me_of(p: &Principal) -> Me {
@@ -187,9 +187,9 @@ pub(super) async fn me(p: Principal) -> ApiResult<Me> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantOut {
-    pub name: String,
-    pub devices: i64,
-    pub sites: i64,
+    pub(crate) name: String,
+    pub(crate) devices: i64,
+    pub(crate) sites: i64,
 }
 
 /// Tenants visible to the caller.
@@ -216,23 +216,23 @@ pub(super) async fn tenants(
 /// One tenant's fleet at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FleetOut {
-    pub tenant: String,
-    pub devices: i64,
-    pub online: i64,
-    pub offline: i64,
+    pub(crate) tenant: String,
+    pub(crate) devices: i64,
+    pub(crate) online: i64,
+    pub(crate) offline: i64,
     /// Not seen for 24 hours.
-    pub stale_24h: i64,
-    pub alerts_warning: i64,
-    pub alerts_critical: i64,
+    pub(crate) stale_24h: i64,
+    pub(crate) alerts_warning: i64,
+    pub(crate) alerts_critical: i64,
     /// Devices whose latest patch report needs a reboot.
-    pub reboot_pending: i64,
+    pub(crate) reboot_pending: i64,
     /// Devices with a pending security update.
-    pub security_pending: i64,
+    pub(crate) security_pending: i64,
     /// Devices with a security update pending for more than `overdue_days` (patch
     /// compliance: `1 - security_overdue / devices`).
-    pub security_overdue: i64,
+    pub(crate) security_overdue: i64,
     /// The `overdue_days` these counts used.
-    pub overdue_days: u32,
+    pub(crate) overdue_days: u32,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -240,7 +240,7 @@ pub(crate) struct FleetOut {
 pub(crate) struct FleetQuery {
     /// A security update pending longer than this many days is overdue (1–365,
     /// default 7).
-    pub overdue_days: Option<u32>,
+    pub(crate) overdue_days: Option<u32>,
 }
 
 /// Default of [`FleetQuery::overdue_days`].
@@ -333,14 +333,14 @@ pub(super) async fn fleet(
 #[serde(deny_unknown_fields)]
 pub(crate) struct TenantFilter {
     /// Only this tenant.
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SiteOut {
-    pub tenant: String,
-    pub name: String,
-    pub devices: i64,
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    pub(crate) devices: i64,
 }
 
 /// Sites, per tenant.
@@ -375,17 +375,17 @@ pub(super) async fn sites(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeviceOut {
-    pub id: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub hostname: String,
-    pub os_family: String,
-    pub os_version: String,
-    pub agent_version: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub online: bool,
-    pub open_alerts: i64,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) hostname: String,
+    pub(crate) os_family: String,
+    pub(crate) os_version: String,
+    pub(crate) agent_version: String,
+    pub(crate) first_seen_ms: i64,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) online: bool,
+    pub(crate) open_alerts: i64,
 }
 
 pub(super) const DEVICE_SELECT: &str =
@@ -431,16 +431,16 @@ pub(super) fn device_in_scope(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AlertsQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// `active` (default: open, acked, snoozed), `open`, `acked`, `snoozed`, `resolved`, `all`.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// `warning` or `critical`.
-    pub severity: Option<String>,
-    pub device: Option<String>,
+    pub(crate) severity: Option<String>,
+    pub(crate) device: Option<String>,
     /// Site name (of the incident's device).
-    pub site: Option<String>,
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
+    pub(crate) site: Option<String>,
+    pub(crate) page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 /// Incidents (alerts as the workflow sees them), newest first.
@@ -560,7 +560,7 @@ pub(super) async fn alert(
 pub(crate) struct NoteBody {
     /// Shown to both sides (at most 500 characters).
     #[serde(default)]
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 pub(super) fn note_of(b: NoteBody) -> Result<Option<String>, ApiError> {
@@ -672,11 +672,11 @@ pub(super) async fn alert_unack(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// `warning` (default) or `critical`.
-    pub min_severity: Option<String>,
+    pub(crate) min_severity: Option<String>,
     /// Replay after this event id (as `Last-Event-ID`); default: only new events.
-    pub since: Option<i64>,
+    pub(crate) since: Option<i64>,
 }
 
 /// The live alert feed (server-sent events), scoped to the caller's tenant.

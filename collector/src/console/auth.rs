@@ -82,13 +82,13 @@ impl std::fmt::Display for Role {
 #[derive(Debug, Clone)]
 pub(crate) struct Principal {
     /// User name, or `token:<name>`.
-    pub actor: String,
-    pub role: Role,
+    pub(crate) actor: String,
+    pub(crate) role: Role,
     /// The scope: `None` sees every tenant (MSP roles).
-    pub tenant_id: Option<i64>,
-    pub tenant: Option<String>,
+    pub(crate) tenant_id: Option<i64>,
+    pub(crate) tenant: Option<String>,
     /// The session's CSRF token; `None` for an API token (no cookie, no CSRF).
-    pub csrf: Option<String>,
+    pub(crate) csrf: Option<String>,
 }
 
 impl Principal {
@@ -223,10 +223,10 @@ pub(crate) fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> 
 /// One user as listed (never with its hash).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct UserRow {
-    pub username: String,
-    pub role: Role,
-    pub tenant: Option<String>,
-    pub created_ms: i64,
+    pub(crate) username: String,
+    pub(crate) role: Role,
+    pub(crate) tenant: Option<String>,
+    pub(crate) created_ms: i64,
 }
 
 /// Users, within `scope` (a tenant id) when given.
@@ -627,13 +627,13 @@ pub(crate) fn token_principal(conn: &Connection, token: &str) -> Result<Principa
 /// An API token as listed (never the token).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenRow {
-    pub id: i64,
-    pub name: String,
-    pub role: Option<Role>,
-    pub tenant: Option<String>,
-    pub created_ms: i64,
-    pub created_by: Option<String>,
-    pub revoked_ms: Option<i64>,
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) role: Option<Role>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) created_ms: i64,
+    pub(crate) created_by: Option<String>,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
 pub(crate) fn list_tokens(

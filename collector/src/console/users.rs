@@ -28,11 +28,11 @@ pub(super) async fn users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewUser {
-    pub username: String,
-    pub password: String,
-    pub role: Role,
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) role: Role,
     /// Required for tenant roles.
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// Add a user.
@@ -90,7 +90,7 @@ pub(super) async fn user_remove(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewPassword {
-    pub password: String,
+    pub(crate) password: String,
 }
 
 /// Set a user's password (ends its sessions).
@@ -140,17 +140,17 @@ pub(super) async fn tokens(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {
-    pub name: String,
-    pub role: Role,
+    pub(crate) name: String,
+    pub(crate) role: Role,
     /// Bind the token to this tenant (required for tenant roles).
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// The new token, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedToken {
-    pub id: i64,
-    pub token: String,
+    pub(crate) id: i64,
+    pub(crate) token: String,
 }
 
 /// Create an API token (shown once, stored hashed).
@@ -196,19 +196,19 @@ pub(super) async fn token_revoke(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
+    pub(crate) page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditRow {
-    pub id: i64,
-    pub at_ms: i64,
-    pub actor: String,
-    pub tenant: Option<String>,
-    pub action: String,
-    pub target: String,
-    pub detail: Value,
+    pub(crate) id: i64,
+    pub(crate) at_ms: i64,
+    pub(crate) actor: String,
+    pub(crate) tenant: Option<String>,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) detail: Value,
 }
 
 /// The audit log, newest first (a tenant admin sees its tenant's rows).

@@ -50,22 +50,22 @@ const FEED_PAGE: usize = 500;
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    pub db_path: PathBuf,
+    pub(crate) db_path: PathBuf,
     /// Connections reused across requests, shared with the console.
-    pub pool: Arc<crate::store::pool::Pool>,
+    pub(crate) pool: Arc<crate::store::pool::Pool>,
     /// The one watcher of the feed that every open stream waits on.
-    pub feeds: hub::FeedHub,
-    pub key: LinkKey,
+    pub(crate) feeds: hub::FeedHub,
+    pub(crate) key: LinkKey,
     /// Ends feed streams at shutdown (graceful shutdown waits for open connections,
     /// and an event stream never ends on its own).
-    pub stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// The listener's TLS (the collector's server certificate); `None`: plain HTTP,
     /// which [`listener_tls`] allows on loopback only.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub limits: Limits,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) limits: Limits,
     /// collector.toml's enrollment and telemetry listeners (the console's enrollment
     /// page defaults its address from them).
-    pub listeners: crate::console::Listeners,
+    pub(crate) listeners: crate::console::Listeners,
 }
 
 impl HttpState {
@@ -108,14 +108,14 @@ impl HttpState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// A peer that has sent no byte by then is dropped (before the TLS handshake).
-    pub first_byte: Duration,
+    pub(crate) first_byte: Duration,
     /// The whole TLS handshake must be done by then.
-    pub handshake: Duration,
+    pub(crate) handshake: Duration,
     /// A request's header must have arrived by then (the first request and each
     /// later one on a kept-alive connection).
-    pub header_read: Duration,
-    pub connections_total: usize,
-    pub connections_per_address: usize,
+    pub(crate) header_read: Duration,
+    pub(crate) connections_total: usize,
+    pub(crate) connections_per_address: usize,
 }
 
 impl Limits {
