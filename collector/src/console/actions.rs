@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiResult, body, incident_in_scope, incident_tenant_id, query, scope};
+use super::alerts::{incident_in_scope, incident_tenant_id};
+use super::api::{ApiResult, body, query, scope};
 use super::auth::{self, Principal};
 use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, db, now_ms};

@@ -210,7 +210,7 @@ pub(crate) fn may_scrape(
             match roleless {
                 Some(None) => return Ok(()),
                 Some(Some(_)) => return Err(ApiError::unauthenticated("API token: revoked")),
-                None => super::auth::token_principal(c, token)?,
+                None => super::tokens::token_principal(c, token)?,
             }
         }
         (None, Some(cookie)) => super::auth::session_principal(c, cookie, now)?,

@@ -15,6 +15,7 @@
 //!   route cannot exist undocumented.
 
 pub(crate) mod actions;
+pub(crate) mod alerts;
 pub(crate) mod api;
 pub mod auth;
 pub mod cli;
@@ -28,6 +29,7 @@ pub(crate) mod roles;
 pub(crate) mod routes;
 pub(crate) mod rules;
 pub(crate) mod samples;
+pub mod tokens;
 pub(crate) mod users;
 pub(crate) mod web;
 
@@ -163,7 +165,7 @@ impl FromRequestParts<ConsoleState> for Principal {
             .map(|t| t.trim().to_owned());
         let session = cookie(&parts.headers, SESSION_COOKIE);
         let p = match (bearer, session) {
-            (Some(t), _) => db(st, move |c| auth::token_principal(c, &t)).await?,
+            (Some(t), _) => db(st, move |c| tokens::token_principal(c, &t)).await?,
             (None, Some(s)) => {
                 let now = now_ms();
                 db(st, move |c| auth::session_principal(c, &s, now)).await?

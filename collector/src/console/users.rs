@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{ApiResult, Page, body, paging, query, scope};
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
+use super::tokens;
 use super::{ConsoleState, db, now_ms};
 
 /// Users (a tenant admin sees its tenant's).
@@ -126,14 +127,14 @@ pub(super) async fn user_passwd(
 }
 
 /// API tokens (never the tokens themselves).
-#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<auth::TokenRow>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<tokens::TokenRow>), (status = 403, body = ErrorBody)))]
 pub(super) async fn tokens(
     State(st): State<ConsoleState>,
     p: Principal,
-) -> ApiResult<Vec<auth::TokenRow>> {
+) -> ApiResult<Vec<tokens::TokenRow>> {
     p.require_admin()?;
     Ok(Json(
-        db(&st, move |c| Ok(auth::list_tokens(c, p.tenant_id)?)).await?,
+        db(&st, move |c| Ok(tokens::list_tokens(c, p.tenant_id)?)).await?,
     ))
 }
 
@@ -170,7 +171,7 @@ pub(super) async fn token_create(
             None => None,
         };
         p.may_grant(b.role, tid)?;
-        auth::create_token(c, &p.actor, &b.name, b.role, tid, now)
+        tokens::create_token(c, &p.actor, &b.name, b.role, tid, now)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { id, token })))
@@ -187,7 +188,7 @@ pub(super) async fn token_revoke(
     p.require_admin()?;
     let now = now_ms();
     db(&st, move |c| {
-        auth::revoke_token(c, &p.actor, id, p.tenant_id, now)
+        tokens::revoke_token(c, &p.actor, id, p.tenant_id, now)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
