@@ -50,26 +50,26 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupConfig {
     pub name: String,
-    pub source: Source,
+    pub(crate) source: Source,
     /// Older than this is stale (`backup.stale{name}` = 1).
-    pub max_age_secs: u64,
+    pub(crate) max_age_secs: u64,
     /// How often the source is read again (for `path`: besides the watch).
-    pub check_interval_secs: u64,
+    pub(crate) check_interval_secs: u64,
     /// Deadline of a `command`, `wbadmin` or `tmutil` run.
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 /// What the agent knows about one backup.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BackupState {
-    pub name: String,
-    pub source: &'static str,
+    pub(crate) name: String,
+    pub(crate) source: &'static str,
     /// When the newest good backup finished; `None` when unknown (see `error`).
-    pub last_success_unix_ms: Option<i64>,
-    pub max_age_secs: u64,
+    pub(crate) last_success_unix_ms: Option<i64>,
+    pub(crate) max_age_secs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub evidence: String,
+    pub(crate) error: Option<String>,
+    pub(crate) evidence: String,
 }
 
 impl BackupState {

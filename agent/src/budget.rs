@@ -41,11 +41,11 @@ pub(crate) use crate::platform::facts::usage::SelfUsage;
 pub(crate) struct Verdict {
     /// CPU used over the window, scaled to one minute; `None` until enough time
     /// was measured.
-    pub cpu_ms_per_min: Option<f64>,
-    pub rss_bytes: u64,
-    pub shedding: bool,
+    pub(crate) cpu_ms_per_min: Option<f64>,
+    pub(crate) rss_bytes: u64,
+    pub(crate) shedding: bool,
     /// Set when this measurement started or stopped shedding.
-    pub change: Option<Change>,
+    pub(crate) change: Option<Change>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

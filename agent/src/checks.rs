@@ -32,26 +32,26 @@ pub(crate) const UNKNOWN: u8 = 3;
 pub struct CheckConfig {
     pub name: String,
     /// The program and its arguments; with `shell`, one element: the shell command.
-    pub argv: Vec<String>,
-    pub shell: bool,
-    pub interval_secs: u64,
-    pub timeout_secs: u64,
+    pub(crate) argv: Vec<String>,
+    pub(crate) shell: bool,
+    pub(crate) interval_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// The output must carry a number; without one the result is unknown.
-    pub expect_value: bool,
+    pub(crate) expect_value: bool,
 }
 
 /// One run's result.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CheckResult {
-    pub name: String,
-    pub status: u8,
+    pub(crate) name: String,
+    pub(crate) status: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
+    pub(crate) value: Option<f64>,
     /// Why, where the exit code alone does not say (timeout, unreadable output).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The first line of output, shortened.
-    pub output: String,
+    pub(crate) output: String,
 }
 
 /// Runs `argv` (through the platform shell when `shell`), bounded by `timeout`.

@@ -51,7 +51,7 @@ use toml::Spanned;
 
 /// A secret that must not appear in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+pub struct Secret(pub(crate) String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,46 +63,46 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Empty when the config does not say; then enrollment's file does.
-    pub collector_url: String,
+    pub(crate) collector_url: String,
     /// A token to enroll with when the device has no identity yet.
-    pub enroll_token: Option<Secret>,
+    pub(crate) enroll_token: Option<Secret>,
     /// A file that may hold a token (put there by an installer): read while not
     /// enrolled, removed (or blanked) once used or once found on an enrolled device.
-    pub enroll_token_file: PathBuf,
+    pub(crate) enroll_token_file: PathBuf,
     /// Longest wait between enrollment attempts while the collector is unreachable.
-    pub enroll_retry_max: Duration,
-    pub server_name: String,
-    pub ca_cert: PathBuf,
+    pub(crate) enroll_retry_max: Duration,
+    pub(crate) server_name: String,
+    pub(crate) ca_cert: PathBuf,
     pub cert: PathBuf,
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     pub state_dir: PathBuf,
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Bound of the spool's size; the oldest unacknowledged data goes first.
-    pub spool_max_bytes: u64,
+    pub(crate) spool_max_bytes: u64,
     /// Bound of the spool's age; older unacknowledged data is dropped (and reported).
-    pub spool_max_age: Duration,
+    pub(crate) spool_max_age: Duration,
     /// Backlog frames sent per second after an outage, so a whole site coming back
     /// does not flatten the collector. Live data is not limited by it.
-    pub catchup_batches_per_sec: u32,
+    pub(crate) catchup_batches_per_sec: u32,
     /// Time between patch checks (plus up to 10 % jitter, so a fleet started
     /// together does not query its mirrors together). One check also runs at start.
-    pub patch_interval: Duration,
+    pub(crate) patch_interval: Duration,
     /// Deadline of each package-manager command; a slower one is killed and the
     /// report carries the error. Also bounds the inventory's commands
     /// (dpkg-query, rpm, reg, system_profiler).
-    pub patch_timeout: Duration,
+    pub(crate) patch_timeout: Duration,
     /// Services whose state is sent as `service.up{name}` (unique, in file order):
     /// systemd units on Linux (`.service` implied), service names on Windows, launchd
     /// labels on macOS.
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
     /// The agent's own footprint, above which it sheds optional work.
-    pub budget: Budget,
+    pub(crate) budget: Budget,
     /// Time between inventory collections (plus up to 10 % jitter); one also runs
     /// at start. An inventory is sent only when it differs from the last one sent.
-    pub inventory_interval: Duration,
+    pub(crate) inventory_interval: Duration,
     /// Time between posture checks (plus up to 10 % jitter); one also runs at
     /// start. A posture report is sent only when something in it changed.
-    pub posture_interval: Duration,
+    pub(crate) posture_interval: Duration,
     /// Backup evidence to watch (`[[backup]]`), in file order.
     pub backups: Vec<crate::backup::BackupConfig>,
     /// Local custom checks (`[[check]]`), in file order. Defined here only: the
@@ -114,9 +114,9 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// CPU time (user + system) the agent may use per minute of wall time, in ms.
-    pub cpu_ms_per_min: u64,
+    pub(crate) cpu_ms_per_min: u64,
     /// Resident memory the agent may hold, in bytes.
-    pub rss_bytes: u64,
+    pub(crate) rss_bytes: u64,
 }
 
 impl Default for Budget {
@@ -221,7 +221,7 @@ impl AgentConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
 pub struct ConfigError {
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 fn line_col(src: &str, offset: usize) -> (usize, usize) {

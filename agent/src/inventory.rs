@@ -29,21 +29,21 @@ pub(crate) use crate::platform::facts::inventory::{Hardware, Software};
 /// One inventory, ready to print or send.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inventory {
-    pub time_unix_ms: i64,
-    pub os_name: String,
-    pub os_version: String,
-    pub os_build: String,
-    pub kernel: String,
-    pub arch: String,
-    pub hardware: Hardware,
-    pub cpu_model: String,
-    pub cpu_cores: u32,
-    pub memory_bytes: u64,
-    pub software_source: &'static str,
+    pub(crate) time_unix_ms: i64,
+    pub(crate) os_name: String,
+    pub(crate) os_version: String,
+    pub(crate) os_build: String,
+    pub(crate) kernel: String,
+    pub(crate) arch: String,
+    pub(crate) hardware: Hardware,
+    pub(crate) cpu_model: String,
+    pub(crate) cpu_cores: u32,
+    pub(crate) memory_bytes: u64,
+    pub(crate) software_source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub software_error: Option<String>,
+    pub(crate) software_error: Option<String>,
     /// Sorted, so the same software gives the same fingerprint.
-    pub software: Vec<Software>,
+    pub(crate) software: Vec<Software>,
 }
 
 /// Collects the inventory. Blocking (runs the platform's package tools, each

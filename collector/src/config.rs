@@ -35,32 +35,32 @@ use crate::store::writer::WriterConfig;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Sample interval pushed to agents; 0 leaves each agent its own.
-    pub sample_interval_secs: u32,
-    pub limits: TimeLimits,
-    pub writer: WriterConfig,
-    pub enrollment: EnrollmentConfig,
+    pub(crate) sample_interval_secs: u32,
+    pub(crate) limits: TimeLimits,
+    pub(crate) writer: WriterConfig,
+    pub(crate) enrollment: EnrollmentConfig,
     /// The alert engine; `None` when no rules directory is configured.
-    pub alerts: Option<AlertsConfig>,
+    pub(crate) alerts: Option<AlertsConfig>,
     /// Notifications (`[notify]`, issue #12); `None` without that section.
-    pub notify: Option<crate::notify::config::NotifyConfig>,
+    pub(crate) notify: Option<crate::notify::config::NotifyConfig>,
     /// The HTTP listener (`[http]`: ack links, the feed); `None` without that section.
-    pub http: Option<crate::notify::config::HttpConfig>,
+    pub(crate) http: Option<crate::notify::config::HttpConfig>,
     /// Compaction and retention of metric values (`[store]`, issue 17).
-    pub storage: crate::store::compact::StorageConfig,
+    pub(crate) storage: crate::store::compact::StorageConfig,
 }
 
 /// The enrollment listener and the certificates it issues.
 #[derive(Debug, Clone, Copy)]
 pub struct EnrollmentConfig {
     /// Where agents enroll with a token (its own port and TLS configuration).
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Lifetime of enrolled and renewed device certificates.
-    pub cert_lifetime: std::time::Duration,
+    pub(crate) cert_lifetime: std::time::Duration,
     /// Enrollment attempts allowed per source address per minute (a token secret
     /// is 256 bits, so this is about load and log noise more than guessing).
-    pub attempts_per_minute: u32,
+    pub(crate) attempts_per_minute: u32,
 }
 
 impl Default for EnrollmentConfig {
@@ -76,9 +76,9 @@ impl Default for EnrollmentConfig {
 /// Where the alert rules are and how often time-based conditions are checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
-    pub rules_dir: PathBuf,
+    pub(crate) rules_dir: PathBuf,
     /// The coarse timer for offline, `for` and `clear_for`.
-    pub tick: Duration,
+    pub(crate) tick: Duration,
 }
 
 impl Config {
@@ -168,7 +168,7 @@ struct RawStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
 pub struct ConfigError {
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 /// Line and column (1-based) of a byte offset in `src`.

@@ -77,7 +77,7 @@ pub(crate) struct Counters {
     refusals: [AtomicU64; REASONS.len()],
     /// Store commits (one transaction of grouped requests), timed from the start of
     /// the group to its answers.
-    pub commit: DurationHistogram,
+    pub(crate) commit: DurationHistogram,
     /// Notification attempts: (channel, result) → count.
     notifications: Mutex<Vec<(&'static str, &'static str, u64)>>,
     queue_depth: AtomicU64,

@@ -12,11 +12,11 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NofileLimit {
     /// The soft limit found at start.
-    pub before: u64,
+    pub(crate) before: u64,
     /// The soft limit now (the hard limit, if raising worked).
-    pub now: u64,
+    pub(crate) now: u64,
     /// The hard limit.
-    pub hard: Option<u64>,
+    pub(crate) hard: Option<u64>,
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and says what it is now.

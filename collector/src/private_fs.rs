@@ -29,9 +29,9 @@ pub(crate) const PUBLIC_FILE_MODE: u32 = 0o644;
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
 pub struct FsError {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     #[source]
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 fn at(path: &Path) -> impl FnOnce(std::io::Error) -> FsError + '_ {

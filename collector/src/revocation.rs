@@ -88,11 +88,11 @@ pub(crate) struct SessionGuard {
     device: String,
     id: u64,
     /// Cancelled when the device or its certificate is revoked.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Cancelled when a newer stream of the same device registered: one live
     /// session per device, the newest wins (an agent that reconnects leaves its
     /// old, maybe half-open, stream behind).
-    pub replaced: CancellationToken,
+    pub(crate) replaced: CancellationToken,
 }
 
 impl Drop for SessionGuard {

@@ -23,11 +23,11 @@ pub enum Kind {
 /// One metric the agent can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metric {
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     pub unit: &'static str,
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// What the series' dimension holds; empty for a metric without one.
-    pub dimension: &'static str,
+    pub(crate) dimension: &'static str,
 }
 
 const fn g(name: &'static str, unit: &'static str, dimension: &'static str) -> Metric {

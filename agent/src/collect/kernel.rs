@@ -23,12 +23,12 @@ pub(crate) use crate::platform::facts::kernel::{CpuTimes, ProcStat, Snapshot};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CpuSplit {
     /// user + nice (guest time included, as the kernel counts it).
-    pub user: f64,
+    pub(crate) user: f64,
     /// system + irq + softirq.
-    pub system: f64,
-    pub iowait: f64,
-    pub steal: f64,
-    pub idle: f64,
+    pub(crate) system: f64,
+    pub(crate) iowait: f64,
+    pub(crate) steal: f64,
+    pub(crate) idle: f64,
 }
 
 impl CpuSplit {
@@ -234,9 +234,9 @@ impl KernelSampler {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct Covered {
     /// `cpu.usage.percent` and `cpu.core.usage.percent`.
-    pub cpu: bool,
+    pub(crate) cpu: bool,
     /// `mem.total.bytes` … `swap.used.bytes`.
-    pub memory: bool,
+    pub(crate) memory: bool,
 }
 
 fn push_opt(r: &mut Reading, name: &'static str, v: Option<u64>) {

@@ -24,17 +24,17 @@ use tandem_proto::v1::{MetricBatch, Sample, SeriesKey};
 /// One instant's values.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Reading {
-    pub time_unix_ms: i64,
+    pub(crate) time_unix_ms: i64,
     pub values: Vec<Value>,
 }
 
 /// One series' value in a reading.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Value {
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub dimension: String,
-    pub value: f64,
+    pub(crate) dimension: String,
+    pub(crate) value: f64,
 }
 
 impl Reading {

@@ -115,22 +115,22 @@ impl FirstSeen {
 /// One check, stamped with ages, ready to print or send.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
-    pub time_unix_ms: i64,
-    pub source: &'static str,
+    pub(crate) time_unix_ms: i64,
+    pub(crate) source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub updates: Vec<Aged>,
-    pub reboot: Reboot,
+    pub(crate) error: Option<String>,
+    pub(crate) updates: Vec<Aged>,
+    pub(crate) reboot: Reboot,
     /// 0 when unknown.
-    pub last_install_unix_ms: i64,
+    pub(crate) last_install_unix_ms: i64,
 }
 
 /// A pending update and when it was first seen.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Aged {
     #[serde(flatten)]
-    pub update: Pending,
-    pub first_seen_unix_ms: i64,
+    pub(crate) update: Pending,
+    pub(crate) first_seen_unix_ms: i64,
 }
 
 impl Status {

@@ -6,21 +6,21 @@
 /// Running I/O totals of one block device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskIo {
-    pub name: String,
-    pub read_bytes: u64,
-    pub written_bytes: u64,
+    pub(crate) name: String,
+    pub(crate) read_bytes: u64,
+    pub(crate) written_bytes: u64,
     /// Completed reads and writes; `None` where the source does not count them.
-    pub ops: Option<(u64, u64)>,
+    pub(crate) ops: Option<(u64, u64)>,
     /// Milliseconds the device had I/O in flight (`io_ticks`); `None` where the
     /// source does not count it.
-    pub busy_ms: Option<u64>,
+    pub(crate) busy_ms: Option<u64>,
 }
 
 /// Inode counts of one filesystem.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Inodes {
-    pub total: u64,
-    pub free: u64,
+    pub(crate) total: u64,
+    pub(crate) free: u64,
 }
 
 impl Inodes {

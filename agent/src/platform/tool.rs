@@ -73,9 +73,9 @@ impl ReadError {
 #[derive(Debug)]
 pub struct Output {
     /// Exit code; `None` if killed by a signal.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Output {

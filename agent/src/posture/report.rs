@@ -133,11 +133,11 @@ pub(crate) fn fingerprint(r: &v1::PostureReport) -> String {
 /// What the three loops share.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub reported: Arc<Mutex<Reported>>,
-    pub spool: crate::spool_handle::SpoolHandle,
-    pub new_data: Arc<Notify>,
+    pub(crate) reported: Arc<Mutex<Reported>>,
+    pub(crate) spool: crate::spool_handle::SpoolHandle,
+    pub(crate) new_data: Arc<Notify>,
     /// Serialises [`send_if_changed`] (three loops call it) with the record it keeps.
-    pub last_sent: Arc<Mutex<crate::inventory::LastSent>>,
+    pub(crate) last_sent: Arc<Mutex<crate::inventory::LastSent>>,
 }
 
 impl Shared {

@@ -135,7 +135,7 @@ pub struct DataDir {
     /// collector.toml whose `data_dir` to use (and, for `token create`, whose
     /// listeners to check --address against).
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl DataDir {

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiResult, body, incident_in_scope, incident_tenant_id, query, scope};
+use super::alerts::{incident_in_scope, incident_tenant_id};
+use super::api::{ApiResult, body, query, scope};
 use super::auth::{self, Principal};
 use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, db, now_ms};
@@ -76,11 +77,11 @@ fn text_of(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, 
 #[serde(deny_unknown_fields)]
 pub(crate) struct SnoozeBody {
     /// Snooze until this instant (RFC 3339), or
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// for this many minutes (one of the two; at most 31 days).
-    pub minutes: Option<u32>,
+    pub(crate) minutes: Option<u32>,
     /// Why (at most 500 characters); kept as the incident's note.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 /// Snooze an incident until a time (a timed ack: it reopens then and escalation starts over).
@@ -133,32 +134,32 @@ pub(super) async fn alert_snooze(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SilencesQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Also ended and expired ones (default: active and upcoming only).
-    pub all: Option<bool>,
+    pub(crate) all: Option<bool>,
 }
 
 /// A silence, with its state at the time of the answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SilenceOut {
-    pub id: i64,
+    pub(crate) id: i64,
     /// `active`, `recurring`, `upcoming`, `ended` or `removed`.
-    pub status: String,
+    pub(crate) status: String,
     /// As `tenant=acme device=d1`.
-    pub matchers: String,
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub tenant: Option<String>,
-    pub site: Option<String>,
-    pub tag: Option<String>,
-    pub device_id: Option<String>,
-    pub rule: Option<String>,
-    pub comment: String,
-    pub created_by: String,
-    pub created_ms: i64,
-    pub removed_ms: Option<i64>,
-    pub removed_by: Option<String>,
-    pub rrule: Option<String>,
+    pub(crate) matchers: String,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) tenant: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) device_id: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) comment: String,
+    pub(crate) created_by: String,
+    pub(crate) created_ms: i64,
+    pub(crate) removed_ms: Option<i64>,
+    pub(crate) removed_by: Option<String>,
+    pub(crate) rrule: Option<String>,
 }
 
 fn silence_out(s: SilenceRow, now: i64) -> SilenceOut {
@@ -217,17 +218,17 @@ pub(super) async fn silences(
 pub(crate) struct NewSilenceBody {
     /// Matchers: each one given must match; at least one. A tenant user's silences
     /// are always within its tenant.
-    pub tenant: Option<String>,
-    pub site: Option<String>,
-    pub tag: Option<String>,
-    pub device: Option<String>,
-    pub rule: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) device: Option<String>,
+    pub(crate) rule: Option<String>,
     /// Ends at this instant (RFC 3339), or
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// after this many minutes (one of the two; at most 31 days). It starts now.
-    pub minutes: Option<u32>,
+    pub(crate) minutes: Option<u32>,
     /// Why (required, at most 500 characters).
-    pub comment: String,
+    pub(crate) comment: String,
 }
 
 fn silence_error(e: SilenceError) -> ApiError {

@@ -6,18 +6,16 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms};
-use crate::notify::incident;
 
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -62,10 +60,10 @@ pub(super) fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(i64, i
 /// A page of results.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Page<T> {
-    pub items: Vec<T>,
-    pub page: i64,
-    pub per_page: i64,
-    pub total: i64,
+    pub(crate) items: Vec<T>,
+    pub(crate) page: i64,
+    pub(crate) per_page: i64,
+    pub(crate) total: i64,
 }
 
 // ---------------------------------------------------------------- auth
@@ -73,18 +71,18 @@ pub(crate) struct Page<T> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
-    pub username: String,
-    pub password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 /// Who is logged in, and the CSRF token to send with every write.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Me {
-    pub username: String,
-    pub role: Role,
-    pub tenant: Option<String>,
+    pub(crate) username: String,
+    pub(crate) role: Role,
+    pub(crate) tenant: Option<String>,
     /// Send as `X-CSRF-Token` on every write (absent for API tokens).
-    pub csrf_token: Option<String>,
+    pub(crate) csrf_token: Option<String>,
 }
 
 fn me_of(p: &Principal) -> Me {
@@ -187,9 +185,9 @@ pub(super) async fn me(p: Principal) -> ApiResult<Me> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantOut {
-    pub name: String,
-    pub devices: i64,
-    pub sites: i64,
+    pub(crate) name: String,
+    pub(crate) devices: i64,
+    pub(crate) sites: i64,
 }
 
 /// Tenants visible to the caller.
@@ -216,23 +214,23 @@ pub(super) async fn tenants(
 /// One tenant's fleet at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FleetOut {
-    pub tenant: String,
-    pub devices: i64,
-    pub online: i64,
-    pub offline: i64,
+    pub(crate) tenant: String,
+    pub(crate) devices: i64,
+    pub(crate) online: i64,
+    pub(crate) offline: i64,
     /// Not seen for 24 hours.
-    pub stale_24h: i64,
-    pub alerts_warning: i64,
-    pub alerts_critical: i64,
+    pub(crate) stale_24h: i64,
+    pub(crate) alerts_warning: i64,
+    pub(crate) alerts_critical: i64,
     /// Devices whose latest patch report needs a reboot.
-    pub reboot_pending: i64,
+    pub(crate) reboot_pending: i64,
     /// Devices with a pending security update.
-    pub security_pending: i64,
+    pub(crate) security_pending: i64,
     /// Devices with a security update pending for more than `overdue_days` (patch
     /// compliance: `1 - security_overdue / devices`).
-    pub security_overdue: i64,
+    pub(crate) security_overdue: i64,
     /// The `overdue_days` these counts used.
-    pub overdue_days: u32,
+    pub(crate) overdue_days: u32,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -240,7 +238,7 @@ pub(crate) struct FleetOut {
 pub(crate) struct FleetQuery {
     /// A security update pending longer than this many days is overdue (1–365,
     /// default 7).
-    pub overdue_days: Option<u32>,
+    pub(crate) overdue_days: Option<u32>,
 }
 
 /// Default of [`FleetQuery::overdue_days`].
@@ -333,14 +331,14 @@ pub(super) async fn fleet(
 #[serde(deny_unknown_fields)]
 pub(crate) struct TenantFilter {
     /// Only this tenant.
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SiteOut {
-    pub tenant: String,
-    pub name: String,
-    pub devices: i64,
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    pub(crate) devices: i64,
 }
 
 /// Sites, per tenant.
@@ -375,17 +373,17 @@ pub(super) async fn sites(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeviceOut {
-    pub id: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub hostname: String,
-    pub os_family: String,
-    pub os_version: String,
-    pub agent_version: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub online: bool,
-    pub open_alerts: i64,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) hostname: String,
+    pub(crate) os_family: String,
+    pub(crate) os_version: String,
+    pub(crate) agent_version: String,
+    pub(crate) first_seen_ms: i64,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) online: bool,
+    pub(crate) open_alerts: i64,
 }
 
 pub(super) const DEVICE_SELECT: &str =
@@ -426,257 +424,16 @@ pub(super) fn device_in_scope(
     .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
 }
 
-// ---------------------------------------------------------------- alerts
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AlertsQuery {
-    pub tenant: Option<String>,
-    /// `active` (default: open, acked, snoozed), `open`, `acked`, `snoozed`, `resolved`, `all`.
-    pub state: Option<String>,
-    /// `warning` or `critical`.
-    pub severity: Option<String>,
-    pub device: Option<String>,
-    /// Site name (of the incident's device).
-    pub site: Option<String>,
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
-}
-
-/// Incidents (alerts as the workflow sees them), newest first.
-#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertsQuery),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
-pub(super) async fn alerts(
-    State(st): State<ConsoleState>,
-    p: Principal,
-    q: Result<Query<AlertsQuery>, QueryRejection>,
-) -> ApiResult<Page<Value>> {
-    let q = query(q)?;
-    let (page, per) = paging(q.page, q.per_page)?;
-    let state = q.state.clone().unwrap_or_else(|| "active".into());
-    if !["active", "open", "acked", "snoozed", "resolved", "all"].contains(&state.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "query state {state:?}: use active, open, acked, snoozed, resolved or all"
-        )));
-    }
-    if let Some(s) = q
-        .severity
-        .as_deref()
-        .filter(|s| !["warning", "critical"].contains(s))
-    {
-        return Err(ApiError::bad_request(format!(
-            "query severity {s:?}: use warning or critical"
-        )));
-    }
-    let out = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let filter = "WHERE (?1 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?1))
-              AND (?2 = 'all' OR (?2 = 'active' AND i.state != 'resolved') OR i.state = ?2)
-              AND (?3 IS NULL OR i.severity = ?3) AND (?4 IS NULL OR i.device_id = ?4)
-              AND (?5 IS NULL OR i.device_id IN (SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id
-                                                 WHERE s.name = ?5 AND (?1 IS NULL OR d.tenant_id = ?1)))";
-        let args = params![scope, state, q.severity, q.device, q.site];
-        let total: i64 = c.query_row(
-            &format!("SELECT count(*) FROM incidents i {filter}"),
-            args,
-            |r| r.get(0),
-        )?;
-        let ids = c
-            .prepare(&format!(
-                "SELECT i.id FROM incidents i {filter} ORDER BY i.id DESC LIMIT {per} OFFSET {}",
-                (page - 1) * per
-            ))?
-            .query_map(args, |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut items = Vec::new();
-        for id in ids {
-            if let Some(i) = incident::get(c, id)? {
-                items.push(incident::incident_json(&i));
-            }
-        }
-        Ok(Page {
-            items,
-            page,
-            per_page: per,
-            total,
-        })
-    })
-    .await?;
-    Ok(Json(out))
-}
-
-/// The incident's id, if it is within scope.
-pub(super) fn incident_in_scope(
-    c: &Connection,
-    id: i64,
-    scope: Option<i64>,
-) -> Result<(), ApiError> {
-    c.query_row(
-        "SELECT 1 FROM incidents i WHERE i.id = ?1
-           AND (?2 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?2))",
-        params![id, scope],
-        |_| Ok(()),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("alert {id}")))
-}
-
-/// One incident with its history (workflow events and the alert's transitions).
-#[utoipa::path(get, path = "/alerts/{incident_id}", tag = "alerts",
-    params(("incident_id" = i64, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
-pub(super) async fn alert(
-    State(st): State<ConsoleState>,
-    p: Principal,
-    Path(id): Path<i64>,
-) -> ApiResult<Value> {
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        let events = c
-            .prepare("SELECT kind, at_ms FROM feed_events WHERE incident_id = ?1 ORDER BY id")?
-            .query_map([id], |r| Ok(json!({ "kind": r.get::<_, String>(0)?, "at_ms": r.get::<_, i64>(1)? })))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let history = c
-            .prepare(
-                "SELECT h.at_ms, h.event, h.from_state, h.to_state, h.severity, h.value FROM alert_history h
-                 JOIN incidents i ON i.instance_id = h.instance_id WHERE i.id = ?1 ORDER BY h.at_ms, h.id LIMIT 1000",
-            )?
-            .query_map([id], |r| {
-                Ok(json!({
-                    "at_ms": r.get::<_, i64>(0)?, "event": r.get::<_, String>(1)?,
-                    "from": r.get::<_, Option<String>>(2)?, "to": r.get::<_, String>(3)?,
-                    "severity": r.get::<_, Option<String>>(4)?, "value": r.get::<_, Option<f64>>(5)?,
-                }))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({ "incident": incident::incident_json(&i), "events": events, "history": history }))
-    })
-    .await?;
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NoteBody {
-    /// Shown to both sides (at most 500 characters).
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-pub(super) fn note_of(b: NoteBody) -> Result<Option<String>, ApiError> {
-    match b.note {
-        Some(n) if n.chars().count() > 500 => Err(ApiError::bad_request(format!(
-            "note: {} characters; at most 500",
-            n.chars().count()
-        ))),
-        Some(n) if n.trim().is_empty() => Ok(None),
-        n => Ok(n),
-    }
-}
-
-/// Acknowledge an incident (stops escalation), with an optional note.
-#[utoipa::path(post, path = "/alerts/{incident_id}/ack", tag = "alerts", params(("incident_id" = i64, Path)),
-    request_body = NoteBody, responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(super) async fn alert_ack(
-    State(st): State<ConsoleState>,
-    p: Principal,
-    Path(id): Path<i64>,
-    b: Result<Json<NoteBody>, JsonRejection>,
-) -> ApiResult<Value> {
-    p.require_ack()?;
-    let note = note_of(body(b)?)?;
-    let now = now_ms();
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let tx = c.transaction()?;
-        match incident::ack_in(&tx, id, &p.actor, note.as_deref(), now)? {
-            incident::Outcome::Done => {}
-            incident::Outcome::Already => {
-                return Err(ApiError::conflict(format!(
-                    "alert {id}: already acknowledged"
-                )));
-            }
-            incident::Outcome::Resolved => {
-                return Err(ApiError::conflict(format!("alert {id}: already resolved")));
-            }
-            incident::Outcome::NoSuchIncident => {
-                return Err(ApiError::not_found(format!("alert {id}")));
-            }
-        }
-        let tenant = incident_tenant_id(&tx, id)?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            tenant,
-            "alert.ack",
-            &format!("alert {id}"),
-            json!({ "note": note }),
-            now,
-        )?;
-        tx.commit()?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        Ok(incident::incident_json(&i))
-    })
-    .await?;
-    Ok(Json(out))
-}
-
-pub(super) fn incident_tenant_id(c: &Connection, id: i64) -> rusqlite::Result<Option<i64>> {
-    c.query_row(
-        "SELECT t.id FROM incidents i JOIN tenants t ON t.name = i.tenant WHERE i.id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Take back an acknowledgement: the incident is open again and escalation starts over.
-#[utoipa::path(post, path = "/alerts/{incident_id}/unack", tag = "alerts", params(("incident_id" = i64, Path)),
-    request_body = NoteBody, responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(super) async fn alert_unack(
-    State(st): State<ConsoleState>,
-    p: Principal,
-    Path(id): Path<i64>,
-    b: Result<Json<NoteBody>, JsonRejection>,
-) -> ApiResult<Value> {
-    p.require_ack()?;
-    let note = note_of(body(b)?)?;
-    let now = now_ms();
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let tx = c.transaction()?;
-        let (state, instance): (String, i64) =
-            tx.query_row("SELECT state, instance_id FROM incidents WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if !["acked", "snoozed"].contains(&state.as_str()) {
-            return Err(ApiError::conflict(format!("alert {id}: is {state}, not acknowledged")));
-        }
-        tx.execute(
-            "UPDATE incidents SET state = 'open', loop_no = loop_no + 1, loop_start_ms = ?2, snoozed_until_ms = NULL,
-                acked_ms = NULL, acked_by = NULL, ack_note = NULL WHERE id = ?1",
-            params![id, now],
-        )?;
-        tx.execute("UPDATE alert_instances SET acked_ms = NULL, acked_by = NULL WHERE id = ?1", [instance])?;
-        incident::feed_event(&tx, id, "reopened", now)?;
-        let tenant = incident_tenant_id(&tx, id)?;
-        auth::audit(&tx, &p.actor, tenant, "alert.unack", &format!("alert {id}"), json!({ "note": note }), now)?;
-        tx.commit()?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        Ok(incident::incident_json(&i))
-    })
-    .await?;
-    Ok(Json(out))
-}
-
 // ---------------------------------------------------------------- live feed
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// `warning` (default) or `critical`.
-    pub min_severity: Option<String>,
+    pub(crate) min_severity: Option<String>,
     /// Replay after this event id (as `Last-Event-ID`); default: only new events.
-    pub since: Option<i64>,
+    pub(crate) since: Option<i64>,
 }
 
 /// The live alert feed (server-sent events), scoped to the caller's tenant.

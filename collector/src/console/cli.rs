@@ -17,7 +17,7 @@ pub struct PasswordSource {
     /// Read the password from this file's first line (`-`: standard input).
     /// Without it, from the environment variable TANDEM_PASSWORD.
     #[arg(long)]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

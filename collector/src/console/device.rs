@@ -18,14 +18,14 @@ use super::{ConsoleState, db, now_ms};
 /// One mounted filesystem, from the device's latest `fs.*` values.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FilesystemOut {
-    pub mount: String,
-    pub total_bytes: Option<f64>,
-    pub used_bytes: Option<f64>,
-    pub free_bytes: Option<f64>,
-    pub used_percent: Option<f64>,
-    pub inodes_used_percent: Option<f64>,
+    pub(crate) mount: String,
+    pub(crate) total_bytes: Option<f64>,
+    pub(crate) used_bytes: Option<f64>,
+    pub(crate) free_bytes: Option<f64>,
+    pub(crate) used_percent: Option<f64>,
+    pub(crate) inodes_used_percent: Option<f64>,
     /// When the device measured it (its clock).
-    pub ts_ms: i64,
+    pub(crate) ts_ms: i64,
 }
 
 /// The device's filesystems (latest values), fullest first.
@@ -81,11 +81,11 @@ pub(super) async fn filesystems(
 /// A service the agent watches (`service.up`) or a failed systemd unit (`service.failed`).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ServiceOut {
-    pub name: String,
+    pub(crate) name: String,
     /// `configured` (from the agent's config) or `failed-unit` (systemd reported it failed).
-    pub kind: String,
-    pub running: bool,
-    pub ts_ms: i64,
+    pub(crate) kind: String,
+    pub(crate) running: bool,
+    pub(crate) ts_ms: i64,
 }
 
 /// The device's services: the configured ones with their state, and failed units.
@@ -128,16 +128,16 @@ pub(super) async fn services(
 /// One pending update of the device's latest patch report.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UpdateOut {
-    pub name: String,
-    pub current_version: String,
-    pub new_version: String,
+    pub(crate) name: String,
+    pub(crate) current_version: String,
+    pub(crate) new_version: String,
     /// `security`, `critical`, `other`, … as the source classifies it.
-    pub classification: String,
-    pub advisory_id: String,
+    pub(crate) classification: String,
+    pub(crate) advisory_id: String,
     /// When the agent first saw it pending (its clock).
-    pub first_seen_ms: i64,
+    pub(crate) first_seen_ms: i64,
     /// Whole days it has been pending.
-    pub age_days: i64,
+    pub(crate) age_days: i64,
 }
 
 /// The pending updates of the device's latest patch report, oldest first.
@@ -182,16 +182,16 @@ pub(super) async fn updates(
 #[serde(deny_unknown_fields)]
 pub(crate) struct SoftwareQuery {
     /// Part of the name or publisher (case-insensitive).
-    pub q: Option<String>,
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
+    pub(crate) q: Option<String>,
+    pub(crate) page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SoftwareOut {
-    pub name: String,
-    pub version: String,
-    pub publisher: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) publisher: String,
 }
 
 /// The device's installed software (its latest inventory), by name; searchable.

@@ -19,18 +19,18 @@ use super::{ConsoleState, ONLINE_MS, db, now_ms};
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DevicesQuery {
-    pub tenant: Option<String>,
-    pub site: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) site: Option<String>,
     /// true: seen in the last 2 minutes; false: not.
-    pub online: Option<bool>,
+    pub(crate) online: Option<bool>,
     /// OS family, e.g. `linux`, `windows`.
-    pub os: Option<String>,
+    pub(crate) os: Option<String>,
     /// Part of the host name (case-insensitive).
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// Only devices with this tag (`tandem-collector device tag`).
-    pub tag: Option<String>,
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
+    pub(crate) tag: Option<String>,
+    pub(crate) page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 /// Devices (filtered, paginated), most recently seen first.
@@ -113,10 +113,10 @@ pub(super) async fn device(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct LatestOut {
-    pub name: String,
-    pub dimension: String,
-    pub ts_ms: i64,
-    pub value: f64,
+    pub(crate) name: String,
+    pub(crate) dimension: String,
+    pub(crate) ts_ms: i64,
+    pub(crate) value: f64,
 }
 
 /// The latest value of each of a device's series.
@@ -148,26 +148,26 @@ pub(super) async fn device_latest(
 #[serde(deny_unknown_fields)]
 pub(crate) struct SeriesQuery {
     /// Metric name, e.g. `cpu.usage`.
-    pub metric: String,
+    pub(crate) metric: String,
     #[serde(default)]
-    pub dimension: String,
+    pub(crate) dimension: String,
     /// Start, Unix ms (default: `to` minus one hour).
-    pub from_ms: Option<i64>,
+    pub(crate) from_ms: Option<i64>,
     /// End, Unix ms, exclusive (default: now).
-    pub to_ms: Option<i64>,
+    pub(crate) to_ms: Option<i64>,
     /// Roll up to the mean per step (ms, at least 1000); raw when absent.
-    pub step_ms: Option<i64>,
+    pub(crate) step_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SeriesOut {
-    pub metric: String,
-    pub dimension: String,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub step_ms: Option<i64>,
+    pub(crate) metric: String,
+    pub(crate) dimension: String,
+    pub(crate) from_ms: i64,
+    pub(crate) to_ms: i64,
+    pub(crate) step_ms: Option<i64>,
     /// `[time_ms, value]` pairs, oldest first.
-    pub points: Vec<(i64, f64)>,
+    pub(crate) points: Vec<(i64, f64)>,
 }
 
 /// Most points one series answer carries.
@@ -253,29 +253,29 @@ pub(super) async fn device_series(
 pub(crate) struct ChartsQuery {
     /// Comma-separated metric names (every dimension of each); all of the device's
     /// series when absent.
-    pub metrics: Option<String>,
+    pub(crate) metrics: Option<String>,
     /// Start, Unix ms (default: `to` minus one hour).
-    pub from_ms: Option<i64>,
+    pub(crate) from_ms: Option<i64>,
     /// End, Unix ms, exclusive (default: now).
-    pub to_ms: Option<i64>,
+    pub(crate) to_ms: Option<i64>,
     /// Roll up to the mean per step (ms, at least 1000); raw when absent.
-    pub step_ms: Option<i64>,
+    pub(crate) step_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ChartSeries {
-    pub metric: String,
-    pub dimension: String,
+    pub(crate) metric: String,
+    pub(crate) dimension: String,
     /// `[time_ms, value]` pairs, oldest first.
-    pub points: Vec<(i64, f64)>,
+    pub(crate) points: Vec<(i64, f64)>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ChartsOut {
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub step_ms: Option<i64>,
-    pub series: Vec<ChartSeries>,
+    pub(crate) from_ms: i64,
+    pub(crate) to_ms: i64,
+    pub(crate) step_ms: Option<i64>,
+    pub(crate) series: Vec<ChartSeries>,
 }
 
 /// Several series of a device over one range in one answer (the device page's

@@ -40,22 +40,22 @@ fn require_enroller(p: &Principal) -> Result<(), ApiError> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnrollListQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// An enrollment token as listed (never its secret).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct EnrollTokenOut {
-    pub id: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub created_ms: i64,
-    pub expires_ms: i64,
-    pub uses: i64,
-    pub max_uses: i64,
-    pub revoked_ms: Option<i64>,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) created_ms: i64,
+    pub(crate) expires_ms: i64,
+    pub(crate) uses: i64,
+    pub(crate) max_uses: i64,
+    pub(crate) revoked_ms: Option<i64>,
     /// `usable`, `expired`, `used up` or `revoked`.
-    pub state: String,
+    pub(crate) state: String,
 }
 
 /// Enrollment tokens, newest first.
@@ -116,40 +116,40 @@ pub(super) async fn list(
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewEnrollToken {
     /// The tenant devices enroll into (a tenant admin: its own; may be left out).
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// The site they are placed at.
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// host:port of the collector's enrollment listener as the devices reach it.
-    pub address: String,
+    pub(crate) address: String,
     /// host:port of the telemetry listener as the devices reach it, when it differs
     /// from what enrollment saves (the MSI's `SERVER`); optional.
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
     /// Valid for this many hours (1 to 2160).
-    pub expires_hours: u32,
+    pub(crate) expires_hours: u32,
     /// How many devices may enroll with it (1 to 100000).
-    pub uses: u32,
+    pub(crate) uses: u32,
 }
 
 /// The lines to paste on a device, each with the token in it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct InstallLines {
-    pub deb: String,
-    pub rpm: String,
-    pub msi: String,
+    pub(crate) deb: String,
+    pub(crate) rpm: String,
+    pub(crate) msi: String,
     /// An agent already installed: enroll by hand.
-    pub agent: String,
+    pub(crate) agent: String,
 }
 
 /// A new token, shown this once with its install lines.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedEnrollToken {
-    pub id: String,
-    pub token: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub expires_ms: i64,
-    pub uses: u32,
-    pub install: InstallLines,
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) expires_ms: i64,
+    pub(crate) uses: u32,
+    pub(crate) install: InstallLines,
 }
 
 fn host_port(what: &str, v: &str) -> Result<(), ApiError> {
@@ -185,13 +185,13 @@ pub(crate) struct EnrollDefaults {
     /// host:port agents enroll at: a name of the serving certificate ([`defaults`]
     /// says which) with the `[enrollment] listen` port as bound. `null` when there
     /// is none (a certificate naming only localhost, on a non-loopback listener).
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
     /// The same host with the `[telemetry] listen` port (the MSI's `SERVER`).
-    pub server: Option<String>,
-    pub enrollment_port: u16,
-    pub telemetry_port: u16,
+    pub(crate) server: Option<String>,
+    pub(crate) enrollment_port: u16,
+    pub(crate) telemetry_port: u16,
     /// Where the host came from: `listen`, `certificate`, `hostname` or `none`.
-    pub source: String,
+    pub(crate) source: String,
 }
 
 fn with_port(host: &str, port: u16) -> String {

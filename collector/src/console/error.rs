@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
     pub message: String,
 }
 
@@ -18,8 +18,8 @@ pub struct ApiError {
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     /// Stable, machine-readable: `bad_request`, `unauthenticated`, `forbidden`, ...
-    pub code: String,
-    pub message: String,
+    pub(crate) code: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {

@@ -34,18 +34,18 @@ const MAX_AHEAD_MS: i64 = 366 * 86_400_000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WindowsQuery {
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Also windows that have ended (default: current and upcoming only).
-    pub all: Option<bool>,
+    pub(crate) all: Option<bool>,
 }
 
 /// A window, with its state at the time of the answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WindowOut {
     #[serde(flatten)]
-    pub window: DbWindow,
+    pub(crate) window: DbWindow,
     /// `active`, `upcoming` or `ended`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 fn out(w: DbWindow, now: i64) -> WindowOut {
@@ -93,19 +93,19 @@ pub(super) async fn list(
 pub(crate) struct NewWindow {
     /// The tenant it covers (a tenant user: its own, may be left out; an MSP user:
     /// required unless `device` is given, whose tenant it then is).
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Only this site of the tenant.
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// Only this device (of the tenant).
-    pub device: Option<String>,
+    pub(crate) device: Option<String>,
     /// When it starts (RFC 3339); default: now.
-    pub start: Option<String>,
+    pub(crate) start: Option<String>,
     /// When it ends (RFC 3339), or
-    pub end: Option<String>,
+    pub(crate) end: Option<String>,
     /// how many minutes after the start (one of the two; at most 31 days long).
-    pub minutes: Option<u32>,
+    pub(crate) minutes: Option<u32>,
     /// Why (required, at most 500 characters).
-    pub note: String,
+    pub(crate) note: String,
 }
 
 fn text_of(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {

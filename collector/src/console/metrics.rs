@@ -22,21 +22,21 @@ use super::{ConsoleState, ONLINE_MS, db, now_ms};
 /// Console counters since start.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub logins_ok: AtomicU64,
-    pub logins_failed: AtomicU64,
-    pub logins_rate_limited: AtomicU64,
+    pub(crate) logins_ok: AtomicU64,
+    pub(crate) logins_failed: AtomicU64,
+    pub(crate) logins_rate_limited: AtomicU64,
 }
 
 /// What the database says, at scrape time.
 #[derive(Debug, Default)]
 pub(crate) struct DbFigures {
-    pub devices_online: i64,
-    pub devices_offline: i64,
-    pub incidents_open: Vec<(String, i64)>,
-    pub outbox: Vec<(String, i64)>,
-    pub notify_attempts: Vec<(String, i64)>,
-    pub sessions: i64,
-    pub feed_events: i64,
+    pub(crate) devices_online: i64,
+    pub(crate) devices_offline: i64,
+    pub(crate) incidents_open: Vec<(String, i64)>,
+    pub(crate) outbox: Vec<(String, i64)>,
+    pub(crate) notify_attempts: Vec<(String, i64)>,
+    pub(crate) sessions: i64,
+    pub(crate) feed_events: i64,
 }
 
 fn figures(c: &rusqlite::Connection, now: i64) -> rusqlite::Result<DbFigures> {
@@ -210,7 +210,7 @@ pub(crate) fn may_scrape(
             match roleless {
                 Some(None) => return Ok(()),
                 Some(Some(_)) => return Err(ApiError::unauthenticated("API token: revoked")),
-                None => super::auth::token_principal(c, token)?,
+                None => super::tokens::token_principal(c, token)?,
             }
         }
         (None, Some(cookie)) => super::auth::session_principal(c, cookie, now)?,

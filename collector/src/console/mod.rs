@@ -15,6 +15,7 @@
 //!   route cannot exist undocumented.
 
 pub(crate) mod actions;
+pub(crate) mod alerts;
 pub(crate) mod api;
 pub mod auth;
 pub mod cli;
@@ -28,6 +29,7 @@ pub(crate) mod roles;
 pub(crate) mod routes;
 pub(crate) mod rules;
 pub(crate) mod samples;
+pub mod tokens;
 pub(crate) mod users;
 pub(crate) mod web;
 
@@ -58,8 +60,8 @@ pub(crate) const ONLINE_MS: i64 = 120_000;
 /// and `[telemetry] listen`): where the enrollment page's address defaults come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Listeners {
-    pub enrollment: std::net::SocketAddr,
-    pub telemetry: std::net::SocketAddr,
+    pub(crate) enrollment: std::net::SocketAddr,
+    pub(crate) telemetry: std::net::SocketAddr,
 }
 
 impl Default for Listeners {
@@ -78,19 +80,19 @@ impl Default for Listeners {
 
 #[derive(Clone)]
 pub(crate) struct ConsoleState {
-    pub db_path: PathBuf,
+    pub(crate) db_path: PathBuf,
     /// Connections reused across requests (a request used to open its own).
-    pub pool: Arc<crate::store::pool::Pool>,
+    pub(crate) pool: Arc<crate::store::pool::Pool>,
     /// The shared feed watcher the event streams wait on.
-    pub feeds: crate::http::hub::FeedHub,
-    pub stop: CancellationToken,
-    pub limiter: Arc<RateLimit>,
+    pub(crate) feeds: crate::http::hub::FeedHub,
+    pub(crate) stop: CancellationToken,
+    pub(crate) limiter: Arc<RateLimit>,
     /// Mark cookies `Secure` (everywhere but plain HTTP on loopback).
-    pub secure_cookies: bool,
+    pub(crate) secure_cookies: bool,
     /// Login counts for `/metrics`.
-    pub counters: Arc<metrics::Counters>,
+    pub(crate) counters: Arc<metrics::Counters>,
     /// collector.toml's listeners, for the enrollment page's address defaults.
-    pub listeners: Listeners,
+    pub(crate) listeners: Listeners,
 }
 
 impl ConsoleState {
@@ -163,7 +165,7 @@ impl FromRequestParts<ConsoleState> for Principal {
             .map(|t| t.trim().to_owned());
         let session = cookie(&parts.headers, SESSION_COOKIE);
         let p = match (bearer, session) {
-            (Some(t), _) => db(st, move |c| auth::token_principal(c, &t)).await?,
+            (Some(t), _) => db(st, move |c| tokens::token_principal(c, &t)).await?,
             (None, Some(s)) => {
                 let now = now_ms();
                 db(st, move |c| auth::session_principal(c, &s, now)).await?

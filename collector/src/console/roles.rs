@@ -19,10 +19,10 @@ use super::{ConsoleState, db, now_ms};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewRole {
-    pub role: Role,
+    pub(crate) role: Role,
     /// Required for tenant roles (a tenant admin may leave it out: its own tenant);
     /// none for MSP roles.
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// Change a user's role (and tenant); ends its sessions.

@@ -7,7 +7,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{
-    ConsoleState, actions, api, device, devices, enroll, maintenance, roles, rules, users,
+    ConsoleState, actions, alerts, api, device, devices, enroll, maintenance, roles, rules, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -34,10 +34,10 @@ pub(super) fn routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(device::services))
         .routes(routes!(device::updates))
         .routes(routes!(device::software))
-        .routes(routes!(api::alerts))
-        .routes(routes!(api::alert))
-        .routes(routes!(api::alert_ack))
-        .routes(routes!(api::alert_unack))
+        .routes(routes!(alerts::alerts))
+        .routes(routes!(alerts::alert))
+        .routes(routes!(alerts::alert_ack))
+        .routes(routes!(alerts::alert_unack))
         .routes(routes!(actions::alert_snooze))
         .routes(routes!(actions::silences, actions::silence_create))
         .routes(routes!(actions::silence_expire))

@@ -28,55 +28,55 @@ use crate::alerts::rules::{Kind, Rule};
 /// A rule as loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct RuleOut {
-    pub name: String,
-    pub summary: String,
+    pub(crate) name: String,
+    pub(crate) summary: String,
     /// `threshold`, `rate`, `forecast`, `offline`, `security_update_age`,
     /// `reboot_pending`, `service_down`, `cert_expiry`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// What it watches and how, e.g. `fs.used.percent` or `after 5 min`.
-    pub watches: String,
-    pub dimension: Option<String>,
-    pub warning: Option<String>,
-    pub critical: Option<String>,
-    pub recover: Option<String>,
-    pub for_secs: i64,
-    pub scope: ScopeOut,
+    pub(crate) watches: String,
+    pub(crate) dimension: Option<String>,
+    pub(crate) warning: Option<String>,
+    pub(crate) critical: Option<String>,
+    pub(crate) recover: Option<String>,
+    pub(crate) for_secs: i64,
+    pub(crate) scope: ScopeOut,
     /// `file:line` of its definition.
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 /// Which devices something applies to (an empty list: any).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct ScopeOut {
-    pub tenants: Vec<String>,
-    pub sites: Vec<String>,
-    pub tags: Vec<String>,
-    pub os: Vec<String>,
-    pub devices: Vec<String>,
+    pub(crate) tenants: Vec<String>,
+    pub(crate) sites: Vec<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) os: Vec<String>,
+    pub(crate) devices: Vec<String>,
     /// For a window: the rules it pauses.
-    pub rules: Vec<String>,
+    pub(crate) rules: Vec<String>,
 }
 
 /// A maintenance window as loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct WindowOut {
-    pub name: String,
+    pub(crate) name: String,
     /// IANA zone its times are in.
-    pub tz: String,
+    pub(crate) tz: String,
     /// e.g. `once 2026-03-29T01:00 – 2026-03-29T04:00`, `weekly Sat, Sun 22:00–06:00`.
-    pub schedule: String,
-    pub scope: ScopeOut,
+    pub(crate) schedule: String,
+    pub(crate) scope: ScopeOut,
     /// Whether it covers the time of the answer.
-    pub active_now: bool,
+    pub(crate) active_now: bool,
 }
 
 /// What the engine has loaded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct LoadedRules {
     /// When the engine published this set (Unix ms).
-    pub loaded_ms: i64,
-    pub rules: Vec<RuleOut>,
-    pub windows: Vec<WindowOut>,
+    pub(crate) loaded_ms: i64,
+    pub(crate) rules: Vec<RuleOut>,
+    pub(crate) windows: Vec<WindowOut>,
 }
 
 struct Published {

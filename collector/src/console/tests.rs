@@ -218,7 +218,7 @@ fn fixture() -> Fx {
         super::auth::add_user(&mut c, "test", u, &hash, r, tid, t).unwrap();
     }
     let (acme_token, _) =
-        super::auth::create_token(&mut c, "test", "acme-script", TenantAdmin, Some(acme), t)
+        super::tokens::create_token(&mut c, "test", "acme-script", TenantAdmin, Some(acme), t)
             .unwrap();
     let acme_silence = crate::alerts::silence::create(
         &mut c,
@@ -1444,7 +1444,7 @@ async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
 
     let mut c = Connection::open(&fx.db).unwrap();
-    let (_, msp) = super::auth::create_token(
+    let (_, msp) = super::tokens::create_token(
         &mut c,
         "test",
         "prom",
@@ -1454,7 +1454,7 @@ async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     )
     .unwrap();
     let acme = super::auth::tenant_id(&c, "acme").unwrap();
-    let (_, tenant) = super::auth::create_token(
+    let (_, tenant) = super::tokens::create_token(
         &mut c,
         "test",
         "t",

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{ApiResult, Page, body, paging, query, scope};
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
+use super::tokens;
 use super::{ConsoleState, db, now_ms};
 
 /// Users (a tenant admin sees its tenant's).
@@ -28,11 +29,11 @@ pub(super) async fn users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewUser {
-    pub username: String,
-    pub password: String,
-    pub role: Role,
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) role: Role,
     /// Required for tenant roles.
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// Add a user.
@@ -90,7 +91,7 @@ pub(super) async fn user_remove(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewPassword {
-    pub password: String,
+    pub(crate) password: String,
 }
 
 /// Set a user's password (ends its sessions).
@@ -126,31 +127,31 @@ pub(super) async fn user_passwd(
 }
 
 /// API tokens (never the tokens themselves).
-#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<auth::TokenRow>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/tokens", tag = "admin", responses((status = 200, body = Vec<tokens::TokenRow>), (status = 403, body = ErrorBody)))]
 pub(super) async fn tokens(
     State(st): State<ConsoleState>,
     p: Principal,
-) -> ApiResult<Vec<auth::TokenRow>> {
+) -> ApiResult<Vec<tokens::TokenRow>> {
     p.require_admin()?;
     Ok(Json(
-        db(&st, move |c| Ok(auth::list_tokens(c, p.tenant_id)?)).await?,
+        db(&st, move |c| Ok(tokens::list_tokens(c, p.tenant_id)?)).await?,
     ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {
-    pub name: String,
-    pub role: Role,
+    pub(crate) name: String,
+    pub(crate) role: Role,
     /// Bind the token to this tenant (required for tenant roles).
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// The new token, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedToken {
-    pub id: i64,
-    pub token: String,
+    pub(crate) id: i64,
+    pub(crate) token: String,
 }
 
 /// Create an API token (shown once, stored hashed).
@@ -170,7 +171,7 @@ pub(super) async fn token_create(
             None => None,
         };
         p.may_grant(b.role, tid)?;
-        auth::create_token(c, &p.actor, &b.name, b.role, tid, now)
+        tokens::create_token(c, &p.actor, &b.name, b.role, tid, now)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { id, token })))
@@ -187,7 +188,7 @@ pub(super) async fn token_revoke(
     p.require_admin()?;
     let now = now_ms();
     db(&st, move |c| {
-        auth::revoke_token(c, &p.actor, id, p.tenant_id, now)
+        tokens::revoke_token(c, &p.actor, id, p.tenant_id, now)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -196,19 +197,19 @@ pub(super) async fn token_revoke(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
+    pub(crate) page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditRow {
-    pub id: i64,
-    pub at_ms: i64,
-    pub actor: String,
-    pub tenant: Option<String>,
-    pub action: String,
-    pub target: String,
-    pub detail: Value,
+    pub(crate) id: i64,
+    pub(crate) at_ms: i64,
+    pub(crate) actor: String,
+    pub(crate) tenant: Option<String>,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) detail: Value,
 }
 
 /// The audit log, newest first (a tenant admin sees its tenant's rows).

@@ -33,16 +33,16 @@ const MAX_HOSTNAME_BYTES: usize = 1024;
 
 /// What both services need to sign and record certificates.
 pub(crate) struct Issuing {
-    pub ca: Ca,
+    pub(crate) ca: Ca,
     /// The database, opened on first use by an admin connection of its own; a std
     /// mutex because it is only used inside `spawn_blocking`.
-    pub db: Mutex<Option<rusqlite::Connection>>,
-    pub db_path: PathBuf,
-    pub lifetime: Duration,
+    pub(crate) db: Mutex<Option<rusqlite::Connection>>,
+    pub(crate) db_path: PathBuf,
+    pub(crate) lifetime: Duration,
     /// Serials known to be recorded in `certificates` (a cache of the table: rows
     /// are never deleted, so a serial once found stays valid here; revocation is
     /// checked separately).
-    pub issued: std::sync::RwLock<std::collections::HashSet<String>>,
+    pub(crate) issued: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 const NOT_ISSUED: &str = "this certificate was not issued by this collector";
@@ -142,11 +142,11 @@ fn unavailable() -> Status {
 
 /// The `Enrollment` service (enrollment listener).
 pub(crate) struct EnrollService {
-    pub issuing: Arc<Issuing>,
+    pub(crate) issuing: Arc<Issuing>,
     /// Per source address; a std mutex held only for one bucket update.
-    pub limiter: Mutex<RateLimiter>,
+    pub(crate) limiter: Mutex<RateLimiter>,
     /// Told to the agent, which dials the enrollment host at this port for telemetry.
-    pub telemetry_port: u16,
+    pub(crate) telemetry_port: u16,
 }
 
 fn check_hostname(h: &str) -> Result<(), Status> {
@@ -251,10 +251,10 @@ pub(crate) fn renew_refill(lifetime: Duration) -> Duration {
 
 /// The `Identity` service (telemetry listener, mTLS).
 pub(crate) struct RenewService {
-    pub issuing: Arc<Issuing>,
-    pub revocations: Arc<Revocations>,
+    pub(crate) issuing: Arc<Issuing>,
+    pub(crate) revocations: Arc<Revocations>,
     /// Renewals per device; a std mutex held only for one bucket update.
-    pub limiter: Mutex<RateLimiter<String>>,
+    pub(crate) limiter: Mutex<RateLimiter<String>>,
 }
 
 #[tonic::async_trait]

@@ -57,8 +57,8 @@ const SLOW_DOWN_PAUSE: Duration = Duration::from_secs(1);
 /// config file is reloaded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LiveConfig {
-    pub limits: TimeLimits,
-    pub settings: Settings,
+    pub(crate) limits: TimeLimits,
+    pub(crate) settings: Settings,
 }
 
 /// The ingest service.

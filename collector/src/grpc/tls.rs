@@ -218,23 +218,23 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
 pub(crate) struct ListenerLimits {
     /// A peer that has sent no byte of its ClientHello by then is dropped: a silent
     /// TCP socket cannot hold a handshake slot for the whole handshake deadline.
-    pub first_byte: Duration,
+    pub(crate) first_byte: Duration,
     /// The whole TLS handshake must be done by then.
-    pub handshake: Duration,
+    pub(crate) handshake: Duration,
     /// After the handshake, the 24-byte HTTP/2 client preface must have arrived by
     /// then (tonic waits for it forever otherwise).
-    pub preface: Duration,
+    pub(crate) preface: Duration,
     /// Handshakes in progress at once; beyond it new sockets wait in the kernel
     /// backlog (each holds a socket and some crypto state).
-    pub max_handshakes: usize,
+    pub(crate) max_handshakes: usize,
     /// Handshakes in progress at once from one source address; more are closed at
     /// once, so one host cannot take every slot.
-    pub handshakes_per_address: usize,
+    pub(crate) handshakes_per_address: usize,
     /// Open connections (handshaking or established) from one source address;
     /// `None`: no cap (the telemetry listener, where a NAT may hide a whole site).
-    pub connections_per_address: Option<usize>,
+    pub(crate) connections_per_address: Option<usize>,
     /// Open connections in total; `None`: no cap.
-    pub connections_total: Option<usize>,
+    pub(crate) connections_total: Option<usize>,
 }
 
 /// The 24 bytes every HTTP/2 client sends first (RFC 9113, 3.4).

@@ -44,16 +44,16 @@ fn storable(what: &str, value: u64) -> Result<(), Refused> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimits {
     /// A sample stamped more than this ahead of now is refused (agent clock wrong).
-    pub max_future_ms: i64,
+    pub(crate) max_future_ms: i64,
     /// A sample older than this is refused (spool bound plus margin).
-    pub max_age_ms: i64,
+    pub(crate) max_age_ms: i64,
 }
 
 /// A refused frame: the reason class and the message for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refused {
-    pub reason: Refusal,
-    pub message: String,
+    pub(crate) reason: Refusal,
+    pub(crate) message: String,
 }
 
 fn bad(message: String) -> Refused {

@@ -84,9 +84,9 @@ pub(crate) fn parse_events(buf: &str) -> (Vec<FeedEvent>, usize) {
 #[derive(Clone, Default)]
 pub struct Access {
     /// An API token, sent as `Authorization: Bearer …` (the feed needs one).
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// For `https://` URLs: the TLS client configuration ([`client_tls`]).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Access {

@@ -138,13 +138,13 @@ pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
 /// them are accepted, and agents receive the whole bundle.
 #[derive(Debug, Clone)]
 pub struct PkiPaths {
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
     /// Present while a CA rotation is in progress; holds its start (ms since epoch).
-    pub rotation: PathBuf,
+    pub(crate) rotation: PathBuf,
 }
 
 impl PkiPaths {

@@ -287,7 +287,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let history = tokio::task::block_in_place(|| generate(&db, &args))?;
     let token = {
         let mut c = tandem_collector::store::open(&db)?;
-        tandem_collector::console::auth::create_token(
+        tandem_collector::console::tokens::create_token(
             &mut c,
             "consolebench",
             "bench",

@@ -8,12 +8,12 @@
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Battery {
     /// `BAT0` on Linux, `InternalBattery-0` on macOS, `system` on Windows.
-    pub name: String,
-    pub percent: Option<f64>,
-    pub charging: Option<bool>,
+    pub(crate) name: String,
+    pub(crate) percent: Option<f64>,
+    pub(crate) charging: Option<bool>,
     /// Full-charge capacity as a percentage of design capacity.
-    pub health_percent: Option<f64>,
-    pub cycles: Option<u64>,
+    pub(crate) health_percent: Option<f64>,
+    pub(crate) cycles: Option<u64>,
 }
 
 /// Parses a Linux power supply's `uevent` (`POWER_SUPPLY_KEY=value` lines, see the

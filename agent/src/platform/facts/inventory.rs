@@ -11,18 +11,18 @@ pub use crate::platform::tool::ReadError;
 /// One installed program or package.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Software {
-    pub name: String,
-    pub version: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// Empty where the source does not say (dpkg).
-    pub publisher: String,
+    pub(crate) publisher: String,
 }
 
 /// Hardware facts; empty where unreadable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Hardware {
-    pub vendor: String,
-    pub model: String,
-    pub serial: String,
+    pub(crate) vendor: String,
+    pub(crate) model: String,
+    pub(crate) serial: String,
 }
 
 /// What the platform module contributes.
@@ -30,15 +30,15 @@ pub struct Hardware {
 pub struct PlatformFacts {
     /// Build number where the OS has one beyond its version ("12.5" from
     /// /etc/debian_version, "22631.3447" on Windows); may be empty.
-    pub os_build: String,
+    pub(crate) os_build: String,
     /// Better OS name/version than sysinfo's where the platform knows one
     /// (Windows' ProductName and DisplayVersion); empty to keep sysinfo's.
-    pub os_name: String,
-    pub os_version: String,
-    pub hardware: Hardware,
+    pub(crate) os_name: String,
+    pub(crate) os_version: String,
+    pub(crate) hardware: Hardware,
     /// Which source listed the software ("dpkg", "rpm", ...; "none").
-    pub software_source: &'static str,
-    pub software: Result<Vec<Software>, ReadError>,
+    pub(crate) software_source: &'static str,
+    pub(crate) software: Result<Vec<Software>, ReadError>,
 }
 
 /// `/etc/os-release`: (NAME, VERSION_ID), unquoted. Missing keys are empty.

@@ -8,30 +8,30 @@
 /// Everything the platform could read for one sample.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    pub stat: Option<ProcStat>,
-    pub mem: Option<MemInfo>,
-    pub vm: Option<VmStat>,
+    pub(crate) stat: Option<ProcStat>,
+    pub(crate) mem: Option<MemInfo>,
+    pub(crate) vm: Option<VmStat>,
     /// (`cpu`, `memory`, `io`) → its pressure, for the resources the kernel reports.
-    pub pressure: Vec<(&'static str, Pressure)>,
-    pub snmp: Option<Snmp>,
-    pub sockstat: Option<SockStat>,
-    pub files: Option<FileHandles>,
+    pub(crate) pressure: Vec<(&'static str, Pressure)>,
+    pub(crate) snmp: Option<Snmp>,
+    pub(crate) sockstat: Option<SockStat>,
+    pub(crate) files: Option<FileHandles>,
     /// Threads (kernel scheduling entities) on the machine.
-    pub threads: Option<u64>,
+    pub(crate) threads: Option<u64>,
 }
 
 /// CPU time by state, in clock ticks since boot (`/proc/stat`, proc(5)). Guest time
 /// is already counted in user and nice, so it is not kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuTimes {
-    pub user: u64,
-    pub nice: u64,
-    pub system: u64,
-    pub idle: u64,
-    pub iowait: u64,
-    pub irq: u64,
-    pub softirq: u64,
-    pub steal: u64,
+    pub(crate) user: u64,
+    pub(crate) nice: u64,
+    pub(crate) system: u64,
+    pub(crate) idle: u64,
+    pub(crate) iowait: u64,
+    pub(crate) irq: u64,
+    pub(crate) softirq: u64,
+    pub(crate) steal: u64,
 }
 
 impl CpuTimes {
@@ -54,16 +54,16 @@ impl CpuTimes {
 /// `/proc/stat`: CPU times (the whole machine and each core) and scheduler counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcStat {
-    pub cpu: CpuTimes,
+    pub(crate) cpu: CpuTimes,
     /// Per core, in the kernel's order (`cpu0`, `cpu1`, … ; an offline core is absent).
-    pub cores: Vec<(String, CpuTimes)>,
+    pub(crate) cores: Vec<(String, CpuTimes)>,
     /// Running totals since boot.
-    pub context_switches: Option<u64>,
-    pub interrupts: Option<u64>,
-    pub forks: Option<u64>,
+    pub(crate) context_switches: Option<u64>,
+    pub(crate) interrupts: Option<u64>,
+    pub(crate) forks: Option<u64>,
     /// Gauges.
-    pub procs_running: Option<u64>,
-    pub procs_blocked: Option<u64>,
+    pub(crate) procs_running: Option<u64>,
+    pub(crate) procs_blocked: Option<u64>,
 }
 
 /// Parses `/proc/stat`; `None` without the aggregate `cpu` line. Older kernels
@@ -115,22 +115,22 @@ pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
 /// `/proc/meminfo`, in bytes (the file says kB and means KiB).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MemInfo {
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// `MemAvailable`; before Linux 3.14 estimated as sysinfo does (free + buffers
     /// + cached + reclaimable slab − shared).
-    pub available: Option<u64>,
-    pub swap_total: Option<u64>,
-    pub free: Option<u64>,
-    pub buffers: Option<u64>,
-    pub cached: Option<u64>,
-    pub shared: Option<u64>,
-    pub slab: Option<u64>,
-    pub slab_reclaimable: Option<u64>,
-    pub dirty: Option<u64>,
-    pub writeback: Option<u64>,
-    pub swap_free: Option<u64>,
-    pub committed: Option<u64>,
-    pub commit_limit: Option<u64>,
+    pub(crate) available: Option<u64>,
+    pub(crate) swap_total: Option<u64>,
+    pub(crate) free: Option<u64>,
+    pub(crate) buffers: Option<u64>,
+    pub(crate) cached: Option<u64>,
+    pub(crate) shared: Option<u64>,
+    pub(crate) slab: Option<u64>,
+    pub(crate) slab_reclaimable: Option<u64>,
+    pub(crate) dirty: Option<u64>,
+    pub(crate) writeback: Option<u64>,
+    pub(crate) swap_free: Option<u64>,
+    pub(crate) committed: Option<u64>,
+    pub(crate) commit_limit: Option<u64>,
 }
 
 /// Parses `/proc/meminfo` (`Key:   123 kB` lines); a key absent from this kernel
@@ -185,11 +185,11 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
 /// `/proc/vmstat` counters, running totals since boot.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct VmStat {
-    pub major_faults: Option<u64>,
-    pub swap_in_pages: Option<u64>,
-    pub swap_out_pages: Option<u64>,
+    pub(crate) major_faults: Option<u64>,
+    pub(crate) swap_in_pages: Option<u64>,
+    pub(crate) swap_out_pages: Option<u64>,
     /// Since Linux 4.13.
-    pub oom_kills: Option<u64>,
+    pub(crate) oom_kills: Option<u64>,
 }
 
 /// Parses `/proc/vmstat` (`name value` lines).
@@ -216,9 +216,9 @@ pub fn parse_vmstat(text: &str) -> VmStat {
 /// on it, in percent.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pressure {
-    pub some_avg10: Option<f64>,
+    pub(crate) some_avg10: Option<f64>,
     /// Absent for `cpu` before Linux 5.13 (and always 0 there at system level).
-    pub full_avg10: Option<f64>,
+    pub(crate) full_avg10: Option<f64>,
 }
 
 /// Parses one `/proc/pressure/*` file: `some avg10=0.12 avg60=… total=…` and
@@ -244,13 +244,13 @@ pub fn parse_pressure(text: &str) -> Option<Pressure> {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Snmp {
     /// Gauge: connections in ESTABLISHED or CLOSE-WAIT.
-    pub tcp_established: Option<u64>,
+    pub(crate) tcp_established: Option<u64>,
     /// Running totals.
-    pub tcp_retrans_segs: Option<u64>,
-    pub tcp_in_errs: Option<u64>,
-    pub tcp_out_rsts: Option<u64>,
-    pub udp_in_errors: Option<u64>,
-    pub udp_rcvbuf_errors: Option<u64>,
+    pub(crate) tcp_retrans_segs: Option<u64>,
+    pub(crate) tcp_in_errs: Option<u64>,
+    pub(crate) tcp_out_rsts: Option<u64>,
+    pub(crate) udp_in_errors: Option<u64>,
+    pub(crate) udp_rcvbuf_errors: Option<u64>,
 }
 
 /// Parses `/proc/net/snmp`: for each protocol a header line of names and a line of
@@ -286,11 +286,11 @@ pub fn parse_net_snmp(text: &str) -> Snmp {
 /// Socket counts from `/proc/net/sockstat` (gauges).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SockStat {
-    pub sockets_used: Option<u64>,
-    pub tcp_inuse: Option<u64>,
-    pub tcp_orphan: Option<u64>,
-    pub tcp_time_wait: Option<u64>,
-    pub udp_inuse: Option<u64>,
+    pub(crate) sockets_used: Option<u64>,
+    pub(crate) tcp_inuse: Option<u64>,
+    pub(crate) tcp_orphan: Option<u64>,
+    pub(crate) tcp_time_wait: Option<u64>,
+    pub(crate) udp_inuse: Option<u64>,
 }
 
 /// Parses `/proc/net/sockstat`: `Proto: key value key value …` lines.
@@ -319,8 +319,8 @@ pub fn parse_sockstat(text: &str) -> SockStat {
 /// Open file handles of the whole machine and the kernel's limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FileHandles {
-    pub open: u64,
-    pub max: u64,
+    pub(crate) open: u64,
+    pub(crate) max: u64,
 }
 
 /// Parses `/proc/sys/fs/file-nr`: `allocated unused max` (unused is 0 since 2.6;

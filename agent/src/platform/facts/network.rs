@@ -5,15 +5,15 @@
 /// Running totals of one interface.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetCounters {
-    pub name: String,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_errors: u64,
-    pub tx_errors: u64,
+    pub(crate) name: String,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) rx_errors: u64,
+    pub(crate) tx_errors: u64,
     /// `None` where the source does not count drops.
-    pub drops: Option<(u64, u64)>,
+    pub(crate) drops: Option<(u64, u64)>,
 }
 
 /// Parses `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets rx_errs

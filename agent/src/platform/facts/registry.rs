@@ -5,8 +5,8 @@
 /// One key of `reg query` output and its values: (name, type, data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RegKey {
-    pub path: String,
-    pub values: Vec<(String, String, String)>,
+    pub(crate) path: String,
+    pub(crate) values: Vec<(String, String, String)>,
 }
 
 impl RegKey {

@@ -63,10 +63,10 @@ pub fn parse_check_update(text: &str) -> Result<Vec<Pending>, ReadError> {
 /// One line of `dnf updateinfo list`: an advisory and one package it updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advisory {
-    pub id: String,
-    pub security: bool,
+    pub(crate) id: String,
+    pub(crate) security: bool,
     /// The package name (NEVRA with version, release and arch removed).
-    pub package: String,
+    pub(crate) package: String,
 }
 
 /// Parses dnf 4's `dnf updateinfo list --updates`:

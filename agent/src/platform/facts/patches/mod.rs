@@ -27,13 +27,13 @@ pub enum Class {
 /// One pending update as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pending {
-    pub name: String,
+    pub(crate) name: String,
     /// Empty where the source does not say (dnf check-update, Windows Update).
-    pub current_version: String,
-    pub new_version: String,
-    pub class: Class,
+    pub(crate) current_version: String,
+    pub(crate) new_version: String,
+    pub(crate) class: Class,
     /// KB number or advisory id, empty when unknown.
-    pub advisory_id: String,
+    pub(crate) advisory_id: String,
 }
 
 /// Why a source could not be read (shared with the inventory).
@@ -43,18 +43,18 @@ pub use crate::platform::tool::ReadError;
 #[derive(Debug)]
 pub struct Check {
     /// Which source answered or was tried ("apt", "dnf", "windows_update", ...).
-    pub source: &'static str,
-    pub updates: Result<Vec<Pending>, ReadError>,
-    pub reboot: Reboot,
+    pub(crate) source: &'static str,
+    pub(crate) updates: Result<Vec<Pending>, ReadError>,
+    pub(crate) reboot: Reboot,
     /// The newest successful update installation, ms since the epoch; 0 where the
     /// source does not say (only Windows Update's history is read today).
-    pub last_install_unix_ms: i64,
+    pub(crate) last_install_unix_ms: i64,
 }
 
 /// Whether the OS waits for a reboot, and since when if it says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Reboot {
-    pub required: bool,
+    pub(crate) required: bool,
     /// ms since the epoch; 0 when unknown.
-    pub since_unix_ms: i64,
+    pub(crate) since_unix_ms: i64,
 }

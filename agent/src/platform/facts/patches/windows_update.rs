@@ -22,21 +22,21 @@ use super::{Class, Pending, ReadError};
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Update {
-    pub title: String,
+    pub(crate) title: String,
     #[serde(rename = "KBArticleIDs", default)]
-    pub kb_article_ids: Vec<String>,
+    pub(crate) kb_article_ids: Vec<String>,
     #[serde(rename = "SecurityBulletinIDs", default)]
-    pub security_bulletin_ids: Vec<String>,
+    pub(crate) security_bulletin_ids: Vec<String>,
     /// "Critical", "Important", ...; empty or None when Microsoft gives none.
     #[serde(default)]
-    pub msrc_severity: Option<String>,
+    pub(crate) msrc_severity: Option<String>,
     /// Category names ("Security Updates", "Updates", "Drivers", a product name).
     #[serde(default)]
-    pub categories: Vec<String>,
+    pub(crate) categories: Vec<String>,
     #[serde(default)]
-    pub is_hidden: bool,
+    pub(crate) is_hidden: bool,
     #[serde(default)]
-    pub is_installed: bool,
+    pub(crate) is_installed: bool,
 }
 
 /// One `IUpdateHistoryEntry`: its `Operation` (1 = installation, 2 =
@@ -44,9 +44,9 @@ pub struct Update {
 /// failed, 5 = aborted) and `Date` (an OLE automation date, UTC).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HistoryEntry {
-    pub operation: i32,
-    pub result_code: i32,
-    pub date: f64,
+    pub(crate) operation: i32,
+    pub(crate) result_code: i32,
+    pub(crate) date: f64,
 }
 
 /// An OLE automation date (days since 1899-12-30, fraction = time of day) as ms

@@ -33,17 +33,17 @@ pub enum State {
 /// One posture check.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Check {
-    pub check: &'static str,
-    pub state: State,
+    pub(crate) check: &'static str,
+    pub(crate) state: State,
     /// What was read, from where.
-    pub evidence: String,
+    pub(crate) evidence: String,
     /// For `Unknown`: why. Empty otherwise.
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
+    pub(crate) reason: String,
     /// Numbers the check found, sent as metrics: e.g. the antivirus signature age
     /// (`av.signature.age.days`) or the count of local administrators.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<(&'static str, f64)>,
+    pub(crate) values: Vec<(&'static str, f64)>,
 }
 
 impl Check {

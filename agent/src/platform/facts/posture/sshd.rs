@@ -16,8 +16,8 @@ use super::{Check, SSH_PASSWORD_AUTH, SSH_ROOT_LOGIN};
 /// The two settings, as sshd would use them globally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub permit_root_login: Option<String>,
-    pub password_authentication: Option<String>,
+    pub(crate) permit_root_login: Option<String>,
+    pub(crate) password_authentication: Option<String>,
 }
 
 /// Most files an `Include` chain may pull in (a loop guard).
