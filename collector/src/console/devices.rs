@@ -155,7 +155,9 @@ pub(crate) struct SeriesQuery {
     pub(crate) from_ms: Option<i64>,
     /// End, Unix ms, exclusive (default: now).
     pub(crate) to_ms: Option<i64>,
-    /// Roll up to the mean per step (ms, at least 1000); raw when absent.
+    /// Roll up to the mean per step (ms, at least 1000). When absent: raw points for
+    /// a range of at most 6 h; a longer range is rolled up at range / 10,000 (the
+    /// answer's `step_ms` says which step was used).
     pub(crate) step_ms: Option<i64>,
 }
 
@@ -175,15 +177,21 @@ const MAX_POINTS: i64 = 10_000;
 /// Most series one charts answer carries (a device has about 100–150).
 const MAX_CHART_SERIES: usize = 500;
 
+/// The longest range answered with raw points when no step is asked for: 6 h of an
+/// agent sampling every 5 s is 4,320 points. Longer ranges without a step are
+/// rolled up, so a request without `step_ms` never reads a month of raw values.
+const RAW_MAX_RANGE_MS: i64 = 6 * 3_600_000;
+
 /// The range and step of a series query, checked: `to` defaults to now, `from` to an
 /// hour before it; at most 31 days, a step of at least 1 s and no more than
-/// [`MAX_POINTS`] buckets.
+/// [`MAX_POINTS`] buckets. Without a step, raw (`None`) up to [`RAW_MAX_RANGE_MS`],
+/// else the step that gives [`MAX_POINTS`] buckets.
 fn window(
     from_ms: Option<i64>,
     to_ms: Option<i64>,
     step_ms: Option<i64>,
     now: i64,
-) -> Result<(i64, i64), ApiError> {
+) -> Result<(i64, i64, Option<i64>), ApiError> {
     let to = to_ms.unwrap_or(now);
     let from = from_ms.unwrap_or(to - 3_600_000);
     if from >= to {
@@ -208,7 +216,11 @@ fn window(
             )));
         }
     }
-    Ok((from, to))
+    let step = step_ms.or_else(|| {
+        (to - from > RAW_MAX_RANGE_MS)
+            .then(|| ((to - from + MAX_POINTS - 1) / MAX_POINTS).max(1000))
+    });
+    Ok((from, to, step))
 }
 
 /// One metric series of a device over a range, raw or rolled up.
@@ -223,24 +235,17 @@ pub(super) async fn device_series(
 ) -> ApiResult<SeriesOut> {
     let q = query(q)?;
     let now = now_ms();
-    let (from, to) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
+    let (from, to, step) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
     let out = db(&st, move |c| {
         device_in_scope(c, &id, p.tenant_id, now)?;
-        let points = super::samples::series(
-            c,
-            &id,
-            &q.metric,
-            &q.dimension,
-            from..to,
-            q.step_ms,
-            MAX_POINTS,
-        )?;
+        let points =
+            super::samples::series(c, &id, &q.metric, &q.dimension, from..to, step, MAX_POINTS)?;
         Ok(SeriesOut {
             metric: q.metric,
             dimension: q.dimension,
             from_ms: from,
             to_ms: to,
-            step_ms: q.step_ms,
+            step_ms: step,
             points,
         })
     })
@@ -258,7 +263,9 @@ pub(crate) struct ChartsQuery {
     pub(crate) from_ms: Option<i64>,
     /// End, Unix ms, exclusive (default: now).
     pub(crate) to_ms: Option<i64>,
-    /// Roll up to the mean per step (ms, at least 1000); raw when absent.
+    /// Roll up to the mean per step (ms, at least 1000). When absent: raw points for
+    /// a range of at most 6 h; a longer range is rolled up at range / 10,000 (the
+    /// answer's `step_ms` says which step was used).
     pub(crate) step_ms: Option<i64>,
 }
 
@@ -291,7 +298,7 @@ pub(super) async fn device_charts(
 ) -> ApiResult<ChartsOut> {
     let q = query(q)?;
     let now = now_ms();
-    let (from, to) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
+    let (from, to, step) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
     let metrics: Option<Vec<String>> = q
         .metrics
         .as_deref()
@@ -305,7 +312,6 @@ pub(super) async fn device_charts(
             "query metrics: {bad:?} is not a metric name (comma-separated names, e.g. cpu.usage.percent,mem.used.percent)"
         )));
     }
-    let step = q.step_ms;
     let out = db(&st, move |c| {
         device_in_scope(c, &id, p.tenant_id, now)?;
         let names: Option<Vec<&str>> = metrics
@@ -334,4 +340,46 @@ pub(super) async fn device_charts(
     })
     .await?;
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::{MAX_POINTS, RAW_MAX_RANGE_MS, window};
+
+    const NOW: i64 = 1_800_000_000_000;
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn no_step_is_raw_up_to_six_hours_and_rolled_up_beyond() {
+        let (from, to, step) = window(Some(NOW - RAW_MAX_RANGE_MS), None, None, NOW).unwrap();
+        assert_eq!((from, to, step), (NOW - RAW_MAX_RANGE_MS, NOW, None));
+        let (_, _, step) = window(Some(NOW - RAW_MAX_RANGE_MS - 1), None, None, NOW).unwrap();
+        assert_eq!(step, Some(2_161), "ceil(6 h + 1 ms / 10,000)");
+        let (from, to, step) = window(Some(NOW - 31 * DAY), None, None, NOW).unwrap();
+        let step = step.expect("a month is rolled up");
+        assert_eq!(step, 267_840);
+        assert!((to - from) / step <= MAX_POINTS);
+        // Short ranges never get a step below the API's own minimum of 1 s.
+        let (_, _, step) = window(Some(NOW - RAW_MAX_RANGE_MS - 1), Some(NOW), None, NOW).unwrap();
+        assert!(step.unwrap() >= 1000);
+        // An asked-for step is kept as asked.
+        let (_, _, step) = window(Some(NOW - 31 * DAY), None, Some(3_600_000), NOW).unwrap();
+        assert_eq!(step, Some(3_600_000));
+    }
+
+    #[test]
+    fn bad_ranges_and_steps_are_refused_with_what_was_wrong() {
+        let e = window(Some(NOW), Some(NOW), None, NOW).unwrap_err();
+        assert!(e.message.contains("must be before"), "{}", e.message);
+        let e = window(Some(NOW - 32 * DAY), None, None, NOW).unwrap_err();
+        assert!(e.message.contains("31 days"), "{}", e.message);
+        let e = window(None, None, Some(10), NOW).unwrap_err();
+        assert!(e.message.contains("at least 1000"), "{}", e.message);
+        let e = window(Some(NOW - 31 * DAY), None, Some(1000), NOW).unwrap_err();
+        assert!(
+            e.message.contains("more than 10000 points"),
+            "{}",
+            e.message
+        );
+    }
 }
