@@ -17,21 +17,9 @@ use super::escalation::IncidentState;
 // The read side lives in `incident_row` (a leaf the outbox also uses); re-exported
 // here because callers think of it as part of the incident.
 pub(crate) use super::incident_row::{IncidentRow, SCHEMA, feed_event, get, incident_json, list};
-use crate::alerts::engine::Change;
-use crate::alerts::machine::{Event, State};
-use crate::alerts::model::Severity;
-
-/// An opening or resolution committed by the engine, logged after its commit.
-#[derive(Debug, Clone)]
-pub(crate) struct Logged {
-    pub incident: i64,
-    pub opened: bool,
-    pub tenant: String,
-    pub rule: String,
-    pub device_id: String,
-    pub severity: String,
-    pub lasted_ms: i64,
-}
+// The round's rows as the store hands them (issue 17): this runs inside
+// `store::alert_sql::save`'s transaction, until the notify side's SQL moves there.
+use crate::store::api::{IncidentLogged as Logged, InstanceChange, RecordEvent};
 
 /// Logs what [`on_change`] recorded (after the transaction committed): one info
 /// line per incident opening and resolution.
@@ -57,19 +45,17 @@ fn active(conn: &Connection, instance_id: i64) -> rusqlite::Result<Option<(i64, 
 pub(crate) fn on_change(
     conn: &Connection,
     instance_id: i64,
-    c: &Change,
+    c: &InstanceChange,
     logged: &mut Vec<Logged>,
 ) -> rusqlite::Result<()> {
+    let i = &c.instance;
     for r in &c.records {
         match r.event {
-            Event::Transition {
-                from,
-                to: State::Firing,
-            } if from != State::Recovering => {
+            RecordEvent::Transition { from, to: "firing" } if from != "recovering" => {
                 if active(conn, instance_id)?.is_some() {
                     continue;
                 }
-                let sev = r.severity.unwrap_or(Severity::Warning).as_str();
+                let sev = r.severity.unwrap_or("warning");
                 conn.prepare_cached(
                     "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity,
                         value, state, opened_ms, suppressed, loop_start_ms)
@@ -77,10 +63,10 @@ pub(crate) fn on_change(
                 )?
                 .execute(params![
                     instance_id,
-                    c.tenant,
-                    c.key.rule,
-                    c.key.device_id,
-                    c.key.dimension,
+                    i.tenant,
+                    i.rule,
+                    i.device_id,
+                    i.dimension,
                     sev,
                     finite(r.value),
                     r.at_ms,
@@ -92,15 +78,15 @@ pub(crate) fn on_change(
                     logged.push(Logged {
                         incident: id,
                         opened: true,
-                        tenant: c.tenant.clone(),
-                        rule: c.key.rule.clone(),
-                        device_id: c.key.device_id.clone(),
+                        tenant: i.tenant.clone(),
+                        rule: i.rule.clone(),
+                        device_id: i.device_id.clone(),
                         severity: sev.into(),
                         lasted_ms: 0,
                     });
                 }
             }
-            Event::Transition { to: State::Ok, .. } => {
+            RecordEvent::Transition { to: "ok", .. } => {
                 let Some((id, suppressed, opened)) = active(conn, instance_id)? else {
                     continue;
                 };
@@ -114,28 +100,28 @@ pub(crate) fn on_change(
                     logged.push(Logged {
                         incident: id,
                         opened: false,
-                        tenant: c.tenant.clone(),
-                        rule: c.key.rule.clone(),
-                        device_id: c.key.device_id.clone(),
+                        tenant: i.tenant.clone(),
+                        rule: i.rule.clone(),
+                        device_id: i.device_id.clone(),
                         severity: String::new(),
                         lasted_ms: r.at_ms - opened,
                     });
                 }
             }
-            Event::Severity { to, .. } => {
+            RecordEvent::Severity { to } => {
                 conn.execute(
                     "UPDATE incidents SET severity = ?2 WHERE instance_id = ?1 AND state != 'resolved'
                         AND (severity = 'warning' AND ?2 = 'critical')",
-                    params![instance_id, to.as_str()],
+                    params![instance_id, to],
                 )?;
             }
-            Event::Suppressed(true) => {
+            RecordEvent::Suppressed(true) => {
                 conn.execute(
                     "UPDATE incidents SET suppressed = 1 WHERE instance_id = ?1 AND state != 'resolved'",
                     [instance_id],
                 )?;
             }
-            Event::Suppressed(false) => {
+            RecordEvent::Suppressed(false) => {
                 let Some((id, true, _)) = active(conn, instance_id)? else {
                     continue;
                 };
@@ -156,10 +142,10 @@ pub(crate) fn on_change(
                     logged.push(Logged {
                         incident: id,
                         opened: true,
-                        tenant: c.tenant.clone(),
-                        rule: c.key.rule.clone(),
-                        device_id: c.key.device_id.clone(),
-                        severity: r.severity.map_or("warning", Severity::as_str).into(),
+                        tenant: i.tenant.clone(),
+                        rule: i.rule.clone(),
+                        device_id: i.device_id.clone(),
+                        severity: r.severity.unwrap_or("warning").into(),
                         lasted_ms: 0,
                     });
                 }
@@ -338,8 +324,9 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::engine::Key;
-    use crate::alerts::machine::{Instance, Record};
+    use crate::alerts::engine::{Change, Key};
+    use crate::alerts::machine::{Event, Instance, Record, State};
+    use crate::alerts::model::Severity;
 
     fn change(records: Vec<Record>) -> Change {
         Change {
@@ -416,13 +403,16 @@ mod tests {
     #[test]
     fn a_transition_opens_and_resolves_its_incident_in_the_engine_transaction() {
         let dir = tempfile::tempdir().unwrap();
+        // The engine's round through the store interface; the workflow (still on a
+        // connection: the notify side moves next) on a second connection.
+        let mut db = crate::store::Db::open(&dir.path().join("t.db")).unwrap();
         let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
-        crate::alerts::persist::save(&mut conn, &[change(vec![fire(1000, false)])], 1000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![fire(1000, false)])], 1000).unwrap();
         let open = list(&conn, None, false).unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].state, "open");
         // Firing again (a flap back from recovering) opens nothing new.
-        crate::alerts::persist::save(&mut conn, &[change(vec![fire(1500, false)])], 1500).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![fire(1500, false)])], 1500).unwrap();
         assert_eq!(list(&conn, None, true).unwrap().len(), 1);
         let id = open[0].id;
         assert_eq!(
@@ -438,7 +428,7 @@ mod tests {
             (i.acked_by.as_deref(), i.ack_note.as_deref(), i.acked_ms),
             (Some("alice"), Some("on it"), Some(2000))
         );
-        crate::alerts::persist::save(&mut conn, &[change(vec![ok(5000)])], 5000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![ok(5000)])], 5000).unwrap();
         let i = get(&conn, id).unwrap().unwrap();
         assert_eq!((i.state.as_str(), i.resolved_ms), ("resolved", Some(5000)));
         assert_eq!(
@@ -458,15 +448,18 @@ mod tests {
     #[test]
     fn suppressed_incidents_stay_off_the_feed_until_the_window_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        // The engine's round through the store interface; the workflow (still on a
+        // connection: the notify side moves next) on a second connection.
+        let mut db = crate::store::Db::open(&dir.path().join("t.db")).unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
         // Born and healed inside a window: never shown.
-        crate::alerts::persist::save(&mut conn, &[change(vec![fire(1000, true)])], 1000).unwrap();
-        crate::alerts::persist::save(&mut conn, &[change(vec![ok(2000)])], 2000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![fire(1000, true)])], 1000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![ok(2000)])], 2000).unwrap();
         assert!(kinds(&conn).is_empty());
         // Still firing when the window ends: shown once, steps count from the end.
-        crate::alerts::persist::save(&mut conn, &[change(vec![fire(3000, true)])], 3000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![fire(3000, true)])], 3000).unwrap();
         let unsup = rec(9000, Event::Suppressed(false), State::Firing, false);
-        crate::alerts::persist::save(&mut conn, &[change(vec![unsup])], 9000).unwrap();
+        crate::alerts::persist::save(&mut db, &[change(vec![unsup])], 9000).unwrap();
         let i = &list(&conn, None, false).unwrap()[0];
         assert_eq!((i.suppressed, i.loop_start_ms), (false, 9000));
         assert_eq!(kinds(&conn), vec![(i.id, "opened".into())]);

@@ -1,0 +1,486 @@
+//! The store conformance suite (issue 17 item 1): what callers rely on, written
+//! against the traits of [`super::api`] only — never SQL — so a second backend
+//! is proved by instantiating the same suite for it (one `#[test]` per behaviour
+//! per backend; see [`sqlite`] for how).
+//!
+//! Every test gets a fresh store holding the **standard fixture**, which a backend
+//! writes in its own way ([`sqlite_fixture`] for SQLite):
+//! - tenants `acme` and `globex`; site `hq` in `acme`;
+//! - device `d1` (acme, windows "Windows 11", last seen 500) with patch report 1
+//!   (time 100, ok, reboot required, since unknown) whose pending security updates
+//!   were first seen at 50 and "unknown" (0), and report 2 (time 200) that failed;
+//! - device `d2` (acme, linux, last seen 600), no patch report, revoked at 700,
+//!   tagged `prod` and `db`; a certificate of d1 expiring at 9,000 and one at 8,000.
+
+use super::api::{
+    AckOutcome, AlertFilter, AlertStore, InstanceChange, InstanceRow, Names, PatchRow, RecordEvent,
+    RecordRow, RemoveOutcome, SilenceInsert, SilenceRefusal,
+};
+
+fn instance(state: &str) -> InstanceRow {
+    InstanceRow {
+        rule: "cpu".into(),
+        device_id: "d1".into(),
+        dimension: String::new(),
+        tenant: "acme".into(),
+        state: state.into(),
+        severity: (state != "ok").then(|| "warning".into()),
+        since_ms: 5,
+        breach_start_ms: 1,
+        breach_samples: 3,
+        recover_start_ms: 0,
+        last_sample_ms: 5,
+        last_arrival_ms: 6,
+        last_value: 97.5,
+        stale: false,
+        flapping: true,
+        suppressed: false,
+        changes: vec![1, 5],
+    }
+}
+
+fn transition(at_ms: i64, from: &'static str, to: &'static str) -> RecordRow {
+    RecordRow {
+        at_ms,
+        event: RecordEvent::Transition { from, to },
+        state: to,
+        severity: Some("warning"),
+        value: 95.0,
+        suppressed: false,
+    }
+}
+
+fn change(state: &str, records: Vec<RecordRow>) -> InstanceChange {
+    InstanceChange {
+        instance: instance(state),
+        records,
+    }
+}
+
+fn firing() -> InstanceChange {
+    change(
+        "firing",
+        vec![
+            transition(1, "ok", "pending"),
+            transition(5, "pending", "firing"),
+        ],
+    )
+}
+
+fn alert_id<S: AlertStore>(s: &S) -> i64 {
+    s.list_alerts(&AlertFilter {
+        all: true,
+        ..Default::default()
+    })
+    .unwrap()[0]
+        .id
+}
+
+/// A saved round loads back as it was saved (NaN and infinities stored finite).
+pub(crate) fn a_round_loads_back_identically<S: AlertStore>(mut s: S) {
+    let mut c = firing();
+    c.instance.last_value = f64::INFINITY;
+    let logged = s.save_round(std::slice::from_ref(&c), 10).unwrap();
+    assert_eq!(logged.len(), 1, "the firing opened one incident");
+    assert!(logged[0].opened);
+    let loaded = s.load_instances().unwrap();
+    let mut want = c.instance.clone();
+    want.last_value = 1e300;
+    assert_eq!(loaded, vec![want]);
+    assert!(s.save_round(&[], 11).unwrap().is_empty(), "an empty round");
+}
+
+/// History accumulates across rounds, in time order, filtered by device/tenant.
+pub(crate) fn history_accumulates<S: AlertStore>(mut s: S) {
+    s.save_round(&[firing()], 10).unwrap();
+    let mut flag = change("firing", vec![]);
+    flag.records.push(RecordRow {
+        event: RecordEvent::Flag("stale"),
+        ..transition(7, "firing", "firing")
+    });
+    s.save_round(&[flag], 11).unwrap();
+    s.save_round(
+        &[change("ok", vec![transition(40, "recovering", "ok")])],
+        40,
+    )
+    .unwrap();
+    let h = s.alert_history(Some("d1"), None).unwrap();
+    let got: Vec<_> = h
+        .iter()
+        .map(|r| {
+            (
+                r.at_ms,
+                r.event.as_str(),
+                r.from_state.as_deref(),
+                r.to_state.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "transition", Some("ok"), "pending"),
+            (5, "transition", Some("pending"), "firing"),
+            (7, "stale", None, "firing"),
+            (40, "transition", Some("recovering"), "ok"),
+        ]
+    );
+    assert_eq!(s.alert_history(None, Some("acme")).unwrap().len(), 4);
+    assert!(s.alert_history(None, Some("globex")).unwrap().is_empty());
+    assert!(s.alert_history(Some("d2"), None).unwrap().is_empty());
+}
+
+/// An ack holds while the alert fires, is refused twice, and clears once it is OK.
+pub(crate) fn ack_clears_on_ok<S: AlertStore>(mut s: S) {
+    s.save_round(&[firing()], 10).unwrap();
+    let id = alert_id(&s);
+    assert_eq!(s.ack_alert(id, "alice", 20).unwrap(), AckOutcome::Acked);
+    assert_eq!(
+        s.ack_alert(id, "bob", 21).unwrap(),
+        AckOutcome::AlreadyAcked
+    );
+    assert_eq!(
+        s.ack_alert(999, "bob", 21).unwrap(),
+        AckOutcome::NoSuchAlert
+    );
+    s.save_round(&[change("firing", vec![])], 30).unwrap();
+    let rows = s.list_alerts(&AlertFilter::default()).unwrap();
+    assert_eq!(
+        rows[0].acked_by.as_deref(),
+        Some("alice"),
+        "still firing: kept"
+    );
+    s.save_round(
+        &[change("ok", vec![transition(40, "recovering", "ok")])],
+        40,
+    )
+    .unwrap();
+    assert!(
+        s.list_alerts(&AlertFilter::default()).unwrap().is_empty(),
+        "ok is not listed"
+    );
+    let all = s
+        .list_alerts(&AlertFilter {
+            all: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((all[0].acked_ms, all[0].acked_by.as_deref()), (None, None));
+    assert_eq!(s.ack_alert(id, "bob", 50).unwrap(), AckOutcome::NotActive);
+    let h = s.alert_history(Some("d1"), None).unwrap();
+    assert!(h.iter().any(|r| (r.at_ms, r.event.as_str()) == (20, "ack")));
+}
+
+/// The list filters: state, severity at least, tenant, device.
+pub(crate) fn alerts_list_by_filter<S: AlertStore>(mut s: S) {
+    s.save_round(&[firing()], 10).unwrap();
+    let n = |f: AlertFilter<'_>| s.list_alerts(&f).unwrap().len();
+    assert_eq!(
+        n(AlertFilter {
+            state: Some("firing"),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        n(AlertFilter {
+            state: Some("pending"),
+            ..Default::default()
+        }),
+        0
+    );
+    let sev = |min| AlertFilter {
+        min_severity: Some(min),
+        ..Default::default()
+    };
+    assert_eq!(n(sev("warning")), 1, "a warning is at least a warning");
+    assert_eq!(n(sev("critical")), 0, "a warning is not critical");
+    assert_eq!(
+        n(AlertFilter {
+            tenant: Some("globex"),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        n(AlertFilter {
+            device: Some("d1"),
+            ..Default::default()
+        }),
+        1
+    );
+}
+
+/// One incident per firing episode: a flap back to firing opens no second one;
+/// OK resolves it; the next firing opens a new one.
+pub(crate) fn an_incident_opens_once_per_firing_and_resolves<S: AlertStore>(mut s: S) {
+    let opened = s.save_round(&[firing()], 10).unwrap();
+    assert_eq!(opened.len(), 1);
+    let first = opened[0].incident;
+    let again = s
+        .save_round(
+            &[change(
+                "firing",
+                vec![transition(8, "recovering", "firing")],
+            )],
+            12,
+        )
+        .unwrap();
+    assert!(again.is_empty(), "a flap back opens nothing: {again:?}");
+    let resolved = s
+        .save_round(
+            &[change("ok", vec![transition(40, "recovering", "ok")])],
+            40,
+        )
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (
+            resolved[0].incident,
+            resolved[0].opened,
+            resolved[0].lasted_ms
+        ),
+        (first, false, 35)
+    );
+    let next = s
+        .save_round(
+            &[change("firing", vec![transition(50, "pending", "firing")])],
+            50,
+        )
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].opened && next[0].incident != first, "{next:?}");
+}
+
+/// Devices load with their latest *good* patch report, tenant, site, certificate.
+pub(crate) fn devices_load_with_their_latest_good_patch_report<S: AlertStore>(s: S) {
+    let mut devs = s.load_devices().unwrap();
+    devs.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(devs.len(), 2);
+    assert_eq!(devs[0].tenant, "acme");
+    assert_eq!(devs[0].site.as_deref(), Some("hq"));
+    assert_eq!(devs[0].cert_not_after_ms, Some(9_000));
+    assert_eq!(
+        devs[0].patch,
+        Some(PatchRow {
+            oldest_security_ms: Some(50),
+            reboot_since_ms: Some(100)
+        }),
+        "the failed report 2 is skipped; reboot since unknown = report time"
+    );
+    assert_eq!(devs[1].patch, None);
+    assert_eq!(devs[1].last_seen_ms, 600);
+    assert_eq!(s.site_of("d1").unwrap().as_deref(), Some("hq"));
+    assert_eq!(s.site_of("d2").unwrap(), None);
+    assert_eq!(s.site_of("nope").unwrap(), None);
+    assert_eq!(s.cert_expiry_of("d1").unwrap(), Some(9_000));
+    assert_eq!(s.cert_expiry_of("d2").unwrap(), None);
+    assert_eq!(s.load_cert_expiries().unwrap(), vec![("d1".into(), 9_000)]);
+}
+
+/// Revocations (made by `device revoke` in another process) are seen, and tags.
+pub(crate) fn revoked_devices_and_tags_are_read<S: AlertStore>(s: S) {
+    assert_eq!(s.load_revoked_devices().unwrap(), vec!["d2".to_string()]);
+    let tags = s.load_tags().unwrap();
+    assert_eq!(tags.get("d2"), Some(&vec!["db".to_string(), "prod".into()]));
+    assert_eq!(tags.get("d1"), None);
+}
+
+fn silence(device: Option<&str>) -> SilenceInsert {
+    SilenceInsert {
+        starts_ms: 1000,
+        ends_ms: 5000,
+        device: device.map(Into::into),
+        comment: "disk swap".into(),
+        by: "alice".into(),
+        ..SilenceInsert::default()
+    }
+}
+
+/// A silence is listed while it has not ended, then not; lifting keeps the row.
+pub(crate) fn a_silence_is_listed_until_it_ends_or_is_lifted<S: AlertStore>(mut s: S) {
+    let id = s
+        .create_silence(&silence(Some("d1")), 500)
+        .unwrap()
+        .unwrap();
+    let later = SilenceInsert {
+        starts_ms: 4000,
+        ends_ms: 9000,
+        rule: Some("cpu".into()),
+        device: None,
+        rrule: Some("FREQ=DAILY".into()),
+        tz: Some("Europe/Berlin".into()),
+        duration_ms: Some(60_000),
+        ..silence(None)
+    };
+    let later = s.create_silence(&later, 500).unwrap().unwrap();
+    let ids = |s: &S, now, all| {
+        s.silences(now, all)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&s, 2000, false), vec![id, later], "soonest end first");
+    let r = &s.silences(2000, false).unwrap()[1];
+    assert_eq!(
+        (
+            r.rrule.as_deref(),
+            r.tz.as_deref(),
+            r.duration_ms,
+            r.created_by.as_str()
+        ),
+        (
+            Some("FREQ=DAILY"),
+            Some("Europe/Berlin"),
+            Some(60_000),
+            "alice"
+        )
+    );
+    assert_eq!(ids(&s, 6000, false), vec![later], "the first one ended");
+    assert_eq!(
+        s.remove_silence(later, "bob", 6000).unwrap(),
+        RemoveOutcome::Removed
+    );
+    assert_eq!(
+        s.remove_silence(later, "bob", 6001).unwrap(),
+        RemoveOutcome::AlreadyRemoved
+    );
+    assert_eq!(
+        s.remove_silence(id, "bob", 6001).unwrap(),
+        RemoveOutcome::AlreadyEnded
+    );
+    assert_eq!(
+        s.remove_silence(99, "bob", 6001).unwrap(),
+        RemoveOutcome::NoSuchSilence
+    );
+    assert!(ids(&s, 6000, false).is_empty());
+    let all = s.silences(6000, true).unwrap();
+    assert_eq!(all.len(), 2, "lifted and ended silences stay on record");
+    let lifted = all.iter().find(|r| r.id == later).unwrap();
+    assert_eq!(
+        (lifted.removed_ms, lifted.removed_by.as_deref()),
+        (Some(6000), Some("bob"))
+    );
+}
+
+/// A silence naming what does not exist is refused with the reason; nothing is
+/// stored.
+pub(crate) fn a_silence_of_unknown_names_is_refused<S: AlertStore>(mut s: S) {
+    let refused = |s: &mut S, x: SilenceInsert| s.create_silence(&x, 500).unwrap().unwrap_err();
+    assert_eq!(
+        refused(
+            &mut s,
+            SilenceInsert {
+                tenant: Some("nope".into()),
+                ..silence(None)
+            }
+        ),
+        SilenceRefusal::NoTenant("nope".into())
+    );
+    assert_eq!(
+        refused(
+            &mut s,
+            SilenceInsert {
+                tenant: Some("globex".into()),
+                site: Some("hq".into()),
+                ..silence(None)
+            }
+        ),
+        SilenceRefusal::NoSite("hq".into(), " in tenant \"globex\"".into())
+    );
+    assert_eq!(
+        refused(&mut s, silence(Some("d9"))),
+        SilenceRefusal::NoDevice("d9".into())
+    );
+    assert_eq!(
+        refused(
+            &mut s,
+            SilenceInsert {
+                tenant: Some("globex".into()),
+                ..silence(Some("d1"))
+            }
+        ),
+        SilenceRefusal::WrongTenant {
+            device: "d1".into(),
+            actual: "acme".into(),
+            wanted: "globex".into()
+        }
+    );
+    assert!(s.silences(0, true).unwrap().is_empty(), "nothing stored");
+    // Known names are accepted.
+    let ok = SilenceInsert {
+        tenant: Some("acme".into()),
+        site: Some("hq".into()),
+        ..silence(Some("d1"))
+    };
+    assert!(s.create_silence(&ok, 500).unwrap().is_ok());
+}
+
+/// Names the CLI checks before it acts.
+pub(crate) fn names_are_checked<S: Names>(s: S) {
+    assert!(s.tenant_exists("acme").unwrap());
+    assert!(!s.tenant_exists("nope").unwrap());
+    assert!(
+        s.device_exists("d2").unwrap(),
+        "revoked devices still exist"
+    );
+    assert!(!s.device_exists("d9").unwrap());
+}
+
+/// No maintenance window made at run time in the fixture: none loads.
+pub(crate) fn no_maintenance_windows_in_the_fixture<S: AlertStore>(s: S) {
+    assert!(s.maintenance_windows(0).unwrap().is_empty());
+}
+
+/// A fresh SQLite store (a real file in a temp dir) with the standard fixture.
+/// The dir lives as long as the returned guard.
+pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = super::Db::open(&dir.path().join("t.db")).unwrap();
+    db.connection()
+        .execute_batch(
+            "INSERT INTO tenants (id, name, created_ms) VALUES (1, 'acme', 0), (2, 'globex', 0);
+             INSERT INTO sites (id, tenant_id, name, created_ms) VALUES (1, 1, 'hq', 0);
+             INSERT INTO devices (id, tenant_id, site_id, os_family, os_version, first_seen_ms, last_seen_ms)
+                VALUES ('d1', 1, 1, 'windows', 'Windows 11', 0, 500);
+             INSERT INTO devices (id, tenant_id, os_family, os_version, first_seen_ms, last_seen_ms, revoked_ms)
+                VALUES ('d2', 1, 'linux', '', 0, 600, 700);
+             INSERT INTO device_tags (device_id, tag, created_ms) VALUES ('d2', 'prod', 0), ('d2', 'db', 0);
+             INSERT INTO certificates VALUES ('01', 'd1', 9000, 0, 'enroll'), ('02', 'd1', 8000, 0, 'enroll');
+             INSERT INTO patch_reports VALUES ('d1', 1, 100, 'wu', '', 1, 0, 0);
+             INSERT INTO patch_reports VALUES ('d1', 2, 200, 'wu', 'failed', 0, 0, 0);
+             INSERT INTO pending_updates VALUES ('d1', 1, 'kb1', '', '', 'security', '', 50);
+             INSERT INTO pending_updates VALUES ('d1', 1, 'kb2', '', '', 'security', '', 0);
+             INSERT INTO pending_updates VALUES ('d1', 1, 'kb3', '', '', 'other', '', 10);",
+        )
+        .unwrap();
+    (dir, db)
+}
+
+/// The suite instantiated for SQLite: one `#[test]` per behaviour. A second
+/// backend adds a module like this one with its own fixture.
+mod sqlite {
+    macro_rules! conformance {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                let (_dir, db) = super::sqlite_fixture();
+                super::$name(db);
+            }
+        )*};
+    }
+    conformance!(
+        a_round_loads_back_identically,
+        history_accumulates,
+        ack_clears_on_ok,
+        alerts_list_by_filter,
+        an_incident_opens_once_per_firing_and_resolves,
+        devices_load_with_their_latest_good_patch_report,
+        revoked_devices_and_tags_are_read,
+        a_silence_is_listed_until_it_ends_or_is_lifted,
+        a_silence_of_unknown_names_is_refused,
+        names_are_checked,
+        no_maintenance_windows_in_the_fixture,
+    );
+}
