@@ -8,9 +8,10 @@ use tandem_proto::util::now_ms;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::incident::{self, Outcome};
+use super::incident::Outcome;
 use super::{outbox, policy};
-use crate::cli::{DataDir, format_ms, open_existing_db, parse_duration};
+use crate::cli::{DataDir, format_ms, open_existing_db, open_existing_store, parse_duration};
+use crate::store::api::NotifyStore;
 
 #[derive(Subcommand)]
 pub enum PoliciesCommand {
@@ -203,8 +204,8 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             all,
             json,
         } => {
-            let conn = open_existing_db(&db.dir()?)?;
-            let rows = incident::list(&conn, tenant.as_deref(), all)?;
+            let store = open_existing_store(&db.dir()?)?;
+            let rows = store.incidents(tenant.as_deref(), all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -244,16 +245,16 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         IncidentsCommand::Ack { id, db, by, note } => {
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let by = who(by);
-            let o = incident::ack(&mut conn, id, &by, note.as_deref(), now_ms())?;
+            let o = store.ack_incident(id, &by, note.as_deref(), now_ms())?;
             say(id, o, format!("incident #{id} acknowledged by {by}"))
         }
         IncidentsCommand::Snooze { id, for_, db, by } => {
             let d = parse_duration(&for_).context("--for")?;
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let until = now_ms() + d.as_millis() as i64;
-            let o = incident::snooze(&mut conn, id, &who(by), until, now_ms())?;
+            let o = store.snooze_incident(id, &who(by), until, now_ms())?;
             say(
                 id,
                 o,
@@ -261,9 +262,9 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             )
         }
         IncidentsCommand::Resolve { id, db, by } => {
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let by = who(by);
-            let o = incident::resolve(&mut conn, id, &by, now_ms())?;
+            let o = store.resolve_incident(id, &by, now_ms())?;
             say(id, o, format!("incident #{id} resolved by {by}"))
         }
     }

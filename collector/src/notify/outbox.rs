@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::escalation::{self, IncidentState, Snapshot};
-use super::incident_row::{self as incident, IncidentRow};
 use super::policy::{Channel, PolicySet};
 use crate::alerts::model::Severity;
+use crate::store::incident_sql::{self as incident, IncidentRow};
 
 /// A pending delivery, as the dispatcher sends it.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub(crate) fn idem_key(
     channel: Channel,
     recipient: &str,
 ) -> String {
-    format!("{incident}:{transition}:{}:{recipient}", channel.as_str())
+    crate::store::incident_sql::idem_key(incident, transition, channel.as_str(), recipient)
 }
 
 /// What one pass of [`escalate`] did.
@@ -79,51 +79,17 @@ fn insert(
     recipient: &str,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO notify_outbox (idem_key, incident_id, tenant, transition, channel,
-            recipient, created_ms, status, next_attempt_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
-    )?
-    .execute(params![
-        idem_key(i.id, transition, channel, recipient),
-        i.id,
-        i.tenant,
+    crate::store::incident_sql::insert_delivery(
+        conn,
+        i,
         transition,
         channel.as_str(),
         recipient,
-        now_ms
-    ])
+        now_ms,
+    )
 }
 
-/// Workflow notices to webhooks (`acked`, `snoozed`, `reopened`): every webhook a
-/// problem notice of this incident reached or is about to reach (sent or pending)
-/// gets one, keyed `incident:<kind>.<loop>:webhook:<name>`. Called inside the
-/// transaction that makes the change (ack, snooze, reopen). Mail recipients get no
-/// such notice (the ack shows in the resolved mail).
-pub(crate) fn workflow_notice(
-    conn: &Connection,
-    incident: i64,
-    kind: &str,
-    now_ms: i64,
-) -> rusqlite::Result<usize> {
-    let Some(i) = incident::get(conn, incident)? else {
-        return Ok(0);
-    };
-    let hooks: Vec<String> = {
-        let mut s = conn.prepare_cached(
-            "SELECT DISTINCT recipient FROM notify_outbox WHERE incident_id = ?1
-                AND channel = 'webhook' AND transition LIKE 'step%' AND status IN ('sent', 'pending')",
-        )?;
-        s.query_map([incident], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
-    let transition = format!("{kind}.{}", i.loop_no);
-    let mut n = 0;
-    for h in hooks {
-        n += insert(conn, &i, &transition, Channel::Webhook, &h, now_ms)?;
-    }
-    Ok(n)
-}
+pub(crate) use crate::store::incident_sql::workflow_notice;
 
 /// What [`decide_one`] found an incident needs.
 enum Work {
@@ -663,7 +629,7 @@ default = true
             })
             .collect();
         record(&mut conn, &sent, 60_001, &|_| 1000, 5).unwrap();
-        crate::notify::incident::resolve(&mut conn, a, "bob", 70_000).unwrap();
+        crate::store::api::NotifyStore::resolve_incident(&mut conn, a, "bob", 70_000).unwrap();
         escalate(&mut conn, &set, 70_000).unwrap();
         let rows = recipients(&conn);
         assert_eq!(
@@ -714,7 +680,8 @@ ack_timeout_secs = 60
         crate::notify::incident::ack(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
         // Ack timeout: reopened at 61 s, a new loop.
         escalate(&mut conn, &set, 61_000).unwrap();
-        crate::notify::incident::snooze(&mut conn, a, "bob", 200_000, 62_000).unwrap();
+        crate::store::api::NotifyStore::snooze_incident(&mut conn, a, "bob", 200_000, 62_000)
+            .unwrap();
         let rows = recipients(&conn);
         assert_eq!(
             rows.iter()

@@ -112,7 +112,7 @@ pub(crate) fn save(
                 ])?;
             }
             // The incident and its feed event commit with the transition.
-            crate::notify::incident::on_change(&tx, id, c, &mut opened_or_resolved)?;
+            super::incident_sql::on_change(&tx, id, c, &mut opened_or_resolved)?;
         }
     }
     tx.commit()?;
@@ -376,7 +376,7 @@ pub(crate) fn ack(
                 "UPDATE alert_instances SET acked_ms = ?2, acked_by = ?3 WHERE id = ?1",
                 params![id, now_ms, by],
             )?;
-            crate::notify::incident::ack_instance(&tx, id, by, now_ms)?;
+            super::incident_sql::ack_instance(&tx, id, by, now_ms)?;
             tx.execute(
                 "INSERT INTO alert_history (instance_id, at_ms, event, from_state, to_state, severity, value, suppressed)
                  VALUES (?1, ?2, 'ack', NULL, ?3, ?4, NULL, ?5)",

@@ -237,3 +237,52 @@ impl super::api::Names for Db {
         self.conn.device_exists(id)
     }
 }
+
+impl super::api::NotifyStore for Db {
+    fn incidents(
+        &self,
+        tenant: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<super::api::IncidentRow>, StoreError> {
+        self.conn.incidents(tenant, all)
+    }
+    fn incident(&self, id: i64) -> Result<Option<super::api::IncidentRow>, StoreError> {
+        self.conn.incident(id)
+    }
+    fn ack_incident(
+        &mut self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<super::api::Outcome, StoreError> {
+        self.conn.ack_incident(id, by, note, now_ms)
+    }
+    fn snooze_incident(
+        &mut self,
+        id: i64,
+        by: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<super::api::Outcome, StoreError> {
+        self.conn.snooze_incident(id, by, until_ms, now_ms)
+    }
+    fn resolve_incident(
+        &mut self,
+        id: i64,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<super::api::Outcome, StoreError> {
+        self.conn.resolve_incident(id, by, now_ms)
+    }
+    fn feed_head(&self) -> Result<i64, StoreError> {
+        self.conn.feed_head()
+    }
+    fn feed_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<super::api::FeedEventRow>, StoreError> {
+        self.conn.feed_after(after, limit)
+    }
+}

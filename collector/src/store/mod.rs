@@ -24,6 +24,7 @@ pub(crate) mod api;
 pub(crate) mod conformance;
 mod db;
 mod error;
+pub(crate) mod incident_sql;
 pub use db::Db;
 pub use error::BackendError;
 // --- end store6 brief ---

@@ -16,6 +16,7 @@ use super::api::{
     AckOutcome, AlertFilter, AlertStore, InstanceChange, InstanceRow, Names, PatchRow, RecordEvent,
     RecordRow, RemoveOutcome, SilenceInsert, SilenceRefusal,
 };
+use super::api::{NotifyStore, Outcome};
 
 fn instance(state: &str) -> InstanceRow {
     InstanceRow {
@@ -433,6 +434,140 @@ pub(crate) fn no_maintenance_windows_in_the_fixture<S: AlertStore>(s: S) {
     assert!(s.maintenance_windows(0).unwrap().is_empty());
 }
 
+fn fire(at_ms: i64, suppressed: bool) -> RecordRow {
+    RecordRow {
+        suppressed,
+        ..transition(at_ms, "pending", "firing")
+    }
+}
+
+fn episode(records: Vec<RecordRow>) -> InstanceChange {
+    let state = records.last().map_or("ok", |r| r.state);
+    change(state, records)
+}
+
+fn feed_kinds<S: NotifyStore>(s: &S) -> Vec<(i64, String)> {
+    s.feed_after(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.incident_id, e.kind))
+        .collect()
+}
+
+/// (Moved from `notify::incident`.) A transition opens and resolves its incident
+/// in the engine's round; the workflow acks it once, with who, when and a note;
+/// every change is a feed event.
+pub(crate) fn a_transition_opens_and_resolves_its_incident_in_the_engine_transaction<
+    S: AlertStore + NotifyStore,
+>(
+    mut s: S,
+) {
+    s.save_round(&[episode(vec![fire(1000, false)])], 1000)
+        .unwrap();
+    let open = s.incidents(None, false).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, "open");
+    // Firing again (a flap back from recovering) opens nothing new.
+    s.save_round(&[episode(vec![fire(1500, false)])], 1500)
+        .unwrap();
+    assert_eq!(s.incidents(None, true).unwrap().len(), 1);
+    let id = open[0].id;
+    assert_eq!(
+        s.ack_incident(id, "alice", Some("on it"), 2000).unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(
+        s.ack_incident(id, "bob", None, 2100).unwrap(),
+        Outcome::Already
+    );
+    let i = s.incident(id).unwrap().unwrap();
+    assert_eq!(
+        (i.acked_by.as_deref(), i.ack_note.as_deref(), i.acked_ms),
+        (Some("alice"), Some("on it"), Some(2000))
+    );
+    s.save_round(&[episode(vec![transition(5000, "recovering", "ok")])], 5000)
+        .unwrap();
+    let i = s.incident(id).unwrap().unwrap();
+    assert_eq!((i.state.as_str(), i.resolved_ms), ("resolved", Some(5000)));
+    assert_eq!(
+        feed_kinds(&s),
+        vec![
+            (id, "opened".into()),
+            (id, "acked".into()),
+            (id, "resolved".into())
+        ]
+    );
+    assert_eq!(s.feed_head().unwrap(), 3);
+    assert_eq!(
+        s.ack_incident(id, "bob", None, 6000).unwrap(),
+        Outcome::Resolved
+    );
+    assert_eq!(s.incident(999).unwrap().map(|i| i.id), None);
+    assert_eq!(
+        s.resolve_incident(999, "bob", 6000).unwrap(),
+        Outcome::NoSuchIncident
+    );
+}
+
+/// (Moved from `notify::incident`.) Born and healed inside a window: never shown;
+/// still firing when the window ends: shown once, steps counted from the end.
+pub(crate) fn suppressed_incidents_stay_off_the_feed_until_the_window_ends<
+    S: AlertStore + NotifyStore,
+>(
+    mut s: S,
+) {
+    s.save_round(&[episode(vec![fire(1000, true)])], 1000)
+        .unwrap();
+    s.save_round(&[episode(vec![transition(2000, "recovering", "ok")])], 2000)
+        .unwrap();
+    assert!(feed_kinds(&s).is_empty());
+    s.save_round(&[episode(vec![fire(3000, true)])], 3000)
+        .unwrap();
+    let unsup = RecordRow {
+        event: RecordEvent::Suppressed(false),
+        ..fire(9000, false)
+    };
+    s.save_round(&[episode(vec![unsup])], 9000).unwrap();
+    let i = &s.incidents(None, false).unwrap()[0];
+    assert_eq!((i.suppressed, i.loop_start_ms), (false, 9000));
+    assert_eq!(feed_kinds(&s), vec![(i.id, "opened".into())]);
+}
+
+/// Snooze is a timed ack; a resolved incident cannot be snoozed or resolved again.
+pub(crate) fn snooze_and_resolve_by_hand<S: AlertStore + NotifyStore>(mut s: S) {
+    s.save_round(&[episode(vec![fire(1000, false)])], 1000)
+        .unwrap();
+    let id = s.incidents(None, false).unwrap()[0].id;
+    assert_eq!(
+        s.snooze_incident(id, "alice", 9000, 2000).unwrap(),
+        Outcome::Done
+    );
+    let i = s.incident(id).unwrap().unwrap();
+    assert_eq!(
+        (i.state.as_str(), i.snoozed_until_ms, i.acked_by.as_deref()),
+        ("snoozed", Some(9000), Some("alice"))
+    );
+    assert_eq!(s.resolve_incident(id, "bob", 3000).unwrap(), Outcome::Done);
+    assert_eq!(
+        s.resolve_incident(id, "bob", 3001).unwrap(),
+        Outcome::Already
+    );
+    assert_eq!(
+        s.snooze_incident(id, "bob", 9000, 3002).unwrap(),
+        Outcome::Resolved
+    );
+    let i = s.incident(id).unwrap().unwrap();
+    assert_eq!(
+        (i.resolved_ms, i.resolved_by.as_deref()),
+        (Some(3000), Some("bob"))
+    );
+    let kinds: Vec<String> = feed_kinds(&s).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds, ["opened", "snoozed", "resolved"]);
+    assert!(s.incidents(None, false).unwrap().is_empty());
+    assert_eq!(s.incidents(Some("acme"), true).unwrap().len(), 1);
+    assert!(s.incidents(Some("globex"), true).unwrap().is_empty());
+}
+
 /// A fresh SQLite store (a real file in a temp dir) with the standard fixture.
 /// The dir lives as long as the returned guard.
 pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
@@ -456,6 +591,20 @@ pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
         )
         .unwrap();
     (dir, db)
+}
+
+/// Appends `n` feed events of a tenant (for tests of feed readers; incidents
+/// write them in production).
+pub(crate) fn add_feed_events(db: &super::Db, tenant: &str, severity: &str, n: usize) {
+    for _ in 0..n {
+        db.connection()
+            .execute(
+                "INSERT INTO feed_events (incident_id, tenant, severity, kind, at_ms, body)
+                 VALUES (0, ?1, ?2, 'opened', 0, '{}')",
+                [tenant, severity],
+            )
+            .unwrap();
+    }
 }
 
 /// The suite instantiated for SQLite: one `#[test]` per behaviour. A second
@@ -482,5 +631,8 @@ mod sqlite {
         a_silence_of_unknown_names_is_refused,
         names_are_checked,
         no_maintenance_windows_in_the_fixture,
+        a_transition_opens_and_resolves_its_incident_in_the_engine_transaction,
+        suppressed_incidents_stay_off_the_feed_until_the_window_ends,
+        snooze_and_resolve_by_hand,
     );
 }
