@@ -420,3 +420,52 @@ pub(crate) trait Names {
     /// Whether a device with this id exists (removed ones included).
     fn device_exists(&self, id: &str) -> Result<bool, StoreError>;
 }
+
+/// What the running collector asks of the admin tables: the revocation poller
+/// (append-only tables read by id) and the enrollment and renewal handlers (one
+/// short `BEGIN IMMEDIATE` transaction each; a token is consumed in the
+/// transaction that records the device and its certificate). The CLI's commands
+/// still call `store::admin` on their connection (see ARCHITECTURE.md).
+pub(crate) trait AdminStore {
+    /// Revocations with an id above `after`, oldest first.
+    fn revocations_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<super::admin::Revocation>, super::admin::AdminError>;
+    /// Renew requests `(id, device)` above `after`.
+    fn renew_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError>;
+    /// Patch-check requests `(id, device)` above `after`.
+    fn patch_check_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError>;
+    /// Whether this serial was recorded as issued to this device.
+    fn certificate_issued(
+        &self,
+        device_id: &str,
+        serial: &str,
+    ) -> Result<bool, super::admin::AdminError>;
+    /// Whether the device exists and is neither revoked nor removed.
+    fn device_in_good_standing(&self, device_id: &str) -> Result<bool, super::admin::AdminError>;
+    /// Records a certificate issued to a device (`how`: enroll, renew, manual).
+    fn record_certificate(
+        &self,
+        device_id: &str,
+        cert: &super::admin::IssuedCert,
+        how: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Enrolls a device with a token: checks and consumes the token, signs with
+    /// `sign`, records device and certificate — all in one transaction.
+    fn enroll(
+        &mut self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        hostname: &str,
+        now_ms: i64,
+        sign: impl FnOnce(&super::admin::Grant) -> Result<super::admin::IssuedCert, String>,
+    ) -> Result<(super::admin::Grant, super::admin::IssuedCert), super::admin::EnrollFailure>;
+}

@@ -213,7 +213,7 @@ impl AlertStore for Db {
 
 fn admin_error(e: super::admin::AdminError) -> StoreError {
     match e {
-        super::admin::AdminError::Sqlite(e) => e.into(),
+        super::admin::AdminError::Store(e) => e,
         other => StoreError::Invalid {
             what: other.to_string(),
         },
@@ -284,5 +284,108 @@ impl super::api::NotifyStore for Db {
         limit: i64,
     ) -> Result<Vec<super::api::FeedEventRow>, StoreError> {
         self.conn.feed_after(after, limit)
+    }
+}
+
+/// On the bare connection too: the server's startup read of the revocations runs
+/// on the connection it opened for the integrity check.
+impl super::api::AdminStore for Connection {
+    fn revocations_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<super::admin::Revocation>, super::admin::AdminError> {
+        super::admin::revocations_since(self, after)
+    }
+    fn renew_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError> {
+        super::admin::renew_requests_since(self, after)
+    }
+    fn patch_check_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError> {
+        super::admin::patch_check_requests_since(self, after)
+    }
+    fn certificate_issued(
+        &self,
+        device_id: &str,
+        serial: &str,
+    ) -> Result<bool, super::admin::AdminError> {
+        super::admin::certificate_issued(self, device_id, serial)
+    }
+    fn device_in_good_standing(&self, device_id: &str) -> Result<bool, super::admin::AdminError> {
+        super::admin::device_in_good_standing(self, device_id)
+    }
+    fn record_certificate(
+        &self,
+        device_id: &str,
+        cert: &super::admin::IssuedCert,
+        how: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::record_certificate(self, device_id, cert, how, now_ms)
+    }
+    fn enroll(
+        &mut self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        hostname: &str,
+        now_ms: i64,
+        sign: impl FnOnce(&super::admin::Grant) -> Result<super::admin::IssuedCert, String>,
+    ) -> Result<(super::admin::Grant, super::admin::IssuedCert), super::admin::EnrollFailure> {
+        super::admin::enroll(self, token_id, secret_sha256, hostname, now_ms, sign)
+    }
+}
+
+impl super::api::AdminStore for Db {
+    fn revocations_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<super::admin::Revocation>, super::admin::AdminError> {
+        self.conn.revocations_since(after)
+    }
+    fn renew_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError> {
+        self.conn.renew_requests_since(after)
+    }
+    fn patch_check_requests_since(
+        &self,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>, super::admin::AdminError> {
+        self.conn.patch_check_requests_since(after)
+    }
+    fn certificate_issued(
+        &self,
+        device_id: &str,
+        serial: &str,
+    ) -> Result<bool, super::admin::AdminError> {
+        self.conn.certificate_issued(device_id, serial)
+    }
+    fn device_in_good_standing(&self, device_id: &str) -> Result<bool, super::admin::AdminError> {
+        self.conn.device_in_good_standing(device_id)
+    }
+    fn record_certificate(
+        &self,
+        device_id: &str,
+        cert: &super::admin::IssuedCert,
+        how: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        self.conn.record_certificate(device_id, cert, how, now_ms)
+    }
+    fn enroll(
+        &mut self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        hostname: &str,
+        now_ms: i64,
+        sign: impl FnOnce(&super::admin::Grant) -> Result<super::admin::IssuedCert, String>,
+    ) -> Result<(super::admin::Grant, super::admin::IssuedCert), super::admin::EnrollFailure> {
+        self.conn
+            .enroll(token_id, secret_sha256, hostname, now_ms, sign)
     }
 }

@@ -37,7 +37,7 @@ pub(crate) enum EnrollFailure {
 
 impl From<rusqlite::Error> for EnrollFailure {
     fn from(e: rusqlite::Error) -> Self {
-        EnrollFailure::Store(AdminError::Sqlite(e))
+        EnrollFailure::Store(AdminError::from(e))
     }
 }
 
