@@ -32,12 +32,12 @@ pub(crate) struct Silence {
     /// Its row id: in Debug output (logs) and what the tests check; the engine
     /// itself matches by scope and time only.
     #[allow(dead_code)]
-    pub id: i64,
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub scope: Scope,
+    pub(crate) id: i64,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) scope: Scope,
     /// For a recurring silence: its occurrences (DTSTART = `starts_ms` in the zone).
-    pub recurring: Option<(TimeZone, Series)>,
+    pub(crate) recurring: Option<(TimeZone, Series)>,
 }
 
 impl Silence {
@@ -56,11 +56,11 @@ impl Silence {
 /// What makes a silence recur.
 #[derive(Debug, Clone)]
 pub(crate) struct NewRecurrence {
-    pub rrule: String,
+    pub(crate) rrule: String,
     /// IANA zone name the RRULE's local times are in.
-    pub tz: String,
+    pub(crate) tz: String,
     /// Length of each occurrence.
-    pub duration_ms: i64,
+    pub(crate) duration_ms: i64,
 }
 
 /// Open-ended: a recurring silence without `--until` lasts until removed.
@@ -91,16 +91,16 @@ fn series_of(
 /// What `alerts silence` asks for.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NewSilence {
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub tenant: Option<String>,
-    pub site: Option<String>,
-    pub tag: Option<String>,
-    pub device: Option<String>,
-    pub rule: Option<String>,
-    pub comment: String,
-    pub by: String,
-    pub recurrence: Option<NewRecurrence>,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) tenant: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) device: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) comment: String,
+    pub(crate) by: String,
+    pub(crate) recurrence: Option<NewRecurrence>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -287,15 +287,15 @@ pub(crate) fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()
 
 /// Where `alerts tail` reads and with what (issue 15: the feed needs a login).
 pub(crate) struct TailArgs<'a> {
-    pub url: &'a str,
-    pub tenant: Option<&'a str>,
-    pub severity: Option<&'a str>,
-    pub token: Option<&'a str>,
-    pub token_file: Option<&'a Path>,
+    pub(crate) url: &'a str,
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) severity: Option<&'a str>,
+    pub(crate) token: Option<&'a str>,
+    pub(crate) token_file: Option<&'a Path>,
     /// The CA to trust for `https://`; default: the data dir's.
-    pub ca: Option<&'a Path>,
+    pub(crate) ca: Option<&'a Path>,
     /// The collector's data dir, when it can be read (on the collector host).
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// A feed-only API token minted in the data dir for one local `alerts tail`, and

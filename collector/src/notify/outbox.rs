@@ -22,15 +22,15 @@ use crate::store::incident_sql::{self as incident, IncidentRow};
 /// A pending delivery, as the dispatcher sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Delivery {
-    pub id: i64,
-    pub idem_key: String,
-    pub incident_id: i64,
-    pub tenant: String,
-    pub transition: String,
-    pub channel: Channel,
-    pub recipient: String,
-    pub created_ms: i64,
-    pub attempts: i64,
+    pub(crate) id: i64,
+    pub(crate) idem_key: String,
+    pub(crate) incident_id: i64,
+    pub(crate) tenant: String,
+    pub(crate) transition: String,
+    pub(crate) channel: Channel,
+    pub(crate) recipient: String,
+    pub(crate) created_ms: i64,
+    pub(crate) attempts: i64,
 }
 
 impl Delivery {
@@ -52,15 +52,15 @@ pub(crate) fn idem_key(
 /// What one pass of [`escalate`] did.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Escalated {
-    pub steps_fired: usize,
-    pub deliveries: usize,
+    pub(crate) steps_fired: usize,
+    pub(crate) deliveries: usize,
     /// The earliest time something may become due (None: nothing waits).
-    pub wake_ms: Option<i64>,
+    pub(crate) wake_ms: Option<i64>,
     /// Per incident evaluated: when it next needs looking at (None: only when it
     /// changes). The dispatcher keeps these in its timer heap.
-    pub wakes: Vec<(i64, Option<i64>)>,
+    pub(crate) wakes: Vec<(i64, Option<i64>)>,
     /// Incidents evaluated.
-    pub evaluated: usize,
+    pub(crate) evaluated: usize,
 }
 
 fn fired_steps(conn: &Connection, incident: i64, loop_no: i64) -> rusqlite::Result<Vec<usize>> {
@@ -481,17 +481,17 @@ pub(crate) fn problem_message_id(
 /// One line of `notify log`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct LogRow {
-    pub outbox_id: i64,
-    pub incident_id: i64,
-    pub tenant: String,
-    pub transition: String,
-    pub channel: String,
-    pub recipient: String,
-    pub status: String,
-    pub at_ms: Option<i64>,
-    pub attempt: Option<i64>,
-    pub result: Option<String>,
-    pub answer: Option<String>,
+    pub(crate) outbox_id: i64,
+    pub(crate) incident_id: i64,
+    pub(crate) tenant: String,
+    pub(crate) transition: String,
+    pub(crate) channel: String,
+    pub(crate) recipient: String,
+    pub(crate) status: String,
+    pub(crate) at_ms: Option<i64>,
+    pub(crate) attempt: Option<i64>,
+    pub(crate) result: Option<String>,
+    pub(crate) answer: Option<String>,
 }
 
 /// Every delivery with every attempt (deliveries without one yet included).

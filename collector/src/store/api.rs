@@ -8,9 +8,13 @@
 //! names), not the alert engine's own types: the store sits below `alerts` and
 //! `notify` and must not use them. `alerts::persist` converts.
 //!
-//! Sides so far: [`AlertStore`] (the alert engine and `alerts …` commands). The
-//! admin side is `store::admin` (its functions take the CLI's connection); the
-//! notify side and the console's reads are the next round (see ARCHITECTURE.md).
+//! Sides: [`AlertStore`] (the alert engine and `alerts …` commands),
+//! [`NotifyStore`] (incidents, their workflow, the feed), [`AdminStore`] (what the
+//! running collector needs of the admin tables: revocations, enrollment) and
+//! [`Names`] (the CLI's "no such tenant" checks). Not yet behind a trait: the
+//! outbox's delivery queue (`notify::outbox`), the admin CLI's commands
+//! (`store::admin` on their connection) and the console (ARCHITECTURE.md lists
+//! what is left).
 
 use std::collections::HashMap;
 
