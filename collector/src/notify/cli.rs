@@ -122,8 +122,8 @@ pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<()> {
 pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
     match cmd {
         NotifyCommand::Log { db, incident } => {
-            let conn = open_existing_db(&db.dir()?)?;
-            let rows = outbox::log(&conn, incident)?;
+            let store = open_existing_store(&db.dir()?)?;
+            let rows = store.delivery_log(incident)?;
             if rows.is_empty() {
                 println!("no deliveries");
             }

@@ -17,6 +17,7 @@ use rusqlite::{Connection, params};
 use super::escalation::{self, IncidentState, Snapshot};
 use super::policy::{Channel, PolicySet};
 use crate::alerts::model::Severity;
+use crate::store::api::{DeliveryAttempt, DeliveryResult};
 use crate::store::incident_sql::{self as incident, IncidentRow};
 
 /// A pending delivery, as the dispatcher sends it.
@@ -313,30 +314,25 @@ pub(crate) fn due(
     now_ms: i64,
     group_wait_ms: i64,
 ) -> rusqlite::Result<(Vec<Vec<Delivery>>, Option<i64>)> {
-    let mut s = conn.prepare_cached(
-        "SELECT id, idem_key, incident_id, tenant, transition, channel, recipient, created_ms,
-                attempts, next_attempt_ms
-         FROM notify_outbox WHERE status = 'pending' ORDER BY id",
-    )?;
-    let rows: Vec<(Delivery, i64)> = s
-        .query_map([], |r| {
-            let ch: String = r.get(5)?;
-            Ok((
+    let rows: Vec<(Delivery, i64)> = crate::store::outbox_sql::pending(conn)?
+        .into_iter()
+        .map(|r| {
+            (
                 Delivery {
-                    id: r.get(0)?,
-                    idem_key: r.get(1)?,
-                    incident_id: r.get(2)?,
-                    tenant: r.get(3)?,
-                    transition: r.get(4)?,
-                    channel: Channel::parse(&ch).unwrap_or(Channel::Email),
-                    recipient: r.get(6)?,
-                    created_ms: r.get(7)?,
-                    attempts: r.get(8)?,
+                    id: r.id,
+                    idem_key: r.idem_key,
+                    incident_id: r.incident_id,
+                    tenant: r.tenant,
+                    transition: r.transition,
+                    channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
+                    recipient: r.recipient,
+                    created_ms: r.created_ms,
+                    attempts: r.attempts,
                 },
-                r.get(9)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
+                r.next_attempt_ms,
+            )
+        })
+        .collect();
     // (tenant, recipient, problem/resolved/test, test id) → rows with their next attempt.
     type GroupKey = (String, String, u8, i64);
     let mut groups: BTreeMap<GroupKey, Vec<(Delivery, i64)>> = BTreeMap::new();
@@ -426,99 +422,36 @@ pub(crate) fn record_at(
     retry: &dyn Fn(i64) -> i64,
     max_attempts: u32,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for (d, a, now_ms) in results {
-        let now_ms = *now_ms;
-        let attempt = d.attempts + 1;
-        let (result, answer) = match a {
-            Attempt::Sent { answer, message_id } => {
-                tx.execute(
-                    "UPDATE notify_outbox SET status = 'sent', attempts = ?2, sent_ms = ?3, message_id = ?4 WHERE id = ?1",
-                    params![d.id, attempt, now_ms, message_id],
-                )?;
-                ("sent", answer)
+    // The backoff and the dead letter are decided here; the store records them.
+    let attempts: Vec<DeliveryAttempt> = results
+        .iter()
+        .map(|(d, a, now_ms)| {
+            let attempt = d.attempts + 1;
+            let result = match a.clone() {
+                Attempt::Sent { answer, message_id } => DeliveryResult::Sent { answer, message_id },
+                Attempt::Retry { answer } if attempt < i64::from(max_attempts) => {
+                    DeliveryResult::Retry {
+                        answer,
+                        next_attempt_ms: now_ms + retry(attempt),
+                    }
+                }
+                Attempt::Retry { answer } | Attempt::Dead { answer } => {
+                    DeliveryResult::Dead { answer }
+                }
+            };
+            DeliveryAttempt {
+                outbox_id: d.id,
+                attempt,
+                at_ms: *now_ms,
+                result,
             }
-            Attempt::Retry { answer } if attempt < i64::from(max_attempts) => {
-                tx.execute(
-                    "UPDATE notify_outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
-                    params![d.id, attempt, now_ms + retry(attempt)],
-                )?;
-                ("retry", answer)
-            }
-            Attempt::Retry { answer } | Attempt::Dead { answer } => {
-                tx.execute(
-                    "UPDATE notify_outbox SET status = 'dead', attempts = ?2 WHERE id = ?1",
-                    params![d.id, attempt],
-                )?;
-                ("dead", answer)
-            }
-        };
-        tx.execute(
-            "INSERT INTO notify_log (outbox_id, at_ms, attempt, result, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![d.id, now_ms, attempt, result, answer],
-        )?;
-    }
-    tx.commit()
-}
-
-/// The Message-ID a problem notice to `recipient` went out with (for threading).
-pub(crate) fn problem_message_id(
-    conn: &Connection,
-    incident: i64,
-    recipient: &str,
-) -> rusqlite::Result<Option<String>> {
-    use rusqlite::OptionalExtension;
-    conn.query_row(
-        "SELECT message_id FROM notify_outbox WHERE incident_id = ?1 AND recipient = ?2
-            AND channel = 'email' AND status = 'sent' AND transition != 'resolved'
-            AND message_id IS NOT NULL ORDER BY id LIMIT 1",
-        params![incident, recipient],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// One line of `notify log`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct LogRow {
-    pub(crate) outbox_id: i64,
-    pub(crate) incident_id: i64,
-    pub(crate) tenant: String,
-    pub(crate) transition: String,
-    pub(crate) channel: String,
-    pub(crate) recipient: String,
-    pub(crate) status: String,
-    pub(crate) at_ms: Option<i64>,
-    pub(crate) attempt: Option<i64>,
-    pub(crate) result: Option<String>,
-    pub(crate) answer: Option<String>,
-}
-
-/// Every delivery with every attempt (deliveries without one yet included).
-pub(crate) fn log(conn: &Connection, incident: Option<i64>) -> rusqlite::Result<Vec<LogRow>> {
-    let mut s = conn.prepare(
-        "SELECT o.id, o.incident_id, o.tenant, o.transition, o.channel, o.recipient, o.status,
-                l.at_ms, l.attempt, l.result, l.answer
-         FROM notify_outbox o LEFT JOIN notify_log l ON l.outbox_id = o.id
-         WHERE ?1 IS NULL OR o.incident_id = ?1 ORDER BY o.id, l.id",
-    )?;
-    let rows = s.query_map([incident], |r| {
-        Ok(LogRow {
-            outbox_id: r.get(0)?,
-            incident_id: r.get(1)?,
-            tenant: r.get(2)?,
-            transition: r.get(3)?,
-            channel: r.get(4)?,
-            recipient: r.get(5)?,
-            status: r.get(6)?,
-            at_ms: r.get(7)?,
-            attempt: r.get(8)?,
-            result: r.get(9)?,
-            answer: r.get(10)?,
         })
-    })?;
-    rows.collect()
+        .collect();
+    crate::store::outbox_sql::record(conn, &attempts)
 }
+
+// The reads behind mail threading and `notify log` are the store's.
+pub(crate) use crate::store::outbox_sql::problem_message_id;
 
 #[cfg(test)]
 mod tests {
@@ -735,7 +668,7 @@ ack_timeout_secs = 60
             })
             .collect();
         record(&mut conn, &fail, 5000, &|_| 5000, 2).unwrap();
-        let l = log(&conn, None).unwrap();
+        let l = crate::store::outbox_sql::log(&conn, None).unwrap();
         let got: Vec<_> = l
             .iter()
             .map(|r| (r.status.as_str(), r.result.as_deref()))

@@ -379,8 +379,69 @@ pub(crate) struct FeedEventRow {
     pub(crate) body: String,
 }
 
-/// The notify side: incidents and their workflow, and the feed. (The outbox's
-/// claim / sent / retry / dead-letter are not behind it yet: `notify::outbox`.)
+/// A pending delivery of the outbox, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxRow {
+    pub(crate) id: i64,
+    /// `<incident>:<transition>:<channel>:<recipient>`: a delivery is queued once.
+    pub(crate) idem_key: String,
+    pub(crate) incident_id: i64,
+    pub(crate) tenant: String,
+    pub(crate) transition: String,
+    /// `email` or `webhook`.
+    pub(crate) channel: String,
+    pub(crate) recipient: String,
+    pub(crate) created_ms: i64,
+    pub(crate) attempts: i64,
+    /// Not to be tried before this time (a retry's backoff).
+    pub(crate) next_attempt_ms: i64,
+}
+
+/// How one attempt at a delivery ended, as the outbox decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeliveryResult {
+    Sent {
+        answer: String,
+        message_id: Option<String>,
+    },
+    /// Failed; try again at `next_attempt_ms`.
+    Retry {
+        answer: String,
+        next_attempt_ms: i64,
+    },
+    /// Failed for good: dead-lettered.
+    Dead { answer: String },
+}
+
+/// One attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeliveryAttempt {
+    pub(crate) outbox_id: i64,
+    /// The attempt's number (1 for the first).
+    pub(crate) attempt: i64,
+    /// When it ended (the remote's answer).
+    pub(crate) at_ms: i64,
+    pub(crate) result: DeliveryResult,
+}
+
+/// One line of `notify log`: a delivery with one of its attempts (or none yet).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct DeliveryLogRow {
+    pub(crate) outbox_id: i64,
+    pub(crate) incident_id: i64,
+    pub(crate) tenant: String,
+    pub(crate) transition: String,
+    pub(crate) channel: String,
+    pub(crate) recipient: String,
+    pub(crate) status: String,
+    pub(crate) at_ms: Option<i64>,
+    pub(crate) attempt: Option<i64>,
+    pub(crate) result: Option<String>,
+    pub(crate) answer: Option<String>,
+}
+
+/// The notify side: incidents and their workflow, the feed, and the outbox's
+/// delivery queue (queued once per idempotency key; sent / retry / dead letter).
 pub(crate) trait NotifyStore {
     /// Incidents, newest first (at most 1,000); `all` includes resolved ones.
     fn incidents(&self, tenant: Option<&str>, all: bool) -> Result<Vec<IncidentRow>, StoreError>;
@@ -411,6 +472,36 @@ pub(crate) trait NotifyStore {
     fn feed_head(&self) -> Result<i64, StoreError>;
     /// Feed events after `after`, oldest first, at most `limit`.
     fn feed_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEventRow>, StoreError>;
+    // The dispatcher and the escalation still run the outbox statements on their
+    // own connection (`notify::outbox` → `store::outbox_sql`, `incident_sql`); the
+    // next four are what they move to when they hold a `Db`. Until then the
+    // conformance suite is their only caller.
+    /// Queues a delivery of `incident`'s `transition` (once: 0 if its idempotency
+    /// key is already queued, else 1).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn queue_delivery(
+        &mut self,
+        incident: &IncidentRow,
+        transition: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError>;
+    /// Every pending delivery, oldest first.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn pending_deliveries(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Records attempts and their log lines, all or nothing.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn record_deliveries(&mut self, attempts: &[DeliveryAttempt]) -> Result<(), StoreError>;
+    /// The Message-ID a problem mail to `recipient` went out with.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn problem_message_id(
+        &self,
+        incident: i64,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Every delivery with every attempt (of one incident, or all).
+    fn delivery_log(&self, incident: Option<i64>) -> Result<Vec<DeliveryLogRow>, StoreError>;
 }
 
 // ------------------------------------------------------------------ admin side

@@ -285,6 +285,39 @@ impl super::api::NotifyStore for Db {
     ) -> Result<Vec<super::api::FeedEventRow>, StoreError> {
         self.conn.feed_after(after, limit)
     }
+    fn queue_delivery(
+        &mut self,
+        incident: &super::api::IncidentRow,
+        transition: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.conn
+            .queue_delivery(incident, transition, channel, recipient, now_ms)
+    }
+    fn pending_deliveries(&self) -> Result<Vec<super::api::OutboxRow>, StoreError> {
+        self.conn.pending_deliveries()
+    }
+    fn record_deliveries(
+        &mut self,
+        attempts: &[super::api::DeliveryAttempt],
+    ) -> Result<(), StoreError> {
+        self.conn.record_deliveries(attempts)
+    }
+    fn problem_message_id(
+        &self,
+        incident: i64,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn.problem_message_id(incident, recipient)
+    }
+    fn delivery_log(
+        &self,
+        incident: Option<i64>,
+    ) -> Result<Vec<super::api::DeliveryLogRow>, StoreError> {
+        self.conn.delivery_log(incident)
+    }
 }
 
 /// On the bare connection too: the server's startup read of the revocations runs

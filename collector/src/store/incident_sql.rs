@@ -568,4 +568,40 @@ impl NotifyStore for Connection {
     fn feed_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEventRow>, StoreError> {
         Ok(feed_after(self, after, limit)?)
     }
+    fn queue_delivery(
+        &mut self,
+        incident: &IncidentRow,
+        transition: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        Ok(insert_delivery(
+            self, incident, transition, channel, recipient, now_ms,
+        )?)
+    }
+    fn pending_deliveries(&self) -> Result<Vec<super::api::OutboxRow>, StoreError> {
+        Ok(super::outbox_sql::pending(self)?)
+    }
+    fn record_deliveries(
+        &mut self,
+        attempts: &[super::api::DeliveryAttempt],
+    ) -> Result<(), StoreError> {
+        Ok(super::outbox_sql::record(self, attempts)?)
+    }
+    fn problem_message_id(
+        &self,
+        incident: i64,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(super::outbox_sql::problem_message_id(
+            self, incident, recipient,
+        )?)
+    }
+    fn delivery_log(
+        &self,
+        incident: Option<i64>,
+    ) -> Result<Vec<super::api::DeliveryLogRow>, StoreError> {
+        Ok(super::outbox_sql::log(self, incident)?)
+    }
 }

@@ -25,6 +25,7 @@ pub(crate) mod conformance;
 mod db;
 mod error;
 pub(crate) mod incident_sql;
+pub(crate) mod outbox_sql;
 pub use db::Db;
 pub use error::BackendError;
 // --- end store6 brief ---

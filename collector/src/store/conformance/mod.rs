@@ -16,7 +16,7 @@ use super::api::{
     AckOutcome, AlertFilter, AlertStore, InstanceChange, InstanceRow, Names, PatchRow, RecordEvent,
     RecordRow, RemoveOutcome, SilenceInsert, SilenceRefusal,
 };
-use super::api::{NotifyStore, Outcome};
+use super::api::{DeliveryAttempt, DeliveryResult, NotifyStore, Outcome};
 
 fn instance(state: &str) -> InstanceRow {
     InstanceRow {
@@ -568,6 +568,112 @@ pub(crate) fn snooze_and_resolve_by_hand<S: AlertStore + NotifyStore>(mut s: S) 
     assert!(s.incidents(Some("globex"), true).unwrap().is_empty());
 }
 
+/// The outbox: a delivery is queued once per idempotency key; a sent one leaves
+/// the queue with its Message-ID; a retry waits with its attempt counted; a dead
+/// letter leaves the queue; every attempt is a line of the log.
+pub(crate) fn outbox_queues_once_then_sent_retry_and_dead_letter<S: AlertStore + NotifyStore>(
+    mut s: S,
+) {
+    s.save_round(&[episode(vec![fire(1000, false)])], 1000)
+        .unwrap();
+    let i = s.incidents(None, false).unwrap().remove(0);
+    assert_eq!(
+        s.queue_delivery(&i, "step0.1", "email", "noc@msp.example", 1000)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.queue_delivery(&i, "step0.1", "webhook", "pager", 1000)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.queue_delivery(&i, "step0.1", "webhook", "pager", 1001)
+            .unwrap(),
+        0,
+        "queued once"
+    );
+    let pending = s.pending_deliveries().unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        pending[0].idem_key,
+        format!("{}:step0.1:email:noc@msp.example", i.id)
+    );
+    assert_eq!(
+        (
+            pending[1].channel.as_str(),
+            pending[1].attempts,
+            pending[1].next_attempt_ms
+        ),
+        ("webhook", 0, 1000)
+    );
+    let (mail, hook) = (pending[0].id, pending[1].id);
+    s.record_deliveries(&[
+        DeliveryAttempt {
+            outbox_id: mail,
+            attempt: 1,
+            at_ms: 1100,
+            result: DeliveryResult::Sent {
+                answer: "250 ok".into(),
+                message_id: Some("<m1@tandem>".into()),
+            },
+        },
+        DeliveryAttempt {
+            outbox_id: hook,
+            attempt: 1,
+            at_ms: 1100,
+            result: DeliveryResult::Retry {
+                answer: "500".into(),
+                next_attempt_ms: 6100,
+            },
+        },
+    ])
+    .unwrap();
+    let pending = s.pending_deliveries().unwrap();
+    assert_eq!(pending.len(), 1, "the mail went out");
+    assert_eq!(
+        (
+            pending[0].id,
+            pending[0].attempts,
+            pending[0].next_attempt_ms
+        ),
+        (hook, 1, 6100),
+        "the retry waits its backoff"
+    );
+    assert_eq!(
+        s.problem_message_id(i.id, "noc@msp.example")
+            .unwrap()
+            .as_deref(),
+        Some("<m1@tandem>")
+    );
+    assert_eq!(s.problem_message_id(i.id, "pager").unwrap(), None);
+    s.record_deliveries(&[DeliveryAttempt {
+        outbox_id: hook,
+        attempt: 2,
+        at_ms: 6200,
+        result: DeliveryResult::Dead {
+            answer: "404".into(),
+        },
+    }])
+    .unwrap();
+    assert!(s.pending_deliveries().unwrap().is_empty(), "dead-lettered");
+    let log: Vec<_> = s
+        .delivery_log(Some(i.id))
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.outbox_id, l.status, l.attempt, l.result))
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            (mail, "sent".into(), Some(1), Some("sent".into())),
+            (hook, "dead".into(), Some(1), Some("retry".into())),
+            (hook, "dead".into(), Some(2), Some("dead".into())),
+        ]
+    );
+    assert!(s.delivery_log(Some(i.id + 1)).unwrap().is_empty());
+}
+
 /// A fresh SQLite store (a real file in a temp dir) with the standard fixture.
 /// The dir lives as long as the returned guard.
 pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
@@ -634,5 +740,6 @@ mod sqlite {
         a_transition_opens_and_resolves_its_incident_in_the_engine_transaction,
         suppressed_incidents_stay_off_the_feed_until_the_window_ends,
         snooze_and_resolve_by_hand,
+        outbox_queues_once_then_sent_retry_and_dead_letter,
     );
 }
