@@ -10,13 +10,16 @@
 //!   (time 100, ok, reboot required, since unknown) whose pending security updates
 //!   were first seen at 50 and "unknown" (0), and report 2 (time 200) that failed;
 //! - device `d2` (acme, linux, last seen 600), no patch report, revoked at 700,
-//!   tagged `prod` and `db`; a certificate of d1 expiring at 9,000 and one at 8,000.
+//!   tagged `prod` and `db`; a certificate of d1 expiring at 9,000 and one at 8,000
+//!   (serials `01`, `02`);
+//! - revocation 1 (d2, every certificate), renew request 1 (d1), patch-check
+//!   request 1 (d1).
 
 use super::api::{
     AckOutcome, AlertFilter, AlertStore, InstanceChange, InstanceRow, Names, PatchRow, RecordEvent,
     RecordRow, RemoveOutcome, SilenceInsert, SilenceRefusal,
 };
-use super::api::{DeliveryAttempt, DeliveryResult, NotifyStore, Outcome};
+use super::api::{AdminStore, DeliveryAttempt, DeliveryResult, NotifyStore, Outcome};
 
 fn instance(state: &str) -> InstanceRow {
     InstanceRow {
@@ -674,6 +677,59 @@ pub(crate) fn outbox_queues_once_then_sent_retry_and_dead_letter<S: AlertStore +
     assert!(s.delivery_log(Some(i.id + 1)).unwrap().is_empty());
 }
 
+/// The running collector's admin needs: revocations, renew and patch-check
+/// requests read by id (and still there after a reopen: durable), certificate
+/// checks; a certificate recorded twice is refused as a `Conflict`.
+pub(crate) fn revocations_are_durable_and_a_duplicate_certificate_conflicts<S: AdminStore>(
+    s: S,
+    reopen: impl FnOnce(S) -> S,
+) {
+    let revs = s.revocations_since(0).unwrap();
+    assert_eq!(
+        revs.iter()
+            .map(|r| (r.id, r.device_id.as_str(), r.serial.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(1, "d2", None)]
+    );
+    assert!(s.revocations_since(1).unwrap().is_empty(), "read by id");
+    assert_eq!(s.renew_requests_since(0).unwrap(), vec![(1, "d1".into())]);
+    assert_eq!(
+        s.patch_check_requests_since(0).unwrap(),
+        vec![(1, "d1".into())]
+    );
+    assert!(s.certificate_issued("d1", "01").unwrap());
+    assert!(
+        !s.certificate_issued("d2", "01").unwrap(),
+        "another device's"
+    );
+    assert!(s.device_in_good_standing("d1").unwrap());
+    assert!(!s.device_in_good_standing("d2").unwrap(), "revoked");
+    assert!(
+        matches!(
+            s.device_in_good_standing("d9"),
+            Err(super::admin::AdminError::NoDevice(d)) if d == "d9"
+        ),
+        "unknown: refused, naming it"
+    );
+    let cert = super::admin::IssuedCert {
+        cert_pem: "PEM".into(),
+        serial_hex: "03".into(),
+        not_after_ms: 10_000,
+    };
+    s.record_certificate("d1", &cert, "renew", 900).unwrap();
+    let again = s.record_certificate("d1", &cert, "renew", 901).unwrap_err();
+    assert!(
+        matches!(
+            &again,
+            super::admin::AdminError::Store(super::StoreError::Conflict { .. })
+        ),
+        "{again:?}"
+    );
+    let s = reopen(s);
+    assert_eq!(s.revocations_since(0).unwrap().len(), 1, "after a reopen");
+    assert!(s.certificate_issued("d1", "03").unwrap(), "after a reopen");
+}
+
 /// A fresh SQLite store (a real file in a temp dir) with the standard fixture.
 /// The dir lives as long as the returned guard.
 pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
@@ -689,6 +745,9 @@ pub(crate) fn sqlite_fixture() -> (tempfile::TempDir, super::Db) {
                 VALUES ('d2', 1, 'linux', '', 0, 600, 700);
              INSERT INTO device_tags (device_id, tag, created_ms) VALUES ('d2', 'prod', 0), ('d2', 'db', 0);
              INSERT INTO certificates VALUES ('01', 'd1', 9000, 0, 'enroll'), ('02', 'd1', 8000, 0, 'enroll');
+             INSERT INTO revocations (id, device_id, serial, created_ms) VALUES (1, 'd2', NULL, 700);
+             INSERT INTO renew_requests (id, device_id, created_ms) VALUES (1, 'd1', 800);
+             INSERT INTO patch_check_requests (id, device_id, created_ms) VALUES (1, 'd1', 800);
              INSERT INTO patch_reports VALUES ('d1', 1, 100, 'wu', '', 1, 0, 0);
              INSERT INTO patch_reports VALUES ('d1', 2, 200, 'wu', 'failed', 0, 0, 0);
              INSERT INTO pending_updates VALUES ('d1', 1, 'kb1', '', '', 'security', '', 50);
@@ -742,4 +801,13 @@ mod sqlite {
         snooze_and_resolve_by_hand,
         outbox_queues_once_then_sent_retry_and_dead_letter,
     );
+
+    #[test]
+    fn revocations_are_durable_and_a_duplicate_certificate_conflicts() {
+        let (dir, db) = super::sqlite_fixture();
+        super::revocations_are_durable_and_a_duplicate_certificate_conflicts(db, |db| {
+            db.close().unwrap();
+            crate::store::Db::open(&dir.path().join("t.db")).unwrap()
+        });
+    }
 }
