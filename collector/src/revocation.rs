@@ -30,7 +30,8 @@ use tandem_proto::v1::{CheckPatches, CollectorFrame, Settings, collector_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::admin::{self, AdminError, Revocation};
+use crate::store::admin::{AdminError, Revocation};
+use crate::store::api::AdminStore;
 
 /// How often the tables are polled: the promise is "takes effect at once", and a
 /// second is what an operator perceives as that.
@@ -282,11 +283,11 @@ pub(crate) struct Cursor {
 
 /// Reads what is new since `cursor` and applies it. Blocking (SQLite).
 pub(crate) fn load_new(
-    conn: &rusqlite::Connection,
+    store: &impl AdminStore,
     revs: &Revocations,
     cursor: &mut Cursor,
 ) -> Result<(), AdminError> {
-    let rows = admin::revocations_since(conn, cursor.revocation)?;
+    let rows = store.revocations_since(cursor.revocation)?;
     if let Some(last) = rows.last() {
         cursor.revocation = last.id;
         let ended = revs.apply(&rows);
@@ -297,12 +298,12 @@ pub(crate) fn load_new(
             tracing::info!(streams = ended, "closed the streams of revoked devices");
         }
     }
-    for (id, device) in admin::renew_requests_since(conn, cursor.renew)? {
+    for (id, device) in store.renew_requests_since(cursor.renew)? {
         tracing::info!(device = %device, "asking the device to renew its certificate");
         revs.request_renew(&device);
         cursor.renew = id;
     }
-    for (id, device) in admin::patch_check_requests_since(conn, cursor.patch_check)? {
+    for (id, device) in store.patch_check_requests_since(cursor.patch_check)? {
         tracing::info!(device = %device, "asking the device to check its patches");
         revs.request_patch_check(&device);
         cursor.patch_check = id;
@@ -317,7 +318,7 @@ pub(crate) async fn poll(
     mut cursor: Cursor,
     stop: CancellationToken,
 ) {
-    let conn = Arc::new(Mutex::new(None::<rusqlite::Connection>));
+    let conn = Arc::new(Mutex::new(None::<crate::store::Db>));
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -330,7 +331,7 @@ pub(crate) async fn poll(
         let result = tokio::task::spawn_blocking(move || {
             let mut guard = conn2.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
-                *guard = Some(crate::store::open_read_only(&path).map_err(|e| e.to_string())?);
+                *guard = Some(crate::store::Db::open_read_only(&path).map_err(|e| e.to_string())?);
             }
             let c = guard.as_ref().ok_or("no connection")?;
             load_new(c, &revs2, &mut cursor)

@@ -153,7 +153,7 @@ impl Collector {
                 Some(a) => {
                     let set = rules::load_dir(&a.rules_dir)?;
                     Some(AlertService::spawn(
-                        store::open(&db)?,
+                        store::Db::open(&db)?,
                         set,
                         a.tick,
                         Some(a.rules_dir),

@@ -80,37 +80,37 @@ impl Event {
 /// was suppressed then (a notifier sends nothing for a suppressed record).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Record {
-    pub at_ms: i64,
-    pub event: Event,
-    pub state: State,
-    pub severity: Option<Severity>,
-    pub value: f64,
-    pub suppressed: bool,
+    pub(crate) at_ms: i64,
+    pub(crate) event: Event,
+    pub(crate) state: State,
+    pub(crate) severity: Option<Severity>,
+    pub(crate) value: f64,
+    pub(crate) suppressed: bool,
 }
 
 /// The persisted state of one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Instance {
-    pub state: State,
+    pub(crate) state: State,
     /// Severity while not OK.
-    pub severity: Option<Severity>,
+    pub(crate) severity: Option<Severity>,
     /// When the current state was entered.
-    pub since_ms: i64,
+    pub(crate) since_ms: i64,
     /// First breaching sample of the current breach.
-    pub breach_start_ms: i64,
+    pub(crate) breach_start_ms: i64,
     /// Breaching samples seen since `breach_start_ms`.
-    pub breach_samples: u32,
+    pub(crate) breach_samples: u32,
     /// First recovering sample of the current recovery.
-    pub recover_start_ms: i64,
-    pub last_sample_ms: i64,
+    pub(crate) recover_start_ms: i64,
+    pub(crate) last_sample_ms: i64,
     /// Collector time at which the last sample arrived.
-    pub last_arrival_ms: i64,
-    pub last_value: f64,
-    pub stale: bool,
-    pub flapping: bool,
-    pub suppressed: bool,
+    pub(crate) last_arrival_ms: i64,
+    pub(crate) last_value: f64,
+    pub(crate) stale: bool,
+    pub(crate) flapping: bool,
+    pub(crate) suppressed: bool,
     /// Times of recent state changes (within the flap window), oldest first.
-    pub changes: Vec<i64>,
+    pub(crate) changes: Vec<i64>,
 }
 
 impl Default for Instance {

@@ -81,39 +81,13 @@ pub(crate) fn parse_weekday(s: &str) -> Option<Weekday> {
 
 // ---------------------------------------------------------------- made at run time
 
-/// A maintenance window made at run time (the API, the console), as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct DbWindow {
-    pub id: i64,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub device_id: Option<String>,
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub note: String,
-    pub created_by: String,
-    pub created_ms: i64,
-}
-
-/// The columns [`db_row`] reads; add a `WHERE` on `w.` / `t.`.
-pub(crate) const DB_SELECT: &str =
-    "SELECT w.id, t.name, w.site, w.device_id, w.starts_ms, w.ends_ms, w.note,
-        w.created_by, w.created_ms
-    FROM maintenance_windows w JOIN tenants t ON t.id = w.tenant_id";
-
-pub(crate) fn db_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbWindow> {
-    Ok(DbWindow {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        site: r.get(2)?,
-        device_id: r.get(3)?,
-        starts_ms: r.get(4)?,
-        ends_ms: r.get(5)?,
-        note: r.get(6)?,
-        created_by: r.get(7)?,
-        created_ms: r.get(8)?,
-    })
-}
+// A window made at run time (the API, the console) is stored as the store's
+// `MaintenanceRow`; the console reads it with the columns and row reader below, on
+// its own connection (until it holds a store handle: issue 17, the console half).
+pub(crate) use crate::store::alert_sql::{
+    MAINTENANCE_SELECT as DB_SELECT, maintenance_row as db_row,
+};
+pub(crate) use crate::store::api::MaintenanceRow as DbWindow;
 
 impl DbWindow {
     /// As the engine holds windows: one-off between two instants (civil UTC, which
@@ -142,12 +116,12 @@ impl DbWindow {
 }
 
 /// The windows made at run time that have not ended at `now_ms`, for the engine.
-pub(crate) fn load_db(conn: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<Vec<Window>> {
-    let mut s = conn.prepare_cached(&format!("{DB_SELECT} WHERE w.ends_ms > ?1 ORDER BY w.id"))?;
-    let rows = s.query_map([now_ms], db_row)?;
+pub(crate) fn load_db(
+    store: &impl crate::store::api::AlertStore,
+    now_ms: i64,
+) -> Result<Vec<Window>, crate::store::StoreError> {
     let mut out = Vec::new();
-    for r in rows {
-        let r = r?;
+    for r in store.maintenance_windows(now_ms)? {
         match r.to_window() {
             Some(w) => out.push(w),
             None => tracing::warn!(

@@ -54,23 +54,23 @@ impl Bound {
 /// ones an operator gave it (`device tag`); `tags` matches a device with any of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
-    pub tenants: Vec<String>,
-    pub sites: Vec<String>,
-    pub tags: Vec<String>,
-    pub os: Vec<String>,
-    pub devices: Vec<String>,
-    pub rules: Vec<String>,
+    pub(crate) tenants: Vec<String>,
+    pub(crate) sites: Vec<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) os: Vec<String>,
+    pub(crate) devices: Vec<String>,
+    pub(crate) rules: Vec<String>,
 }
 
 /// What a scope is matched against.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Target<'a> {
-    pub tenant: &'a str,
-    pub device_id: &'a str,
-    pub os_family: &'a str,
-    pub site: Option<&'a str>,
-    pub tags: &'a [String],
-    pub rule: &'a str,
+    pub(crate) tenant: &'a str,
+    pub(crate) device_id: &'a str,
+    pub(crate) os_family: &'a str,
+    pub(crate) site: Option<&'a str>,
+    pub(crate) tags: &'a [String],
+    pub(crate) rule: &'a str,
 }
 
 impl<'a> Target<'a> {
@@ -110,17 +110,17 @@ impl Scope {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
     /// The breach must hold this long before firing.
-    pub for_ms: i64,
+    pub(crate) for_ms: i64,
     /// ... and be seen in at least this many samples.
-    pub min_samples: u32,
+    pub(crate) min_samples: u32,
     /// The recover condition must hold this long before OK.
-    pub clear_for_ms: i64,
+    pub(crate) clear_for_ms: i64,
     /// No sample for this long: the instance is stale (and a pending breach ends).
-    pub nodata_after_ms: i64,
+    pub(crate) nodata_after_ms: i64,
     /// Window in which state changes are counted for flapping.
-    pub flap_window_ms: i64,
+    pub(crate) flap_window_ms: i64,
     /// More state changes than this within the window: flapping.
-    pub flap_max: u32,
+    pub(crate) flap_max: u32,
 }
 
 /// What the rule says about one value.
@@ -153,10 +153,10 @@ pub enum Schedule {
 /// A named maintenance window (or silence) with its scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
-    pub name: String,
-    pub tz: TimeZone,
-    pub schedule: Schedule,
-    pub scope: Scope,
+    pub(crate) name: String,
+    pub(crate) tz: TimeZone,
+    pub(crate) schedule: Schedule,
+    pub(crate) scope: Scope,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use super::rules::RuleSet;
 
 /// A loaded set and when it was published.
 pub(crate) struct Published {
-    pub loaded_ms: i64,
-    pub set: RuleSet,
+    pub(crate) loaded_ms: i64,
+    pub(crate) set: RuleSet,
 }
 
 static LOADED: Mutex<Option<HashMap<PathBuf, Arc<Published>>>> = Mutex::new(None);

@@ -32,15 +32,15 @@ pub enum Freq {
 /// A checked recurrence (without its DTSTART, which the window holds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recurrence {
-    pub freq: Freq,
-    pub interval: u32,
+    pub(crate) freq: Freq,
+    pub(crate) interval: u32,
     /// `(ordinal, weekday)`: `(Some(2), Tuesday)` is the second Tuesday (MONTHLY only).
-    pub by_day: Vec<(Option<i8>, Weekday)>,
-    pub by_month_day: Vec<i8>,
-    pub by_hour: Vec<i8>,
-    pub by_minute: Vec<i8>,
-    pub count: Option<u32>,
-    pub until: Option<Until>,
+    pub(crate) by_day: Vec<(Option<i8>, Weekday)>,
+    pub(crate) by_month_day: Vec<i8>,
+    pub(crate) by_hour: Vec<i8>,
+    pub(crate) by_minute: Vec<i8>,
+    pub(crate) count: Option<u32>,
+    pub(crate) until: Option<Until>,
 }
 
 /// `UNTIL`: an instant (`...Z`) or a local date-time or date in the window's zone.
@@ -53,8 +53,8 @@ pub enum Until {
 /// A problem in an RRULE string: byte offset of the offending part, and what is wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RruleError {
-    pub offset: usize,
-    pub message: String,
+    pub(crate) offset: usize,
+    pub(crate) message: String,
 }
 
 /// Longest COUNT accepted: the occurrences are enumerated once, when the rule is read.
@@ -306,9 +306,9 @@ fn monday_of(d: Date) -> Option<Date> {
 /// A recurring window: the rule, its DTSTART, how long each occurrence lasts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub rule: Recurrence,
-    pub dtstart: DateTime,
-    pub duration_ms: i64,
+    pub(crate) rule: Recurrence,
+    pub(crate) dtstart: DateTime,
+    pub(crate) duration_ms: i64,
     /// The latest start an occurrence may have (from UNTIL, or the COUNT-th start).
     last_start_ms: Option<i64>,
 }

@@ -121,10 +121,10 @@ struct RawExpect {
 /// The outcome of a test file.
 #[derive(Debug)]
 pub(crate) struct TestReport {
-    pub passed: usize,
-    pub failed: usize,
+    pub(crate) passed: usize,
+    pub(crate) failed: usize,
     /// Human-readable results, one block per test.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 fn problem(

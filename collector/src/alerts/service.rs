@@ -23,13 +23,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tandem_proto::util::now_ms;
 
-use rusqlite::Connection;
-
 use super::engine::Engine;
 use super::latency::Histogram;
 use super::persist::{self, PersistError};
 use super::rules::{self, RuleSet};
 use super::silence;
+use crate::store::Db;
+use crate::store::api::AlertStore;
 use crate::store::writer::{CommitSink, Committed, CommittedGroup};
 use tandem_proto::util::fswatch;
 
@@ -72,10 +72,11 @@ pub struct AlertService {
 }
 
 impl AlertService {
-    /// Loads devices and instance state from `conn`, then starts the thread. With
-    /// `watch`, the rules are reloaded when files in that directory change.
+    /// Loads devices and instance state from `db` (the engine's own store handle,
+    /// used for nothing else), then starts the thread. With `watch`, the rules are
+    /// reloaded when files in that directory change.
     pub fn spawn(
-        mut conn: Connection,
+        mut conn: Db,
         rules: RuleSet,
         tick: Duration,
         watch: Option<PathBuf>,
@@ -111,13 +112,17 @@ impl AlertService {
                 // sleeps up to 100 ms between tries, missing the short gaps between
                 // its commits; retrying every 0.5 ms catches them.
                 // Issue 15: the console shows what this engine loaded.
-                super::published::publish(conn.path(), engine.rule_set());
-                if let Err(e) = conn.busy_handler(Some(retry_soon)) {
+                let path = conn.path();
+                super::published::publish(
+                    path.as_deref().and_then(|p| p.to_str()),
+                    engine.rule_set(),
+                );
+                if let Err(e) = conn.retry_busy_often() {
                     tracing::warn!(error = %e, "cannot set the alert connection's busy handler");
                 }
                 run(&mut conn, &mut engine, &rx, tick, &st, watch);
                 log_summary(&st);
-                if let Err((_, e)) = conn.close() {
+                if let Err(e) = conn.close() {
                     tracing::warn!(error = %e, "closing the alert connection failed");
                 }
                 tracing::info!("alert engine stopped");
@@ -158,35 +163,18 @@ fn log_summary(stats: &AlertStats) {
     );
 }
 
-/// SQLite busy handler: try again in 0.5 ms, for up to 30 s.
-fn retry_soon(attempt: i32) -> bool {
-    std::thread::sleep(Duration::from_micros(500));
-    attempt < 60_000
-}
-
 /// The site a device enrolled into (`None` for none, or if it cannot be read:
 /// site-scoped rules then treat the device as site-less until the next hello).
-fn site_of(conn: &Connection, device_id: &str) -> Option<String> {
-    conn.query_row(
-        "SELECT s.name FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = ?1",
-        [device_id],
-        |r| r.get(0),
-    )
-    .ok()
+fn site_of(store: &impl AlertStore, device_id: &str) -> Option<String> {
+    store.site_of(device_id).ok().flatten()
 }
 
 /// When the device's newest certificate expires (`None` if none is recorded).
-fn cert_expiry_of(conn: &Connection, device_id: &str) -> Option<i64> {
-    conn.query_row(
-        "SELECT max(not_after_ms) FROM certificates WHERE device_id = ?1",
-        [device_id],
-        |r| r.get(0),
-    )
-    .ok()
-    .flatten()
+fn cert_expiry_of(store: &impl AlertStore, device_id: &str) -> Option<i64> {
+    store.cert_expiry_of(device_id).ok().flatten()
 }
 
-fn apply(conn: &Connection, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
+fn apply(conn: &Db, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) {
     stats.groups.fetch_add(1, Ordering::Relaxed);
     for item in g.items {
         match item {
@@ -358,7 +346,7 @@ fn reload(dir: &Path, engine: &mut Engine) {
 /// Re-reads what operators change with the CLI or the console while the collector
 /// runs: device tags, silences and maintenance windows. Cheap (small tables), so it runs on every tick; a failed
 /// read keeps what the engine had.
-fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
+fn refresh_operator_state(conn: &Db, engine: &mut Engine, now_ms: i64) {
     match persist::load_tags(conn) {
         Ok(tags) => engine.set_tags(tags, now_ms),
         Err(e) => tracing::warn!(error = %e, "cannot read device tags; keeping the previous ones"),
@@ -400,7 +388,7 @@ fn refresh_operator_state(conn: &Connection, engine: &mut Engine, now_ms: i64) {
 /// How often certificate expiry dates are re-read (renewals need no new hello).
 const CERT_REFRESH: Duration = Duration::from_secs(60);
 
-fn refresh_cert_expiries(conn: &Connection, engine: &mut Engine) {
+fn refresh_cert_expiries(conn: &Db, engine: &mut Engine) {
     match persist::load_cert_expiries(conn) {
         Ok(rows) => {
             for (device, not_after) in rows {
@@ -412,7 +400,7 @@ fn refresh_cert_expiries(conn: &Connection, engine: &mut Engine) {
 }
 
 fn run(
-    conn: &mut Connection,
+    conn: &mut Db,
     engine: &mut Engine,
     rx: &mpsc::Receiver<CommittedGroup>,
     tick: Duration,

@@ -12,12 +12,18 @@
 //! Invariants: silences are never deleted; `unsilence` sets `removed_ms` and
 //! `removed_by`, so who silenced what, and who lifted it, stays on record.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-
 use jiff::tz::TimeZone;
 
 use super::model::{Scope, Target};
 use super::rrule::{self, Series};
+use crate::store::StoreError;
+use crate::store::api::{AlertStore, SilenceInsert, SilenceRefusal};
+// The rows, their SELECT and the removal live in the store (issue 17); the console
+// reads and lifts silences with them on its own connection (until it holds a `Db`).
+pub(crate) use crate::store::alert_sql::{
+    SILENCE_SELECT as SELECT, remove_silence as remove, silence_row as row,
+};
+pub(crate) use crate::store::api::{RemoveOutcome, SilenceRow};
 use crate::tags::check_tag;
 
 /// A silence as the engine uses it.
@@ -26,12 +32,12 @@ pub(crate) struct Silence {
     /// Its row id: in Debug output (logs) and what the tests check; the engine
     /// itself matches by scope and time only.
     #[allow(dead_code)]
-    pub id: i64,
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub scope: Scope,
+    pub(crate) id: i64,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) scope: Scope,
     /// For a recurring silence: its occurrences (DTSTART = `starts_ms` in the zone).
-    pub recurring: Option<(TimeZone, Series)>,
+    pub(crate) recurring: Option<(TimeZone, Series)>,
 }
 
 impl Silence {
@@ -50,11 +56,11 @@ impl Silence {
 /// What makes a silence recur.
 #[derive(Debug, Clone)]
 pub(crate) struct NewRecurrence {
-    pub rrule: String,
+    pub(crate) rrule: String,
     /// IANA zone name the RRULE's local times are in.
-    pub tz: String,
+    pub(crate) tz: String,
     /// Length of each occurrence.
-    pub duration_ms: i64,
+    pub(crate) duration_ms: i64,
 }
 
 /// Open-ended: a recurring silence without `--until` lasts until removed.
@@ -85,22 +91,22 @@ fn series_of(
 /// What `alerts silence` asks for.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NewSilence {
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub tenant: Option<String>,
-    pub site: Option<String>,
-    pub tag: Option<String>,
-    pub device: Option<String>,
-    pub rule: Option<String>,
-    pub comment: String,
-    pub by: String,
-    pub recurrence: Option<NewRecurrence>,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) tenant: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) device: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) comment: String,
+    pub(crate) by: String,
+    pub(crate) recurrence: Option<NewRecurrence>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SilenceError {
-    #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(
         "a silence needs at least one of --tenant, --site, --tag, --device, --rule (silencing everything is refused)"
     )]
@@ -143,18 +149,45 @@ fn ts(ms: i64) -> String {
 /// must exist (a typo would otherwise silence nothing, quietly); rules are not
 /// checked (they live in files the CLI may not see), tags only for their text.
 pub(crate) fn create(
-    conn: &mut Connection,
+    store: &mut impl AlertStore,
     s: &NewSilence,
     now_ms: i64,
 ) -> Result<i64, SilenceError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let id = create_in(&tx, s, now_ms)?;
-    tx.commit()?;
-    Ok(id)
+    let row = check(s, now_ms)?;
+    store.create_silence(&row, now_ms)?.map_err(refused)
 }
 
 /// [`create`] inside the caller's transaction (the console audits in the same one).
-pub(crate) fn create_in(tx: &Connection, s: &NewSilence, now_ms: i64) -> Result<i64, SilenceError> {
+/// Console half of issue 17: goes once the console holds a store handle.
+pub(crate) fn create_in(
+    tx: &rusqlite::Connection,
+    s: &NewSilence,
+    now_ms: i64,
+) -> Result<i64, SilenceError> {
+    let row = check(s, now_ms)?;
+    crate::store::alert_sql::insert_silence(tx, &row, now_ms)?.map_err(refused)
+}
+
+fn refused(r: SilenceRefusal) -> SilenceError {
+    match r {
+        SilenceRefusal::NoTenant(t) => SilenceError::NoTenant(t),
+        SilenceRefusal::NoSite(s, t) => SilenceError::NoSite(s, t),
+        SilenceRefusal::NoDevice(d) => SilenceError::NoDevice(d),
+        SilenceRefusal::WrongTenant {
+            device,
+            actual,
+            wanted,
+        } => SilenceError::WrongTenant {
+            device,
+            actual,
+            wanted,
+        },
+    }
+}
+
+/// What can be checked without the store: matchers, comment, times, tag text, the
+/// RRULE and its zone. Returns the row to store.
+fn check(s: &NewSilence, now_ms: i64) -> Result<SilenceInsert, SilenceError> {
     if s.tenant.is_none()
         && s.site.is_none()
         && s.tag.is_none()
@@ -181,94 +214,23 @@ pub(crate) fn create_in(tx: &Connection, s: &NewSilence, now_ms: i64) -> Result<
     if let Some(r) = &s.recurrence {
         series_of(&r.rrule, &r.tz, s.starts_ms, r.duration_ms)?;
     }
-    if let Some(t) = &s.tenant {
-        let found: Option<i64> = tx
-            .query_row("SELECT id FROM tenants WHERE name = ?1", [t], |r| r.get(0))
-            .optional()?;
-        if found.is_none() {
-            return Err(SilenceError::NoTenant(t.clone()));
-        }
-    }
-    if let Some(site) = &s.site {
-        let n: i64 = tx.query_row(
-            "SELECT count(*) FROM sites s JOIN tenants t ON t.id = s.tenant_id
-             WHERE s.name = ?1 AND (?2 IS NULL OR t.name = ?2)",
-            params![site, s.tenant],
-            |r| r.get(0),
-        )?;
-        if n == 0 {
-            let in_tenant = s
-                .tenant
-                .as_ref()
-                .map(|t| format!(" in tenant {t:?}"))
-                .unwrap_or_default();
-            return Err(SilenceError::NoSite(site.clone(), in_tenant));
-        }
-    }
-    if let Some(d) = &s.device {
-        let tenant: Option<String> = tx
-            .query_row(
-                "SELECT t.name FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ?1",
-                [d],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match (tenant, &s.tenant) {
-            (None, _) => return Err(SilenceError::NoDevice(d.clone())),
-            (Some(actual), Some(wanted)) if actual != *wanted => {
-                return Err(SilenceError::WrongTenant {
-                    device: d.clone(),
-                    actual,
-                    wanted: wanted.clone(),
-                });
-            }
-            _ => {}
-        }
-    }
-    tx.execute(
-        "INSERT INTO silences (starts_ms, ends_ms, tenant, site, tag, device_id, rule, comment,
-                               created_by, created_ms, rrule, tz, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            s.starts_ms,
-            s.ends_ms,
-            s.tenant,
-            s.site,
-            s.tag,
-            s.device,
-            s.rule,
-            s.comment.trim(),
-            s.by,
-            now_ms,
-            s.recurrence.as_ref().map(|r| &r.rrule),
-            s.recurrence.as_ref().map(|r| &r.tz),
-            s.recurrence.as_ref().map(|r| r.duration_ms)
-        ],
-    )?;
-    Ok(tx.last_insert_rowid())
+    Ok(SilenceInsert {
+        starts_ms: s.starts_ms,
+        ends_ms: s.ends_ms,
+        tenant: s.tenant.clone(),
+        site: s.site.clone(),
+        tag: s.tag.clone(),
+        device: s.device.clone(),
+        rule: s.rule.clone(),
+        comment: s.comment.trim().to_owned(),
+        by: s.by.clone(),
+        rrule: s.recurrence.as_ref().map(|r| r.rrule.clone()),
+        tz: s.recurrence.as_ref().map(|r| r.tz.clone()),
+        duration_ms: s.recurrence.as_ref().map(|r| r.duration_ms),
+    })
 }
 
-/// A silence as listed by `alerts silences`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct SilenceRow {
-    pub id: i64,
-    pub starts_ms: i64,
-    pub ends_ms: i64,
-    pub tenant: Option<String>,
-    pub site: Option<String>,
-    pub tag: Option<String>,
-    pub device_id: Option<String>,
-    pub rule: Option<String>,
-    pub comment: String,
-    pub created_by: String,
-    pub created_ms: i64,
-    pub removed_ms: Option<i64>,
-    pub removed_by: Option<String>,
-    pub rrule: Option<String>,
-    pub tz: Option<String>,
-    pub duration_ms: Option<i64>,
-}
-
+// `SilenceRow` (a silence as listed by `alerts silences`) is the store's row.
 impl SilenceRow {
     /// `active`, `upcoming`, `ended` or `removed` at `now_ms`.
     pub(crate) fn status(&self, now_ms: i64) -> &'static str {
@@ -313,49 +275,22 @@ impl SilenceRow {
     }
 }
 
-/// Every column of a silence, in the order [`row`] reads them (the CLI's list and
-/// the console's read the same rows).
-pub(crate) const SELECT: &str = "SELECT id, starts_ms, ends_ms, tenant, site, tag, device_id, rule,
-    comment, created_by, created_ms, removed_ms, removed_by, rrule, tz, duration_ms FROM silences";
-
-/// A row of [`SELECT`].
-pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SilenceRow> {
-    Ok(SilenceRow {
-        id: r.get(0)?,
-        starts_ms: r.get(1)?,
-        ends_ms: r.get(2)?,
-        tenant: r.get(3)?,
-        site: r.get(4)?,
-        tag: r.get(5)?,
-        device_id: r.get(6)?,
-        rule: r.get(7)?,
-        comment: r.get(8)?,
-        created_by: r.get(9)?,
-        created_ms: r.get(10)?,
-        removed_ms: r.get(11)?,
-        removed_by: r.get(12)?,
-        rrule: r.get(13)?,
-        tz: r.get(14)?,
-        duration_ms: r.get(15)?,
-    })
-}
-
 /// Silences not removed and not ended at `now_ms` (with `all`: every one ever made),
 /// soonest end first.
-pub(crate) fn list(conn: &Connection, now_ms: i64, all: bool) -> rusqlite::Result<Vec<SilenceRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{SELECT} WHERE ?2 OR (removed_ms IS NULL AND ends_ms > ?1) ORDER BY ends_ms, id"
-    ))?;
-    let rows = stmt.query_map(params![now_ms, all], row)?;
-    rows.collect()
+pub(crate) fn list(
+    store: &impl AlertStore,
+    now_ms: i64,
+    all: bool,
+) -> Result<Vec<SilenceRow>, StoreError> {
+    store.silences(now_ms, all)
 }
 
 /// The silences the engine must honour from `now_ms` on (active and upcoming). A
 /// recurring one whose rule no longer reads (only possible by editing the database
 /// by hand) is skipped with a warning.
-pub(crate) fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silence>> {
+pub(crate) fn load(store: &impl AlertStore, now_ms: i64) -> Result<Vec<Silence>, StoreError> {
     let mut out = Vec::new();
-    for r in list(conn, now_ms, false)? {
+    for r in list(store, now_ms, false)? {
         let recurring = match (&r.rrule, &r.tz, r.duration_ms) {
             (Some(rule), tz, Some(d)) => {
                 match series_of(rule, tz.as_deref().unwrap_or("UTC"), r.starts_ms, d) {
@@ -379,58 +314,23 @@ pub(crate) fn load(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<Silen
     Ok(out)
 }
 
-/// What `unsilence` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RemoveOutcome {
-    Removed,
-    AlreadyRemoved,
-    AlreadyEnded,
-    NoSuchSilence,
-}
-
-/// Lifts a silence (keeps the row, records who and when).
-pub(crate) fn remove(
-    conn: &Connection,
+/// Lifts a silence through the store (keeps the row, records who and when).
+pub(crate) fn lift(
+    store: &mut impl AlertStore,
     id: i64,
     by: &str,
     now_ms: i64,
-) -> rusqlite::Result<RemoveOutcome> {
-    let row: Option<(i64, Option<i64>)> = conn
-        .query_row(
-            "SELECT ends_ms, removed_ms FROM silences WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(match row {
-        None => RemoveOutcome::NoSuchSilence,
-        Some((_, Some(_))) => RemoveOutcome::AlreadyRemoved,
-        Some((ends, None)) if ends <= now_ms => RemoveOutcome::AlreadyEnded,
-        Some(_) => {
-            conn.execute(
-                "UPDATE silences SET removed_ms = ?2, removed_by = ?3
-                 WHERE id = ?1 AND removed_ms IS NULL",
-                params![id, now_ms, by],
-            )?;
-            RemoveOutcome::Removed
-        }
-    })
+) -> Result<RemoveOutcome, StoreError> {
+    store.remove_silence(id, by, now_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn db() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
-        conn.execute_batch(
-            "INSERT INTO tenants (id, name, created_ms) VALUES (1, 'acme', 0), (2, 'globex', 0);
-             INSERT INTO sites (id, tenant_id, name, created_ms) VALUES (1, 1, 'hq', 0);
-             INSERT INTO devices (id, tenant_id, first_seen_ms, last_seen_ms) VALUES ('d1', 1, 0, 0);",
-        )
-        .unwrap();
-        (dir, conn)
+    fn db() -> (tempfile::TempDir, crate::store::Db) {
+        // Tenants acme and globex, site hq in acme, device d1 in acme.
+        crate::store::conformance::sqlite_fixture()
     }
 
     fn new(device: Option<&str>) -> NewSilence {
@@ -474,19 +374,19 @@ mod tests {
         assert!(!loaded[0].covers(&Target::device("acme", "d2", "linux", "x"), 2000));
 
         assert_eq!(
-            remove(&conn, id, "bob", 2500).unwrap(),
+            lift(&mut conn, id, "bob", 2500).unwrap(),
             RemoveOutcome::Removed
         );
         assert_eq!(
-            remove(&conn, id, "bob", 2600).unwrap(),
+            lift(&mut conn, id, "bob", 2600).unwrap(),
             RemoveOutcome::AlreadyRemoved
         );
         assert_eq!(
-            remove(&conn, 99, "bob", 2600).unwrap(),
+            lift(&mut conn, 99, "bob", 2600).unwrap(),
             RemoveOutcome::NoSuchSilence
         );
         assert_eq!(
-            remove(&conn, later, "bob", 9000).unwrap(),
+            lift(&mut conn, later, "bob", 9000).unwrap(),
             RemoveOutcome::AlreadyEnded
         );
         let ids: Vec<i64> = load(&conn, 2600).unwrap().iter().map(|s| s.id).collect();

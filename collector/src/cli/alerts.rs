@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::{
-    DataDir, fmt_ms, fmt_until, format_number, now_ms, open_db_read, open_existing_db,
+    DataDir, fmt_ms, fmt_until, format_number, now_ms, open_existing_store, open_store_read,
     parse_duration, require_device, require_tenant, who,
 };
 use crate::alerts::machine::State;
@@ -190,7 +190,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             all,
             json,
         } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
@@ -251,7 +251,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AlertsCommand::Ack { id, db, by } => {
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut conn = open_existing_store(&db.dir()?)?;
             let by = who(by);
             let now = super::now_ms();
             match persist::ack(&mut conn, id, &by, now)? {
@@ -328,7 +328,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     anyhow::bail!("say how long: --for 2h or --until 2026-11-28T06:00:00Z")
                 }
             };
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut conn = open_existing_store(&db.dir()?)?;
             let id = silence::create(
                 &mut conn,
                 &silence::NewSilence {
@@ -366,7 +366,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             json,
             db,
         } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
@@ -405,8 +405,8 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AlertsCommand::Unsilence { id, by, db } => {
-            let conn = open_existing_db(&db.dir()?)?;
-            match silence::remove(&conn, id, &who(by), now_ms())? {
+            let mut conn = open_existing_store(&db.dir()?)?;
+            match silence::lift(&mut conn, id, &who(by), now_ms())? {
                 silence::RemoveOutcome::Removed => {
                     println!("silence #{id} removed");
                     Ok(())
@@ -430,7 +430,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             tenant,
             json,
         } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(d) = device.as_deref() {
                 require_device(&conn, d)?;
             }

@@ -22,7 +22,6 @@ use clap::Args;
 pub(crate) use tandem_proto::util::now_ms;
 
 use crate::store;
-use crate::store::admin;
 
 /// Why a duration (`--for`, `--expires`) was refused; says what was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,17 +205,44 @@ pub(crate) fn open_existing_db(data_dir: &Path) -> anyhow::Result<rusqlite::Conn
     Ok(store::open(&db)?)
 }
 
+/// [`open_db_read`] as a store handle (issue 17: the commands moved to the store
+/// interface use these).
+pub(crate) fn open_store_read(data_dir: &Path) -> anyhow::Result<store::Db> {
+    let db = data_dir.join(store::DB_FILE);
+    if db.is_file() {
+        return Ok(store::Db::open_read_only(&db)?);
+    }
+    if crate::pki::PkiPaths::new(data_dir).ca_cert.is_file() {
+        // As in `open_db_read`: a data dir after `pki init` gets its database.
+        return Ok(store::Db::open(&db)?);
+    }
+    anyhow::bail!(
+        "{}: not a Tandem data dir (no {} and no pki/ca.pem; check --data-dir)",
+        data_dir.display(),
+        store::DB_FILE
+    );
+}
+
+/// [`open_existing_db`] as a store handle.
+pub(crate) fn open_existing_store(data_dir: &Path) -> anyhow::Result<store::Db> {
+    let db = data_dir.join(store::DB_FILE);
+    if !db.is_file() {
+        anyhow::bail!("no database at {} (check --data-dir)", db.display());
+    }
+    Ok(store::Db::open(&db)?)
+}
+
 /// Fails with "no such device" unless `id` is a device in the database.
-pub(crate) fn require_device(conn: &rusqlite::Connection, id: &str) -> anyhow::Result<()> {
-    if !admin::device_exists(conn, id)? {
+pub(crate) fn require_device(conn: &impl store::api::Names, id: &str) -> anyhow::Result<()> {
+    if !conn.device_exists(id)? {
         anyhow::bail!("no such device: {id:?} (`tandem-collector device list` shows the devices)");
     }
     Ok(())
 }
 
 /// Fails with "no such tenant" unless `name` is a tenant in the database.
-pub(crate) fn require_tenant(conn: &rusqlite::Connection, name: &str) -> anyhow::Result<()> {
-    if !admin::tenant_exists(conn, name)? {
+pub(crate) fn require_tenant(conn: &impl store::api::Names, name: &str) -> anyhow::Result<()> {
+    if !conn.tenant_exists(name)? {
         anyhow::bail!(
             "no such tenant: {name:?} (`tandem-collector tenant list` shows the tenants)"
         );

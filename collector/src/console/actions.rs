@@ -233,7 +233,7 @@ pub(crate) struct NewSilenceBody {
 
 fn silence_error(e: SilenceError) -> ApiError {
     match e {
-        SilenceError::Sqlite(e) => ApiError::internal(e),
+        SilenceError::Store(e) => ApiError::internal(e),
         SilenceError::NoTenant(t) => ApiError::not_found(format!("tenant {t:?}")),
         SilenceError::NoDevice(d) => ApiError::not_found(format!("device {d:?}")),
         SilenceError::NoSite(s, _) => ApiError::not_found(format!("site {s:?}")),

@@ -367,7 +367,7 @@ pub(super) async fn create(
             now,
         )
         .map_err(|e| match e {
-            admin::AdminError::Sqlite(e) => ApiError::internal(e),
+            admin::AdminError::Store(e) => ApiError::internal(e),
             e => ApiError::not_found(e.to_string()),
         })?;
         auth::audit(

@@ -26,7 +26,8 @@ use tonic::{Request, Response, Status};
 use super::ratelimit::RateLimiter;
 use crate::pki::{self, Ca, Validity};
 use crate::revocation::Revocations;
-use crate::store::admin::{self, AdminError, EnrollFailure, IssuedCert};
+use crate::store::admin::{AdminError, EnrollFailure, IssuedCert};
+use crate::store::api::AdminStore;
 
 /// Longest hostname an enrolling agent may report.
 const MAX_HOSTNAME_BYTES: usize = 1024;
@@ -36,7 +37,7 @@ pub(crate) struct Issuing {
     pub(crate) ca: Ca,
     /// The database, opened on first use by an admin connection of its own; a std
     /// mutex because it is only used inside `spawn_blocking`.
-    pub(crate) db: Mutex<Option<rusqlite::Connection>>,
+    pub(crate) db: Mutex<Option<crate::store::Db>>,
     pub(crate) db_path: PathBuf,
     pub(crate) lifetime: Duration,
     /// Serials known to be recorded in `certificates` (a cache of the table: rows
@@ -69,7 +70,7 @@ impl Issuing {
         }
         let (dev, ser) = (device_id.to_owned(), serial.to_owned());
         let found = self
-            .with_db(move |conn, _| admin::certificate_issued(conn, &dev, &ser))
+            .with_db(move |conn, _| conn.certificate_issued(&dev, &ser))
             .await?;
         match found {
             Ok(true) => {
@@ -99,13 +100,13 @@ impl Issuing {
     /// Runs `f` on the admin connection on a blocking thread.
     async fn with_db<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut rusqlite::Connection, &Issuing) -> T + Send + 'static,
+        f: impl FnOnce(&mut crate::store::Db, &Issuing) -> T + Send + 'static,
     ) -> Result<T, Status> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = me.db.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
-                match crate::store::open(&me.db_path) {
+                match crate::store::Db::open(&me.db_path) {
                     Ok(c) => *guard = Some(c),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot open the database for enrollment");
@@ -202,7 +203,7 @@ impl Enrollment for EnrollService {
             .with_db(move |conn, issuing| {
                 // The store's enroll takes the signing failure as text (it only logs
                 // it: the peer gets `unavailable()`, never this text).
-                admin::enroll(conn, &token_id, &secret_hash, &hostname, now_ms(), |g| {
+                conn.enroll(&token_id, &secret_hash, &hostname, now_ms(), |g| {
                     issuing
                         .sign(&csr, &g.tenant, &g.device_id)
                         .map_err(|e| e.to_string())
@@ -299,7 +300,7 @@ impl Identity for RenewService {
         let result = self
             .issuing
             .with_db(move |conn, issuing| -> Result<IssuedCert, Status> {
-                match admin::device_in_good_standing(conn, &dev) {
+                match conn.device_in_good_standing(&dev) {
                     Ok(true) => {}
                     Ok(false) => {
                         return Err(Refusal::Revoked
@@ -319,10 +320,11 @@ impl Identity for RenewService {
                     tracing::error!(device = %dev, error = %e, "renewal: cannot sign");
                     unavailable()
                 })?;
-                admin::record_certificate(conn, &dev, &cert, "renew", now_ms()).map_err(|e| {
-                    tracing::error!(device = %dev, error = %e, "renewal: cannot record");
-                    unavailable()
-                })?;
+                conn.record_certificate(&dev, &cert, "renew", now_ms())
+                    .map_err(|e| {
+                        tracing::error!(device = %dev, error = %e, "renewal: cannot record");
+                        unavailable()
+                    })?;
                 Ok(cert)
             })
             .await?;

@@ -33,15 +33,9 @@ const KEEP: usize = 2048;
 /// Most events read in one poll (the next poll reads on).
 const READ_LIMIT: i64 = 1000;
 
-/// One feed event, as the streams need it.
-#[derive(Debug)]
-pub(crate) struct FeedEvent {
-    pub id: i64,
-    pub tenant: String,
-    pub critical: bool,
-    pub kind: String,
-    pub body: String,
-}
+/// One feed event, as the streams need it: the store's row (issue 17).
+pub(crate) use crate::store::api::FeedEventRow as FeedEvent;
+use crate::store::api::NotifyStore;
 
 /// The most recent feed events (see the invariants above).
 #[derive(Debug)]
@@ -139,7 +133,7 @@ async fn watch_feed(hub: Arc<Inner>, tx: watch::Sender<Arc<Recent>>) {
         let read = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             let c = pool.get().map_err(|e| e.to_string())?;
-            read_since(&c, &known).map_err(|e| e.to_string())
+            read_since(&*c, &known).map_err(|e| e.to_string())
         })
         .await;
         match read {
@@ -154,32 +148,23 @@ async fn watch_feed(hub: Arc<Inner>, tx: watch::Sender<Arc<Recent>>) {
 }
 
 /// What `known` becomes with the events added since: `None` when nothing was added.
-fn read_since(c: &rusqlite::Connection, known: &Recent) -> rusqlite::Result<Option<Recent>> {
+fn read_since(
+    c: &impl NotifyStore,
+    known: &Recent,
+) -> Result<Option<Recent>, crate::store::StoreError> {
     if known.floor == i64::MAX {
-        let head: i64 = c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-            r.get(0)
-        })?;
+        let head = c.feed_head()?;
         return Ok(Some(Recent {
             floor: head,
             head,
             events: Vec::new(),
         }));
     }
-    let mut s = c.prepare_cached(
-        "SELECT id, tenant, severity = 'critical', kind, body FROM feed_events
-          WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let new = s
-        .query_map(rusqlite::params![known.head, READ_LIMIT], |r| {
-            Ok(Arc::new(FeedEvent {
-                id: r.get(0)?,
-                tenant: r.get(1)?,
-                critical: r.get(2)?,
-                kind: r.get(3)?,
-                body: r.get(4)?,
-            }))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let new: Vec<Arc<FeedEvent>> = c
+        .feed_after(known.head, READ_LIMIT)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let Some(last) = new.last() else {
         return Ok(None);
     };
@@ -205,6 +190,7 @@ mod tests {
     fn ev(id: i64, tenant: &str, critical: bool) -> Arc<FeedEvent> {
         Arc::new(FeedEvent {
             id,
+            incident_id: 0,
             tenant: tenant.into(),
             critical,
             kind: "opened".into(),
@@ -244,12 +230,9 @@ mod tests {
 
     #[test]
     fn the_watcher_reads_on_from_its_head_and_trims_to_keep() {
-        let c = rusqlite::Connection::open_in_memory().unwrap();
-        c.execute_batch(
-            "CREATE TABLE feed_events (id INTEGER PRIMARY KEY, tenant TEXT, severity TEXT, kind TEXT, body TEXT);
-             INSERT INTO feed_events (tenant, severity, kind, body) VALUES ('acme', 'warning', 'opened', '{}');",
-        )
-        .unwrap();
+        // A real store file; its feed rows written by the store's test fixture.
+        let (_dir, c) = crate::store::conformance::sqlite_fixture();
+        crate::store::conformance::add_feed_events(&c, "acme", "warning", 1);
         let first = read_since(&c, &Recent::unknown()).unwrap().unwrap();
         assert_eq!(
             (first.floor, first.head, first.events.len()),
@@ -257,15 +240,8 @@ mod tests {
             "starts at the newest id"
         );
         assert!(read_since(&c, &first).unwrap().is_none(), "nothing new");
-        let add = |n: usize| {
-            for _ in 0..n {
-                c.execute(
-                    "INSERT INTO feed_events (tenant, severity, kind, body) VALUES ('globex', 'critical', 'opened', '{}')",
-                    [],
-                )
-                .unwrap();
-            }
-        };
+        let add =
+            |n: usize| crate::store::conformance::add_feed_events(&c, "globex", "critical", n);
         add(3);
         let second = read_since(&c, &first).unwrap().unwrap();
         assert_eq!((second.floor, second.head), (1, 4));

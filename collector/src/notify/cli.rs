@@ -8,9 +8,10 @@ use tandem_proto::util::now_ms;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::incident::{self, Outcome};
+use super::incident::Outcome;
 use super::{outbox, policy};
-use crate::cli::{DataDir, format_ms, open_existing_db, parse_duration};
+use crate::cli::{DataDir, format_ms, open_existing_db, open_existing_store, parse_duration};
+use crate::store::api::NotifyStore;
 
 #[derive(Subcommand)]
 pub enum PoliciesCommand {
@@ -121,8 +122,8 @@ pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<()> {
 pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
     match cmd {
         NotifyCommand::Log { db, incident } => {
-            let conn = open_existing_db(&db.dir()?)?;
-            let rows = outbox::log(&conn, incident)?;
+            let store = open_existing_store(&db.dir()?)?;
+            let rows = store.delivery_log(incident)?;
             if rows.is_empty() {
                 println!("no deliveries");
             }
@@ -203,8 +204,8 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             all,
             json,
         } => {
-            let conn = open_existing_db(&db.dir()?)?;
-            let rows = incident::list(&conn, tenant.as_deref(), all)?;
+            let store = open_existing_store(&db.dir()?)?;
+            let rows = store.incidents(tenant.as_deref(), all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -244,16 +245,16 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         IncidentsCommand::Ack { id, db, by, note } => {
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let by = who(by);
-            let o = incident::ack(&mut conn, id, &by, note.as_deref(), now_ms())?;
+            let o = store.ack_incident(id, &by, note.as_deref(), now_ms())?;
             say(id, o, format!("incident #{id} acknowledged by {by}"))
         }
         IncidentsCommand::Snooze { id, for_, db, by } => {
             let d = parse_duration(&for_).context("--for")?;
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let until = now_ms() + d.as_millis() as i64;
-            let o = incident::snooze(&mut conn, id, &who(by), until, now_ms())?;
+            let o = store.snooze_incident(id, &who(by), until, now_ms())?;
             say(
                 id,
                 o,
@@ -261,9 +262,9 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             )
         }
         IncidentsCommand::Resolve { id, db, by } => {
-            let mut conn = open_existing_db(&db.dir()?)?;
+            let mut store = open_existing_store(&db.dir()?)?;
             let by = who(by);
-            let o = incident::resolve(&mut conn, id, &by, now_ms())?;
+            let o = store.resolve_incident(id, &by, now_ms())?;
             say(id, o, format!("incident #{id} resolved by {by}"))
         }
     }
@@ -286,15 +287,15 @@ pub(crate) fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()
 
 /// Where `alerts tail` reads and with what (issue 15: the feed needs a login).
 pub(crate) struct TailArgs<'a> {
-    pub url: &'a str,
-    pub tenant: Option<&'a str>,
-    pub severity: Option<&'a str>,
-    pub token: Option<&'a str>,
-    pub token_file: Option<&'a Path>,
+    pub(crate) url: &'a str,
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) severity: Option<&'a str>,
+    pub(crate) token: Option<&'a str>,
+    pub(crate) token_file: Option<&'a Path>,
     /// The CA to trust for `https://`; default: the data dir's.
-    pub ca: Option<&'a Path>,
+    pub(crate) ca: Option<&'a Path>,
     /// The collector's data dir, when it can be read (on the collector host).
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// A feed-only API token minted in the data dir for one local `alerts tail`, and

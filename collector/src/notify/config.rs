@@ -55,26 +55,26 @@ impl std::fmt::Debug for Secret {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Smtp {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: SmtpTls,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyConfig {
-    pub policies_dir: PathBuf,
+    pub(crate) policies_dir: PathBuf,
     /// Where mails go as `.eml` files when `smtp` is `None`.
-    pub mail_dir: PathBuf,
-    pub smtp: Option<Smtp>,
-    pub from: String,
-    pub msp_name: String,
-    pub templates_dir: Option<PathBuf>,
-    pub group_wait: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub max_attempts: u32,
+    pub(crate) mail_dir: PathBuf,
+    pub(crate) smtp: Option<Smtp>,
+    pub(crate) from: String,
+    pub(crate) msp_name: String,
+    pub(crate) templates_dir: Option<PathBuf>,
+    pub(crate) group_wait: Duration,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) max_attempts: u32,
 }
 
 impl NotifyConfig {
@@ -97,17 +97,17 @@ impl NotifyConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The base of links in mails (no trailing slash); empty: `http://` and the
     /// address the listener bound.
-    pub public_url: String,
-    pub ack_link_ttl: Duration,
+    pub(crate) public_url: String,
+    pub(crate) ack_link_ttl: Duration,
     /// `tls`: `None` means TLS unless `listen` is loopback (crate::http::listener_tls).
-    pub tls: Option<bool>,
+    pub(crate) tls: Option<bool>,
     /// Open connections in total and from one address (issue 15, as issue 10 did
     /// for the gRPC listeners).
-    pub max_connections: usize,
-    pub max_connections_per_address: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_address: usize,
 }
 
 impl HttpConfig {

@@ -58,11 +58,11 @@ pub enum DispatchError {
 
 /// What sending needs, shared by the dispatcher and `notify test`.
 pub(crate) struct Sender {
-    pub cfg: NotifyConfig,
-    pub http: Option<HttpConfig>,
-    pub key: LinkKey,
-    pub mailer: Mailer,
-    pub templates: Templates,
+    pub(crate) cfg: NotifyConfig,
+    pub(crate) http: Option<HttpConfig>,
+    pub(crate) key: LinkKey,
+    pub(crate) mailer: Mailer,
+    pub(crate) templates: Templates,
 }
 
 impl Sender {

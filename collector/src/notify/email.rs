@@ -134,8 +134,8 @@ fn html_escape(s: &str) -> String {
 /// One incident in a mail: its row and (maybe) its acknowledge link.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    pub incident: IncidentRow,
-    pub ack_link: Option<String>,
+    pub(crate) incident: IncidentRow,
+    pub(crate) ack_link: Option<String>,
 }
 
 /// The time of `ms` in the tenant's zone, e.g. `2026-12-01 14:05 CET`.
@@ -160,13 +160,13 @@ fn human_duration(ms: i64) -> String {
 
 /// Everything a mail needs besides its incidents.
 pub(crate) struct Envelope<'a> {
-    pub kind: Kind,
-    pub tenant: &'a str,
-    pub recipient: &'a str,
-    pub message_id: String,
+    pub(crate) kind: Kind,
+    pub(crate) tenant: &'a str,
+    pub(crate) recipient: &'a str,
+    pub(crate) message_id: String,
     /// Problem mails this one answers (resolved mails).
-    pub in_reply_to: Vec<String>,
-    pub tz: &'a jiff::tz::TimeZone,
+    pub(crate) in_reply_to: Vec<String>,
+    pub(crate) tz: &'a jiff::tz::TimeZone,
 }
 
 fn vars_for(

@@ -41,28 +41,28 @@ impl IncidentState {
 /// What the evaluation needs of an incident.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Snapshot {
-    pub state: IncidentState,
-    pub severity: Severity,
-    pub suppressed: bool,
-    pub loop_no: u32,
-    pub loop_start_ms: i64,
-    pub acked_ms: Option<i64>,
-    pub snoozed_until_ms: Option<i64>,
+    pub(crate) state: IncidentState,
+    pub(crate) severity: Severity,
+    pub(crate) suppressed: bool,
+    pub(crate) loop_no: u32,
+    pub(crate) loop_start_ms: i64,
+    pub(crate) acked_ms: Option<i64>,
+    pub(crate) snoozed_until_ms: Option<i64>,
     /// Steps of the current loop that already fired.
-    pub fired: Vec<usize>,
+    pub(crate) fired: Vec<usize>,
 }
 
 /// What to do now.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Decision {
     /// Steps (indexes) that fire now.
-    pub fire: Vec<usize>,
+    pub(crate) fire: Vec<usize>,
     /// The ack timed out or the snooze ended: back to open, a new loop from now.
-    pub reopen: bool,
+    pub(crate) reopen: bool,
     /// Every step of the loop is done and the repeat interval passed: a new loop.
-    pub next_loop: bool,
+    pub(crate) next_loop: bool,
     /// When something may next become due (None: nothing pending).
-    pub wake_ms: Option<i64>,
+    pub(crate) wake_ms: Option<i64>,
 }
 
 /// Evaluates one incident at `now_ms`.

@@ -40,9 +40,9 @@ pub enum LinkError {
 /// What a verified link says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AckLink {
-    pub incident: i64,
-    pub expires_ms: i64,
-    pub recipient: String,
+    pub(crate) incident: i64,
+    pub(crate) expires_ms: i64,
+    pub(crate) recipient: String,
 }
 
 /// The HMAC key of ack links (cheap to clone).

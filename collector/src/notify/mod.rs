@@ -15,7 +15,6 @@ pub(crate) mod dispatch;
 pub(crate) mod email;
 pub(crate) mod escalation;
 pub(crate) mod incident;
-pub(crate) mod incident_row;
 pub(crate) mod link;
 pub(crate) mod outbox;
 pub(crate) mod policy;

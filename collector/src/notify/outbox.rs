@@ -15,22 +15,23 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::escalation::{self, IncidentState, Snapshot};
-use super::incident_row::{self as incident, IncidentRow};
 use super::policy::{Channel, PolicySet};
 use crate::alerts::model::Severity;
+use crate::store::api::{DeliveryAttempt, DeliveryResult};
+use crate::store::incident_sql::{self as incident, IncidentRow};
 
 /// A pending delivery, as the dispatcher sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Delivery {
-    pub id: i64,
-    pub idem_key: String,
-    pub incident_id: i64,
-    pub tenant: String,
-    pub transition: String,
-    pub channel: Channel,
-    pub recipient: String,
-    pub created_ms: i64,
-    pub attempts: i64,
+    pub(crate) id: i64,
+    pub(crate) idem_key: String,
+    pub(crate) incident_id: i64,
+    pub(crate) tenant: String,
+    pub(crate) transition: String,
+    pub(crate) channel: Channel,
+    pub(crate) recipient: String,
+    pub(crate) created_ms: i64,
+    pub(crate) attempts: i64,
 }
 
 impl Delivery {
@@ -46,21 +47,21 @@ pub(crate) fn idem_key(
     channel: Channel,
     recipient: &str,
 ) -> String {
-    format!("{incident}:{transition}:{}:{recipient}", channel.as_str())
+    crate::store::incident_sql::idem_key(incident, transition, channel.as_str(), recipient)
 }
 
 /// What one pass of [`escalate`] did.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Escalated {
-    pub steps_fired: usize,
-    pub deliveries: usize,
+    pub(crate) steps_fired: usize,
+    pub(crate) deliveries: usize,
     /// The earliest time something may become due (None: nothing waits).
-    pub wake_ms: Option<i64>,
+    pub(crate) wake_ms: Option<i64>,
     /// Per incident evaluated: when it next needs looking at (None: only when it
     /// changes). The dispatcher keeps these in its timer heap.
-    pub wakes: Vec<(i64, Option<i64>)>,
+    pub(crate) wakes: Vec<(i64, Option<i64>)>,
     /// Incidents evaluated.
-    pub evaluated: usize,
+    pub(crate) evaluated: usize,
 }
 
 fn fired_steps(conn: &Connection, incident: i64, loop_no: i64) -> rusqlite::Result<Vec<usize>> {
@@ -79,51 +80,17 @@ fn insert(
     recipient: &str,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO notify_outbox (idem_key, incident_id, tenant, transition, channel,
-            recipient, created_ms, status, next_attempt_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?7)",
-    )?
-    .execute(params![
-        idem_key(i.id, transition, channel, recipient),
-        i.id,
-        i.tenant,
+    crate::store::incident_sql::insert_delivery(
+        conn,
+        i,
         transition,
         channel.as_str(),
         recipient,
-        now_ms
-    ])
+        now_ms,
+    )
 }
 
-/// Workflow notices to webhooks (`acked`, `snoozed`, `reopened`): every webhook a
-/// problem notice of this incident reached or is about to reach (sent or pending)
-/// gets one, keyed `incident:<kind>.<loop>:webhook:<name>`. Called inside the
-/// transaction that makes the change (ack, snooze, reopen). Mail recipients get no
-/// such notice (the ack shows in the resolved mail).
-pub(crate) fn workflow_notice(
-    conn: &Connection,
-    incident: i64,
-    kind: &str,
-    now_ms: i64,
-) -> rusqlite::Result<usize> {
-    let Some(i) = incident::get(conn, incident)? else {
-        return Ok(0);
-    };
-    let hooks: Vec<String> = {
-        let mut s = conn.prepare_cached(
-            "SELECT DISTINCT recipient FROM notify_outbox WHERE incident_id = ?1
-                AND channel = 'webhook' AND transition LIKE 'step%' AND status IN ('sent', 'pending')",
-        )?;
-        s.query_map([incident], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
-    let transition = format!("{kind}.{}", i.loop_no);
-    let mut n = 0;
-    for h in hooks {
-        n += insert(conn, &i, &transition, Channel::Webhook, &h, now_ms)?;
-    }
-    Ok(n)
-}
+pub(crate) use crate::store::incident_sql::workflow_notice;
 
 /// What [`decide_one`] found an incident needs.
 enum Work {
@@ -347,30 +314,25 @@ pub(crate) fn due(
     now_ms: i64,
     group_wait_ms: i64,
 ) -> rusqlite::Result<(Vec<Vec<Delivery>>, Option<i64>)> {
-    let mut s = conn.prepare_cached(
-        "SELECT id, idem_key, incident_id, tenant, transition, channel, recipient, created_ms,
-                attempts, next_attempt_ms
-         FROM notify_outbox WHERE status = 'pending' ORDER BY id",
-    )?;
-    let rows: Vec<(Delivery, i64)> = s
-        .query_map([], |r| {
-            let ch: String = r.get(5)?;
-            Ok((
+    let rows: Vec<(Delivery, i64)> = crate::store::outbox_sql::pending(conn)?
+        .into_iter()
+        .map(|r| {
+            (
                 Delivery {
-                    id: r.get(0)?,
-                    idem_key: r.get(1)?,
-                    incident_id: r.get(2)?,
-                    tenant: r.get(3)?,
-                    transition: r.get(4)?,
-                    channel: Channel::parse(&ch).unwrap_or(Channel::Email),
-                    recipient: r.get(6)?,
-                    created_ms: r.get(7)?,
-                    attempts: r.get(8)?,
+                    id: r.id,
+                    idem_key: r.idem_key,
+                    incident_id: r.incident_id,
+                    tenant: r.tenant,
+                    transition: r.transition,
+                    channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
+                    recipient: r.recipient,
+                    created_ms: r.created_ms,
+                    attempts: r.attempts,
                 },
-                r.get(9)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
+                r.next_attempt_ms,
+            )
+        })
+        .collect();
     // (tenant, recipient, problem/resolved/test, test id) → rows with their next attempt.
     type GroupKey = (String, String, u8, i64);
     let mut groups: BTreeMap<GroupKey, Vec<(Delivery, i64)>> = BTreeMap::new();
@@ -460,99 +422,36 @@ pub(crate) fn record_at(
     retry: &dyn Fn(i64) -> i64,
     max_attempts: u32,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for (d, a, now_ms) in results {
-        let now_ms = *now_ms;
-        let attempt = d.attempts + 1;
-        let (result, answer) = match a {
-            Attempt::Sent { answer, message_id } => {
-                tx.execute(
-                    "UPDATE notify_outbox SET status = 'sent', attempts = ?2, sent_ms = ?3, message_id = ?4 WHERE id = ?1",
-                    params![d.id, attempt, now_ms, message_id],
-                )?;
-                ("sent", answer)
+    // The backoff and the dead letter are decided here; the store records them.
+    let attempts: Vec<DeliveryAttempt> = results
+        .iter()
+        .map(|(d, a, now_ms)| {
+            let attempt = d.attempts + 1;
+            let result = match a.clone() {
+                Attempt::Sent { answer, message_id } => DeliveryResult::Sent { answer, message_id },
+                Attempt::Retry { answer } if attempt < i64::from(max_attempts) => {
+                    DeliveryResult::Retry {
+                        answer,
+                        next_attempt_ms: now_ms + retry(attempt),
+                    }
+                }
+                Attempt::Retry { answer } | Attempt::Dead { answer } => {
+                    DeliveryResult::Dead { answer }
+                }
+            };
+            DeliveryAttempt {
+                outbox_id: d.id,
+                attempt,
+                at_ms: *now_ms,
+                result,
             }
-            Attempt::Retry { answer } if attempt < i64::from(max_attempts) => {
-                tx.execute(
-                    "UPDATE notify_outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
-                    params![d.id, attempt, now_ms + retry(attempt)],
-                )?;
-                ("retry", answer)
-            }
-            Attempt::Retry { answer } | Attempt::Dead { answer } => {
-                tx.execute(
-                    "UPDATE notify_outbox SET status = 'dead', attempts = ?2 WHERE id = ?1",
-                    params![d.id, attempt],
-                )?;
-                ("dead", answer)
-            }
-        };
-        tx.execute(
-            "INSERT INTO notify_log (outbox_id, at_ms, attempt, result, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![d.id, now_ms, attempt, result, answer],
-        )?;
-    }
-    tx.commit()
-}
-
-/// The Message-ID a problem notice to `recipient` went out with (for threading).
-pub(crate) fn problem_message_id(
-    conn: &Connection,
-    incident: i64,
-    recipient: &str,
-) -> rusqlite::Result<Option<String>> {
-    use rusqlite::OptionalExtension;
-    conn.query_row(
-        "SELECT message_id FROM notify_outbox WHERE incident_id = ?1 AND recipient = ?2
-            AND channel = 'email' AND status = 'sent' AND transition != 'resolved'
-            AND message_id IS NOT NULL ORDER BY id LIMIT 1",
-        params![incident, recipient],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// One line of `notify log`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct LogRow {
-    pub outbox_id: i64,
-    pub incident_id: i64,
-    pub tenant: String,
-    pub transition: String,
-    pub channel: String,
-    pub recipient: String,
-    pub status: String,
-    pub at_ms: Option<i64>,
-    pub attempt: Option<i64>,
-    pub result: Option<String>,
-    pub answer: Option<String>,
-}
-
-/// Every delivery with every attempt (deliveries without one yet included).
-pub(crate) fn log(conn: &Connection, incident: Option<i64>) -> rusqlite::Result<Vec<LogRow>> {
-    let mut s = conn.prepare(
-        "SELECT o.id, o.incident_id, o.tenant, o.transition, o.channel, o.recipient, o.status,
-                l.at_ms, l.attempt, l.result, l.answer
-         FROM notify_outbox o LEFT JOIN notify_log l ON l.outbox_id = o.id
-         WHERE ?1 IS NULL OR o.incident_id = ?1 ORDER BY o.id, l.id",
-    )?;
-    let rows = s.query_map([incident], |r| {
-        Ok(LogRow {
-            outbox_id: r.get(0)?,
-            incident_id: r.get(1)?,
-            tenant: r.get(2)?,
-            transition: r.get(3)?,
-            channel: r.get(4)?,
-            recipient: r.get(5)?,
-            status: r.get(6)?,
-            at_ms: r.get(7)?,
-            attempt: r.get(8)?,
-            result: r.get(9)?,
-            answer: r.get(10)?,
         })
-    })?;
-    rows.collect()
+        .collect();
+    crate::store::outbox_sql::record(conn, &attempts)
 }
+
+// The reads behind mail threading and `notify log` are the store's.
+pub(crate) use crate::store::outbox_sql::problem_message_id;
 
 #[cfg(test)]
 mod tests {
@@ -663,7 +562,7 @@ default = true
             })
             .collect();
         record(&mut conn, &sent, 60_001, &|_| 1000, 5).unwrap();
-        crate::notify::incident::resolve(&mut conn, a, "bob", 70_000).unwrap();
+        crate::store::api::NotifyStore::resolve_incident(&mut conn, a, "bob", 70_000).unwrap();
         escalate(&mut conn, &set, 70_000).unwrap();
         let rows = recipients(&conn);
         assert_eq!(
@@ -714,7 +613,8 @@ ack_timeout_secs = 60
         crate::notify::incident::ack(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
         // Ack timeout: reopened at 61 s, a new loop.
         escalate(&mut conn, &set, 61_000).unwrap();
-        crate::notify::incident::snooze(&mut conn, a, "bob", 200_000, 62_000).unwrap();
+        crate::store::api::NotifyStore::snooze_incident(&mut conn, a, "bob", 200_000, 62_000)
+            .unwrap();
         let rows = recipients(&conn);
         assert_eq!(
             rows.iter()
@@ -768,7 +668,7 @@ ack_timeout_secs = 60
             })
             .collect();
         record(&mut conn, &fail, 5000, &|_| 5000, 2).unwrap();
-        let l = log(&conn, None).unwrap();
+        let l = crate::store::outbox_sql::log(&conn, None).unwrap();
         let got: Vec<_> = l
             .iter()
             .map(|r| (r.status.as_str(), r.result.as_deref()))

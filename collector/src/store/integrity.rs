@@ -60,7 +60,7 @@ pub enum IntegrityError {
 /// What a finished check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checked {
-    pub took: Duration,
+    pub(crate) took: Duration,
 }
 
 /// Runs `pragma` (`quick_check(N)` or `integrity_check(N)`) on `conn`, interrupted

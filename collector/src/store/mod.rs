@@ -17,6 +17,18 @@
 
 pub mod admin;
 pub mod integrity;
+// --- store6 brief (issue 17 item 1): the backend-neutral interface ---
+pub(crate) mod alert_sql;
+pub(crate) mod api;
+#[cfg(test)]
+pub(crate) mod conformance;
+mod db;
+mod error;
+pub(crate) mod incident_sql;
+pub(crate) mod outbox_sql;
+pub use db::Db;
+pub use error::BackendError;
+// --- end store6 brief ---
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;
@@ -98,7 +110,7 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     #[error("database {path} has schema version {found}, newer than this build knows ({known})")]
     TooNew {
@@ -110,10 +122,26 @@ pub enum StoreError {
     Migration {
         name: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
+    // --- store6 brief (issue 17 item 1): refusals callers can act on, whatever
+    // the backend. `From<rusqlite::Error>` (in `error.rs`) picks the variant. ---
+    /// What was asked for does not exist (`what` names it: `incident 7`).
+    #[error("no {what}")]
+    NotFound { what: String },
+    /// The write would break a uniqueness or reference rule (`what` says which).
+    #[error("conflict: {what}")]
+    Conflict { what: String },
+    /// The input was refused before anything was written (`what` says why).
+    #[error("invalid {what}")]
+    Invalid { what: String },
+    /// Another writer held the database longer than the busy timeout; retry later.
+    #[error("the database is busy (another writer held it past the timeout)")]
+    Busy,
+    /// Any other failure of the backend (I/O, a full disk, a damaged file).
     #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(#[source] BackendError),
+    // --- end store6 brief ---
     #[error("device {device_id} is registered to another tenant")]
     TenantMismatch { device_id: String },
     #[error(
@@ -139,9 +167,9 @@ pub enum StoreError {
 /// device list are never readable by other users; SQLite gives its `-wal` and `-shm`
 /// files the database's mode.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
+    let open_err = |source: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_fs::create_dir(dir)?;
@@ -162,7 +190,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|source| StoreError::Open {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     })?;
     wait_for_locks(&mut conn)?;
     register_sql_functions(&conn)?;
@@ -414,7 +442,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         });
     }
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let err = |source| StoreError::Migration { name, source };
+        let err = |source: rusqlite::Error| StoreError::Migration {
+            name,
+            source: source.into(),
+        };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)

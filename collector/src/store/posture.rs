@@ -10,46 +10,46 @@ use rusqlite::Connection;
 /// One posture check of a device.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub(crate) struct CheckRow {
-    pub check: String,
-    pub state: String,
-    pub evidence: String,
+    pub(crate) check: String,
+    pub(crate) state: String,
+    pub(crate) evidence: String,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// One backup of a device, with its age and staleness at the query's `now`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub(crate) struct BackupRow {
-    pub name: String,
-    pub source: String,
+    pub(crate) name: String,
+    pub(crate) source: String,
     /// 0 = unknown (`error` says why).
-    pub last_success_ms: i64,
-    pub max_age_secs: i64,
+    pub(crate) last_success_ms: i64,
+    pub(crate) max_age_secs: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub error: String,
-    pub evidence: String,
+    pub(crate) error: String,
+    pub(crate) evidence: String,
     /// None when unknown.
-    pub age_secs: Option<i64>,
-    pub stale: Option<bool>,
+    pub(crate) age_secs: Option<i64>,
+    pub(crate) stale: Option<bool>,
 }
 
 /// One custom check's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub(crate) struct CustomCheckRow {
-    pub name: String,
-    pub status: i64,
+    pub(crate) name: String,
+    pub(crate) status: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// A device's latest posture report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub(crate) struct DevicePosture {
-    pub seq: i64,
-    pub time_ms: i64,
-    pub checks: Vec<CheckRow>,
-    pub backups: Vec<BackupRow>,
-    pub custom_checks: Vec<CustomCheckRow>,
+    pub(crate) seq: i64,
+    pub(crate) time_ms: i64,
+    pub(crate) checks: Vec<CheckRow>,
+    pub(crate) backups: Vec<BackupRow>,
+    pub(crate) custom_checks: Vec<CustomCheckRow>,
 }
 
 /// The device's latest posture report, if it ever sent one.
@@ -128,36 +128,36 @@ pub(crate) fn device_posture(
 /// Pass / fail / unknown counts of one check across a tenant's devices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct CheckCounts {
-    pub check: String,
-    pub pass: i64,
-    pub fail: i64,
-    pub unknown: i64,
+    pub(crate) check: String,
+    pub(crate) pass: i64,
+    pub(crate) fail: i64,
+    pub(crate) unknown: i64,
 }
 
 /// A device with a stale (or unknown) backup.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct StaleBackup {
-    pub device_id: String,
-    pub hostname: String,
-    pub name: String,
+    pub(crate) device_id: String,
+    pub(crate) hostname: String,
+    pub(crate) name: String,
     /// None: the agent cannot tell (see `error`).
-    pub age_secs: Option<i64>,
-    pub max_age_secs: i64,
+    pub(crate) age_secs: Option<i64>,
+    pub(crate) max_age_secs: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// One tenant's posture summary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct TenantSummary {
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// Devices of the tenant that sent a posture report.
-    pub devices_reporting: i64,
-    pub checks: Vec<CheckCounts>,
+    pub(crate) devices_reporting: i64,
+    pub(crate) checks: Vec<CheckCounts>,
     /// Backups older than their window, and those whose age is unknown.
-    pub stale_backups: Vec<StaleBackup>,
+    pub(crate) stale_backups: Vec<StaleBackup>,
     /// Custom checks critical now (status 2): (device, check).
-    pub critical_custom_checks: Vec<(String, String)>,
+    pub(crate) critical_custom_checks: Vec<(String, String)>,
 }
 
 /// Every tenant's summary (or only `tenant`'s), by tenant name.

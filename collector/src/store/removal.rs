@@ -20,12 +20,12 @@ use super::admin::AdminError;
 /// What `remove_device` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Removed {
-    pub tenant: String,
-    pub hostname: String,
+    pub(crate) tenant: String,
+    pub(crate) hostname: String,
     /// Rows deleted by `purge` (0 without it).
-    pub rows_deleted: usize,
+    pub(crate) rows_deleted: usize,
     /// It had been removed before (nothing changed but, with `purge`, the data).
-    pub already: bool,
+    pub(crate) already: bool,
 }
 
 /// What the confirmation names: (tenant, hostname, revoked, removed).

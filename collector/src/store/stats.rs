@@ -8,44 +8,44 @@ use super::StoreError;
 /// One table or index and its size on disk (pages it uses, page overhead included).
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct TableBytes {
-    pub name: String,
-    pub bytes: i64,
+    pub(crate) name: String,
+    pub(crate) bytes: i64,
 }
 
 /// One storage tier.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct TierStats {
-    pub tier: &'static str,
+    pub(crate) tier: &'static str,
     /// Rows (head rows, chunks or rollup blobs).
-    pub rows: i64,
+    pub(crate) rows: i64,
     /// Values (raw tiers) or buckets (rollup tiers).
-    pub values: i64,
+    pub(crate) values: i64,
     /// Bytes of the blobs themselves.
-    pub blob_bytes: i64,
+    pub(crate) blob_bytes: i64,
     /// Start of the oldest data, ms since the epoch.
-    pub oldest_ms: Option<i64>,
+    pub(crate) oldest_ms: Option<i64>,
 }
 
 /// What `storage stats` shows.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct StorageStats {
-    pub file_bytes: i64,
-    pub tables: Vec<TableBytes>,
-    pub tiers: Vec<TierStats>,
+    pub(crate) file_bytes: i64,
+    pub(crate) tables: Vec<TableBytes>,
+    pub(crate) tiers: Vec<TierStats>,
     /// Head rows waiting for compaction (includes the open hour's).
-    pub backlog_head_rows: i64,
+    pub(crate) backlog_head_rows: i64,
     /// Rows of the old row-per-value layout not yet upgraded.
-    pub backlog_old_rows: i64,
+    pub(crate) backlog_old_rows: i64,
     /// The tables with their own retention (`[store] *_retention_days`).
-    pub other: Vec<OtherTable>,
+    pub(crate) other: Vec<OtherTable>,
 }
 
 /// A table with its own retention: its rows and the time of its oldest.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct OtherTable {
-    pub table: &'static str,
-    pub rows: i64,
-    pub oldest_ms: Option<i64>,
+    pub(crate) table: &'static str,
+    pub(crate) rows: i64,
+    pub(crate) oldest_ms: Option<i64>,
 }
 
 pub(crate) fn stats(conn: &Connection) -> Result<StorageStats, StoreError> {

@@ -190,7 +190,7 @@ async fn run(args: &Args, engine: bool) -> anyhow::Result<Run> {
         let set = parse_file(std::path::Path::new("bench.toml"), &rules_toml(args.rules))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let (sink, svc) = AlertService::spawn(
-            tandem_collector::store::open(&db)?,
+            tandem_collector::store::Db::open(&db)?,
             set,
             Duration::from_secs(5),
             None,

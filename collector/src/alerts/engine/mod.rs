@@ -36,26 +36,26 @@ use signals::Points;
 /// empty device and the dimension `tenant:<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key {
-    pub rule: String,
-    pub device_id: String,
-    pub dimension: String,
+    pub(crate) rule: String,
+    pub(crate) device_id: String,
+    pub(crate) dimension: String,
 }
 
 /// What the engine knows about a device.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Device {
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// The site the device enrolled into, if any (fixed by its enrollment token).
-    pub site: Option<String>,
-    pub os_family: String,
-    pub os_version: String,
-    pub last_seen_ms: i64,
-    pub patch: Option<PatchSummary>,
+    pub(crate) site: Option<String>,
+    pub(crate) os_family: String,
+    pub(crate) os_version: String,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) patch: Option<PatchSummary>,
     /// When the device's newest certificate expires (ms since the epoch).
-    pub cert_not_after_ms: Option<i64>,
+    pub(crate) cert_not_after_ms: Option<i64>,
     /// The operator's tags (`device tag`), sorted. Shared: evaluation clones it per
     /// batch.
-    pub tags: Arc<Vec<String>>,
+    pub(crate) tags: Arc<Vec<String>>,
 }
 
 impl Device {
@@ -80,10 +80,10 @@ impl Device {
 /// One instance that changed, with the history records to append.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
-    pub key: Key,
-    pub tenant: String,
-    pub instance: Instance,
-    pub records: Vec<Record>,
+    pub(crate) key: Key,
+    pub(crate) tenant: String,
+    pub(crate) instance: Instance,
+    pub(crate) records: Vec<Record>,
 }
 
 struct Tracked {
@@ -121,10 +121,10 @@ pub(crate) struct Engine {
     /// again, not even "offline" ([`Engine::retire_device`]).
     retired: HashSet<String>,
     /// Rule evaluations done (one per rule per value), for the benchmark.
-    pub evaluations: u64,
+    pub(crate) evaluations: u64,
     /// State transitions caused by samples and heartbeats (not by ticks), for the
     /// commit-to-transition latency.
-    pub fed_transitions: u64,
+    pub(crate) fed_transitions: u64,
 }
 
 impl Engine {

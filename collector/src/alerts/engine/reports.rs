@@ -12,9 +12,9 @@ use crate::alerts::rules::Kind;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct PatchSummary {
     /// When the oldest still-pending security update was first seen.
-    pub oldest_security_ms: Option<i64>,
+    pub(crate) oldest_security_ms: Option<i64>,
     /// Since when a reboot has been required.
-    pub reboot_since_ms: Option<i64>,
+    pub(crate) reboot_since_ms: Option<i64>,
 }
 
 impl PatchSummary {

@@ -87,28 +87,28 @@ pub(crate) const SERVICE_UP: &str = "service.up";
 /// A checked rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    pub name: String,
-    pub summary: String,
-    pub kind: Kind,
+    pub(crate) name: String,
+    pub(crate) summary: String,
+    pub(crate) kind: Kind,
     /// Only this dimension (e.g. one mount); `None` = every dimension.
-    pub dimension: Option<String>,
-    pub scope: Scope,
-    pub warning: Option<Bound>,
-    pub critical: Option<Bound>,
+    pub(crate) dimension: Option<String>,
+    pub(crate) scope: Scope,
+    pub(crate) warning: Option<Bound>,
+    pub(crate) critical: Option<Bound>,
     /// Hysteresis: the recover condition. `None` = the trigger's negation.
-    pub recover: Option<Bound>,
+    pub(crate) recover: Option<Bound>,
     /// Severity of an offline alert (offline rules have no value ladder).
-    pub severity: Severity,
-    pub params: Params,
+    pub(crate) severity: Severity,
+    pub(crate) params: Params,
     /// Where the rule is written.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// Where a rule is written: its file and the line of its `[[rule]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: PathBuf,
-    pub line: usize,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
 }
 
 impl fmt::Display for Origin {
@@ -142,16 +142,16 @@ impl Rule {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
-    pub windows: Vec<Window>,
+    pub(crate) windows: Vec<Window>,
 }
 
 /// One problem in a rule file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -175,7 +175,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct RulesError {
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// Checks one rule file's text; `path` is used for messages.

@@ -46,31 +46,31 @@ pub(crate) enum HoursGuard {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Step {
-    pub after_ms: i64,
-    pub min_severity: Option<Severity>,
-    pub hours: Option<HoursGuard>,
-    pub targets: Vec<Target>,
+    pub(crate) after_ms: i64,
+    pub(crate) min_severity: Option<Severity>,
+    pub(crate) hours: Option<HoursGuard>,
+    pub(crate) targets: Vec<Target>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Policy {
-    pub name: String,
-    pub steps: Vec<Step>,
+    pub(crate) name: String,
+    pub(crate) steps: Vec<Step>,
     /// Start the steps over this long after the loop started (0: never).
-    pub repeat_ms: i64,
+    pub(crate) repeat_ms: i64,
     /// An ack older than this reopens the incident (0: never).
-    pub ack_timeout_ms: i64,
+    pub(crate) ack_timeout_ms: i64,
     /// Loops in all, the first included (at least 1).
-    pub max_loops: u32,
+    pub(crate) max_loops: u32,
 }
 
 /// Weekly opening hours in the tenant's zone, closed on holidays.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Calendar {
-    pub days: BTreeSet<u8>,
-    pub open: Time,
-    pub close: Time,
-    pub holidays: BTreeSet<Date>,
+    pub(crate) days: BTreeSet<u8>,
+    pub(crate) open: Time,
+    pub(crate) close: Time,
+    pub(crate) holidays: BTreeSet<Date>,
 }
 
 impl Calendar {
@@ -85,11 +85,11 @@ fn weekday_no(w: Weekday) -> u8 {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Tenant {
-    pub zone: TimeZone,
-    pub zone_name: String,
-    pub contacts: Vec<String>,
-    pub policy: Option<String>,
-    pub calendars: HashMap<String, Calendar>,
+    pub(crate) zone: TimeZone,
+    pub(crate) zone_name: String,
+    pub(crate) contacts: Vec<String>,
+    pub(crate) policy: Option<String>,
+    pub(crate) calendars: HashMap<String, Calendar>,
 }
 
 impl Default for Tenant {
@@ -114,10 +114,10 @@ pub(crate) enum WebhookFormat {
 /// A webhook receiver. `Debug` leaves the secret out.
 #[derive(Clone, PartialEq)]
 pub(crate) struct Webhook {
-    pub url: String,
-    pub format: WebhookFormat,
+    pub(crate) url: String,
+    pub(crate) format: WebhookFormat,
     /// HMAC key of the signature header (generic format); empty: unsigned.
-    pub secret: Vec<u8>,
+    pub(crate) secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -140,10 +140,10 @@ impl std::fmt::Debug for Webhook {
 /// Everything the policy files say, checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct PolicySet {
-    pub tenants: BTreeMap<String, Tenant>,
-    pub policies: BTreeMap<String, Policy>,
-    pub default_policy: Option<String>,
-    pub webhooks: BTreeMap<String, Webhook>,
+    pub(crate) tenants: BTreeMap<String, Tenant>,
+    pub(crate) policies: BTreeMap<String, Policy>,
+    pub(crate) default_policy: Option<String>,
+    pub(crate) webhooks: BTreeMap<String, Webhook>,
 }
 
 static NO_TENANT: std::sync::LazyLock<Tenant> = std::sync::LazyLock::new(Tenant::default);

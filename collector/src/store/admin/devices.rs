@@ -77,9 +77,9 @@ pub(crate) fn patch_check_requests_since(
 /// One revocation row: a whole device (`serial` None) or one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Revocation {
-    pub id: i64,
-    pub device_id: String,
-    pub serial: Option<String>,
+    pub(crate) id: i64,
+    pub(crate) device_id: String,
+    pub(crate) serial: Option<String>,
 }
 
 /// Revocations with an id above `after`, in order.
@@ -169,21 +169,21 @@ pub(crate) fn untag_device(
 /// A device for `device list`.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct DeviceListRow {
-    pub id: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub hostname: String,
-    pub os_family: String,
-    pub os_version: String,
-    pub agent_version: String,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) hostname: String,
+    pub(crate) os_family: String,
+    pub(crate) os_version: String,
+    pub(crate) agent_version: String,
     /// Expiry of the newest certificate the collector knows it issued.
-    pub cert_not_after_ms: Option<i64>,
+    pub(crate) cert_not_after_ms: Option<i64>,
     /// When the newest certificate the collector knows it issued was issued.
-    pub cert_issued_ms: Option<i64>,
-    pub last_seen_ms: i64,
-    pub revoked_ms: Option<i64>,
+    pub(crate) cert_issued_ms: Option<i64>,
+    pub(crate) last_seen_ms: i64,
+    pub(crate) revoked_ms: Option<i64>,
     /// The operator's tags, sorted.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 pub(crate) fn list_devices(conn: &Connection) -> Result<Vec<DeviceListRow>, AdminError> {

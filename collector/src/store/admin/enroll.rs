@@ -9,11 +9,11 @@ use super::tokens::TokenRefusal;
 /// What a valid token grants: the device's place and id.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
-    pub tenant: String,
-    pub site: Option<String>,
-    pub device_id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) device_id: String,
     /// True when the token re-enrolls an existing device (`--replace`).
-    pub replaces: bool,
+    pub(crate) replaces: bool,
 }
 
 /// A certificate the collector just signed.
@@ -37,7 +37,7 @@ pub(crate) enum EnrollFailure {
 
 impl From<rusqlite::Error> for EnrollFailure {
     fn from(e: rusqlite::Error) -> Self {
-        EnrollFailure::Store(AdminError::Sqlite(e))
+        EnrollFailure::Store(AdminError::from(e))
     }
 }
 

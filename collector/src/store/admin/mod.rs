@@ -33,8 +33,10 @@ pub(crate) use tokens::*;
 /// Errors of administrative commands; each says what was wrong with the input.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The store failed (issue 17: a backend-neutral `StoreError`, no `rusqlite`
+    /// type in this enum).
+    #[error(transparent)]
+    Store(#[from] super::StoreError),
     #[error("invalid {what} name {name:?}: use 1-63 lowercase letters, digits and '-'")]
     BadName { what: &'static str, name: String },
     #[error("tenant {0:?} already exists")]
@@ -61,6 +63,12 @@ pub enum AdminError {
     ReplaceRevoked(String),
     #[error(transparent)]
     BadTag(crate::tags::TagError),
+}
+
+impl From<rusqlite::Error> for AdminError {
+    fn from(e: rusqlite::Error) -> Self {
+        AdminError::Store(e.into())
+    }
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), AdminError> {

@@ -20,10 +20,10 @@ pub(crate) fn create_tenant(conn: &Connection, name: &str, now_ms: i64) -> Resul
 /// A tenant for `tenant list`.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct TenantRow {
-    pub name: String,
-    pub created_ms: i64,
-    pub sites: i64,
-    pub devices: i64,
+    pub(crate) name: String,
+    pub(crate) created_ms: i64,
+    pub(crate) sites: i64,
+    pub(crate) devices: i64,
 }
 
 pub(crate) fn list_tenants(conn: &Connection) -> Result<Vec<TenantRow>, AdminError> {
@@ -70,10 +70,10 @@ pub(crate) fn create_site(
 /// A site for `site list`.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct SiteRow {
-    pub tenant: String,
-    pub name: String,
-    pub created_ms: i64,
-    pub devices: i64,
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    pub(crate) created_ms: i64,
+    pub(crate) devices: i64,
 }
 
 pub(crate) fn list_sites(

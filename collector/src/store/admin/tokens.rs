@@ -8,13 +8,13 @@ use super::{AdminError, site_id, tenant_id};
 /// A token to store (the secret itself is never passed here).
 #[derive(Debug, Clone)]
 pub(crate) struct NewToken {
-    pub id_hex: String,
-    pub secret_sha256: [u8; 32],
-    pub tenant: String,
-    pub site: Option<String>,
-    pub replace_device_id: Option<String>,
-    pub expires_ms: i64,
-    pub max_uses: u32,
+    pub(crate) id_hex: String,
+    pub(crate) secret_sha256: [u8; 32],
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) replace_device_id: Option<String>,
+    pub(crate) expires_ms: i64,
+    pub(crate) max_uses: u32,
 }
 
 /// Stores a new token after checking that its tenant, site and replaced device exist.
@@ -67,15 +67,15 @@ pub(crate) fn insert_token(conn: &Connection, t: &NewToken, now_ms: i64) -> Resu
 /// A token for `token list` (no secret, no hash).
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct TokenRow {
-    pub id: String,
-    pub tenant: String,
-    pub site: Option<String>,
-    pub replace_device_id: Option<String>,
-    pub created_ms: i64,
-    pub expires_ms: i64,
-    pub uses: i64,
-    pub max_uses: i64,
-    pub revoked_ms: Option<i64>,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) site: Option<String>,
+    pub(crate) replace_device_id: Option<String>,
+    pub(crate) created_ms: i64,
+    pub(crate) expires_ms: i64,
+    pub(crate) uses: i64,
+    pub(crate) max_uses: i64,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
 impl TokenRow {
