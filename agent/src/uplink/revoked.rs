@@ -48,13 +48,17 @@ fn chain_has_revoked_alert(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The alert as rustls' own error, or as its text: when the alert arrives after the
+/// handshake, while HTTP/2 is reading, h2 keeps only the io error's kind and the
+/// inner error's text (`h2::proto::Error::Io(kind, Option<String>)`), so the type is
+/// gone and only rustls' wording is left. The wording compared against is rustls'
+/// own `Display` of the same error, not a copy of it.
 fn is_revoked_alert(e: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        e.downcast_ref::<rustls::Error>(),
-        Some(rustls::Error::AlertReceived(
-            rustls::AlertDescription::CertificateRevoked
-        ))
-    )
+    let revoked = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return *r == revoked;
+    }
+    e.to_string() == revoked.to_string()
 }
 
 #[cfg(test)]
@@ -84,6 +88,19 @@ mod tests {
             rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
         );
         assert!(!chain_has_revoked_alert(&other));
+        // The shape h2 leaves when the alert comes after the handshake: an io error
+        // of the same kind around the text only (seen in the e2e revocation test).
+        let flattened = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked).to_string(),
+        );
+        let s = tonic::Status::from_error(Box::new(flattened));
+        assert!(is_revoked(&UplinkError::Status(s)), "through a Status too");
+        let other_text = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate).to_string(),
+        );
+        assert!(!chain_has_revoked_alert(&other_text));
         assert!(!is_revoked(&UplinkError::Protocol("expected a welcome")));
     }
 }
