@@ -445,9 +445,7 @@ pub(crate) struct DeliveryLogRow {
 pub(crate) trait NotifyStore {
     /// Incidents, newest first (at most 1,000); `all` includes resolved ones.
     fn incidents(&self, tenant: Option<&str>, all: bool) -> Result<Vec<IncidentRow>, StoreError>;
-    /// One incident. (Used by the suite only until the console and `http` read
-    /// through this trait: their round of issue 17.)
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// One incident.
     fn incident(&self, id: i64) -> Result<Option<IncidentRow>, StoreError>;
     /// Acknowledges an incident (escalation and repeats stop) and its alert
     /// instance; a feed event and webhook notices, in one transaction.
@@ -472,10 +470,8 @@ pub(crate) trait NotifyStore {
     fn feed_head(&self) -> Result<i64, StoreError>;
     /// Feed events after `after`, oldest first, at most `limit`.
     fn feed_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEventRow>, StoreError>;
-    // The dispatcher and the escalation still run the outbox statements on their
-    // own connection (`notify::outbox` → `store::outbox_sql`, `incident_sql`); the
-    // next four are what they move to when they hold a `Db`. Until then the
-    // conformance suite is their only caller.
+    // The dispatcher's outbox (`notify::dispatch`, `notify::outbox`, on a `Db`);
+    // the escalation's own statements are `escalation_sql::EscalationStore`.
     /// Queues a delivery of `incident`'s `transition` (once: 0 if its idempotency
     /// key is already queued, else 1).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -487,14 +483,20 @@ pub(crate) trait NotifyStore {
         recipient: &str,
         now_ms: i64,
     ) -> Result<usize, StoreError>;
+    /// Queues a test delivery (`notify test`: no incident, id 0; transition
+    /// `test`; keyed by `now_ms`, so each test is a new row) and returns it.
+    fn queue_test_delivery(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<OutboxRow, StoreError>;
     /// Every pending delivery, oldest first.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn pending_deliveries(&self) -> Result<Vec<OutboxRow>, StoreError>;
     /// Records attempts and their log lines, all or nothing.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn record_deliveries(&mut self, attempts: &[DeliveryAttempt]) -> Result<(), StoreError>;
     /// The Message-ID a problem mail to `recipient` went out with.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn problem_message_id(
         &self,
         incident: i64,

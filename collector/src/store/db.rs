@@ -65,6 +65,26 @@ impl Db {
         Ok(self.conn.busy_handler(Some(retry_soon))?)
     }
 
+    /// For the dispatcher's connection: as [`Db::retry_busy_often`], for up to
+    /// 5 s (10,000 tries 0.5 ms apart).
+    pub(crate) fn retry_busy_briefly(&mut self) -> Result<(), StoreError> {
+        fn retry_soon(attempt: i32) -> bool {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+            attempt < 10_000
+        }
+        Ok(self.conn.busy_handler(Some(retry_soon))?)
+    }
+
+    /// The connection, for the store's own modules (never outside `store/`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, for the store's own modules (never outside `store/`).
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Closes the connection, reporting a failure to (the last WAL sync aside,
     /// which each commit did already).
     pub fn close(self) -> Result<(), StoreError> {
@@ -298,6 +318,16 @@ impl super::api::NotifyStore for Db {
     }
     fn pending_deliveries(&self) -> Result<Vec<super::api::OutboxRow>, StoreError> {
         self.conn.pending_deliveries()
+    }
+    fn queue_test_delivery(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<super::api::OutboxRow, StoreError> {
+        self.conn
+            .queue_test_delivery(tenant, channel, recipient, now_ms)
     }
     fn record_deliveries(
         &mut self,
