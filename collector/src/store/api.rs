@@ -555,6 +555,84 @@ pub(crate) trait AdminStore {
         how: &str,
         now_ms: i64,
     ) -> Result<(), super::admin::AdminError>;
+    // The administrative commands' (tenant, site, token, device, API token).
+    /// Creates a tenant (a bad or taken name is refused).
+    fn create_tenant(&self, name: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// Every tenant, with its counts.
+    fn list_tenants(&self) -> Result<Vec<super::admin::TenantRow>, super::admin::AdminError>;
+    /// Creates a site in a tenant.
+    fn create_site(
+        &self,
+        tenant: &str,
+        site: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// The sites (of one tenant, or all).
+    fn list_sites(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<super::admin::SiteRow>, super::admin::AdminError>;
+    /// Stores an enrollment token (its secret's hash).
+    fn insert_token(
+        &self,
+        t: &super::admin::NewToken,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Every enrollment token.
+    fn list_tokens(&self) -> Result<Vec<super::admin::TokenRow>, super::admin::AdminError>;
+    /// Revokes an enrollment token.
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// The `device list` rows.
+    fn list_devices(&self) -> Result<Vec<super::admin::DeviceListRow>, super::admin::AdminError>;
+    /// Revokes a device and every certificate it holds (one transaction).
+    fn revoke_device(
+        &mut self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Asks a device to renew its certificate.
+    fn request_renew(&self, device_id: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// Asks a device for a patch check now.
+    fn request_patch_check(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Adds tags to a device; returns those added.
+    fn tag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, super::admin::AdminError>;
+    /// Removes tags from a device; returns those it had.
+    fn untag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+    ) -> Result<Vec<String>, super::admin::AdminError>;
+    /// What `device remove`'s confirmation names: (tenant, hostname, revoked, removed).
+    fn describe_removal(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(String, String, bool, bool)>, super::admin::AdminError>;
+    /// Revokes and removes a device; with `purge`, deletes its data too.
+    fn remove_device(
+        &mut self,
+        device_id: &str,
+        purge: bool,
+        now_ms: i64,
+    ) -> Result<super::removal::Removed, super::admin::AdminError>;
+    /// Stores an API token's hash (`token create-api`, `alerts tail`'s local token); returns its id.
+    fn create_api_token(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+        created_by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<i64, super::admin::AdminError>;
+    /// Revokes an API token.
+    fn revoke_api_token(&self, id: i64, now_ms: i64) -> Result<(), super::admin::AdminError>;
     /// Enrolls a device with a token: checks and consumes the token, signs with
     /// `sign`, records device and certificate — all in one transaction.
     fn enroll(

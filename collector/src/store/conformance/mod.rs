@@ -917,6 +917,143 @@ pub(crate) fn escalation_steps_loops_and_resolution<
     assert_eq!(kinds, ["opened", "escalated", "reopened", "resolved"]);
 }
 
+/// The administrative commands (tenant, site, token, device, API token): what
+/// they create is listed; a duplicate, a bad name or an unknown one is refused
+/// with the error naming it; device changes land where the running collector
+/// polls them; a removal is described, done once, and seen as done.
+pub(crate) fn administrative_commands<S: AdminStore>(mut s: S) {
+    use super::admin::{AdminError, NewToken};
+    s.create_tenant("initech", 10).unwrap();
+    assert!(matches!(
+        s.create_tenant("initech", 11),
+        Err(AdminError::TenantExists(t)) if t == "initech"
+    ));
+    assert!(matches!(
+        s.create_tenant("Bad Name", 11),
+        Err(AdminError::BadName { .. })
+    ));
+    let tenants: Vec<(String, i64, i64)> = s
+        .list_tenants()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.sites, t.devices))
+        .collect();
+    assert!(tenants.contains(&("acme".into(), 1, 2)), "{tenants:?}");
+    assert!(tenants.contains(&("initech".into(), 0, 0)), "{tenants:?}");
+    s.create_site("initech", "lab", 12).unwrap();
+    assert!(matches!(
+        s.create_site("initech", "lab", 13),
+        Err(AdminError::SiteExists { .. })
+    ));
+    assert!(matches!(
+        s.create_site("nope", "lab", 13),
+        Err(AdminError::NoTenant(t)) if t == "nope"
+    ));
+    let sites: Vec<(String, String)> = s
+        .list_sites(Some("initech"))
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.tenant, x.name))
+        .collect();
+    assert_eq!(sites, vec![("initech".into(), "lab".into())]);
+    s.insert_token(
+        &NewToken {
+            id_hex: "ab12".into(),
+            secret_sha256: [7; 32],
+            tenant: "initech".into(),
+            site: Some("lab".into()),
+            replace_device_id: None,
+            expires_ms: 1_000_000,
+            max_uses: 3,
+        },
+        20,
+    )
+    .unwrap();
+    s.revoke_token("ab12", 30).unwrap();
+    let t = s
+        .list_tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == "ab12")
+        .unwrap();
+    assert_eq!(
+        (
+            t.tenant.as_str(),
+            t.site.as_deref(),
+            t.max_uses,
+            t.revoked_ms
+        ),
+        ("initech", Some("lab"), 3, Some(30))
+    );
+    assert!(matches!(
+        s.revoke_token("ffff", 31),
+        Err(AdminError::NoToken(t)) if t == "ffff"
+    ));
+    let mut ids: Vec<String> = s
+        .list_devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["d1", "d2"]);
+    s.request_renew("d1", 40).unwrap();
+    s.request_patch_check("d1", 40).unwrap();
+    assert_eq!(s.renew_requests_since(1).unwrap(), vec![(2, "d1".into())]);
+    assert_eq!(
+        s.patch_check_requests_since(1).unwrap(),
+        vec![(2, "d1".into())]
+    );
+    assert!(matches!(
+        s.request_renew("d9", 40),
+        Err(AdminError::NoDevice(d)) if d == "d9"
+    ));
+    let web = vec!["web".to_owned()];
+    assert_eq!(s.tag_device("d1", &web, 41).unwrap(), web);
+    assert!(
+        s.tag_device("d1", &web, 42).unwrap().is_empty(),
+        "kept once"
+    );
+    assert!(matches!(
+        s.tag_device("d1", &["Not A Tag".to_owned()], 42),
+        Err(AdminError::BadTag(_))
+    ));
+    assert_eq!(
+        s.untag_device("d1", &["web".to_owned(), "nope".to_owned()])
+            .unwrap(),
+        web
+    );
+    s.revoke_device("d1", 50).unwrap();
+    assert!(
+        s.revocations_since(1)
+            .unwrap()
+            .iter()
+            .any(|r| r.device_id == "d1")
+    );
+    assert!(matches!(
+        s.describe_removal("d1").unwrap(),
+        Some((t, _, true, false)) if t == "acme"
+    ));
+    assert_eq!(s.describe_removal("d9").unwrap(), None);
+    let r = s.remove_device("d1", false, 60).unwrap();
+    assert_eq!((r.tenant.as_str(), r.already), ("acme", false));
+    assert!(matches!(
+        s.describe_removal("d1").unwrap(),
+        Some((_, _, true, true))
+    ));
+    assert!(s.remove_device("d1", false, 61).unwrap().already);
+    assert!(matches!(
+        s.remove_device("d9", false, 61),
+        Err(AdminError::NoDevice(_))
+    ));
+    let a = s.create_api_token("ci", "aa", None, 70).unwrap();
+    let b = s
+        .create_api_token("tail", "bb", Some("alerts tail"), 71)
+        .unwrap();
+    assert!(a > 0 && b > a, "{a} {b}");
+    s.revoke_api_token(a, 72).unwrap();
+}
+
 /// The suite instantiated for SQLite: one `#[test]` per behaviour. A second
 /// backend adds a module like this one with its own fixture.
 mod sqlite {
@@ -947,6 +1084,7 @@ mod sqlite {
         outbox_queues_once_then_sent_retry_and_dead_letter,
         a_test_delivery_is_queued_each_time,
         escalation_steps_loops_and_resolution,
+        administrative_commands,
     );
 
     #[test]
