@@ -412,7 +412,7 @@ pub(crate) fn record_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::{Connection, params};
+    use crate::store::Db;
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
@@ -441,13 +441,14 @@ default = true
   targets = ["contacts"]
 "#;
 
-    fn open_incident(conn: &mut Connection, tenant: &str, device: &str, at: i64) -> i64 {
+    fn open_incident(db: &mut Db, tenant: &str, device: &str, at: i64) -> i64 {
+        let conn = db.connection();
         conn.execute(
             "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity, since_ms,
                 breach_start_ms, breach_samples, recover_start_ms, last_sample_ms, last_value, stale,
                 flapping, suppressed, changes, updated_ms, last_arrival_ms)
              VALUES ('cpu', ?1, '', ?2, 'firing', 'warning', 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]', 0, 0)",
-            params![device, tenant],
+            (device, tenant),
         )
         .unwrap();
         let inst = conn.last_insert_rowid();
@@ -455,14 +456,15 @@ default = true
             "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity, value,
                 state, opened_ms, suppressed, loop_start_ms)
              VALUES (?1, ?2, 'cpu', ?3, '', 'warning', 99, 'open', ?4, 0, ?4)",
-            params![inst, tenant, device, at],
+            (inst, tenant, device, at),
         )
         .unwrap();
         conn.last_insert_rowid()
     }
 
-    fn recipients(conn: &Connection) -> Vec<(i64, String, String)> {
-        let mut s = conn
+    fn recipients(db: &Db) -> Vec<(i64, String, String)> {
+        let mut s = db
+            .connection()
             .prepare("SELECT incident_id, transition, recipient FROM notify_outbox ORDER BY id")
             .unwrap();
         s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -474,7 +476,7 @@ default = true
     #[test]
     fn steps_become_outbox_rows_once_per_tenant_and_resolved_goes_to_those_told() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
         let a = open_incident(&mut conn, "acme", "d1", 0);
         let g = open_incident(&mut conn, "globex", "d2", 0);
@@ -530,6 +532,7 @@ default = true
             "acme's contact was never told (its step was pending): no resolved mail"
         );
         let cancelled: i64 = conn
+            .connection()
             .query_row(
                 "SELECT count(*) FROM notify_outbox WHERE status = 'cancelled'",
                 [],
@@ -548,7 +551,7 @@ default = true
     #[test]
     fn acks_snoozes_and_reopenings_reach_the_webhooks_that_were_told() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(
             std::path::Path::new("p.toml"),
             r#"
@@ -567,7 +570,7 @@ ack_timeout_secs = 60
         .unwrap();
         let a = open_incident(&mut conn, "acme", "d1", 0);
         escalate(&mut conn, &set, 0).unwrap();
-        crate::notify::incident::ack(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
+        NotifyStore::ack_incident(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
         // Ack timeout: reopened at 61 s, a new loop.
         escalate(&mut conn, &set, 61_000).unwrap();
         crate::store::api::NotifyStore::snooze_incident(&mut conn, a, "bob", 200_000, 62_000)
@@ -592,7 +595,7 @@ ack_timeout_secs = 60
     #[test]
     fn failed_attempts_back_off_and_are_dead_lettered_after_the_last() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
         open_incident(&mut conn, "acme", "d1", 0);
         escalate(&mut conn, &set, 0).unwrap();
@@ -625,7 +628,7 @@ ack_timeout_secs = 60
             })
             .collect();
         record(&mut conn, &fail, 5000, &|_| 5000, 2).unwrap();
-        let l = crate::store::outbox_sql::log(&conn, None).unwrap();
+        let l = conn.delivery_log(None).unwrap();
         let got: Vec<_> = l
             .iter()
             .map(|r| (r.status.as_str(), r.result.as_deref()))
