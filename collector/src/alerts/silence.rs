@@ -157,8 +157,10 @@ pub(crate) fn create(
     store.create_silence(&row, now_ms)?.map_err(refused)
 }
 
-/// [`create`] inside the caller's transaction (the console audits in the same one).
-/// Console half of issue 17: goes once the console holds a store handle.
+/// [`create`] inside the caller's transaction: the console creates the silence,
+/// audits it and reads it back in one transaction, with its own SQL around it
+/// (`console/actions.rs`). Left on a connection until that SQL moves (the console
+/// half of issue 17); then the store gets a method taking the audit entry too.
 pub(crate) fn create_in(
     tx: &rusqlite::Connection,
     s: &NewSilence,

@@ -3,11 +3,11 @@
 use clap::Subcommand;
 
 use super::{
-    DataDir, age, confirm_typed, format_ms, now_ms, open_db, open_db_read, open_existing_db,
+    DataDir, age, confirm_typed, format_ms, now_ms, open_db, open_existing_store, open_store_read,
     require_device, require_tenant,
 };
-use crate::store;
 use crate::store::admin;
+use crate::store::api::AdminStore;
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
@@ -91,11 +91,12 @@ pub enum DeviceCommand {
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::List { tenant, json, db } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
-            let rows: Vec<_> = admin::list_devices(&conn)?
+            let rows: Vec<_> = conn
+                .list_devices()?
                 .into_iter()
                 .filter(|d| tenant.as_deref().is_none_or(|t| t == d.tenant))
                 .collect();
@@ -116,15 +117,15 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
                 );
                 confirm_typed(&id)?;
             }
-            admin::revoke_device(&mut conn, &id, now_ms())?;
+            conn.revoke_device(&id, now_ms())?;
             println!("device {id} revoked");
         }
         DeviceCommand::Renew { id, db } => {
-            admin::request_renew(&open_db(&db)?, &id, now_ms())?;
+            open_db(&db)?.request_renew(&id, now_ms())?;
             println!("device {id} asked to renew its certificate");
         }
         DeviceCommand::Tag { id, tags, db } => {
-            let added = admin::tag_device(&mut open_db(&db)?, &id, &tags, now_ms())?;
+            let added = open_db(&db)?.tag_device(&id, &tags, now_ms())?;
             let kept: Vec<&String> = tags.iter().filter(|t| !added.contains(t)).collect();
             if !added.is_empty() {
                 println!("device {id} tagged {}", added.join(", "));
@@ -140,7 +141,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
             }
         }
         DeviceCommand::Untag { id, tags, db } => {
-            let removed = admin::untag_device(&mut open_db(&db)?, &id, &tags)?;
+            let removed = open_db(&db)?.untag_device(&id, &tags)?;
             let absent: Vec<&String> = tags.iter().filter(|t| !removed.contains(t)).collect();
             if !removed.is_empty() {
                 println!("device {id} untagged {}", removed.join(", "));
@@ -157,7 +158,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
             }
         }
         DeviceCommand::CheckPatches { id, db } => {
-            admin::request_patch_check(&open_db(&db)?, &id, now_ms())?;
+            open_db(&db)?.request_patch_check(&id, now_ms())?;
             println!(
                 "device {id} asked to check its patches (now if connected, else when it connects)"
             );
@@ -169,8 +170,8 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
 /// `device remove`: names what will happen, asks for the device id to be typed back
 /// (unless `yes`), then revokes and removes (store::removal).
 fn remove_device(id: &str, purge: bool, yes: bool, db: &DataDir) -> anyhow::Result<()> {
-    let mut conn = open_existing_db(&db.dir()?)?;
-    let Some((tenant, host, _, removed)) = store::removal::describe(&conn, id)? else {
+    let mut conn = open_existing_store(&db.dir()?)?;
+    let Some((tenant, host, _, removed)) = conn.describe_removal(id)? else {
         anyhow::bail!("no such device: {id:?} (`tandem-collector device list` shows the devices)");
     };
     if !yes {
@@ -185,7 +186,7 @@ fn remove_device(id: &str, purge: bool, yes: bool, db: &DataDir) -> anyhow::Resu
         );
         confirm_typed(id)?;
     }
-    let r = store::removal::remove_device(&mut conn, id, purge, now_ms())?;
+    let r = conn.remove_device(id, purge, now_ms())?;
     if purge {
         println!(
             "device {id} removed and revoked; {} rows of its data deleted",

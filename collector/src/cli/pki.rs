@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{DataDir, now_ms, open_db};
 use crate::pki::{self, Validity};
-use crate::store::admin;
+use crate::store::api::AdminStore;
 
 #[derive(Subcommand)]
 pub enum PkiCommand {
@@ -88,7 +88,8 @@ fn rotate_ca(step: RotateStep) -> anyhow::Result<()> {
         }
         RotateStep::Finish { force, db } => {
             let started = pki::rotation_started(&db.dir()?)?.ok_or(pki::PkiError::NoRotation)?;
-            let behind: Vec<_> = admin::list_devices(&open_db(&db)?)?
+            let behind: Vec<_> = open_db(&db)?
+                .list_devices()?
                 .into_iter()
                 .filter(|d| d.revoked_ms.is_none())
                 .filter(|d| d.cert_issued_ms.is_none_or(|t| t < started))

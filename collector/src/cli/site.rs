@@ -2,8 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_db_read, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, require_tenant};
 use crate::store::admin;
+use crate::store::api::AdminStore;
 
 #[derive(Subcommand)]
 pub enum SiteCommand {
@@ -34,15 +35,15 @@ pub enum SiteCommand {
 pub fn run(cmd: SiteCommand) -> anyhow::Result<()> {
     match cmd {
         SiteCommand::Create { tenant, name, db } => {
-            admin::create_site(&open_db(&db)?, &tenant, &name, now_ms())?;
+            open_db(&db)?.create_site(&tenant, &name, now_ms())?;
             println!("site {name} created in tenant {tenant}");
         }
         SiteCommand::List { tenant, json, db } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
-            let rows = admin::list_sites(&conn, tenant.as_deref())?;
+            let rows = conn.list_sites(tenant.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

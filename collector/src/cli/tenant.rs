@@ -4,8 +4,9 @@ use std::fmt::Write;
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_db_read, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, require_tenant};
 use crate::store::admin;
+use crate::store::api::AdminStore;
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
@@ -33,15 +34,16 @@ pub enum TenantCommand {
 pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
     match cmd {
         TenantCommand::Create { name, db } => {
-            admin::create_tenant(&open_db(&db)?, &name, now_ms())?;
+            open_db(&db)?.create_tenant(&name, now_ms())?;
             println!("tenant {name} created");
         }
         TenantCommand::List { tenant, json, db } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
-            let rows: Vec<_> = admin::list_tenants(&conn)?
+            let rows: Vec<_> = conn
+                .list_tenants()?
                 .into_iter()
                 .filter(|t| tenant.as_deref().is_none_or(|n| n == t.name))
                 .collect();

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_db_read, parse_duration, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, require_tenant};
 use crate::config;
 use crate::pki::{self};
 use crate::store::admin;
+use crate::store::api::AdminStore;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -118,8 +119,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             };
             let now = now_ms();
             let expires_ms = now + lifetime.as_millis() as i64;
-            admin::insert_token(
-                &open_db(&db)?,
+            open_db(&db)?.insert_token(
                 &admin::NewToken {
                     id_hex: token.id_hex(),
                     secret_sha256: token.secret_hash(),
@@ -144,11 +144,12 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             println!("{}", token.encode());
         }
         TokenCommand::List { tenant, json, db } => {
-            let conn = open_db_read(&db.dir()?)?;
+            let conn = open_store_read(&db.dir()?)?;
             if let Some(t) = tenant.as_deref() {
                 require_tenant(&conn, t)?;
             }
-            let rows: Vec<_> = admin::list_tokens(&conn)?
+            let rows: Vec<_> = conn
+                .list_tokens()?
                 .into_iter()
                 .filter(|t| tenant.as_deref().is_none_or(|n| n == t.tenant))
                 .collect();
@@ -159,7 +160,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id, db } => {
-            admin::revoke_token(&open_db(&db)?, &id, now_ms())?;
+            open_db(&db)?.revoke_token(&id, now_ms())?;
             println!("token {id} revoked");
         }
     }

@@ -10,8 +10,8 @@ use clap::Subcommand;
 
 use super::incident::Outcome;
 use super::{outbox, policy};
-use crate::cli::{DataDir, format_ms, open_existing_db, open_existing_store, parse_duration};
-use crate::store::api::NotifyStore;
+use crate::cli::{DataDir, format_ms, open_existing_store, parse_duration};
+use crate::store::api::{AdminStore, NotifyStore};
 
 #[derive(Subcommand)]
 pub enum PoliciesCommand {
@@ -272,12 +272,9 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
 
 /// `token create-api NAME`: prints the token once; stores its hash.
 pub(crate) fn create_api_token(data_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let conn = open_existing_db(data_dir)?;
+    let store = open_existing_store(data_dir)?;
     let (token, hash) = super::link::new_api_token()?;
-    conn.execute(
-        "INSERT INTO api_tokens (name, sha256_hex, created_ms) VALUES (?1, ?2, ?3)",
-        rusqlite::params![name, hash, now_ms()],
-    )?;
+    store.create_api_token(name, &hash, None, now_ms())?;
     println!("{token}");
     eprintln!(
         "API token {name:?} created; it is shown only now (send it as `Authorization: Bearer TOKEN`)"
@@ -308,21 +305,23 @@ struct LocalToken {
 
 impl LocalToken {
     fn mint(data_dir: &Path) -> anyhow::Result<(Self, String)> {
-        let conn = open_existing_db(data_dir).with_context(|| {
+        let store = open_existing_store(data_dir).with_context(|| {
             format!(
                 "alerts tail: no --token-file, and cannot mint a local token in {} (run it on the collector host as the collector's user, or pass --token-file)",
                 data_dir.display()
             )
         })?;
         let (token, hash) = super::link::new_api_token()?;
-        conn.execute(
-            "INSERT INTO api_tokens (name, sha256_hex, created_ms, created_by) VALUES (?1, ?2, ?3, 'alerts tail')",
-            rusqlite::params![format!("alerts tail (local, pid {})", std::process::id()), hash, now_ms()],
+        let id = store.create_api_token(
+            &format!("alerts tail (local, pid {})", std::process::id()),
+            &hash,
+            Some("alerts tail"),
+            now_ms(),
         )?;
         Ok((
             LocalToken {
                 db: data_dir.join(crate::store::DB_FILE),
-                id: conn.last_insert_rowid(),
+                id,
             },
             token,
         ))
@@ -331,13 +330,9 @@ impl LocalToken {
 
 impl Drop for LocalToken {
     fn drop(&mut self) {
-        let r = crate::store::open(&self.db).and_then(|c| {
-            c.execute(
-                "UPDATE api_tokens SET revoked_ms = ?2 WHERE id = ?1",
-                rusqlite::params![self.id, now_ms()],
-            )
-            .map_err(Into::into)
-        });
+        let r = crate::store::Db::open(&self.db)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(c.revoke_api_token(self.id, now_ms())?));
         if let Err(e) = r {
             eprintln!(
                 "alerts tail: could not revoke its local token {}: {e}",

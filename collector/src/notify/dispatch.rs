@@ -25,16 +25,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_proto::util::now_ms;
 
-use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{HttpConfig, NotifyConfig};
 use super::email::{self, Envelope, Item, Kind, Mailer, Templates};
-use super::incident::{self, IncidentRow};
+use super::incident::IncidentRow;
 use super::link::LinkKey;
 use super::outbox::{self, Attempt, Delivery};
 use super::policy::{self, Channel, PolicySet};
 use crate::alerts::rules::RulesError;
+use crate::store::api::NotifyStore;
+use crate::store::{Db, StoreError};
+
+/// Feed events read per query when catching up (all are read each pass).
+const FEED_PAGE: i64 = 1000;
 
 /// The longest the dispatcher sleeps between passes (new feed events are looked
 /// for this often).
@@ -184,13 +188,13 @@ pub(crate) async fn run(
     policies: PolicySet,
     stop: CancellationToken,
 ) -> Result<(), DispatchError> {
-    let mut conn = tokio::task::spawn_blocking(move || crate::store::open(&db_path))
+    let mut conn = tokio::task::spawn_blocking(move || Db::open(&db_path))
         .await
-        .map_err(|e| crate::store::StoreError::CommitFailed(e.to_string()))??;
+        .map_err(|e| StoreError::CommitFailed(e.to_string()))??;
     // Under full ingest the store writer is in a transaction almost all the time;
     // the default busy handler sleeps up to 100 ms between tries and misses the
     // short gaps between its commits (as the alert engine's connection does).
-    if let Err(e) = conn.busy_handler(Some(retry_soon)) {
+    if let Err(e) = conn.retry_busy_briefly() {
         tracing::warn!(error = %e, "cannot set the dispatcher connection's busy handler");
     }
     let conn = Arc::new(Mutex::new(conn));
@@ -273,17 +277,12 @@ pub(crate) async fn run(
     Ok(())
 }
 
-fn retry_soon(attempt: i32) -> bool {
-    std::thread::sleep(Duration::from_micros(500));
-    attempt < 10_000
-}
-
 /// Work a pass hands to the async side: groups with their incidents and threading.
 type Prepared = Vec<(Vec<Delivery>, Vec<IncidentRow>, Vec<String>)>;
 
 async fn blocking<T: Send + 'static>(
-    conn: &Arc<Mutex<Connection>>,
-    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    conn: &Arc<Mutex<Db>>,
+    f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, String> {
     let conn = conn.clone();
     tokio::task::spawn_blocking(move || {
@@ -358,7 +357,7 @@ impl Schedule {
 /// One pass: find what is due, escalate it, send what is due, record.
 pub(crate) async fn one_pass(
     sender: &Sender,
-    conn: &Arc<Mutex<Connection>>,
+    conn: &Arc<Mutex<Db>>,
     set: &Arc<PolicySet>,
     sched: Schedule,
 ) -> (Schedule, Result<usize, String>) {
@@ -373,7 +372,7 @@ pub(crate) async fn one_pass(
 
 async fn pass_inner(
     sender: &Sender,
-    conn: &Arc<Mutex<Connection>>,
+    conn: &Arc<Mutex<Db>>,
     set: &Arc<PolicySet>,
     sched: &Arc<Mutex<Schedule>>,
 ) -> Result<usize, String> {
@@ -382,30 +381,30 @@ async fn pass_inner(
     let sc = sched.clone();
     let prepared: Prepared = blocking(conn, move |c| {
         let now = now_ms();
-        let mut st = sc.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
+        let mut st = sc.lock().map_err(|_| {
+            StoreError::CommitFailed("the dispatcher's schedule is poisoned".into())
+        })?;
         let mut ids = BTreeSet::new();
         let mut news = false;
         match st.last_feed_id {
             None => {
-                st.last_feed_id = Some(c.query_row(
-                    "SELECT coalesce(max(id), 0) FROM feed_events",
-                    [],
-                    |r| r.get(0),
-                )?);
+                st.last_feed_id = Some(c.feed_head()?);
                 st.next_sweep_ms = 0;
             }
-            Some(last) => {
-                let mut q = c.prepare_cached(
-                    "SELECT id, incident_id FROM feed_events WHERE id > ?1 ORDER BY id",
-                )?;
-                let rows = q.query_map([last], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
-                for row in rows {
-                    let (id, inc) = row?;
-                    st.last_feed_id = Some(id);
-                    ids.insert(inc);
+            Some(mut last) => loop {
+                // Every event since the last pass, a page at a time.
+                let page = c.feed_after(last, FEED_PAGE)?;
+                let full = page.len() as i64 == FEED_PAGE;
+                for ev in page {
+                    last = ev.id;
+                    st.last_feed_id = Some(ev.id);
+                    ids.insert(ev.incident_id);
                     news = true;
                 }
-            }
+                if !full {
+                    break;
+                }
+            },
         }
         st.take_due(now, &mut ids);
         let swept = now >= st.next_sweep_ms;
@@ -441,13 +440,13 @@ async fn pass_inner(
             let mut incidents = Vec::new();
             let mut replies = Vec::new();
             for d in &g {
-                if let Some(i) = incident::get(c, d.incident_id)?
+                if let Some(i) = c.incident(d.incident_id)?
                     && !incidents.iter().any(|x: &IncidentRow| x.id == i.id)
                 {
                     incidents.push(i);
                 }
                 if d.is_resolved()
-                    && let Some(m) = outbox::problem_message_id(c, d.incident_id, &d.recipient)?
+                    && let Some(m) = c.problem_message_id(d.incident_id, &d.recipient)?
                 {
                     replies.push(m);
                 }
@@ -559,27 +558,13 @@ pub(crate) async fn send_test(
         loop_no: 0,
         loop_start_ms: now,
     };
-    let mut conn = crate::store::open(db_path).map_err(|e| e.to_string())?;
+    let mut conn = Db::open(db_path).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (ch, rcpt) in targets {
-        let key = outbox::idem_key(0, &format!("test-{now}"), ch, &rcpt);
-        conn.execute(
-            "INSERT INTO notify_outbox (idem_key, incident_id, tenant, transition, channel, recipient,
-                created_ms, status, next_attempt_ms) VALUES (?1, 0, ?2, 'test', ?3, ?4, ?5, 'pending', ?5)",
-            rusqlite::params![key, tenant, ch.as_str(), rcpt, now],
-        )
-        .map_err(|e| e.to_string())?;
-        let d = Delivery {
-            id: conn.last_insert_rowid(),
-            idem_key: key,
-            incident_id: 0,
-            tenant: tenant.to_owned(),
-            transition: "test".into(),
-            channel: ch,
-            recipient: rcpt.clone(),
-            created_ms: now,
-            attempts: 0,
-        };
+        let d = Delivery::from_row(
+            conn.queue_test_delivery(tenant, ch.as_str(), &rcpt, now)
+                .map_err(|e| e.to_string())?,
+        );
         let a = sender
             .send_group(
                 set,

@@ -12,13 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, params};
-
 use super::escalation::{self, IncidentState, Snapshot};
 use super::policy::{Channel, PolicySet};
 use crate::alerts::model::Severity;
-use crate::store::api::{DeliveryAttempt, DeliveryResult};
-use crate::store::incident_sql::{self as incident, IncidentRow};
+use crate::store::StoreError;
+use crate::store::api::{DeliveryAttempt, DeliveryResult, IncidentRow, NotifyStore, OutboxRow};
+use crate::store::escalation_sql::{Escalation, EscalationStore};
 
 /// A pending delivery, as the dispatcher sends it.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,19 +34,25 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
+    /// The delivery of an outbox row (an unknown channel is taken for email, as
+    /// the outbox only ever stores the two).
+    pub(crate) fn from_row(r: OutboxRow) -> Delivery {
+        Delivery {
+            id: r.id,
+            idem_key: r.idem_key,
+            incident_id: r.incident_id,
+            tenant: r.tenant,
+            transition: r.transition,
+            channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
+            recipient: r.recipient,
+            created_ms: r.created_ms,
+            attempts: r.attempts,
+        }
+    }
+
     pub(crate) fn is_resolved(&self) -> bool {
         self.transition == "resolved"
     }
-}
-
-/// The idempotency key of one delivery.
-pub(crate) fn idem_key(
-    incident: i64,
-    transition: &str,
-    channel: Channel,
-    recipient: &str,
-) -> String {
-    crate::store::incident_sql::idem_key(incident, transition, channel.as_str(), recipient)
 }
 
 /// What one pass of [`escalate`] did.
@@ -64,33 +69,16 @@ pub(crate) struct Escalated {
     pub(crate) evaluated: usize,
 }
 
-fn fired_steps(conn: &Connection, incident: i64, loop_no: i64) -> rusqlite::Result<Vec<usize>> {
-    let mut s = conn.prepare_cached(
-        "SELECT step FROM incident_steps WHERE incident_id = ?1 AND loop_no = ?2",
-    )?;
-    let rows = s.query_map(params![incident, loop_no], |r| r.get::<_, i64>(0))?;
-    rows.map(|r| r.map(|v| v as usize)).collect()
-}
-
 fn insert(
-    conn: &Connection,
+    conn: &dyn Escalation,
     i: &IncidentRow,
     transition: &str,
     channel: Channel,
     recipient: &str,
     now_ms: i64,
-) -> rusqlite::Result<usize> {
-    crate::store::incident_sql::insert_delivery(
-        conn,
-        i,
-        transition,
-        channel.as_str(),
-        recipient,
-        now_ms,
-    )
+) -> Result<usize, StoreError> {
+    conn.insert_delivery(i, transition, channel.as_str(), recipient, now_ms)
 }
-
-pub(crate) use crate::store::incident_sql::workflow_notice;
 
 /// What [`decide_one`] found an incident needs.
 enum Work {
@@ -100,7 +88,10 @@ enum Work {
     Write,
 }
 
-fn snapshot(conn: &Connection, i: &IncidentRow) -> rusqlite::Result<(IncidentState, Snapshot)> {
+fn snapshot(
+    conn: &(impl Escalation + ?Sized),
+    i: &IncidentRow,
+) -> Result<(IncidentState, Snapshot), StoreError> {
     let state = IncidentState::parse(&i.state).unwrap_or(IncidentState::Open);
     Ok((
         state,
@@ -112,18 +103,18 @@ fn snapshot(conn: &Connection, i: &IncidentRow) -> rusqlite::Result<(IncidentSta
             loop_start_ms: i.loop_start_ms,
             acked_ms: i.acked_ms,
             snoozed_until_ms: i.snoozed_until_ms,
-            fired: fired_steps(conn, i.id, i.loop_no)?,
+            fired: conn.fired_steps(i.id, i.loop_no)?,
         },
     ))
 }
 
 fn decide_one(
-    conn: &Connection,
+    conn: &(impl Escalation + ?Sized),
     set: &PolicySet,
     i: &IncidentRow,
     resolve_sent: bool,
     now_ms: i64,
-) -> rusqlite::Result<Work> {
+) -> Result<Work, StoreError> {
     if i.state == "resolved" {
         return Ok(if resolve_sent {
             Work::Idle(None)
@@ -146,10 +137,10 @@ fn decide_one(
 /// Evaluates every incident with work left (see [`escalate_some`]; the tests).
 #[cfg(test)]
 pub(crate) fn escalate(
-    conn: &mut Connection,
+    conn: &mut impl EscalationStore,
     set: &PolicySet,
     now_ms: i64,
-) -> rusqlite::Result<Escalated> {
+) -> Result<Escalated, StoreError> {
     escalate_some(conn, set, now_ms, None)
 }
 
@@ -158,18 +149,18 @@ pub(crate) fn escalate(
 /// something to write are decided again and written in **one** short `IMMEDIATE`
 /// transaction, so the store writer waits for at most one commit per pass.
 pub(crate) fn escalate_some(
-    conn: &mut Connection,
+    conn: &mut impl EscalationStore,
     set: &PolicySet,
     now_ms: i64,
     ids: Option<&[i64]>,
-) -> rusqlite::Result<Escalated> {
+) -> Result<Escalated, StoreError> {
     let mut out = Escalated::default();
     let candidates: Vec<(IncidentRow, bool)> = match ids {
-        None => incident::pending_work(conn)?,
+        None => conn.pending_work()?,
         Some(ids) => {
             let mut v = Vec::with_capacity(ids.len());
             for &id in ids {
-                if let Some(r) = incident::get_with_resolve_sent(conn, id)? {
+                if let Some(r) = conn.incident_with_resolve_sent(id)? {
                     v.push(r);
                 }
             }
@@ -190,17 +181,18 @@ pub(crate) fn escalate_some(
     if writes.is_empty() {
         return Ok(out);
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for id in writes {
-        // Again under the write lock: an ack may have come in since the read.
-        let Some((i, resolve_sent)) = incident::get_with_resolve_sent(&tx, id)? else {
-            continue;
-        };
-        let w = apply_one(&tx, set, &i, resolve_sent, now_ms, &mut out)?;
-        soonest(&mut out.wake_ms, w);
-        out.wakes.push((i.id, w));
-    }
-    tx.commit()?;
+    conn.escalation_tx(|tx| {
+        for id in writes {
+            // Again under the write lock: an ack may have come in since the read.
+            let Some((i, resolve_sent)) = tx.incident_with_resolve_sent(id)? else {
+                continue;
+            };
+            let w = apply_one(tx, set, &i, resolve_sent, now_ms, &mut out)?;
+            soonest(&mut out.wake_ms, w);
+            out.wakes.push((i.id, w));
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -213,13 +205,13 @@ fn soonest(wake: &mut Option<i64>, w: Option<i64>) {
 /// Writes what one incident's decision causes (inside the pass's transaction);
 /// returns when to look at it again.
 fn apply_one(
-    tx: &Connection,
+    tx: &dyn Escalation,
     set: &PolicySet,
     i: &IncidentRow,
     resolve_sent: bool,
     now_ms: i64,
     out: &mut Escalated,
-) -> rusqlite::Result<Option<i64>> {
+) -> Result<Option<i64>, StoreError> {
     let state = IncidentState::parse(&i.state).unwrap_or(IncidentState::Open);
     if state == IncidentState::Resolved {
         if resolve_sent {
@@ -227,28 +219,14 @@ fn apply_one(
         }
         // Deliveries of problem notices not yet made will never be: the
         // problem is over. Those told get the resolved notice.
-        tx.execute(
-            "UPDATE notify_outbox SET status = 'cancelled' WHERE incident_id = ?1
-                AND status = 'pending' AND transition LIKE 'step%'",
-            [i.id],
-        )?;
-        let told: Vec<(String, String)> = {
-            let mut s = tx.prepare_cached(
-                "SELECT DISTINCT channel, recipient FROM notify_outbox
-                 WHERE incident_id = ?1 AND status = 'sent' AND transition LIKE 'step%'",
-            )?;
-            s.query_map([i.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
+        tx.cancel_pending_steps(i.id)?;
+        let told = tx.told(i.id)?;
         for (ch, rcpt) in told {
             if let Some(ch) = Channel::parse(&ch) {
                 out.deliveries += insert(tx, i, "resolved", ch, &rcpt, now_ms)?;
             }
         }
-        tx.execute(
-            "UPDATE incidents SET resolve_sent = 1 WHERE id = ?1",
-            [i.id],
-        )?;
+        tx.mark_resolve_sent(i.id)?;
         return Ok(None);
     }
     let Some(policy) = set.policy_for(&i.tenant) else {
@@ -257,14 +235,10 @@ fn apply_one(
     let (_, snap) = snapshot(tx, i)?;
     let d = escalation::decide(policy, set.tenant(&i.tenant), &snap, now_ms);
     if d.reopen || d.next_loop {
-        tx.execute(
-            "UPDATE incidents SET state = 'open', loop_no = loop_no + 1, loop_start_ms = ?2,
-                snoozed_until_ms = NULL WHERE id = ?1",
-            params![i.id, now_ms],
-        )?;
+        tx.start_next_loop(i.id, now_ms)?;
         if d.reopen {
-            incident::feed_event(tx, i.id, "reopened", now_ms)?;
-            out.deliveries += workflow_notice(tx, i.id, "reopened", now_ms)?;
+            tx.feed_event(i.id, "reopened", now_ms)?;
+            out.deliveries += tx.workflow_notice(i.id, "reopened", now_ms)?;
             tracing::info!(
                 incident = i.id,
                 "incident reopened (ack timed out or snooze ended)"
@@ -274,11 +248,7 @@ fn apply_one(
         return Ok(Some(now_ms));
     }
     for step in &d.fire {
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO incident_steps (incident_id, loop_no, step, fired_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![i.id, i.loop_no, *step as i64, now_ms],
-        )?;
-        if n == 0 {
+        if !tx.record_step(i.id, i.loop_no, *step, now_ms)? {
             continue;
         }
         out.steps_fired += 1;
@@ -292,7 +262,7 @@ fn apply_one(
             }
         }
         if *step > 0 || i.loop_no > 0 {
-            incident::feed_event(tx, i.id, "escalated", now_ms)?;
+            tx.feed_event(i.id, "escalated", now_ms)?;
         }
         tracing::info!(
             incident = i.id,
@@ -310,27 +280,16 @@ fn apply_one(
 /// problem/resolved): a group is due once its oldest row is `group_wait_ms` old,
 /// and then goes out whole. Returns the groups and when the next one is due.
 pub(crate) fn due(
-    conn: &Connection,
+    conn: &(impl NotifyStore + ?Sized),
     now_ms: i64,
     group_wait_ms: i64,
-) -> rusqlite::Result<(Vec<Vec<Delivery>>, Option<i64>)> {
-    let rows: Vec<(Delivery, i64)> = crate::store::outbox_sql::pending(conn)?
+) -> Result<(Vec<Vec<Delivery>>, Option<i64>), StoreError> {
+    let rows: Vec<(Delivery, i64)> = conn
+        .pending_deliveries()?
         .into_iter()
         .map(|r| {
-            (
-                Delivery {
-                    id: r.id,
-                    idem_key: r.idem_key,
-                    incident_id: r.incident_id,
-                    tenant: r.tenant,
-                    transition: r.transition,
-                    channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
-                    recipient: r.recipient,
-                    created_ms: r.created_ms,
-                    attempts: r.attempts,
-                },
-                r.next_attempt_ms,
-            )
+            let next = r.next_attempt_ms;
+            (Delivery::from_row(r), next)
         })
         .collect();
     // (tenant, recipient, problem/resolved/test, test id) → rows with their next attempt.
@@ -401,12 +360,12 @@ pub(crate) fn backoff_ms(attempt: i64, base_ms: i64, max_ms: i64, rand01: f64) -
 
 /// Records the outcome of one attempt at each delivery (one transaction).
 pub(crate) fn record(
-    conn: &mut Connection,
+    conn: &mut (impl NotifyStore + ?Sized),
     results: &[(Delivery, Attempt)],
     now_ms: i64,
     retry: &dyn Fn(i64) -> i64,
     max_attempts: u32,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let timed: Vec<_> = results
         .iter()
         .map(|(d, a)| (d.clone(), a.clone(), now_ms))
@@ -417,11 +376,11 @@ pub(crate) fn record(
 /// As [`record`], each attempt with the time it ended (the remote's answer), so
 /// that `sent_ms` is when the server accepted, not when the pass finished.
 pub(crate) fn record_at(
-    conn: &mut Connection,
+    conn: &mut (impl NotifyStore + ?Sized),
     results: &[(Delivery, Attempt, i64)],
     retry: &dyn Fn(i64) -> i64,
     max_attempts: u32,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     // The backoff and the dead letter are decided here; the store records them.
     let attempts: Vec<DeliveryAttempt> = results
         .iter()
@@ -447,15 +406,13 @@ pub(crate) fn record_at(
             }
         })
         .collect();
-    crate::store::outbox_sql::record(conn, &attempts)
+    conn.record_deliveries(&attempts)
 }
-
-// The reads behind mail threading and `notify log` are the store's.
-pub(crate) use crate::store::outbox_sql::problem_message_id;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Db;
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
@@ -484,13 +441,14 @@ default = true
   targets = ["contacts"]
 "#;
 
-    fn open_incident(conn: &mut Connection, tenant: &str, device: &str, at: i64) -> i64 {
+    fn open_incident(db: &mut Db, tenant: &str, device: &str, at: i64) -> i64 {
+        let conn = db.connection();
         conn.execute(
             "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity, since_ms,
                 breach_start_ms, breach_samples, recover_start_ms, last_sample_ms, last_value, stale,
                 flapping, suppressed, changes, updated_ms, last_arrival_ms)
              VALUES ('cpu', ?1, '', ?2, 'firing', 'warning', 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]', 0, 0)",
-            params![device, tenant],
+            (device, tenant),
         )
         .unwrap();
         let inst = conn.last_insert_rowid();
@@ -498,14 +456,15 @@ default = true
             "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity, value,
                 state, opened_ms, suppressed, loop_start_ms)
              VALUES (?1, ?2, 'cpu', ?3, '', 'warning', 99, 'open', ?4, 0, ?4)",
-            params![inst, tenant, device, at],
+            (inst, tenant, device, at),
         )
         .unwrap();
         conn.last_insert_rowid()
     }
 
-    fn recipients(conn: &Connection) -> Vec<(i64, String, String)> {
-        let mut s = conn
+    fn recipients(db: &Db) -> Vec<(i64, String, String)> {
+        let mut s = db
+            .connection()
             .prepare("SELECT incident_id, transition, recipient FROM notify_outbox ORDER BY id")
             .unwrap();
         s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -517,7 +476,7 @@ default = true
     #[test]
     fn steps_become_outbox_rows_once_per_tenant_and_resolved_goes_to_those_told() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
         let a = open_incident(&mut conn, "acme", "d1", 0);
         let g = open_incident(&mut conn, "globex", "d2", 0);
@@ -573,6 +532,7 @@ default = true
             "acme's contact was never told (its step was pending): no resolved mail"
         );
         let cancelled: i64 = conn
+            .connection()
             .query_row(
                 "SELECT count(*) FROM notify_outbox WHERE status = 'cancelled'",
                 [],
@@ -581,7 +541,7 @@ default = true
             .unwrap();
         assert_eq!(cancelled, 1);
         assert_eq!(
-            problem_message_id(&conn, a, "noc@msp.example")
+            NotifyStore::problem_message_id(&conn, a, "noc@msp.example")
                 .unwrap()
                 .as_deref(),
             Some("<m1@t>")
@@ -591,7 +551,7 @@ default = true
     #[test]
     fn acks_snoozes_and_reopenings_reach_the_webhooks_that_were_told() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(
             std::path::Path::new("p.toml"),
             r#"
@@ -610,7 +570,7 @@ ack_timeout_secs = 60
         .unwrap();
         let a = open_incident(&mut conn, "acme", "d1", 0);
         escalate(&mut conn, &set, 0).unwrap();
-        crate::notify::incident::ack(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
+        NotifyStore::ack_incident(&mut conn, a, "bob", Some("on it"), 1000).unwrap();
         // Ack timeout: reopened at 61 s, a new loop.
         escalate(&mut conn, &set, 61_000).unwrap();
         crate::store::api::NotifyStore::snooze_incident(&mut conn, a, "bob", 200_000, 62_000)
@@ -635,7 +595,7 @@ ack_timeout_secs = 60
     #[test]
     fn failed_attempts_back_off_and_are_dead_lettered_after_the_last() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = Db::open(&dir.path().join("t.db")).unwrap();
         let set = super::super::policy::parse_file(std::path::Path::new("p.toml"), POLICY).unwrap();
         open_incident(&mut conn, "acme", "d1", 0);
         escalate(&mut conn, &set, 0).unwrap();
@@ -668,7 +628,7 @@ ack_timeout_secs = 60
             })
             .collect();
         record(&mut conn, &fail, 5000, &|_| 5000, 2).unwrap();
-        let l = crate::store::outbox_sql::log(&conn, None).unwrap();
+        let l = conn.delivery_log(None).unwrap();
         let got: Vec<_> = l
             .iter()
             .map(|r| (r.status.as_str(), r.result.as_deref()))

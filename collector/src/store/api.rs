@@ -445,9 +445,7 @@ pub(crate) struct DeliveryLogRow {
 pub(crate) trait NotifyStore {
     /// Incidents, newest first (at most 1,000); `all` includes resolved ones.
     fn incidents(&self, tenant: Option<&str>, all: bool) -> Result<Vec<IncidentRow>, StoreError>;
-    /// One incident. (Used by the suite only until the console and `http` read
-    /// through this trait: their round of issue 17.)
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// One incident.
     fn incident(&self, id: i64) -> Result<Option<IncidentRow>, StoreError>;
     /// Acknowledges an incident (escalation and repeats stop) and its alert
     /// instance; a feed event and webhook notices, in one transaction.
@@ -472,10 +470,8 @@ pub(crate) trait NotifyStore {
     fn feed_head(&self) -> Result<i64, StoreError>;
     /// Feed events after `after`, oldest first, at most `limit`.
     fn feed_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEventRow>, StoreError>;
-    // The dispatcher and the escalation still run the outbox statements on their
-    // own connection (`notify::outbox` → `store::outbox_sql`, `incident_sql`); the
-    // next four are what they move to when they hold a `Db`. Until then the
-    // conformance suite is their only caller.
+    // The dispatcher's outbox (`notify::dispatch`, `notify::outbox`, on a `Db`);
+    // the escalation's own statements are `escalation_sql::EscalationStore`.
     /// Queues a delivery of `incident`'s `transition` (once: 0 if its idempotency
     /// key is already queued, else 1).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -487,14 +483,20 @@ pub(crate) trait NotifyStore {
         recipient: &str,
         now_ms: i64,
     ) -> Result<usize, StoreError>;
+    /// Queues a test delivery (`notify test`: no incident, id 0; transition
+    /// `test`; keyed by `now_ms`, so each test is a new row) and returns it.
+    fn queue_test_delivery(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<OutboxRow, StoreError>;
     /// Every pending delivery, oldest first.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn pending_deliveries(&self) -> Result<Vec<OutboxRow>, StoreError>;
     /// Records attempts and their log lines, all or nothing.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn record_deliveries(&mut self, attempts: &[DeliveryAttempt]) -> Result<(), StoreError>;
     /// The Message-ID a problem mail to `recipient` went out with.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn problem_message_id(
         &self,
         incident: i64,
@@ -553,6 +555,84 @@ pub(crate) trait AdminStore {
         how: &str,
         now_ms: i64,
     ) -> Result<(), super::admin::AdminError>;
+    // The administrative commands' (tenant, site, token, device, API token).
+    /// Creates a tenant (a bad or taken name is refused).
+    fn create_tenant(&self, name: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// Every tenant, with its counts.
+    fn list_tenants(&self) -> Result<Vec<super::admin::TenantRow>, super::admin::AdminError>;
+    /// Creates a site in a tenant.
+    fn create_site(
+        &self,
+        tenant: &str,
+        site: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// The sites (of one tenant, or all).
+    fn list_sites(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<super::admin::SiteRow>, super::admin::AdminError>;
+    /// Stores an enrollment token (its secret's hash).
+    fn insert_token(
+        &self,
+        t: &super::admin::NewToken,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Every enrollment token.
+    fn list_tokens(&self) -> Result<Vec<super::admin::TokenRow>, super::admin::AdminError>;
+    /// Revokes an enrollment token.
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// The `device list` rows.
+    fn list_devices(&self) -> Result<Vec<super::admin::DeviceListRow>, super::admin::AdminError>;
+    /// Revokes a device and every certificate it holds (one transaction).
+    fn revoke_device(
+        &mut self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Asks a device to renew its certificate.
+    fn request_renew(&self, device_id: &str, now_ms: i64) -> Result<(), super::admin::AdminError>;
+    /// Asks a device for a patch check now.
+    fn request_patch_check(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError>;
+    /// Adds tags to a device; returns those added.
+    fn tag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, super::admin::AdminError>;
+    /// Removes tags from a device; returns those it had.
+    fn untag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+    ) -> Result<Vec<String>, super::admin::AdminError>;
+    /// What `device remove`'s confirmation names: (tenant, hostname, revoked, removed).
+    fn describe_removal(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(String, String, bool, bool)>, super::admin::AdminError>;
+    /// Revokes and removes a device; with `purge`, deletes its data too.
+    fn remove_device(
+        &mut self,
+        device_id: &str,
+        purge: bool,
+        now_ms: i64,
+    ) -> Result<super::removal::Removed, super::admin::AdminError>;
+    /// Stores an API token's hash (`token create-api`, `alerts tail`'s local token); returns its id.
+    fn create_api_token(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+        created_by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<i64, super::admin::AdminError>;
+    /// Revokes an API token.
+    fn revoke_api_token(&self, id: i64, now_ms: i64) -> Result<(), super::admin::AdminError>;
     /// Enrolls a device with a token: checks and consumes the token, signs with
     /// `sign`, records device and certificate — all in one transaction.
     fn enroll(

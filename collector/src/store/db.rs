@@ -65,6 +65,26 @@ impl Db {
         Ok(self.conn.busy_handler(Some(retry_soon))?)
     }
 
+    /// For the dispatcher's connection: as [`Db::retry_busy_often`], for up to
+    /// 5 s (10,000 tries 0.5 ms apart).
+    pub(crate) fn retry_busy_briefly(&mut self) -> Result<(), StoreError> {
+        fn retry_soon(attempt: i32) -> bool {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+            attempt < 10_000
+        }
+        Ok(self.conn.busy_handler(Some(retry_soon))?)
+    }
+
+    /// The connection, for the store's own modules (never outside `store/`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, for the store's own modules (never outside `store/`).
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Closes the connection, reporting a failure to (the last WAL sync aside,
     /// which each commit did already).
     pub fn close(self) -> Result<(), StoreError> {
@@ -299,6 +319,16 @@ impl super::api::NotifyStore for Db {
     fn pending_deliveries(&self) -> Result<Vec<super::api::OutboxRow>, StoreError> {
         self.conn.pending_deliveries()
     }
+    fn queue_test_delivery(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<super::api::OutboxRow, StoreError> {
+        self.conn
+            .queue_test_delivery(tenant, channel, recipient, now_ms)
+    }
     fn record_deliveries(
         &mut self,
         attempts: &[super::api::DeliveryAttempt],
@@ -323,6 +353,100 @@ impl super::api::NotifyStore for Db {
 /// On the bare connection too: the server's startup read of the revocations runs
 /// on the connection it opened for the integrity check.
 impl super::api::AdminStore for Connection {
+    fn create_tenant(&self, name: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::create_tenant(self, name, now_ms)
+    }
+    fn list_tenants(&self) -> Result<Vec<super::admin::TenantRow>, super::admin::AdminError> {
+        super::admin::list_tenants(self)
+    }
+    fn create_site(
+        &self,
+        tenant: &str,
+        site: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::create_site(self, tenant, site, now_ms)
+    }
+    fn list_sites(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<super::admin::SiteRow>, super::admin::AdminError> {
+        super::admin::list_sites(self, tenant)
+    }
+    fn insert_token(
+        &self,
+        t: &super::admin::NewToken,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::insert_token(self, t, now_ms)
+    }
+    fn list_tokens(&self) -> Result<Vec<super::admin::TokenRow>, super::admin::AdminError> {
+        super::admin::list_tokens(self)
+    }
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_token(self, id, now_ms)
+    }
+    fn list_devices(&self) -> Result<Vec<super::admin::DeviceListRow>, super::admin::AdminError> {
+        super::admin::list_devices(self)
+    }
+    fn revoke_device(
+        &mut self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_device(self, device_id, now_ms)
+    }
+    fn request_renew(&self, device_id: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::request_renew(self, device_id, now_ms)
+    }
+    fn request_patch_check(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::request_patch_check(self, device_id, now_ms)
+    }
+    fn tag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, super::admin::AdminError> {
+        super::admin::tag_device(self, device_id, tags, now_ms)
+    }
+    fn untag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+    ) -> Result<Vec<String>, super::admin::AdminError> {
+        super::admin::untag_device(self, device_id, tags)
+    }
+    fn describe_removal(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(String, String, bool, bool)>, super::admin::AdminError> {
+        super::removal::describe(self, device_id)
+    }
+    fn remove_device(
+        &mut self,
+        device_id: &str,
+        purge: bool,
+        now_ms: i64,
+    ) -> Result<super::removal::Removed, super::admin::AdminError> {
+        super::removal::remove_device(self, device_id, purge, now_ms)
+    }
+    fn create_api_token(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+        created_by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<i64, super::admin::AdminError> {
+        super::admin::create_api_token(self, name, sha256_hex, created_by, now_ms)
+    }
+    fn revoke_api_token(&self, id: i64, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_api_token(self, id, now_ms)
+    }
     fn revocations_since(
         &self,
         after: i64,
@@ -373,6 +497,100 @@ impl super::api::AdminStore for Connection {
 }
 
 impl super::api::AdminStore for Db {
+    fn create_tenant(&self, name: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::create_tenant(&self.conn, name, now_ms)
+    }
+    fn list_tenants(&self) -> Result<Vec<super::admin::TenantRow>, super::admin::AdminError> {
+        super::admin::list_tenants(&self.conn)
+    }
+    fn create_site(
+        &self,
+        tenant: &str,
+        site: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::create_site(&self.conn, tenant, site, now_ms)
+    }
+    fn list_sites(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<super::admin::SiteRow>, super::admin::AdminError> {
+        super::admin::list_sites(&self.conn, tenant)
+    }
+    fn insert_token(
+        &self,
+        t: &super::admin::NewToken,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::insert_token(&self.conn, t, now_ms)
+    }
+    fn list_tokens(&self) -> Result<Vec<super::admin::TokenRow>, super::admin::AdminError> {
+        super::admin::list_tokens(&self.conn)
+    }
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_token(&self.conn, id, now_ms)
+    }
+    fn list_devices(&self) -> Result<Vec<super::admin::DeviceListRow>, super::admin::AdminError> {
+        super::admin::list_devices(&self.conn)
+    }
+    fn revoke_device(
+        &mut self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_device(&mut self.conn, device_id, now_ms)
+    }
+    fn request_renew(&self, device_id: &str, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::request_renew(&self.conn, device_id, now_ms)
+    }
+    fn request_patch_check(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), super::admin::AdminError> {
+        super::admin::request_patch_check(&self.conn, device_id, now_ms)
+    }
+    fn tag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, super::admin::AdminError> {
+        super::admin::tag_device(&mut self.conn, device_id, tags, now_ms)
+    }
+    fn untag_device(
+        &mut self,
+        device_id: &str,
+        tags: &[String],
+    ) -> Result<Vec<String>, super::admin::AdminError> {
+        super::admin::untag_device(&mut self.conn, device_id, tags)
+    }
+    fn describe_removal(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(String, String, bool, bool)>, super::admin::AdminError> {
+        super::removal::describe(&self.conn, device_id)
+    }
+    fn remove_device(
+        &mut self,
+        device_id: &str,
+        purge: bool,
+        now_ms: i64,
+    ) -> Result<super::removal::Removed, super::admin::AdminError> {
+        super::removal::remove_device(&mut self.conn, device_id, purge, now_ms)
+    }
+    fn create_api_token(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+        created_by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<i64, super::admin::AdminError> {
+        super::admin::create_api_token(&self.conn, name, sha256_hex, created_by, now_ms)
+    }
+    fn revoke_api_token(&self, id: i64, now_ms: i64) -> Result<(), super::admin::AdminError> {
+        super::admin::revoke_api_token(&self.conn, id, now_ms)
+    }
     fn revocations_since(
         &self,
         after: i64,

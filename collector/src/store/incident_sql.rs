@@ -583,6 +583,32 @@ impl NotifyStore for Connection {
     fn pending_deliveries(&self) -> Result<Vec<super::api::OutboxRow>, StoreError> {
         Ok(super::outbox_sql::pending(self)?)
     }
+    fn queue_test_delivery(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<super::api::OutboxRow, StoreError> {
+        let key = idem_key(0, &format!("test-{now_ms}"), channel, recipient);
+        self.execute(
+            "INSERT INTO notify_outbox (idem_key, incident_id, tenant, transition, channel, recipient,
+                created_ms, status, next_attempt_ms) VALUES (?1, 0, ?2, 'test', ?3, ?4, ?5, 'pending', ?5)",
+            params![key, tenant, channel, recipient, now_ms],
+        )?;
+        Ok(super::api::OutboxRow {
+            id: self.last_insert_rowid(),
+            idem_key: key,
+            incident_id: 0,
+            tenant: tenant.to_owned(),
+            transition: "test".into(),
+            channel: channel.to_owned(),
+            recipient: recipient.to_owned(),
+            created_ms: now_ms,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+        })
+    }
     fn record_deliveries(
         &mut self,
         attempts: &[super::api::DeliveryAttempt],

@@ -24,6 +24,7 @@ pub(crate) mod api;
 pub(crate) mod conformance;
 mod db;
 mod error;
+pub(crate) mod escalation_sql;
 pub(crate) mod incident_sql;
 pub(crate) mod outbox_sql;
 pub use db::Db;

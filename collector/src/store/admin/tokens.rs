@@ -161,3 +161,28 @@ impl TokenRefusal {
         }
     }
 }
+
+/// Stores an API token's hash (`token create-api`; `alerts tail`'s local token,
+/// `created_by` 'alerts tail'); returns its id.
+pub(crate) fn create_api_token(
+    conn: &Connection,
+    name: &str,
+    sha256_hex: &str,
+    created_by: Option<&str>,
+    now_ms: i64,
+) -> Result<i64, AdminError> {
+    conn.execute(
+        "INSERT INTO api_tokens (name, sha256_hex, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)",
+        params![name, sha256_hex, now_ms, created_by],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Revokes an API token (from `now_ms`).
+pub(crate) fn revoke_api_token(conn: &Connection, id: i64, now_ms: i64) -> Result<(), AdminError> {
+    conn.execute(
+        "UPDATE api_tokens SET revoked_ms = ?2 WHERE id = ?1",
+        params![id, now_ms],
+    )?;
+    Ok(())
+}

@@ -15,11 +15,13 @@
 //! - revocation 1 (d2, every certificate), renew request 1 (d1), patch-check
 //!   request 1 (d1).
 
+use super::StoreError;
 use super::api::{
     AckOutcome, AlertFilter, AlertStore, InstanceChange, InstanceRow, Names, PatchRow, RecordEvent,
     RecordRow, RemoveOutcome, SilenceInsert, SilenceRefusal,
 };
 use super::api::{AdminStore, DeliveryAttempt, DeliveryResult, NotifyStore, Outcome};
+use super::escalation_sql::EscalationStore;
 
 fn instance(state: &str) -> InstanceRow {
     InstanceRow {
@@ -772,6 +774,286 @@ pub(crate) fn add_feed_events(db: &super::Db, tenant: &str, severity: &str, n: u
     }
 }
 
+/// `notify test`: each test delivery is a new pending row of incident 0, even
+/// to the same recipient twice (keyed by its time), and is recorded like any.
+pub(crate) fn a_test_delivery_is_queued_each_time<S: NotifyStore>(mut s: S) {
+    let a = s
+        .queue_test_delivery("acme", "email", "noc@msp.example", 1000)
+        .unwrap();
+    let b = s
+        .queue_test_delivery("acme", "email", "noc@msp.example", 2000)
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(
+        (
+            a.incident_id,
+            a.transition.as_str(),
+            a.attempts,
+            a.next_attempt_ms
+        ),
+        (0, "test", 0, 1000)
+    );
+    assert_eq!(a.idem_key, "0:test-1000:email:noc@msp.example");
+    assert_eq!(s.pending_deliveries().unwrap(), vec![a.clone(), b.clone()]);
+    assert!(
+        s.queue_test_delivery("acme", "email", "noc@msp.example", 1000)
+            .is_err(),
+        "the same test twice at the same time is refused"
+    );
+    s.record_deliveries(&[DeliveryAttempt {
+        outbox_id: a.id,
+        attempt: 1,
+        at_ms: 1100,
+        result: DeliveryResult::Dead {
+            answer: "550".into(),
+        },
+    }])
+    .unwrap();
+    assert_eq!(s.pending_deliveries().unwrap(), vec![b]);
+}
+
+/// The escalation's statements: a step is recorded once per loop; its
+/// deliveries queue once; a new loop reopens the incident and starts its own
+/// steps; resolving cancels the pending problem notices, reads who was told,
+/// and marks the resolved notices queued — and a failed transaction leaves
+/// nothing behind.
+pub(crate) fn escalation_steps_loops_and_resolution<
+    S: AlertStore + NotifyStore + EscalationStore,
+>(
+    mut s: S,
+) {
+    s.save_round(&[episode(vec![fire(1000, false)])], 1000)
+        .unwrap();
+    let work = s.pending_work().unwrap();
+    assert_eq!(work.len(), 1);
+    let (i, resolve_sent) = work[0].clone();
+    assert!(!resolve_sent);
+    assert_eq!(
+        s.incident_with_resolve_sent(i.id)
+            .unwrap()
+            .map(|(j, r)| (j.id, j.loop_no, r)),
+        Some((i.id, 0, false))
+    );
+    assert!(s.incident_with_resolve_sent(i.id + 99).unwrap().is_none());
+    let n = s
+        .escalation_tx(|tx| {
+            assert!(tx.record_step(i.id, 0, 0, 1000)?);
+            assert!(!tx.record_step(i.id, 0, 0, 1001)?, "a step fires once");
+            let n = tx.insert_delivery(&i, "step0.0", "email", "noc@msp.example", 1000)?
+                + tx.insert_delivery(&i, "step0.0", "webhook", "pager", 1000)?
+                + tx.insert_delivery(&i, "step0.0", "webhook", "pager", 1000)?;
+            tx.feed_event(i.id, "escalated", 1000)?;
+            Ok(n)
+        })
+        .unwrap();
+    assert_eq!(n, 2, "queued once per key");
+    assert_eq!(s.fired_steps(i.id, 0).unwrap(), vec![0]);
+    assert!(s.fired_steps(i.id, 1).unwrap().is_empty());
+    // A failed transaction writes nothing.
+    let err = s.escalation_tx(|tx| {
+        tx.record_step(i.id, 0, 1, 1500)?;
+        Err::<(), _>(StoreError::Invalid {
+            what: "test".into(),
+        })
+    });
+    assert!(matches!(err, Err(StoreError::Invalid { .. })));
+    assert_eq!(s.fired_steps(i.id, 0).unwrap(), vec![0], "rolled back");
+    // The webhook was told; the next loop reopens and notifies it.
+    let pending = s.pending_deliveries().unwrap();
+    let hook = pending.iter().find(|d| d.channel == "webhook").unwrap().id;
+    s.record_deliveries(&[DeliveryAttempt {
+        outbox_id: hook,
+        attempt: 1,
+        at_ms: 1100,
+        result: DeliveryResult::Sent {
+            answer: "200".into(),
+            message_id: None,
+        },
+    }])
+    .unwrap();
+    let n = s
+        .escalation_tx(|tx| {
+            tx.start_next_loop(i.id, 2000)?;
+            tx.feed_event(i.id, "reopened", 2000)?;
+            tx.workflow_notice(i.id, "reopened", 2000)
+        })
+        .unwrap();
+    assert_eq!(n, 1, "the webhook told gets the reopening");
+    let (j, _) = s.incident_with_resolve_sent(i.id).unwrap().unwrap();
+    assert_eq!(
+        (j.state.as_str(), j.loop_no, j.loop_start_ms),
+        ("open", 1, 2000)
+    );
+    assert!(
+        s.pending_deliveries()
+            .unwrap()
+            .iter()
+            .any(|d| d.idem_key == format!("{}:reopened.1:webhook:pager", i.id))
+    );
+    // Resolved: pending step notices cancelled, those told listed, flag set.
+    s.resolve_incident(i.id, "bob", 3000).unwrap();
+    let told = s
+        .escalation_tx(|tx| {
+            tx.cancel_pending_steps(i.id)?;
+            let told = tx.told(i.id)?;
+            tx.mark_resolve_sent(i.id)?;
+            Ok(told)
+        })
+        .unwrap();
+    assert_eq!(told, vec![("webhook".to_owned(), "pager".to_owned())]);
+    let left: Vec<String> = s
+        .pending_deliveries()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.transition)
+        .collect();
+    assert_eq!(left, ["reopened.1"], "the mail's step notice is cancelled");
+    assert!(s.pending_work().unwrap().is_empty(), "nothing left to do");
+    assert_eq!(
+        s.incident_with_resolve_sent(i.id).unwrap().map(|(_, r)| r),
+        Some(true)
+    );
+    let kinds: Vec<String> = feed_kinds(&s).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds, ["opened", "escalated", "reopened", "resolved"]);
+}
+
+/// The administrative commands (tenant, site, token, device, API token): what
+/// they create is listed; a duplicate, a bad name or an unknown one is refused
+/// with the error naming it; device changes land where the running collector
+/// polls them; a removal is described, done once, and seen as done.
+pub(crate) fn administrative_commands<S: AdminStore>(mut s: S) {
+    use super::admin::{AdminError, NewToken};
+    s.create_tenant("initech", 10).unwrap();
+    assert!(matches!(
+        s.create_tenant("initech", 11),
+        Err(AdminError::TenantExists(t)) if t == "initech"
+    ));
+    assert!(matches!(
+        s.create_tenant("Bad Name", 11),
+        Err(AdminError::BadName { .. })
+    ));
+    let tenants: Vec<(String, i64, i64)> = s
+        .list_tenants()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.sites, t.devices))
+        .collect();
+    assert!(tenants.contains(&("acme".into(), 1, 2)), "{tenants:?}");
+    assert!(tenants.contains(&("initech".into(), 0, 0)), "{tenants:?}");
+    s.create_site("initech", "lab", 12).unwrap();
+    assert!(matches!(
+        s.create_site("initech", "lab", 13),
+        Err(AdminError::SiteExists { .. })
+    ));
+    assert!(matches!(
+        s.create_site("nope", "lab", 13),
+        Err(AdminError::NoTenant(t)) if t == "nope"
+    ));
+    let sites: Vec<(String, String)> = s
+        .list_sites(Some("initech"))
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.tenant, x.name))
+        .collect();
+    assert_eq!(sites, vec![("initech".into(), "lab".into())]);
+    s.insert_token(
+        &NewToken {
+            id_hex: "ab12".into(),
+            secret_sha256: [7; 32],
+            tenant: "initech".into(),
+            site: Some("lab".into()),
+            replace_device_id: None,
+            expires_ms: 1_000_000,
+            max_uses: 3,
+        },
+        20,
+    )
+    .unwrap();
+    s.revoke_token("ab12", 30).unwrap();
+    let t = s
+        .list_tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == "ab12")
+        .unwrap();
+    assert_eq!(
+        (
+            t.tenant.as_str(),
+            t.site.as_deref(),
+            t.max_uses,
+            t.revoked_ms
+        ),
+        ("initech", Some("lab"), 3, Some(30))
+    );
+    assert!(matches!(
+        s.revoke_token("ffff", 31),
+        Err(AdminError::NoToken(t)) if t == "ffff"
+    ));
+    let mut ids: Vec<String> = s
+        .list_devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["d1", "d2"]);
+    s.request_renew("d1", 40).unwrap();
+    s.request_patch_check("d1", 40).unwrap();
+    assert_eq!(s.renew_requests_since(1).unwrap(), vec![(2, "d1".into())]);
+    assert_eq!(
+        s.patch_check_requests_since(1).unwrap(),
+        vec![(2, "d1".into())]
+    );
+    assert!(matches!(
+        s.request_renew("d9", 40),
+        Err(AdminError::NoDevice(d)) if d == "d9"
+    ));
+    let web = vec!["web".to_owned()];
+    assert_eq!(s.tag_device("d1", &web, 41).unwrap(), web);
+    assert!(
+        s.tag_device("d1", &web, 42).unwrap().is_empty(),
+        "kept once"
+    );
+    assert!(matches!(
+        s.tag_device("d1", &["Not A Tag".to_owned()], 42),
+        Err(AdminError::BadTag(_))
+    ));
+    assert_eq!(
+        s.untag_device("d1", &["web".to_owned(), "nope".to_owned()])
+            .unwrap(),
+        web
+    );
+    s.revoke_device("d1", 50).unwrap();
+    assert!(
+        s.revocations_since(1)
+            .unwrap()
+            .iter()
+            .any(|r| r.device_id == "d1")
+    );
+    assert!(matches!(
+        s.describe_removal("d1").unwrap(),
+        Some((t, _, true, false)) if t == "acme"
+    ));
+    assert_eq!(s.describe_removal("d9").unwrap(), None);
+    let r = s.remove_device("d1", false, 60).unwrap();
+    assert_eq!((r.tenant.as_str(), r.already), ("acme", false));
+    assert!(matches!(
+        s.describe_removal("d1").unwrap(),
+        Some((_, _, true, true))
+    ));
+    assert!(s.remove_device("d1", false, 61).unwrap().already);
+    assert!(matches!(
+        s.remove_device("d9", false, 61),
+        Err(AdminError::NoDevice(_))
+    ));
+    let a = s.create_api_token("ci", "aa", None, 70).unwrap();
+    let b = s
+        .create_api_token("tail", "bb", Some("alerts tail"), 71)
+        .unwrap();
+    assert!(a > 0 && b > a, "{a} {b}");
+    s.revoke_api_token(a, 72).unwrap();
+}
+
 /// The suite instantiated for SQLite: one `#[test]` per behaviour. A second
 /// backend adds a module like this one with its own fixture.
 mod sqlite {
@@ -800,6 +1082,9 @@ mod sqlite {
         suppressed_incidents_stay_off_the_feed_until_the_window_ends,
         snooze_and_resolve_by_hand,
         outbox_queues_once_then_sent_retry_and_dead_letter,
+        a_test_delivery_is_queued_each_time,
+        escalation_steps_loops_and_resolution,
+        administrative_commands,
     );
 
     #[test]
