@@ -34,6 +34,11 @@ pub struct StorageConfig {
     pub grace: Duration,
     /// The other tables (see [`expire_other`]).
     pub other: OtherRetention,
+    /// `[store] compaction = false` turns the maintenance thread off: no
+    /// compaction, no old-layout upgrade, no retention; the head only grows. For
+    /// benchmarks and diagnosis (`loadgen --compaction-backlog` compares ingest with
+    /// and without it), not for production.
+    pub enabled: bool,
 }
 
 /// Retention of the tables besides the metric tiers (`[store] *_retention_days`).
@@ -75,6 +80,7 @@ impl Default for StorageConfig {
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(300),
             other: OtherRetention::default(),
+            enabled: true,
         }
     }
 }
@@ -487,6 +493,19 @@ pub(crate) fn spawn(
     cfg: StorageConfig,
     stop: std::sync::mpsc::Receiver<()>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    if !cfg.enabled {
+        tracing::warn!(
+            "store maintenance is off ([store] compaction = false): no compaction, no retention"
+        );
+        return std::thread::Builder::new()
+            .name("store-compact".into())
+            .spawn(move || {
+                let _ = stop.recv();
+            })
+            .map_err(|e| {
+                StoreError::CommitFailed(format!("cannot start the store maintenance thread: {e}"))
+            });
+    }
     let mut conn = super::open(db)?;
     std::thread::Builder::new()
         .name("store-compact".into())
