@@ -641,8 +641,10 @@ pub(crate) fn spawn(
             let mut warned = HashSet::new();
             loop {
                 let now = tandem_proto::util::now_ms();
+                let t0 = std::time::Instant::now();
                 match run_pass(&mut conn, &cfg, now) {
                     Ok(r) if r != PassReport::default() => tracing::info!(
+                        took_ms = t0.elapsed().as_millis() as u64,
                         head_rows = r.head_rows_compacted,
                         chunks = r.chunks_written,
                         old_rows_migrated = r.old_rows_migrated,

@@ -429,6 +429,11 @@ async fn drive(
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
 
     measuring.store(true, Ordering::SeqCst);
+    eprintln!(
+        "measuring from {} for {} s (ms since the epoch)",
+        now_ms(),
+        args.secs
+    );
     let v0 = totals.values.load(Ordering::SeqCst);
     let b0 = totals.batches.load(Ordering::SeqCst);
     let cpu0 = cpu_secs(pid).unwrap_or(0.0);
@@ -892,6 +897,10 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
                 t.elapsed().as_secs_f64()
             );
         }
+        // Every phase starts from a checkpointed WAL, so no phase pays for the
+        // previous one's checkpoint.
+        tandem_collector::store::open(&db_path)?
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         let before = left(&site);
         eprintln!(
             "phase {} of {}: compaction {}",
