@@ -11,6 +11,7 @@
 //! [store]
 //! write_queue = 4096
 //! max_group = 256
+//! compaction = true                # false: no compaction or retention (benchmarks only)
 //! [enrollment]
 //! listen = "0.0.0.0:4444"          # server-authenticated TLS, no client certificate
 //! cert_lifetime_secs = 2592000     # 30 days; agents renew at two thirds
@@ -157,6 +158,7 @@ struct RawStore {
     rollup_1h_retention_days: Option<Spanned<i64>>,
     compact_interval_secs: Option<Spanned<i64>>,
     compact_grace_secs: Option<Spanned<i64>>,
+    compaction: Option<Spanned<bool>>,
     // store2 brief (issue 17): retention of the other tables
     patch_report_retention_days: Option<Spanned<i64>>,
     inventory_change_retention_days: Option<Spanned<i64>>,
@@ -397,6 +399,7 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         interval: Duration::from_secs(compact_every as u64),
         grace: Duration::from_secs(grace as u64),
         other,
+        enabled: st.compaction.as_ref().is_none_or(|c| *c.get_ref()),
     };
     // --- end store brief ---
     let tick = ranged(&mut p, &raw.alerts.tick_secs, "tick_secs", 1, 300, 5);
@@ -529,6 +532,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.storage.raw_retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.storage.grace, Duration::ZERO);
+        assert!(c.storage.enabled);
+        // bench7 brief: the maintenance switch; a non-boolean is refused where it is.
+        let c = parse(Path::new("c.toml"), "[store]\ncompaction = false\n").unwrap();
+        assert!(!c.storage.enabled);
+        let e = parse(Path::new("c.toml"), "[store]\ncompaction = \"no\"\n").unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:2:"), "{e}");
         let e = parse(
             Path::new("c.toml"),
             "[store]\nraw_retention_days = 30\nrollup_5m_retention_days = 20\n",

@@ -31,7 +31,7 @@ use tandem_tests::{
     Creds, Stream, batch, client, cpu_secs, now_ms, rss_bytes, thread_cpu_secs, values_batch,
 };
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Drive N simulated agents against a real collector and measure")]
 struct Args {
     /// Concurrent agent streams (one TLS connection each).
@@ -71,6 +71,26 @@ struct Args {
     /// The alert engine's tick with --rules (`[alerts] tick_secs`).
     #[arg(long, default_value_t = 5)]
     tick_secs: u64,
+    /// Measure compaction and retention under this load instead (bench7 brief,
+    /// issue 17): one data dir, `--alternations` pairs of phases of `--secs` each, the
+    /// collector restarted for each with `[store] compaction = false` (off) or on. Before
+    /// each "on" phase this many closed hours of head rows (one a batch, every
+    /// `--backlog-every` s, `--series` values, for each of the `--agents` devices) and
+    /// `--expired` chunks per device older than the raw retention (and as many 5-minute
+    /// rollups older than theirs) are written through the store's own encoding; the
+    /// phases report ack p50/p99 and how much of it was compacted and expired. Skips
+    /// the raw SQLite ceiling.
+    #[arg(long)]
+    compaction_backlog: Option<u32>,
+    /// Seconds between the backlog's batches (a real agent: 10).
+    #[arg(long, default_value_t = 10)]
+    backlog_every: u32,
+    /// Expired chunks (and 5-minute rollups) per device before each "on" phase.
+    #[arg(long, default_value_t = 2)]
+    expired: u32,
+    /// Off/on pairs with --compaction-backlog.
+    #[arg(long, default_value_t = 4)]
+    alternations: u32,
 }
 
 #[derive(Default)]
@@ -249,6 +269,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(hours) = args.compaction_backlog {
+        return compaction_bench(&args, hours, &pace).await;
+    }
     let p = phase(&args, None).await?;
     eprintln!(
         "measuring the raw SQLite ceiling ({} values)…",
@@ -316,6 +339,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Starts a fresh collector (with the rules of `rules`, if any), drives the load,
 /// measures, stops the collector.
 async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<Phase> {
+    let (site, creds) = prepare(args)?;
+    let extra = match rules {
+        None => String::new(),
+        Some(src) => {
+            let dst = site.dir.path().join("rules");
+            std::fs::create_dir_all(&dst)?;
+            for e in std::fs::read_dir(src)
+                .with_context(|| format!("cannot read {}", src.display()))?
+                .flatten()
+            {
+                if e.path().extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(e.path(), dst.join(e.file_name()))?;
+                }
+            }
+            format!(
+                "[alerts]\nrules_dir = \"rules\"\ntick_secs = {}\n",
+                args.tick_secs
+            )
+        }
+    };
+    drive(args, site, creds, &extra).await
+}
+
+/// A fresh data dir with a CA and `--agents` issued and recorded certificates.
+fn prepare(args: &Args) -> anyhow::Result<(tandem_tests::Site, Vec<Creds>)> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("collector");
     pki::init(&data_dir, &[])?;
@@ -339,27 +387,18 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
         .collect::<anyhow::Result<_>>()?;
     tx.commit()?;
     drop(db);
-    let site = tandem_tests::Site { dir };
-    let extra = match rules {
-        None => String::new(),
-        Some(src) => {
-            let dst = site.dir.path().join("rules");
-            std::fs::create_dir_all(&dst)?;
-            for e in std::fs::read_dir(src)
-                .with_context(|| format!("cannot read {}", src.display()))?
-                .flatten()
-            {
-                if e.path().extension().is_some_and(|x| x == "toml") {
-                    std::fs::copy(e.path(), dst.join(e.file_name()))?;
-                }
-            }
-            format!(
-                "[alerts]\nrules_dir = \"rules\"\ntick_secs = {}\n",
-                args.tick_secs
-            )
-        }
-    };
-    let collector = site.start_collector(&extra).await?;
+    Ok((tandem_tests::Site { dir }, creds))
+}
+
+/// Starts a collector on `site` with `extra` (continuing `[telemetry]`), drives the
+/// load, measures, stops the collector.
+async fn drive(
+    args: &Args,
+    site: tandem_tests::Site,
+    creds: Vec<Creds>,
+    extra: &str,
+) -> anyhow::Result<Phase> {
+    let collector = site.start_collector(extra).await?;
     let pid = collector.pid();
     eprintln!(
         "collector pid {pid} on {}; connecting {} agents…",
@@ -390,6 +429,11 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
 
     measuring.store(true, Ordering::SeqCst);
+    eprintln!(
+        "measuring from {} for {} s (ms since the epoch)",
+        now_ms(),
+        args.secs
+    );
     let v0 = totals.values.load(Ordering::SeqCst);
     let b0 = totals.batches.load(Ordering::SeqCst);
     let cpu0 = cpu_secs(pid).unwrap_or(0.0);
@@ -538,7 +582,7 @@ async fn agent(
         totals.errors.fetch_add(1, Ordering::Relaxed);
         return (lat, false);
     };
-    let Ok((mut s, _)) = Stream::hello(&mut c).await else {
+    let Ok((mut s, welcome)) = Stream::hello(&mut c).await else {
         totals.errors.fetch_add(1, Ordering::Relaxed);
         return (lat, false);
     };
@@ -550,7 +594,9 @@ async fn agent(
     } = shape;
     let mut last_t = 0;
     let mut sent: std::collections::VecDeque<(u64, Instant)> = Default::default();
-    let mut seq = 0u64;
+    // After a restart of the collector on the same data dir (--compaction-backlog),
+    // go on after what it stored: a seq it has seen would be acked without a commit.
+    let mut seq = welcome.acked_seq;
     // Paced agents start at a random phase so they do not all send at once.
     let period = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut next_send =
@@ -679,4 +725,290 @@ fn raw_ceiling(
         done += per_txn;
     }
     Ok((batches * series) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `--compaction-backlog HOURS` (bench7 brief, issue 17): ingest ack latency with the
+/// store's maintenance (compaction and retention) working on a backlog, against the
+/// same load with it off, in alternating phases on one data dir.
+async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result<()> {
+    use tandem_collector::store::chunk::CHUNK_MS;
+    const DAY: i64 = 86_400_000;
+    if !(1..=48).contains(&hours) {
+        bail!("--compaction-backlog {hours}: give 1 to 48 closed hours");
+    }
+    if !(1..=3600).contains(&args.backlog_every) {
+        bail!(
+            "--backlog-every {}: give 1 to 3600 seconds",
+            args.backlog_every
+        );
+    }
+    if args.alternations == 0 || args.alternations > 50 {
+        bail!("--alternations {}: give 1 to 50", args.alternations);
+    }
+    let t_start = now_ms();
+    let top = t_start - t_start.rem_euclid(CHUNK_MS);
+    let (site, creds) = prepare(args)?;
+    // A short unmeasured run creates the devices and their series the way the
+    // writer does; the backlog then uses their series ids.
+    eprintln!("setup run: creating the devices and series");
+    let mut setup = args.clone();
+    setup.secs = 2;
+    setup.warmup_secs = 2;
+    let mut site = drive(&setup, site, creds.clone(), "[store]\ncompaction = false\n")
+        .await?
+        .site;
+    let db_path = site.db_path();
+    let mut conn = tandem_collector::store::open(&db_path)?;
+    let devices: Vec<(String, Vec<i64>)> = {
+        let mut out = Vec::new();
+        for i in 0..args.agents {
+            let dev = format!("load-{i:05}");
+            let mut ids = Vec::with_capacity(args.series);
+            for s in 0..args.series {
+                let id: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM series WHERE device_id = ?1 AND name = ?2 AND dimension = ''",
+                        params![dev, format!("test.metric.{s}")],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                ids.extend(id);
+            }
+            if ids.len() == args.series {
+                out.push((dev, ids));
+            }
+        }
+        out
+    };
+    if devices.is_empty() {
+        bail!(
+            "setup run stored no series: see {}",
+            site.dir.path().join("collector.log").display()
+        );
+    }
+    eprintln!("{} devices with {} series each", devices.len(), args.series);
+    // The template of an expired device-hour: one hour of device 0, 100 days old,
+    // compacted by the store's own compaction into a chunk and its rollups.
+    let per_hour = 3600 / args.backlog_every as i64;
+    let head_row = |ids: &[i64], ts: i64, k: i64| {
+        let vals: Vec<f64> = (0..ids.len() as i64)
+            .map(|i| match i % 3 {
+                0 => ((k * 7 + i * 13) % 1000) as f64 / 10.0,
+                1 => (k * 4096 + i) as f64,
+                _ => 1e9 + ((k * 31 + i) % 977) as f64 * 4096.0,
+            })
+            .collect();
+        tandem_collector::store::chunk::encode_head(ids, &[(ts, &vals)])
+    };
+    let old_hour = top - 100 * DAY;
+    {
+        let (dev, ids) = &devices[0];
+        let tx = conn.transaction()?;
+        for k in 0..per_hour {
+            let ts = old_hour + k * args.backlog_every as i64 * 1000;
+            tx.execute(
+                "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?2, ?3, ?4)",
+                params![dev, ts, ids.len() as i64, head_row(ids, ts, k)],
+            )?;
+        }
+        tx.commit()?;
+        while tandem_collector::store::compact::compact_step(&mut conn, dev, old_hour + CHUNK_MS)?.0
+            > 0
+        {}
+    }
+    let (tmpl_chunk, tmpl_values): (Vec<u8>, i64) = conn.query_row(
+        "SELECT blob, n_values FROM chunks WHERE device_id = ?1 AND start_ms = ?2",
+        params![devices[0].0, old_hour],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (tmpl_rollup, tmpl_buckets): (Vec<u8>, i64) = conn.query_row(
+        "SELECT blob, n_buckets FROM rollups WHERE tier = 300000 AND device_id = ?1 AND start_ms = ?2",
+        params![devices[0].0, old_hour],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    drop(conn);
+
+    // What is left to do: backlog head rows and values, expired chunks and 5-minute
+    // rollups (the collector is stopped when these are read).
+    let left = |site: &tandem_tests::Site| -> (i64, i64, i64, i64) {
+        (
+            site.count(&format!("SELECT count(*) FROM head WHERE max_ts < {top}")),
+            site.count(&format!(
+                "SELECT coalesce(sum(n_values), 0) FROM head WHERE max_ts < {top}"
+            )),
+            site.count(&format!(
+                "SELECT count(*) FROM chunks WHERE start_ms < {}",
+                t_start - 15 * DAY
+            )),
+            site.count(&format!(
+                "SELECT count(*) FROM rollups WHERE tier = 300000 AND start_ms < {}",
+                t_start - 91 * DAY
+            )),
+        )
+    };
+    struct Row {
+        on: bool,
+        p: Phase,
+        before: (i64, i64, i64, i64),
+        after: (i64, i64, i64, i64),
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for i in 0..2 * args.alternations {
+        let on = i % 2 == 1;
+        if on {
+            // This phase's own backlog: hours not used before, and expired blobs.
+            let k = (i / 2) as i64;
+            let t = Instant::now();
+            let mut conn = tandem_collector::store::open(&db_path)?;
+            for chunk in devices.chunks(50) {
+                let tx = conn.transaction()?;
+                for (dev, ids) in chunk {
+                    for h in 0..hours as i64 {
+                        let hour = top - (1 + k * hours as i64 + h) * CHUNK_MS;
+                        let off = ids[0] % (args.backlog_every as i64 * 1000);
+                        for n in 0..per_hour {
+                            let ts = hour + n * args.backlog_every as i64 * 1000 + off;
+                            tx.execute(
+                                "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?2, ?3, ?4)",
+                                params![dev, ts, ids.len() as i64, head_row(ids, ts, n)],
+                            )?;
+                        }
+                    }
+                    for j in 0..args.expired as i64 {
+                        let n = 1 + k * args.expired as i64 + j;
+                        tx.execute(
+                            "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, ?3, ?4)",
+                            params![dev, top - 15 * DAY - n * CHUNK_MS, tmpl_values, tmpl_chunk],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO rollups (tier, device_id, start_ms, n_buckets, blob) VALUES (300000, ?1, ?2, ?3, ?4)",
+                            params![dev, top - 91 * DAY - n * CHUNK_MS, tmpl_buckets, tmpl_rollup],
+                        )?;
+                    }
+                }
+                tx.commit()?;
+            }
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            eprintln!(
+                "backlog for phase {}: {} head rows, {} expired chunks + 5 min rollups per device ({:.1} s)",
+                i + 1,
+                devices.len() as i64 * hours as i64 * per_hour,
+                args.expired,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        // Every phase starts from a checkpointed WAL, so no phase pays for the
+        // previous one's checkpoint.
+        tandem_collector::store::open(&db_path)?
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        let before = left(&site);
+        eprintln!(
+            "phase {} of {}: compaction {}",
+            i + 1,
+            2 * args.alternations,
+            if on { "on" } else { "off" }
+        );
+        let extra = format!("[store]\ncompaction = {on}\ncompact_interval_secs = 1\n");
+        let mut p = drive(args, site, creds.clone(), &extra).await?;
+        site = std::mem::replace(
+            &mut p.site,
+            tandem_tests::Site {
+                dir: tempfile::tempdir()?,
+            },
+        );
+        let after = left(&site);
+        rows.push(Row {
+            on,
+            p,
+            before,
+            after,
+        });
+    }
+    println!(
+        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device",
+        args.agents,
+        args.series,
+        args.window,
+        args.alternations,
+        args.secs,
+        args.warmup_secs,
+        devices.len(),
+        args.backlog_every,
+        args.expired
+    );
+    println!(
+        "  {:<5} {:>4} {:>10} {:>8} {:>8} {:>8} {:>8} {:>11} {:>12} {:>9} {:>9} {:>6}",
+        "phase",
+        "mode",
+        "values/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "CPU s",
+        "head rows",
+        "values",
+        "chunks",
+        "rollups",
+        "errors"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "  {:<5} {:>4} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>11} {:>12} {:>9} {:>9} {:>6}",
+            i + 1,
+            if r.on { "on" } else { "off" },
+            r.p.values as f64 / r.p.elapsed,
+            r.p.pct(0.5),
+            r.p.pct(0.99),
+            r.p.pct(1.0),
+            r.p.cpu,
+            r.before.0 - r.after.0,
+            r.before.1 - r.after.1,
+            r.before.2 - r.after.2,
+            r.before.3 - r.after.3,
+            r.p.errors
+        );
+    }
+    println!(
+        "  (head rows / values / chunks / rollups: backlog compacted and blobs expired during the phase, counted in the database before and after it)"
+    );
+    let pooled = |on: bool| {
+        let mut l: Vec<u32> = rows
+            .iter()
+            .filter(|r| r.on == on)
+            .flat_map(|r| r.p.latencies.iter().copied())
+            .collect();
+        l.sort_unstable();
+        let at = |q: f64| {
+            let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len().max(1)) - 1;
+            l.get(i).map_or(f64::NAN, |&v| v as f64 / 1000.0)
+        };
+        (at(0.5), at(0.99))
+    };
+    let mean_p99 = |on: bool| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.on == on)
+            .map(|r| r.p.pct(0.99))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (off50, off99) = pooled(false);
+    let (on50, on99) = pooled(true);
+    println!(
+        "  pooled off: p50 {off50:.1} ms, p99 {off99:.1} ms; pooled on: p50 {on50:.1} ms, p99 {on99:.1} ms"
+    );
+    println!(
+        "  p99 on / off: pooled {:.3}, mean of phases {:.3} (target <= 1.10)",
+        on99 / off99,
+        mean_p99(true) / mean_p99(false)
+    );
+    let left_now = left(&site);
+    println!(
+        "  left at the end: {} backlog head rows, {} expired chunks, {} expired 5 min rollups",
+        left_now.0, left_now.2, left_now.3
+    );
+    if args.keep {
+        println!("data kept in {}", site.dir.keep().display());
+    }
+    Ok(())
 }

@@ -129,7 +129,38 @@ fn from_db(src: &std::path::Path) -> anyhow::Result<()> {
         pco_bytes as f64 / values as f64
     );
     println!("  whole database file in use (everything else included): {file} B");
+    // bench7 brief: all-in bytes of the metric store (head, chunks and rollups with
+    // their indexes, page overhead included), in place after compaction and again
+    // after a VACUUM (the pages the deleted head rows left, given back).
+    let head_left: i64 = conn.query_row("SELECT count(*) FROM head", [], |r| r.get(0))?;
+    for when in ["after compaction, in place", "after VACUUM"] {
+        if when == "after VACUUM" {
+            conn.execute_batch("VACUUM")?;
+        }
+        let (store_bytes, series_bytes) = metric_store_bytes(&conn)?;
+        println!(
+            "  all-in metric store {when} (head {head_left} rows, chunks, rollups, their indexes): {store_bytes} B = {:.3} B/value; series table + index {series_bytes} B = {:.3} B/value more",
+            store_bytes as f64 / values as f64,
+            series_bytes as f64 / values as f64
+        );
+    }
     Ok(())
+}
+
+/// Bytes (whole pages, from `dbstat`) of the metric store's tables and indexes, and
+/// of the `series` table with its index.
+fn metric_store_bytes(conn: &rusqlite::Connection) -> anyhow::Result<(i64, i64)> {
+    let sum = |tables: &str| -> anyhow::Result<i64> {
+        Ok(conn.query_row(
+            &format!(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN
+                   (SELECT name FROM sqlite_schema WHERE tbl_name IN ({tables}))"
+            ),
+            [],
+            |r| r.get(0),
+        )?)
+    };
+    Ok((sum("'head', 'chunks', 'rollups'")?, sum("'series'")?))
 }
 
 struct Rng(u64);
