@@ -667,6 +667,7 @@ pub(crate) fn spawn(
         .spawn(move || {
             // Below ingest on a busy machine (bench7 brief): this thread's nice +10
             // (on Linux a thread's own); the writer and the network threads keep theirs.
+            #[cfg(unix)]
             if let Err(e) = rustix::process::nice(10) {
                 tracing::debug!(error = %e, "cannot lower the maintenance thread's priority");
             }
