@@ -126,20 +126,13 @@ const POOL_IDLE: usize = 8;
 /// How often the event streams' watcher looks for new events.
 const EVENTS_POLL: Duration = Duration::from_millis(250);
 
-/// Runs `f` on the blocking pool with a pooled connection.
+/// Runs `f` with a pooled connection on the pool's threads (below ingest's CPU
+/// priority: see `store::pool`).
 pub(crate) async fn db<T: Send + 'static>(
     st: &ConsoleState,
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let pool = st.pool.clone();
-    let turn = pool.gate().await;
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        let mut c = pool.get().map_err(ApiError::internal)?;
-        f(&mut c)
-    })
-    .await
-    .map_err(ApiError::internal)?
+    st.pool.run(f).await.map_err(ApiError::internal)?
 }
 
 pub(crate) fn cookie(parts: &axum::http::HeaderMap, name: &str) -> Option<String> {

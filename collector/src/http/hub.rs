@@ -128,14 +128,10 @@ async fn watch_feed(hub: Arc<Inner>, tx: watch::Sender<Arc<Recent>>) {
             continue;
         }
         let known = tx.borrow().clone();
-        let pool = hub.pool.clone();
-        let turn = pool.gate().await;
-        let read = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            let c = pool.get().map_err(|e| e.to_string())?;
-            read_since(&*c, &known).map_err(|e| e.to_string())
-        })
-        .await;
+        let read = hub
+            .pool
+            .run(move |c| read_since(&*c, &known).map_err(|e| e.to_string()))
+            .await;
         match read {
             Ok(Ok(Some(next))) => {
                 tx.send_replace(Arc::new(next));

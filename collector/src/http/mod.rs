@@ -310,12 +310,8 @@ async fn with_db<T: Send + 'static>(
     pool: Arc<crate::store::pool::Pool>,
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, String> {
-    let turn = pool.gate().await;
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        let mut c = pool.get().map_err(|e| e.to_string())?;
-        f(&mut c).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    match pool.run(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
