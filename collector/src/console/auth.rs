@@ -193,24 +193,13 @@ pub(crate) fn audit(
     conn: &Connection,
     actor: &str,
     tenant_id: Option<i64>,
-    action: &str,
+    action: &'static str,
     target: &str,
     detail: serde_json::Value,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO audit_log (at_ms, actor, tenant_id, action, target, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        now_ms,
-        actor,
-        tenant_id,
-        action,
-        target,
-        detail.to_string()
-    ])?;
-    Ok(())
+    let e = crate::store::AuditEntry::new(actor, action, target, detail);
+    crate::store::audit_sql::append(conn, tenant_id, &e, now_ms)
 }
 
 pub(crate) fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {

@@ -126,11 +126,21 @@ const POOL_IDLE: usize = 8;
 /// How often the event streams' watcher looks for new events.
 const EVENTS_POLL: Duration = Duration::from_millis(250);
 
-/// Runs `f` with a pooled connection on the pool's threads (below ingest's CPU
-/// priority: see `store::pool`).
+/// LEGACY (issue 17 item 1): runs `f` with the bare connection of a pooled
+/// [`crate::store::Db`], for handlers whose SQL has not moved into the store yet.
+/// Use [`store`].
 pub(crate) async fn db<T: Send + 'static>(
     st: &ConsoleState,
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    store(st, move |d| f(d.legacy_conn())).await
+}
+
+/// Runs `f` with a pooled store handle on the pool's threads (below ingest's CPU
+/// priority: see `store::pool`).
+pub(crate) async fn store<T: Send + 'static>(
+    st: &ConsoleState,
+    f: impl FnOnce(&mut crate::store::Db) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     st.pool.run(f).await.map_err(ApiError::internal)?
 }

@@ -20,6 +20,7 @@ pub mod integrity;
 // --- store6 brief (issue 17 item 1): the backend-neutral interface ---
 pub(crate) mod alert_sql;
 pub(crate) mod api;
+pub(crate) mod audit_sql;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod db;
@@ -27,6 +28,7 @@ mod error;
 pub(crate) mod escalation_sql;
 pub(crate) mod incident_sql;
 pub(crate) mod outbox_sql;
+pub(crate) use audit_sql::AuditEntry;
 pub use db::Db;
 pub use error::BackendError;
 // --- end store6 brief ---
