@@ -589,7 +589,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let (i99, b99) = (quantile(&mut idle, 0.99), quantile(&mut busy, 0.99));
     println!(
-        "ingest {} values/s target ({} agents x {} values): ack p50/p99 idle {:.1}/{:.1} ms ({} batches), busy {:.1}/{:.1} ms ({} batches; {} feeds, {polls} fleet page loads, a transition a second); {} rounds of {} s each; p99 busy/idle {:.2} (target <= 1.20: {})",
+        "ingest {} values/s target ({} agents x {} values): ack p50/p99 idle {:.1}/{:.1} ms ({} batches), busy {:.1}/{:.1} ms ({} batches; {} feeds, {polls} fleet page loads, {}); {} rounds of {} s each; p99 busy/idle {:.2} (target <= 1.20: {})",
         args.ingest_values_per_sec,
         args.ingest_agents,
         args.ingest_series,
@@ -599,7 +599,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quantile(&mut busy, 0.5),
         b99,
         busy.len(),
-        args.feeds,
+        if args.busy.iter().any(|b| b == "feeds") {
+            args.feeds
+        } else {
+            0
+        },
+        if args.busy.iter().any(|b| b == "transitions") {
+            "a transition a second"
+        } else {
+            "no transitions"
+        },
         args.rounds,
         args.phase_secs,
         b99 / i99,
