@@ -91,6 +91,17 @@ struct Args {
     /// Off/on pairs with --compaction-backlog.
     #[arg(long, default_value_t = 4)]
     alternations: u32,
+    /// Encode and gzip this many batches per agent before connecting, and send those
+    /// bytes while measuring (`tandem_tests::precoded`): the same wire, but loadgen no
+    /// longer spends the shared cores on encoding and gzip, which a real fleet does on
+    /// its own machines. An agent that has sent them all stops sending (reported).
+    /// Not with --rules or --compaction-backlog (their batches carry real time).
+    #[arg(long, default_value_t = 0)]
+    pre_encode: u64,
+    /// The collector's `[store] max_group` (most batches in one commit); its default
+    /// when not given. Not with --compaction-backlog.
+    #[arg(long)]
+    max_group: Option<u32>,
 }
 
 #[derive(Default)]
@@ -98,6 +109,8 @@ struct Totals {
     values: AtomicU64,
     batches: AtomicU64,
     errors: AtomicU64,
+    /// Agents that sent all their --pre-encode batches before the end.
+    ran_out: AtomicU64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,6 +135,8 @@ struct Phase {
     cpu: f64,
     engine_cpu: Option<f64>,
     errors: u64,
+    /// Agents that sent all their --pre-encode batches before the measured window ended.
+    ran_out: u64,
     stored: i64,
     clean: bool,
     /// The collector's "alert engine summary" log line, if it ran one.
@@ -158,6 +173,14 @@ impl Phase {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.max_group.is_some() && args.compaction_backlog.is_some() {
+        bail!("--max-group: not with --compaction-backlog");
+    }
+    if args.pre_encode > 0 && (args.rules.is_some() || args.compaction_backlog.is_some()) {
+        bail!(
+            "--pre-encode: not with --rules or --compaction-backlog (their batches carry the time they are sent)"
+        );
+    }
     let pace = if args.rate > 0.0 {
         format!("{} batches/s per agent", args.rate)
     } else {
@@ -319,6 +342,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         100.0 * p.cpu / p.elapsed
     );
     println!("  stream errors           {:>12}", p.errors);
+    if args.pre_encode > 0 {
+        println!(
+            "  pre-encoded batches     {:>12} per agent, encoded and gzipped before connecting; {} agents sent them all before the end{}",
+            args.pre_encode,
+            p.ran_out,
+            if p.ran_out > 0 {
+                " (raise --pre-encode: the figure is low)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("  values in database      {:>12}", p.stored);
     println!("  collector clean stop    {:>12}", p.clean);
     println!(
@@ -340,8 +375,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// measures, stops the collector.
 async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<Phase> {
     let (site, creds) = prepare(args)?;
+    let store = args
+        .max_group
+        .map_or(String::new(), |g| format!("[store]\nmax_group = {g}\n"));
     let extra = match rules {
-        None => String::new(),
+        None => store,
         Some(src) => {
             let dst = site.dir.path().join("rules");
             std::fs::create_dir_all(&dst)?;
@@ -354,7 +392,7 @@ async fn phase(args: &Args, rules: Option<&std::path::Path>) -> anyhow::Result<P
                 }
             }
             format!(
-                "[alerts]\nrules_dir = \"rules\"\ntick_secs = {}\n",
+                "{store}[alerts]\nrules_dir = \"rules\"\ntick_secs = {}\n",
                 args.tick_secs
             )
         }
@@ -409,6 +447,7 @@ async fn drive(
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let base = now_ms();
+    let mut pre = pre_encode(args, base);
     let mut tasks = Vec::with_capacity(args.agents);
     for (k, c) in creds.into_iter().enumerate() {
         let (totals, stop, measuring) = (totals.clone(), stop.clone(), measuring.clone());
@@ -420,8 +459,9 @@ async fn drive(
             rate: args.rate,
             sawtooth: args.rules.is_some().then_some(k as u64),
         };
+        let pre = pre.as_mut().map(|p| std::mem::take(&mut p[k]));
         tasks.push(tokio::spawn(async move {
-            agent(addr, c, shape, base, totals, stop, measuring).await
+            agent(addr, c, shape, base, pre, totals, stop, measuring).await
         }));
         // Do not stampede the handshake path: ~1000 connections per second.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -490,6 +530,7 @@ async fn drive(
         cpu: cpu1 - cpu0,
         engine_cpu: engine1.zip(engine0).map(|(a, b)| a - b),
         errors: totals.errors.load(Ordering::SeqCst),
+        ran_out: totals.ran_out.load(Ordering::SeqCst),
         stored,
         clean,
         summary,
@@ -566,6 +607,80 @@ fn frame(seq: u64, base: i64, last_t: &mut i64, shape: &Shape) -> tandem_proto::
     values_batch(seq, t, &values)
 }
 
+/// With --pre-encode: each agent's batches `1..=N`, encoded and gzipped as they go on
+/// the wire, made on all cores before any agent connects.
+fn pre_encode(args: &Args, base: i64) -> Option<Vec<Vec<bytes::Bytes>>> {
+    if args.pre_encode == 0 {
+        return None;
+    }
+    let t = Instant::now();
+    let shape = Shape {
+        series: args.series,
+        samples: args.samples.max(1),
+        window: args.window,
+        rate: args.rate,
+        sawtooth: None,
+    };
+    let n = args.pre_encode;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = args.agents.div_ceil(threads).max(1);
+    let mut out: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); args.agents];
+    std::thread::scope(|sc| {
+        for chunk in out.chunks_mut(per) {
+            let shape = &shape;
+            sc.spawn(move || {
+                for frames in chunk {
+                    // Every agent sends the same batches (as without --pre-encode): its
+                    // own seqs, the same values and instants.
+                    *frames = (1..=n)
+                        .map(|seq| tandem_tests::precoded::encode(&frame(seq, base, &mut 0, shape)))
+                        .collect();
+                }
+            });
+        }
+    });
+    let bytes: usize = out.iter().flatten().map(|b| b.len()).sum();
+    eprintln!(
+        "pre-encoded {} batches per agent ({:.0} MiB on the wire) in {:.1} s",
+        n,
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    Some(out)
+}
+
+/// An agent's stream: tonic's (encoding and gzip as it sends) or pre-encoded bytes.
+enum Link {
+    Tonic(Stream),
+    Pre(tandem_tests::precoded::PrecodedStream, Vec<bytes::Bytes>),
+}
+
+impl Link {
+    /// Sends batch `seq`; `Ok(false)` when a pre-encoded agent has no batch `seq`.
+    async fn send(
+        &mut self,
+        seq: u64,
+        base: i64,
+        last_t: &mut i64,
+        shape: &Shape,
+    ) -> anyhow::Result<bool> {
+        match self {
+            Link::Tonic(s) => s.send(frame(seq, base, last_t, shape)).await.map(|()| true),
+            Link::Pre(s, frames) => match frames.get(seq as usize - 1) {
+                Some(b) => s.send(b.clone()).await.map(|()| true),
+                None => Ok(false),
+            },
+        }
+    }
+
+    async fn next_ack(&mut self) -> anyhow::Result<Option<u64>> {
+        match self {
+            Link::Tonic(s) => Ok(s.next_ack().await?),
+            Link::Pre(s, _) => s.next_ack().await,
+        }
+    }
+}
+
 /// One simulated agent. Returns ack latencies (µs) seen while measuring, and whether
 /// it connected.
 async fn agent(
@@ -573,19 +688,39 @@ async fn agent(
     creds: Creds,
     shape: Shape,
     base: i64,
+    pre: Option<Vec<bytes::Bytes>>,
     totals: Arc<Totals>,
     stop: Arc<AtomicBool>,
     measuring: Arc<AtomicBool>,
 ) -> (Vec<u32>, bool) {
     let mut lat = Vec::new();
-    let Ok(mut c) = client(addr, &creds).await else {
+    let opened = match pre {
+        None => match client(addr, &creds).await {
+            Ok(mut c) => Stream::hello(&mut c)
+                .await
+                .map(|(s, w)| (Link::Tonic(s), w)),
+            Err(e) => Err(e),
+        },
+        Some(frames) => match tandem_tests::channel(addr, &creds).await {
+            Ok(ch) => {
+                let hello = tandem_tests::precoded::encode(&tandem_tests::hello_frame());
+                tandem_tests::precoded::PrecodedStream::hello(ch, hello)
+                    .await
+                    .map(|(s, w)| (Link::Pre(s, frames), w))
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let Ok((mut s, welcome)) = opened else {
         totals.errors.fetch_add(1, Ordering::Relaxed);
         return (lat, false);
     };
-    let Ok((mut s, welcome)) = Stream::hello(&mut c).await else {
+    if matches!(s, Link::Pre(..)) && welcome.acked_seq != 0 {
+        // Pre-encoded batches start at seq 1; a collector that has seen them would
+        // ack them without storing anything.
         totals.errors.fetch_add(1, Ordering::Relaxed);
         return (lat, false);
-    };
+    }
     let Shape {
         series,
         window,
@@ -593,6 +728,7 @@ async fn agent(
         ..
     } = shape;
     let mut last_t = 0;
+    let mut exhausted = false;
     let mut sent: std::collections::VecDeque<(u64, Instant)> = Default::default();
     // After a restart of the collector on the same data dir (--compaction-backlog),
     // go on after what it stored: a seq it has seen would be acked without a commit.
@@ -606,23 +742,48 @@ async fn agent(
             if sent.is_empty() {
                 tokio::time::sleep_until(next_send.into()).await;
             }
-            if Instant::now() >= next_send && sent.len() < window {
+            if Instant::now() >= next_send && sent.len() < window && !exhausted {
                 seq += 1;
-                if s.send(frame(seq, base, &mut last_t, &shape)).await.is_err() {
-                    totals.errors.fetch_add(1, Ordering::Relaxed);
-                    return (lat, true);
+                match s.send(seq, base, &mut last_t, &shape).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        exhausted = true;
+                        seq -= 1;
+                    }
+                    Err(_) => {
+                        totals.errors.fetch_add(1, Ordering::Relaxed);
+                        return (lat, true);
+                    }
                 }
-                sent.push_back((seq, Instant::now()));
+                if !exhausted {
+                    sent.push_back((seq, Instant::now()));
+                }
                 next_send += p;
             }
         }
-        while period.is_none() && sent.len() < window {
+        while period.is_none() && sent.len() < window && !exhausted {
             seq += 1;
-            if s.send(frame(seq, base, &mut last_t, &shape)).await.is_err() {
-                totals.errors.fetch_add(1, Ordering::Relaxed);
-                return (lat, true);
+            match s.send(seq, base, &mut last_t, &shape).await {
+                Ok(true) => sent.push_back((seq, Instant::now())),
+                Ok(false) => {
+                    exhausted = true;
+                    seq -= 1;
+                }
+                Err(_) => {
+                    totals.errors.fetch_add(1, Ordering::Relaxed);
+                    return (lat, true);
+                }
             }
-            sent.push_back((seq, Instant::now()));
+        }
+        if exhausted && sent.is_empty() {
+            // All pre-encoded batches sent and acked: wait for the end.
+            if !stop.load(Ordering::Relaxed) {
+                totals.ran_out.fetch_add(1, Ordering::Relaxed);
+            }
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return (lat, true);
         }
         match s.next_ack().await {
             Ok(Some(acked)) => {
