@@ -9,13 +9,15 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms};
+use crate::store::Db;
+use crate::store::console_query::{ConsoleDevice, ConsoleQuery, ScopeLookup};
 
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -29,8 +31,11 @@ pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 
 /// The tenant a request is about: the principal's own for a tenant role (another
 /// named tenant does not exist for it), or the named one, or all (`None`).
+///
+/// On anything that looks tenants up ([`ScopeLookup`]): a store handle, or (until
+/// their handlers move behind the store) the connection of the legacy entry.
 pub(super) fn scope(
-    conn: &Connection,
+    c: &impl ScopeLookup,
     p: &Principal,
     requested: Option<&str>,
 ) -> Result<Option<i64>, ApiError> {
@@ -38,7 +43,10 @@ pub(super) fn scope(
         (Some(own), None) => Ok(Some(own)),
         (Some(own), Some(t)) if Some(t) == p.tenant.as_deref() => Ok(Some(own)),
         (Some(_), Some(t)) => Err(ApiError::not_found(format!("tenant {t:?}"))),
-        (None, Some(t)) => auth::tenant_id(conn, t).map(Some),
+        (None, Some(t)) => c
+            .tenant_id(t)?
+            .map(Some)
+            .ok_or_else(|| ApiError::not_found(format!("tenant {t:?}"))),
         (None, None) => Ok(None),
     }
 }
@@ -386,42 +394,36 @@ pub(crate) struct DeviceOut {
     pub(crate) open_alerts: i64,
 }
 
-pub(super) const DEVICE_SELECT: &str =
-    "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version,
-        d.agent_version, d.first_seen_ms, d.last_seen_ms,
-        (SELECT count(*) FROM incidents i WHERE i.device_id = d.id AND i.state != 'resolved')
-    FROM devices d JOIN tenants t ON t.id = d.tenant_id LEFT JOIN sites s ON s.id = d.site_id";
-
-pub(super) fn device_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<DeviceOut> {
-    let last: i64 = r.get(8)?;
-    Ok(DeviceOut {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        site: r.get(2)?,
-        hostname: r.get(3)?,
-        os_family: r.get(4)?,
-        os_version: r.get(5)?,
-        agent_version: r.get(6)?,
-        first_seen_ms: r.get(7)?,
-        last_seen_ms: last,
-        online: last >= now - ONLINE_MS,
-        open_alerts: r.get(9)?,
-    })
+impl DeviceOut {
+    /// The device as the API shows it: online when seen in the last [`ONLINE_MS`]
+    /// before `now`.
+    pub(super) fn of(d: ConsoleDevice, now: i64) -> DeviceOut {
+        DeviceOut {
+            online: d.last_seen_ms >= now - ONLINE_MS,
+            id: d.id,
+            tenant: d.tenant,
+            site: d.site,
+            hostname: d.hostname,
+            os_family: d.os_family,
+            os_version: d.os_version,
+            agent_version: d.agent_version,
+            first_seen_ms: d.first_seen_ms,
+            last_seen_ms: d.last_seen_ms,
+            open_alerts: d.open_alerts,
+        }
+    }
 }
 
+/// Device `id` if it is within `scope`; else 404, as if it did not exist.
 pub(super) fn device_in_scope(
-    c: &Connection,
+    d: &Db,
     id: &str,
     scope: Option<i64>,
     now: i64,
 ) -> Result<DeviceOut, ApiError> {
-    c.query_row(
-        &format!("{DEVICE_SELECT} WHERE d.id = ?1 AND (?2 IS NULL OR d.tenant_id = ?2)"),
-        params![id, scope],
-        |r| device_row(r, now),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
+    d.device(id, scope)?
+        .map(|dev| DeviceOut::of(dev, now))
+        .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
 }
 
 // ---------------------------------------------------------------- live feed
