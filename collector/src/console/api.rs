@@ -16,6 +16,7 @@ use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms, store};
 use crate::store::Db;
+use crate::store::api::NotifyStore;
 use crate::store::console_query::{ConsoleDevice, ConsoleQuery, FleetWindow, ScopeLookup};
 
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -416,19 +417,18 @@ pub(super) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(q.since);
-    let (tenant, start) = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
+    let (tenant, start) = store(&st, move |d| {
+        let scope = scope(d, &p, q.tenant.as_deref())?;
         let name: Option<String> = match scope {
-            Some(id) => {
-                Some(c.query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))?)
-            }
+            Some(id) => Some(
+                d.tenant_name(id)?
+                    .ok_or_else(|| ApiError::internal(format!("tenant {id}: not in the store")))?,
+            ),
             None => None,
         };
         let start = match resume {
             Some(id) => id,
-            None => c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-                r.get(0)
-            })?,
+            None => d.feed_head()?,
         };
         Ok((name, start))
     })
@@ -446,9 +446,9 @@ pub(super) async fn events(
         move |from| {
             let (st, t) = (st.clone(), tenant.clone());
             async move {
-                db(&st, move |c| {
+                store(&st, move |d| {
                     Ok(crate::http::feed_page(
-                        c,
+                        d,
                         from,
                         t.as_deref(),
                         critical_only,
