@@ -14,7 +14,6 @@
 //!   acknowledged) writes nothing: no state change, no feed event, no audit row;
 //! - substrings to search for are passed as typed (no SQL patterns): the store
 //!   escapes them.
-#![allow(dead_code)] // TEMPORARY: until every console handler calls it (store7a's steps)
 
 pub(crate) use super::api::IncidentRow;
 use super::compact::StorageConfig;

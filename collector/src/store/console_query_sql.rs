@@ -1,7 +1,6 @@
 //! The SQLite side of [`ConsoleQuery`] and [`ScopeLookup`] (issue 17 item 1): the
 //! statements moved from `console::{api, devices, device, alerts, metrics}` and
 //! `http::feed` as they were, the tenant id a bound parameter of each.
-#![allow(dead_code)] // TEMPORARY: until every console handler calls it (store7a's steps)
 
 use rusqlite::{Connection, OptionalExtension, params};
 
