@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
-use super::{age, fmt_ms, now_ms, open_db_read, require_device};
+use super::{age, fmt_ms, now_ms, open_store_read, require_device};
 use crate::store;
+use crate::store::console_query::ConsoleQuery;
+use crate::store::query::MetricQuery;
 
 /// `inspect`: prints every device (or one) with its latest values; a closed pipe
 /// (`inspect | head`) is not an error.
@@ -33,22 +35,27 @@ fn inspect_to(
     json: bool,
     with_software: bool,
 ) -> anyhow::Result<()> {
-    let conn = open_db_read(data_dir)?;
+    let db = open_store_read(data_dir)?;
     if let Some(id) = device {
-        require_device(&conn, id)?;
+        require_device(&db, id)?;
     }
-    let devices = store::query::devices(&conn)?;
+    let devices = db.all_devices()?;
+    let metrics = db.metric_query(store::compact::StorageConfig::default());
     let mut out = Vec::new();
     for d in devices
         .into_iter()
         .filter(|d| device.is_none_or(|id| id == d.id))
     {
-        let latest = store::query::latest_values(&conn, &d.id)?;
-        let patches = store::query::patch_status(&conn, &d.id)?;
-        let inventory = store::query::inventory(&conn, &d.id)?;
-        let posture = store::posture::device_posture(&conn, &d.id, now_ms())?;
+        let latest: Vec<_> = metrics
+            .latest_values(&d.id)?
+            .into_iter()
+            .map(|l| (l.series.name, l.series.dimension, l.ts_ms, l.value))
+            .collect();
+        let patches = db.patch_status(&d.id)?;
+        let inventory = db.inventory(&d.id)?;
+        let posture = db.device_posture(&d.id, now_ms())?;
         let software = if with_software {
-            Some(store::query::software(&conn, &d.id)?)
+            Some(db.software(&d.id)?)
         } else {
             None
         };
@@ -183,8 +190,8 @@ fn inventory_line(i: Option<&store::query::InventoryRow>) -> String {
 
 /// `posture`: pass / fail / unknown counts per tenant (or of one tenant).
 pub fn posture(data_dir: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let conn = store::open_read_only(&data_dir.join(store::DB_FILE))?;
-    let all = store::posture::tenant_summaries(&conn, tenant, now_ms())?;
+    let db = store::Db::open_read_only(&data_dir.join(store::DB_FILE))?;
+    let all = db.tenant_posture(tenant, now_ms())?;
     if let Some(t) = tenant
         && all.is_empty()
     {

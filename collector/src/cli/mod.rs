@@ -178,36 +178,14 @@ pub(crate) fn open_db(db: &DataDir) -> anyhow::Result<store::Db> {
 /// (one with `pki/ca.pem`, after `pki init`): a mistyped `--data-dir`, or any folder
 /// that is not a Tandem data dir, is an error naming the path, never an empty answer
 /// from a database made up on the spot (issue 16, item 9).
-///
-/// A bare connection: `inspect` and `storage` read through `store::query`,
-/// `posture` and `stats`, which the console shares and which move behind the
-/// store interface in its round of issue 17; every other command holds a `Db`.
-pub(crate) fn open_db_read(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
-    let db = data_dir.join(store::DB_FILE);
-    if db.is_file() {
-        return Ok(store::open_read_only(&db)?);
-    }
-    if crate::pki::PkiPaths::new(data_dir).ca_cert.is_file() {
-        // A data dir after `pki init`, before anything else ran: its (empty) database
-        // belongs here, as an admin command would make it.
-        return Ok(store::open(&db)?);
-    }
-    anyhow::bail!(
-        "{}: not a Tandem data dir (no {} and no pki/ca.pem; check --data-dir)",
-        data_dir.display(),
-        store::DB_FILE
-    );
-}
-
-/// [`open_db_read`] as a store handle: what every read command but `inspect` and
-/// `storage` uses (issue 17).
 pub(crate) fn open_store_read(data_dir: &Path) -> anyhow::Result<store::Db> {
     let db = data_dir.join(store::DB_FILE);
     if db.is_file() {
         return Ok(store::Db::open_read_only(&db)?);
     }
     if crate::pki::PkiPaths::new(data_dir).ca_cert.is_file() {
-        // As in `open_db_read`: a data dir after `pki init` gets its database.
+        // A data dir after `pki init`, before anything else ran: its (empty) database
+        // belongs here, as an admin command would make it.
         return Ok(store::Db::open(&db)?);
     }
     anyhow::bail!(

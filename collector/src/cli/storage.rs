@@ -3,8 +3,8 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, open_db_read};
-use crate::store;
+use super::{DataDir, open_store_read};
+use crate::store::console_query::ConsoleQuery;
 
 #[derive(Subcommand)]
 pub enum StorageCommand {
@@ -23,8 +23,7 @@ pub enum StorageCommand {
 pub fn run(command: StorageCommand) -> anyhow::Result<()> {
     match command {
         StorageCommand::Stats { db, json } => {
-            let conn = open_db_read(&db.dir()?)?;
-            let s = store::stats::stats(&conn)?;
+            let s = open_store_read(&db.dir()?)?.storage_stats()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -6,16 +6,19 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::api::{ApiResult, Page, body, paging, query, scope};
-use super::auth::{self, Principal};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, db, now_ms};
+use super::{ConsoleState, now_ms, store};
 use crate::notify::incident;
+use crate::store::AuditEntry;
+use crate::store::console_query::{
+    AckResult, ConsoleQuery, IncidentFilter, PageAt, ScopeLookup, UnackResult,
+};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -57,57 +60,46 @@ pub(super) async fn alerts(
             "query severity {s:?}: use warning or critical"
         )));
     }
-    let out = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let filter = "WHERE (?1 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?1))
-              AND (?2 = 'all' OR (?2 = 'active' AND i.state != 'resolved') OR i.state = ?2)
-              AND (?3 IS NULL OR i.severity = ?3) AND (?4 IS NULL OR i.device_id = ?4)
-              AND (?5 IS NULL OR i.device_id IN (SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id
-                                                 WHERE s.name = ?5 AND (?1 IS NULL OR d.tenant_id = ?1)))";
-        let args = params![scope, state, q.severity, q.device, q.site];
-        let total: i64 = c.query_row(
-            &format!("SELECT count(*) FROM incidents i {filter}"),
-            args,
-            |r| r.get(0),
+    let out = store(&st, move |d| {
+        let scope = scope(d, &p, q.tenant.as_deref())?;
+        let filter = IncidentFilter {
+            scope,
+            state: &state,
+            severity: q.severity.as_deref(),
+            device: q.device.as_deref(),
+            site: q.site.as_deref(),
+        };
+        let got = d.incidents(
+            &filter,
+            PageAt {
+                page,
+                per_page: per,
+            },
         )?;
-        let ids = c
-            .prepare(&format!(
-                "SELECT i.id FROM incidents i {filter} ORDER BY i.id DESC LIMIT {per} OFFSET {}",
-                (page - 1) * per
-            ))?
-            .query_map(args, |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut items = Vec::new();
-        for id in ids {
-            if let Some(i) = incident::get(c, id)? {
-                items.push(incident::incident_json(&i));
-            }
-        }
         Ok(Page {
-            items,
+            items: got.items.iter().map(incident::incident_json).collect(),
             page,
             per_page: per,
-            total,
+            total: got.total,
         })
     })
     .await?;
     Ok(Json(out))
 }
 
-/// The incident's id, if it is within scope.
+/// 404 unless incident `id` is within `scope`. For `actions.rs` (snooze); on a
+/// store handle, or (until that moves behind the store) the legacy connection or a
+/// transaction on it.
 pub(super) fn incident_in_scope(
-    c: &Connection,
+    c: &impl ScopeLookup,
     id: i64,
     scope: Option<i64>,
 ) -> Result<(), ApiError> {
-    c.query_row(
-        "SELECT 1 FROM incidents i WHERE i.id = ?1
-           AND (?2 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?2))",
-        params![id, scope],
-        |_| Ok(()),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("alert {id}")))
+    if c.incident_in_scope(id, scope)? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("alert {id}")))
+    }
 }
 
 /// One incident with its history (workflow events and the alert's transitions).
@@ -118,27 +110,27 @@ pub(super) async fn alert(
     p: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Value> {
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        let events = c
-            .prepare("SELECT kind, at_ms FROM feed_events WHERE incident_id = ?1 ORDER BY id")?
-            .query_map([id], |r| Ok(json!({ "kind": r.get::<_, String>(0)?, "at_ms": r.get::<_, i64>(1)? })))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let history = c
-            .prepare(
-                "SELECT h.at_ms, h.event, h.from_state, h.to_state, h.severity, h.value FROM alert_history h
-                 JOIN incidents i ON i.instance_id = h.instance_id WHERE i.id = ?1 ORDER BY h.at_ms, h.id LIMIT 1000",
-            )?
-            .query_map([id], |r| {
-                Ok(json!({
-                    "at_ms": r.get::<_, i64>(0)?, "event": r.get::<_, String>(1)?,
-                    "from": r.get::<_, Option<String>>(2)?, "to": r.get::<_, String>(3)?,
-                    "severity": r.get::<_, Option<String>>(4)?, "value": r.get::<_, Option<f64>>(5)?,
-                }))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({ "incident": incident::incident_json(&i), "events": events, "history": history }))
+    let out = store(&st, move |d| {
+        let got = d
+            .incident_detail(id, p.tenant_id)?
+            .ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
+        let events: Vec<Value> = got
+            .events
+            .iter()
+            .map(|e| json!({ "kind": e.kind, "at_ms": e.at_ms }))
+            .collect();
+        let history: Vec<Value> = got
+            .history
+            .iter()
+            .map(|h| {
+                json!({
+                    "at_ms": h.at_ms, "event": h.event,
+                    "from": h.from_state, "to": h.to_state,
+                    "severity": h.severity, "value": h.value,
+                })
+            })
+            .collect();
+        Ok(json!({ "incident": incident::incident_json(&got.incident), "events": events, "history": history }))
     })
     .await?;
     Ok(Json(out))
@@ -175,48 +167,33 @@ pub(super) async fn alert_ack(
     p.require_ack()?;
     let note = note_of(body(b)?)?;
     let now = now_ms();
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let tx = c.transaction()?;
-        match incident::ack_in(&tx, id, &p.actor, note.as_deref(), now)? {
-            incident::Outcome::Done => {}
-            incident::Outcome::Already => {
-                return Err(ApiError::conflict(format!(
-                    "alert {id}: already acknowledged"
-                )));
-            }
-            incident::Outcome::Resolved => {
-                return Err(ApiError::conflict(format!("alert {id}: already resolved")));
-            }
-            incident::Outcome::NoSuchIncident => {
-                return Err(ApiError::not_found(format!("alert {id}")));
-            }
-        }
-        let tenant = incident_tenant_id(&tx, id)?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            tenant,
+    let out = store(&st, move |d| {
+        let audit = AuditEntry::new(
+            p.actor.as_str(),
             "alert.ack",
-            &format!("alert {id}"),
+            format!("alert {id}"),
             json!({ "note": note }),
-            now,
-        )?;
-        tx.commit()?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        Ok(incident::incident_json(&i))
+        );
+        match d.ack_incident(id, p.tenant_id, note.as_deref(), &audit, now)? {
+            AckResult::Done(i) => Ok(incident::incident_json(&i)),
+            AckResult::Already => Err(ApiError::conflict(format!(
+                "alert {id}: already acknowledged"
+            ))),
+            AckResult::Resolved => Err(ApiError::conflict(format!("alert {id}: already resolved"))),
+            AckResult::NotFound => Err(ApiError::not_found(format!("alert {id}"))),
+        }
     })
     .await?;
     Ok(Json(out))
 }
 
-pub(super) fn incident_tenant_id(c: &Connection, id: i64) -> rusqlite::Result<Option<i64>> {
-    c.query_row(
-        "SELECT t.id FROM incidents i JOIN tenants t ON t.name = i.tenant WHERE i.id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .optional()
+/// The id of incident `id`'s tenant, for its audit row. For `actions.rs` (snooze),
+/// until that moves behind the store.
+pub(super) fn incident_tenant_id(
+    c: &impl ScopeLookup,
+    id: i64,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    c.incident_tenant_id(id)
 }
 
 /// Take back an acknowledgement: the incident is open again and escalation starts over.
@@ -231,26 +208,20 @@ pub(super) async fn alert_unack(
     p.require_ack()?;
     let note = note_of(body(b)?)?;
     let now = now_ms();
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let tx = c.transaction()?;
-        let (state, instance): (String, i64) =
-            tx.query_row("SELECT state, instance_id FROM incidents WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if !["acked", "snoozed"].contains(&state.as_str()) {
-            return Err(ApiError::conflict(format!("alert {id}: is {state}, not acknowledged")));
+    let out = store(&st, move |d| {
+        let audit = AuditEntry::new(
+            p.actor.as_str(),
+            "alert.unack",
+            format!("alert {id}"),
+            json!({ "note": note }),
+        );
+        match d.unack_incident(id, p.tenant_id, &audit, now)? {
+            UnackResult::Done(i) => Ok(incident::incident_json(&i)),
+            UnackResult::NotAcked { state } => Err(ApiError::conflict(format!(
+                "alert {id}: is {state}, not acknowledged"
+            ))),
+            UnackResult::NotFound => Err(ApiError::not_found(format!("alert {id}"))),
         }
-        tx.execute(
-            "UPDATE incidents SET state = 'open', loop_no = loop_no + 1, loop_start_ms = ?2, snoozed_until_ms = NULL,
-                acked_ms = NULL, acked_by = NULL, ack_note = NULL WHERE id = ?1",
-            params![id, now],
-        )?;
-        tx.execute("UPDATE alert_instances SET acked_ms = NULL, acked_by = NULL WHERE id = ?1", [instance])?;
-        incident::feed_event(&tx, id, "reopened", now)?;
-        let tenant = incident_tenant_id(&tx, id)?;
-        auth::audit(&tx, &p.actor, tenant, "alert.unack", &format!("alert {id}"), json!({ "note": note }), now)?;
-        tx.commit()?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
-        Ok(incident::incident_json(&i))
     })
     .await?;
     Ok(Json(out))

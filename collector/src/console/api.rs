@@ -9,13 +9,15 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms};
+use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms, store};
+use crate::store::Db;
+use crate::store::api::NotifyStore;
+use crate::store::console_query::{ConsoleDevice, ConsoleQuery, FleetWindow, ScopeLookup};
 
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -29,8 +31,11 @@ pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 
 /// The tenant a request is about: the principal's own for a tenant role (another
 /// named tenant does not exist for it), or the named one, or all (`None`).
+///
+/// On anything that looks tenants up ([`ScopeLookup`]): a store handle, or (until
+/// their handlers move behind the store) the connection of the legacy entry.
 pub(super) fn scope(
-    conn: &Connection,
+    c: &impl ScopeLookup,
     p: &Principal,
     requested: Option<&str>,
 ) -> Result<Option<i64>, ApiError> {
@@ -38,7 +43,10 @@ pub(super) fn scope(
         (Some(own), None) => Ok(Some(own)),
         (Some(own), Some(t)) if Some(t) == p.tenant.as_deref() => Ok(Some(own)),
         (Some(_), Some(t)) => Err(ApiError::not_found(format!("tenant {t:?}"))),
-        (None, Some(t)) => auth::tenant_id(conn, t).map(Some),
+        (None, Some(t)) => c
+            .tenant_id(t)?
+            .map(Some)
+            .ok_or_else(|| ApiError::not_found(format!("tenant {t:?}"))),
         (None, None) => Ok(None),
     }
 }
@@ -196,16 +204,15 @@ pub(super) async fn tenants(
     State(st): State<ConsoleState>,
     p: Principal,
 ) -> ApiResult<Vec<TenantOut>> {
-    let rows = db(&st, move |c| {
-        let mut s = c.prepare(
-            "SELECT t.name, (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id AND d.revoked_ms IS NULL),
-                    (SELECT count(*) FROM sites s WHERE s.tenant_id = t.id)
-             FROM tenants t WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
-        )?;
-        let rows = s.query_map([p.tenant_id], |r| {
-            Ok(TenantOut { name: r.get(0)?, devices: r.get(1)?, sites: r.get(2)? })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let rows = store(&st, move |d| {
+        Ok(d.tenants(p.tenant_id)?
+            .into_iter()
+            .map(|t| TenantOut {
+                name: t.name,
+                devices: t.devices,
+                sites: t.sites,
+            })
+            .collect())
     })
     .await?;
     Ok(Json(rows))
@@ -261,67 +268,28 @@ pub(super) async fn fleet(
     }
     let now = now_ms();
     let overdue_before = now - i64::from(overdue_days) * 86_400_000;
-    let rows = db(&st, move |c| {
-        // One pass over the devices grouped by tenant (not eight subqueries per
-        // tenant): the fleet page must stay fast at 10,000 devices.
-        let mut s = c.prepare_cached(
-            "WITH live AS (
-                 SELECT id, tenant_id, last_seen_ms FROM devices
-                  WHERE revoked_ms IS NULL AND (?1 IS NULL OR tenant_id = ?1)),
-             devs AS (
-                 SELECT tenant_id, count(*) AS n, sum(last_seen_ms >= ?2) AS online,
-                        sum(last_seen_ms < ?3) AS stale
-                   FROM live GROUP BY tenant_id),
-             pat AS (
-                 SELECT l.tenant_id, sum(r.reboot_required != 0) AS reboot,
-                        sum(EXISTS (SELECT 1 FROM pending_updates u
-                                     WHERE u.device_id = l.id AND u.report_seq = r.seq
-                                       AND u.classification = 'security')) AS sec,
-                        sum(EXISTS (SELECT 1 FROM pending_updates u
-                                     WHERE u.device_id = l.id AND u.report_seq = r.seq
-                                       AND u.classification = 'security'
-                                       AND u.first_seen_ms < ?4)) AS overdue
-                   FROM live l JOIN patch_reports r ON r.device_id = l.id
-                    AND r.seq = (SELECT max(seq) FROM patch_reports WHERE device_id = l.id)
-                  GROUP BY l.tenant_id),
-             inc AS (
-                 SELECT tenant, sum(severity = 'warning') AS w, sum(severity = 'critical') AS c
-                   FROM incidents WHERE state IN ('open', 'acked', 'snoozed') GROUP BY tenant)
-             SELECT t.name, coalesce(devs.n, 0), coalesce(devs.online, 0),
-                    coalesce(devs.stale, 0), coalesce(inc.w, 0), coalesce(inc.c, 0),
-                    coalesce(pat.reboot, 0), coalesce(pat.sec, 0), coalesce(pat.overdue, 0)
-               FROM tenants t
-               LEFT JOIN devs ON devs.tenant_id = t.id
-               LEFT JOIN pat ON pat.tenant_id = t.id
-               LEFT JOIN inc ON inc.tenant = t.name
-              WHERE (?1 IS NULL OR t.id = ?1) ORDER BY t.name",
-        )?;
-        let rows = s.query_map(
-            params![
-                p.tenant_id,
-                now - ONLINE_MS,
-                now - 86_400_000,
-                overdue_before
-            ],
-            |r| {
-                let devices: i64 = r.get(1)?;
-                let online: i64 = r.get(2)?;
-                Ok(FleetOut {
-                    tenant: r.get(0)?,
-                    devices,
-                    online,
-                    offline: devices - online,
-                    stale_24h: r.get(3)?,
-                    alerts_warning: r.get(4)?,
-                    alerts_critical: r.get(5)?,
-                    reboot_pending: r.get(6)?,
-                    security_pending: r.get(7)?,
-                    security_overdue: r.get(8)?,
-                    overdue_days,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let window = FleetWindow {
+        online_since_ms: now - ONLINE_MS,
+        stale_before_ms: now - 86_400_000,
+        overdue_before_ms: overdue_before,
+    };
+    let rows = store(&st, move |d| {
+        Ok(d.fleet(p.tenant_id, &window)?
+            .into_iter()
+            .map(|f| FleetOut {
+                tenant: f.tenant,
+                devices: f.devices,
+                online: f.online,
+                offline: f.devices - f.online,
+                stale_24h: f.stale,
+                alerts_warning: f.alerts_warning,
+                alerts_critical: f.alerts_critical,
+                reboot_pending: f.reboot_pending,
+                security_pending: f.security_pending,
+                security_overdue: f.security_overdue,
+                overdue_days,
+            })
+            .collect())
     })
     .await?;
     Ok(Json(rows))
@@ -349,21 +317,16 @@ pub(super) async fn sites(
     q: Result<Query<TenantFilter>, QueryRejection>,
 ) -> ApiResult<Vec<SiteOut>> {
     let q = query(q)?;
-    let rows = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let mut s = c.prepare(
-            "SELECT t.name, s.name, (SELECT count(*) FROM devices d WHERE d.site_id = s.id)
-             FROM sites s JOIN tenants t ON t.id = s.tenant_id
-             WHERE (?1 IS NULL OR s.tenant_id = ?1) ORDER BY t.name, s.name",
-        )?;
-        let rows = s.query_map([scope], |r| {
-            Ok(SiteOut {
-                tenant: r.get(0)?,
-                name: r.get(1)?,
-                devices: r.get(2)?,
+    let rows = store(&st, move |d| {
+        let scope = scope(d, &p, q.tenant.as_deref())?;
+        Ok(d.sites(scope)?
+            .into_iter()
+            .map(|s| SiteOut {
+                tenant: s.tenant,
+                name: s.name,
+                devices: s.devices,
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            .collect())
     })
     .await?;
     Ok(Json(rows))
@@ -386,42 +349,36 @@ pub(crate) struct DeviceOut {
     pub(crate) open_alerts: i64,
 }
 
-pub(super) const DEVICE_SELECT: &str =
-    "SELECT d.id, t.name, s.name, d.hostname, d.os_family, d.os_version,
-        d.agent_version, d.first_seen_ms, d.last_seen_ms,
-        (SELECT count(*) FROM incidents i WHERE i.device_id = d.id AND i.state != 'resolved')
-    FROM devices d JOIN tenants t ON t.id = d.tenant_id LEFT JOIN sites s ON s.id = d.site_id";
-
-pub(super) fn device_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<DeviceOut> {
-    let last: i64 = r.get(8)?;
-    Ok(DeviceOut {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        site: r.get(2)?,
-        hostname: r.get(3)?,
-        os_family: r.get(4)?,
-        os_version: r.get(5)?,
-        agent_version: r.get(6)?,
-        first_seen_ms: r.get(7)?,
-        last_seen_ms: last,
-        online: last >= now - ONLINE_MS,
-        open_alerts: r.get(9)?,
-    })
+impl DeviceOut {
+    /// The device as the API shows it: online when seen in the last [`ONLINE_MS`]
+    /// before `now`.
+    pub(super) fn of(d: ConsoleDevice, now: i64) -> DeviceOut {
+        DeviceOut {
+            online: d.last_seen_ms >= now - ONLINE_MS,
+            id: d.id,
+            tenant: d.tenant,
+            site: d.site,
+            hostname: d.hostname,
+            os_family: d.os_family,
+            os_version: d.os_version,
+            agent_version: d.agent_version,
+            first_seen_ms: d.first_seen_ms,
+            last_seen_ms: d.last_seen_ms,
+            open_alerts: d.open_alerts,
+        }
+    }
 }
 
+/// Device `id` if it is within `scope`; else 404, as if it did not exist.
 pub(super) fn device_in_scope(
-    c: &Connection,
+    d: &Db,
     id: &str,
     scope: Option<i64>,
     now: i64,
 ) -> Result<DeviceOut, ApiError> {
-    c.query_row(
-        &format!("{DEVICE_SELECT} WHERE d.id = ?1 AND (?2 IS NULL OR d.tenant_id = ?2)"),
-        params![id, scope],
-        |r| device_row(r, now),
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
+    d.device(id, scope)?
+        .map(|dev| DeviceOut::of(dev, now))
+        .ok_or_else(|| ApiError::not_found(format!("device {id:?}")))
 }
 
 // ---------------------------------------------------------------- live feed
@@ -460,19 +417,18 @@ pub(super) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(q.since);
-    let (tenant, start) = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
+    let (tenant, start) = store(&st, move |d| {
+        let scope = scope(d, &p, q.tenant.as_deref())?;
         let name: Option<String> = match scope {
-            Some(id) => {
-                Some(c.query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))?)
-            }
+            Some(id) => Some(
+                d.tenant_name(id)?
+                    .ok_or_else(|| ApiError::internal(format!("tenant {id}: not in the store")))?,
+            ),
             None => None,
         };
         let start = match resume {
             Some(id) => id,
-            None => c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-                r.get(0)
-            })?,
+            None => d.feed_head()?,
         };
         Ok((name, start))
     })
@@ -490,9 +446,9 @@ pub(super) async fn events(
         move |from| {
             let (st, t) = (st.clone(), tenant.clone());
             async move {
-                db(&st, move |c| {
+                store(&st, move |d| {
                     Ok(crate::http::feed_page(
-                        c,
+                        d,
                         from,
                         t.as_deref(),
                         critical_only,

@@ -13,7 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{ApiResult, Page, device_in_scope, paging, query};
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, db, now_ms};
+use super::{ConsoleState, now_ms, store};
+use crate::store::console_query::{ConsoleQuery, PageAt};
 
 /// One mounted filesystem, from the device's latest `fs.*` values.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,10 +38,10 @@ pub(super) async fn filesystems(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<FilesystemOut>> {
     let now = now_ms();
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
         let mut by_mount: std::collections::BTreeMap<String, FilesystemOut> = Default::default();
-        for (name, dim, ts, v) in super::samples::latest(c, &id)? {
+        for (name, dim, ts, v) in super::samples::latest(d, &id)? {
             let Some(field) = name.strip_prefix("fs.") else {
                 continue;
             };
@@ -97,9 +98,9 @@ pub(super) async fn services(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<ServiceOut>> {
     let now = now_ms();
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
-        let mut out: Vec<ServiceOut> = super::samples::latest(c, &id)?
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
+        let mut out: Vec<ServiceOut> = super::samples::latest(d, &id)?
             .into_iter()
             .filter_map(|(name, dim, ts, v)| match name.as_str() {
                 "service.up" => Some(ServiceOut {
@@ -149,29 +150,21 @@ pub(super) async fn updates(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<UpdateOut>> {
     let now = now_ms();
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
-        let rows = c
-            .prepare(
-                "SELECT u.name, u.current_version, u.new_version, u.classification, u.advisory_id, u.first_seen_ms
-                 FROM pending_updates u
-                 WHERE u.device_id = ?1
-                   AND u.report_seq = (SELECT max(seq) FROM patch_reports WHERE device_id = ?1)
-                 ORDER BY u.classification != 'security', u.first_seen_ms, u.name LIMIT 5000",
-            )?
-            .query_map([&id], |r| {
-                let first: i64 = r.get(5)?;
-                Ok(UpdateOut {
-                    name: r.get(0)?,
-                    current_version: r.get(1)?,
-                    new_version: r.get(2)?,
-                    classification: r.get(3)?,
-                    advisory_id: r.get(4)?,
-                    first_seen_ms: first,
-                    age_days: ((now - first) / 86_400_000).max(0),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
+        let rows = d
+            .pending_updates(&id)?
+            .into_iter()
+            .map(|u| UpdateOut {
+                age_days: ((now - u.first_seen_ms) / 86_400_000).max(0),
+                name: u.name,
+                current_version: u.current_version,
+                new_version: u.new_version,
+                classification: u.classification,
+                advisory_id: u.advisory_id,
+                first_seen_ms: u.first_seen_ms,
+            })
+            .collect();
         Ok(rows)
     })
     .await?;
@@ -210,31 +203,33 @@ pub(super) async fn software(
         return Err(ApiError::bad_request("query q: at most 200 characters"));
     }
     let now = now_ms();
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
-        let like = q.q.as_ref().filter(|s| !s.trim().is_empty()).map(|h| {
-            format!(
-                "%{}%",
-                h.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-            )
-        });
-        let filter = "WHERE device_id = ?1 AND (?2 IS NULL OR name LIKE ?2 ESCAPE '\\' OR publisher LIKE ?2 ESCAPE '\\')";
-        let total: i64 = c.query_row(
-            &format!("SELECT count(*) FROM inventory_software {filter}"),
-            rusqlite::params![id, like],
-            |r| r.get(0),
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
+        let search = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let got = d.software_page(
+            &id,
+            search,
+            PageAt {
+                page,
+                per_page: per,
+            },
         )?;
-        let items = c
-            .prepare(&format!(
-                "SELECT name, version, publisher FROM inventory_software {filter}
-                 ORDER BY name COLLATE NOCASE, version LIMIT {per} OFFSET {}",
-                (page - 1) * per
-            ))?
-            .query_map(rusqlite::params![id, like], |r| {
-                Ok(SoftwareOut { name: r.get(0)?, version: r.get(1)?, publisher: r.get(2)? })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, page, per_page: per, total })
+        let items = got
+            .items
+            .into_iter()
+            .map(|r| SoftwareOut {
+                name: r.name,
+                version: r.version,
+                publisher: r.publisher,
+            })
+            .collect();
+        let total = got.total;
+        Ok(Page {
+            items,
+            page,
+            per_page: per,
+            total,
+        })
     })
     .await?;
     Ok(Json(out))

@@ -4,17 +4,15 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{
-    ApiResult, DEVICE_SELECT, DeviceOut, Page, device_in_scope, device_row, paging, query, scope,
-};
+use super::api::{ApiResult, DeviceOut, Page, device_in_scope, paging, query, scope};
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, ONLINE_MS, db, now_ms};
+use super::{ConsoleState, ONLINE_MS, now_ms, store};
+use crate::store::console_query::{ConsoleQuery, DeviceFilter, PageAt};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -44,48 +42,33 @@ pub(super) async fn devices(
     let q = query(q)?;
     let (page, per) = paging(q.page, q.per_page)?;
     let now = now_ms();
-    let out = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let host = q.hostname.as_ref().map(|h| {
-            format!(
-                "%{}%",
-                h.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-        let filter = "WHERE d.revoked_ms IS NULL AND (?1 IS NULL OR d.tenant_id = ?1)
-              AND (?2 IS NULL OR s.name = ?2)
-              AND (?3 IS NULL OR (d.last_seen_ms >= ?4) = ?3)
-              AND (?5 IS NULL OR d.os_family = ?5)
-              AND (?6 IS NULL OR d.hostname LIKE ?6 ESCAPE '\\')
-              AND (?7 IS NULL OR EXISTS (SELECT 1 FROM device_tags dt
-                                          WHERE dt.device_id = d.id AND dt.tag = ?7))";
-        let args = params![scope, q.site, q.online, now - ONLINE_MS, q.os, host, q.tag];
-        let total: i64 = c.query_row(
-            &format!(
-                "SELECT count(*) FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}"
-            ),
-            args,
-            |r| r.get(0),
+    let out = store(&st, move |d| {
+        let scope = scope(d, &p, q.tenant.as_deref())?;
+        let filter = DeviceFilter {
+            scope,
+            site: q.site.as_deref(),
+            online: q.online,
+            online_since_ms: now - ONLINE_MS,
+            os_family: q.os.as_deref(),
+            hostname: q.hostname.as_deref(),
+            tag: q.tag.as_deref(),
+        };
+        let got = d.devices(
+            &filter,
+            PageAt {
+                page,
+                per_page: per,
+            },
         )?;
-        // The page's ids first, then its rows: the open-alert count is computed for
-        // the page only, not for every device before the sort.
-        let mut s = c.prepare(&format!(
-            "{DEVICE_SELECT} WHERE d.id IN (
-                 SELECT d.id FROM devices d LEFT JOIN sites s ON s.id = d.site_id {filter}
-                  ORDER BY d.last_seen_ms DESC, d.id LIMIT {per} OFFSET {})
-             ORDER BY d.last_seen_ms DESC, d.id",
-            (page - 1) * per
-        ))?;
-        let items = s
-            .query_map(args, |r| device_row(r, now))?
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page {
-            items,
+            items: got
+                .items
+                .into_iter()
+                .map(|dev| DeviceOut::of(dev, now))
+                .collect(),
             page,
             per_page: per,
-            total,
+            total: got.total,
         })
     })
     .await?;
@@ -101,11 +84,11 @@ pub(super) async fn device(
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
     let now = now_ms();
-    let out = db(&st, move |c| {
-        let d = device_in_scope(c, &id, p.tenant_id, now)?;
-        let patch = crate::store::query::patch_status(c, &id)?;
-        let inv = crate::store::query::inventory(c, &id)?;
-        Ok(json!({ "device": d, "patch": patch, "inventory": inv }))
+    let out = store(&st, move |d| {
+        let dev = device_in_scope(d, &id, p.tenant_id, now)?;
+        let patch = d.patch_status(&id)?;
+        let inv = d.inventory(&id)?;
+        Ok(json!({ "device": dev, "patch": patch, "inventory": inv }))
     })
     .await?;
     Ok(Json(out))
@@ -128,9 +111,9 @@ pub(super) async fn device_latest(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<LatestOut>> {
     let now = now_ms();
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
-        Ok(super::samples::latest(c, &id)?
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
+        Ok(super::samples::latest(d, &id)?
             .into_iter()
             .map(|(name, dimension, ts_ms, value)| LatestOut {
                 name,
@@ -236,10 +219,10 @@ pub(super) async fn device_series(
     let q = query(q)?;
     let now = now_ms();
     let (from, to, step) = window(q.from_ms, q.to_ms, q.step_ms, now)?;
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
         let points =
-            super::samples::series(c, &id, &q.metric, &q.dimension, from..to, step, MAX_POINTS)?;
+            super::samples::series(d, &id, &q.metric, &q.dimension, from..to, step, MAX_POINTS)?;
         Ok(SeriesOut {
             metric: q.metric,
             dimension: q.dimension,
@@ -312,12 +295,12 @@ pub(super) async fn device_charts(
             "query metrics: {bad:?} is not a metric name (comma-separated names, e.g. cpu.usage.percent,mem.used.percent)"
         )));
     }
-    let out = db(&st, move |c| {
-        device_in_scope(c, &id, p.tenant_id, now)?;
+    let out = store(&st, move |d| {
+        device_in_scope(d, &id, p.tenant_id, now)?;
         let names: Option<Vec<&str>> = metrics
             .as_ref()
             .map(|m| m.iter().map(String::as_str).collect());
-        let got = super::samples::charts(c, &id, names.as_deref(), from..to, step, MAX_POINTS)?;
+        let got = super::samples::charts(d, &id, names.as_deref(), from..to, step, MAX_POINTS)?;
         if got.len() > MAX_CHART_SERIES {
             return Err(ApiError::bad_request(format!(
                 "this device has {} series: name at most {MAX_CHART_SERIES} (query metrics)",

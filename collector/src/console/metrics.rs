@@ -16,8 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::auth::Principal;
 use super::error::ApiError;
-use super::{ConsoleState, ONLINE_MS, db, now_ms};
+use super::{ConsoleState, ONLINE_MS, now_ms, store};
+use crate::store::console_query::{ConsoleQuery, RolelessToken, ScrapeFigures};
 
 /// Console counters since start.
 #[derive(Debug, Default)]
@@ -27,52 +29,8 @@ pub(crate) struct Counters {
     pub(crate) logins_rate_limited: AtomicU64,
 }
 
-/// What the database says, at scrape time.
-#[derive(Debug, Default)]
-pub(crate) struct DbFigures {
-    pub(crate) devices_online: i64,
-    pub(crate) devices_offline: i64,
-    pub(crate) incidents_open: Vec<(String, i64)>,
-    pub(crate) outbox: Vec<(String, i64)>,
-    pub(crate) notify_attempts: Vec<(String, i64)>,
-    pub(crate) sessions: i64,
-    pub(crate) feed_events: i64,
-}
-
-fn figures(c: &rusqlite::Connection, now: i64) -> rusqlite::Result<DbFigures> {
-    let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
-        let mut s = c.prepare(sql)?;
-        let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    };
-    let (online, offline) = c.query_row(
-        "SELECT coalesce(sum(last_seen_ms >= ?1), 0), coalesce(sum(last_seen_ms < ?1), 0)
-         FROM devices WHERE revoked_ms IS NULL",
-        [now - ONLINE_MS],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(DbFigures {
-        devices_online: online,
-        devices_offline: offline,
-        incidents_open: pairs(
-            "SELECT severity, count(*) FROM incidents WHERE state != 'resolved' GROUP BY severity ORDER BY severity",
-        )?,
-        outbox: pairs(
-            "SELECT status, count(*) FROM notify_outbox GROUP BY status ORDER BY status",
-        )?,
-        notify_attempts: pairs(
-            "SELECT result, count(*) FROM notify_log GROUP BY result ORDER BY result",
-        )?,
-        sessions: c.query_row(
-            "SELECT count(*) FROM sessions WHERE expires_ms > ?1",
-            [now],
-            |r| r.get(0),
-        )?,
-        feed_events: c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-            r.get(0)
-        })?,
-    })
-}
+/// What the database says, at scrape time (the store's [`ScrapeFigures`]).
+pub(crate) type DbFigures = ScrapeFigures;
 
 fn family(
     out: &mut String,
@@ -191,30 +149,26 @@ pub(crate) fn render(f: &DbFigures, c: &Counters) -> String {
 /// which says more than these figures do), a bearer API token of an MSP role, or a
 /// console session of an MSP role. A tenant's token or session is refused (403):
 /// the figures are about every tenant's devices together.
+///
+/// `roleless`: what the store knows of the bearer token as a `token create-api`
+/// one (`None` when there is no bearer token or it is not one); `principal`: the
+/// request's principal as the API resolves it (bearer token first, then session).
 pub(crate) fn may_scrape(
-    c: &rusqlite::Connection,
-    bearer: Option<&str>,
-    session: Option<&str>,
-    now: i64,
+    bearer: bool,
+    session: bool,
+    roleless: Option<RolelessToken>,
+    principal: Result<Principal, ApiError>,
 ) -> Result<(), ApiError> {
-    use rusqlite::OptionalExtension;
     let p = match (bearer, session) {
-        (Some(token), _) => {
-            let roleless: Option<Option<i64>> = c
-                .query_row(
-                    "SELECT revoked_ms FROM api_tokens WHERE sha256_hex = ?1 AND role IS NULL AND tenant_id IS NULL",
-                    [crate::notify::link::token_hash(token)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match roleless {
-                Some(None) => return Ok(()),
-                Some(Some(_)) => return Err(ApiError::unauthenticated("API token: revoked")),
-                None => super::tokens::token_principal(c, token)?,
+        (true, _) => match roleless {
+            Some(RolelessToken::Valid) => return Ok(()),
+            Some(RolelessToken::Revoked) => {
+                return Err(ApiError::unauthenticated("API token: revoked"));
             }
-        }
-        (None, Some(cookie)) => super::auth::session_principal(c, cookie, now)?,
-        (None, None) => {
+            None => principal?,
+        },
+        (false, true) => principal?,
+        (false, false) => {
             return Err(ApiError::unauthenticated(
                 "/metrics: send Authorization: Bearer <token> (`tandem-collector token create-api NAME`, \
                  or an API token of an MSP role), or log in to the console as MSP staff",
@@ -230,22 +184,30 @@ pub(crate) fn may_scrape(
     Ok(())
 }
 
+/// `GET /metrics`. The principal is resolved as for every API route (and ignored
+/// for a `token create-api` token, which is not one); the check and the figures
+/// are one read of the store.
 pub(crate) async fn metrics(
     State(st): State<ConsoleState>,
     headers: HeaderMap,
+    principal: Result<Principal, ApiError>,
 ) -> Result<Response, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
-    let session = super::cookie(&headers, super::SESSION_COOKIE);
+    let session = super::cookie(&headers, super::SESSION_COOKIE).is_some();
     let now = now_ms();
-    db(&st, move |c| {
-        may_scrape(c, bearer.as_deref(), session.as_deref(), now)
+    let f = store(&st, move |d| {
+        let roleless = match &bearer {
+            Some(t) => d.roleless_token(&crate::notify::link::token_hash(t))?,
+            None => None,
+        };
+        may_scrape(bearer.is_some(), session, roleless, principal)?;
+        Ok(d.scrape_figures(now - ONLINE_MS, now)?)
     })
     .await?;
-    let f = db(&st, move |c| Ok(figures(c, now)?)).await?;
     Ok((
         StatusCode::OK,
         [(
@@ -264,15 +226,17 @@ mod tests {
     #[test]
     fn exposition_passes_promtool() {
         let dir = tempfile::tempdir().unwrap();
-        let c = crate::store::open(&dir.path().join("t.db")).unwrap();
-        c.execute_batch(
+        let db = crate::store::Db::open(&dir.path().join("t.db")).unwrap();
+        db.connection().execute_batch(
             "INSERT INTO tenants (id, name, created_ms) VALUES (1, 'acme', 0);
              INSERT INTO devices (id, tenant_id, first_seen_ms, last_seen_ms) VALUES ('a', 1, 0, 0);",
         )
         .unwrap();
         let counters = Counters::default();
         counters.logins_failed.store(3, Ordering::Relaxed);
-        let text = render(&figures(&c, now_ms()).unwrap(), &counters);
+        let now = now_ms();
+        let f = db.scrape_figures(now - ONLINE_MS, now).unwrap();
+        let text = render(&f, &counters);
         assert!(
             text.contains("tandem_devices{state=\"offline\"} 1\n"),
             "{text}"

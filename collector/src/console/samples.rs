@@ -1,13 +1,12 @@
 //! The console's one door to stored samples: it reads through the store's
 //! backend-neutral [`MetricQuery`] interface (raw values, or rollups chosen by the
 //! range), so the console does not care how samples are kept. Latest values come
-//! from `store::query`.
+//! from the same interface.
 
-use rusqlite::Connection;
-
-use crate::store::StoreError;
 use crate::store::compact::StorageConfig;
-use crate::store::query::{MetricQuery, SeriesInfo, SqliteMetrics};
+use crate::store::console_query::ConsoleQuery;
+use crate::store::query::{MetricQuery, SeriesInfo};
+use crate::store::{Db, StoreError};
 
 /// `(time_ms, value)` pairs, oldest first.
 pub(crate) type Points = Vec<(i64, f64)>;
@@ -18,7 +17,7 @@ pub(crate) type Points = Vec<(i64, f64)>;
 /// At most `limit` points. An unknown series is no points. Tiers are chosen with
 /// the default retention (`StorageConfig::default()`).
 pub(crate) fn series(
-    conn: &Connection,
+    db: &Db,
     device_id: &str,
     name: &str,
     dimension: &str,
@@ -26,7 +25,7 @@ pub(crate) fn series(
     step_ms: Option<i64>,
     limit: i64,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
-    let m = SqliteMetrics::new(conn, StorageConfig::default());
+    let m = db.metric_query(StorageConfig::default());
     let Some(info) = m
         .series(device_id)?
         .into_iter()
@@ -41,14 +40,14 @@ pub(crate) fn series(
 /// each as [`series`] gives it, ordered by name then dimension: a whole chart page
 /// in one read, the series list looked up once.
 pub(crate) fn charts(
-    conn: &Connection,
+    db: &Db,
     device_id: &str,
     metrics: Option<&[&str]>,
     range: std::ops::Range<i64>,
     step_ms: Option<i64>,
     limit: i64,
 ) -> Result<Vec<(SeriesInfo, Points)>, StoreError> {
-    let m = SqliteMetrics::new(conn, StorageConfig::default());
+    let m = db.metric_query(StorageConfig::default());
     let mut infos: Vec<SeriesInfo> = m
         .series(device_id)?
         .into_iter()
@@ -65,7 +64,7 @@ pub(crate) fn charts(
 }
 
 fn points(
-    m: &SqliteMetrics<'_>,
+    m: &impl MetricQuery,
     info: &SeriesInfo,
     range: std::ops::Range<i64>,
     step_ms: Option<i64>,
@@ -91,8 +90,13 @@ fn points(
 
 /// The latest value of every series of a device: (name, dimension, ts_ms, value).
 pub(crate) fn latest(
-    conn: &Connection,
+    db: &Db,
     device_id: &str,
-) -> rusqlite::Result<Vec<(String, String, i64, f64)>> {
-    crate::store::query::latest_values(conn, device_id)
+) -> Result<Vec<(String, String, i64, f64)>, StoreError> {
+    Ok(db
+        .metric_query(StorageConfig::default())
+        .latest_values(device_id)?
+        .into_iter()
+        .map(|l| (l.series.name, l.series.dimension, l.ts_ms, l.value))
+        .collect())
 }

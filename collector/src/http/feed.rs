@@ -10,12 +10,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension};
 use tandem_proto::util::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use super::{HttpState, hub, internal, with_db};
+use super::{HttpState, hub, internal, with_db, with_store};
 use crate::notify::link::token_hash;
+use crate::store::api::NotifyStore;
+use crate::store::console_query::{ConsoleQuery, RolelessToken};
+use crate::store::{Db, StoreError};
 
 /// Most events one read of the feed returns.
 const FEED_PAGE: usize = 500;
@@ -37,31 +39,26 @@ enum FeedScope {
 }
 
 /// Who reads the feed (issue 15: every peer, loopback included, needs a console
-/// session or an API token): `Err(why)` when neither is valid.
-fn feed_scope(
-    c: &Connection,
-    bearer: Option<&str>,
-    session: Option<&str>,
+/// session or an API token): `Ok(Err(why))` when neither is valid, `Err` when a
+/// read failed (a 500, logged, not a refusal).
+async fn feed_scope(
+    pool: Arc<crate::store::pool::Pool>,
+    bearer: Option<String>,
+    session: Option<String>,
     now: i64,
-) -> rusqlite::Result<Result<FeedScope, String>> {
-    use crate::console::auth;
-    let principal = match (bearer, session) {
-        (Some(token), _) => {
-            // A token of `token create-api` (no role, no tenant) reads the whole feed.
-            let feed_only: Option<Option<i64>> = c
-                .query_row(
-                    "SELECT revoked_ms FROM api_tokens WHERE sha256_hex = ?1 AND role IS NULL AND tenant_id IS NULL",
-                    [token_hash(token)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match feed_only {
-                Some(None) => return Ok(Ok(FeedScope::All)),
-                Some(Some(_)) => return Ok(Err("API token: revoked".into())),
-                None => crate::console::tokens::token_principal(c, token),
-            }
+) -> Result<Result<FeedScope, String>, String> {
+    if let Some(token) = &bearer {
+        // A token of `token create-api` (no role, no tenant) reads the whole feed.
+        let hash = token_hash(token);
+        match with_store(pool.clone(), move |d| d.roleless_token(&hash)).await? {
+            Some(RolelessToken::Valid) => return Ok(Ok(FeedScope::All)),
+            Some(RolelessToken::Revoked) => return Ok(Err("API token: revoked".into())),
+            None => {}
         }
-        (None, Some(cookie)) => auth::session_principal(c, cookie, now),
+    }
+    let principal = match (bearer, session) {
+        (Some(token), _) => principal(pool, Credential::Token(token)).await?,
+        (None, Some(cookie)) => principal(pool, Credential::Session(cookie, now)).await?,
         (None, None) => {
             return Ok(Err(
                 "the feed needs a console session or an API token (Authorization: Bearer; `tandem-collector token create-api`)".into(),
@@ -75,11 +72,36 @@ fn feed_scope(
             _ => Err(format!("{}: no tenant for role {}", p.actor, p.role)),
         },
         // A failed query is a 500 (logged), not a refusal.
-        Err(e) if e.status.is_server_error() => {
-            return Err(rusqlite::Error::ToSqlConversionFailure(e.message.into()));
-        }
+        Err(e) if e.status.is_server_error() => return Err(e.message),
         Err(e) => Err(e.message),
     })
+}
+
+/// A console credential: an API token, or a session cookie at a time.
+enum Credential {
+    Token(String),
+    Session(String, i64),
+}
+
+/// The console principal of a credential, as `console::auth` resolves it.
+///
+/// LEGACY (issue 17 item 1): `console::tokens::token_principal` and
+/// `console::auth::session_principal` take the bare connection until the
+/// console's auth moves behind the store (brief store7b); then this is a
+/// `with_store` like the others.
+async fn principal(
+    pool: Arc<crate::store::pool::Pool>,
+    c: Credential,
+) -> Result<Result<crate::console::auth::Principal, crate::console::error::ApiError>, String> {
+    with_db(pool, move |conn| {
+        Ok(match c {
+            Credential::Token(t) => crate::console::tokens::token_principal(conn, &t),
+            Credential::Session(cookie, now) => {
+                crate::console::auth::session_principal(conn, &cookie, now)
+            }
+        })
+    })
+    .await
 }
 
 pub(super) async fn feed(
@@ -104,11 +126,7 @@ pub(super) async fn feed(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
     let session = crate::console::cookie(&headers, crate::console::SESSION_COOKIE);
-    let scope = match with_db(st.pool.clone(), move |c| {
-        feed_scope(c, bearer.as_deref(), session.as_deref(), now_ms())
-    })
-    .await
-    {
+    let scope = match feed_scope(st.pool.clone(), bearer, session, now_ms()).await {
         Ok(Ok(s)) => s,
         Ok(Err(why)) => {
             tracing::info!(peer = %peer, reason = %why, "feed refused");
@@ -145,13 +163,7 @@ pub(super) async fn feed(
         .or(q.since);
     let start = match resume {
         Some(id) => id,
-        None => match with_db(st.pool.clone(), |c| {
-            c.query_row("SELECT coalesce(max(id), 0) FROM feed_events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .await
-        {
+        None => match with_store(st.pool.clone(), |d| d.feed_head()).await {
             Ok(id) => id,
             Err(e) => return internal(e),
         },
@@ -169,8 +181,8 @@ pub(super) async fn feed(
         move |from| {
             let (pool, t) = (pool.clone(), tenant.clone());
             async move {
-                with_db(pool, move |c| {
-                    feed_page(c, from, t.as_deref(), critical_only)
+                with_store(pool, move |d| {
+                    feed_page(d, from, t.as_deref(), critical_only)
                 })
                 .await
             }
@@ -184,21 +196,15 @@ pub(crate) type FeedRow = (i64, String, String);
 /// only critical ones when `critical_only`. Shared by the MSP feed and the console's
 /// tenant-scoped event stream.
 pub(crate) fn feed_page(
-    c: &rusqlite::Connection,
+    d: &Db,
     after: i64,
     tenant: Option<&str>,
     critical_only: bool,
-) -> rusqlite::Result<Vec<FeedRow>> {
-    let mut s = c.prepare_cached(
-        "SELECT id, kind, body FROM feed_events WHERE id > ?1
-           AND (?2 IS NULL OR tenant = ?2) AND (NOT ?3 OR severity = 'critical')
-         ORDER BY id LIMIT ?4",
-    )?;
-    let page = FEED_PAGE as i64;
-    let rows = s.query_map(rusqlite::params![after, tenant, critical_only, page], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    rows.collect()
+) -> Result<Vec<FeedRow>, StoreError> {
+    Ok(d.feed_page(after, tenant, critical_only, FEED_PAGE as i64)?
+        .into_iter()
+        .map(|r| (r.id, r.kind, r.body))
+        .collect())
 }
 
 /// A server-sent-events response of feed events after `start`, in order (event id

@@ -32,6 +32,10 @@ pub(crate) use audit_sql::AuditEntry;
 pub use db::Db;
 pub use error::BackendError;
 // --- end store6 brief ---
+// --- store7a ---
+pub(crate) mod console_query;
+mod console_query_sql;
+// --- end store7a ---
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;

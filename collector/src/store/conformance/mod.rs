@@ -23,6 +23,10 @@ use super::api::{
 use super::api::{AdminStore, DeliveryAttempt, DeliveryResult, NotifyStore, Outcome};
 use super::escalation_sql::EscalationStore;
 
+// --- store7a ---
+mod console_query;
+// --- end store7a ---
+
 fn instance(state: &str) -> InstanceRow {
     InstanceRow {
         rule: "cpu".into(),

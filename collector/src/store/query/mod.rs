@@ -6,8 +6,6 @@
 
 use rusqlite::Connection;
 
-use super::compact::StorageConfig;
-
 mod metrics;
 pub use metrics::*;
 
@@ -46,21 +44,6 @@ pub(crate) fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRow>> {
         })
     })?;
     rows.collect()
-}
-
-/// The latest value of every series of a device: (name, dimension, ts_ms, value).
-/// Through [`MetricQuery::latest_values`] (issue 17: values live in chunks now).
-pub(crate) fn latest_values(
-    conn: &Connection,
-    device_id: &str,
-) -> rusqlite::Result<Vec<(String, String, i64, f64)>> {
-    let rows = SqliteMetrics::new(conn, StorageConfig::default())
-        .latest_values(device_id)
-        .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-    Ok(rows
-        .into_iter()
-        .map(|l| (l.series.name, l.series.dimension, l.ts_ms, l.value))
-        .collect())
 }
 
 /// The latest patch report of a device, summarised for `inspect`.
