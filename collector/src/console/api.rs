@@ -129,7 +129,7 @@ pub(super) async fn login(
     }
     let (user, pw) = (b.username.clone(), b.password);
     let now = now_ms();
-    match db(&st, move |c| auth::login(c, &user, &pw, now)).await? {
+    match super::store(&st, move |d| auth::login(d, &user, &pw, now)).await? {
         Ok((cookie, p)) => {
             st.limiter.succeeded(&b.username);
             st.counters
@@ -167,7 +167,7 @@ pub(super) async fn logout(
 ) -> Result<Response, ApiError> {
     if let Some(c) = super::cookie(&headers, SESSION_COOKIE) {
         let now = now_ms();
-        db(&st, move |conn| Ok(auth::logout(conn, &c, now)?)).await?;
+        super::store(&st, move |d| auth::logout(d, &c, now)).await?;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()

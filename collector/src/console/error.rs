@@ -66,9 +66,23 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+/// The store's refusals as the API answers them (issue 17 item 1): the store words
+/// `what` as the console did before it held a `Db`, so the answers are unchanged.
+/// Anything else is a 500 whose text is only logged.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound { what } => ApiError::not_found(what),
+            StoreError::Conflict { what } => ApiError::conflict(what),
+            StoreError::Invalid { what } => ApiError::bad_request(what),
+            StoreError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the database is busy; retry in a moment",
+            ),
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -168,10 +168,10 @@ impl FromRequestParts<ConsoleState> for Principal {
             .map(|t| t.trim().to_owned());
         let session = cookie(&parts.headers, SESSION_COOKIE);
         let p = match (bearer, session) {
-            (Some(t), _) => db(st, move |c| tokens::token_principal(c, &t)).await?,
+            (Some(t), _) => store(st, move |d| tokens::token_principal(d, &t)).await?,
             (None, Some(s)) => {
                 let now = now_ms();
-                db(st, move |c| auth::session_principal(c, &s, now)).await?
+                store(st, move |d| auth::session_principal(d, &s, now)).await?
             }
             (None, None) => {
                 return Err(ApiError::unauthenticated(

@@ -32,6 +32,10 @@ pub(crate) use audit_sql::AuditEntry;
 pub use db::Db;
 pub use error::BackendError;
 // --- end store6 brief ---
+// --- store7b ---
+pub(crate) mod console_admin;
+mod console_admin_sql;
+// --- end store7b ---
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;
