@@ -21,6 +21,7 @@
 //! `Invalid { what }` (400).
 
 use super::StoreError;
+use super::api::MaintenanceRow;
 
 /// A user as the login reads it (with its password hash, which never leaves the
 /// console's check).
@@ -132,6 +133,16 @@ pub(crate) struct AuditLogRow {
     pub(crate) detail: serde_json::Value,
 }
 
+/// A maintenance window to make (times checked by the caller).
+#[derive(Debug, Clone)]
+pub(crate) struct NewWindow<'a> {
+    pub(crate) site: Option<&'a str>,
+    pub(crate) device: Option<&'a str>,
+    pub(crate) starts_ms: i64,
+    pub(crate) ends_ms: i64,
+    pub(crate) note: &'a str,
+}
+
 /// The console's side of the store: what its handlers and `tandem-collector user`
 /// read and write. `actor` is the principal's name (`alice`, `token:ci`,
 /// `cli:root`), recorded in the audit row.
@@ -220,4 +231,32 @@ pub(crate) trait ConsoleAdmin {
         page: i64,
         per_page: i64,
     ) -> Result<(Vec<AuditLogRow>, i64), StoreError>;
+
+    // ---------------------------------------------------------------- maintenance
+    /// Windows within `scope`, soonest start first (ended ones only with `all`).
+    fn list_windows(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<MaintenanceRow>, StoreError>;
+    /// Makes a window of tenant `scope` (or, without one, of the device's
+    /// tenant); the device must be within `scope`, the site the tenant's.
+    /// Audited (`maintenance.create`).
+    fn create_window(
+        &mut self,
+        w: &NewWindow<'_>,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError>;
+    /// Deletes window `id` found within `scope`; returns what it was. Audited
+    /// (`maintenance.delete`).
+    fn delete_window(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError>;
 }

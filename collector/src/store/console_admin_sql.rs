@@ -16,11 +16,12 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
+use super::api::MaintenanceRow;
 use super::console_admin::{
-    ApiTokenRow, AuditLogRow, ConsoleAdmin, LoginUser, NewApiToken, NewSession, NewUser,
+    ApiTokenRow, AuditLogRow, ConsoleAdmin, LoginUser, NewApiToken, NewSession, NewUser, NewWindow,
     SessionLookup, SessionUser, TokenAuth, UserListRow,
 };
-use super::{AuditEntry, Db, StoreError, audit_sql};
+use super::{AuditEntry, Db, StoreError, alert_sql, audit_sql};
 
 /// The audit rows of a write: (the tenant the change falls in, the entry).
 type AuditRows = Vec<(Option<i64>, AuditEntry)>;
@@ -426,6 +427,117 @@ impl ConsoleAdmin for Connection {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((items, total))
     }
+
+    fn list_windows(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<MaintenanceRow>, StoreError> {
+        let rows = self
+            .prepare(&format!(
+                "{} WHERE (?1 IS NULL OR w.tenant_id = ?1) AND (?2 OR w.ends_ms > ?3)
+                 ORDER BY w.starts_ms, w.id LIMIT 1000",
+                alert_sql::MAINTENANCE_SELECT
+            ))?
+            .query_map(params![scope, all, now_ms], alert_sql::maintenance_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn create_window(
+        &mut self,
+        w: &NewWindow<'_>,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError> {
+        audited(self, now_ms, |tx| {
+            // The device, within the caller's scope (another tenant's does not exist).
+            let device_tenant: Option<i64> = match w.device {
+                Some(d) => Some(
+                    tx.query_row(
+                        "SELECT tenant_id FROM devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                        params![d, scope],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .ok_or_else(|| not_found(format!("device {d:?}")))?,
+                ),
+                None => None,
+            };
+            let tid = scope.or(device_tenant).ok_or_else(|| StoreError::Invalid {
+                what: "tenant: required (or a device, whose tenant it then is)".into(),
+            })?;
+            if let Some(s) = w.site {
+                tx.query_row(
+                    "SELECT 1 FROM sites WHERE tenant_id = ?1 AND name = ?2",
+                    params![tid, s],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .ok_or_else(|| not_found(format!("site {s:?}")))?;
+            }
+            tx.execute(
+                "INSERT INTO maintenance_windows (tenant_id, site, device_id, starts_ms, ends_ms, note, created_by, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![tid, w.site, w.device, w.starts_ms, w.ends_ms, w.note, actor, now_ms],
+            )?;
+            let id = tx.last_insert_rowid();
+            let row = tx.query_row(
+                &format!("{} WHERE w.id = ?1", alert_sql::MAINTENANCE_SELECT),
+                [id],
+                alert_sql::maintenance_row,
+            )?;
+            let e = AuditEntry::new(
+                actor,
+                "maintenance.create",
+                format!("maintenance window {id}"),
+                json!({ "tenant": row.tenant, "site": row.site, "device": row.device_id,
+                        "starts_ms": w.starts_ms, "ends_ms": w.ends_ms, "note": row.note }),
+            );
+            Ok((row, one(Some(tid), e)))
+        })
+    }
+
+    fn delete_window(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError> {
+        audited(self, now_ms, |tx| {
+            let w = tx
+                .query_row(
+                    &format!(
+                        "{} WHERE w.id = ?1 AND (?2 IS NULL OR w.tenant_id = ?2)",
+                        alert_sql::MAINTENANCE_SELECT
+                    ),
+                    params![id, scope],
+                    alert_sql::maintenance_row,
+                )
+                .optional()?
+                .ok_or_else(|| not_found(format!("maintenance window {id}")))?;
+            let tid: i64 = tx.query_row(
+                "SELECT tenant_id FROM maintenance_windows WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "DELETE FROM maintenance_windows WHERE id = ?1 AND tenant_id = ?2",
+                params![id, tid],
+            )?;
+            let e = AuditEntry::new(
+                actor,
+                "maintenance.delete",
+                format!("maintenance window {id}"),
+                json!({ "tenant": w.tenant, "site": w.site, "device": w.device_id,
+                        "starts_ms": w.starts_ms, "ends_ms": w.ends_ms, "note": w.note }),
+            );
+            Ok((w, one(Some(tid), e)))
+        })
+    }
 }
 
 impl ConsoleAdmin for Db {
@@ -513,5 +625,31 @@ impl ConsoleAdmin for Db {
         per_page: i64,
     ) -> Result<(Vec<AuditLogRow>, i64), StoreError> {
         self.conn().audit_page(scope, page, per_page)
+    }
+    fn list_windows(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<MaintenanceRow>, StoreError> {
+        self.conn().list_windows(scope, all, now_ms)
+    }
+    fn create_window(
+        &mut self,
+        w: &NewWindow<'_>,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError> {
+        self.conn_mut().create_window(w, scope, actor, now_ms)
+    }
+    fn delete_window(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MaintenanceRow, StoreError> {
+        self.conn_mut().delete_window(id, scope, actor, now_ms)
     }
 }
