@@ -16,7 +16,7 @@
 // incident's. The CLI goes through `NotifyStore` on a `Db` (below).
 pub(crate) use crate::store::api::IncidentLogged as Logged;
 pub(crate) use crate::store::incident_sql::{
-    IncidentRow, Outcome, SCHEMA, ack, ack_in, feed_event, get, incident_json, snooze_in,
+    IncidentRow, Outcome, SCHEMA, ack, ack_in, feed_event, get, incident_json,
 };
 
 /// Logs what [`on_change`] recorded (after the transaction committed): one info

@@ -21,7 +21,7 @@
 //! `Invalid { what }` (400).
 
 use super::StoreError;
-use super::api::MaintenanceRow;
+use super::api::{IncidentRow, MaintenanceRow, SilenceInsert, SilenceRefusal, SilenceRow};
 
 /// A user as the login reads it (with its password hash, which never leaves the
 /// console's check).
@@ -259,4 +259,53 @@ pub(crate) trait ConsoleAdmin {
         actor: &str,
         now_ms: i64,
     ) -> Result<MaintenanceRow, StoreError>;
+
+    // ---------------------------------------------------------------- snooze, silences
+    /// Snoozes incident `id` found within `scope` until `until_ms` (a feed
+    /// event and workflow notice as `incidents snooze` writes); `Conflict` when
+    /// it is resolved. Returns the incident afterwards. Audited (`alert.snooze`).
+    #[allow(clippy::too_many_arguments)]
+    fn snooze_in_scope(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        until_ms: i64,
+        note: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<IncidentRow, StoreError>;
+    /// Silences within `scope` (a silence belongs to the tenant it names; one
+    /// naming none is the MSP's), soonest end first; ended and lifted ones only
+    /// with `all`.
+    fn list_silences_in(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<SilenceRow>, StoreError>;
+    /// The tenant (id, name) a new silence of the console belongs to: `scope`,
+    /// or without one the device's tenant.
+    fn silence_tenant(
+        &self,
+        scope: Option<i64>,
+        device: Option<&str>,
+    ) -> Result<(Option<i64>, Option<String>), StoreError>;
+    /// Stores a checked silence of tenant `tenant_id`; returns it as stored, or
+    /// the refusal of its names (nothing written). Audited (`silence.create`).
+    fn create_silence_audited(
+        &mut self,
+        s: &SilenceInsert,
+        tenant_id: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<Result<SilenceRow, SilenceRefusal>, StoreError>;
+    /// Lifts silence `id` found within `scope`; `Conflict` when it was lifted or
+    /// has ended already. Audited (`silence.expire`).
+    fn expire_silence(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 }

@@ -16,12 +16,12 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
-use super::api::MaintenanceRow;
+use super::api::{IncidentRow, MaintenanceRow, SilenceInsert, SilenceRefusal, SilenceRow};
 use super::console_admin::{
     ApiTokenRow, AuditLogRow, ConsoleAdmin, LoginUser, NewApiToken, NewSession, NewUser, NewWindow,
     SessionLookup, SessionUser, TokenAuth, UserListRow,
 };
-use super::{AuditEntry, Db, StoreError, alert_sql, audit_sql};
+use super::{AuditEntry, Db, StoreError, alert_sql, audit_sql, incident_sql};
 
 /// The audit rows of a write: (the tenant the change falls in, the entry).
 type AuditRows = Vec<(Option<i64>, AuditEntry)>;
@@ -77,6 +77,10 @@ fn msp_admins(conn: &Connection) -> Result<i64, StoreError> {
         |r| r.get(0),
     )?)
 }
+
+/// The scope clause of silences: a silence belongs to the tenant it names (one
+/// naming no tenant is the MSP's, and only MSP roles see it).
+const SILENCE_SCOPE: &str = "(?1 IS NULL OR tenant = (SELECT name FROM tenants WHERE id = ?1))";
 
 impl ConsoleAdmin for Connection {
     fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
@@ -538,6 +542,158 @@ impl ConsoleAdmin for Connection {
             Ok((w, one(Some(tid), e)))
         })
     }
+
+    fn snooze_in_scope(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        until_ms: i64,
+        note: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<IncidentRow, StoreError> {
+        let alert = || not_found(format!("alert {id}"));
+        audited(self, now_ms, |tx| {
+            tx.query_row(
+                "SELECT 1 FROM incidents i WHERE i.id = ?1
+                   AND (?2 IS NULL OR i.tenant = (SELECT name FROM tenants WHERE id = ?2))",
+                params![id, scope],
+                |_| Ok(()),
+            )
+            .optional()?
+            .ok_or_else(alert)?;
+            match incident_sql::snooze_in(tx, id, actor, note, until_ms, now_ms)? {
+                incident_sql::Outcome::Done | incident_sql::Outcome::Already => {}
+                incident_sql::Outcome::Resolved => {
+                    return Err(conflict(format!("alert {id}: already resolved")));
+                }
+                incident_sql::Outcome::NoSuchIncident => return Err(alert()),
+            }
+            let tenant: Option<i64> = tx
+                .query_row(
+                    "SELECT t.id FROM incidents i JOIN tenants t ON t.name = i.tenant WHERE i.id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let e = AuditEntry::new(
+                actor,
+                "alert.snooze",
+                format!("alert {id}"),
+                json!({ "until_ms": until_ms, "note": note }),
+            );
+            Ok(((), one(tenant, e)))
+        })?;
+        incident_sql::get(self, id)?.ok_or_else(alert)
+    }
+
+    fn list_silences_in(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<SilenceRow>, StoreError> {
+        let rows = self
+            .prepare(&format!(
+                "{} WHERE {SILENCE_SCOPE}
+                   AND (?2 OR (removed_ms IS NULL AND ends_ms > ?3)) ORDER BY ends_ms, id LIMIT 1000",
+                alert_sql::SILENCE_SELECT
+            ))?
+            .query_map(params![scope, all, now_ms], alert_sql::silence_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn silence_tenant(
+        &self,
+        scope: Option<i64>,
+        device: Option<&str>,
+    ) -> Result<(Option<i64>, Option<String>), StoreError> {
+        let mut tid = scope;
+        if tid.is_none() {
+            // An MSP silence of a device is its tenant's too (so that tenant sees it).
+            if let Some(d) = device {
+                tid = self
+                    .query_row("SELECT tenant_id FROM devices WHERE id = ?1", [d], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+            }
+        }
+        let name: Option<String> = match tid {
+            Some(id) => {
+                Some(self.query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))?)
+            }
+            None => None,
+        };
+        Ok((tid, name))
+    }
+
+    fn create_silence_audited(
+        &mut self,
+        s: &SilenceInsert,
+        tenant_id: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<Result<SilenceRow, SilenceRefusal>, StoreError> {
+        let tx = self.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = match alert_sql::insert_silence(&tx, s, now_ms)? {
+            Ok(id) => id,
+            // Dropping the transaction rolls it back: nothing was written.
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let e = AuditEntry::new(
+            actor,
+            "silence.create",
+            format!("silence {id}"),
+            json!({ "ends_ms": s.ends_ms, "tenant": s.tenant, "site": s.site, "tag": s.tag,
+                    "device": s.device, "rule": s.rule, "comment": s.comment }),
+        );
+        audit_sql::append(&tx, tenant_id, &e, now_ms)?;
+        let row = tx.query_row(
+            &format!("{} WHERE id = ?1", alert_sql::SILENCE_SELECT),
+            [id],
+            alert_sql::silence_row,
+        )?;
+        tx.commit()?;
+        Ok(Ok(row))
+    }
+
+    fn expire_silence(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        use super::api::RemoveOutcome;
+        audited(self, now_ms, |tx| {
+            let tenant: Option<i64> = tx
+                .query_row(
+                    &format!(
+                        "SELECT (SELECT id FROM tenants t WHERE t.name = s.tenant) FROM silences s
+                         WHERE s.id = ?2 AND {}",
+                        SILENCE_SCOPE.replace("tenant =", "s.tenant =")
+                    ),
+                    params![scope, id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| not_found(format!("silence {id}")))?;
+            match alert_sql::remove_silence(tx, id, actor, now_ms)? {
+                RemoveOutcome::Removed => {}
+                RemoveOutcome::AlreadyRemoved => {
+                    return Err(conflict(format!("silence {id}: already expired")));
+                }
+                RemoveOutcome::AlreadyEnded => {
+                    return Err(conflict(format!("silence {id}: already ended")));
+                }
+                RemoveOutcome::NoSuchSilence => return Err(not_found(format!("silence {id}"))),
+            }
+            let e = AuditEntry::new(actor, "silence.expire", format!("silence {id}"), json!({}));
+            Ok(((), one(tenant, e)))
+        })
+    }
 }
 
 impl ConsoleAdmin for Db {
@@ -651,5 +807,51 @@ impl ConsoleAdmin for Db {
         now_ms: i64,
     ) -> Result<MaintenanceRow, StoreError> {
         self.conn_mut().delete_window(id, scope, actor, now_ms)
+    }
+    fn snooze_in_scope(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        until_ms: i64,
+        note: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<IncidentRow, StoreError> {
+        self.conn_mut()
+            .snooze_in_scope(id, scope, until_ms, note, actor, now_ms)
+    }
+    fn list_silences_in(
+        &self,
+        scope: Option<i64>,
+        all: bool,
+        now_ms: i64,
+    ) -> Result<Vec<SilenceRow>, StoreError> {
+        self.conn().list_silences_in(scope, all, now_ms)
+    }
+    fn silence_tenant(
+        &self,
+        scope: Option<i64>,
+        device: Option<&str>,
+    ) -> Result<(Option<i64>, Option<String>), StoreError> {
+        self.conn().silence_tenant(scope, device)
+    }
+    fn create_silence_audited(
+        &mut self,
+        s: &SilenceInsert,
+        tenant_id: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<Result<SilenceRow, SilenceRefusal>, StoreError> {
+        self.conn_mut()
+            .create_silence_audited(s, tenant_id, actor, now_ms)
+    }
+    fn expire_silence(
+        &mut self,
+        id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn_mut().expire_silence(id, scope, actor, now_ms)
     }
 }
