@@ -149,6 +149,8 @@ pub(crate) struct NewWindow<'a> {
 pub(crate) trait ConsoleAdmin {
     /// The id of the tenant named `name`.
     fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// The name of tenant `id`.
+    fn tenant_name(&self, id: i64) -> Result<Option<String>, StoreError>;
 
     // ---------------------------------------------------------------- sessions
     /// The user `username`, for the login's password check.
@@ -304,6 +306,33 @@ pub(crate) trait ConsoleAdmin {
     fn expire_silence(
         &mut self,
         id: i64,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    // ---------------------------------------------------------------- enrollment tokens
+    /// Enrollment tokens within `scope`, newest first.
+    fn list_enroll_tokens(
+        &self,
+        scope: Option<i64>,
+    ) -> Result<Vec<super::admin::TokenRow>, StoreError>;
+    /// Stores an enrollment token of tenant `tenant_id` (`t.tenant` is its name);
+    /// a site or device that does not exist is `NotFound`. Audited
+    /// (`enroll_token.create`, with the address agents dial).
+    fn create_enroll_token(
+        &mut self,
+        t: &super::admin::NewToken,
+        tenant_id: i64,
+        address: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Revokes enrollment token `id` found within `scope`; `Conflict` when it
+    /// is revoked already. Audited (`enroll_token.revoke`).
+    fn revoke_enroll_token(
+        &mut self,
+        id: &str,
         scope: Option<i64>,
         actor: &str,
         now_ms: i64,

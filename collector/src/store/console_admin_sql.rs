@@ -21,7 +21,7 @@ use super::console_admin::{
     ApiTokenRow, AuditLogRow, ConsoleAdmin, LoginUser, NewApiToken, NewSession, NewUser, NewWindow,
     SessionLookup, SessionUser, TokenAuth, UserListRow,
 };
-use super::{AuditEntry, Db, StoreError, alert_sql, audit_sql, incident_sql};
+use super::{AuditEntry, Db, StoreError, admin, alert_sql, audit_sql, incident_sql};
 
 /// The audit rows of a write: (the tenant the change falls in, the entry).
 type AuditRows = Vec<(Option<i64>, AuditEntry)>;
@@ -88,6 +88,12 @@ impl ConsoleAdmin for Connection {
             .query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
+            .optional()?)
+    }
+
+    fn tenant_name(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))
             .optional()?)
     }
 
@@ -694,11 +700,99 @@ impl ConsoleAdmin for Connection {
             Ok(((), one(tenant, e)))
         })
     }
+
+    fn list_enroll_tokens(&self, scope: Option<i64>) -> Result<Vec<admin::TokenRow>, StoreError> {
+        let rows = self
+            .prepare(
+                "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
+                        k.max_uses, k.revoked_ms
+                 FROM enroll_tokens k JOIN tenants t ON t.id = k.tenant_id
+                 LEFT JOIN sites s ON s.id = k.site_id
+                 WHERE (?1 IS NULL OR k.tenant_id = ?1) ORDER BY k.created_ms DESC, k.id LIMIT 1000",
+            )?
+            .query_map([scope], |r| {
+                Ok(admin::TokenRow {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    site: r.get(2)?,
+                    replace_device_id: r.get(3)?,
+                    created_ms: r.get(4)?,
+                    expires_ms: r.get(5)?,
+                    uses: r.get(6)?,
+                    max_uses: r.get(7)?,
+                    revoked_ms: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn create_enroll_token(
+        &mut self,
+        t: &admin::NewToken,
+        tenant_id: i64,
+        address: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        audited(self, now_ms, |tx| {
+            admin::insert_token(tx, t, now_ms).map_err(|e| match e {
+                admin::AdminError::Store(e) => e,
+                e => not_found(e.to_string()),
+            })?;
+            let e = AuditEntry::new(
+                actor,
+                "enroll_token.create",
+                format!("enrollment token {}", t.id_hex),
+                json!({ "site": t.site, "expires_ms": t.expires_ms, "uses": t.max_uses, "address": address }),
+            );
+            Ok(((), one(Some(tenant_id), e)))
+        })
+    }
+
+    fn revoke_enroll_token(
+        &mut self,
+        id: &str,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        audited(self, now_ms, |tx| {
+            let found: Option<(i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT tenant_id, revoked_ms FROM enroll_tokens WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+                    params![id, scope],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let tid = match found {
+                None => return Err(not_found(format!("enrollment token {id:?}"))),
+                Some((_, Some(_))) => {
+                    return Err(conflict(format!("enrollment token {id}: already revoked")));
+                }
+                Some((t, None)) => t,
+            };
+            tx.execute(
+                "UPDATE enroll_tokens SET revoked_ms = ?2 WHERE id = ?1 AND tenant_id = ?3 AND revoked_ms IS NULL",
+                params![id, now_ms, tid],
+            )?;
+            let e = AuditEntry::new(
+                actor,
+                "enroll_token.revoke",
+                format!("enrollment token {id}"),
+                json!({}),
+            );
+            Ok(((), one(Some(tid), e)))
+        })
+    }
 }
 
 impl ConsoleAdmin for Db {
     fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         self.conn().tenant_id(name)
+    }
+    fn tenant_name(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.conn().tenant_name(id)
     }
     fn login_user(&self, username: &str) -> Result<Option<LoginUser>, StoreError> {
         self.conn().login_user(username)
@@ -853,5 +947,29 @@ impl ConsoleAdmin for Db {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.conn_mut().expire_silence(id, scope, actor, now_ms)
+    }
+    fn list_enroll_tokens(&self, scope: Option<i64>) -> Result<Vec<admin::TokenRow>, StoreError> {
+        self.conn().list_enroll_tokens(scope)
+    }
+    fn create_enroll_token(
+        &mut self,
+        t: &admin::NewToken,
+        tenant_id: i64,
+        address: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn_mut()
+            .create_enroll_token(t, tenant_id, address, actor, now_ms)
+    }
+    fn revoke_enroll_token(
+        &mut self,
+        id: &str,
+        scope: Option<i64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn_mut()
+            .revoke_enroll_token(id, scope, actor, now_ms)
     }
 }
