@@ -1096,3 +1096,7 @@ mod sqlite {
         });
     }
 }
+
+// --- store7b ---
+mod console_admin;
+// --- end store7b ---
