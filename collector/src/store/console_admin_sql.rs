@@ -10,8 +10,8 @@
 //!
 //! TRANSITIONAL: implemented on the bare connection too, for the callers that still
 //! hold one (`console::roles` on the legacy `console::db` entry, `http::feed`'s
-//! principal, `console::tests`' seeding); [`Db`] forwards to it. The connection impl
-//! goes when they hold a `Db`.
+//! principal, `console::tests`' seeding, consolebench's token in the tests crate);
+//! [`Db`] forwards to it. The connection impl goes when they hold a `Db`.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
