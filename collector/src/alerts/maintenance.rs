@@ -82,11 +82,8 @@ pub(crate) fn parse_weekday(s: &str) -> Option<Weekday> {
 // ---------------------------------------------------------------- made at run time
 
 // A window made at run time (the API, the console) is stored as the store's
-// `MaintenanceRow`; the console reads it with the columns and row reader below, on
-// its own connection (until it holds a store handle: issue 17, the console half).
-pub(crate) use crate::store::alert_sql::{
-    MAINTENANCE_SELECT as DB_SELECT, maintenance_row as db_row,
-};
+// `MaintenanceRow`; the console reads and writes it through
+// `store::console_admin::ConsoleAdmin`.
 pub(crate) use crate::store::api::MaintenanceRow as DbWindow;
 
 impl DbWindow {

@@ -18,11 +18,9 @@ use super::model::{Scope, Target};
 use super::rrule::{self, Series};
 use crate::store::StoreError;
 use crate::store::api::{AlertStore, SilenceInsert, SilenceRefusal};
-// The rows, their SELECT and the removal live in the store (issue 17); the console
-// reads and lifts silences with them on its own connection (until it holds a `Db`).
-pub(crate) use crate::store::alert_sql::{
-    SILENCE_SELECT as SELECT, remove_silence as remove, silence_row as row,
-};
+use crate::store::console_admin::ConsoleAdmin;
+// The rows and their removal live in the store (issue 17); the console reads and
+// lifts silences through `store::console_admin::ConsoleAdmin`.
 pub(crate) use crate::store::api::{RemoveOutcome, SilenceRow};
 use crate::tags::check_tag;
 
@@ -157,17 +155,20 @@ pub(crate) fn create(
     store.create_silence(&row, now_ms)?.map_err(refused)
 }
 
-/// [`create`] inside the caller's transaction: the console creates the silence,
-/// audits it and reads it back in one transaction, with its own SQL around it
-/// (`console/actions.rs`). Left on a connection until that SQL moves (the console
-/// half of issue 17); then the store gets a method taking the audit entry too.
-pub(crate) fn create_in(
-    tx: &rusqlite::Connection,
+/// [`create`] for the console: the silence (of tenant `tenant_id`, for the audit
+/// log), its audit row and its read-back in one transaction of the store's
+/// ([`ConsoleAdmin::create_silence_audited`]). Returns it as stored.
+pub(crate) fn create_audited(
+    store: &mut impl ConsoleAdmin,
     s: &NewSilence,
+    tenant_id: Option<i64>,
+    actor: &str,
     now_ms: i64,
-) -> Result<i64, SilenceError> {
+) -> Result<SilenceRow, SilenceError> {
     let row = check(s, now_ms)?;
-    crate::store::alert_sql::insert_silence(tx, &row, now_ms)?.map_err(refused)
+    store
+        .create_silence_audited(&row, tenant_id, actor, now_ms)?
+        .map_err(refused)
 }
 
 fn refused(r: SilenceRefusal) -> SilenceError {

@@ -1,25 +1,24 @@
 //! Alert actions beyond ack: snooze an incident until a time, and silences (create
 //! with matchers, list, expire). The semantics are the workflow's and the engine's
-//! ([`crate::notify::incident::snooze_in`], [`crate::alerts::silence`]); this module
-//! adds the tenant scope (in the SQL), the audit row (in the same transaction) and
-//! the validation of what a browser sends.
+//! (`notify::incident`, [`crate::alerts::silence`]); the store's
+//! [`ConsoleAdmin`] adds the tenant scope (in the SQL) and the audit row (in the same
+//! transaction); this module validates what a browser sends.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::alerts::{incident_in_scope, incident_tenant_id};
-use super::api::{ApiResult, body, query, scope};
-use super::auth::{self, Principal};
+use super::api::{ApiResult, body, query};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, db, now_ms};
-use crate::alerts::silence::{self, NewSilence, RemoveOutcome, SilenceError, SilenceRow};
+use super::{ConsoleState, now_ms, store};
+use crate::alerts::silence::{self, NewSilence, SilenceError, SilenceRow};
 use crate::notify::incident;
+use crate::store::console_admin::ConsoleAdmin;
 
 /// Longest snooze or console-made silence.
 const MAX_AHEAD_MS: i64 = 31 * 86_400_000;
@@ -99,30 +98,8 @@ pub(super) async fn alert_snooze(
     let now = now_ms();
     let until = end_of(b.until.as_deref(), b.minutes, now)?;
     let note = text_of("note", b.note, 500)?;
-    let out = db(&st, move |c| {
-        incident_in_scope(c, id, p.tenant_id)?;
-        let tx = c.transaction()?;
-        match incident::snooze_in(&tx, id, &p.actor, note.as_deref(), until, now)? {
-            incident::Outcome::Done | incident::Outcome::Already => {}
-            incident::Outcome::Resolved => {
-                return Err(ApiError::conflict(format!("alert {id}: already resolved")));
-            }
-            incident::Outcome::NoSuchIncident => {
-                return Err(ApiError::not_found(format!("alert {id}")));
-            }
-        }
-        let tenant = incident_tenant_id(&tx, id)?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            tenant,
-            "alert.snooze",
-            &format!("alert {id}"),
-            json!({ "until_ms": until, "note": note }),
-            now,
-        )?;
-        tx.commit()?;
-        let i = incident::get(c, id)?.ok_or_else(|| ApiError::not_found(format!("alert {id}")))?;
+    let out = store(&st, move |d| {
+        let i = d.snooze_in_scope(id, p.tenant_id, until, note.as_deref(), &p.actor, now)?;
         Ok(incident::incident_json(&i))
     })
     .await?;
@@ -183,10 +160,6 @@ fn silence_out(s: SilenceRow, now: i64) -> SilenceOut {
     }
 }
 
-/// The scope clause: a silence belongs to the tenant it names (one naming no tenant
-/// is the MSP's, and only MSP roles see it).
-const SILENCE_SCOPE: &str = "(?1 IS NULL OR tenant = (SELECT name FROM tenants WHERE id = ?1))";
-
 /// Silences (active and upcoming; `all=true` for every one ever made), soonest end first.
 #[utoipa::path(get, path = "/silences", tag = "alerts", params(SilencesQuery),
     responses((status = 200, body = Vec<SilenceOut>), (status = 400, body = ErrorBody)))]
@@ -197,16 +170,9 @@ pub(super) async fn silences(
 ) -> ApiResult<Vec<SilenceOut>> {
     let q = query(q)?;
     let now = now_ms();
-    let out = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let rows = c
-            .prepare(&format!(
-                "{} WHERE {SILENCE_SCOPE}
-                   AND (?2 OR (removed_ms IS NULL AND ends_ms > ?3)) ORDER BY ends_ms, id LIMIT 1000",
-                silence::SELECT
-            ))?
-            .query_map(params![scope, q.all.unwrap_or(false), now], silence::row)?
-            .collect::<Result<Vec<_>, _>>()?;
+    let out = store(&st, move |d| {
+        let scope = p.scope_in(d, q.tenant.as_deref())?;
+        let rows = d.list_silences_in(scope, q.all.unwrap_or(false), now)?;
         Ok(rows.into_iter().map(|s| silence_out(s, now)).collect())
     })
     .await?;
@@ -270,25 +236,10 @@ pub(super) async fn silence_create(
         text_of("rule", b.rule, 200)?,
     );
     let tenant = text_of("tenant", b.tenant, 200)?;
-    let out = db(&st, move |c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut tid = scope(&tx, &p, tenant.as_deref())?;
-        if tid.is_none() {
-            // An MSP silence of a device is its tenant's too (so that tenant sees it).
-            if let Some(d) = &device {
-                tid = tx
-                    .query_row("SELECT tenant_id FROM devices WHERE id = ?1", [d], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-            }
-        }
-        let tenant_name: Option<String> = match tid {
-            Some(id) => {
-                Some(tx.query_row("SELECT name FROM tenants WHERE id = ?1", [id], |r| r.get(0))?)
-            }
-            None => None,
-        };
+    let out = store(&st, move |d| {
+        let named = p.scope_in(d, tenant.as_deref())?;
+        // An MSP silence of a device is its tenant's too (so that tenant sees it).
+        let (tid, tenant_name) = d.silence_tenant(named, device.as_deref())?;
         let s = NewSilence {
             starts_ms: now,
             ends_ms: ends,
@@ -301,23 +252,7 @@ pub(super) async fn silence_create(
             by: p.actor.clone(),
             recurrence: None,
         };
-        let id = silence::create_in(&tx, &s, now).map_err(silence_error)?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            tid,
-            "silence.create",
-            &format!("silence {id}"),
-            json!({ "ends_ms": ends, "tenant": s.tenant, "site": s.site, "tag": s.tag,
-                    "device": s.device, "rule": s.rule, "comment": s.comment }),
-            now,
-        )?;
-        let row = tx.query_row(
-            &format!("{} WHERE id = ?1", silence::SELECT),
-            [id],
-            silence::row,
-        )?;
-        tx.commit()?;
+        let row = silence::create_audited(d, &s, tid, &p.actor, now).map_err(silence_error)?;
         Ok(silence_out(row, now))
     })
     .await?;
@@ -334,44 +269,8 @@ pub(super) async fn silence_expire(
 ) -> Result<StatusCode, ApiError> {
     p.require_ack()?;
     let now = now_ms();
-    db(&st, move |c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let tenant: Option<Option<i64>> = tx
-            .query_row(
-                &format!(
-                    "SELECT (SELECT id FROM tenants t WHERE t.name = s.tenant) FROM silences s
-                     WHERE s.id = ?2 AND {}",
-                    SILENCE_SCOPE.replace("tenant =", "s.tenant =")
-                ),
-                params![p.tenant_id, id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(tenant) = tenant else {
-            return Err(ApiError::not_found(format!("silence {id}")));
-        };
-        match silence::remove(&tx, id, &p.actor, now)? {
-            RemoveOutcome::Removed => {}
-            RemoveOutcome::AlreadyRemoved => {
-                return Err(ApiError::conflict(format!("silence {id}: already expired")));
-            }
-            RemoveOutcome::AlreadyEnded => {
-                return Err(ApiError::conflict(format!("silence {id}: already ended")));
-            }
-            RemoveOutcome::NoSuchSilence => {
-                return Err(ApiError::not_found(format!("silence {id}")));
-            }
-        }
-        auth::audit(
-            &tx,
-            &p.actor,
-            tenant,
-            "silence.expire",
-            &format!("silence {id}"),
-            json!({}),
-            now,
-        )?;
-        tx.commit()?;
+    store(&st, move |d| {
+        d.expire_silence(id, p.tenant_id, &p.actor, now)?;
         Ok(())
     })
     .await?;

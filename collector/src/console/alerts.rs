@@ -16,9 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::{ConsoleState, now_ms, store};
 use crate::notify::incident;
 use crate::store::AuditEntry;
-use crate::store::console_query::{
-    AckResult, ConsoleQuery, IncidentFilter, PageAt, ScopeLookup, UnackResult,
-};
+use crate::store::console_query::{AckResult, ConsoleQuery, IncidentFilter, PageAt, UnackResult};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -85,21 +83,6 @@ pub(super) async fn alerts(
     })
     .await?;
     Ok(Json(out))
-}
-
-/// 404 unless incident `id` is within `scope`. For `actions.rs` (snooze); on a
-/// store handle, or (until that moves behind the store) the legacy connection or a
-/// transaction on it.
-pub(super) fn incident_in_scope(
-    c: &impl ScopeLookup,
-    id: i64,
-    scope: Option<i64>,
-) -> Result<(), ApiError> {
-    if c.incident_in_scope(id, scope)? {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("alert {id}")))
-    }
 }
 
 /// One incident with its history (workflow events and the alert's transitions).
@@ -185,15 +168,6 @@ pub(super) async fn alert_ack(
     })
     .await?;
     Ok(Json(out))
-}
-
-/// The id of incident `id`'s tenant, for its audit row. For `actions.rs` (snooze),
-/// until that moves behind the store.
-pub(super) fn incident_tenant_id(
-    c: &impl ScopeLookup,
-    id: i64,
-) -> Result<Option<i64>, crate::store::StoreError> {
-    c.incident_tenant_id(id)
 }
 
 /// Take back an acknowledgement: the incident is open again and escalation starts over.

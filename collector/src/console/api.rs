@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, db, now_ms, store};
+use super::{ConsoleState, ONLINE_MS, SESSION_COOKIE, now_ms, store};
 use crate::store::Db;
 use crate::store::api::NotifyStore;
 use crate::store::console_query::{ConsoleDevice, ConsoleQuery, FleetWindow, ScopeLookup};
@@ -39,16 +39,7 @@ pub(super) fn scope(
     p: &Principal,
     requested: Option<&str>,
 ) -> Result<Option<i64>, ApiError> {
-    match (p.tenant_id, requested) {
-        (Some(own), None) => Ok(Some(own)),
-        (Some(own), Some(t)) if Some(t) == p.tenant.as_deref() => Ok(Some(own)),
-        (Some(_), Some(t)) => Err(ApiError::not_found(format!("tenant {t:?}"))),
-        (None, Some(t)) => c
-            .tenant_id(t)?
-            .map(Some)
-            .ok_or_else(|| ApiError::not_found(format!("tenant {t:?}"))),
-        (None, None) => Ok(None),
-    }
+    p.scope_in(c, requested)
 }
 
 pub(super) fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(i64, i64), ApiError> {
@@ -137,7 +128,7 @@ pub(super) async fn login(
     }
     let (user, pw) = (b.username.clone(), b.password);
     let now = now_ms();
-    match db(&st, move |c| auth::login(c, &user, &pw, now)).await? {
+    match super::store(&st, move |d| auth::login(d, &user, &pw, now)).await? {
         Ok((cookie, p)) => {
             st.limiter.succeeded(&b.username);
             st.counters
@@ -175,7 +166,7 @@ pub(super) async fn logout(
 ) -> Result<Response, ApiError> {
     if let Some(c) = super::cookie(&headers, SESSION_COOKIE) {
         let now = now_ms();
-        db(&st, move |conn| Ok(auth::logout(conn, &c, now)?)).await?;
+        super::store(&st, move |d| auth::logout(d, &c, now)).await?;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()

@@ -1,5 +1,7 @@
-//! Users, roles, sessions, the login rate limit and the audit log (API tokens are in
-//! `tokens.rs`).
+//! Users, roles, sessions and the login rate limit (API tokens are in `tokens.rs`).
+//! What is stored is read and written through the store's [`ConsoleAdmin`], which
+//! writes each change's audit row in the change's transaction; passwords are hashed
+//! and checked here, and the rate limit is in memory.
 //!
 //! Invariants:
 //! - passwords are stored only as argon2id PHC strings; session ids and API tokens
@@ -14,16 +16,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::error::ApiError;
+use crate::store::console_admin::{ConsoleAdmin, NewSession, NewUser, SessionLookup};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rusqlite::{Connection, OptionalExtension, params};
-
-use super::error::ApiError;
-
-/// A row read straight from a join (user or token with its tenant).
-pub(super) type Row5<A, B, C, D, E> = Option<(A, B, C, D, E)>;
-/// (user, role, tenant id, tenant, csrf, expires)
-type SessionRow = Option<(String, String, Option<i64>, Option<String>, String, i64)>;
 
 /// How long a console session lasts.
 pub(crate) const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
@@ -188,26 +184,31 @@ pub(crate) fn check_username(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Appends one audit row (inside the caller's transaction).
-pub(crate) fn audit(
-    conn: &Connection,
-    actor: &str,
-    tenant_id: Option<i64>,
-    action: &'static str,
-    target: &str,
-    detail: serde_json::Value,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    let e = crate::store::AuditEntry::new(actor, action, target, detail);
-    crate::store::audit_sql::append(conn, tenant_id, &e, now_ms)
+/// The id of the tenant named `name` (404 when there is none).
+pub(crate) fn tenant_id(s: &impl ConsoleAdmin, name: &str) -> Result<i64, ApiError> {
+    s.tenant_id(name)?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {name:?}")))
 }
 
-pub(crate) fn tenant_id(conn: &Connection, name: &str) -> Result<i64, ApiError> {
-    conn.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("tenant {name:?}")))
+impl Principal {
+    /// The tenant a request is about: the principal's own for a tenant role
+    /// (another named tenant does not exist for it), or the named one, or all
+    /// (`None`).
+    pub(crate) fn scope_in(
+        &self,
+        s: &impl crate::store::console_query::ScopeLookup,
+        requested: Option<&str>,
+    ) -> Result<Option<i64>, ApiError> {
+        match (self.tenant_id, requested) {
+            (Some(own), None) => Ok(Some(own)),
+            (Some(own), Some(t)) if Some(t) == self.tenant.as_deref() => Ok(Some(own)),
+            (Some(_), Some(t)) => Err(ApiError::not_found(format!("tenant {t:?}"))),
+            (None, Some(t)) => crate::store::console_query::ScopeLookup::tenant_id(s, t)?
+                .map(Some)
+                .ok_or_else(|| ApiError::not_found(format!("tenant {t:?}"))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// One user as listed (never with its hash).
@@ -220,27 +221,36 @@ pub(crate) struct UserRow {
 }
 
 /// Users, within `scope` (a tenant id) when given.
-pub(crate) fn list_users(conn: &Connection, scope: Option<i64>) -> rusqlite::Result<Vec<UserRow>> {
-    let mut s = conn.prepare(
-        "SELECT u.username, u.role, t.name, u.created_ms FROM users u
-         LEFT JOIN tenants t ON t.id = u.tenant_id
-         WHERE (?1 IS NULL OR u.tenant_id = ?1) ORDER BY u.username",
-    )?;
-    let rows = s.query_map([scope], |r| {
-        let role: String = r.get(1)?;
-        Ok(UserRow {
-            username: r.get(0)?,
-            role: Role::parse(&role).unwrap_or(Role::TenantViewer),
-            tenant: r.get(2)?,
-            created_ms: r.get(3)?,
+pub(crate) fn list_users(
+    s: &impl ConsoleAdmin,
+    scope: Option<i64>,
+) -> Result<Vec<UserRow>, ApiError> {
+    Ok(s.list_users(scope)?
+        .into_iter()
+        .map(|u| UserRow {
+            role: Role::parse(&u.role).unwrap_or(Role::TenantViewer),
+            username: u.username,
+            tenant: u.tenant,
+            created_ms: u.created_ms,
         })
-    })?;
-    rows.collect()
+        .collect())
+}
+
+/// Refuses a tenant for an MSP role and none for a tenant role.
+fn check_role_tenant(role: Role, tenant_id: Option<i64>) -> Result<(), ApiError> {
+    if role.is_tenant() != tenant_id.is_some() {
+        return Err(ApiError::bad_request(if role.is_tenant() {
+            format!("role {role}: needs a tenant")
+        } else {
+            format!("role {role}: an MSP role takes no tenant")
+        }));
+    }
+    Ok(())
 }
 
 /// Adds a user (and its audit row). `tenant` is required exactly for tenant roles.
 pub(crate) fn add_user(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     username: &str,
     password_hash: &str,
@@ -249,127 +259,37 @@ pub(crate) fn add_user(
     now_ms: i64,
 ) -> Result<(), ApiError> {
     check_username(username)?;
-    if role.is_tenant() != tenant_id.is_some() {
-        return Err(ApiError::bad_request(if role.is_tenant() {
-            format!("role {role}: needs a tenant")
-        } else {
-            format!("role {role}: an MSP role takes no tenant")
-        }));
-    }
-    let tx = conn.transaction()?;
-    let exists: bool = tx
-        .query_row(
-            "SELECT 1 FROM users WHERE username = ?1",
-            [username],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if exists {
-        return Err(ApiError::conflict(format!(
-            "user {username:?} exists already"
-        )));
-    }
-    tx.execute(
-        "INSERT INTO users (username, password_hash, role, tenant_id, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![username, password_hash, role.as_str(), tenant_id, now_ms],
-    )?;
-    audit(
-        &tx,
-        actor,
-        tenant_id,
-        "user.add",
+    check_role_tenant(role, tenant_id)?;
+    let u = NewUser {
         username,
-        serde_json::json!({ "role": role.as_str() }),
-        now_ms,
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// The user's role and tenant, if it exists within `scope`.
-fn user_in_scope(
-    conn: &Connection,
-    username: &str,
-    scope: Option<i64>,
-) -> Result<(i64, Role, Option<i64>), ApiError> {
-    conn.query_row(
-        "SELECT id, role, tenant_id FROM users WHERE username = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-        params![username, scope],
-        |r| {
-            let role: String = r.get(1)?;
-            Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::TenantViewer), r.get(2)?))
-        },
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("user {username:?}")))
+        password_hash,
+        role: role.as_str(),
+        tenant_id,
+    };
+    Ok(s.add_user(&u, actor, now_ms)?)
 }
 
 /// Sets a user's password; ends its sessions.
 pub(crate) fn set_password(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     username: &str,
     password_hash: &str,
     scope: Option<i64>,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let tx = conn.transaction()?;
-    let (id, _, tenant) = user_in_scope(&tx, username, scope)?;
-    tx.execute(
-        "UPDATE users SET password_hash = ?2, updated_ms = ?3 WHERE id = ?1",
-        params![id, password_hash, now_ms],
-    )?;
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-    audit(
-        &tx,
-        actor,
-        tenant,
-        "user.passwd",
-        username,
-        serde_json::json!({}),
-        now_ms,
-    )?;
-    tx.commit()?;
-    Ok(())
+    Ok(s.set_password(username, password_hash, scope, actor, now_ms)?)
 }
 
 /// Removes a user (its sessions go with it).
 pub(crate) fn remove_user(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     username: &str,
     scope: Option<i64>,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let tx = conn.transaction()?;
-    let (id, role, tenant) = user_in_scope(&tx, username, scope)?;
-    if role == Role::MspAdmin {
-        let admins: i64 = tx.query_row(
-            "SELECT count(*) FROM users WHERE role = 'msp-admin'",
-            [],
-            |r| r.get(0),
-        )?;
-        if admins <= 1 {
-            return Err(ApiError::conflict(format!(
-                "user {username:?} is the last msp-admin; add another first"
-            )));
-        }
-    }
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
-    audit(
-        &tx,
-        actor,
-        tenant,
-        "user.remove",
-        username,
-        serde_json::json!({}),
-        now_ms,
-    )?;
-    tx.commit()?;
-    Ok(())
+    Ok(s.remove_user(username, scope, actor, now_ms)?)
 }
 
 /// Changes a user's role (and tenant), found within `scope`; ends its sessions (its
@@ -378,7 +298,7 @@ pub(crate) fn remove_user(
 /// user is in afterwards and, when it moves, one for the tenant it left, each naming
 /// only its own tenant (tenant admins read their tenant's rows).
 pub(crate) fn set_role(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     username: &str,
     role: Role,
@@ -386,74 +306,8 @@ pub(crate) fn set_role(
     scope: Option<i64>,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    if role.is_tenant() != tenant_id.is_some() {
-        return Err(ApiError::bad_request(if role.is_tenant() {
-            format!("role {role}: needs a tenant")
-        } else {
-            format!("role {role}: an MSP role takes no tenant")
-        }));
-    }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (id, old_role, old_tenant) = user_in_scope(&tx, username, scope)?;
-    if old_role == role && old_tenant == tenant_id {
-        return Err(ApiError::conflict(format!(
-            "user {username:?} has role {role} there already"
-        )));
-    }
-    if old_role == Role::MspAdmin && role != Role::MspAdmin {
-        let admins: i64 = tx.query_row(
-            "SELECT count(*) FROM users WHERE role = 'msp-admin'",
-            [],
-            |r| r.get(0),
-        )?;
-        if admins <= 1 {
-            return Err(ApiError::conflict(format!(
-                "user {username:?} is the last msp-admin; make another one first"
-            )));
-        }
-    }
-    tx.execute(
-        "UPDATE users SET role = ?2, tenant_id = ?3, updated_ms = ?4 WHERE id = ?1",
-        params![id, role.as_str(), tenant_id, now_ms],
-    )?;
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-    let name_of = |t: Option<i64>| -> rusqlite::Result<Option<String>> {
-        match t {
-            Some(t) => tx
-                .query_row("SELECT name FROM tenants WHERE id = ?1", [t], |r| r.get(0))
-                .optional(),
-            None => Ok(None),
-        }
-    };
-    let (old_name, new_name) = (name_of(old_tenant)?, name_of(tenant_id)?);
-    let moved = old_tenant != tenant_id;
-    audit(
-        &tx,
-        actor,
-        tenant_id,
-        "user.role",
-        username,
-        serde_json::json!({
-            "from": old_role.as_str(), "to": role.as_str(), "tenant": new_name,
-            "moved_in": moved && tenant_id.is_some(),
-        }),
-        now_ms,
-    )?;
-    if moved && old_tenant.is_some() {
-        audit(
-            &tx,
-            actor,
-            old_tenant,
-            "user.role",
-            username,
-            serde_json::json!({
-                "from": old_role.as_str(), "tenant": old_name, "moved_out": true,
-            }),
-            now_ms,
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
+    check_role_tenant(role, tenant_id)?;
+    Ok(s.set_role(username, role.as_str(), tenant_id, scope, actor, now_ms)?)
 }
 
 /// Why a login failed.
@@ -464,127 +318,73 @@ pub(crate) enum LoginError {
 
 /// Checks a password; on success creates a session and returns (cookie value, csrf, principal).
 pub(crate) fn login(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     username: &str,
     password: &str,
     now_ms: i64,
 ) -> Result<Result<(String, Principal), LoginError>, ApiError> {
-    let row: Row5<i64, String, String, Option<i64>, Option<String>> = conn
-        .query_row(
-            "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.name FROM users u
-             LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let Some((uid, phc, role, tenant_id, tenant)) = row else {
+    let Some(u) = s.login_user(username)? else {
         let _ = verify_password(dummy_hash(), password);
         return Ok(Err(LoginError::BadCredentials));
     };
-    if !verify_password(&phc, password) {
+    if !verify_password(&u.password_hash, password) {
         return Ok(Err(LoginError::BadCredentials));
     }
-    let role = Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role in users"))?;
+    let role = Role::parse(&u.role).ok_or_else(|| ApiError::internal("unknown role in users"))?;
     let (cookie, sid_hash) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
     let (csrf, _) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
-    let tx = conn.transaction()?;
-    tx.execute("DELETE FROM sessions WHERE expires_ms < ?1", [now_ms])?;
-    tx.execute(
-        "INSERT INTO sessions (id_sha256, user_id, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![sid_hash, uid, csrf, now_ms, now_ms + SESSION_TTL_MS],
-    )?;
-    audit(
-        &tx,
-        username,
-        tenant_id,
-        "session.login",
-        username,
-        serde_json::json!({}),
+    s.start_session(
+        &NewSession {
+            user_id: u.id,
+            username,
+            tenant_id: u.tenant_id,
+            id_sha256: &sid_hash,
+            csrf: &csrf,
+            expires_ms: now_ms + SESSION_TTL_MS,
+        },
         now_ms,
     )?;
-    tx.commit()?;
     Ok(Ok((
         cookie,
         Principal {
             actor: username.to_owned(),
             role,
-            tenant_id,
-            tenant,
+            tenant_id: u.tenant_id,
+            tenant: u.tenant,
             csrf: Some(csrf),
         },
     )))
 }
 
-pub(crate) fn logout(conn: &mut Connection, cookie: &str, now_ms: i64) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    let who: Option<(String, Option<i64>)> = tx
-        .query_row(
-            "SELECT u.username, u.tenant_id FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_sha256 = ?1",
-            [crate::notify::link::token_hash(cookie)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    if let Some((user, tenant)) = who {
-        tx.execute(
-            "DELETE FROM sessions WHERE id_sha256 = ?1",
-            [crate::notify::link::token_hash(cookie)],
-        )?;
-        audit(
-            &tx,
-            &user,
-            tenant,
-            "session.logout",
-            &user,
-            serde_json::json!({}),
-            now_ms,
-        )?;
-    }
-    tx.commit()
+/// Ends the session of this cookie (nothing when it has ended already).
+pub(crate) fn logout(s: &mut impl ConsoleAdmin, cookie: &str, now_ms: i64) -> Result<(), ApiError> {
+    s.end_session(&crate::notify::link::token_hash(cookie), now_ms)?;
+    Ok(())
 }
 
 /// Resolves a session cookie.
 pub(crate) fn session_principal(
-    conn: &Connection,
+    s: &impl ConsoleAdmin,
     cookie: &str,
     now_ms: i64,
 ) -> Result<Principal, ApiError> {
-    let row: SessionRow = conn
-        .query_row(
-            "SELECT u.username, u.role, u.tenant_id, t.name, s.csrf, s.expires_ms
-             FROM sessions s JOIN users u ON u.id = s.user_id
-             LEFT JOIN tenants t ON t.id = u.tenant_id WHERE s.id_sha256 = ?1",
-            [crate::notify::link::token_hash(cookie)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((user, role, tenant_id, tenant, csrf, expires)) = row else {
-        return Err(ApiError::unauthenticated(
+    match s.session(&crate::notify::link::token_hash(cookie), now_ms)? {
+        SessionLookup::Unknown => Err(ApiError::unauthenticated(
             "session: unknown or ended; log in again",
-        ));
-    };
-    if expires <= now_ms {
-        return Err(ApiError::new(
+        )),
+        SessionLookup::Expired => Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
             "session_expired",
             "session: expired; log in again",
-        ));
+        )),
+        SessionLookup::Active(u) => Ok(Principal {
+            role: Role::parse(&u.role).ok_or_else(|| ApiError::internal("unknown role"))?,
+            actor: u.username,
+            tenant_id: u.tenant_id,
+            tenant: u.tenant,
+            csrf: Some(u.csrf),
+        }),
     }
-    Ok(Principal {
-        actor: user,
-        role: Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role"))?,
-        tenant_id,
-        tenant,
-        csrf: Some(csrf),
-    })
 }
 
 /// Failed logins per account and per address in a sliding window.

@@ -88,11 +88,13 @@ fn actor() -> String {
     )
 }
 
-fn open(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+fn open(data_dir: &Path) -> anyhow::Result<crate::store::Db> {
     if !data_dir.is_dir() {
         anyhow::bail!("{}: no such data dir", data_dir.display());
     }
-    Ok(crate::store::open(&data_dir.join(crate::store::DB_FILE))?)
+    Ok(crate::store::Db::open(
+        &data_dir.join(crate::store::DB_FILE),
+    )?)
 }
 
 fn api(e: super::error::ApiError) -> anyhow::Error {
@@ -162,7 +164,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::List { db } => {
             let c = open(&db.dir()?)?;
             println!("{:<24} {:<14} {:<20} CREATED", "USER", "ROLE", "TENANT");
-            for u in auth::list_users(&c, None)? {
+            for u in auth::list_users(&c, None).map_err(api)? {
                 println!(
                     "{:<24} {:<14} {:<20} {}",
                     u.username,

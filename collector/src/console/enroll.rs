@@ -11,16 +11,15 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiResult, body, query, scope};
-use super::auth::{self, Principal, Role};
+use super::api::{ApiResult, body, query};
+use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, db, now_ms};
+use super::{ConsoleState, now_ms, store};
 use crate::store::admin;
+use crate::store::console_admin::ConsoleAdmin;
 
 /// Longest-lived token the console makes.
 const MAX_EXPIRY_HOURS: u32 = 90 * 24;
@@ -69,30 +68,9 @@ pub(super) async fn list(
     require_enroller(&p)?;
     let q = query(q)?;
     let now = now_ms();
-    let out = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let rows = c
-            .prepare(
-                "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
-                        k.max_uses, k.revoked_ms
-                 FROM enroll_tokens k JOIN tenants t ON t.id = k.tenant_id
-                 LEFT JOIN sites s ON s.id = k.site_id
-                 WHERE (?1 IS NULL OR k.tenant_id = ?1) ORDER BY k.created_ms DESC, k.id LIMIT 1000",
-            )?
-            .query_map([scope], |r| {
-                Ok(admin::TokenRow {
-                    id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    site: r.get(2)?,
-                    replace_device_id: r.get(3)?,
-                    created_ms: r.get(4)?,
-                    expires_ms: r.get(5)?,
-                    uses: r.get(6)?,
-                    max_uses: r.get(7)?,
-                    revoked_ms: r.get(8)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+    let out = store(&st, move |d| {
+        let scope = p.scope_in(d, q.tenant.as_deref())?;
+        let rows = d.list_enroll_tokens(scope)?;
         Ok(rows
             .into_iter()
             .map(|t| EnrollTokenOut {
@@ -329,16 +307,29 @@ pub(super) async fn create(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let now = now_ms();
-    let out = db(&st, move |c| {
-        let tid = match scope(c, &p, b.tenant.as_deref())? {
+    let out = store(&st, move |d| {
+        let tid = match p.scope_in(d, b.tenant.as_deref())? {
             Some(t) => t,
-            None => return Err(ApiError::bad_request("tenant: required (which tenant the devices enroll into)")),
+            None => {
+                return Err(ApiError::bad_request(
+                    "tenant: required (which tenant the devices enroll into)",
+                ));
+            }
         };
-        let tenant: String = c.query_row("SELECT name FROM tenants WHERE id = ?1", [tid], |r| r.get(0))?;
-        let site = b.site.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let tenant = d
+            .tenant_name(tid)?
+            .ok_or_else(|| ApiError::internal(format!("tenant {tid}: gone")))?;
+        let site = b
+            .site
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         let fingerprint = crate::pki::serving_fingerprint(&data_dir).map_err(|e| {
             tracing::warn!(error = %e, "console: no serving CA for an enrollment token");
-            ApiError::conflict("this collector has no serving certificate yet (run `tandem-collector pki init`)")
+            ApiError::conflict(
+                "this collector has no serving certificate yet (run `tandem-collector pki init`)",
+            )
         })?;
         let rng = ring::rand::SystemRandom::new();
         let (mut id, mut secret) = ([0u8; 8], [0u8; 32]);
@@ -352,34 +343,16 @@ pub(super) async fn create(
             secret,
         };
         let expires_ms = now + i64::from(b.expires_hours) * 3_600_000;
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        admin::insert_token(
-            &tx,
-            &admin::NewToken {
-                id_hex: token.id_hex(),
-                secret_sha256: token.secret_hash(),
-                tenant: tenant.clone(),
-                site: site.clone(),
-                replace_device_id: None,
-                expires_ms,
-                max_uses: b.uses,
-            },
-            now,
-        )
-        .map_err(|e| match e {
-            admin::AdminError::Store(e) => ApiError::internal(e),
-            e => ApiError::not_found(e.to_string()),
-        })?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            Some(tid),
-            "enroll_token.create",
-            &format!("enrollment token {}", token.id_hex()),
-            json!({ "site": site, "expires_ms": expires_ms, "uses": b.uses, "address": token.address }),
-            now,
-        )?;
-        tx.commit()?;
+        let new = admin::NewToken {
+            id_hex: token.id_hex(),
+            secret_sha256: token.secret_hash(),
+            tenant: tenant.clone(),
+            site: site.clone(),
+            replace_device_id: None,
+            expires_ms,
+            max_uses: b.uses,
+        };
+        d.create_enroll_token(&new, tid, &token.address, &p.actor, now)?;
         let text = token.encode();
         Ok(CreatedEnrollToken {
             id: token.id_hex(),
@@ -406,28 +379,8 @@ pub(super) async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     require_enroller(&p)?;
     let now = now_ms();
-    db(&st, move |c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let found: Option<(i64, Option<i64>)> = tx
-            .query_row(
-                "SELECT tenant_id, revoked_ms FROM enroll_tokens WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-                params![id, p.tenant_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let tid = match found {
-            None => return Err(ApiError::not_found(format!("enrollment token {id:?}"))),
-            Some((_, Some(_))) => {
-                return Err(ApiError::conflict(format!("enrollment token {id}: already revoked")));
-            }
-            Some((t, None)) => t,
-        };
-        tx.execute(
-            "UPDATE enroll_tokens SET revoked_ms = ?2 WHERE id = ?1 AND tenant_id = ?3 AND revoked_ms IS NULL",
-            params![id, now, tid],
-        )?;
-        auth::audit(&tx, &p.actor, Some(tid), "enroll_token.revoke", &format!("enrollment token {id}"), json!({}), now)?;
-        tx.commit()?;
+    store(&st, move |d| {
+        d.revoke_enroll_token(&id, p.tenant_id, &p.actor, now)?;
         Ok(())
     })
     .await?;

@@ -60,15 +60,33 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::internal(e)
-    }
-}
-
+/// The store's refusals as the API answers them (issue 17 item 1): the store words
+/// `what` as the console did before it held a `Db`, so the answers are unchanged.
+/// Anything else is a 500 whose text is only logged.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound { what } => ApiError::not_found(what),
+            // A rule of the schema the console did not check first (two people
+            // adding the same name at once): SQLite's text names tables and
+            // columns, which stays in the log (house rule: internal error text
+            // never reaches a remote peer).
+            StoreError::Conflict { what } if what.contains("constraint failed") => {
+                tracing::info!(cause = %what, "console write refused by the schema");
+                ApiError::conflict(
+                    "the change conflicts with what is stored (another request made it first?)",
+                )
+            }
+            StoreError::Conflict { what } => ApiError::conflict(what),
+            StoreError::Invalid { what } => ApiError::bad_request(what),
+            StoreError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the database is busy; retry in a moment",
+            ),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -118,5 +136,29 @@ impl From<QueryRejection> for ApiError {
             "bad_query",
             format!("query string: {}", r.body_text()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_schema_conflict_is_a_409_that_does_not_name_tables() {
+        let raw = StoreError::Conflict {
+            what: "UNIQUE constraint failed: users.username".into(),
+        };
+        let e = ApiError::from(raw);
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert!(!e.message.contains("users"), "{}", e.message);
+        // The store's own wording of a conflict reaches the user as it is.
+        let worded = StoreError::Conflict {
+            what: "user \"bob\": exists already".into(),
+        };
+        assert_eq!(
+            ApiError::from(worded).message,
+            "user \"bob\": exists already"
+        );
     }
 }

@@ -9,22 +9,22 @@
 //!   must be that tenant's;
 //! - the tenant is in the SQL of the list and the delete (another tenant's window
 //!   answers 404);
-//! - create and delete append their audit row in the same transaction.
+//! - create and delete append their audit row in the same transaction (the store's
+//!   [`ConsoleAdmin`] does both).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiResult, body, query, scope};
-use super::auth::{self, Principal};
+use super::api::{ApiResult, body, query};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::{ConsoleState, db, now_ms};
-use crate::alerts::maintenance::{DB_SELECT, DbWindow, db_row};
+use super::{ConsoleState, now_ms, store};
+use crate::alerts::maintenance::DbWindow;
+use crate::store::console_admin::{ConsoleAdmin, NewWindow as StoreWindow};
 
 /// Longest window made here (longer ones belong in the rule files).
 const MAX_LENGTH_MS: i64 = 31 * 86_400_000;
@@ -73,15 +73,9 @@ pub(super) async fn list(
 ) -> ApiResult<Vec<WindowOut>> {
     let q = query(q)?;
     let now = now_ms();
-    let rows = db(&st, move |c| {
-        let scope = scope(c, &p, q.tenant.as_deref())?;
-        let rows = c
-            .prepare(&format!(
-                "{DB_SELECT} WHERE (?1 IS NULL OR w.tenant_id = ?1) AND (?2 OR w.ends_ms > ?3)
-                 ORDER BY w.starts_ms, w.id LIMIT 1000"
-            ))?
-            .query_map(params![scope, q.all.unwrap_or(false), now], db_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+    let rows = store(&st, move |d| {
+        let scope = p.scope_in(d, q.tenant.as_deref())?;
+        let rows = d.list_windows(scope, q.all.unwrap_or(false), now)?;
         Ok(rows.into_iter().map(|w| out(w, now)).collect())
     })
     .await?;
@@ -191,53 +185,16 @@ pub(super) async fn create(
     let tenant = text_of("tenant", b.tenant, 200)?;
     let site = text_of("site", b.site, 200)?;
     let device = text_of("device", b.device, 200)?;
-    let w = db(&st, move |c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let named = scope(&tx, &p, tenant.as_deref())?;
-        // The device, within the caller's scope (another tenant's does not exist).
-        let device_tenant: Option<i64> = match &device {
-            Some(d) => Some(
-                tx.query_row(
-                    "SELECT tenant_id FROM devices WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-                    params![d, named],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| ApiError::not_found(format!("device {d:?}")))?,
-            ),
-            None => None,
+    let w = store(&st, move |d| {
+        let named = p.scope_in(d, tenant.as_deref())?;
+        let w = StoreWindow {
+            site: site.as_deref(),
+            device: device.as_deref(),
+            starts_ms: starts,
+            ends_ms: ends,
+            note: &note,
         };
-        let tid = named.or(device_tenant).ok_or_else(|| {
-            ApiError::bad_request("tenant: required (or a device, whose tenant it then is)")
-        })?;
-        if let Some(s) = &site {
-            tx.query_row(
-                "SELECT 1 FROM sites WHERE tenant_id = ?1 AND name = ?2",
-                params![tid, s],
-                |_| Ok(()),
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::not_found(format!("site {s:?}")))?;
-        }
-        tx.execute(
-            "INSERT INTO maintenance_windows (tenant_id, site, device_id, starts_ms, ends_ms, note, created_by, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![tid, site, device, starts, ends, note, p.actor, now],
-        )?;
-        let id = tx.last_insert_rowid();
-        let w = tx.query_row(&format!("{DB_SELECT} WHERE w.id = ?1"), [id], db_row)?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            Some(tid),
-            "maintenance.create",
-            &format!("maintenance window {id}"),
-            json!({ "tenant": w.tenant, "site": w.site, "device": w.device_id,
-                    "starts_ms": starts, "ends_ms": ends, "note": w.note }),
-            now,
-        )?;
-        tx.commit()?;
-        Ok(w)
+        Ok(d.create_window(&w, named, &p.actor, now)?)
     })
     .await?;
     tracing::info!(window = w.id, tenant = %w.tenant, by = %w.created_by, "maintenance window created");
@@ -256,36 +213,8 @@ pub(super) async fn delete(
     p.require_ack()?;
     let now = now_ms();
     let actor = p.actor.clone();
-    db(&st, move |c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let w = tx
-            .query_row(
-                &format!("{DB_SELECT} WHERE w.id = ?1 AND (?2 IS NULL OR w.tenant_id = ?2)"),
-                params![id, p.tenant_id],
-                db_row,
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::not_found(format!("maintenance window {id}")))?;
-        let tid: i64 = tx.query_row(
-            "SELECT tenant_id FROM maintenance_windows WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "DELETE FROM maintenance_windows WHERE id = ?1 AND tenant_id = ?2",
-            params![id, tid],
-        )?;
-        auth::audit(
-            &tx,
-            &p.actor,
-            Some(tid),
-            "maintenance.delete",
-            &format!("maintenance window {id}"),
-            json!({ "tenant": w.tenant, "site": w.site, "device": w.device_id,
-                    "starts_ms": w.starts_ms, "ends_ms": w.ends_ms, "note": w.note }),
-            now,
-        )?;
-        tx.commit()?;
+    store(&st, move |d| {
+        d.delete_window(id, p.tenant_id, &p.actor, now)?;
         Ok(())
     })
     .await?;

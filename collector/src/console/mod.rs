@@ -43,7 +43,6 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
-use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use auth::{Principal, RateLimit};
@@ -126,16 +125,6 @@ const POOL_IDLE: usize = 8;
 /// How often the event streams' watcher looks for new events.
 const EVENTS_POLL: Duration = Duration::from_millis(250);
 
-/// LEGACY (issue 17 item 1): runs `f` with the bare connection of a pooled
-/// [`crate::store::Db`], for handlers whose SQL has not moved into the store yet.
-/// Use [`store`].
-pub(crate) async fn db<T: Send + 'static>(
-    st: &ConsoleState,
-    f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    store(st, move |d| f(d.legacy_conn())).await
-}
-
 /// Runs `f` with a pooled store handle on the pool's threads (below ingest's CPU
 /// priority: see `store::pool`).
 pub(crate) async fn store<T: Send + 'static>(
@@ -168,10 +157,10 @@ impl FromRequestParts<ConsoleState> for Principal {
             .map(|t| t.trim().to_owned());
         let session = cookie(&parts.headers, SESSION_COOKIE);
         let p = match (bearer, session) {
-            (Some(t), _) => db(st, move |c| tokens::token_principal(c, &t)).await?,
+            (Some(t), _) => store(st, move |d| tokens::token_principal(d, &t)).await?,
             (None, Some(s)) => {
                 let now = now_ms();
-                db(st, move |c| auth::session_principal(c, &s, now)).await?
+                store(st, move |d| auth::session_principal(d, &s, now)).await?
             }
             (None, None) => {
                 return Err(ApiError::unauthenticated(

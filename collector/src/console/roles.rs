@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::api::{ApiResult, body, scope};
 use super::auth::{self, Principal, Role};
 use super::error::ErrorBody;
-use super::{ConsoleState, db, now_ms};
+use super::{ConsoleState, now_ms, store};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +39,7 @@ pub(super) async fn user_role(
     p.require_admin()?;
     let b = body(b)?;
     let now = now_ms();
-    let rows = db(&st, move |c| {
+    let rows = store(&st, move |c| {
         let tid = match (&b.tenant, p.tenant_id) {
             (Some(t), _) => scope(c, &p, Some(t))?,
             (None, own @ Some(_)) if b.role.is_tenant() => own,

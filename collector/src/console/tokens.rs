@@ -1,36 +1,32 @@
 //! API tokens for the console's API: resolving a bearer token to a [`Principal`],
 //! listing, creating (the token shown once) and revoking them. Split from `auth.rs`,
-//! which keeps users, passwords, sessions and the login rate limit.
+//! which keeps users, passwords, sessions and the login rate limit. Stored through
+//! the store's [`ConsoleAdmin`] (only the token's SHA-256; the store audits each
+//! change in its transaction).
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use super::auth::{Principal, Role, Row5, audit};
+use super::auth::{Principal, Role};
 use super::error::ApiError;
+use crate::store::console_admin::{ConsoleAdmin, NewApiToken};
 
 /// Resolves a bearer API token. Tokens without a role (`token create-api`) read
 /// only the feed and `/metrics`, and are refused here.
-pub(crate) fn token_principal(conn: &Connection, token: &str) -> Result<Principal, ApiError> {
-    let row: Row5<String, Option<String>, Option<i64>, Option<String>, Option<i64>> = conn
-        .query_row(
-            "SELECT a.name, a.role, a.tenant_id, t.name, a.revoked_ms FROM api_tokens a
-             LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.sha256_hex = ?1",
-            [crate::notify::link::token_hash(token)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    match row {
+pub(crate) fn token_principal(s: &impl ConsoleAdmin, token: &str) -> Result<Principal, ApiError> {
+    match s.token_auth(&crate::notify::link::token_hash(token))? {
         None => Err(ApiError::unauthenticated("API token: unknown")),
-        Some((_, _, _, _, Some(_))) => Err(ApiError::unauthenticated("API token: revoked")),
-        Some((name, None, ..)) => Err(ApiError::forbidden(format!(
-            "API token {name:?} was made by `token create-api` for the feed and /metrics only; create one with a role in the console"
-        ))),
-        Some((name, Some(role), tenant_id, tenant, None)) => Ok(Principal {
-            actor: format!("token:{name}"),
-            role: Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role"))?,
-            tenant_id,
-            tenant,
-            csrf: None,
-        }),
+        Some(t) if t.revoked_ms.is_some() => Err(ApiError::unauthenticated("API token: revoked")),
+        Some(t) => match t.role {
+            None => Err(ApiError::forbidden(format!(
+                "API token {:?} was made by `token create-api` for the feed and /metrics only; create one with a role in the console",
+                t.name
+            ))),
+            Some(role) => Ok(Principal {
+                actor: format!("token:{}", t.name),
+                role: Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role"))?,
+                tenant_id: t.tenant_id,
+                tenant: t.tenant,
+                csrf: None,
+            }),
+        },
     }
 }
 
@@ -47,32 +43,30 @@ pub(crate) struct TokenRow {
 }
 
 pub(crate) fn list_tokens(
-    conn: &Connection,
+    s: &impl ConsoleAdmin,
     scope: Option<i64>,
-) -> rusqlite::Result<Vec<TokenRow>> {
-    let mut s = conn.prepare(
-        "SELECT a.id, a.name, a.role, t.name, a.created_ms, a.created_by, a.revoked_ms
-         FROM api_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id
-         WHERE (?1 IS NULL OR a.tenant_id = ?1) ORDER BY a.id",
-    )?;
-    let rows = s.query_map([scope], |r| {
-        let role: Option<String> = r.get(2)?;
-        Ok(TokenRow {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            role: role.as_deref().and_then(Role::parse),
-            tenant: r.get(3)?,
-            created_ms: r.get(4)?,
-            created_by: r.get(5)?,
-            revoked_ms: r.get(6)?,
+) -> Result<Vec<TokenRow>, ApiError> {
+    Ok(s.list_api_tokens(scope)?
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            name: t.name,
+            role: t.role.as_deref().and_then(Role::parse),
+            tenant: t.tenant,
+            created_ms: t.created_ms,
+            created_by: t.created_by,
+            revoked_ms: t.revoked_ms,
         })
-    })?;
-    rows.collect()
+        .collect())
 }
 
 /// Creates a token; returns (id, the token, shown once).
+// `pub` for consolebench (the tests crate), which calls it on the connection it
+// opened; the bound is the store's crate-private trait, which that connection
+// implements (TRANSITIONAL, see `store::console_admin_sql`).
+#[allow(private_bounds)]
 pub fn create_token(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     name: &str,
     role: Role,
@@ -88,57 +82,22 @@ pub fn create_token(
         )));
     }
     let (token, hash) = crate::notify::link::new_api_token().map_err(ApiError::internal)?;
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO api_tokens (name, sha256_hex, created_ms, role, tenant_id, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, hash, now_ms, role.as_str(), tenant_id, actor],
-    )?;
-    let id = tx.last_insert_rowid();
-    audit(
-        &tx,
-        actor,
+    let t = NewApiToken {
+        name,
+        sha256_hex: &hash,
+        role: role.as_str(),
         tenant_id,
-        "token.create",
-        &format!("token {id}"),
-        serde_json::json!({ "name": name, "role": role.as_str() }),
-        now_ms,
-    )?;
-    tx.commit()?;
+    };
+    let id = s.add_api_token(&t, actor, now_ms)?;
     Ok((id, token))
 }
 
 pub(crate) fn revoke_token(
-    conn: &mut Connection,
+    s: &mut impl ConsoleAdmin,
     actor: &str,
     id: i64,
     scope: Option<i64>,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let tx = conn.transaction()?;
-    let tenant: Option<Option<i64>> = tx
-        .query_row(
-            "SELECT tenant_id FROM api_tokens WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-            params![id, scope],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(tenant) = tenant else {
-        return Err(ApiError::not_found(format!("token {id}")));
-    };
-    tx.execute(
-        "UPDATE api_tokens SET revoked_ms = coalesce(revoked_ms, ?2) WHERE id = ?1",
-        params![id, now_ms],
-    )?;
-    audit(
-        &tx,
-        actor,
-        tenant,
-        "token.revoke",
-        &format!("token {id}"),
-        serde_json::json!({}),
-        now_ms,
-    )?;
-    tx.commit()?;
-    Ok(())
+    Ok(s.revoke_api_token_in(id, scope, actor, now_ms)?)
 }

@@ -1,4 +1,4 @@
-//! The user, API token and audit log routes.
+//! The user, API token and audit log routes, on the store's [`ConsoleAdmin`].
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiResult, Page, body, paging, query, scope};
+use super::api::{ApiResult, Page, body, paging, query};
 use super::auth::{self, Principal, Role};
 use super::error::{ApiError, ErrorBody};
 use super::tokens;
-use super::{ConsoleState, db, now_ms};
+use super::{ConsoleState, now_ms, store};
+use crate::store::console_admin::ConsoleAdmin;
 
 /// Users (a tenant admin sees its tenant's).
 #[utoipa::path(get, path = "/users", tag = "admin", responses((status = 200, body = Vec<auth::UserRow>), (status = 403, body = ErrorBody)))]
@@ -22,7 +23,7 @@ pub(super) async fn users(
 ) -> ApiResult<Vec<auth::UserRow>> {
     p.require_admin()?;
     Ok(Json(
-        db(&st, move |c| Ok(auth::list_users(c, p.tenant_id)?)).await?,
+        store(&st, move |d| auth::list_users(d, p.tenant_id)).await?,
     ))
 }
 
@@ -48,8 +49,8 @@ pub(super) async fn user_add(
     let b = body(b)?;
     auth::check_username(&b.username)?;
     let tenant_name = b.tenant.clone();
-    let tid = db(&st, move |c| match &tenant_name {
-        Some(t) => scope(c, &p, Some(t)).map(|s| (s, p)),
+    let tid = store(&st, move |d| match &tenant_name {
+        Some(t) => p.scope_in(d, Some(t)).map(|s| (s, p)),
         None => Ok((None, p)),
     })
     .await?;
@@ -60,9 +61,9 @@ pub(super) async fn user_add(
         .map_err(ApiError::internal)??;
     let now = now_ms();
     let (user, role) = (b.username, b.role);
-    let rows = db(&st, move |c| {
-        auth::add_user(c, &p.actor, &user, &hash, role, tid, now)?;
-        Ok(auth::list_users(c, tid)?
+    let rows = store(&st, move |d| {
+        auth::add_user(d, &p.actor, &user, &hash, role, tid, now)?;
+        Ok(auth::list_users(d, tid)?
             .into_iter()
             .filter(|u| u.username == user)
             .collect())
@@ -81,8 +82,8 @@ pub(super) async fn user_remove(
 ) -> Result<StatusCode, ApiError> {
     p.require_admin()?;
     let now = now_ms();
-    db(&st, move |c| {
-        auth::remove_user(c, &p.actor, &user, p.tenant_id, now)
+    store(&st, move |d| {
+        auth::remove_user(d, &p.actor, &user, p.tenant_id, now)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -112,9 +113,9 @@ pub(super) async fn user_passwd(
         .map_err(ApiError::internal)??;
     let now = now_ms();
     let own = user == p.actor;
-    db(&st, move |c| {
+    store(&st, move |d| {
         auth::set_password(
-            c,
+            d,
             &p.actor,
             &user,
             &hash,
@@ -134,7 +135,7 @@ pub(super) async fn tokens(
 ) -> ApiResult<Vec<tokens::TokenRow>> {
     p.require_admin()?;
     Ok(Json(
-        db(&st, move |c| Ok(tokens::list_tokens(c, p.tenant_id)?)).await?,
+        store(&st, move |d| tokens::list_tokens(d, p.tenant_id)).await?,
     ))
 }
 
@@ -165,13 +166,13 @@ pub(super) async fn token_create(
     p.require_admin()?;
     let b = body(b)?;
     let now = now_ms();
-    let (id, token) = db(&st, move |c| {
+    let (id, token) = store(&st, move |d| {
         let tid = match &b.tenant {
-            Some(t) => scope(c, &p, Some(t))?,
+            Some(t) => p.scope_in(d, Some(t))?,
             None => None,
         };
         p.may_grant(b.role, tid)?;
-        tokens::create_token(c, &p.actor, &b.name, b.role, tid, now)
+        tokens::create_token(d, &p.actor, &b.name, b.role, tid, now)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { id, token })))
@@ -187,8 +188,8 @@ pub(super) async fn token_revoke(
 ) -> Result<StatusCode, ApiError> {
     p.require_admin()?;
     let now = now_ms();
-    db(&st, move |c| {
-        tokens::revoke_token(c, &p.actor, id, p.tenant_id, now)
+    store(&st, move |d| {
+        tokens::revoke_token(d, &p.actor, id, p.tenant_id, now)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -223,33 +224,26 @@ pub(super) async fn audit(
     p.require_admin()?;
     let q = query(q)?;
     let (page, per) = paging(q.page, q.per_page)?;
-    let out = db(&st, move |c| {
-        let total: i64 = c.query_row(
-            "SELECT count(*) FROM audit_log WHERE (?1 IS NULL OR tenant_id = ?1)",
-            [p.tenant_id],
-            |r| r.get(0),
-        )?;
-        let items = c
-            .prepare(&format!(
-                "SELECT a.id, a.at_ms, a.actor, t.name, a.action, a.target, a.detail FROM audit_log a
-                 LEFT JOIN tenants t ON t.id = a.tenant_id WHERE (?1 IS NULL OR a.tenant_id = ?1)
-                 ORDER BY a.id DESC LIMIT {per} OFFSET {}",
-                (page - 1) * per
-            ))?
-            .query_map([p.tenant_id], |r| {
-                let detail: String = r.get(6)?;
-                Ok(AuditRow {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    tenant: r.get(3)?,
-                    action: r.get(4)?,
-                    target: r.get(5)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, page, per_page: per, total })
+    let out = store(&st, move |d| {
+        let (rows, total) = d.audit_page(p.tenant_id, page, per)?;
+        let items = rows
+            .into_iter()
+            .map(|a| AuditRow {
+                id: a.id,
+                at_ms: a.at_ms,
+                actor: a.actor,
+                tenant: a.tenant,
+                action: a.action,
+                target: a.target,
+                detail: a.detail,
+            })
+            .collect();
+        Ok(Page {
+            items,
+            page,
+            per_page: per,
+            total,
+        })
     })
     .await?;
     Ok(Json(out))

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use tandem_proto::util::now_ms;
 
-use super::{HttpState, internal, with_db};
-use crate::notify::incident::{self, Outcome};
+use super::{HttpState, internal, with_store};
+use crate::notify::incident::Outcome;
 use crate::notify::link::LinkError;
+use crate::store::api::NotifyStore;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -70,7 +71,7 @@ pub(super) async fn ack_page(State(st): State<HttpState>, Path(token): Path<Stri
         Err(e) => return link_refused(&e),
     };
     let id = link.incident;
-    let inc = match with_db(st.pool.clone(), move |c| incident::get(c, id)).await {
+    let inc = match with_store(st.pool.clone(), move |c| c.incident(id)).await {
         Ok(Some(i)) => i,
         Ok(None) => {
             return page(
@@ -147,8 +148,8 @@ pub(super) async fn ack_post(
     let note = (!note.trim().is_empty()).then_some(note);
     let (id, by) = (link.incident, format!("{} (mail link)", link.recipient));
     let by2 = by.clone();
-    let out = with_db(st.pool.clone(), move |c| {
-        incident::ack(c, id, &by2, note.as_deref(), now_ms())
+    let out = with_store(st.pool.clone(), move |c| {
+        c.ack_incident(id, &by2, note.as_deref(), now_ms())
     })
     .await;
     match out {

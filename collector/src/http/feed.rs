@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tandem_proto::util::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use super::{HttpState, hub, internal, with_db, with_store};
+use super::{HttpState, hub, internal, with_store};
 use crate::notify::link::token_hash;
 use crate::store::api::NotifyStore;
 use crate::store::console_query::{ConsoleQuery, RolelessToken};
@@ -84,16 +84,11 @@ enum Credential {
 }
 
 /// The console principal of a credential, as `console::auth` resolves it.
-///
-/// LEGACY (issue 17 item 1): `console::tokens::token_principal` and
-/// `console::auth::session_principal` take the bare connection until the
-/// console's auth moves behind the store (brief store7b); then this is a
-/// `with_store` like the others.
 async fn principal(
     pool: Arc<crate::store::pool::Pool>,
     c: Credential,
 ) -> Result<Result<crate::console::auth::Principal, crate::console::error::ApiError>, String> {
-    with_db(pool, move |conn| {
+    with_store(pool, move |conn| {
         Ok(match c {
             Credential::Token(t) => crate::console::tokens::token_principal(conn, &t),
             Credential::Session(cookie, now) => {

@@ -37,7 +37,6 @@ use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::Connection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -306,21 +305,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
-/// LEGACY (issue 17 item 1): `f` gets the bare connection of a pooled store
-/// handle, for handlers whose SQL has not moved into the store yet. Use
-/// [`with_store`].
-async fn with_db<T: Send + 'static>(
-    pool: Arc<crate::store::pool::Pool>,
-    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    match pool.run(move |d| f(d.legacy_conn())).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Runs `f` with a pooled store handle on the pool's threads.
-#[allow(dead_code)] // until http/feed.rs moves to it (issue 17 item 1)
 async fn with_store<T: Send + 'static>(
     pool: Arc<crate::store::pool::Pool>,
     f: impl FnOnce(&mut crate::store::Db) -> Result<T, crate::store::StoreError> + Send + 'static,

@@ -15,9 +15,7 @@
 // here because callers (the console, `http`, the outbox) think of them as the
 // incident's. The CLI goes through `NotifyStore` on a `Db` (below).
 pub(crate) use crate::store::api::IncidentLogged as Logged;
-pub(crate) use crate::store::incident_sql::{
-    IncidentRow, Outcome, SCHEMA, ack, get, incident_json, snooze_in,
-};
+pub(crate) use crate::store::incident_sql::{IncidentRow, Outcome, SCHEMA, incident_json};
 // The console's ack and unack run in the store now (`ConsoleQuery`); its tests still
 // seed feed events with this.
 #[cfg(test)]

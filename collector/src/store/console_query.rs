@@ -23,22 +23,11 @@ pub(crate) use super::query::{DeviceRow, InventoryRow, PatchStatus, SoftwareRow}
 use super::stats::StorageStats;
 use super::{AuditEntry, StoreError};
 
-/// The scope checks every console handler starts from: a tenant's id by name, and
-/// whether an incident is within a scope.
-///
-/// Implemented for [`super::Db`]; TRANSITIONAL (issue 17 item 1), also for the bare
-/// connection and a transaction on it, while console handlers that are not yet
-/// behind the store (`actions.rs`, `users.rs`, `maintenance.rs`, `enroll.rs`,
-/// `roles.rs`) call `console::api::scope` and `console::alerts::incident_in_scope`
-/// with them. Those two impls go with `Db::legacy_conn`.
+/// The scope check every console handler starts from: a tenant's id by name.
+/// Implemented for [`super::Db`].
 pub(crate) trait ScopeLookup {
     /// The id of the tenant named `name`, if there is one.
     fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError>;
-    /// Whether incident `id` exists and is of the tenant `scope` (any tenant: `None`).
-    fn incident_in_scope(&self, id: i64, scope: Option<i64>) -> Result<bool, StoreError>;
-    /// The id of incident `id`'s tenant (`None`: no such incident, or its tenant is
-    /// gone), for its audit row.
-    fn incident_tenant_id(&self, id: i64) -> Result<Option<i64>, StoreError>;
 }
 
 /// Which page of a list: `page` counts from 1, `per_page` rows each.

@@ -55,39 +55,9 @@ fn incident_tenant_id(c: &Connection, id: i64) -> rusqlite::Result<Option<i64>> 
     .optional()
 }
 
-impl ScopeLookup for Connection {
-    fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(tenant_id(self, name)?)
-    }
-    fn incident_in_scope(&self, id: i64, scope: Option<i64>) -> Result<bool, StoreError> {
-        Ok(incident_in_scope(self, id, scope)?)
-    }
-    fn incident_tenant_id(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(incident_tenant_id(self, id)?)
-    }
-}
-
-impl ScopeLookup for rusqlite::Transaction<'_> {
-    fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(tenant_id(self, name)?)
-    }
-    fn incident_in_scope(&self, id: i64, scope: Option<i64>) -> Result<bool, StoreError> {
-        Ok(incident_in_scope(self, id, scope)?)
-    }
-    fn incident_tenant_id(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(incident_tenant_id(self, id)?)
-    }
-}
-
 impl ScopeLookup for Db {
     fn tenant_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(tenant_id(self.conn(), name)?)
-    }
-    fn incident_in_scope(&self, id: i64, scope: Option<i64>) -> Result<bool, StoreError> {
-        Ok(incident_in_scope(self.conn(), id, scope)?)
-    }
-    fn incident_tenant_id(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(incident_tenant_id(self.conn(), id)?)
     }
 }
 

@@ -85,14 +85,6 @@ impl Db {
         &mut self.conn
     }
 
-    /// TRANSITIONAL (issue 17 item 1): the connection, for the console code whose
-    /// SQL has not yet moved behind the store's traits (`console::db`,
-    /// `http::with_db`). Deleted when the last such caller has moved; add no new
-    /// callers.
-    pub(crate) fn legacy_conn(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
     /// Closes the connection, reporting a failure to (the last WAL sync aside,
     /// which each commit did already).
     pub fn close(self) -> Result<(), StoreError> {

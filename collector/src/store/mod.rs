@@ -36,6 +36,10 @@ pub use error::BackendError;
 pub(crate) mod console_query;
 mod console_query_sql;
 // --- end store7a ---
+// --- store7b ---
+pub(crate) mod console_admin;
+mod console_admin_sql;
+// --- end store7b ---
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;

@@ -461,7 +461,19 @@ async fn drive(
         };
         let pre = pre.as_mut().map(|p| std::mem::take(&mut p[k]));
         tasks.push(tokio::spawn(async move {
-            agent(addr, c, shape, base, pre, totals, stop, measuring).await
+            agent(
+                addr,
+                c,
+                shape,
+                base,
+                pre,
+                Run {
+                    totals,
+                    stop,
+                    measuring,
+                },
+            )
+            .await
         }));
         // Do not stampede the handshake path: ~1000 connections per second.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -681,6 +693,13 @@ impl Link {
     }
 }
 
+/// What every agent task shares: the counts, and when to measure and stop.
+struct Run {
+    totals: Arc<Totals>,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+}
+
 /// One simulated agent. Returns ack latencies (µs) seen while measuring, and whether
 /// it connected.
 async fn agent(
@@ -689,10 +708,13 @@ async fn agent(
     shape: Shape,
     base: i64,
     pre: Option<Vec<bytes::Bytes>>,
-    totals: Arc<Totals>,
-    stop: Arc<AtomicBool>,
-    measuring: Arc<AtomicBool>,
+    run: Run,
 ) -> (Vec<u32>, bool) {
+    let Run {
+        totals,
+        stop,
+        measuring,
+    } = run;
     let mut lat = Vec::new();
     let opened = match pre {
         None => match client(addr, &creds).await {

@@ -250,11 +250,6 @@ pub(crate) fn an_incident_is_acked_once_and_unacked_only_when_acked<
 ) {
     let (acme, globex) = ids(&s);
     let id = s.save_round(&[super::firing()], 10).unwrap()[0].incident;
-    assert!(s.incident_in_scope(id, Some(acme)).unwrap());
-    assert!(s.incident_in_scope(id, None).unwrap());
-    assert!(!s.incident_in_scope(id, Some(globex)).unwrap());
-    assert!(!s.incident_in_scope(id + 100, None).unwrap());
-    assert_eq!(s.incident_tenant_id(id).unwrap(), Some(acme));
 
     let ack = audit("alert.ack");
     let unack = audit("alert.unack");

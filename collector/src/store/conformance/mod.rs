@@ -1100,3 +1100,7 @@ mod sqlite {
         });
     }
 }
+
+// --- store7b ---
+mod console_admin;
+// --- end store7b ---
