@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use rusqlite::Connection;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -380,39 +379,22 @@ async fn login(app: &axum::Router, user: &str) -> Who {
 
 /// Every row of the tables a write could touch, as text.
 fn snapshot(db: &std::path::Path) -> String {
-    let c = Connection::open(db).unwrap();
-    let mut out = String::new();
-    for t in [
-        "users",
-        "sessions",
-        "api_tokens",
-        "audit_log",
-        "incidents",
-        "alert_instances",
-        "feed_events",
-        "alert_history",
-        "silences",
-        "enroll_tokens",
-        "maintenance_windows",
-    ] {
-        let mut s = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
-        let n = s.column_count();
-        let rows = s
-            .query_map([], |r| {
-                Ok((0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for r in rows {
-            out.push_str(t);
-            out.push(':');
-            out.push_str(&r.unwrap());
-            out.push('\n');
-        }
-    }
-    out
+    fx_db::table_rows(
+        &Db::open(db).unwrap(),
+        &[
+            "users",
+            "sessions",
+            "api_tokens",
+            "audit_log",
+            "incidents",
+            "alert_instances",
+            "feed_events",
+            "alert_history",
+            "silences",
+            "enroll_tokens",
+            "maintenance_windows",
+        ],
+    )
 }
 
 /// A valid body for each write route; a new write route must be added here.
@@ -688,14 +670,8 @@ async fn login_cookie_is_strict_and_a_wrong_password_is_refused_then_rate_limite
     .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     // Every login landed in the audit log; failures did not.
-    let c = Connection::open(&fx.db).unwrap();
-    let n: i64 = c
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE action = 'session.login'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let n: i64 = fx_db::count_audit(&c, "session.login");
     assert_eq!(n, 1);
 }
 
@@ -1233,21 +1209,10 @@ async fn tokens_are_shown_once_scoped_and_revocable() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let token = a.json()["token"].as_str().unwrap().to_owned();
     let id = a.json()["id"].as_i64().unwrap();
-    let c = Connection::open(&fx.db).unwrap();
-    let stored: i64 = c
-        .query_row(
-            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1",
-            [crate::notify::link::token_hash(&token)],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let plain: i64 = c
-        .query_row(
-            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1 OR name = ?1",
-            [&token],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let stored: i64 =
+        fx_db::count_api_tokens_with_hash(&c, &crate::notify::link::token_hash(&token));
+    let plain: i64 = fx_db::count_api_tokens_with_hash_or_name(&c, &token);
     assert_eq!((stored, plain), (1, 0));
     let bearer = Who {
         bearer: Some(token),
@@ -1502,22 +1467,10 @@ async fn snooze_and_silences_are_scoped_validated_and_audited() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.json()["state"], "snoozed");
     assert_eq!(a.json()["ack_note"], "after the backup");
-    let c = Connection::open(&fx.db).unwrap();
-    let until: i64 = c
-        .query_row(
-            "SELECT snoozed_until_ms FROM incidents WHERE id = ?1",
-            [fx.acme_incident],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let until: i64 = fx_db::incident_snoozed_until(&c, fx.acme_incident);
     assert!((until - now() - 90 * 60_000).abs() < 60_000, "{until}");
-    let (action, detail): (String, String) = c
-        .query_row(
-            "SELECT action, detail FROM audit_log ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (action, detail): (String, String) = fx_db::last_audit(&c);
     assert_eq!(action, "alert.snooze");
     assert!(detail.contains("after the backup"), "{detail}");
     // Silences: no matcher and no comment are refused; a tenant's silence is its own.
@@ -1615,14 +1568,11 @@ async fn snooze_and_silences_are_scoped_validated_and_audited() {
         .clone();
     assert_eq!(row["status"], "removed");
     assert_eq!(row["removed_by"], "acme-admin");
-    let n: i64 = c
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE action IN ('silence.create', 'silence.expire')
-               AND target = ?1",
-            [format!("silence {made}")],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n: i64 = fx_db::count_audit_of_target(
+        &c,
+        &["silence.create", "silence.expire"],
+        &format!("silence {made}"),
+    );
     assert_eq!(n, 2);
     // The feed filters by site.
     let a = call(
@@ -1989,19 +1939,15 @@ async fn enrollment_tokens_are_made_with_install_lines_scoped_and_revocable() {
         made["install"]["msi"]
     );
     // Stored hashed: the secret is not in the database; enrollment accepts it.
-    let c = Connection::open(&fx.db).unwrap();
-    let (hash, site, max): (Vec<u8>, Option<String>, i64) = c
-        .query_row(
-            "SELECT k.secret_sha256, s.name, k.max_uses FROM enroll_tokens k LEFT JOIN sites s ON s.id = k.site_id WHERE k.id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let fx_db::StoredEnrollToken {
+        secret_sha256: hash,
+        site,
+        max_uses: max,
+    } = fx_db::enroll_token(&c, &id);
     assert_eq!(hash, parsed.secret_hash().to_vec());
     assert_eq!((site.as_deref(), max), (Some("acme-hq"), 50));
-    let audited: i64 = c
-        .query_row("SELECT count(*) FROM audit_log WHERE action = 'enroll_token.create' AND target LIKE ?1", [format!("%{id}")], |r| r.get(0))
-        .unwrap();
+    let audited: i64 = fx_db::count_audit_of_target_ending(&c, "enroll_token.create", &id);
     assert_eq!(audited, 1);
     // Listed for acme, not for globex (which cannot revoke it either).
     let a = call(
@@ -2305,7 +2251,7 @@ async fn maintenance_windows_are_scoped_validated_audited_and_loaded_for_the_eng
         changed.join("\n").chars().take(600).collect::<String>()
     );
     // What the engine loads: the windows not ended, as windows it matches.
-    let c = Connection::open(&fx.db).unwrap();
+    let c = Db::open(&fx.db).unwrap();
     let loaded = crate::alerts::maintenance::load_db(&c, now()).unwrap();
     let target = crate::alerts::model::Target {
         site: Some("acme-hq"),
@@ -2341,15 +2287,7 @@ async fn maintenance_windows_are_scoped_validated_audited_and_loaded_for_the_eng
             .iter()
             .any(|w| w.scope.matches(&target) && w.active_at(now()))
     );
-    let audit: Vec<(String, String)> = c
-        .prepare(
-            "SELECT action, detail FROM audit_log WHERE action LIKE 'maintenance.%' ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let audit: Vec<(String, String)> = fx_db::audit_of_actions_starting(&c, "maintenance.");
     assert_eq!(audit.len(), 3, "{audit:?}");
     assert_eq!(audit[2].0, "maintenance.delete");
     assert!(audit[2].1.contains("switch swap"), "{audit:?}");
@@ -2553,14 +2491,8 @@ async fn role_changes_are_for_admins_within_their_scope_and_audited() {
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let c = Connection::open(&fx.db).unwrap();
-    let rows: Vec<(String, Option<String>, String)> = c
-        .prepare("SELECT a.actor, t.name, a.detail FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.action = 'user.role' ORDER BY a.id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let rows: Vec<(String, Option<String>, String)> = fx_db::audit_with_tenant(&c, "user.role");
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert_eq!(
         (rows[0].0.as_str(), rows[0].1.as_deref()),

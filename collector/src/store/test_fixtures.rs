@@ -194,6 +194,17 @@ pub(crate) fn set_incident_state(db: &Db, id: i64, state: &str, severity: &str) 
         .unwrap();
 }
 
+/// An incident's `snoozed_until_ms`.
+pub(crate) fn incident_snoozed_until(db: &Db, id: i64) -> i64 {
+    db.connection()
+        .query_row(
+            "SELECT snoozed_until_ms FROM incidents WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// Inserts a maintenance window of a device (no site); returns its id.
 pub(crate) fn add_device_window(
     db: &Db,
@@ -231,9 +242,155 @@ pub(crate) fn add_roleless_api_token(
         .unwrap();
 }
 
+/// How many API tokens have this hash.
+pub(crate) fn count_api_tokens_with_hash(db: &Db, sha256_hex: &str) -> i64 {
+    db.connection()
+        .query_row(
+            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1",
+            [sha256_hex],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// How many API tokens have `text` as their hash or their name (a token stored in
+/// plain text would).
+pub(crate) fn count_api_tokens_with_hash_or_name(db: &Db, text: &str) -> i64 {
+    db.connection()
+        .query_row(
+            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1 OR name = ?1",
+            [text],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// Ends every console session (as if each had expired at time 0).
 pub(crate) fn expire_all_sessions(db: &Db) {
     db.connection()
         .execute("UPDATE sessions SET expires_ms = 0", [])
         .unwrap();
+}
+
+/// What an enrollment token is stored as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredEnrollToken {
+    pub secret_sha256: Vec<u8>,
+    /// The site's name.
+    pub site: Option<String>,
+    pub max_uses: i64,
+}
+
+/// The enrollment token `id` as stored.
+pub(crate) fn enroll_token(db: &Db, id: &str) -> StoredEnrollToken {
+    db.connection()
+        .query_row(
+            "SELECT k.secret_sha256, s.name, k.max_uses FROM enroll_tokens k LEFT JOIN sites s ON s.id = k.site_id WHERE k.id = ?1",
+            [id],
+            |r| {
+                Ok(StoredEnrollToken {
+                    secret_sha256: r.get(0)?,
+                    site: r.get(1)?,
+                    max_uses: r.get(2)?,
+                })
+            },
+        )
+        .unwrap()
+}
+
+/// How many audit log rows have this action.
+pub(crate) fn count_audit(db: &Db, action: &str) -> i64 {
+    db.connection()
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = ?1",
+            [action],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// How many audit log rows have one of `actions` and exactly this target.
+pub(crate) fn count_audit_of_target(db: &Db, actions: &[&str], target: &str) -> i64 {
+    let c = db.connection();
+    let mut s = c
+        .prepare("SELECT count(*) FROM audit_log WHERE action = ?1 AND target = ?2")
+        .unwrap();
+    actions
+        .iter()
+        .map(|a| s.query_row([a, &target], |r| r.get::<_, i64>(0)).unwrap())
+        .sum()
+}
+
+/// How many audit log rows have this action and a target ending in `suffix`.
+pub(crate) fn count_audit_of_target_ending(db: &Db, action: &str, suffix: &str) -> i64 {
+    db.connection()
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = ?1 AND target LIKE ?2",
+            [action, &format!("%{suffix}")],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The newest audit log row: (action, detail).
+pub(crate) fn last_audit(db: &Db) -> (String, String) {
+    db.connection()
+        .query_row(
+            "SELECT action, detail FROM audit_log ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// The audit log rows whose action starts with `prefix`, oldest first:
+/// (action, detail).
+pub(crate) fn audit_of_actions_starting(db: &Db, prefix: &str) -> Vec<(String, String)> {
+    db.connection()
+        .prepare("SELECT action, detail FROM audit_log WHERE action LIKE ?1 || '%' ORDER BY id")
+        .unwrap()
+        .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The audit log rows of `action`, oldest first: (actor, tenant name, detail).
+pub(crate) fn audit_with_tenant(db: &Db, action: &str) -> Vec<(String, Option<String>, String)> {
+    db.connection()
+        .prepare(
+            "SELECT a.actor, t.name, a.detail FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id
+             WHERE a.action = ?1 ORDER BY a.id",
+        )
+        .unwrap()
+        .query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Every row of `tables`, one line each (`table:col|col|...`, values as SQLite
+/// holds them), so that a test can tell whether anything changed.
+pub(crate) fn table_rows(db: &Db, tables: &[&str]) -> String {
+    let c = db.connection();
+    let mut out = String::new();
+    for t in tables {
+        let mut s = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
+        let n = s.column_count();
+        let rows = s
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for r in rows {
+            out.push_str(t);
+            out.push(':');
+            out.push_str(&r.unwrap());
+            out.push('\n');
+        }
+    }
+    out
 }
