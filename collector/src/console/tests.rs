@@ -8,11 +8,13 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{ConsoleState, router};
+use crate::store::Db;
+use crate::store::api::AdminStore;
+use crate::store::test_fixtures as fx_db;
 
 const PW: &str = "a long enough password";
 
@@ -73,58 +75,35 @@ fn now() -> i64 {
     super::now_ms()
 }
 
-fn seed_incident(c: &Connection, tenant: &str, device: &str, rule: &str) -> i64 {
-    let t = now();
-    c.execute(
-        "INSERT INTO alert_instances (rule, device_id, dimension, tenant, state, severity, since_ms,
-            breach_start_ms, breach_samples, recover_start_ms, last_sample_ms, last_arrival_ms,
-            last_value, stale, flapping, suppressed, changes, updated_ms)
-         VALUES (?1, ?2, '', ?3, 'firing', 'critical', ?4, ?4, 3, 0, ?4, ?4, 97.5, 0, 0, 0, '[]', ?4)",
-        params![rule, device, tenant, t],
-    )
-    .unwrap();
-    let inst = c.last_insert_rowid();
-    c.execute(
-        "INSERT INTO alert_history (instance_id, at_ms, event, from_state, to_state, severity, value, suppressed)
-         VALUES (?1, ?2, 'transition', 'pending', 'firing', 'critical', 97.5, 0)",
-        params![inst, t],
-    )
-    .unwrap();
-    c.execute(
-        "INSERT INTO incidents (instance_id, tenant, rule, device_id, dimension, severity, value, state,
-            opened_ms, suppressed, loop_start_ms) VALUES (?1, ?2, ?3, ?4, '', 'critical', 97.5, 'open', ?5, 0, ?5)",
-        params![inst, tenant, rule, device, t],
-    )
-    .unwrap();
-    let id = c.last_insert_rowid();
-    crate::notify::incident::feed_event(c, id, "opened", t).unwrap();
-    id
+fn seed_incident(db: &Db, tenant: &str, device: &str, rule: &str) -> i64 {
+    fx_db::seed_incident(db, tenant, device, rule, now())
 }
 
 fn fixture() -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tandem.db");
-    let mut c = crate::store::open(&db).unwrap();
+    let mut c = Db::open(&db).unwrap();
     let t = now();
     for (tenant, dev, host) in [
         ("acme", "dev-acme-1", "acme-ws-01"),
         ("globex", "dev-globex-1", "globex-ws-01"),
     ] {
-        crate::store::admin::create_tenant(&c, tenant, t).unwrap();
-        crate::store::admin::create_site(&c, tenant, &format!("{tenant}-hq"), t).unwrap();
-        c.execute(
-            "INSERT INTO devices (id, tenant_id, hostname, os_family, os_version, first_seen_ms, last_seen_ms, site_id)
-             VALUES (?1, (SELECT id FROM tenants WHERE name = ?2), ?3, 'linux', '12', ?4, ?4,
-                     (SELECT id FROM sites WHERE name = ?5))",
-            params![dev, tenant, host, t, format!("{tenant}-hq")],
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO series (device_id, name, dimension) VALUES (?1, 'cpu.usage', '')",
-            [dev],
-        )
-        .unwrap();
-        let sid = c.last_insert_rowid();
+        c.create_tenant(tenant, t).unwrap();
+        c.create_site(tenant, &format!("{tenant}-hq"), t).unwrap();
+        fx_db::add_device(
+            &c,
+            &fx_db::TestDevice {
+                id: dev,
+                tenant,
+                hostname: host,
+                os_family: "linux",
+                os_version: "12",
+                seen_ms: t,
+                site: Some(&format!("{tenant}-hq")),
+                revoked_ms: None,
+            },
+        );
+        let sid = fx_db::add_series(&c, dev, "cpu.usage", "");
         // 30 samples as the store writer keeps them: one head row (one batch).
         let values: Vec<[f64; 1]> = (0..30)
             .map(|i| [i as f64 + if tenant == "acme" { 0.7734 } else { 0.25 }])
@@ -132,16 +111,7 @@ fn fixture() -> Fx {
         let samples: Vec<(i64, &[f64])> = (0..30)
             .map(|i| (t - (30 - i) * 10_000, &values[i as usize][..]))
             .collect();
-        c.execute(
-            "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, 30, ?4)",
-            params![
-                dev,
-                samples[0].0,
-                samples[29].0,
-                crate::store::chunk::encode_head(&[sid], &samples)
-            ],
-        )
-        .unwrap();
+        fx_db::add_head_batch(&c, dev, &[sid], &samples);
     }
     // acme's device page: a filesystem, services, a patch report with pending
     // updates, a software list (names that say acme, so the walk sees a leak).
@@ -156,51 +126,47 @@ fn fixture() -> Fx {
     ];
     let mut sids = Vec::new();
     for (name, dim) in extra {
-        c.execute(
-            "INSERT INTO series (device_id, name, dimension) VALUES ('dev-acme-1', ?1, ?2)",
-            [name, dim],
-        )
-        .unwrap();
-        sids.push(c.last_insert_rowid());
+        sids.push(fx_db::add_series(&c, "dev-acme-1", name, dim));
     }
     let vals = [500e9, 430e9, 70e9, 86.0, 0.0, 1.0, 1.0];
-    c.execute(
-        "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES ('dev-acme-1', ?1, ?1, 7, ?2)",
-        params![t - 5_000, crate::store::chunk::encode_head(&sids, &[(t - 5_000, &vals[..])])],
-    )
-    .unwrap();
-    c.execute(
-        "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required, reboot_since_ms, last_install_ms)
-         VALUES ('dev-acme-1', 1, ?1, 'apt', '', 1, ?1, 0)",
-        [t],
-    )
-    .unwrap();
+    fx_db::add_head_batch(&c, "dev-acme-1", &sids, &[(t - 5_000, &vals[..])]);
+    fx_db::add_patch_report(&c, "dev-acme-1", 1, t, true, t);
     for (name, class, age_days) in [("acme-tools", "security", 12), ("libacme2", "other", 2)] {
-        c.execute(
-            "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version, classification, advisory_id, first_seen_ms)
-             VALUES ('dev-acme-1', 1, ?1, '1.0', '1.1', ?2, 'DSA-0001', ?3)",
-            params![name, class, t - age_days * 86_400_000],
-        )
-        .unwrap();
+        fx_db::add_pending_update(
+            &c,
+            &fx_db::TestPendingUpdate {
+                device: "dev-acme-1",
+                report_seq: 1,
+                name,
+                current_version: "1.0",
+                new_version: "1.1",
+                classification: class,
+                advisory_id: "DSA-0001",
+                first_seen_ms: t - age_days * 86_400_000,
+            },
+        );
     }
     for (name, publisher) in [
         ("acme-suite", "ACME Corp"),
         ("openssl", "Debian"),
         ("zsh", "Debian"),
     ] {
-        c.execute(
-            "INSERT INTO inventory_software (device_id, name, version, publisher) VALUES ('dev-acme-1', ?1, '3.0', ?2)",
-            [name, publisher],
-        )
-        .unwrap();
+        fx_db::add_software(&c, "dev-acme-1", name, "3.0", publisher);
     }
     // An offline Windows device of acme, for the filters.
-    c.execute(
-        "INSERT INTO devices (id, tenant_id, hostname, os_family, first_seen_ms, last_seen_ms)
-         VALUES ('dev-acme-2', (SELECT id FROM tenants WHERE name = 'acme'), 'acme-laptop-7', 'windows', ?1, ?1)",
-        [t - 3 * 86_400_000],
-    )
-    .unwrap();
+    fx_db::add_device(
+        &c,
+        &fx_db::TestDevice {
+            id: "dev-acme-2",
+            tenant: "acme",
+            hostname: "acme-laptop-7",
+            os_family: "windows",
+            os_version: "",
+            seen_ms: t - 3 * 86_400_000,
+            site: None,
+            revoked_ms: None,
+        },
+    );
     let acme_incident = seed_incident(&c, "acme", "dev-acme-1", "cpu_high");
     let globex_incident = seed_incident(&c, "globex", "dev-globex-1", "cpu_high");
     let acme = super::auth::tenant_id(&c, "acme").unwrap();
@@ -234,8 +200,7 @@ fn fixture() -> Fx {
         t,
     )
     .unwrap();
-    crate::store::admin::insert_token(
-        &c,
+    c.insert_token(
         &crate::store::admin::NewToken {
             id_hex: "00acme00acme0001".into(),
             secret_sha256: [7; 32],
@@ -248,13 +213,15 @@ fn fixture() -> Fx {
         t,
     )
     .unwrap();
-    c.execute(
-        "INSERT INTO maintenance_windows (tenant_id, site, device_id, starts_ms, ends_ms, note, created_by, created_ms)
-         VALUES (?1, NULL, 'dev-acme-1', ?2, ?3, 'acme disk swap night', 'test', ?2)",
-        params![acme, t, t + 3_600_000],
-    )
-    .unwrap();
-    let acme_window = c.last_insert_rowid();
+    let acme_window = fx_db::add_device_window(
+        &c,
+        acme,
+        "dev-acme-1",
+        t,
+        t + 3_600_000,
+        "acme disk swap night",
+        "test",
+    );
     drop(c);
     // What a running engine of this collector would have loaded.
     let set = crate::alerts::rules::parse_file(std::path::Path::new("fixture.toml"), FIXTURE_RULES)
@@ -412,39 +379,22 @@ async fn login(app: &axum::Router, user: &str) -> Who {
 
 /// Every row of the tables a write could touch, as text.
 fn snapshot(db: &std::path::Path) -> String {
-    let c = Connection::open(db).unwrap();
-    let mut out = String::new();
-    for t in [
-        "users",
-        "sessions",
-        "api_tokens",
-        "audit_log",
-        "incidents",
-        "alert_instances",
-        "feed_events",
-        "alert_history",
-        "silences",
-        "enroll_tokens",
-        "maintenance_windows",
-    ] {
-        let mut s = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
-        let n = s.column_count();
-        let rows = s
-            .query_map([], |r| {
-                Ok((0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for r in rows {
-            out.push_str(t);
-            out.push(':');
-            out.push_str(&r.unwrap());
-            out.push('\n');
-        }
-    }
-    out
+    fx_db::table_rows(
+        &Db::open(db).unwrap(),
+        &[
+            "users",
+            "sessions",
+            "api_tokens",
+            "audit_log",
+            "incidents",
+            "alert_instances",
+            "feed_events",
+            "alert_history",
+            "silences",
+            "enroll_tokens",
+            "maintenance_windows",
+        ],
+    )
 }
 
 /// A valid body for each write route; a new write route must be added here.
@@ -720,14 +670,8 @@ async fn login_cookie_is_strict_and_a_wrong_password_is_refused_then_rate_limite
     .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     // Every login landed in the audit log; failures did not.
-    let c = Connection::open(&fx.db).unwrap();
-    let n: i64 = c
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE action = 'session.login'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let n: i64 = fx_db::count_audit(&c, "session.login");
     assert_eq!(n, 1);
 }
 
@@ -827,10 +771,7 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         "a refused request changed the database"
     );
     // An expired session.
-    Connection::open(&fx.db)
-        .unwrap()
-        .execute("UPDATE sessions SET expires_ms = 0", [])
-        .unwrap();
+    fx_db::expire_all_sessions(&Db::open(&fx.db).unwrap());
     let a = call(&fx.app, Method::GET, "/api/v1/auth/me", &who, None).await;
     assert_eq!(
         (a.status, a.json()["code"].as_str()),
@@ -1092,47 +1033,48 @@ async fn devices_filter_and_paginate_and_series_roll_up() {
 #[tokio::test]
 async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports() {
     let fx = fixture();
-    let c = Connection::open(&fx.db).unwrap();
+    let c = Db::open(&fx.db).unwrap();
     let t = now();
     // Not counted anywhere: a revoked device (with an old report that needs a reboot)
     // and a resolved incident.
-    c.execute(
-        "INSERT INTO devices (id, tenant_id, hostname, first_seen_ms, last_seen_ms, revoked_ms)
-         VALUES ('dev-acme-3', (SELECT id FROM tenants WHERE name = 'acme'), 'gone', ?1, ?1, ?1)",
-        [t],
-    )
-    .unwrap();
-    let report = |dev: &str, seq: i64, reboot: i64| {
-        c.execute(
-            "INSERT INTO patch_reports (device_id, seq, time_ms, source, error, reboot_required, reboot_since_ms, last_install_ms)
-             VALUES (?1, ?2, ?3, 'apt', '', ?4, 0, 0)",
-            params![dev, seq, t, reboot],
-        )
-        .unwrap();
+    fx_db::add_device(
+        &c,
+        &fx_db::TestDevice {
+            id: "dev-acme-3",
+            tenant: "acme",
+            hostname: "gone",
+            os_family: "",
+            os_version: "",
+            seen_ms: t,
+            site: None,
+            revoked_ms: Some(t),
+        },
+    );
+    let report = |dev: &str, seq: i64, reboot: bool| {
+        fx_db::add_patch_report(&c, dev, seq, t, reboot, 0);
     };
-    report("dev-acme-3", 1, 1);
+    report("dev-acme-3", 1, true);
     let gone = seed_incident(&c, "acme", "dev-acme-1", "disk_full");
-    c.execute(
-        "UPDATE incidents SET state = 'resolved', severity = 'warning' WHERE id = ?1",
-        [gone],
-    )
-    .unwrap();
+    fx_db::set_incident_state(&c, gone, "resolved", "warning");
     // globex: an older report needed a reboot and had a security update; the latest
     // needs neither. And an acknowledged warning.
-    report("dev-globex-1", 1, 1);
-    c.execute(
-        "INSERT INTO pending_updates (device_id, report_seq, name, current_version, new_version, classification, advisory_id, first_seen_ms)
-         VALUES ('dev-globex-1', 1, 'openssl', '1', '2', 'security', '', ?1)",
-        [t],
-    )
-    .unwrap();
-    report("dev-globex-1", 2, 0);
+    report("dev-globex-1", 1, true);
+    fx_db::add_pending_update(
+        &c,
+        &fx_db::TestPendingUpdate {
+            device: "dev-globex-1",
+            report_seq: 1,
+            name: "openssl",
+            current_version: "1",
+            new_version: "2",
+            classification: "security",
+            advisory_id: "",
+            first_seen_ms: t,
+        },
+    );
+    report("dev-globex-1", 2, false);
     let warn = seed_incident(&c, "globex", "dev-globex-1", "mem_high");
-    c.execute(
-        "UPDATE incidents SET state = 'acked', severity = 'warning' WHERE id = ?1",
-        [warn],
-    )
-    .unwrap();
+    fx_db::set_incident_state(&c, warn, "acked", "warning");
     let row = |v: &Value| {
         [
             "devices",
@@ -1194,11 +1136,7 @@ async fn the_fleet_counts_each_tenants_devices_alerts_and_latest_patch_reports()
     assert_eq!(row(&mine[0]), row(&all[0]));
     // The device list filters by tag, within the caller's tenant.
     for (dev, tag) in [("dev-acme-2", "laptops"), ("dev-globex-1", "laptops")] {
-        c.execute(
-            "INSERT INTO device_tags (device_id, tag, created_ms) VALUES (?1, ?2, 0)",
-            [dev, tag],
-        )
-        .unwrap();
+        fx_db::add_device_tag(&c, dev, tag);
     }
     let ids = |v: Value| {
         v["items"]
@@ -1271,21 +1209,10 @@ async fn tokens_are_shown_once_scoped_and_revocable() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let token = a.json()["token"].as_str().unwrap().to_owned();
     let id = a.json()["id"].as_i64().unwrap();
-    let c = Connection::open(&fx.db).unwrap();
-    let stored: i64 = c
-        .query_row(
-            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1",
-            [crate::notify::link::token_hash(&token)],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let plain: i64 = c
-        .query_row(
-            "SELECT count(*) FROM api_tokens WHERE sha256_hex = ?1 OR name = ?1",
-            [&token],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let stored: i64 =
+        fx_db::count_api_tokens_with_hash(&c, &crate::notify::link::token_hash(&token));
+    let plain: i64 = fx_db::count_api_tokens_with_hash_or_name(&c, &token);
     assert_eq!((stored, plain), (1, 0));
     let bearer = Who {
         bearer: Some(token),
@@ -1443,7 +1370,7 @@ async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     let a = scrape("127.0.0.1:5555", bearer("not-a-token")).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
 
-    let mut c = Connection::open(&fx.db).unwrap();
+    let mut c = Db::open(&fx.db).unwrap();
     let (_, msp) = super::tokens::create_token(
         &mut c,
         "test",
@@ -1465,17 +1392,10 @@ async fn metrics_need_a_credential_from_every_address_and_name_no_tenant() {
     .unwrap();
     // A token as `token create-api` makes it: no role, no tenant.
     let (roleless, hash) = crate::notify::link::new_api_token().unwrap();
-    c.execute(
-        "INSERT INTO api_tokens (name, sha256_hex, created_ms) VALUES ('prometheus', ?1, ?2)",
-        params![hash, now()],
-    )
-    .unwrap();
+    fx_db::add_roleless_api_token(&c, "prometheus", &hash, now(), None);
     let (revoked, hash) = crate::notify::link::new_api_token().unwrap();
-    c.execute(
-        "INSERT INTO api_tokens (name, sha256_hex, created_ms, revoked_ms) VALUES ('old', ?1, ?2, ?2)",
-        params![hash, now()],
-    )
-    .unwrap();
+    let at = now();
+    fx_db::add_roleless_api_token(&c, "old", &hash, at, Some(at));
     drop(c);
 
     // A tenant's token or session: 403, from loopback too.
@@ -1547,22 +1467,10 @@ async fn snooze_and_silences_are_scoped_validated_and_audited() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.json()["state"], "snoozed");
     assert_eq!(a.json()["ack_note"], "after the backup");
-    let c = Connection::open(&fx.db).unwrap();
-    let until: i64 = c
-        .query_row(
-            "SELECT snoozed_until_ms FROM incidents WHERE id = ?1",
-            [fx.acme_incident],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let until: i64 = fx_db::incident_snoozed_until(&c, fx.acme_incident);
     assert!((until - now() - 90 * 60_000).abs() < 60_000, "{until}");
-    let (action, detail): (String, String) = c
-        .query_row(
-            "SELECT action, detail FROM audit_log ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (action, detail): (String, String) = fx_db::last_audit(&c);
     assert_eq!(action, "alert.snooze");
     assert!(detail.contains("after the backup"), "{detail}");
     // Silences: no matcher and no comment are refused; a tenant's silence is its own.
@@ -1660,14 +1568,11 @@ async fn snooze_and_silences_are_scoped_validated_and_audited() {
         .clone();
     assert_eq!(row["status"], "removed");
     assert_eq!(row["removed_by"], "acme-admin");
-    let n: i64 = c
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE action IN ('silence.create', 'silence.expire')
-               AND target = ?1",
-            [format!("silence {made}")],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n: i64 = fx_db::count_audit_of_target(
+        &c,
+        &["silence.create", "silence.expire"],
+        &format!("silence {made}"),
+    );
     assert_eq!(n, 2);
     // The feed filters by site.
     let a = call(
@@ -2034,19 +1939,15 @@ async fn enrollment_tokens_are_made_with_install_lines_scoped_and_revocable() {
         made["install"]["msi"]
     );
     // Stored hashed: the secret is not in the database; enrollment accepts it.
-    let c = Connection::open(&fx.db).unwrap();
-    let (hash, site, max): (Vec<u8>, Option<String>, i64) = c
-        .query_row(
-            "SELECT k.secret_sha256, s.name, k.max_uses FROM enroll_tokens k LEFT JOIN sites s ON s.id = k.site_id WHERE k.id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let fx_db::StoredEnrollToken {
+        secret_sha256: hash,
+        site,
+        max_uses: max,
+    } = fx_db::enroll_token(&c, &id);
     assert_eq!(hash, parsed.secret_hash().to_vec());
     assert_eq!((site.as_deref(), max), (Some("acme-hq"), 50));
-    let audited: i64 = c
-        .query_row("SELECT count(*) FROM audit_log WHERE action = 'enroll_token.create' AND target LIKE ?1", [format!("%{id}")], |r| r.get(0))
-        .unwrap();
+    let audited: i64 = fx_db::count_audit_of_target_ending(&c, "enroll_token.create", &id);
     assert_eq!(audited, 1);
     // Listed for acme, not for globex (which cannot revoke it either).
     let a = call(
@@ -2350,7 +2251,7 @@ async fn maintenance_windows_are_scoped_validated_audited_and_loaded_for_the_eng
         changed.join("\n").chars().take(600).collect::<String>()
     );
     // What the engine loads: the windows not ended, as windows it matches.
-    let c = Connection::open(&fx.db).unwrap();
+    let c = Db::open(&fx.db).unwrap();
     let loaded = crate::alerts::maintenance::load_db(&c, now()).unwrap();
     let target = crate::alerts::model::Target {
         site: Some("acme-hq"),
@@ -2386,15 +2287,7 @@ async fn maintenance_windows_are_scoped_validated_audited_and_loaded_for_the_eng
             .iter()
             .any(|w| w.scope.matches(&target) && w.active_at(now()))
     );
-    let audit: Vec<(String, String)> = c
-        .prepare(
-            "SELECT action, detail FROM audit_log WHERE action LIKE 'maintenance.%' ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let audit: Vec<(String, String)> = fx_db::audit_of_actions_starting(&c, "maintenance.");
     assert_eq!(audit.len(), 3, "{audit:?}");
     assert_eq!(audit[2].0, "maintenance.delete");
     assert!(audit[2].1.contains("switch swap"), "{audit:?}");
@@ -2598,14 +2491,8 @@ async fn role_changes_are_for_admins_within_their_scope_and_audited() {
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let c = Connection::open(&fx.db).unwrap();
-    let rows: Vec<(String, Option<String>, String)> = c
-        .prepare("SELECT a.actor, t.name, a.detail FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.action = 'user.role' ORDER BY a.id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let c = Db::open(&fx.db).unwrap();
+    let rows: Vec<(String, Option<String>, String)> = fx_db::audit_with_tenant(&c, "user.role");
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert_eq!(
         (rows[0].0.as_str(), rows[0].1.as_deref()),

@@ -16,10 +16,6 @@
 // incident's. The CLI goes through `NotifyStore` on a `Db` (below).
 pub(crate) use crate::store::api::IncidentLogged as Logged;
 pub(crate) use crate::store::incident_sql::{IncidentRow, Outcome, SCHEMA, incident_json};
-// The console's ack and unack run in the store now (`ConsoleQuery`); its tests still
-// seed feed events with this.
-#[cfg(test)]
-pub(crate) use crate::store::incident_sql::feed_event;
 
 /// Logs what [`on_change`] recorded (after the transaction committed): one info
 /// line per incident opening and resolution.

@@ -40,6 +40,10 @@ mod console_query_sql;
 pub(crate) mod console_admin;
 mod console_admin_sql;
 // --- end store7b ---
+// --- fixtures ---
+#[cfg(test)]
+pub(crate) mod test_fixtures;
+// --- end fixtures ---
 // --- store brief (issue 17): data dir lock ---
 pub mod chunk;
 pub mod compact;
