@@ -199,6 +199,57 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves [`router`] until `stop` is cancelled: each connection under
 /// `state.limits` (counted per address and in total, TLS when `state.tls`), HTTP/1.1.
+/// Worker threads of the HTTP listener's own runtime.
+const HTTP_WORKERS: usize = 2;
+/// Their CPU priority, as a nice increment (unix), as the store pool's.
+#[cfg(unix)]
+const HTTP_NICE: i32 = 10;
+
+/// Serves the listener on a runtime of its own (`http-worker` threads, nice +10 on
+/// unix), apart from the agents' streams: TLS, HTTP parsing and the writes of 200
+/// open feeds then wait for the cores when ingest needs them, and never delay an
+/// agent's ack (issue 15: the console's cost to ingest p99). The returned receiver
+/// resolves when the listener has stopped (`stop`).
+pub(crate) fn serve_apart(
+    listener: TcpListener,
+    state: HttpState,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    // Moved to the new runtime's reactor (deregistered from this one).
+    let listener = listener.into_std()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("http-runtime".into())
+        .spawn(move || {
+            lower_priority();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(HTTP_WORKERS)
+                .thread_name("http-worker")
+                .on_thread_start(lower_priority)
+                .enable_all()
+                .build();
+            let result = match rt {
+                Ok(rt) => rt.block_on(async move {
+                    serve(TcpListener::from_std(listener)?, state, stop).await
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "http listener failed");
+            }
+            let _ = done.send(());
+        })?;
+    Ok(finished)
+}
+
+/// Lowers the calling thread's CPU priority (unix; elsewhere a no-op).
+fn lower_priority() {
+    #[cfg(unix)]
+    if let Err(e) = rustix::process::nice(HTTP_NICE) {
+        tracing::debug!(error = %e, "cannot lower an http thread's priority");
+    }
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     state: HttpState,

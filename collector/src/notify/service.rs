@@ -129,14 +129,12 @@ impl Notifier {
                     }
                 })
             });
-            let h = self.http.map(|(l, mut st)| {
+            let h = self.http.and_then(|(l, mut st)| {
                 let stop = stop.clone();
                 st.stop = stop.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = crate::http::serve(l, st, stop).await {
-                        tracing::error!(error = %e, "http listener failed");
-                    }
-                })
+                crate::http::serve_apart(l, st, stop)
+                    .map_err(|e| tracing::error!(error = %e, "http listener failed to start"))
+                    .ok()
             });
             if let Some(d) = d {
                 let _ = d.await;
