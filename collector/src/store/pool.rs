@@ -38,6 +38,7 @@ pub(crate) struct Pool {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The CPU priority of the pool's threads, as a nice increment (unix).
+#[cfg(unix)]
 const NICE: i32 = 10;
 
 /// SQLite virtual-machine instructions between a pooled read's yields (tens of
