@@ -6,7 +6,10 @@
 //! The values are a synthetic agent-like mix (not recorded agent data): a quarter
 //! percentages with one decimal (random walks), a quarter byte counters (integers
 //! rising by random amounts, reset now and then), a quarter memory-like integer
-//! gauges, a quarter unrounded floats (smoothed load averages).
+//! gauges, a quarter unrounded floats (smoothed load averages). With `--replay DB` they
+//! are instead a real agent's samples from a collector database, looped (the 30-day ×
+//! 1,000-device database of issue 17 is built that way: the synthetic mix's noise
+//! makes it too big for this machine's disk).
 //!
 //! Run (release): `cargo build --release -p tandem-tests --bin storebench &&
 //! target/release/storebench --devices 20 --days 30`.
@@ -47,6 +50,200 @@ struct Args {
     /// from `tandem-collector demo`), compact all of it, and compare codecs on it.
     #[arg(long)]
     from_db: Option<std::path::PathBuf>,
+    /// Instead of the synthetic mix: the generated devices' values are a real agent's,
+    /// replayed from this collector database (e.g. `tandem-collector demo`'s). Its
+    /// busiest device's samples, thinned to about one every 10 s, are looped end to
+    /// end over `--days`, keeping each sample's real values and its offset in the
+    /// recording; the first `--series` of its series (by id) are kept, with their
+    /// real names.
+    #[arg(long)]
+    replay: Option<std::path::PathBuf>,
+}
+
+/// A real agent's samples, to be looped (`--replay`).
+struct Recording {
+    /// (name, dimension) of each kept series.
+    series: Vec<(String, String)>,
+    /// Samples: offset from the recording's first sample, one value per kept series
+    /// (NaN where the series has none at that instant).
+    samples: Vec<(i64, Vec<f64>)>,
+    /// How long one loop lasts: the recording's span plus one sampling step.
+    period_ms: i64,
+    /// The sampling step after thinning, and the recording's own.
+    step_ms: i64,
+    recorded_step_ms: i64,
+    device: String,
+}
+
+/// Loads `--replay`: compacts a copy of the database (as `--from-db`), reads its
+/// busiest device's chunks and thins them to about one sample every 10 s.
+fn load_recording(src: &std::path::Path, max_series: usize) -> anyhow::Result<Recording> {
+    use std::collections::BTreeMap;
+    let tmp = tempfile::tempdir()?;
+    let path = tmp.path().join("copy.db");
+    rusqlite::Connection::open(src)?.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
+    let mut conn = tandem_collector::store::open(&path)?;
+    let cutoff = tandem_tests::now_ms() + 2 * CHUNK_MS;
+    let devices: Vec<String> = conn
+        .prepare("SELECT DISTINCT device_id FROM head")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for d in &devices {
+        while compact::compact_step(&mut conn, d, cutoff)?.0 > 0 {}
+    }
+    let device: String = conn
+        .query_row(
+            "SELECT device_id FROM chunks GROUP BY device_id ORDER BY sum(n_values) DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: no metric values to replay ({e})", src.display()))?;
+    // series id -> (ts -> value), over all of the device's chunks.
+    let mut points: BTreeMap<i64, BTreeMap<i64, f64>> = BTreeMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT blob FROM chunks WHERE device_id = ?1 ORDER BY start_ms")?;
+        let mut rows = stmt.query([&device])?;
+        while let Some(r) = rows.next()? {
+            let blob: Vec<u8> = r.get(0)?;
+            for (id, p) in chunk::ChunkView::parse(&blob)?.all()? {
+                points
+                    .entry(id)
+                    .or_default()
+                    .extend(p.ts.into_iter().zip(p.values));
+            }
+        }
+    }
+    let mut times: Vec<i64> = points.values().flat_map(|m| m.keys().copied()).collect();
+    times.sort_unstable();
+    times.dedup();
+    anyhow::ensure!(
+        times.len() >= 2,
+        "{}: fewer than two samples",
+        src.display()
+    );
+    let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let recorded_step_ms = gaps[gaps.len() / 2].max(1);
+    let every = ((10_000 + recorded_step_ms / 2) / recorded_step_ms).max(1) as usize;
+    let kept: Vec<i64> = times.iter().copied().step_by(every).collect();
+    // The first --series series (by id) that have a value at a kept instant.
+    let ids: Vec<i64> = points
+        .iter()
+        .filter(|(_, m)| kept.iter().any(|t| m.contains_key(t)))
+        .map(|(id, _)| *id)
+        .take(max_series)
+        .collect();
+    let mut series = Vec::new();
+    for id in &ids {
+        series.push(conn.query_row(
+            "SELECT name, dimension FROM series WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?);
+    }
+    let first = kept[0];
+    let samples: Vec<(i64, Vec<f64>)> = kept
+        .iter()
+        .map(|t| {
+            let vals = ids
+                .iter()
+                .map(|id| points[id].get(t).copied().unwrap_or(f64::NAN))
+                .collect();
+            (t - first, vals)
+        })
+        .filter(|(_, v): &(i64, Vec<f64>)| v.iter().any(|x| !x.is_nan()))
+        .collect();
+    let step_ms = recorded_step_ms * every as i64;
+    let period_ms = kept[kept.len() - 1] - first + step_ms;
+    // A shorter loop would repeat itself inside one device-hour chunk, and the
+    // repetition would flatter the bytes per value.
+    anyhow::ensure!(
+        period_ms >= CHUNK_MS,
+        "{}: the recording spans {:.1} min; --replay needs at least an hour (one chunk) of samples",
+        src.display(),
+        period_ms as f64 / 60_000.0
+    );
+    Ok(Recording {
+        series,
+        period_ms,
+        samples,
+        step_ms,
+        recorded_step_ms,
+        device,
+    })
+}
+
+impl Recording {
+    /// The samples of the hour starting at `hour`, the recording looped from `start`.
+    fn hour(&self, start: i64, hour: i64) -> Vec<(i64, Vec<f64>)> {
+        let mut out = Vec::new();
+        let mut i = (hour - start) / self.period_ms;
+        while start + i * self.period_ms < hour + CHUNK_MS {
+            let base = start + i * self.period_ms;
+            for (o, v) in &self.samples {
+                let ts = base + o;
+                if ts >= hour && ts < hour + CHUNK_MS {
+                    out.push((ts, v.clone()));
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+/// The synthetic agent-like mix of the module doc: 360 samples an hour, 10 s apart.
+struct Synthetic {
+    rng: Rng,
+    state: Vec<f64>,
+}
+
+impl Synthetic {
+    fn new(device: usize, series: usize) -> Self {
+        Self {
+            rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (device as u64 + 1)),
+            state: (0..series)
+                .map(|s| if s % 4 == 2 { 4e9 } else { 10.0 })
+                .collect(),
+        }
+    }
+
+    fn hour(&mut self, hour: i64) -> Vec<(i64, Vec<f64>)> {
+        let rng = &mut self.rng;
+        (0..360)
+            .map(|k| {
+                let ts = hour + k * 10_000 + (rng.next() % 40) as i64;
+                let vals: Vec<f64> = self
+                    .state
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(s, v)| match s % 4 {
+                        0 => {
+                            *v = (*v + (rng.unit() - 0.5) * 4.0).clamp(0.0, 100.0);
+                            (*v * 10.0).round() / 10.0
+                        }
+                        1 => {
+                            if rng.next().is_multiple_of(50_000) {
+                                *v = 0.0;
+                            }
+                            *v += (rng.next() % 1_000_000) as f64;
+                            *v
+                        }
+                        2 => {
+                            *v = (*v + ((rng.next() % 2_000_001) as f64 - 1e6)).max(0.0);
+                            *v
+                        }
+                        _ => {
+                            *v = *v * 0.92 + rng.unit() * 4.0 * 0.08;
+                            *v
+                        }
+                    })
+                    .collect();
+                (ts, vals)
+            })
+            .collect()
+    }
 }
 
 /// Compacts a copy of a real database and reports bytes/value of pco (as stored)
@@ -223,6 +420,29 @@ fn main() -> anyhow::Result<()> {
         "INSERT INTO tenants (name, created_ms) VALUES ('bench', 0)",
         [],
     )?;
+    let recording = match &a.replay {
+        Some(src) => {
+            let r = load_recording(src, a.series)?;
+            println!(
+                "storebench --replay {}: device {}, {} series, {} samples ({} ms apart, thinned from {} ms) looped every {:.1} min",
+                src.display(),
+                r.device,
+                r.series.len(),
+                r.samples.len(),
+                r.step_ms,
+                r.recorded_step_ms,
+                r.period_ms as f64 / 60_000.0
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    let names: Vec<(String, String)> = match &recording {
+        Some(r) => r.series.clone(),
+        None => (0..a.series)
+            .map(|s| (format!("metric.{s}"), String::new()))
+            .collect(),
+    };
     let mut series_ids: Vec<Vec<i64>> = Vec::new();
     for d in 0..a.devices {
         let dev = format!("dev-{d}");
@@ -231,10 +451,10 @@ fn main() -> anyhow::Result<()> {
             [&dev],
         )?;
         let mut ids = Vec::new();
-        for s in 0..a.series {
+        for (name, dim) in &names {
             conn.execute(
-                "INSERT INTO series (device_id, name, dimension) VALUES (?1, ?2, '')",
-                params![dev, format!("metric.{s}")],
+                "INSERT INTO series (device_id, name, dimension) VALUES (?1, ?2, ?3)",
+                params![dev, name, dim],
             )?;
             ids.push(conn.last_insert_rowid());
         }
@@ -247,55 +467,29 @@ fn main() -> anyhow::Result<()> {
     let t_all = Instant::now();
     for (d, ids) in series_ids.iter().enumerate() {
         let dev = format!("dev-{d}");
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (d as u64 + 1));
-        let mut state: Vec<f64> = (0..a.series)
-            .map(|s| if s % 4 == 2 { 4e9 } else { 10.0 })
-            .collect();
+        let mut synthetic = Synthetic::new(d, a.series);
         let mut hour = start;
         while hour < end {
-            // One head row per 10 minutes (60 samples), as an agent batch would be.
+            let samples = match &recording {
+                Some(r) => r.hour(start, hour),
+                None => synthetic.hour(hour),
+            };
+            // One head row per 60 samples (10 minutes at 10 s), as an agent batch would be.
             let t0 = Instant::now();
             let tx = conn.transaction()?;
-            for b in 0..6 {
-                let mut samples = Vec::with_capacity(60);
-                for j in 0..60 {
-                    let ts = hour + (b * 60 + j) * 10_000 + (rng.next() % 40) as i64;
-                    let vals: Vec<f64> = (0..a.series)
-                        .map(|s| {
-                            let v = &mut state[s];
-                            match s % 4 {
-                                0 => {
-                                    *v = (*v + (rng.unit() - 0.5) * 4.0).clamp(0.0, 100.0);
-                                    (*v * 10.0).round() / 10.0
-                                }
-                                1 => {
-                                    if rng.next().is_multiple_of(50_000) {
-                                        *v = 0.0;
-                                    }
-                                    *v += (rng.next() % 1_000_000) as f64;
-                                    *v
-                                }
-                                2 => {
-                                    *v = (*v + ((rng.next() % 2_000_001) as f64 - 1e6)).max(0.0);
-                                    *v
-                                }
-                                _ => {
-                                    *v = *v * 0.92 + rng.unit() * 4.0 * 0.08;
-                                    *v
-                                }
-                            }
-                        })
-                        .collect();
-                    samples.push((ts, vals));
-                }
+            for batch in samples.chunks(60) {
                 let refs: Vec<(i64, &[f64])> =
-                    samples.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+                    batch.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+                let n: i64 = batch
+                    .iter()
+                    .map(|(_, v)| v.iter().filter(|x| !x.is_nan()).count() as i64)
+                    .sum();
                 let payload = chunk::encode_head(ids, &refs);
                 tx.execute(
                     "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![dev, refs[0].0, refs[59].0, (60 * a.series) as i64, payload],
+                    params![dev, refs[0].0, refs[refs.len() - 1].0, n, payload],
                 )?;
-                values += (60 * a.series) as u64;
+                values += n as u64;
             }
             tx.commit()?;
             encode_secs += t0.elapsed().as_secs_f64();
@@ -365,8 +559,15 @@ fn main() -> anyhow::Result<()> {
     )?;
     let fleet_chunks: i64 = conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
     println!(
-        "storebench: {} devices × {} days × {} series every 10 s = {values} values ({chunk_values} in chunks, {head_left} head rows left)",
-        a.devices, a.days, a.series
+        "storebench: {} devices × {} days × {} series, {} = {values} values ({chunk_values} in chunks, {head_left} head rows left)",
+        a.devices,
+        a.days,
+        names.len(),
+        if recording.is_some() {
+            "a real agent's samples looped"
+        } else {
+            "synthetic, every 10 s"
+        }
     );
     println!(
         "  head encode + insert: {:.0} values/s",
@@ -425,8 +626,8 @@ fn run_queries(
         let t = Instant::now();
         let r = q.device_day(&dev, day_end)?;
         day.push(t.elapsed().as_micros() as u64);
-        assert_eq!(r.len(), a.series);
-        let sid = series_ids[d][(rng.next() % a.series as u64) as usize];
+        assert_eq!(r.len(), series_ids[d].len());
+        let sid = series_ids[d][(rng.next() % series_ids[d].len() as u64) as usize];
         let t = Instant::now();
         let r = q.series_range(sid, end - 30 * DAY_MS, end, 3_600_000)?;
         month.push(t.elapsed().as_micros() as u64);
