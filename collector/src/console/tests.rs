@@ -2058,7 +2058,7 @@ async fn rules_and_windows_are_the_engines_set_scoped_to_the_tenant() {
         tokio_util::sync::CancellationToken::new(),
         false,
     ));
-    let mut c = crate::store::open(&other.path().join("tandem.db")).unwrap();
+    let mut c = Db::open(&other.path().join("tandem.db")).unwrap();
     let hash = super::auth::hash_password(PW).unwrap();
     super::auth::add_user(
         &mut c,
