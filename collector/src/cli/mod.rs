@@ -267,6 +267,22 @@ pub(crate) fn confirm_typed(expected: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a command's output to stdout, flushed. A reader that closed the pipe
+/// early (`storage stats | head -1`) has what it wanted: that ends the output
+/// quietly, where `print!` would panic on the broken pipe (Rust ignores SIGPIPE).
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    write_out(std::io::stdout().lock(), text)
+}
+
+/// [`print_out`] to any writer: a broken pipe is a clean end, any other write
+/// error an error.
+fn write_out(mut out: impl std::io::Write, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// A number as people read it: whole numbers without decimals, else three
 /// significant digits or one decimal, whichever says more (`70.2`, `0.125`, `1234`).
 pub(crate) fn format_number(v: f64) -> String {
@@ -334,6 +350,31 @@ pub(crate) fn format_value(v: f64, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stdout whose reader is gone (`| head`), or that fails otherwise.
+    struct Closed(std::io::ErrorKind);
+
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(self.0.into())
+        }
+    }
+
+    #[test]
+    fn output_ends_quietly_on_a_closed_pipe_and_fails_on_other_errors() {
+        let mut buf = Vec::new();
+        write_out(&mut buf, "a\nb\n").unwrap();
+        assert_eq!(buf, b"a\nb\n");
+        assert!(write_out(Closed(std::io::ErrorKind::BrokenPipe), "a\n").is_ok());
+        let err = write_out(Closed(std::io::ErrorKind::PermissionDenied), "a\n").unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+    }
 
     #[test]
     fn token_address_ports_are_checked_against_the_listeners() {

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_store_read, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_out, require_tenant};
 use crate::store::admin;
 use crate::store::api::AdminStore;
 
@@ -45,9 +45,9 @@ pub fn run(cmd: SiteCommand) -> anyhow::Result<()> {
             }
             let rows = conn.list_sites(tenant.as_deref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
             } else {
-                print!("{}", render_sites(&rows));
+                print_out(&render_sites(&rows))?;
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, open_store_read};
+use super::{DataDir, open_store_read, print_out};
 use crate::store::console_query::ConsoleQuery;
 
 #[derive(Subcommand)]
@@ -25,9 +25,9 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
         StorageCommand::Stats { db, json } => {
             let s = open_store_read(&db.dir()?)?.storage_stats()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
             } else {
-                print!("{s}");
+                print_out(&s.to_string())?;
             }
             Ok(())
         }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, require_tenant};
+use super::{
+    DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, print_out, require_tenant,
+};
 use crate::config;
 use crate::pki::{self};
 use crate::store::admin;
@@ -154,9 +156,9 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
                 .filter(|t| tenant.as_deref().is_none_or(|n| n == t.tenant))
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
             } else {
-                print!("{}", render_tokens(&rows, now_ms()));
+                print_out(&render_tokens(&rows, now_ms()))?;
             }
         }
         TokenCommand::Revoke { id, db } => {

@@ -1,4 +1,4 @@
-//! Seeding and inspection for the console's tests (`console/tests.rs`), so that
+//! Seeding and inspection for the console's tests (`console/tests/`), so that
 //! no SQL lives outside `store/` (issue 17 item 1). Each function is one thing a
 //! test needs to put into the database or read back from it — rows no API makes
 //! (a device as the store writer keeps it, a firing incident as the engine opens

@@ -286,7 +286,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let db = data_dir.join(tandem_collector::store::DB_FILE);
     let history = tokio::task::block_in_place(|| generate(&db, &args))?;
     let token = {
-        let mut c = tandem_collector::store::open(&db)?;
+        let mut c = tandem_collector::store::Db::open(&db)?;
         tandem_collector::console::tokens::create_token(
             &mut c,
             "consolebench",
