@@ -929,7 +929,13 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         bail!("--alternations {}: give 1 to 50", args.alternations);
     }
     let t_start = now_ms();
-    let top = t_start - t_start.rem_euclid(CHUNK_MS);
+    // The hour the newest backlog hour ends at: at least 10 minutes back, so that the
+    // backlog is past the collector's 5-minute compaction grace from the start (at
+    // 14:02 the hour 13:00-14:00 is not, and an on phase then compacted nothing).
+    let top = {
+        let t = t_start - 600_000;
+        t - t.rem_euclid(CHUNK_MS)
+    };
     let (site, creds) = prepare(args)?;
     // A short unmeasured run creates the devices and their series the way the
     // writer does; the backlog then uses their series ids.
