@@ -93,26 +93,32 @@ impl TokenRow {
     }
 }
 
-pub(crate) fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>, AdminError> {
-    let mut stmt = conn.prepare(
-        "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
+/// The columns of a [`TokenRow`], for [`token_row`]; callers add their own
+/// `WHERE` / `ORDER BY` (the CLI lists every token, the console one tenant's).
+pub(crate) const TOKEN_SELECT: &str =
+    "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
                 k.max_uses, k.revoked_ms
          FROM enroll_tokens k JOIN tenants t ON t.id = k.tenant_id
-         LEFT JOIN sites s ON s.id = k.site_id ORDER BY k.created_ms",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(TokenRow {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            site: r.get(2)?,
-            replace_device_id: r.get(3)?,
-            created_ms: r.get(4)?,
-            expires_ms: r.get(5)?,
-            uses: r.get(6)?,
-            max_uses: r.get(7)?,
-            revoked_ms: r.get(8)?,
-        })
-    })?;
+         LEFT JOIN sites s ON s.id = k.site_id";
+
+/// One row of [`TOKEN_SELECT`].
+pub(crate) fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        site: r.get(2)?,
+        replace_device_id: r.get(3)?,
+        created_ms: r.get(4)?,
+        expires_ms: r.get(5)?,
+        uses: r.get(6)?,
+        max_uses: r.get(7)?,
+        revoked_ms: r.get(8)?,
+    })
+}
+
+pub(crate) fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>, AdminError> {
+    let mut stmt = conn.prepare(&format!("{TOKEN_SELECT} ORDER BY k.created_ms"))?;
+    let rows = stmt.query_map([], token_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

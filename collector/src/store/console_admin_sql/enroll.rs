@@ -12,26 +12,11 @@ pub(super) fn list_enroll_tokens(
     scope: Option<i64>,
 ) -> Result<Vec<admin::TokenRow>, StoreError> {
     let rows = c
-        .prepare(
-            "SELECT k.id, t.name, s.name, k.replace_device_id, k.created_ms, k.expires_ms, k.uses,
-                    k.max_uses, k.revoked_ms
-             FROM enroll_tokens k JOIN tenants t ON t.id = k.tenant_id
-             LEFT JOIN sites s ON s.id = k.site_id
-             WHERE (?1 IS NULL OR k.tenant_id = ?1) ORDER BY k.created_ms DESC, k.id LIMIT 1000",
-        )?
-        .query_map([scope], |r| {
-            Ok(admin::TokenRow {
-                id: r.get(0)?,
-                tenant: r.get(1)?,
-                site: r.get(2)?,
-                replace_device_id: r.get(3)?,
-                created_ms: r.get(4)?,
-                expires_ms: r.get(5)?,
-                uses: r.get(6)?,
-                max_uses: r.get(7)?,
-                revoked_ms: r.get(8)?,
-            })
-        })?
+        .prepare(&format!(
+            "{} WHERE (?1 IS NULL OR k.tenant_id = ?1) ORDER BY k.created_ms DESC, k.id LIMIT 1000",
+            admin::TOKEN_SELECT
+        ))?
+        .query_map([scope], admin::token_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
