@@ -79,18 +79,7 @@ struct Recording {
 /// busiest device's chunks and thins them to about one sample every 10 s.
 fn load_recording(src: &std::path::Path, max_series: usize) -> anyhow::Result<Recording> {
     use std::collections::BTreeMap;
-    let tmp = tempfile::tempdir()?;
-    let path = tmp.path().join("copy.db");
-    rusqlite::Connection::open(src)?.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
-    let mut conn = tandem_collector::store::open(&path)?;
-    let cutoff = tandem_tests::now_ms() + 2 * CHUNK_MS;
-    let devices: Vec<String> = conn
-        .prepare("SELECT DISTINCT device_id FROM head")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for d in &devices {
-        while compact::compact_step(&mut conn, d, cutoff)?.0 > 0 {}
-    }
+    let (_tmp, conn, _) = compacted_copy(src)?;
     let device: String = conn
         .query_row(
             "SELECT device_id FROM chunks GROUP BY device_id ORDER BY sum(n_values) DESC LIMIT 1",
@@ -246,16 +235,15 @@ impl Synthetic {
     }
 }
 
-/// Compacts a copy of a real database and reports bytes/value of pco (as stored)
-/// against deflate (level 9) of the same per-series streams.
-fn from_db(src: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::Write;
+/// A compacted copy of a collector database (`VACUUM INTO` a temp dir, then every
+/// head row compacted with `compact::compact_step`), with the devices its head held.
+/// The temp dir holds the copy: keep it as long as the connection.
+fn compacted_copy(
+    src: &std::path::Path,
+) -> anyhow::Result<(tempfile::TempDir, rusqlite::Connection, Vec<String>)> {
     let tmp = tempfile::tempdir()?;
     let path = tmp.path().join("copy.db");
-    {
-        let c = rusqlite::Connection::open(src)?;
-        c.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
-    }
+    rusqlite::Connection::open(src)?.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
     let mut conn = tandem_collector::store::open(&path)?;
     let cutoff = tandem_tests::now_ms() + 2 * CHUNK_MS;
     let devices: Vec<String> = conn
@@ -265,6 +253,14 @@ fn from_db(src: &std::path::Path) -> anyhow::Result<()> {
     for d in &devices {
         while compact::compact_step(&mut conn, d, cutoff)?.0 > 0 {}
     }
+    Ok((tmp, conn, devices))
+}
+
+/// Compacts a copy of a real database and reports bytes/value of pco (as stored)
+/// against deflate (level 9) of the same per-series streams.
+fn from_db(src: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (_tmp, conn, devices) = compacted_copy(src)?;
     let mut values = 0usize;
     let mut series_n = 0usize;
     let (mut pco_bytes, mut deflate_bytes, mut raw_bytes) = (0usize, 0usize, 0usize);
