@@ -1293,14 +1293,12 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         };
         (at(0.5), at(0.99))
     };
-    let mean_p99 = |on: bool| {
-        let v: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.on == on)
-            .map(|r| r.p.pct(0.99))
-            .collect();
+    // The mean over the phases of one mode of a per-phase figure.
+    let mean = |on: bool, f: fn(&Row) -> f64| {
+        let v: Vec<f64> = rows.iter().filter(|r| r.on == on).map(f).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
+    let mean_p99 = |on: bool| mean(on, |r| r.p.pct(0.99));
     let (off50, off99) = pooled(false);
     let (on50, on99) = pooled(true);
     println!(
@@ -1327,14 +1325,6 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         n if n % 2 == 1 => pair_ratios[n / 2],
         n => (pair_ratios[n / 2 - 1] + pair_ratios[n / 2]) / 2.0,
     };
-    let mean_steal = |on: bool| {
-        let v: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.on == on)
-            .map(|r| r.p.steal)
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
     println!(
         "  per-pair p99 ratios on/off: {}; median {median:.3}",
         pair_ratios
@@ -1345,8 +1335,8 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
     );
     println!(
         "  CPU steal, mean of phases: off {:.1} %, on {:.1} %",
-        mean_steal(false),
-        mean_steal(true)
+        mean(false, |r| r.p.steal),
+        mean(true, |r| r.p.steal)
     );
     // CPU steal moves the p99 more than compaction does (runs of 2026-12-03: the
     // phases' p99 follows their steal), and phases differ in it by chance, so the
