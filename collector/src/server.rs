@@ -189,7 +189,12 @@ impl Collector {
         // Compaction, the old-layout upgrade and retention (issue 17); stops with
         // the collector (the sender is dropped with it).
         let (compact_stop, compact_rx) = std::sync::mpsc::channel();
-        store::compact::spawn(&config.db_path(), config.storage, compact_rx)?;
+        store::compact::spawn(
+            &config.db_path(),
+            config.storage,
+            compact_rx,
+            writer.maintenance(),
+        )?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -199,7 +199,10 @@ fn apply(conn: &Db, engine: &mut Engine, g: CommittedGroup, stats: &AlertStats) 
                 engine.on_patch(&device_id, &report, g.committed_ms)
             }
             // A gap record carries no samples.
-            Committed::Gap { .. } | Committed::Inventory { .. } | Committed::Posture { .. } => {}
+            Committed::Gap { .. }
+            | Committed::Inventory { .. }
+            | Committed::Posture { .. }
+            | Committed::Maintain(_) => {}
         }
     }
 }

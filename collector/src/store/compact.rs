@@ -2,9 +2,14 @@
 //! into compressed device-hour chunks with their rollups, the in-place upgrade of
 //! the old row-per-value table, and retention.
 //!
-//! Every step is one short transaction on its own connection (SQLite serialises it
-//! with the ingest writer; a step holds the write lock for milliseconds, not for a
-//! whole pass), so a crash at any instant leaves either the step's whole effect or
+//! In the collector the maintenance thread only reads (a read-only connection): it
+//! plans a step (decodes head rows and chunks, encodes the merged chunks and
+//! rollups) and hands the step's writes to the store writer, which runs them inside
+//! one of its group transactions ([`Via::Writer`]). So maintenance never takes
+//! SQLite's write lock from the writer, and its writes become durable with the
+//! writer's own commit. Tests and the benchmark tools write on the maintenance
+//! connection itself ([`Via::Own`]). Either way every step is one short
+//! transaction, so a crash at any instant leaves either the step's whole effect or
 //! none of it: head rows are deleted in the same transaction that wrote their values
 //! into chunks, and merging into a chunk keeps the first value per (series, instant),
 //! so a repeated step can neither lose nor double a value.
@@ -17,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::chunk::{self, Agg, CHUNK_MS, ChunkView, DAY_MS, SeriesPoints, TIER_1H_MS, TIER_5M_MS};
+use super::writer::MaintenanceHandle;
 
 /// Retention and compaction settings (`[storage]` in collector.toml).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,6 +126,36 @@ fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
+/// Where a maintenance step writes.
+#[derive(Clone, Copy)]
+pub(crate) enum Via<'a> {
+    /// A `BEGIN IMMEDIATE` transaction of the maintenance connection itself: for
+    /// tests and tools, where no store writer runs beside it.
+    Own,
+    /// The store writer's group transactions (the collector).
+    Writer(&'a MaintenanceHandle),
+}
+
+/// Runs one step's writes (`job` may read first: it runs with the write lock held).
+fn write_step<T: Send + 'static>(
+    conn: &mut Connection,
+    via: Via<'_>,
+    job: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match via {
+        Via::Own => {
+            // IMMEDIATE: a deferred transaction that reads first could not take the
+            // write lock once another connection committed in between (SQLITE_BUSY,
+            // which the busy handler cannot retry).
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let v = job(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        }
+        Via::Writer(w) => w.run(job),
+    }
+}
+
 /// Runs every step that has work until none has, with the clock at `now_ms`.
 #[cfg(test)]
 pub(crate) fn run_pass(
@@ -127,20 +163,21 @@ pub(crate) fn run_pass(
     cfg: &StorageConfig,
     now_ms: i64,
 ) -> Result<PassReport, StoreError> {
-    pass(conn, cfg, now_ms, false)
+    pass(conn, cfg, now_ms, false, Via::Own)
 }
 
 /// Like [`run_pass`], but after each compaction step it sleeps as long as the step
 /// took (bench7 brief): on a machine whose cores ingest also needs, compaction at
 /// full speed (about 1.5 M values/s, a whole core) moved ingest's p99 ack latency
 /// by ×1.6. Half speed is still some thirty times the 50,000 values/s it has to keep
-/// up with. The maintenance thread runs this.
+/// up with. The maintenance thread runs this, with its writes done by the writer.
 fn run_pass_paced(
     conn: &mut Connection,
     cfg: &StorageConfig,
     now_ms: i64,
+    writer: &MaintenanceHandle,
 ) -> Result<PassReport, StoreError> {
-    pass(conn, cfg, now_ms, true)
+    pass(conn, cfg, now_ms, true, Via::Writer(writer))
 }
 
 fn pass(
@@ -148,10 +185,11 @@ fn pass(
     cfg: &StorageConfig,
     now_ms: i64,
     paced: bool,
+    via: Via<'_>,
 ) -> Result<PassReport, StoreError> {
     let mut report = PassReport::default();
     loop {
-        let n = migrate_step(conn)?;
+        let n = migrate_step(conn, via)?;
         report.old_rows_migrated += n;
         if n == 0 {
             break;
@@ -170,9 +208,9 @@ fn pass(
     for device in devices {
         loop {
             let t = std::time::Instant::now();
-            let (rows, chunks) = compact_step(conn, &device, cutoff)?;
+            let (rows, chunks) = step(conn, via, &device, cutoff)?;
             if expiring {
-                let (c, r, more) = expire_step(conn, cfg, now_ms)?;
+                let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
                 report.chunks_expired += c;
                 report.rollups_expired += r;
                 expiring = more;
@@ -188,54 +226,67 @@ fn pass(
         }
     }
     if expiring {
-        let (c, r) = expire(conn, cfg, now_ms)?;
+        let (c, r) = expire_via(conn, via, cfg, now_ms)?;
         report.chunks_expired += c;
         report.rollups_expired += r;
     }
-    report.other_expired = expire_other(conn, &cfg.other, now_ms)?;
+    report.other_expired = expire_other(conn, via, &cfg.other, now_ms)?;
     Ok(report)
 }
 
 /// Moves up to `STEP_HEAD_ROWS` head rows of `device` whose samples all precede
-/// `cutoff` into their device-hour chunks and rollups, in one transaction.
-/// Returns (head rows moved, chunks written).
-///
-/// The work is read and computed first, outside SQLite's write lock (decoding the
-/// head rows and existing chunks, encoding the merged chunks and rollups), then
-/// written in one `BEGIN IMMEDIATE` transaction that first checks that what was read
-/// is unchanged (the head rows still there, the chunk and day-rollup blobs
-/// byte-equal); if anything changed (a device removed meanwhile), the step is redone
-/// under the lock. The ingest writer so waits only for the writes, never for the
-/// encoding (bench7 brief). A deferred transaction that read first and wrote later
-/// would also fail with SQLITE_BUSY whenever the writer had committed in between —
-/// under ingest, nearly always — and SQLite's busy handler cannot retry that.
+/// `cutoff` into their device-hour chunks and rollups, in one transaction of `conn`.
+/// Returns (head rows moved, chunks written). For tools and tests: the collector's
+/// maintenance thread has the store writer do the writes (see [`Via`]).
 pub fn compact_step(
     conn: &mut Connection,
     device: &str,
     cutoff: i64,
 ) -> Result<(u64, u64), StoreError> {
-    let plan = {
-        let tx = conn.transaction()?;
-        let plan = plan_step(&tx, device, cutoff)?;
-        tx.commit()?;
-        plan
-    };
-    if plan.ids.is_empty() {
-        return Ok((0, 0));
-    }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let plan = if still_current(&tx, device, &plan)? {
-        plan
-    } else {
-        let again = plan_step(&tx, device, cutoff)?;
-        if again.ids.is_empty() {
+    step(conn, Via::Own, device, cutoff)
+}
+
+/// Times a step is planned again when what it was planned from changed before its
+/// writes ran (a device removed meanwhile: the next plan finds nothing).
+const STALE_TRIES: usize = 3;
+
+/// One compaction step. The work is read and computed first, outside any write
+/// lock (decoding the head rows and existing chunks, encoding the merged chunks and
+/// rollups); the writes then run only if what was read is unchanged (the head rows
+/// still there, the chunk and day-rollup blobs byte-equal), else the step is planned
+/// again. The ingest writer so never waits for the encoding (bench7 brief).
+fn step(
+    conn: &mut Connection,
+    via: Via<'_>,
+    device: &str,
+    cutoff: i64,
+) -> Result<(u64, u64), StoreError> {
+    for _ in 0..STALE_TRIES {
+        let plan = {
+            let tx = conn.transaction()?;
+            let plan = plan_step(&tx, device, cutoff)?;
+            tx.commit()?;
+            plan
+        };
+        if plan.ids.is_empty() {
             return Ok((0, 0));
         }
-        again
-    };
-    apply_plan(&tx, device, &plan)?;
-    tx.commit()?;
-    Ok((plan.ids.len() as u64, plan.chunks.len() as u64))
+        let moved = (plan.ids.len() as u64, plan.chunks.len() as u64);
+        let dev = device.to_owned();
+        let applied = write_step(conn, via, move |tx| {
+            if !still_current(tx, &dev, &plan)? {
+                return Ok(false);
+            }
+            apply_plan(tx, &dev, &plan)?;
+            Ok(true)
+        })?;
+        if applied {
+            return Ok(moved);
+        }
+    }
+    Err(StoreError::CommitFailed(format!(
+        "device {device}: its head rows or chunks changed under {STALE_TRIES} compaction attempts in a row"
+    )))
 }
 
 /// What one compaction step writes, and the blobs it was computed from.
@@ -360,11 +411,7 @@ fn still_current(conn: &Connection, device: &str, plan: &StepPlan) -> Result<boo
 }
 
 /// Writes the chunks and rollups of `plan` and deletes its head rows.
-fn apply_plan(
-    tx: &rusqlite::Transaction<'_>,
-    device: &str,
-    plan: &StepPlan,
-) -> Result<(), StoreError> {
+fn apply_plan(tx: &Connection, device: &str, plan: &StepPlan) -> Result<(), StoreError> {
     for h in &plan.chunks {
         tx.prepare_cached(
             "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, ?3, ?4)
@@ -448,7 +495,7 @@ fn merge_hour(
 }
 
 fn write_rollup_blob(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     tier: i64,
     device: &str,
     start: i64,
@@ -467,10 +514,11 @@ fn write_rollup_blob(
 /// issue 17 item 4) into the head, one head row per series run, in one transaction;
 /// compaction then takes them into chunks like any batch. Returns the rows moved
 /// (0: the upgrade is complete).
-pub(crate) fn migrate_step(conn: &mut Connection) -> Result<u64, StoreError> {
-    // IMMEDIATE: a deferred transaction that reads first could not take the write
-    // lock once the ingest writer committed in between (SQLITE_BUSY, not retried).
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+pub(crate) fn migrate_step(conn: &mut Connection, via: Via<'_>) -> Result<u64, StoreError> {
+    write_step(conn, via, migrate_rows)
+}
+
+fn migrate_rows(tx: &Connection) -> Result<u64, StoreError> {
     let rows: Vec<(i64, i64, f64, String)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT o.series_id, o.ts_ms, o.value, coalesce(s.device_id, '')
@@ -509,21 +557,29 @@ pub(crate) fn migrate_step(conn: &mut Connection) -> Result<u64, StoreError> {
         "DELETE FROM samples_old WHERE (series_id, ts_ms) <= (?1, ?2)",
         params![last_sid, last_ts],
     )?;
-    tx.commit()?;
     Ok(moved as u64)
 }
 
 /// Expires whole chunks and rollup blobs older than their tier's retention, a few
 /// rows per transaction (never one long DELETE that would stall the writer).
-/// Returns (chunks expired, rollup blobs expired).
+/// Returns (chunks expired, rollup blobs expired). Writes on `conn` (tools, tests).
 pub fn expire(
     conn: &mut Connection,
     cfg: &StorageConfig,
     now_ms: i64,
 ) -> Result<(u64, u64), StoreError> {
+    expire_via(conn, Via::Own, cfg, now_ms)
+}
+
+fn expire_via(
+    conn: &mut Connection,
+    via: Via<'_>,
+    cfg: &StorageConfig,
+    now_ms: i64,
+) -> Result<(u64, u64), StoreError> {
     let (mut chunks, mut rollups) = (0, 0);
     loop {
-        let (c, r, more) = expire_step(conn, cfg, now_ms)?;
+        let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
         chunks += c;
         rollups += r;
         if !more {
@@ -533,10 +589,11 @@ pub fn expire(
 }
 
 /// One bounded step of [`expire`]: up to [`STEP_EXPIRE_ROWS`] chunks and as many
-/// blobs of each rollup tier, each in its own statement (an autocommit transaction).
+/// blobs of each rollup tier, in one transaction.
 /// Returns (chunks expired, rollup blobs expired, whether a table may have more).
 fn expire_step(
     conn: &mut Connection,
+    via: Via<'_>,
     cfg: &StorageConfig,
     now_ms: i64,
 ) -> Result<(u64, u64, bool), StoreError> {
@@ -544,6 +601,17 @@ fn expire_step(
     let raw_before = now_ms - ms(cfg.raw_retention) - CHUNK_MS;
     let r5_before = now_ms - ms(cfg.rollup_5m_retention) - CHUNK_MS;
     let r1_before = now_ms - ms(cfg.rollup_1h_retention) - DAY_MS;
+    write_step(conn, via, move |tx| {
+        expire_blobs(tx, raw_before, r5_before, r1_before)
+    })
+}
+
+fn expire_blobs(
+    conn: &Connection,
+    raw_before: i64,
+    r5_before: i64,
+    r1_before: i64,
+) -> Result<(u64, u64, bool), StoreError> {
     let chunks = conn
         .prepare_cached(
             "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE start_ms <= ?1 LIMIT ?2)",
@@ -567,14 +635,19 @@ fn expire_step(
 /// Deletes, in bounded transactions, the rows that `delete` (a statement taking the
 /// cutoff as ?1 and the batch size as ?2) finds, until a step deletes less than a
 /// full batch. Returns the rows deleted.
-fn expire_table(conn: &mut Connection, delete: &str, cutoff: i64) -> Result<u64, StoreError> {
+fn expire_table(
+    conn: &mut Connection,
+    via: Via<'_>,
+    delete: &'static str,
+    cutoff: i64,
+) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let tx = conn.transaction()?;
-        let n = tx
-            .prepare_cached(delete)?
-            .execute(params![cutoff, STEP_EXPIRE_OTHER])? as u64;
-        tx.commit()?;
+        let n = write_step(conn, via, move |tx| {
+            Ok(tx
+                .prepare_cached(delete)?
+                .execute(params![cutoff, STEP_EXPIRE_OTHER])? as u64)
+        })?;
         total += n;
         if n < STEP_EXPIRE_OTHER as u64 {
             return Ok(total);
@@ -584,11 +657,25 @@ fn expire_table(conn: &mut Connection, delete: &str, cutoff: i64) -> Result<u64,
 
 /// Patch reports older than `cutoff`, [`STEP_EXPIRE_OTHER`] a transaction, with the
 /// updates they listed; each device's latest report and latest successful one stay.
-fn expire_patch_reports(conn: &mut Connection, cutoff: i64) -> Result<u64, StoreError> {
+fn expire_patch_reports(
+    conn: &mut Connection,
+    via: Via<'_>,
+    cutoff: i64,
+) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        // IMMEDIATE: it reads before it deletes (see migrate_step).
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = write_step(conn, via, move |tx| expire_patch_batch(tx, cutoff))?;
+        total += n;
+        if n < STEP_EXPIRE_OTHER as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// One batch of [`expire_patch_reports`]; it reads before it deletes, with the
+/// write lock held.
+fn expire_patch_batch(tx: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+    {
         let keys: Vec<(String, i64)> = tx
             .prepare_cached(
                 "SELECT p.device_id, p.seq FROM patch_reports p
@@ -613,11 +700,7 @@ fn expire_patch_reports(conn: &mut Connection, cutoff: i64) -> Result<u64, Store
                 report.execute(params![device, seq])?;
             }
         }
-        tx.commit()?;
-        total += keys.len() as u64;
-        if keys.len() < STEP_EXPIRE_OTHER as usize {
-            return Ok(total);
-        }
+        Ok(keys.len() as u64)
     }
 }
 
@@ -630,19 +713,22 @@ fn expire_patch_reports(conn: &mut Connection, cutoff: i64) -> Result<u64, Store
 /// each device and is never expired.
 pub(crate) fn expire_other(
     conn: &mut Connection,
+    via: Via<'_>,
     cfg: &OtherRetention,
     now_ms: i64,
 ) -> Result<OtherExpired, StoreError> {
     let before = |d: Duration| now_ms.saturating_sub(ms(d));
-    let patch_reports = expire_patch_reports(conn, before(cfg.patch_reports))?;
+    let patch_reports = expire_patch_reports(conn, via, before(cfg.patch_reports))?;
     let inventory_changes = expire_table(
         conn,
+        via,
         "DELETE FROM inventory_changes WHERE rowid IN
            (SELECT rowid FROM inventory_changes WHERE time_ms < ?1 LIMIT ?2)",
         before(cfg.inventory_changes),
     )?;
     let alert_history = expire_table(
         conn,
+        via,
         "DELETE FROM alert_history WHERE id IN
            (SELECT h.id FROM alert_history h WHERE h.at_ms < ?1
               AND h.at_ms < (SELECT max(at_ms) FROM alert_history l WHERE l.instance_id = h.instance_id)
@@ -651,6 +737,7 @@ pub(crate) fn expire_other(
     )?;
     let notify_log = expire_table(
         conn,
+        via,
         "DELETE FROM notify_log WHERE id IN
            (SELECT l.id FROM notify_log l JOIN notify_outbox o ON o.id = l.outbox_id
             WHERE l.at_ms < ?1 AND o.status <> 'pending' LIMIT ?2)",
@@ -664,12 +751,15 @@ pub(crate) fn expire_other(
     })
 }
 
-/// Starts the maintenance thread on its own connection to `db`; it runs a pass at
-/// start and every `cfg.interval`, and stops when `stop` is dropped or sent to.
+/// Starts the maintenance thread on its own read-only connection to `db`; its
+/// writes go to the store writer through `writer`. It runs a pass at start and
+/// every `cfg.interval`, and stops when `stop` is dropped or sent to, or when the
+/// writer has stopped.
 pub(crate) fn spawn(
     db: &Path,
     cfg: StorageConfig,
     stop: std::sync::mpsc::Receiver<()>,
+    writer: MaintenanceHandle,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     if !cfg.enabled {
         tracing::warn!(
@@ -684,7 +774,7 @@ pub(crate) fn spawn(
                 StoreError::CommitFailed(format!("cannot start the store maintenance thread: {e}"))
             });
     }
-    let mut conn = super::open(db)?;
+    let mut conn = super::open_read_only(db)?;
     std::thread::Builder::new()
         .name("store-compact".into())
         .spawn(move || {
@@ -698,7 +788,7 @@ pub(crate) fn spawn(
             loop {
                 let now = tandem_proto::util::now_ms();
                 let t0 = std::time::Instant::now();
-                match run_pass_paced(&mut conn, &cfg, now) {
+                match run_pass_paced(&mut conn, &cfg, now, &writer) {
                     Ok(r) if r != PassReport::default() => tracing::info!(
                         took_ms = t0.elapsed().as_millis() as u64,
                         head_rows = r.head_rows_compacted,
@@ -713,6 +803,8 @@ pub(crate) fn spawn(
                         "store maintenance pass"
                     ),
                     Ok(_) => {}
+                    // The collector is stopping; whatever step was queued is committed.
+                    Err(StoreError::WriterGone) => break,
                     Err(e) => {
                         // With its causes ("database error: database is locked").
                         let mut msg = e.to_string();
@@ -789,6 +881,66 @@ mod tests {
             n("SELECT count(*) FROM chunks WHERE device_id = 'old'"),
             0,
             "the expired chunks waited for the whole compaction backlog"
+        );
+    }
+
+    /// In the collector the maintenance connection only reads: every write of a
+    /// pass (compaction, retention) goes to the store writer, inside its group
+    /// transactions. The pass here runs on a read-only connection, so a write of
+    /// its own would fail ("attempt to write a readonly database").
+    #[test]
+    fn a_pass_through_the_writer_compacts_and_expires_on_a_read_only_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = crate::store::open(&path).unwrap();
+        let now = tandem_proto::util::now_ms();
+        let hour = chunk::floor(now, CHUNK_MS) - 3 * CHUNK_MS;
+        let ids: Vec<i64> = (1..=5).collect();
+        for d in ["a", "b"] {
+            for k in 0..3 {
+                head_row(&conn, d, &ids, hour + k * 10_000);
+            }
+        }
+        let old = chunk::floor(now, CHUNK_MS) - 20 * DAY_MS;
+        for k in 0..100 {
+            conn.execute(
+                "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES ('old', ?1, 1, x'00')",
+                [old + k * CHUNK_MS],
+            )
+            .unwrap();
+        }
+        let (w, t) = crate::store::writer::Writer::spawn(
+            conn,
+            crate::store::writer::WriterConfig::default(),
+        )
+        .unwrap();
+        let mut ro = crate::store::open_read_only(&path).unwrap();
+        assert!(
+            ro.execute("DELETE FROM chunks WHERE 0", []).is_err(),
+            "the maintenance connection of this test can write"
+        );
+        let m = w.maintenance();
+        let r = pass(
+            &mut ro,
+            &StorageConfig::default(),
+            now,
+            false,
+            Via::Writer(&m),
+        )
+        .unwrap();
+        assert_eq!(r.head_rows_compacted, 6);
+        assert_eq!(r.chunks_written, 2);
+        assert_eq!(r.chunks_expired, 100);
+        assert!(w.stats.commits.load(Ordering::Relaxed) >= 3);
+        drop(w);
+        t.join();
+        let conn = crate::store::open(&path).unwrap();
+        let n = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(n("SELECT count(*) FROM head"), 0);
+        assert_eq!(n("SELECT count(*) FROM chunks WHERE device_id = 'old'"), 0);
+        assert_eq!(
+            n("SELECT sum(n_values) FROM chunks WHERE device_id IN ('a', 'b')"),
+            2 * 3 * 5
         );
     }
 

@@ -402,7 +402,7 @@ async fn old_row_per_value_layout_upgrades_in_bounded_steps_without_loss() {
     // Bounded steps: each moves at most 20,000 rows.
     let mut steps = 0;
     loop {
-        let n = compact::migrate_step(&mut conn).unwrap();
+        let n = compact::migrate_step(&mut conn, compact::Via::Own).unwrap();
         assert!(n <= 20_000);
         if n == 0 {
             break;
@@ -558,7 +558,7 @@ fn other_tables_expire_exactly_at_their_cutoffs_and_keep_the_latest() {
         drop(log);
         tx.commit().unwrap();
     }
-    let r = compact::expire_other(&mut conn, &cfg, now).unwrap();
+    let r = compact::expire_other(&mut conn, compact::Via::Own, &cfg, now).unwrap();
     assert_eq!(r.patch_reports, old as u64 + 1, "{r:?}");
     assert_eq!(r.inventory_changes, old as u64, "{r:?}");
     assert_eq!(r.alert_history, 2, "{r:?}");
@@ -604,6 +604,6 @@ fn other_tables_expire_exactly_at_their_cutoffs_and_keep_the_latest() {
         [1_000_000_000_000 + log_cut, 2_000_000_000_000 + log_cut - 5]
     );
     // A second pass finds nothing more.
-    let again = compact::expire_other(&mut conn, &cfg, now).unwrap();
+    let again = compact::expire_other(&mut conn, compact::Via::Own, &cfg, now).unwrap();
     assert_eq!(again, compact::OtherExpired::default());
 }
