@@ -158,6 +158,7 @@ struct RawStore {
     rollup_1h_retention_days: Option<Spanned<i64>>,
     compact_interval_secs: Option<Spanned<i64>>,
     compact_grace_secs: Option<Spanned<i64>>,
+    compact_values_per_sec: Option<Spanned<i64>>,
     compaction: Option<Spanned<bool>>,
     // store2 brief (issue 17): retention of the other tables
     patch_report_retention_days: Option<Spanned<i64>>,
@@ -355,6 +356,14 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         86_400,
         300,
     );
+    let compact_rate = ranged(
+        &mut p,
+        &st.compact_values_per_sec,
+        "compact_values_per_sec",
+        10_000,
+        1_000_000_000,
+        crate::store::compact::DEFAULT_VALUES_PER_SEC as i64,
+    );
     if let Some(s) = &st.rollup_5m_retention_days
         && r5_days < raw_days
     {
@@ -398,6 +407,7 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         rollup_1h_retention: days(r1_days),
         interval: Duration::from_secs(compact_every as u64),
         grace: Duration::from_secs(grace as u64),
+        values_per_sec: compact_rate as u64,
         other,
         enabled: st.compaction.as_ref().is_none_or(|c| *c.get_ref()),
     };
@@ -550,6 +560,21 @@ mod tests {
         );
         let e = parse(Path::new("c.toml"), "[store]\nraw_retention_days = 0\n").unwrap_err();
         assert!(e.problems[0].contains("raw_retention_days = 0"), "{e}");
+        // Compaction's pace (issue 17).
+        assert_eq!(c.storage.values_per_sec, 200_000);
+        let c = parse(
+            Path::new("c.toml"),
+            "[store]\ncompact_values_per_sec = 50000\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.values_per_sec, 50_000);
+        let e = parse(
+            Path::new("c.toml"),
+            "[store]\ncompact_values_per_sec = 10\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:2:"), "{e}");
+        assert!(e.problems[0].contains("compact_values_per_sec = 10"), "{e}");
     }
 
     // store2 brief (issue 17)

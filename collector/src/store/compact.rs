@@ -38,6 +38,8 @@ pub struct StorageConfig {
     /// An hour is compacted once it ended this long ago (late batches of a closed
     /// hour are merged into its chunk later all the same).
     pub grace: Duration,
+    /// At most this many values are compacted a second (`compact_values_per_sec`).
+    pub values_per_sec: u64,
     /// The other tables (see [`expire_other`]).
     pub other: OtherRetention,
     /// `[store] compaction = false` turns the maintenance thread off: no
@@ -85,11 +87,27 @@ impl Default for StorageConfig {
             rollup_1h_retention: Duration::from_secs(730 * DAY),
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(300),
+            values_per_sec: DEFAULT_VALUES_PER_SEC,
             other: OtherRetention::default(),
             enabled: true,
         }
     }
 }
+
+/// The most chunks and rollup blobs a paced pass expires a second. Expiry is
+/// write-heavy (every freed page of a blob goes through the WAL and the checkpoint:
+/// at about 1,300 blobs/s the collector wrote 25 MB/s more, and ingest's p99 ack
+/// latency rose ×1.67 where compaction alone left it at ×1.00; docs/BENCHMARKS.md),
+/// and its steady need is small: 1,000 devices retire about 49,000 blobs a
+/// day (0.6/s), so 64/s is a hundred times that (ten times for 10,000 devices) and
+/// catches up a retention lowered by a week on 1,000 devices in about 90 minutes.
+const EXPIRE_BLOBS_PER_SEC: f64 = 64.0;
+
+/// Compaction's default pace: four times 50,000 values/s of ingest, so a backlog
+/// is caught up at three times real time while compaction's CPU stays a small share
+/// beside ingest (issue 17: at its unbounded pace, about 1.1 M values/s and 6 s of
+/// CPU every 15 s, it moved ingest's p99 ack latency by ×1.6).
+pub const DEFAULT_VALUES_PER_SEC: u64 = 200_000;
 
 /// Head rows taken by one compaction step (one device).
 const STEP_HEAD_ROWS: i64 = 2048;
@@ -105,6 +123,8 @@ pub(crate) const STEP_EXPIRE_OTHER: i64 = 500;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PassReport {
     pub head_rows_compacted: u64,
+    /// Values those head rows held.
+    pub values_compacted: u64,
     pub chunks_written: u64,
     pub old_rows_migrated: u64,
     pub chunks_expired: u64,
@@ -201,22 +221,38 @@ fn pass(
         stmt.query_map([cutoff], |r| r.get(0))?
             .collect::<Result<_, _>>()?
     };
-    // Retention steps go between the compaction steps, one after each, so a long
-    // compaction backlog (after an outage, or while a large old database migrates)
-    // never holds back the expiry that keeps the disk from filling.
+    // Retention steps go between the compaction steps, so a long compaction
+    // backlog (after an outage, or while a large old database migrates) never holds
+    // back the expiry that keeps the disk from filling.
     let mut expiring = true;
+    let started = std::time::Instant::now();
+    let rate = cfg.values_per_sec.max(1) as f64;
+    // A paced pass expires at most EXPIRE_BLOBS_PER_SEC blobs a second: how long
+    // until the next expiry step is due.
+    let expiry_wait = |r: &PassReport| {
+        if !paced {
+            return Duration::ZERO;
+        }
+        let blobs = (r.chunks_expired + r.rollups_expired) as f64;
+        Duration::from_secs_f64(blobs / EXPIRE_BLOBS_PER_SEC).saturating_sub(started.elapsed())
+    };
     for device in devices {
         loop {
             let t = std::time::Instant::now();
-            let (rows, chunks) = step(conn, via, &device, cutoff)?;
-            if expiring {
+            let (rows, chunks, values) = step(conn, via, &device, cutoff)?;
+            if expiring && expiry_wait(&report).is_zero() {
                 let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
                 report.chunks_expired += c;
                 report.rollups_expired += r;
                 expiring = more;
             }
+            report.values_compacted += values;
             if paced {
-                std::thread::sleep(t.elapsed());
+                // At most half of the time (a rest as long as the step), and no more
+                // than `values_per_sec` over the pass.
+                let due = Duration::from_secs_f64(report.values_compacted as f64 / rate);
+                let rest = t.elapsed().max(due.saturating_sub(started.elapsed()));
+                std::thread::sleep(rest);
             }
             report.head_rows_compacted += rows;
             report.chunks_written += chunks;
@@ -225,10 +261,12 @@ fn pass(
             }
         }
     }
-    if expiring {
-        let (c, r) = expire_via(conn, via, cfg, now_ms)?;
+    while expiring {
+        std::thread::sleep(expiry_wait(&report));
+        let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
         report.chunks_expired += c;
         report.rollups_expired += r;
+        expiring = more;
     }
     report.other_expired = expire_other(conn, via, &cfg.other, now_ms)?;
     Ok(report)
@@ -243,7 +281,7 @@ pub fn compact_step(
     device: &str,
     cutoff: i64,
 ) -> Result<(u64, u64), StoreError> {
-    step(conn, Via::Own, device, cutoff)
+    step(conn, Via::Own, device, cutoff).map(|(rows, chunks, _)| (rows, chunks))
 }
 
 /// Times a step is planned again when what it was planned from changed before its
@@ -255,12 +293,13 @@ const STALE_TRIES: usize = 3;
 /// rollups); the writes then run only if what was read is unchanged (the head rows
 /// still there, the chunk and day-rollup blobs byte-equal), else the step is planned
 /// again. The ingest writer so never waits for the encoding (bench7 brief).
+/// Returns (head rows moved, chunks written, values moved).
 fn step(
     conn: &mut Connection,
     via: Via<'_>,
     device: &str,
     cutoff: i64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(u64, u64, u64), StoreError> {
     for _ in 0..STALE_TRIES {
         let plan = {
             let tx = conn.transaction()?;
@@ -269,9 +308,9 @@ fn step(
             plan
         };
         if plan.ids.is_empty() {
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
-        let moved = (plan.ids.len() as u64, plan.chunks.len() as u64);
+        let moved = (plan.ids.len() as u64, plan.chunks.len() as u64, plan.values);
         let dev = device.to_owned();
         let applied = write_step(conn, via, move |tx| {
             if !still_current(tx, &dev, &plan)? {
@@ -293,6 +332,8 @@ fn step(
 struct StepPlan {
     /// Head rows taken.
     ids: Vec<i64>,
+    /// Values they hold.
+    values: u64,
     /// Per hour: the chunk as read (None: none yet), the merged chunk, its values,
     /// and the hour's 5-minute rollup blob with its bucket count.
     chunks: Vec<HourPlan>,
@@ -329,6 +370,7 @@ fn plan_step(conn: &Connection, device: &str, cutoff: i64) -> Result<StepPlan, S
     }
     let mut plan = StepPlan {
         ids,
+        values: values.len() as u64,
         chunks: Vec::new(),
         days: BTreeMap::new(),
     };
@@ -568,18 +610,9 @@ pub fn expire(
     cfg: &StorageConfig,
     now_ms: i64,
 ) -> Result<(u64, u64), StoreError> {
-    expire_via(conn, Via::Own, cfg, now_ms)
-}
-
-fn expire_via(
-    conn: &mut Connection,
-    via: Via<'_>,
-    cfg: &StorageConfig,
-    now_ms: i64,
-) -> Result<(u64, u64), StoreError> {
     let (mut chunks, mut rollups) = (0, 0);
     loop {
-        let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
+        let (c, r, more) = expire_step(conn, Via::Own, cfg, now_ms)?;
         chunks += c;
         rollups += r;
         if !more {
@@ -792,6 +825,7 @@ pub(crate) fn spawn(
                     Ok(r) if r != PassReport::default() => tracing::info!(
                         took_ms = t0.elapsed().as_millis() as u64,
                         head_rows = r.head_rows_compacted,
+                        values = r.values_compacted,
                         chunks = r.chunks_written,
                         old_rows_migrated = r.old_rows_migrated,
                         chunks_expired = r.chunks_expired,
@@ -942,6 +976,63 @@ mod tests {
             n("SELECT sum(n_values) FROM chunks WHERE device_id IN ('a', 'b')"),
             2 * 3 * 5
         );
+    }
+
+    /// The maintenance thread's pace: no more than `values_per_sec` values compacted
+    /// and EXPIRE_BLOBS_PER_SEC blobs expired a second, however much is waiting (an
+    /// unpaced pass does the same work at once).
+    #[test]
+    fn a_paced_pass_keeps_to_its_values_and_blobs_per_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let now = tandem_proto::util::now_ms();
+        let hour = chunk::floor(now, CHUNK_MS) - 3 * CHUNK_MS;
+        let ids: Vec<i64> = (1..=50).collect();
+        for d in ["a", "b"] {
+            for k in 0..30 {
+                head_row(&conn, d, &ids, hour + k * 10_000);
+            }
+        }
+        let cfg = StorageConfig {
+            values_per_sec: 10_000,
+            ..StorageConfig::default()
+        };
+        let t = std::time::Instant::now();
+        let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.values_compacted, 2 * 30 * 50);
+        // 3,000 values at 10,000/s: after the second device's step it rests until 0.3 s.
+        assert!(
+            took >= Duration::from_millis(300),
+            "compaction not paced: {took:?}"
+        );
+        let old = chunk::floor(now, CHUNK_MS) - 20 * DAY_MS;
+        for k in 0..2 * STEP_EXPIRE_ROWS {
+            conn.execute(
+                "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES ('old', ?1, 1, x'00')",
+                [old + k * CHUNK_MS],
+            )
+            .unwrap();
+        }
+        let t = std::time::Instant::now();
+        let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.chunks_expired, 2 * STEP_EXPIRE_ROWS as u64);
+        // 64 chunks a step, a step due every 64 / EXPIRE_BLOBS_PER_SEC s: the third
+        // (finding none left) two such times after the first.
+        let paced = Duration::from_secs_f64(2.0 * STEP_EXPIRE_ROWS as f64 / EXPIRE_BLOBS_PER_SEC);
+        assert!(took >= paced, "expiry not paced: {took:?}");
+        for k in 0..2 * STEP_EXPIRE_ROWS {
+            conn.execute(
+                "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES ('old', ?1, 1, x'00')",
+                [old + k * CHUNK_MS],
+            )
+            .unwrap();
+        }
+        let t = std::time::Instant::now();
+        let r = run_pass(&mut conn, &cfg, now).unwrap();
+        assert_eq!(r.chunks_expired, 2 * STEP_EXPIRE_ROWS as u64);
+        assert!(t.elapsed() < paced, "an unpaced pass waited");
     }
 
     /// bench7 brief: under ingest the writer commits hundreds of times a second. A
