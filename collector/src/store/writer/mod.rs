@@ -9,9 +9,10 @@
 //!
 //! Store maintenance (compaction, retention) writes through here too, as
 //! [`Request::Maintain`] jobs inside the same group transactions: the maintenance
-//! thread only reads and encodes, and never takes SQLite's write lock from the
-//! writer (issue 17: a step that took the lock itself made the writer wait behind a
-//! low-priority thread, and moved ingest's p99 ack latency by about ×1.5).
+//! thread only reads and encodes (on a read-only connection), never holds SQLite's
+//! write lock while the writer waits, and its writes are durable with the writer's
+//! own commit (issue 17; docs/BENCHMARKS.md measures what this and the maintenance
+//! pace did to ingest's p99 ack latency).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
