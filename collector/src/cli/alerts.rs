@@ -1,11 +1,13 @@
 //! `alerts tail|list|ack|silence|silences|unsilence|history`.
 
+use std::fmt::Write as _;
+
 use anyhow::Context;
 use clap::Subcommand;
 
 use super::{
     DataDir, fmt_ms, fmt_until, format_number, now_ms, open_existing_store, open_store_read,
-    parse_duration, require_device, require_tenant, who,
+    parse_duration, print_out, require_device, require_tenant, who,
 };
 use crate::alerts::machine::State;
 use crate::alerts::model::Severity;
@@ -206,11 +208,11 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             };
             let rows = persist::list(&conn, &filter)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
+                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             }
+            let mut out = String::new();
             if rows.is_empty() {
-                println!("no alerts{}", if all { "" } else { " active" });
+                writeln!(out, "no alerts{}", if all { "" } else { " active" })?;
             }
             for r in rows {
                 let mut flags = Vec::new();
@@ -231,7 +233,8 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     (false, true) => format!("{} ({})", r.device_id, r.hostname),
                     (false, false) => format!("{} ({}) {}", r.device_id, r.hostname, r.dimension),
                 };
-                println!(
+                writeln!(
+                    out,
                     "#{:<5} {:<10} {:<8} {:<28} tenant {} {} since {} value {}{}",
                     r.id,
                     r.state,
@@ -246,9 +249,9 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     } else {
                         format!(" [{}]", flags.join(", "))
                     }
-                );
+                )?;
             }
-            Ok(())
+            print_out(&out)
         }
         AlertsCommand::Ack { id, db, by } => {
             let mut conn = open_existing_store(&db.dir()?)?;
@@ -376,11 +379,11 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                 .filter(|r| tenant.is_none() || r.tenant == tenant)
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
+                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             }
+            let mut out = String::new();
             if rows.is_empty() {
-                println!("no silences");
+                writeln!(out, "no silences")?;
             }
             for r in rows {
                 let recurs = match (&r.rrule, &r.tz, r.duration_ms) {
@@ -391,7 +394,8 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     ),
                     _ => String::new(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "#{:<5} {:<9} {} -> {}{recurs}  {}  by {}: {}",
                     r.id,
                     r.status(now),
@@ -400,9 +404,9 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     r.matchers(),
                     r.created_by,
                     r.comment
-                );
+                )?;
             }
-            Ok(())
+            print_out(&out)
         }
         AlertsCommand::Unsilence { id, by, db } => {
             let mut conn = open_existing_store(&db.dir()?)?;
@@ -439,14 +443,15 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             }
             let rows = persist::history(&conn, device.as_deref(), tenant.as_deref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
+                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             }
+            let mut out = String::new();
             if rows.is_empty() {
-                println!("no alert history yet");
+                writeln!(out, "no alert history yet")?;
             }
             for h in rows {
-                println!(
+                writeln!(
+                    out,
                     "{} #{} {} {} {} {:<12} {} -> {} {} value {}{}",
                     fmt_ms(h.at_ms),
                     h.instance_id,
@@ -459,9 +464,9 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                     h.severity.as_deref().unwrap_or("-"),
                     h.value.map_or("-".into(), format_number),
                     if h.suppressed { " (suppressed)" } else { "" }
-                );
+                )?;
             }
-            Ok(())
+            print_out(&out)
         }
     }
 }

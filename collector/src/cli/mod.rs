@@ -283,6 +283,25 @@ fn write_out(mut out: impl std::io::Write, text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// One line of a stream that follows events (`alerts tail`), flushed: whether to go
+/// on. A reader that closed the pipe (`alerts tail | head -3`) ends the stream
+/// cleanly, so the command still revokes its token on the way out; another write
+/// error is said on stderr and ends it too.
+pub(crate) fn print_line(line: &str) -> bool {
+    follow_line(std::io::stdout().lock(), line)
+}
+
+fn follow_line(mut out: impl std::io::Write, line: &str) -> bool {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("cannot write to standard output: {e}; stopping");
+            false
+        }
+    }
+}
+
 /// A number as people read it: whole numbers without decimals, else three
 /// significant digits or one decimal, whichever says more (`70.2`, `0.125`, `1234`).
 pub(crate) fn format_number(v: f64) -> String {
@@ -374,6 +393,21 @@ mod tests {
             err.downcast_ref::<std::io::Error>().map(|e| e.kind()),
             Some(std::io::ErrorKind::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn a_followed_stream_stops_on_a_closed_pipe_or_another_error() {
+        let mut buf = Vec::new();
+        assert!(follow_line(&mut buf, "event"));
+        assert_eq!(buf, b"event\n");
+        assert!(!follow_line(
+            Closed(std::io::ErrorKind::BrokenPipe),
+            "event"
+        ));
+        assert!(!follow_line(
+            Closed(std::io::ErrorKind::PermissionDenied),
+            "event"
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! history): from `--password-file FILE` (its first line; `-` for stdin) or the
 //! environment variable `TANDEM_PASSWORD`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -163,16 +164,18 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { db } => {
             let c = open(&db.dir()?)?;
-            println!("{:<24} {:<14} {:<20} CREATED", "USER", "ROLE", "TENANT");
+            let mut out = format!("{:<24} {:<14} {:<20} CREATED\n", "USER", "ROLE", "TENANT");
             for u in auth::list_users(&c, None).map_err(api)? {
-                println!(
+                writeln!(
+                    out,
                     "{:<24} {:<14} {:<20} {}",
                     u.username,
                     u.role.as_str(),
                     u.tenant.as_deref().unwrap_or("-"),
                     crate::cli::format_ms(u.created_ms)
-                );
+                )?;
             }
+            crate::cli::print_out(&out)?;
         }
         UserCommand::Remove { username, db } => {
             let mut c = open(&db.dir()?)?;

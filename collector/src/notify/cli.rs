@@ -2,6 +2,7 @@
 //! `incidents`, `token create-api`, `alerts tail`): argument types (clap) and their
 //! handlers, kept here so the binary's `main.rs` only dispatches to them.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tandem_proto::util::now_ms;
 
@@ -124,8 +125,9 @@ pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
         NotifyCommand::Log { db, incident } => {
             let store = open_existing_store(&db.dir()?)?;
             let rows = store.delivery_log(incident)?;
+            let mut out = String::new();
             if rows.is_empty() {
-                println!("no deliveries");
+                writeln!(out, "no deliveries")?;
             }
             for r in rows {
                 let attempt = match (r.attempt, r.at_ms, &r.result, &r.answer) {
@@ -134,7 +136,8 @@ pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
                     }
                     _ => "no attempt yet".to_owned(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "#{:<5} incident {:<5} {:<9} {:<8} {:<30} {:<9} {}",
                     r.outbox_id,
                     r.incident_id,
@@ -143,9 +146,9 @@ pub fn notify(cmd: NotifyCommand) -> anyhow::Result<()> {
                     r.recipient,
                     r.status,
                     attempt
-                );
+                )?;
             }
-            Ok(())
+            crate::cli::print_out(&out)
         }
         NotifyCommand::Test { tenant, config } => {
             let cfg = crate::config::load(&config)?;
@@ -207,9 +210,12 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             let store = open_existing_store(&db.dir()?)?;
             let rows = store.incidents(tenant.as_deref(), all)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
+                return crate::cli::print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&rows)?
+                ));
             }
+            let mut out = String::new();
             for i in rows {
                 let host = if i.hostname.is_empty() {
                     &i.device_id
@@ -227,7 +233,8 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
                     ),
                     _ => String::new(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "#{:<5} {:<8} {:<8} {:<24} tenant {} {} opened {}{}{}",
                     i.id,
                     i.state,
@@ -240,9 +247,9 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
                     i.resolved_ms
                         .map(|r| format!(" resolved {}", format_ms(r)))
                         .unwrap_or_default()
-                );
+                )?;
             }
-            Ok(())
+            crate::cli::print_out(&out)
         }
         IncidentsCommand::Ack { id, db, by, note } => {
             let mut store = open_existing_store(&db.dir()?)?;
@@ -389,8 +396,7 @@ pub(crate) fn tail(a: TailArgs<'_>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let r = rt.block_on(async {
         let follow = crate::http::tail::follow(a.url, a.tenant, a.severity, &access, |ev| {
-            println!("{}", crate::http::tail::describe(ev));
-            true
+            crate::cli::print_line(&crate::http::tail::describe(ev))
         });
         // Ctrl-C or SIGTERM ends the tail normally, so the local token is revoked.
         tokio::select! {

@@ -710,3 +710,41 @@ async fn refusals_a_peer_can_repeat_are_logged_once_a_minute() {
     assert_eq!(warn_lines("tls handshake refused"), 1, "{log}");
     assert_eq!(warn_lines("enrollment attempt rate-limited"), 1, "{log}");
 }
+
+/// `tandem-collector alerts list | head -1`: a reader that closed the pipe has what it
+/// wanted, so each listing ends quietly and successfully instead of panicking on the
+/// broken pipe (Rust ignores SIGPIPE). The reader is closed before the command starts,
+/// so every write fails with EPIPE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_into_a_closed_pipe_end_quietly() {
+    let site = Site::new().await.unwrap();
+    site.cli_ok(&["tenant", "create", "acme"]).await;
+    for args in [
+        &["alerts", "list"][..],
+        &["alerts", "list", "--json"],
+        &["alerts", "history"],
+        &["alerts", "silences"],
+        &["notify", "log"],
+        &["user", "list"],
+        &["tenant", "list"],
+        &["device", "list"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(tandem_tests::bin("tandem-collector"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(site.data_dir())
+            .env("RUST_BACKTRACE", "0")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.is_empty(),
+            "{args:?} into a closed pipe: {}\n{err}",
+            out.status
+        );
+    }
+}
