@@ -88,6 +88,10 @@ struct Args {
     /// Expired chunks (and 5-minute rollups) per device before each "on" phase.
     #[arg(long, default_value_t = 2)]
     expired: u32,
+    /// The collector's `[store] compact_values_per_sec` in the "on" phases of
+    /// --compaction-backlog; its default when not given.
+    #[arg(long)]
+    compact_pace: Option<u64>,
     /// Off/on pairs with --compaction-backlog, in ABBA order (off on, on off, ...).
     #[arg(long, default_value_t = 4)]
     alternations: u32,
@@ -279,6 +283,9 @@ impl Phase {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.compact_pace.is_some() && args.compaction_backlog.is_none() {
+        bail!("--compact-pace: only with --compaction-backlog");
+    }
     if args.max_group.is_some() && args.compaction_backlog.is_some() {
         bail!("--max-group: not with --compaction-backlog");
     }
@@ -1213,7 +1220,10 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
             2 * args.alternations,
             if on { "on" } else { "off" }
         );
-        let extra = format!("[store]\ncompaction = {on}\ncompact_interval_secs = 1\n");
+        let compact = args
+            .compact_pace
+            .map_or(String::new(), |v| format!("compact_values_per_sec = {v}\n"));
+        let extra = format!("[store]\ncompaction = {on}\ncompact_interval_secs = 1\n{compact}");
         let mut p = drive(args, site, creds.clone(), &extra).await?;
         site = std::mem::replace(
             &mut p.site,
@@ -1230,7 +1240,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         });
     }
     println!(
-        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order) of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device",
+        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order) of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device; compaction pace {}",
         args.agents,
         args.series,
         args.window,
@@ -1239,7 +1249,14 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         args.warmup_secs,
         devices.len(),
         args.backlog_every,
-        args.expired
+        args.expired,
+        args.compact_pace.map_or_else(
+            || format!(
+                "{} values/s (the default)",
+                tandem_collector::store::compact::DEFAULT_VALUES_PER_SEC
+            ),
+            |v| format!("{v} values/s")
+        )
     );
     println!(
         "  {:<5} {:>4} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>12} {:>9} {:>9} {:>6}",
