@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{
     DataDir, fmt_ms, fmt_until, format_number, now_ms, open_existing_store, open_store_read,
-    parse_duration, print_out, require_device, require_tenant, who,
+    parse_duration, print_json, print_out, require_device, require_tenant, who,
 };
 use crate::alerts::machine::State;
 use crate::alerts::model::Severity;
@@ -208,7 +208,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             };
             let rows = persist::list(&conn, &filter)?;
             if json {
-                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+                return print_json(&rows);
             }
             let mut out = String::new();
             if rows.is_empty() {
@@ -379,7 +379,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
                 .filter(|r| tenant.is_none() || r.tenant == tenant)
                 .collect();
             if json {
-                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+                return print_json(&rows);
             }
             let mut out = String::new();
             if rows.is_empty() {
@@ -443,7 +443,7 @@ pub fn run(command: AlertsCommand) -> anyhow::Result<()> {
             }
             let rows = persist::history(&conn, device.as_deref(), tenant.as_deref())?;
             if json {
-                return print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+                return print_json(&rows);
             }
             let mut out = String::new();
             if rows.is_empty() {

@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::{
     DataDir, age, confirm_typed, format_ms, now_ms, open_db, open_existing_store, open_store_read,
-    print_out, require_device, require_tenant,
+    print_json, print_out, require_device, require_tenant,
 };
 use crate::store::admin;
 use crate::store::api::AdminStore;
@@ -101,7 +101,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<()> {
                 .filter(|d| tenant.as_deref().is_none_or(|t| t == d.tenant))
                 .collect();
             if json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+                print_json(&rows)?;
             } else {
                 print_out(&render_devices(&rows, now_ms()))?;
             }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{age, fmt_ms, now_ms, open_store_read, print_out, require_device};
+use super::{age, fmt_ms, now_ms, open_store_read, print_json, print_out, require_device};
 use crate::store;
 use crate::store::console_query::ConsoleQuery;
 use crate::store::query::MetricQuery;
@@ -198,7 +198,7 @@ pub fn posture(data_dir: &Path, tenant: Option<&str>, json: bool) -> anyhow::Res
         anyhow::bail!("no tenant {t:?} (see `tandem-collector tenant list`)");
     }
     if json {
-        print_out(&format!("{}\n", serde_json::to_string_pretty(&all)?))?;
+        print_json(&all)?;
     } else {
         print_out(&store::posture::summary_text(&all))?;
     }

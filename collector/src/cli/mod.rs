@@ -274,6 +274,11 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     write_out(std::io::stdout().lock(), text)
 }
 
+/// A listing's `--json` form: pretty JSON and a newline, through [`print_out`].
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    print_out(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
 /// [`print_out`] to any writer: a broken pipe is a clean end, any other write
 /// error an error.
 fn write_out(mut out: impl std::io::Write, text: &str) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_out, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_json, print_out, require_tenant};
 use crate::store::admin;
 use crate::store::api::AdminStore;
 
@@ -45,7 +45,7 @@ pub fn run(cmd: SiteCommand) -> anyhow::Result<()> {
             }
             let rows = conn.list_sites(tenant.as_deref())?;
             if json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+                print_json(&rows)?;
             } else {
                 print_out(&render_sites(&rows))?;
             }

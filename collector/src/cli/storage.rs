@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, open_store_read, print_out};
+use super::{DataDir, open_store_read, print_json, print_out};
 use crate::store::console_query::ConsoleQuery;
 
 #[derive(Subcommand)]
@@ -25,7 +25,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
         StorageCommand::Stats { db, json } => {
             let s = open_store_read(&db.dir()?)?.storage_stats()?;
             if json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
+                print_json(&s)?;
             } else {
                 print_out(&s.to_string())?;
             }

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_out, require_tenant};
+use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_json, print_out, require_tenant};
 use crate::store::admin;
 use crate::store::api::AdminStore;
 
@@ -48,7 +48,7 @@ pub fn run(cmd: TenantCommand) -> anyhow::Result<()> {
                 .filter(|t| tenant.as_deref().is_none_or(|n| n == t.name))
                 .collect();
             if json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+                print_json(&rows)?;
             } else {
                 print_out(&render_tenants(&rows))?;
             }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::{
-    DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, print_out, require_tenant,
+    DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, print_json, print_out, require_tenant,
 };
 use crate::config;
 use crate::pki::{self};
@@ -156,7 +156,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
                 .filter(|t| tenant.as_deref().is_none_or(|n| n == t.tenant))
                 .collect();
             if json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+                print_json(&rows)?;
             } else {
                 print_out(&render_tokens(&rows, now_ms()))?;
             }

@@ -210,10 +210,7 @@ pub fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
             let store = open_existing_store(&db.dir()?)?;
             let rows = store.incidents(tenant.as_deref(), all)?;
             if json {
-                return crate::cli::print_out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&rows)?
-                ));
+                return crate::cli::print_json(&rows);
             }
             let mut out = String::new();
             for i in rows {

@@ -835,34 +835,35 @@ pub(crate) fn spawn(
                 let now = tandem_proto::util::now_ms();
                 let t0 = std::time::Instant::now();
                 let pass = run_pass_paced(&mut conn, &cfg, now, &writer);
-                if let Ok(r) = &pass {
-                    for (device, why) in &r.skipped {
-                        // Said once per device (the pass retries it every interval).
-                        if damaged.insert(device.clone()) {
-                            tracing::error!(
-                                device = %device,
-                                error = %why,
-                                "compaction skips this device: some of its stored data cannot be read; its head rows are kept as they are"
-                            );
-                        }
-                    }
-                }
                 match pass {
-                    Ok(r) if r != PassReport::default() => tracing::info!(
-                        devices_skipped = r.skipped.len() as u64,
-                        took_ms = t0.elapsed().as_millis() as u64,
-                        head_rows = r.head_rows_compacted,
-                        values = r.values_compacted,
-                        chunks = r.chunks_written,
-                        old_rows_migrated = r.old_rows_migrated,
-                        chunks_expired = r.chunks_expired,
-                        rollups_expired = r.rollups_expired,
-                        patch_reports_expired = r.other_expired.patch_reports,
-                        inventory_changes_expired = r.other_expired.inventory_changes,
-                        alert_history_expired = r.other_expired.alert_history,
-                        notify_log_expired = r.other_expired.notify_log,
-                        "store maintenance pass"
-                    ),
+                    // A skipped device makes the report differ from the default.
+                    Ok(r) if r != PassReport::default() => {
+                        for (device, why) in &r.skipped {
+                            // Said once per device (the pass retries it every interval).
+                            if damaged.insert(device.clone()) {
+                                tracing::error!(
+                                    device = %device,
+                                    error = %why,
+                                    "compaction skips this device: some of its stored data cannot be read; its head rows are kept as they are"
+                                );
+                            }
+                        }
+                        tracing::info!(
+                            devices_skipped = r.skipped.len() as u64,
+                            took_ms = t0.elapsed().as_millis() as u64,
+                            head_rows = r.head_rows_compacted,
+                            values = r.values_compacted,
+                            chunks = r.chunks_written,
+                            old_rows_migrated = r.old_rows_migrated,
+                            chunks_expired = r.chunks_expired,
+                            rollups_expired = r.rollups_expired,
+                            patch_reports_expired = r.other_expired.patch_reports,
+                            inventory_changes_expired = r.other_expired.inventory_changes,
+                            alert_history_expired = r.other_expired.alert_history,
+                            notify_log_expired = r.other_expired.notify_log,
+                            "store maintenance pass"
+                        );
+                    }
                     Ok(_) => {}
                     // The collector is stopping; whatever step was queued is committed.
                     Err(StoreError::WriterGone) => break,

@@ -649,6 +649,13 @@ async fn certificates_renew_themselves_and_the_agent_outlives_its_first_certific
     )
     .unwrap();
     let collector = site.start_collector("").await.unwrap();
+    let logs = || {
+        format!(
+            "agent log:\n{}\ncollector log:\n{}",
+            agent.log("agent.log"),
+            collector.log()
+        )
+    };
     let before = batches_of(&site, &device);
     wait_for(
         Duration::from_secs(60),
@@ -659,13 +666,7 @@ async fn certificates_renew_themselves_and_the_agent_outlives_its_first_certific
         },
     )
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nagent log:\n{}\ncollector log:\n{}",
-            agent.log("agent.log"),
-            collector.log()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     // The renewed certificate is itself renewed about 10 s after it was issued,
     // which may be after those batches: wait for it rather than race it.
     wait_for(Duration::from_secs(30), "renewals go on", || {
@@ -673,13 +674,7 @@ async fn certificates_renew_themselves_and_the_agent_outlives_its_first_certific
         async move { n >= 2 }
     })
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nagent log:\n{}\ncollector log:\n{}",
-            agent.log("agent.log"),
-            collector.log()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     stop(run).await;
     assert!(collector.terminate().await);
 }
