@@ -159,6 +159,7 @@ struct RawStore {
     compact_interval_secs: Option<Spanned<i64>>,
     compact_grace_secs: Option<Spanned<i64>>,
     compact_values_per_sec: Option<Spanned<i64>>,
+    expire_blobs_per_sec: Option<Spanned<i64>>,
     compaction: Option<Spanned<bool>>,
     // store2 brief (issue 17): retention of the other tables
     patch_report_retention_days: Option<Spanned<i64>>,
@@ -364,6 +365,14 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         1_000_000_000,
         crate::store::compact::DEFAULT_VALUES_PER_SEC as i64,
     );
+    let expire_rate = ranged(
+        &mut p,
+        &st.expire_blobs_per_sec,
+        "expire_blobs_per_sec",
+        1,
+        1_000_000,
+        crate::store::compact::DEFAULT_EXPIRE_BLOBS_PER_SEC as i64,
+    );
     if let Some(s) = &st.rollup_5m_retention_days
         && r5_days < raw_days
     {
@@ -408,6 +417,7 @@ pub(crate) fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
         interval: Duration::from_secs(compact_every as u64),
         grace: Duration::from_secs(grace as u64),
         values_per_sec: compact_rate as u64,
+        expire_blobs_per_sec: expire_rate as u64,
         other,
         enabled: st.compaction.as_ref().is_none_or(|c| *c.get_ref()),
     };
@@ -575,6 +585,13 @@ mod tests {
         .unwrap_err();
         assert!(e.problems[0].starts_with("c.toml:2:"), "{e}");
         assert!(e.problems[0].contains("compact_values_per_sec = 10"), "{e}");
+        // Retention's pace.
+        assert_eq!(c.storage.expire_blobs_per_sec, 64);
+        let c = parse(Path::new("c.toml"), "[store]\nexpire_blobs_per_sec = 8\n").unwrap();
+        assert_eq!(c.storage.expire_blobs_per_sec, 8);
+        let e = parse(Path::new("c.toml"), "[store]\nexpire_blobs_per_sec = 0\n").unwrap_err();
+        assert!(e.problems[0].starts_with("c.toml:2:"), "{e}");
+        assert!(e.problems[0].contains("expire_blobs_per_sec = 0"), "{e}");
     }
 
     // store2 brief (issue 17)

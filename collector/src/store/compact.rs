@@ -40,6 +40,9 @@ pub struct StorageConfig {
     pub grace: Duration,
     /// At most this many values are compacted a second (`compact_values_per_sec`).
     pub values_per_sec: u64,
+    /// At most this many chunks and rollup blobs are expired a second
+    /// (`expire_blobs_per_sec`; see [`DEFAULT_EXPIRE_BLOBS_PER_SEC`]).
+    pub expire_blobs_per_sec: u64,
     /// The other tables (see [`expire_other`]).
     pub other: OtherRetention,
     /// `[store] compaction = false` turns the maintenance thread off: no
@@ -88,20 +91,21 @@ impl Default for StorageConfig {
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(300),
             values_per_sec: DEFAULT_VALUES_PER_SEC,
+            expire_blobs_per_sec: DEFAULT_EXPIRE_BLOBS_PER_SEC,
             other: OtherRetention::default(),
             enabled: true,
         }
     }
 }
 
-/// The most chunks and rollup blobs a paced pass expires a second. Expiry is
+/// The most chunks and rollup blobs a paced pass expires a second by default. Expiry is
 /// write-heavy (every freed page of a blob goes through the WAL and the checkpoint:
 /// at about 1,300 blobs/s the collector wrote 25 MB/s more, and ingest's p99 ack
 /// latency rose ×1.67 where compaction alone left it at ×1.00; docs/BENCHMARKS.md),
 /// and its steady need is small: 1,000 devices retire about 49,000 blobs a
 /// day (0.6/s), so 64/s is a hundred times that (ten times for 10,000 devices) and
 /// catches up a retention lowered by a week on 1,000 devices in about 90 minutes.
-const EXPIRE_BLOBS_PER_SEC: f64 = 64.0;
+pub const DEFAULT_EXPIRE_BLOBS_PER_SEC: u64 = 64;
 
 /// Compaction's default pace: four times 50,000 values/s of ingest, so a backlog
 /// is caught up at three times real time while compaction's CPU stays a small share
@@ -230,14 +234,15 @@ fn pass(
     let mut expiring = true;
     let started = std::time::Instant::now();
     let rate = cfg.values_per_sec.max(1) as f64;
-    // A paced pass expires at most EXPIRE_BLOBS_PER_SEC blobs a second: how long
+    let blob_rate = cfg.expire_blobs_per_sec.max(1) as f64;
+    // A paced pass expires at most `expire_blobs_per_sec` blobs a second: how long
     // until the next expiry step is due.
     let expiry_wait = |r: &PassReport| {
         if !paced {
             return Duration::ZERO;
         }
         let blobs = (r.chunks_expired + r.rollups_expired) as f64;
-        Duration::from_secs_f64(blobs / EXPIRE_BLOBS_PER_SEC).saturating_sub(started.elapsed())
+        Duration::from_secs_f64(blobs / blob_rate).saturating_sub(started.elapsed())
     };
     for device in devices {
         loop {
@@ -1054,7 +1059,7 @@ mod tests {
     }
 
     /// The maintenance thread's pace: no more than `values_per_sec` values compacted
-    /// and EXPIRE_BLOBS_PER_SEC blobs expired a second, however much is waiting (an
+    /// and `expire_blobs_per_sec` blobs expired a second, however much is waiting (an
     /// unpaced pass does the same work at once).
     #[test]
     fn a_paced_pass_keeps_to_its_values_and_blobs_per_second() {
@@ -1093,9 +1098,11 @@ mod tests {
         let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
         let took = t.elapsed();
         assert_eq!(r.chunks_expired, 2 * STEP_EXPIRE_ROWS as u64);
-        // 64 chunks a step, a step due every 64 / EXPIRE_BLOBS_PER_SEC s: the third
+        // 64 chunks a step, a step due every 64 / expire_blobs_per_sec s: the third
         // (finding none left) two such times after the first.
-        let paced = Duration::from_secs_f64(2.0 * STEP_EXPIRE_ROWS as f64 / EXPIRE_BLOBS_PER_SEC);
+        let paced = Duration::from_secs_f64(
+            2.0 * STEP_EXPIRE_ROWS as f64 / cfg.expire_blobs_per_sec as f64,
+        );
         assert!(took >= paced, "expiry not paced: {took:?}");
         for k in 0..2 * STEP_EXPIRE_ROWS {
             conn.execute(

@@ -92,6 +92,10 @@ struct Args {
     /// --compaction-backlog; its default when not given.
     #[arg(long)]
     compact_pace: Option<u64>,
+    /// The collector's `[store] expire_blobs_per_sec` in the "on" phases of
+    /// --compaction-backlog; its default when not given.
+    #[arg(long)]
+    expire_pace: Option<u64>,
     /// Off/on pairs with --compaction-backlog, in ABBA order (off on, on off, ...).
     #[arg(long, default_value_t = 4)]
     alternations: u32,
@@ -285,6 +289,9 @@ impl Phase {
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.compact_pace.is_some() && args.compaction_backlog.is_none() {
         bail!("--compact-pace: only with --compaction-backlog");
+    }
+    if args.expire_pace.is_some() && args.compaction_backlog.is_none() {
+        bail!("--expire-pace: only with --compaction-backlog");
     }
     if args.max_group.is_some() && args.compaction_backlog.is_some() {
         bail!("--max-group: not with --compaction-backlog");
@@ -1223,7 +1230,12 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         let compact = args
             .compact_pace
             .map_or(String::new(), |v| format!("compact_values_per_sec = {v}\n"));
-        let extra = format!("[store]\ncompaction = {on}\ncompact_interval_secs = 1\n{compact}");
+        let expire = args
+            .expire_pace
+            .map_or(String::new(), |v| format!("expire_blobs_per_sec = {v}\n"));
+        let extra = format!(
+            "[store]\ncompaction = {on}\ncompact_interval_secs = 1\n{compact}{expire}"
+        );
         let mut p = drive(args, site, creds.clone(), &extra).await?;
         site = std::mem::replace(
             &mut p.site,
@@ -1240,7 +1252,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         });
     }
     println!(
-        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order) of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device; compaction pace {}",
+        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order) of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device; compaction pace {}, retention pace {}",
         args.agents,
         args.series,
         args.window,
@@ -1256,6 +1268,13 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
                 tandem_collector::store::compact::DEFAULT_VALUES_PER_SEC
             ),
             |v| format!("{v} values/s")
+        ),
+        args.expire_pace.map_or_else(
+            || format!(
+                "{} blobs/s (the default)",
+                tandem_collector::store::compact::DEFAULT_EXPIRE_BLOBS_PER_SEC
+            ),
+            |v| format!("{v} blobs/s")
         )
     );
     println!(
