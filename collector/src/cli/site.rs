@@ -2,7 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{DataDir, format_ms, now_ms, open_db, open_store_read, print_json, print_out, require_tenant};
+use super::{
+    DataDir, format_ms, now_ms, open_db, open_store_read, print_json, print_out, require_tenant,
+};
 use crate::store::admin;
 use crate::store::api::AdminStore;
 

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::{
-    DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, print_json, print_out, require_tenant,
+    DataDir, format_ms, now_ms, open_db, open_store_read, parse_duration, print_json, print_out,
+    require_tenant,
 };
 use crate::config;
 use crate::pki::{self};

@@ -1233,9 +1233,8 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         let expire = args
             .expire_pace
             .map_or(String::new(), |v| format!("expire_blobs_per_sec = {v}\n"));
-        let extra = format!(
-            "[store]\ncompaction = {on}\ncompact_interval_secs = 1\n{compact}{expire}"
-        );
+        let extra =
+            format!("[store]\ncompaction = {on}\ncompact_interval_secs = 1\n{compact}{expire}");
         let mut p = drive(args, site, creds.clone(), &extra).await?;
         site = std::mem::replace(
             &mut p.site,

@@ -46,9 +46,25 @@ async fn device_check_patches_runs_a_check_now_and_waits_for_an_offline_device()
             .contains("collector asked for a patch check now")
     );
 
-    // Asked while the agent is down: delivered when it connects again.
+    // Asked while the agent is down: delivered when it connects again. The
+    // collector must have taken the request in before the agent restarts: its
+    // start-up patch report would otherwise answer the request first, and an
+    // answered request is rightly never sent (the CI run of 2026-12-04 saw that).
     assert!(agent.terminate().await, "agent stops cleanly");
     site.cli_ok(&["device", "check-patches", "patchy"]).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the collector to take in the request for the offline device",
+        || {
+            let n = collector
+                .log()
+                .matches("asking the device to check its patches")
+                .count();
+            async move { n >= 2 }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log()));
     let before = patch_reports(&site, "patchy");
     let agent = AgentProc::start(&dir).await;
     wait_for(
