@@ -99,6 +99,12 @@ struct Args {
     /// Off/on pairs with --compaction-backlog, in ABBA order (off on, on off, ...).
     #[arg(long, default_value_t = 4)]
     alternations: u32,
+    /// With --compaction-backlog: one "off" phase before the pairs, printed but left
+    /// out of every ratio. The first pair's off phase otherwise runs on the database
+    /// at its smallest, before the first on phase has grown it (its p99 is the run's
+    /// lowest, so the first pair's ratio is the run's highest).
+    #[arg(long)]
+    warm_phase: bool,
     /// Encode and gzip this many batches per agent before connecting, and send those
     /// bytes while measuring (`tandem_tests::precoded`): the same wire, but loadgen no
     /// longer spends the shared cores on encoding and gzip, which a real fleet does on
@@ -292,6 +298,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.expire_pace.is_some() && args.compaction_backlog.is_none() {
         bail!("--expire-pace: only with --compaction-backlog");
+    }
+    if args.warm_phase && args.compaction_backlog.is_none() {
+        bail!("--warm-phase: only with --compaction-backlog");
     }
     if args.max_group.is_some() && args.compaction_backlog.is_some() {
         bail!("--max-group: not with --compaction-backlog");
@@ -1168,12 +1177,16 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         after: (i64, i64, i64, i64),
     }
     let mut rows: Vec<Row> = Vec::new();
-    for i in 0..2 * args.alternations {
+    let mut warm: Option<Row> = None;
+    let warm_phases = u32::from(args.warm_phase);
+    for n in 0..2 * args.alternations + warm_phases {
+        let warming = n < warm_phases;
+        let i = n.saturating_sub(warm_phases);
         // Pairs in ABBA order (off on, on off, off on, ...): the database grows over
         // the run and the off phases' p99 with it (2.5 -> 6.5 ms in the 08:21 run of
         // docs/BENCHMARKS.md), so always measuring "on" second weighed that growth
         // against it.
-        let on = (i % 2 == 1) == ((i / 2) % 2 == 0);
+        let on = !warming && (i % 2 == 1) == ((i / 2) % 2 == 0);
         if on {
             // This phase's own backlog: hours not used before, and expired blobs.
             let k = (i / 2) as i64;
@@ -1221,12 +1234,16 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         tandem_collector::store::open(&db_path)?
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         let before = left(&site);
-        eprintln!(
-            "phase {} of {}: compaction {}",
-            i + 1,
-            2 * args.alternations,
-            if on { "on" } else { "off" }
-        );
+        if warming {
+            eprintln!("warm-up phase (not counted): compaction off");
+        } else {
+            eprintln!(
+                "phase {} of {}: compaction {}",
+                i + 1,
+                2 * args.alternations,
+                if on { "on" } else { "off" }
+            );
+        }
         let compact = args
             .compact_pace
             .map_or(String::new(), |v| format!("compact_values_per_sec = {v}\n"));
@@ -1243,19 +1260,29 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
             },
         );
         let after = left(&site);
-        rows.push(Row {
+        let row = Row {
             on,
             p,
             before,
             after,
-        });
+        };
+        if warming {
+            warm = Some(row);
+        } else {
+            rows.push(row);
+        }
     }
     println!(
-        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order) of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device; compaction pace {}, retention pace {}",
+        "loadgen --compaction-backlog {hours}: {} agents, {} values/batch, window {}, {pace}, {} off/on pairs (ABBA order){} of {} s measured after {} s warm-up (collector restarted each phase); backlog per on phase: {hours} closed h × {} devices × a batch every {} s, {} expired chunks + 5 min rollups per device; compaction pace {}, retention pace {}",
         args.agents,
         args.series,
         args.window,
         args.alternations,
+        if args.warm_phase {
+            " after an uncounted off phase"
+        } else {
+            ""
+        },
         args.secs,
         args.warmup_secs,
         devices.len(),
@@ -1293,10 +1320,15 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         "rollups",
         "errors"
     );
-    for (i, r) in rows.iter().enumerate() {
+    let numbered = warm.iter().map(|r| ("warm".to_string(), r)).chain(
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| ((i + 1).to_string(), r)),
+    );
+    for (i, r) in numbered {
         println!(
             "  {:<5} {:>4} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.1} {:>7.1} {:>11} {:>12} {:>9} {:>9} {:>6}",
-            i + 1,
+            i,
             if r.on { "on" } else { "off" },
             r.p.values as f64 / r.p.elapsed,
             r.p.pct(0.5),
@@ -1313,7 +1345,12 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         );
     }
     println!(
-        "  (head rows / values / chunks / rollups: backlog compacted and blobs expired during the phase, counted in the database before and after it)"
+        "  (head rows / values / chunks / rollups: backlog compacted and blobs expired during the phase, counted in the database before and after it{})",
+        if warm.is_some() {
+            "; the warm phase is in no figure below"
+        } else {
+            ""
+        }
     );
     let pooled = |on: bool| {
         let mut l: Vec<u32> = rows
