@@ -49,6 +49,60 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A TCP port for a process a test starts and names the port in its config (a
+/// collector's HTTP or telemetry listener, an SMTP server, a webhook receiver),
+/// free on every address when handed out.
+///
+/// Ports come from below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768-60999 by default), never from
+/// it: a port taken with `bind(":0")` and released is in that range, and any
+/// outgoing connection of another test running beside it may be given it before
+/// the process binds it. CI of 2026-12-04 failed so ("cannot listen for HTTP on
+/// 0.0.0.0:33029: Address already in use"). Each port is handed out once per
+/// process, from a start that depends on the pid, so two tests or two test
+/// binaries do not get the same one.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = ports_below_ephemeral();
+    let span = u32::from(hi - lo) + 1;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = lo + ((start + n) % span) as u16;
+        // The wildcard bind fails if anything listens on the port on any address.
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {lo}-{hi}");
+}
+
+/// The ports from 10000 to just below the ephemeral range (or above it, if it
+/// starts too low to leave 1,000 below).
+fn ports_below_ephemeral() -> (u16, u16) {
+    ports_outside(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .as_deref(),
+    )
+}
+
+/// [`ports_below_ephemeral`] for the text of `ip_local_port_range` ("32768\t60999").
+fn ports_outside(ephemeral: Option<&str>) -> (u16, u16) {
+    let range = ephemeral.and_then(|s| {
+        let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+        Some((it.next()??, it.next()??))
+    });
+    match range {
+        Some((low, _)) if low > 11_000 => (10_000, low - 1),
+        Some((_, high)) if high < 64_000 => (high + 1, 65_535),
+        // No /proc (Windows: its dynamic range is 49152-65535) or a range that
+        // leaves no room: the range below Linux's default.
+        _ => (10_000, 32_767),
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -909,5 +963,27 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(&self.0)
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_for_test_processes_avoid_the_ephemeral_range() {
+        assert_eq!(ports_outside(Some("32768\t60999\n")), (10_000, 32_767));
+        assert_eq!(ports_outside(Some("1024 30000")), (30_001, 65_535));
+        assert_eq!(ports_outside(Some("1024 65535")), (10_000, 32_767));
+        assert_eq!(ports_outside(Some("junk")), (10_000, 32_767));
+        assert_eq!(ports_outside(None), (10_000, 32_767));
+        let (lo, hi) = ports_below_ephemeral();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &p in &ports {
+            assert!((lo..=hi).contains(&p), "{p} outside {lo}-{hi}");
+            std::net::TcpListener::bind(("0.0.0.0", p)).expect("handed out free");
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tandem_tests::{Site, bin, rss_bytes};
+use tandem_tests::{Site, bin, free_port, rss_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -188,12 +188,6 @@ async fn scrape(port: u16) -> anyhow::Result<(usize, usize)> {
     Ok((body.len(), samples))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Debian's default collectd.conf, with the interval spelled out and its data,
 /// pid file and base directory moved under `dir` (nothing else changed). `dir`'s
 /// path must not contain a component starting with a dot: collectd's rrdtool plugin
@@ -280,7 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut peers: Vec<(Child, &'static str)> = Vec::new();
     let mut ne_port = 0;
     if !args.no_peers {
-        ne_port = free_port()?;
+        ne_port = free_port();
         let listen = format!("--web.listen-address=127.0.0.1:{ne_port}");
         peers.push((
             spawn("prometheus-node-exporter", &[&listen])

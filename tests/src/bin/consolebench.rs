@@ -32,7 +32,7 @@ use rusqlite::params;
 use tandem_collector::http::tail;
 use tandem_collector::store::chunk::{self, CHUNK_MS, DAY_MS};
 use tandem_collector::store::compact;
-use tandem_tests::{Site, Stream, batch, client, now_ms, values_batch};
+use tandem_tests::{Site, Stream, batch, client, free_port, now_ms, values_batch};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure the console's API, the SSE feed and their cost to ingest")]
@@ -303,9 +303,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         root.join("rules/bench.toml"),
         "[[rule]]\nname = \"bench-high\"\nkind = \"threshold\"\nmetric = \"bench.v\"\ncustom_metric = true\ncritical = { above = 50 }\n",
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port();
     let site = Site { dir };
     let collector = site
         .start_collector(&format!(

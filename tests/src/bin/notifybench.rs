@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use tandem_collector::pki;
-use tandem_tests::{Stream, batch, client, cpu_secs, now_ms, values_batch};
+use tandem_tests::{Stream, batch, client, cpu_secs, free_port, now_ms, values_batch};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure notification latency and its cost to ingest")]
@@ -97,9 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = root.join("collector");
     pki::init(&data_dir, &[])?;
     // The SMTP server.
-    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let smtp_port = free_port();
     let maildir = root.join("maildir");
     let mut smtp = tokio::process::Command::new(PYTHON)
         .args([

@@ -6,16 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tandem_tests::{Site, bin, wait_for};
+use tandem_tests::{Site, bin, free_port, wait_for};
 use tokio::process::{Child, Command};
-
-/// A port nothing listens on right now.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 fn spawn(dir: &Path, log: &str, token_env: Option<&str>) -> Child {
     let logf = std::fs::File::create(dir.join(log)).unwrap();

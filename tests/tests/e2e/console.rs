@@ -11,20 +11,12 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use tandem_tests::{Feeder, Site, bin, wait_for};
+use tandem_tests::{Feeder, Site, bin, free_port, wait_for};
 use tokio::process::{Child, Command};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "browser test password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A rule the real agent trips on any machine: some memory is always in use.
 const RULES: &str = r#"

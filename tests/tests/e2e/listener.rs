@@ -12,17 +12,9 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use tandem_collector::http::tail;
-use tandem_tests::{Feeder, Site, bin, wait_for};
+use tandem_tests::{Feeder, Site, bin, free_port, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// This machine's address on its default route (not loopback).
 fn non_loopback_ip() -> std::net::IpAddr {

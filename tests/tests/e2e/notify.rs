@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tandem_tests::{CollectorProc, Feeder, Site, bin, wait_for};
+use tandem_tests::{CollectorProc, Feeder, Site, bin, free_port, wait_for};
 use tokio::process::{Child, Command};
 
 /// The Python with Debian's aiosmtpd (a pyenv shim earlier on PATH may lack it).
 const PYTHON: &str = "/usr/bin/python3";
-
-/// A free loopback port (bound, then released for the process that needs it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A real SMTP server: `python3 -m aiosmtpd` with the Mailbox handler (a maildir).
 struct Smtp {

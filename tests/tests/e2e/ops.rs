@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tandem_tests::{AgentProc, Site, wait_for};
+use tandem_tests::{AgentProc, Site, free_port, wait_for};
 
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
@@ -381,23 +381,13 @@ async fn server_cert_is_reissued_with_a_new_name_under_the_same_ca() {
     assert_eq!(welcome.device_id, "before-rename");
 }
 
-/// Two free loopback ports (bound and released; the collector binds them next).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
 /// Item 10: `token create` refuses an address on the telemetry port (or any port
 /// but the enrollment listener's, unless port-forwarded), and an agent given such a
 /// token anyway says which port it reached and that it is the telemetry port.
 #[tokio::test]
 async fn a_token_aimed_at_the_telemetry_port_is_named_as_such() {
     let site = Site::new().await.unwrap();
-    let (tport, eport) = free_ports();
+    let (tport, eport) = (free_port(), free_port());
     let cfg = site.dir.path().join("collector.toml");
     std::fs::write(
         &cfg,
