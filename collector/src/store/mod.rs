@@ -392,7 +392,13 @@ pub(crate) fn sync_in_lock(conn: &mut Connection) -> rusqlite::Result<()> {
     };
     conn.wal_hook(Some(move |w: &mut rusqlite::hooks::Wal, pages: i32| {
         if pages >= WRITER_FALLBACK_CHECKPOINT_PAGES {
+            let t = std::time::Instant::now();
             let _ = w.checkpoint();
+            tracing::debug!(
+                pages,
+                took_ms = t.elapsed().as_millis() as u64,
+                "the store writer checkpointed the WAL itself"
+            );
         } else if pages >= AUTO_CHECKPOINT_PAGES {
             checkpointer.request();
         }
@@ -433,8 +439,19 @@ impl Checkpointer {
                 while asked.recv().is_ok() {
                     // Passive: copies what it can without waiting for readers or the
                     // writer; the next request finishes the rest.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next commit");
+                    let t = std::time::Instant::now();
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    }) {
+                        Ok((wal, copied)) => tracing::debug!(
+                            wal,
+                            copied,
+                            took_ms = t.elapsed().as_millis() as u64,
+                            "checkpoint thread: passive checkpoint"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next commit")
+                        }
                     }
                 }
             })?;

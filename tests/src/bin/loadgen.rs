@@ -253,6 +253,11 @@ struct Phase {
     /// hypervisor giving this VM's time to other guests: noise this benchmark cannot
     /// remove, so it is printed beside every phase).
     steal: f64,
+    /// Commits in the measured window from the collector's debug log ("slow store
+    /// group commit"): (how many took >= 100 ms in `COMMIT` itself with no
+    /// maintenance job in their group, the slowest `COMMIT` in ms). A `COMMIT` is the
+    /// WAL's fsync, so the first are the disk stalling.
+    commit_stalls: (u32, u64),
     engine_cpu: Option<f64>,
     errors: u64,
     /// Agents that sent all their --pre-encode batches before the measured window ended.
@@ -621,6 +626,9 @@ async fn drive(
     let io0 = write_bytes(pid).unwrap_or(0);
     let stat0 = cpu_times();
     let engine0 = thread_cpu_secs(pid, "alert-engine");
+    let log_path = site.dir.path().join("collector.log");
+    let log_len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let log0 = log_len(&log_path);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -630,6 +638,7 @@ async fn drive(
     let io1 = write_bytes(pid).unwrap_or(0);
     let stat1 = cpu_times();
     let engine1 = thread_cpu_secs(pid, "alert-engine");
+    let log1 = log_len(&log_path);
     measuring.store(false, Ordering::SeqCst);
     let rss = rss_bytes(pid).unwrap_or(0);
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -675,6 +684,7 @@ async fn drive(
         cpu: cpu1 - cpu0,
         written: io1.saturating_sub(io0),
         steal: steal_pct(stat0, stat1),
+        commit_stalls: commit_stalls(&log_path, log0, log1),
         engine_cpu: engine1.zip(engine0).map(|(a, b)| a - b),
         errors: totals.errors.load(Ordering::SeqCst),
         ran_out: totals.ran_out.load(Ordering::SeqCst),
@@ -683,6 +693,44 @@ async fn drive(
         summary,
         site,
     })
+}
+
+/// The median of sorted figures (NaN for none).
+fn median_of_sorted(v: &[f64]) -> f64 {
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// [`Phase::commit_stalls`] from the bytes `from..to` of the collector's log.
+fn commit_stalls(log: &std::path::Path, from: u64, to: u64) -> (u32, u64) {
+    let Ok(bytes) = std::fs::read(log) else {
+        return (0, 0);
+    };
+    let window = &bytes[(from as usize).min(bytes.len())..(to as usize).min(bytes.len())];
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let at = line.find(&format!("{key}="))? + key.len() + 1;
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    let (mut stalls, mut slowest) = (0, 0);
+    for line in String::from_utf8_lossy(window).lines() {
+        if !line.contains("slow store group commit") {
+            continue;
+        }
+        let line = strip_ansi(line);
+        let (Some(commit), Some(maintenance)) =
+            (field(&line, "commit_ms"), field(&line, "maintenance_ms"))
+        else {
+            continue;
+        };
+        slowest = slowest.max(commit);
+        if commit >= 100 && maintenance == 0 {
+            stalls += 1;
+        }
+    }
+    (stalls, slowest)
 }
 
 /// The log line without terminal colour codes (the collector's log is coloured).
@@ -1304,7 +1352,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         )
     );
     println!(
-        "  {:<5} {:>4} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>12} {:>9} {:>9} {:>6}",
+        "  {:<5} {:>4} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>11} {:>12} {:>9} {:>9} {:>6}",
         "phase",
         "mode",
         "values/s",
@@ -1314,6 +1362,8 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         "CPU s",
         "MB/s wr",
         "steal%",
+        "stalls",
+        "commit ms",
         "head rows",
         "values",
         "chunks",
@@ -1327,7 +1377,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
     );
     for (i, r) in numbered {
         println!(
-            "  {:<5} {:>4} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.1} {:>7.1} {:>11} {:>12} {:>9} {:>9} {:>6}",
+            "  {:<5} {:>4} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.1} {:>7.1} {:>7} {:>9} {:>11} {:>12} {:>9} {:>9} {:>6}",
             i,
             if r.on { "on" } else { "off" },
             r.p.values as f64 / r.p.elapsed,
@@ -1337,6 +1387,8 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
             r.p.cpu,
             r.p.written as f64 / 1e6 / r.p.elapsed,
             r.p.steal,
+            r.p.commit_stalls.0,
+            r.p.commit_stalls.1,
             r.before.0 - r.after.0,
             r.before.1 - r.after.1,
             r.before.2 - r.after.2,
@@ -1345,7 +1397,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         );
     }
     println!(
-        "  (head rows / values / chunks / rollups: backlog compacted and blobs expired during the phase, counted in the database before and after it{})",
+        "  (stalls: commits whose COMMIT, the WAL fsync, took >= 100 ms with no maintenance job in their group; commit ms: the slowest COMMIT; head rows / values / chunks / rollups: backlog compacted and blobs expired during the phase, counted in the database before and after it{})",
         if warm.is_some() {
             "; the warm phase is in no figure below"
         } else {
@@ -1392,15 +1444,42 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         })
         .collect();
     pair_ratios.sort_by(f64::total_cmp);
-    let median = match pair_ratios.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => pair_ratios[n / 2],
-        n => (pair_ratios[n / 2 - 1] + pair_ratios[n / 2]) / 2.0,
-    };
+    let median = median_of_sorted(&pair_ratios);
     println!(
         "  per-pair p99 ratios on/off: {}; median {median:.3}",
         pair_ratios
             .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Disk stalls (a COMMIT's fsync taking >= 100 ms with no maintenance in its
+    // group) set a phase's p99 alone, and come in off phases too (runs of
+    // 2026-12-04 evening): how many each mode met, and the pairs that met none.
+    let stalls = |on: bool| -> u32 {
+        rows.iter()
+            .filter(|r| r.on == on)
+            .map(|r| r.p.commit_stalls.0)
+            .sum()
+    };
+    let mut calm: Vec<f64> = rows
+        .chunks(2)
+        .filter(|pair| pair.iter().all(|r| r.p.commit_stalls.0 == 0))
+        .filter_map(|pair| {
+            let on = pair.iter().find(|r| r.on)?;
+            let off = pair.iter().find(|r| !r.on)?;
+            Some(on.p.pct(0.99) / off.p.pct(0.99))
+        })
+        .collect();
+    calm.sort_by(f64::total_cmp);
+    let calm_median = median_of_sorted(&calm);
+    println!(
+        "  disk stalls: {} in off phases, {} in on phases; pairs with none in either phase: {} of {}, p99 ratios {}; median {calm_median:.3}",
+        stalls(false),
+        stalls(true),
+        calm.len(),
+        pair_ratios.len(),
+        calm.iter()
             .map(|r| format!("{r:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
@@ -1438,7 +1517,7 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
-    use super::steal_adjusted;
+    use super::{commit_stalls, median_of_sorted, steal_adjusted};
 
     #[test]
     fn the_steal_adjusted_ratio_recovers_a_known_effect() {
@@ -1465,5 +1544,31 @@ mod tests {
         assert!(steal_adjusted(&pts[..4]).is_none());
         let same: Vec<_> = pts.iter().map(|&(_, d, y)| (d, d, y)).collect();
         assert!(steal_adjusted(&same).is_none());
+    }
+
+    /// Only the window's lines count; a slow commit with maintenance in its group is
+    /// no disk stall, nor one under 100 ms; colour codes are stripped first.
+    #[test]
+    fn disk_stalls_are_counted_in_the_window_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("collector.log");
+        let before = "x DEBUG w: slow store group commit took_ms=900 maintenance_ms=0 commit_ms=900 requests=1\n";
+        let inside = [
+            "x DEBUG w: slow store group commit took_ms=506 maintenance_ms=0 commit_ms=506 requests=1",
+            "x DEBUG w: slow store group commit \x1b[3mtook_ms\x1b[0m\x1b[2m=\x1b[0m150 \x1b[3mmaintenance_ms\x1b[0m\x1b[2m=\x1b[0m0 \x1b[3mcommit_ms\x1b[0m\x1b[2m=\x1b[0m149 requests=2",
+            "x DEBUG w: slow store group commit took_ms=300 maintenance_ms=120 commit_ms=180 requests=3",
+            "x DEBUG w: slow store group commit took_ms=99 maintenance_ms=0 commit_ms=99 requests=1",
+            "x DEBUG w: checkpoint thread: passive checkpoint wal=1000 copied=1000 took_ms=700",
+        ]
+        .join("\n");
+        let after = "\nx DEBUG w: slow store group commit took_ms=800 maintenance_ms=0 commit_ms=800 requests=1\n";
+        std::fs::write(&log, format!("{before}{inside}{after}")).unwrap();
+        let from = before.len() as u64;
+        let to = from + inside.len() as u64;
+        assert_eq!(commit_stalls(&log, from, to), (2, 506));
+        assert_eq!(commit_stalls(&dir.path().join("none"), 0, 10), (0, 0));
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 4.0]), 2.0);
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+        assert!(median_of_sorted(&[]).is_nan());
     }
 }

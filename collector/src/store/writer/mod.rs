@@ -426,6 +426,10 @@ fn commit_group(
     let now = now_ms();
     let mut answers = Vec::with_capacity(group.len());
     let mut values_in_group = 0u64;
+    // Where a slow group's time went (logged at debug level, see SLOW_COMMIT).
+    let started = std::time::Instant::now();
+    let mut maintenance = std::time::Duration::ZERO;
+    let mut commit_took = std::time::Duration::ZERO;
     let result = (|| -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         for (req, _) in group.iter() {
@@ -443,7 +447,12 @@ fn commit_group(
             tx.prepare_cached("SAVEPOINT req")?.execute([])?;
             let cache = &mut state.cache;
             let answer = match req {
-                Request::Maintain(job) => Answer::Maintain(job(&tx)),
+                Request::Maintain(job) => {
+                    let t = std::time::Instant::now();
+                    let a = Answer::Maintain(job(&tx));
+                    maintenance += t.elapsed();
+                    a
+                }
                 Request::Hello { who, facts } => Answer::Hello(write_hello(&tx, who, facts, now)),
                 Request::Batch { device_id, batch } => Answer::Write(
                     write_batch(&tx, cache, device_id, batch, now).map(|(o, n)| {
@@ -487,8 +496,21 @@ fn commit_group(
             }
             answers.push(answer);
         }
-        tx.commit()
+        let t = std::time::Instant::now();
+        let committed = tx.commit();
+        commit_took = t.elapsed();
+        committed
     })();
+    let took = started.elapsed();
+    if took >= SLOW_COMMIT {
+        tracing::debug!(
+            took_ms = took.as_millis() as u64,
+            maintenance_ms = maintenance.as_millis() as u64,
+            commit_ms = commit_took.as_millis() as u64,
+            requests = group.len(),
+            "slow store group commit"
+        );
+    }
 
     match result {
         Ok(()) => {
@@ -555,6 +577,10 @@ fn commit_group(
         }
     }
 }
+
+/// A group that takes this long is logged at debug level with the time its
+/// maintenance jobs and its `COMMIT` took.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn send_answer(reply: Reply, answer: Answer) {
     // A dropped receiver means the stream ended meanwhile; the data is stored anyway
