@@ -109,6 +109,13 @@ impl Drop for CommitTimer {
     }
 }
 
+impl CommitTimer {
+    /// How long since the commit began (the store writer logs slow groups with it).
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+}
+
 /// Starts timing a store commit (`let _t = counters::commit_timer();`).
 pub(crate) fn commit_timer() -> CommitTimer {
     CommitTimer(Instant::now())

@@ -326,15 +326,19 @@ impl Site {
 }
 
 impl Site {
-    /// Makes later `start_collector("")` calls listen on `port` (restart in place).
-    pub fn pin_port(&self, port: u16, extra_toml: &str) {
+    /// Makes later `start_collector("")` calls listen on one telemetry port (restart
+    /// in place), from [`free_port`]: outside the ephemeral range, so no outgoing
+    /// connection takes it while the collector is down. Returns the port.
+    pub fn pin_free_port(&self) -> u16 {
+        let port = free_port();
         std::fs::write(
             self.dir.path().join("collector.toml"),
             format!(
-                "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{extra_toml}"
+                "data_dir = \"collector\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"
             ),
         )
         .expect("write collector.toml");
+        port
     }
 
     /// Provisions an agent with the CLI (`pki issue-agent`) into `<site>/<name>/` and

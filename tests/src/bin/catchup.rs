@@ -21,7 +21,7 @@ use clap::Parser;
 use tandem_agent::spool::{Bounds, Spool};
 use tandem_collector::pki::{self, Validity};
 use tandem_proto::v1::{AgentFrame, MetricBatch, Sample, SeriesKey, agent_frame};
-use tandem_tests::{Site, cpu_secs, free_port, now_ms};
+use tandem_tests::{Site, cpu_secs, now_ms};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -93,9 +93,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ca = pki::load_ca(&data_dir)?;
     let site = Site { dir };
     if args.outage_secs > 0 {
-        // Restarted on the same port after the outage: one outside the ephemeral
-        // range, which the agents' reconnects cannot take as their local port.
-        site.pin_port(free_port(), "");
+        // Restarted on the same port after the outage.
+        site.pin_free_port();
     }
     let first = site.start_collector("").await?;
     let url = first.url();

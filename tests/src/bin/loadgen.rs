@@ -285,15 +285,7 @@ impl Phase {
 
     /// A `key=value` field of the summary line.
     fn summary_field(&self, key: &str) -> Option<String> {
-        let line = self.summary.as_deref()?;
-        let at = line.find(&format!("{key}="))? + key.len() + 1;
-        Some(
-            line[at..]
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        )
+        Some(log_field(self.summary.as_deref()?, key)?.to_string())
     }
 }
 
@@ -704,16 +696,20 @@ fn median_of_sorted(v: &[f64]) -> f64 {
     }
 }
 
+/// The value of a `key=value` field of a (colourless) log line; empty if the line
+/// ends at the `=`.
+fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    Some(line[at..].split_whitespace().next().unwrap_or(""))
+}
+
 /// [`Phase::commit_stalls`] from the bytes `from..to` of the collector's log.
 fn commit_stalls(log: &std::path::Path, from: u64, to: u64) -> (u32, u64) {
     let Ok(bytes) = std::fs::read(log) else {
         return (0, 0);
     };
     let window = &bytes[(from as usize).min(bytes.len())..(to as usize).min(bytes.len())];
-    let field = |line: &str, key: &str| -> Option<u64> {
-        let at = line.find(&format!("{key}="))? + key.len() + 1;
-        line[at..].split_whitespace().next()?.parse().ok()
-    };
+    let field = |line: &str, key: &str| -> Option<u64> { log_field(line, key)?.parse().ok() };
     let (mut stalls, mut slowest) = (0, 0);
     for line in String::from_utf8_lossy(window).lines() {
         if !line.contains("slow store group commit") {
@@ -1435,23 +1431,31 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
     );
     // Each ABBA pair's two phases ran next to each other in time, so they shared the
     // machine's state (CPU steal above all) more closely than phases far apart.
-    let mut pair_ratios: Vec<f64> = rows
-        .chunks(2)
-        .filter_map(|pair| {
-            let on = pair.iter().find(|r| r.on)?;
-            let off = pair.iter().find(|r| !r.on)?;
-            Some(on.p.pct(0.99) / off.p.pct(0.99))
-        })
-        .collect();
-    pair_ratios.sort_by(f64::total_cmp);
-    let median = median_of_sorted(&pair_ratios);
-    println!(
-        "  per-pair p99 ratios on/off: {}; median {median:.3}",
-        pair_ratios
-            .iter()
+    // The p99 ratios on/off of the pairs that `keep` keeps, sorted.
+    let ratios_of = |keep: fn(&[Row]) -> bool| -> Vec<f64> {
+        let mut v: Vec<f64> = rows
+            .chunks(2)
+            .filter(|pair| keep(pair))
+            .filter_map(|pair| {
+                let on = pair.iter().find(|r| r.on)?;
+                let off = pair.iter().find(|r| !r.on)?;
+                Some(on.p.pct(0.99) / off.p.pct(0.99))
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let listed = |v: &[f64]| {
+        v.iter()
             .map(|r| format!("{r:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let pair_ratios = ratios_of(|_| true);
+    println!(
+        "  per-pair p99 ratios on/off: {}; median {:.3}",
+        listed(&pair_ratios),
+        median_of_sorted(&pair_ratios)
     );
     // Disk stalls (a COMMIT's fsync taking >= 100 ms with no maintenance in its
     // group) set a phase's p99 alone, and come in off phases too (runs of
@@ -1462,27 +1466,15 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
             .map(|r| r.p.commit_stalls.0)
             .sum()
     };
-    let mut calm: Vec<f64> = rows
-        .chunks(2)
-        .filter(|pair| pair.iter().all(|r| r.p.commit_stalls.0 == 0))
-        .filter_map(|pair| {
-            let on = pair.iter().find(|r| r.on)?;
-            let off = pair.iter().find(|r| !r.on)?;
-            Some(on.p.pct(0.99) / off.p.pct(0.99))
-        })
-        .collect();
-    calm.sort_by(f64::total_cmp);
-    let calm_median = median_of_sorted(&calm);
+    let calm = ratios_of(|pair| pair.iter().all(|r| r.p.commit_stalls.0 == 0));
     println!(
-        "  disk stalls: {} in off phases, {} in on phases; pairs with none in either phase: {} of {}, p99 ratios {}; median {calm_median:.3}",
+        "  disk stalls: {} in off phases, {} in on phases; pairs with none in either phase: {} of {}, p99 ratios {}; median {:.3}",
         stalls(false),
         stalls(true),
         calm.len(),
         pair_ratios.len(),
-        calm.iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(&calm),
+        median_of_sorted(&calm)
     );
     println!(
         "  CPU steal, mean of phases: off {:.1} %, on {:.1} %",

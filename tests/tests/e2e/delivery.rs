@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tandem_tests::{
-    AgentProc, Site, Stream, batch, client, free_port, last_seq, now_ms, spool_contents, wait_for,
+    AgentProc, Site, Stream, batch, client, last_seq, now_ms, spool_contents, wait_for,
 };
 
 /// A small deterministic PRNG (xorshift), seeded from the clock and printed, so a
@@ -108,10 +108,7 @@ fn assert_exactly_once(site: &Site, dir: &Path) {
 async fn fifty_agents_survive_ten_collector_kills_with_every_sample_stored_once() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    let port = site.pin_free_port();
     let first = site.start_collector("").await.unwrap();
     let url = first.url();
     let mut dirs = Vec::new();
@@ -162,10 +159,7 @@ async fn fifty_agents_survive_ten_collector_kills_with_every_sample_stored_once(
 async fn an_agent_killed_during_an_outage_replays_its_whole_spool() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     let dir = site.provision_agent("crashy", &collector.url(), "").await;
     let agent = AgentProc::start(&dir).await;
@@ -214,10 +208,7 @@ async fn an_agent_killed_during_an_outage_replays_its_whole_spool() {
 async fn a_long_outage_respects_the_spool_bound_and_the_gap_is_reported() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     // 16 KiB holds only a few samples of this machine (~1-3 KiB each).
     let max_bytes = 16 * 1024;
@@ -448,10 +439,7 @@ async fn a_full_write_queue_asks_agents_to_slow_down_and_drops_nothing() {
 async fn live_data_arrives_while_the_backlog_is_still_draining() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     // Two backlog frames per second against one new sample per second: a
     // 10-sample backlog takes ~10 s to drain.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tandem_tests::{AgentProc, Site, free_port, last_seq, now_ms, wait_for};
+use tandem_tests::{AgentProc, Site, last_seq, now_ms, wait_for};
 
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -165,10 +165,7 @@ async fn an_agent_days_behind_connects_and_one_far_behind_is_told_why_not() {
 async fn corrupt_spool_files_are_reported_and_do_not_block_delivery() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     let url = collector.url();
     collector.kill9().await;
@@ -231,10 +228,7 @@ async fn corrupt_spool_files_are_reported_and_do_not_block_delivery() {
 async fn an_agent_reconnects_within_seconds_of_the_collectors_return() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     let dir = site
         .provision_agent("returning", &collector.url(), "")
@@ -329,10 +323,7 @@ async fn a_corrupt_database_is_refused_at_start_with_a_clear_message() {
 async fn an_online_backup_is_consistent_and_restores() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    // A port outside the ephemeral range, so no outgoing connection takes it
-    // while the collector is down.
-    let port = free_port();
-    site.pin_port(port, "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     let dir = site.provision_agent("backed", &collector.url(), "").await;
     let agent = AgentProc::start(&dir).await;
@@ -394,7 +385,7 @@ async fn an_online_backup_is_consistent_and_restores() {
 async fn an_agent_with_a_full_disk_reports_what_it_lost() {
     crate::crypto();
     let site = Site::new().await.unwrap();
-    site.pin_port(free_port(), "");
+    site.pin_free_port();
     let collector = site.start_collector("").await.unwrap();
     let url = collector.url();
     collector.kill9().await;
