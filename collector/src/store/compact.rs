@@ -38,9 +38,11 @@ pub struct StorageConfig {
     /// An hour is compacted once it ended this long ago (late batches of a closed
     /// hour are merged into its chunk later all the same).
     pub grace: Duration,
-    /// At most this many values are compacted a second (`compact_values_per_sec`).
+    /// The ceiling of compaction's pace in values/s (`compact_values_per_sec`): a
+    /// backlog older than the last closed hour goes at it, steady work slower (see
+    /// `run_pass_paced`).
     pub values_per_sec: u64,
-    /// At most this many chunks and rollup blobs are expired a second
+    /// The ceiling of expiry's pace in chunks and rollup blobs a second
     /// (`expire_blobs_per_sec`; see [`DEFAULT_EXPIRE_BLOBS_PER_SEC`]).
     pub expire_blobs_per_sec: u64,
     /// The other tables (see [`expire_other`]).
@@ -98,7 +100,8 @@ impl Default for StorageConfig {
     }
 }
 
-/// The most chunks and rollup blobs a paced pass expires a second by default. Expiry is
+/// The most chunks and rollup blobs a paced pass expires a second by default (while
+/// it is behind; steady expiry is spread over half an hour). Expiry is
 /// write-heavy (every freed page of a blob goes through the WAL and the checkpoint:
 /// at about 1,300 blobs/s the collector wrote 25 MB/s more, and ingest's p99 ack
 /// latency rose ×1.67 where compaction alone left it at ×1.00; docs/BENCHMARKS.md),
@@ -107,7 +110,7 @@ impl Default for StorageConfig {
 /// catches up a retention lowered by a week on 1,000 devices in about 90 minutes.
 pub const DEFAULT_EXPIRE_BLOBS_PER_SEC: u64 = 64;
 
-/// Compaction's default pace: four times 50,000 values/s of ingest, so a backlog
+/// Compaction's default ceiling: four times 50,000 values/s of ingest, so a backlog
 /// is caught up at three times real time while compaction's CPU stays a small share
 /// beside ingest (issue 17: at its unbounded pace, about 1.1 M values/s and 6 s of
 /// CPU every 15 s, it moved ingest's p99 ack latency by ×1.6).
@@ -190,28 +193,91 @@ pub(crate) fn run_pass(
     cfg: &StorageConfig,
     now_ms: i64,
 ) -> Result<PassReport, StoreError> {
-    pass(conn, cfg, now_ms, false, Via::Own)
+    pass(conn, cfg, now_ms, None, Via::Own)
 }
 
-/// Like [`run_pass`], but after each compaction step it sleeps as long as the step
-/// took (bench7 brief): on a machine whose cores ingest also needs, compaction at
-/// full speed (about 1.5 M values/s, a whole core) moved ingest's p99 ack latency
-/// by ×1.6. Half speed is still some thirty times the 50,000 values/s it has to keep
-/// up with. The maintenance thread runs this, with its writes done by the writer.
+/// Like [`run_pass`], but paced. After each compaction step it sleeps at least as
+/// long as the step took (bench7 brief: at full speed, about 1.5 M values/s and a
+/// whole core, compaction moved ingest's p99 ack latency by ×1.6), and it keeps to
+/// these rates. A collector that keeps up has, each hour, one hour of head rows to
+/// compact (the hour that just closed) and one hour of blobs that just passed their
+/// retention; it is *behind* when there is older work (after an outage, a restart
+/// with a backlog, a migration, a lowered retention).
+/// - A device whose compactable rows all lie in the last closed hour is compacted at
+///   `pace()` values/s: [`STEADY_FACTOR`] times the ingest rate, which the
+///   maintenance thread measures with [`IngestRate`]. The hour's work is so spread
+///   over about 48 minutes instead of run at the ceiling for a quarter of the hour.
+///   A device with older rows is caught up at the ceiling `compact_values_per_sec`.
+/// - Expiry goes at the ceiling `expire_blobs_per_sec` while some blob is more than
+///   its span past its retention, else it spreads the blobs due at the pass's start
+///   over [`EXPIRY_SPREAD`] (at least 1 blob/s).
+///
+/// Issue 17 measured why: at the ceilings (200,000 values/s, 64 blobs/s) maintenance
+/// moved ingest's p99 ack latency by ×1.12-1.25 on a calm disk, at the steady rates
+/// not measurably (docs/BENCHMARKS.md). The writes are done by the store writer.
 fn run_pass_paced(
     conn: &mut Connection,
     cfg: &StorageConfig,
     now_ms: i64,
     writer: &MaintenanceHandle,
+    pace: &mut dyn FnMut() -> f64,
 ) -> Result<PassReport, StoreError> {
-    pass(conn, cfg, now_ms, true, Via::Writer(writer))
+    pass(conn, cfg, now_ms, Some(pace), Via::Writer(writer))
 }
 
+/// Steady compaction runs at this multiple of the ingest rate: the hour that closed
+/// is compacted in about 48 of the 60 minutes before the next one closes.
+pub const STEADY_FACTOR: f64 = 1.25;
+/// The least steady compaction pace (values/s): small sites, and the first
+/// seconds after a start, before the ingest rate is known.
+pub(crate) const STEADY_FLOOR: f64 = 10_000.0;
+/// Expiry that is not behind spreads the blobs due at a pass's start over this long.
+const EXPIRY_SPREAD: Duration = Duration::from_secs(1800);
+
+/// Ingest's values/s as the store writer counts them, over a trailing window of
+/// 10-20 s (two samples at least 10 s apart are kept).
+#[derive(Debug, Default)]
+pub(crate) struct IngestRate {
+    old: Option<(std::time::Instant, u64)>,
+    new: Option<(std::time::Instant, u64)>,
+}
+
+impl IngestRate {
+    /// Takes the counter's value `total` at `at` and returns the rate since the
+    /// older kept sample, once that is at least 5 s old.
+    pub(crate) fn observe(&mut self, at: std::time::Instant, total: u64) -> Option<f64> {
+        match self.new {
+            None => {
+                self.old = Some((at, total));
+                self.new = Some((at, total));
+            }
+            Some((t, _)) if at.duration_since(t) >= Duration::from_secs(10) => {
+                self.old = self.new;
+                self.new = Some((at, total));
+            }
+            Some(_) => {}
+        }
+        let (t0, v0) = self.old?;
+        let secs = at.duration_since(t0).as_secs_f64();
+        (secs >= 5.0).then(|| total.saturating_sub(v0) as f64 / secs)
+    }
+
+    /// The steady compaction pace for ingest counted `total` at `at` (see [`Pace`]).
+    pub(crate) fn steady_pace(&mut self, at: std::time::Instant, total: u64) -> f64 {
+        self.observe(at, total)
+            .map_or(STEADY_FLOOR, |r| (r * STEADY_FACTOR).max(STEADY_FLOOR))
+    }
+}
+
+/// A pass: the old-layout upgrade, then compaction with retention steps between its
+/// steps, then whatever retention is left and the other tables. `pace` (the steady
+/// compaction pace in values/s, asked before each step) makes it paced; `None` runs
+/// every step at once (tests, tools).
 fn pass(
     conn: &mut Connection,
     cfg: &StorageConfig,
     now_ms: i64,
-    paced: bool,
+    mut pace: Option<&mut dyn FnMut() -> f64>,
     via: Via<'_>,
 ) -> Result<PassReport, StoreError> {
     let mut report = PassReport::default();
@@ -223,28 +289,39 @@ fn pass(
         }
     }
     let cutoff = chunk::floor(now_ms - ms(cfg.grace), CHUNK_MS);
-    let devices: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT DISTINCT device_id FROM head WHERE max_ts < ?1")?;
-        stmt.query_map([cutoff], |r| r.get(0))?
+    // Each device with its oldest compactable row: one older than the last closed
+    // hour means it is behind (see run_pass_paced).
+    let devices: Vec<(String, i64)> = {
+        let mut stmt = conn.prepare(
+            "SELECT device_id, min(max_ts) FROM head WHERE max_ts < ?1 GROUP BY device_id",
+        )?;
+        stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
+    let steady_from = cutoff - CHUNK_MS;
     // Retention steps go between the compaction steps, so a long compaction
     // backlog (after an outage, or while a large old database migrates) never holds
     // back the expiry that keeps the disk from filling.
     let mut expiring = true;
     let started = std::time::Instant::now();
-    let rate = cfg.values_per_sec.max(1) as f64;
-    let blob_rate = cfg.expire_blobs_per_sec.max(1) as f64;
-    // A paced pass expires at most `expire_blobs_per_sec` blobs a second: how long
-    // until the next expiry step is due.
+    let ceiling = cfg.values_per_sec.max(1) as f64;
+    let blob_rate = if pace.is_some() {
+        expiry_rate(conn, cfg, now_ms)?
+    } else {
+        f64::INFINITY
+    };
+    // Steady expiry (a few blobs a second) in steps of about a second's blobs per
+    // table, not a burst of 64 every minute or two.
+    let expire_rows = (blob_rate.ceil() as i64).clamp(1, STEP_EXPIRE_ROWS);
+    // How long until the next expiry step is due (at most `blob_rate` blobs a second).
     let expiry_wait = |r: &PassReport| {
-        if !paced {
-            return Duration::ZERO;
-        }
         let blobs = (r.chunks_expired + r.rollups_expired) as f64;
         Duration::from_secs_f64(blobs / blob_rate).saturating_sub(started.elapsed())
     };
-    for device in devices {
+    // When the compaction done so far is due at its paces.
+    let mut due = Duration::ZERO;
+    for (device, oldest) in devices {
+        let behind = oldest < steady_from;
         loop {
             let t = std::time::Instant::now();
             let (rows, chunks, values) = match step(conn, via, &device, cutoff) {
@@ -258,16 +335,21 @@ fn pass(
                 Err(e) => return Err(e),
             };
             if expiring && expiry_wait(&report).is_zero() {
-                let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
+                let (c, r, more) = expire_step(conn, via, cfg, now_ms, expire_rows)?;
                 report.chunks_expired += c;
                 report.rollups_expired += r;
                 expiring = more;
             }
             report.values_compacted += values;
-            if paced {
-                // At most half of the time (a rest as long as the step), and no more
-                // than `values_per_sec` over the pass.
-                let due = Duration::from_secs_f64(report.values_compacted as f64 / rate);
+            if let Some(steady) = pace.as_mut() {
+                // At most half of the time (a rest as long as the step), and no
+                // faster than the device's pace over the pass.
+                let rate = if behind {
+                    ceiling
+                } else {
+                    steady().clamp(1.0, ceiling)
+                };
+                due += Duration::from_secs_f64(values as f64 / rate);
                 let rest = t.elapsed().max(due.saturating_sub(started.elapsed()));
                 std::thread::sleep(rest);
             }
@@ -280,7 +362,7 @@ fn pass(
     }
     while expiring {
         std::thread::sleep(expiry_wait(&report));
-        let (c, r, more) = expire_step(conn, via, cfg, now_ms)?;
+        let (c, r, more) = expire_step(conn, via, cfg, now_ms, expire_rows)?;
         report.chunks_expired += c;
         report.rollups_expired += r;
         expiring = more;
@@ -629,7 +711,7 @@ pub fn expire(
 ) -> Result<(u64, u64), StoreError> {
     let (mut chunks, mut rollups) = (0, 0);
     loop {
-        let (c, r, more) = expire_step(conn, Via::Own, cfg, now_ms)?;
+        let (c, r, more) = expire_step(conn, Via::Own, cfg, now_ms, STEP_EXPIRE_ROWS)?;
         chunks += c;
         rollups += r;
         if !more {
@@ -638,22 +720,71 @@ pub fn expire(
     }
 }
 
-/// One bounded step of [`expire`]: up to [`STEP_EXPIRE_ROWS`] chunks and as many
-/// blobs of each rollup tier, in one transaction.
+/// One bounded step of [`expire`]: up to `limit` (at most [`STEP_EXPIRE_ROWS`])
+/// chunks and as many blobs of each rollup tier, in one transaction.
 /// Returns (chunks expired, rollup blobs expired, whether a table may have more).
 fn expire_step(
     conn: &mut Connection,
     via: Via<'_>,
     cfg: &StorageConfig,
     now_ms: i64,
+    limit: i64,
 ) -> Result<(u64, u64, bool), StoreError> {
-    // A blob goes once all of its span is older than the retention.
-    let raw_before = now_ms - ms(cfg.raw_retention) - CHUNK_MS;
-    let r5_before = now_ms - ms(cfg.rollup_5m_retention) - CHUNK_MS;
-    let r1_before = now_ms - ms(cfg.rollup_1h_retention) - DAY_MS;
+    let (raw_before, r5_before, r1_before) = expiry_bounds(cfg, now_ms);
     write_step(conn, via, move |tx| {
-        expire_blobs(tx, raw_before, r5_before, r1_before)
+        expire_blobs(tx, raw_before, r5_before, r1_before, limit)
     })
+}
+
+/// The newest start of a raw chunk, a 5-minute rollup blob (an hour) and a 1-hour
+/// rollup blob (a day) that has expired: a blob goes once all of its span is older
+/// than its tier's retention.
+fn expiry_bounds(cfg: &StorageConfig, now_ms: i64) -> (i64, i64, i64) {
+    (
+        now_ms - ms(cfg.raw_retention) - CHUNK_MS,
+        now_ms - ms(cfg.rollup_5m_retention) - CHUNK_MS,
+        now_ms - ms(cfg.rollup_1h_retention) - DAY_MS,
+    )
+}
+
+/// A paced pass's expiry rate in blobs/s (see [`run_pass_paced`]): the ceiling
+/// `expire_blobs_per_sec` when a blob is more than its span past its retention,
+/// else the blobs due spread over [`EXPIRY_SPREAD`], at least 1/s. Index range
+/// probes only (the count stops at what the ceiling would expire in the spread).
+fn expiry_rate(conn: &Connection, cfg: &StorageConfig, now_ms: i64) -> Result<f64, StoreError> {
+    let ceiling = cfg.expire_blobs_per_sec.max(1) as f64;
+    let (raw, r5, r1) = expiry_bounds(cfg, now_ms);
+    let behind = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE start_ms <= ?1)
+                 OR EXISTS (SELECT 1 FROM rollups WHERE tier = ?2 AND start_ms <= ?3)
+                 OR EXISTS (SELECT 1 FROM rollups WHERE tier = ?4 AND start_ms <= ?5)",
+        )?
+        .query_row(
+            params![
+                raw - CHUNK_MS,
+                TIER_5M_MS,
+                r5 - CHUNK_MS,
+                TIER_1H_MS,
+                r1 - DAY_MS
+            ],
+            |r| r.get::<_, bool>(0),
+        )?;
+    if behind {
+        return Ok(ceiling);
+    }
+    let bound = (ceiling * EXPIRY_SPREAD.as_secs_f64()) as i64;
+    let due: i64 = conn
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE start_ms <= ?1 LIMIT ?6))
+                  + (SELECT count(*) FROM (SELECT 1 FROM rollups WHERE tier = ?2 AND start_ms <= ?3 LIMIT ?6))
+                  + (SELECT count(*) FROM (SELECT 1 FROM rollups WHERE tier = ?4 AND start_ms <= ?5 LIMIT ?6))",
+        )?
+        .query_row(
+            params![raw, TIER_5M_MS, r5, TIER_1H_MS, r1, bound],
+            |r| r.get(0),
+        )?;
+    Ok((due as f64 / EXPIRY_SPREAD.as_secs_f64()).clamp(1.0, ceiling))
 }
 
 fn expire_blobs(
@@ -661,13 +792,14 @@ fn expire_blobs(
     raw_before: i64,
     r5_before: i64,
     r1_before: i64,
+    limit: i64,
 ) -> Result<(u64, u64, bool), StoreError> {
     let chunks = conn
         .prepare_cached(
             "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE start_ms <= ?1 LIMIT ?2)",
         )?
-        .execute(params![raw_before, STEP_EXPIRE_ROWS])? as u64;
-    let mut more = chunks == STEP_EXPIRE_ROWS as u64;
+        .execute(params![raw_before, limit])? as u64;
+    let mut more = chunks == limit as u64;
     let mut rollups = 0;
     for (tier, before) in [(TIER_5M_MS, r5_before), (TIER_1H_MS, r1_before)] {
         let n = conn
@@ -675,9 +807,9 @@ fn expire_blobs(
                 "DELETE FROM rollups WHERE id IN
                    (SELECT id FROM rollups WHERE tier = ?1 AND start_ms <= ?2 LIMIT ?3)",
             )?
-            .execute(params![tier, before, STEP_EXPIRE_ROWS])? as u64;
+            .execute(params![tier, before, limit])? as u64;
         rollups += n;
-        more |= n == STEP_EXPIRE_ROWS as u64;
+        more |= n == limit as u64;
     }
     Ok((chunks, rollups, more))
 }
@@ -836,10 +968,14 @@ pub(crate) fn spawn(
             }
             let mut warned = HashSet::new();
             let mut damaged = HashSet::new();
+            // Kept across passes: a pass may last most of an hour.
+            let mut ingest = IngestRate::default();
             loop {
                 let now = tandem_proto::util::now_ms();
                 let t0 = std::time::Instant::now();
-                let pass = run_pass_paced(&mut conn, &cfg, now, &writer);
+                let mut pace =
+                    || ingest.steady_pace(std::time::Instant::now(), writer.values_stored());
+                let pass = run_pass_paced(&mut conn, &cfg, now, &writer, &mut pace);
                 match pass {
                     // A skipped device makes the report differ from the default.
                     Ok(r) if r != PassReport::default() => {
@@ -900,6 +1036,11 @@ pub(crate) fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A steady pace above every ceiling: for passes whose work is all behind.
+    fn at_ceiling() -> f64 {
+        f64::MAX
+    }
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn head_row(conn: &Connection, device: &str, ids: &[i64], ts: i64) {
@@ -952,7 +1093,7 @@ mod tests {
             values_per_sec: 10_000,
             ..StorageConfig::default()
         };
-        let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
+        let r = pass(&mut conn, &cfg, now, Some(&mut at_ceiling), Via::Own).unwrap();
         assert_eq!((r.head_rows_compacted, r.chunks_expired), (300, 10));
         let head_left = watcher.join().unwrap();
         assert!(
@@ -1038,7 +1179,7 @@ mod tests {
             &mut ro,
             &StorageConfig::default(),
             now,
-            false,
+            None,
             Via::Writer(&m),
         )
         .unwrap();
@@ -1055,6 +1196,153 @@ mod tests {
         assert_eq!(
             n("SELECT sum(n_values) FROM chunks WHERE device_id IN ('a', 'b')"),
             2 * 3 * 5
+        );
+    }
+
+    /// Steady work goes at the steady pace, work that is behind at the ceiling: a
+    /// device whose rows lie in the last closed hour is compacted at `pace()` values/s,
+    /// one with rows three hours old at `compact_values_per_sec`.
+    #[test]
+    fn the_last_closed_hour_goes_at_the_steady_pace_and_older_rows_at_the_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let now = tandem_proto::util::now_ms();
+        let cfg = StorageConfig {
+            values_per_sec: 1_000_000,
+            ..StorageConfig::default()
+        };
+        let cutoff = chunk::floor(now - ms(cfg.grace), CHUNK_MS);
+        let ids: Vec<i64> = (1..=50).collect();
+        for k in 0..30 {
+            head_row(&conn, "old", &ids, cutoff - 3 * CHUNK_MS + k * 10_000);
+        }
+        let asked = std::cell::Cell::new(0);
+        let mut steady = || {
+            asked.set(asked.get() + 1);
+            3_000.0
+        };
+        let t = std::time::Instant::now();
+        let r = pass(&mut conn, &cfg, now, Some(&mut steady), Via::Own).unwrap();
+        let behind = t.elapsed();
+        assert_eq!(r.values_compacted, 1_500);
+        assert_eq!(
+            asked.get(),
+            0,
+            "rows three hours old were paced as steady work"
+        );
+        // 1,500 values at 1,000,000/s, and a rest as long as the step.
+        assert!(behind < Duration::from_millis(400), "{behind:?}");
+        for k in 0..30 {
+            head_row(&conn, "new", &ids, cutoff - CHUNK_MS + k * 10_000);
+        }
+        let t = std::time::Instant::now();
+        let r = pass(&mut conn, &cfg, now, Some(&mut steady), Via::Own).unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.values_compacted, 1_500);
+        assert_eq!(asked.get(), 1);
+        // 1,500 values at 3,000/s.
+        assert!(
+            took >= Duration::from_millis(500),
+            "not at the steady pace: {took:?}"
+        );
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM head", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+    }
+
+    /// Expiry's pace: the blobs due spread over EXPIRY_SPREAD (at least 1/s) while
+    /// none is more than its span past its retention, else the ceiling.
+    #[test]
+    fn expiry_spreads_an_hour_of_blobs_and_catches_up_older_ones_at_the_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let now = tandem_proto::util::now_ms();
+        let cfg = StorageConfig::default();
+        let (raw, r5, _) = expiry_bounds(&cfg, now);
+        assert_eq!(expiry_rate(&conn, &cfg, now).unwrap(), 1.0, "nothing due");
+        let chunk = |device: &str, start: i64| {
+            conn.execute(
+                "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, 1, x'00')",
+                params![device, start],
+            )
+            .unwrap();
+        };
+        // One hour's worth of 2,700 devices' chunks and 900 rollup blobs, just due.
+        for d in 0..2_700 {
+            chunk(&format!("d{d}"), chunk::floor(raw, CHUNK_MS));
+        }
+        for d in 0..900 {
+            conn.execute(
+                "INSERT INTO rollups (tier, device_id, start_ms, n_buckets, blob) VALUES (?1, ?2, ?3, 1, x'00')",
+                params![TIER_5M_MS, format!("d{d}"), chunk::floor(r5, CHUNK_MS)],
+            )
+            .unwrap();
+        }
+        // A chunk of the hour after is not due yet.
+        chunk("d0", chunk::floor(raw, CHUNK_MS) + CHUNK_MS);
+        let rate = expiry_rate(&conn, &cfg, now).unwrap();
+        assert_eq!(rate, 3_600.0 / EXPIRY_SPREAD.as_secs_f64());
+        // One blob more than an hour past its retention: behind.
+        chunk("d0", chunk::floor(raw, CHUNK_MS) - CHUNK_MS);
+        assert_eq!(
+            expiry_rate(&conn, &cfg, now).unwrap(),
+            DEFAULT_EXPIRE_BLOBS_PER_SEC as f64
+        );
+    }
+
+    /// Steady expiry goes in steps of about a second's blobs, evenly: three chunks
+    /// just due, at the least rate of 1 blob/s, take three steps a second apart
+    /// (not one step of all three at once).
+    #[test]
+    fn steady_expiry_goes_a_few_blobs_a_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let now = tandem_proto::util::now_ms();
+        let cfg = StorageConfig::default();
+        let (raw, _, _) = expiry_bounds(&cfg, now);
+        for d in ["a", "b", "c"] {
+            conn.execute(
+                "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, 1, x'00')",
+                params![d, chunk::floor(raw, CHUNK_MS)],
+            )
+            .unwrap();
+        }
+        let t = std::time::Instant::now();
+        let r = pass(&mut conn, &cfg, now, Some(&mut at_ceiling), Via::Own).unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.chunks_expired, 3);
+        assert!(
+            took >= Duration::from_secs(2),
+            "not in steps of one: {took:?}"
+        );
+    }
+
+    /// The ingest rate over a trailing window, and the steady pace from it.
+    #[test]
+    fn the_ingest_rate_follows_the_writers_count_over_a_trailing_window() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut r = IngestRate::default();
+        assert_eq!(r.observe(at(0), 0), None);
+        assert_eq!(r.observe(at(4), 40_000), None, "under 5 s of samples");
+        assert_eq!(r.observe(at(6), 60_000), Some(10_000.0));
+        assert_eq!(r.observe(at(12), 120_000), Some(10_000.0));
+        // The window moved on to the sample at 12 s: 240,000 values in 12 s.
+        assert_eq!(r.observe(at(24), 360_000), Some(20_000.0));
+        // 260,000 values in the 13 s since the sample at 12 s.
+        assert_eq!(r.steady_pace(at(25), 380_000), 20_000.0 * STEADY_FACTOR);
+        let mut idle = IngestRate::default();
+        assert_eq!(
+            idle.steady_pace(at(0), 7),
+            STEADY_FLOOR,
+            "rate not known yet"
+        );
+        assert_eq!(
+            idle.steady_pace(at(10), 1_007),
+            STEADY_FLOOR,
+            "100 values/s"
         );
     }
 
@@ -1078,7 +1366,7 @@ mod tests {
             ..StorageConfig::default()
         };
         let t = std::time::Instant::now();
-        let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
+        let r = pass(&mut conn, &cfg, now, Some(&mut at_ceiling), Via::Own).unwrap();
         let took = t.elapsed();
         assert_eq!(r.values_compacted, 2 * 30 * 50);
         // 3,000 values at 10,000/s: after the second device's step it rests until 0.3 s.
@@ -1095,7 +1383,7 @@ mod tests {
             .unwrap();
         }
         let t = std::time::Instant::now();
-        let r = pass(&mut conn, &cfg, now, true, Via::Own).unwrap();
+        let r = pass(&mut conn, &cfg, now, Some(&mut at_ceiling), Via::Own).unwrap();
         let took = t.elapsed();
         assert_eq!(r.chunks_expired, 2 * STEP_EXPIRE_ROWS as u64);
         // 64 chunks a step, a step due every 64 / expire_blobs_per_sec s: the third

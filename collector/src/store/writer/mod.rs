@@ -312,6 +312,7 @@ impl Writer {
     pub(crate) fn maintenance(&self) -> MaintenanceHandle {
         MaintenanceHandle {
             tx: self.tx.downgrade(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -320,9 +321,15 @@ impl Writer {
 #[derive(Clone)]
 pub(crate) struct MaintenanceHandle {
     tx: mpsc::WeakSender<(Request, Reply)>,
+    stats: Arc<WriterStats>,
 }
 
 impl MaintenanceHandle {
+    /// Values the writer has stored since it started (what paces steady compaction).
+    pub(crate) fn values_stored(&self) -> u64 {
+        self.stats.values_stored.load(Ordering::Relaxed)
+    }
+
     /// Runs `job` inside the writer's next group transaction, queued behind the
     /// ingest already waiting, and returns its result once that transaction is
     /// committed (durable as the group's acknowledgements are). An error of the job
