@@ -105,6 +105,16 @@ struct Args {
     /// lowest, so the first pair's ratio is the run's highest).
     #[arg(long)]
     warm_phase: bool,
+    /// With --compaction-backlog 1 --expired 1: the collector's steady state instead
+    /// of a catch-up. Each on phase's backlog goes into the hour the collector last
+    /// closed (what an hour of ingest leaves it), at instants of its own, and its
+    /// expired chunk and 5-minute rollup per device into the hour that has just
+    /// passed its retention, so the collector paces the work as steady (issue 17:
+    /// compaction at 1.25 times the ingest rate, expiry spread over 30 minutes)
+    /// rather than at its ceilings. The run waits until it fits between minute 5
+    /// of an hour and the next full hour, where that steady state holds.
+    #[arg(long)]
+    steady: bool,
     /// Encode and gzip this many batches per agent before connecting, and send those
     /// bytes while measuring (`tandem_tests::precoded`): the same wire, but loadgen no
     /// longer spends the shared cores on encoding and gzip, which a real fleet does on
@@ -205,19 +215,46 @@ fn steal_adjusted(points: &[(f64, f64, f64)]) -> Option<(f64, f64, f64, f64)> {
         .sum();
     let dof = n - 3;
     let se = (rss / dof as f64 * inv[2][2]).sqrt();
-    // Two-sided 97.5 % quantiles of Student's t for 2..=30 degrees of freedom.
-    const T: [f64; 29] = [
-        4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
-        2.048, 2.045, 2.042,
-    ];
-    let t = T.get(dof.checked_sub(2)?).copied().unwrap_or(1.96);
+    let t = student_t(dof)?;
     Some((
         beta[2].exp(),
         (beta[2] - t * se).exp(),
         (beta[2] + t * se).exp(),
         beta[1].exp(),
     ))
+}
+
+/// The two-sided 97.5 % quantile of Student's t for `dof` (2..=30 tabled, 1.96 above).
+fn student_t(dof: usize) -> Option<f64> {
+    const T: [f64; 29] = [
+        4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
+        2.048, 2.045, 2.042,
+    ];
+    Some(T.get(dof.checked_sub(2)?).copied().unwrap_or(1.96))
+}
+
+/// Without the steal term: exp of the difference of mean y between d = 1 and d = 0
+/// over (d, y) points, with its 95 % interval (pooled variance). For runs whose
+/// steal hardly varies, where the fit of [`steal_adjusted`] is (nearly) singular.
+/// None with fewer than 2 points on either side.
+fn on_off_ratio(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let side = |d: f64| -> Vec<f64> { points.iter().filter(|p| p.0 == d).map(|p| p.1).collect() };
+    let (off, on) = (side(0.0), side(1.0));
+    if off.len() < 2 || on.len() < 2 {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let ss = |v: &[f64]| {
+        let m = mean(v);
+        v.iter().map(|y| (y - m) * (y - m)).sum::<f64>()
+    };
+    let dof = off.len() + on.len() - 2;
+    let var = (ss(&off) + ss(&on)) / dof as f64;
+    let se = (var * (1.0 / off.len() as f64 + 1.0 / on.len() as f64)).sqrt();
+    let c = mean(&on) - mean(&off);
+    let t = student_t(dof)?;
+    Some((c.exp(), (c - t * se).exp(), (c + t * se).exp()))
 }
 
 fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
@@ -298,6 +335,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.warm_phase && args.compaction_backlog.is_none() {
         bail!("--warm-phase: only with --compaction-backlog");
+    }
+    if args.steady && (args.compaction_backlog != Some(1) || args.expired != 1) {
+        bail!("--steady: only with --compaction-backlog 1 --expired 1 (one hour of work)");
     }
     if args.max_group.is_some() && args.compaction_backlog.is_some() {
         bail!("--max-group: not with --compaction-backlog");
@@ -701,6 +741,36 @@ fn median_of_sorted(v: &[f64]) -> f64 {
 fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let at = line.find(&format!("{key}="))? + key.len() + 1;
     Some(line[at..].split_whitespace().next().unwrap_or(""))
+}
+
+/// --steady: waits until the run fits between minute 5 of an hour (the collector's
+/// grace after the hour it compacts closed) and the next full hour (when the hour
+/// of blobs just past their retention moves on), so that its work stays one hour's
+/// steady work throughout. The run's length is estimated at 30 s a phase beyond
+/// its warm-up and measured seconds (restarts, 1,000 connections, the backlog).
+async fn steady_window(args: &Args) {
+    let phases = 2 * args.alternations + u32::from(args.warm_phase) + 1;
+    let run_ms = i64::from(phases) * (args.warmup_secs as i64 + args.secs as i64 + 30) * 1000;
+    let now = now_ms();
+    let into_hour = now.rem_euclid(3_600_000);
+    let (from, to) = (330_000, 3_600_000 - run_ms);
+    if from > to {
+        eprintln!(
+            "--steady: the run (about {} s) is longer than the 55 minutes it must fit in; the last phases may be behind",
+            run_ms / 1000
+        );
+        return;
+    }
+    if (from..=to).contains(&into_hour) {
+        return;
+    }
+    let wait = (from - into_hour).rem_euclid(3_600_000);
+    eprintln!(
+        "--steady: waiting {} s, until minute 5 of the hour, so that the run (about {} s) keeps to one hour",
+        wait / 1000,
+        run_ms / 1000
+    );
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
 }
 
 /// [`Phase::commit_stalls`] from the bytes `from..to` of the collector's log.
@@ -1107,13 +1177,26 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
     if args.alternations == 0 || args.alternations > 50 {
         bail!("--alternations {}: give 1 to 50", args.alternations);
     }
+    if args.steady {
+        steady_window(args).await;
+    }
     let t_start = now_ms();
+    let floor_hour = |t: i64| t - t.rem_euclid(CHUNK_MS);
     // The hour the newest backlog hour ends at: at least 10 minutes back, so that the
     // backlog is past the collector's 5-minute compaction grace from the start (at
     // 14:02 the hour 13:00-14:00 is not, and an on phase then compacted nothing).
-    let top = {
-        let t = t_start - 600_000;
-        t - t.rem_euclid(CHUNK_MS)
+    // --steady: the collector's own cutoff (5 minutes of grace), which steady_window
+    // keeps for the whole run.
+    let top = floor_hour(t_start - if args.steady { 300_000 } else { 600_000 });
+    // The expired blobs of --steady: the hour that has just passed the default
+    // retention (14 days raw, 90 days 5-minute rollups), as the collector sees it.
+    let steady_expired =
+        |retention_days: i64| floor_hour(t_start - retention_days * DAY - CHUNK_MS);
+    // Blobs below these starts are counted as expired.
+    let (chunks_below, rollups_below) = if args.steady {
+        (steady_expired(14) + 1, steady_expired(90) + 1)
+    } else {
+        (t_start - 15 * DAY, t_start - 91 * DAY)
     };
     let (site, creds) = prepare(args)?;
     // A short unmeasured run creates the devices and their series the way the
@@ -1194,6 +1277,32 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         params![devices[0].0, old_hour],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    // A resident head: a real collector's head holds the open hour (and the one
+    // compaction is working on), so every device has hundreds of head rows and
+    // ingest inserts into a large index. Without this the first phases ran on a
+    // head of a few rows per device, and their p99 was a third of every later
+    // phase's (2026-12-04 21:50: 1.7-2.0 ms against 5-9 ms, pair 1 at x2.65 where
+    // the others were 0.88-1.15). These rows lie in the open hour (from the
+    // collector's cutoff on), so no phase compacts or counts them.
+    {
+        let lo = floor_hour(t_start - 300_000);
+        let span = (t_start - lo).max(1);
+        let tx = conn.transaction()?;
+        for (d, (dev, ids)) in devices.iter().enumerate() {
+            for n in 0..per_hour {
+                let ts = lo + (n * span + d as i64 % 1000) / (per_hour + 1);
+                tx.execute(
+                    "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?2, ?3, ?4)",
+                    params![dev, ts, ids.len() as i64, head_row(ids, ts, n)],
+                )?;
+            }
+        }
+        tx.commit()?;
+        eprintln!(
+            "resident head: {} rows per device in the open hour",
+            per_hour
+        );
+    }
     drop(conn);
 
     // What is left to do: backlog head rows and values, expired chunks and 5-minute
@@ -1205,12 +1314,10 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
                 "SELECT coalesce(sum(n_values), 0) FROM head WHERE max_ts < {top}"
             )),
             site.count(&format!(
-                "SELECT count(*) FROM chunks WHERE start_ms < {}",
-                t_start - 15 * DAY
+                "SELECT count(*) FROM chunks WHERE start_ms < {chunks_below}"
             )),
             site.count(&format!(
-                "SELECT count(*) FROM rollups WHERE tier = 300000 AND start_ms < {}",
-                t_start - 91 * DAY
+                "SELECT count(*) FROM rollups WHERE tier = 300000 AND start_ms < {rollups_below}"
             )),
         )
     };
@@ -1240,10 +1347,17 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
                 let tx = conn.transaction()?;
                 for (dev, ids) in chunk {
                     for h in 0..hours as i64 {
-                        let hour = top - (1 + k * hours as i64 + h) * CHUNK_MS;
-                        let off = ids[0] % (args.backlog_every as i64 * 1000);
+                        // --steady: every phase's backlog in the last closed hour, at
+                        // instants no earlier phase used (1 ms later each phase).
+                        let (hour, shift) = if args.steady {
+                            (top - CHUNK_MS, k)
+                        } else {
+                            (top - (1 + k * hours as i64 + h) * CHUNK_MS, 0)
+                        };
+                        let every = args.backlog_every as i64 * 1000;
+                        let off = (ids[0] + shift) % every;
                         for n in 0..per_hour {
-                            let ts = hour + n * args.backlog_every as i64 * 1000 + off;
+                            let ts = hour + n * every + off;
                             tx.execute(
                                 "INSERT INTO head (device_id, min_ts, max_ts, n_values, payload) VALUES (?1, ?2, ?2, ?3, ?4)",
                                 params![dev, ts, ids.len() as i64, head_row(ids, ts, n)],
@@ -1252,13 +1366,22 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
                     }
                     for j in 0..args.expired as i64 {
                         let n = 1 + k * args.expired as i64 + j;
+                        // --steady: the one hour just past the retention (where a
+                        // blob an earlier phase left is, it stays).
+                        let (chunk_at, rollup_at) = if args.steady {
+                            (steady_expired(14), steady_expired(90))
+                        } else {
+                            (top - 15 * DAY - n * CHUNK_MS, top - 91 * DAY - n * CHUNK_MS)
+                        };
                         tx.execute(
-                            "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, ?3, ?4)",
-                            params![dev, top - 15 * DAY - n * CHUNK_MS, tmpl_values, tmpl_chunk],
+                            "INSERT INTO chunks (device_id, start_ms, n_values, blob) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                            params![dev, chunk_at, tmpl_values, tmpl_chunk],
                         )?;
                         tx.execute(
-                            "INSERT INTO rollups (tier, device_id, start_ms, n_buckets, blob) VALUES (300000, ?1, ?2, ?3, ?4)",
-                            params![dev, top - 91 * DAY - n * CHUNK_MS, tmpl_buckets, tmpl_rollup],
+                            "INSERT INTO rollups (tier, device_id, start_ms, n_buckets, blob) VALUES (300000, ?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                            params![dev, rollup_at, tmpl_buckets, tmpl_rollup],
                         )?;
                     }
                 }
@@ -1347,6 +1470,12 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
             |v| format!("{v} blobs/s")
         )
     );
+    if args.steady {
+        println!(
+            "  --steady: each on phase's backlog lies in the hour the collector last closed and its expired blobs in the hour just past their retention, so the collector paces them as steady work (compaction at {} x the ingest rate, expiry spread over 30 min), under the ceilings above",
+            tandem_collector::store::compact::STEADY_FACTOR
+        );
+    }
     println!(
         "  {:<5} {:>4} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>11} {:>12} {:>9} {:>9} {:>6}",
         "phase",
@@ -1489,12 +1618,27 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
         .iter()
         .map(|r| (r.p.steal, f64::from(u8::from(r.on)), r.p.pct(0.99).ln()))
         .collect();
-    match steal_adjusted(&fit) {
-        Some((ratio, lo, hi, per_pct)) => println!(
-            "  p99 on / off at equal CPU steal (fit of ln p99 over {} phases): {ratio:.3}, 95 % interval {lo:.3}-{hi:.3}; each 1 % of steal: x{per_pct:.3}",
-            fit.len()
-        ),
-        None => println!("  p99 on / off at equal CPU steal: too few phases to fit"),
+    // Steal that hardly varies leaves its term unfit (at 21:50 on 2026-12-04, steal
+    // 0.0 in every phase gave "x38.9 per 1 %"): then the ratio of the phases'
+    // geometric mean p99s, with the same kind of interval.
+    let steals = fit.iter().map(|p| p.0);
+    let spread = steals.clone().fold(f64::MIN, f64::max) - steals.fold(f64::MAX, f64::min);
+    if spread < 1.0 {
+        let pts: Vec<(f64, f64)> = fit.iter().map(|p| (p.1, p.2)).collect();
+        match on_off_ratio(&pts) {
+            Some((ratio, lo, hi)) => println!(
+                "  p99 on / off, geometric means of the phases (steal varied by {spread:.1} % only, too little to fit): {ratio:.3}, 95 % interval {lo:.3}-{hi:.3}"
+            ),
+            None => println!("  p99 on / off, geometric means of the phases: too few phases"),
+        }
+    } else {
+        match steal_adjusted(&fit) {
+            Some((ratio, lo, hi, per_pct)) => println!(
+                "  p99 on / off at equal CPU steal (fit of ln p99 over {} phases): {ratio:.3}, 95 % interval {lo:.3}-{hi:.3}; each 1 % of steal: x{per_pct:.3}",
+                fit.len()
+            ),
+            None => println!("  p99 on / off at equal CPU steal: too few phases to fit"),
+        }
     }
     let left_now = left(&site);
     println!(
@@ -1509,7 +1653,26 @@ async fn compaction_bench(args: &Args, hours: u32, pace: &str) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
-    use super::{commit_stalls, median_of_sorted, steal_adjusted};
+    use super::{commit_stalls, median_of_sorted, on_off_ratio, steal_adjusted};
+
+    #[test]
+    fn without_steal_the_ratio_of_geometric_means_recovers_a_known_effect() {
+        let pts: Vec<(f64, f64)> = [
+            (0.0, 5.0),
+            (0.0, 6.0),
+            (1.0, 5.5),
+            (1.0, 6.6),
+            (0.0, 7.0),
+            (1.0, 7.7),
+        ]
+        .iter()
+        .map(|&(d, p99): &(f64, f64)| (d, p99.ln()))
+        .collect();
+        let (ratio, lo, hi) = on_off_ratio(&pts).unwrap();
+        assert!((ratio - 1.1).abs() < 1e-9, "{ratio}");
+        assert!(lo < 1.1 && hi > 1.1 && lo > 0.5 && hi < 2.5, "{lo}-{hi}");
+        assert!(on_off_ratio(&pts[..3]).is_none(), "one on phase only");
+    }
 
     #[test]
     fn the_steal_adjusted_ratio_recovers_a_known_effect() {
