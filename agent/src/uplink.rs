@@ -601,12 +601,15 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // Nothing listens on `port` any more.
+        // A socket bound but never listening holds the port, so nothing else can
+        // listen there (a released bind(:0) port could be taken meanwhile), and
+        // the kernel refuses connections to it.
+        let held = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket
+        });
+        let port = held.local_addr().unwrap().port();
         let err = rt
             .block_on(
                 Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
